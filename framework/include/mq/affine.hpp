@@ -1,0 +1,41 @@
+#pragma once
+// Affine quantization math shared by observers, quantizers and validators.
+//
+// q = clamp(nearbyint(x * (1/s)) + zp, qmin, qmax) and x_hat = (q - zp) * s, with
+// qparams computed as torch.ao.quantization's calculate_qparams does, so integer
+// outputs equal torch.quantize_per_channel / quantize_per_tensor bit for bit.
+// (PyTorch multiplies by the float reciprocal of the scale rather than dividing; so
+// do we, because parity with it is the contract.)
+//
+// Each optimized kernel has a scalar `_ref` twin that tests use as the oracle.
+
+#include <ATen/core/Tensor.h>
+
+#include <utility>
+
+#include "mq/export.hpp"
+#include "mq/qparams.hpp"
+#include "mq/quant_spec.hpp"
+#include "mq/quantized_tensor.hpp"
+
+namespace mq {
+
+// float32 machine epsilon, PyTorch observers' default lower bound for a scale.
+constexpr float kScaleEps = 1.1920928955078125e-07f;
+
+// Running min and max of `x` per channel of `spec` (a [C] pair, or [1] per tensor).
+// The input may be any floating dtype and layout.
+MQ_API std::pair<at::Tensor, at::Tensor> min_max(const at::Tensor& x, const QuantSpec& spec);
+MQ_API std::pair<at::Tensor, at::Tensor> min_max_ref(const at::Tensor& x, const QuantSpec& spec);
+
+// PyTorch's _calculate_qparams for `spec`. min/max of +-inf (nothing observed) give
+// scale 1 and zero point 0, as PyTorch does.
+MQ_API QParams qparams_from_min_max(const at::Tensor& min, const at::Tensor& max,
+                                    const QuantSpec& spec, float eps = kScaleEps);
+
+// Quantizes `x` with `qparams` (int8 data for signed dtypes, uint8 for unsigned).
+MQ_API QuantizedTensor quantize(const at::Tensor& x, const QParams& qparams, const QuantSpec& spec);
+MQ_API QuantizedTensor quantize_ref(const at::Tensor& x, const QParams& qparams,
+                                    const QuantSpec& spec);
+
+}  // namespace mq

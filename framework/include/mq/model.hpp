@@ -1,0 +1,42 @@
+#pragma once
+// A model as the framework sees it: named tensors in file order and a layer table.
+
+#include <ATen/core/Tensor.h>
+
+#include <filesystem>
+#include <map>
+#include <string>
+#include <vector>
+
+#include "mq/export.hpp"
+
+namespace mq {
+
+enum class LayerKind { kLinear, kConv1d, kConv2d, kEmbedding, kLayerNorm, kOther };
+
+MQ_API const char* to_string(LayerKind kind);
+
+struct Layer {
+  std::string name;    // module path, e.g. "encoder.fc1"
+  LayerKind kind = LayerKind::kOther;
+  std::string weight;  // tensor names; empty when absent
+  std::string bias;
+};
+
+struct NamedTensor {
+  std::string name;
+  at::Tensor tensor;
+};
+
+struct MQ_API Model {
+  std::vector<NamedTensor> tensors;  // file order
+  std::vector<Layer> layers;
+  std::vector<std::filesystem::path> sources;
+  std::map<std::string, std::string> metadata;
+
+  const at::Tensor* find(const std::string& name) const;
+  // Bytes of all tensors as stored in memory.
+  int64_t nbytes() const;
+};
+
+}  // namespace mq

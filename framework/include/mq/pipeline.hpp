@@ -1,0 +1,76 @@
+#pragma once
+// The pipeline as a C++ API: what `mq-pipeline run` does, for embedding.
+//
+//   mq::Pipeline pipeline(mq::load_recipe("recipe.yaml"));
+//   mq::Report report = pipeline.run();
+//   if (report.status != mq::ExitCode::kOk) ...
+//
+// Errors (bad recipe, bad input, plugin failures, I/O) throw mq::Error subclasses; a
+// validator rejecting the artifact is a Report with status kValidationFailed.
+
+#include <filesystem>
+#include <functional>
+#include <memory>
+#include <string>
+#include <vector>
+
+#include "mq/export.hpp"
+#include "mq/options.hpp"
+#include "mq/plugin.hpp"
+#include "mq/progress.hpp"
+#include "mq/recipe.hpp"
+#include "mq/report.hpp"
+
+namespace mq {
+
+struct RunOptions {
+  // Searched first, before the recipe's plugins.paths, MQ_PLUGIN_PATH and the
+  // directory installed beside libmq.
+  std::vector<std::filesystem::path> plugin_paths;
+  int threads = 0;                // 0: LibTorch's default
+  Progress* progress = nullptr;   // nullptr: no progress
+  std::function<void(const std::string&)> warn;  // nullptr: warnings only in the report
+};
+
+// A plugin found on the search path.
+struct PluginInfo {
+  PluginKind kind;
+  std::string name;
+  std::string version;
+  std::string description;
+  std::filesystem::path file;
+  std::vector<OptionDecl> options;
+};
+
+// Loads every plugin on the search path (RunOptions::plugin_paths, then `extra`, then
+// MQ_PLUGIN_PATH, then the built-in directory). Throws PluginError on a refused
+// library or a duplicate (kind, name).
+MQ_API std::vector<PluginInfo> discover_plugins(
+    const std::vector<std::filesystem::path>& first,
+    const std::vector<std::filesystem::path>& extra = {});
+
+// The search path in order, for messages and `mq-pipeline plugins`.
+MQ_API std::vector<std::filesystem::path> plugin_search_path(
+    const std::vector<std::filesystem::path>& first,
+    const std::vector<std::filesystem::path>& extra = {});
+
+class MQ_API Pipeline {
+ public:
+  explicit Pipeline(Recipe recipe, RunOptions options = {});
+  ~Pipeline();
+  Pipeline(Pipeline&&) noexcept;
+  Pipeline& operator=(Pipeline&&) noexcept;
+
+  // Resolves every plugin and checks every step's options; no work.
+  void check();
+  // Runs every stage. Only promotes the artifact when no blocking validator failed.
+  Report run();
+
+  const Recipe& recipe() const;
+
+ private:
+  struct Impl;
+  std::unique_ptr<Impl> impl_;
+};
+
+}  // namespace mq

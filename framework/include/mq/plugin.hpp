@@ -1,0 +1,102 @@
+#pragma once
+// The plugin boundary: one extern "C" entry point per shared library returning a
+// plain descriptor. Use MQ_PLUGIN to write it.
+//
+//   class MyValidator : public mq::Validator { ... explicit MyValidator(const mq::Options&); };
+//   MQ_PLUGIN(MyValidator, mq::PluginKind::kValidator, "my_check", "1.0.0",
+//             "Rejects models with NaNs",
+//             {"max_abs", mq::OptionType::kFloat, "1e4", "largest magnitude allowed"})
+//
+// The loader checks api_version and abi_tag before anything else in the descriptor is
+// used, and refuses a mismatch.
+
+#include <torch/version.h>
+
+#include <memory>
+#include <vector>
+
+#include "mq/export.hpp"
+#include "mq/options.hpp"
+#include "mq/version.hpp"
+
+namespace mq {
+
+enum class PluginKind : int { kObserver = 1, kQuantizer = 2, kFormat = 3, kValidator = 4 };
+
+MQ_API const char* to_string(PluginKind kind);
+
+// Base of every plugin instance.
+class MQ_API Plugin {
+ public:
+  virtual ~Plugin();
+};
+
+// Creates instances from checked options. create() throws RecipeError for option
+// values the declarations cannot express (e.g. group_size not a power of two).
+class MQ_API PluginFactory {
+ public:
+  virtual ~PluginFactory();
+  virtual std::unique_ptr<Plugin> create(const Options& options) const = 0;
+};
+
+template <class T>
+class SimpleFactory final : public PluginFactory {
+ public:
+  std::unique_ptr<Plugin> create(const Options& options) const override {
+    return std::make_unique<T>(options);
+  }
+};
+
+struct PluginDescriptor {
+  int api_version;
+  const char* abi_tag;
+  PluginKind kind;
+  const char* name;
+  const char* version;
+  const char* description;
+  const OptionDecl* options;
+  std::size_t option_count;
+  const PluginFactory* factory;
+};
+
+// The ABI tag of libmq itself; a plugin's must be equal.
+MQ_API const char* abi_tag();
+
+}  // namespace mq
+
+#define MQ_STRINGIFY_(x) #x
+#define MQ_STRINGIFY(x) MQ_STRINGIFY_(x)
+#if defined(__clang__)
+#define MQ_COMPILER_TAG "clang" MQ_STRINGIFY(__clang_major__)
+#elif defined(__GNUC__)
+#define MQ_COMPILER_TAG "gcc" MQ_STRINGIFY(__GNUC__)
+#else
+#define MQ_COMPILER_TAG "unknown"
+#endif
+
+// mq version, compiler and major version, libstdc++ string ABI, LibTorch version.
+#define MQ_ABI_TAG                                                               \
+  "mq-" MQ_VERSION_STRING "/" MQ_COMPILER_TAG "/cxx11abi-" MQ_STRINGIFY(        \
+      _GLIBCXX_USE_CXX11_ABI) "/torch-" MQ_STRINGIFY(TORCH_VERSION_MAJOR) "." \
+      MQ_STRINGIFY(TORCH_VERSION_MINOR)
+
+#define MQ_PLUGIN_ENTRY_POINT mq_plugin_descriptor
+#define MQ_PLUGIN_ENTRY_POINT_NAME "mq_plugin_descriptor"
+
+// Defines the entry point. TYPE is constructed from `const mq::Options&` once per
+// recipe step (per observed tensor for observers). The trailing arguments are
+// mq::OptionDecl initializers.
+#define MQ_PLUGIN(TYPE, KIND, NAME, VERSION, DESCRIPTION, ...)                          \
+  extern "C" __attribute__((visibility("default"))) const ::mq::PluginDescriptor*     \
+  MQ_PLUGIN_ENTRY_POINT() noexcept {                                                 \
+    try {                                                                             \
+      static const ::mq::SimpleFactory<TYPE> factory;                                 \
+      static const std::vector<::mq::OptionDecl> options{__VA_ARGS__};                \
+      static const ::mq::PluginDescriptor descriptor{                                 \
+          MQ_API_VERSION, MQ_ABI_TAG,     KIND,           NAME,    VERSION,            \
+          DESCRIPTION,    options.data(), options.size(), &factory};                  \
+      return &descriptor;                                                             \
+    } catch (...) {                                                                   \
+      return nullptr;                                                                 \
+    }                                                                                 \
+  }

@@ -1,0 +1,44 @@
+#pragma once
+// The result of quantization: every tensor of the model, either kept in float or
+// quantized, plus the plan that decided which.
+
+#include <ATen/core/Tensor.h>
+
+#include <map>
+#include <optional>
+#include <string>
+#include <vector>
+
+#include "mq/export.hpp"
+#include "mq/quantized_tensor.hpp"
+
+namespace mq {
+
+struct QuantizedEntry {
+  std::string name;
+  at::Tensor tensor;                        // set when kept as it was
+  std::optional<QuantizedTensor> quantized;  // set when quantized
+};
+
+// One row of the resolved plan: what happened to a tensor and why.
+struct PlanRow {
+  std::string tensor;
+  std::string rule;               // the rule that decided, e.g. "default", "exclude: lm_head*"
+  std::optional<QuantSpec> spec;  // empty when the tensor stays in float
+};
+
+struct MQ_API QuantizedModel {
+  std::vector<QuantizedEntry> entries;  // same order as the model's tensors
+  std::vector<PlanRow> plan;
+  // Free-form provenance and configuration, written by formats that keep metadata
+  // (keys like "mq.version", "mq.recipe_hash").
+  std::map<std::string, std::string> metadata;
+  // "dynamic" or "static": how activations are quantized at run time.
+  std::string mode = "dynamic";
+
+  const QuantizedEntry* find(const std::string& name) const;
+  // Bytes of all entries as stored (quantized data, scales, zero points, float tensors).
+  int64_t nbytes() const;
+};
+
+}  // namespace mq

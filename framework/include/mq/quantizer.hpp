@@ -1,0 +1,34 @@
+#pragma once
+// A quantizer turns a model into a quantized model.
+
+#include <ATen/core/Tensor.h>
+
+#include <functional>
+#include <memory>
+#include <string>
+#include <vector>
+
+#include "mq/model.hpp"
+#include "mq/observer.hpp"
+#include "mq/plugin.hpp"
+#include "mq/progress.hpp"
+#include "mq/quantized_model.hpp"
+
+namespace mq {
+
+struct QuantizeContext {
+  // Creates a fresh observer of the recipe's observer plugin.
+  std::function<std::unique_ptr<Observer>()> make_observer;
+  // Calibration batches (static mode); empty for dynamic quantization.
+  std::vector<at::Tensor> calibration;
+  Progress* progress = nullptr;  // never null when the runner calls
+  std::function<void(const std::string&)> warn;
+};
+
+class MQ_API Quantizer : public Plugin {
+ public:
+  ~Quantizer() override;
+  virtual QuantizedModel quantize(const Model& model, QuantizeContext& context) = 0;
+};
+
+}  // namespace mq

@@ -1,0 +1,72 @@
+#pragma once
+// A recipe: what to quantize, how, and how to check it (schema version 1).
+// Build one in code or load it from YAML with load_recipe().
+
+#include <cstdint>
+#include <filesystem>
+#include <optional>
+#include <string>
+#include <vector>
+
+#include "mq/export.hpp"
+#include "mq/value.hpp"
+
+namespace mq {
+
+enum class OnFailure { kError, kWarn, kIgnore };
+MQ_API const char* to_string(OnFailure policy);
+
+struct PluginStep {
+  std::string plugin;
+  Value options = Value::map();
+  SourceLocation location;  // where the step was written, for messages
+};
+
+struct ValidatorStep {
+  PluginStep step;
+  std::optional<OnFailure> on_failure;  // the recipe's default when empty
+};
+
+struct RandomCalibration {
+  std::vector<int64_t> shape;
+  int64_t batches = 1;
+  int64_t seed = 0;
+};
+
+struct Calibration {
+  std::filesystem::path path;               // tensors, one per batch
+  std::optional<RandomCalibration> random;  // instead of a path
+};
+
+struct MQ_API Recipe {
+  int version = 1;
+  std::filesystem::path file;  // the recipe file; empty when built in code
+  std::filesystem::path model_path;
+  std::string model_format;  // format plugin reading the model; "" = first that can
+  std::optional<Calibration> calibration;
+  PluginStep observer{"minmax", Value::map(), {}};
+  PluginStep quantizer;
+  PluginStep format;
+  std::filesystem::path output;
+  std::vector<ValidatorStep> validators;
+  OnFailure on_failure = OnFailure::kError;
+  std::optional<std::filesystem::path> report;
+  std::vector<std::filesystem::path> plugin_paths;
+
+  // Canonical JSON of everything that affects the result, and its hash (XXH3-128,
+  // hex). Paths appear as written relative to the recipe, so moving a checkout does
+  // not change the hash.
+  std::string canonical_json() const;
+  std::string hash() const;
+};
+
+// Loads and checks a recipe. `overrides` are "dotted.key=yaml-value" strings applied
+// before checking, as `--set` does. Relative paths resolve against the recipe's
+// directory. Throws RecipeError naming file:line:col.
+MQ_API Recipe load_recipe(const std::filesystem::path& file,
+                          const std::vector<std::string>& overrides = {});
+// Same, from text; `file` names it in messages and anchors relative paths.
+MQ_API Recipe parse_recipe(const std::string& text, const std::filesystem::path& file,
+                           const std::vector<std::string>& overrides = {});
+
+}  // namespace mq

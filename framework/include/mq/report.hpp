@@ -1,0 +1,49 @@
+#pragma once
+// What a run did, as a value: the CLI prints it, --json and the recipe's `report`
+// serialize it.
+
+#include <cstdint>
+#include <string>
+#include <utility>
+#include <vector>
+
+#include "mq/error.hpp"
+#include "mq/export.hpp"
+#include "mq/quantized_model.hpp"
+#include "mq/recipe.hpp"
+#include "mq/validator.hpp"
+
+namespace mq {
+
+struct ValidatorResult {
+  std::string plugin;
+  OnFailure policy = OnFailure::kError;
+  Check check;
+};
+
+struct FileInfo {
+  std::string path;
+  int64_t bytes = 0;
+  std::string hash;  // XXH3-128, hex
+};
+
+struct MQ_API Report {
+  ExitCode status = ExitCode::kOk;
+  std::string message;  // one line: what happened
+  std::string recipe_hash;
+  std::string canonical_recipe;
+  std::vector<FileInfo> inputs;
+  FileInfo output;
+  bool promoted = false;  // the artifact is at its destination
+  int64_t original_bytes = 0;
+  int64_t quantized_bytes = 0;
+  std::vector<PlanRow> plan;
+  std::vector<ValidatorResult> validators;
+  std::vector<std::pair<std::string, double>> timings;  // stage, seconds
+  std::vector<std::string> warnings;
+
+  std::string to_json() const;  // pretty-printed, stable key order
+  std::string summary() const;  // the human table printed at the end of a run
+};
+
+}  // namespace mq

@@ -1,0 +1,36 @@
+#pragma once
+// A validator checks a written artifact against the original model. Rejecting a
+// model is a normal outcome (passed = false), not an exception.
+
+#include <filesystem>
+#include <string>
+#include <utility>
+#include <vector>
+
+#include "mq/format.hpp"
+#include "mq/model.hpp"
+#include "mq/plugin.hpp"
+#include "mq/quantized_model.hpp"
+
+namespace mq {
+
+struct ValidateContext {
+  const Model& original;
+  const QuantizedModel& quantized;
+  const std::filesystem::path& written;  // the file as written, before promotion
+  Format& format;                        // the format that wrote it
+};
+
+struct Check {
+  bool passed = true;
+  std::vector<std::pair<std::string, double>> metrics;  // name, value
+  std::string message;  // one line: the figure, the threshold, the worst tensor
+};
+
+class MQ_API Validator : public Plugin {
+ public:
+  ~Validator() override;
+  virtual Check validate(const ValidateContext& context) = 0;
+};
+
+}  // namespace mq

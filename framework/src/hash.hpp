@@ -1,0 +1,14 @@
+#pragma once
+
+#include <filesystem>
+#include <string>
+#include <string_view>
+
+namespace mq::detail {
+
+// XXH3-128 as 32 hex digits.
+std::string hash_bytes(std::string_view bytes);
+// Streams the file; throws InputError when it cannot be read.
+std::string hash_file(const std::filesystem::path& file);
+
+}  // namespace mq::detail

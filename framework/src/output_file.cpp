@@ -1,0 +1,109 @@
+#include "output_file.hpp"
+
+#include <fcntl.h>
+#include <signal.h>
+#include <unistd.h>
+
+#include <atomic>
+#include <cstring>
+#include <fstream>
+
+#include "mq/error.hpp"
+#include "mq/interrupt.hpp"
+
+namespace fs = std::filesystem;
+
+namespace mq::detail {
+namespace {
+
+// Temporary paths of runs in progress, readable from a signal handler.
+constexpr int kSlots = 16;
+constexpr size_t kPathMax = 4096;
+char g_pending[kSlots][kPathMax];
+std::atomic<bool> g_used[kSlots];
+
+int reserve_slot(const fs::path& temp) {
+  const std::string s = temp.string();
+  if (s.size() >= kPathMax) return -1;
+  for (int i = 0; i < kSlots; ++i) {
+    bool expected = false;
+    if (g_used[i].compare_exchange_strong(expected, true)) {
+      std::memcpy(g_pending[i], s.c_str(), s.size() + 1);
+      return i;
+    }
+  }
+  return -1;
+}
+
+void release_slot(int slot) {
+  if (slot >= 0) g_used[slot].store(false);
+}
+
+void on_signal(int) {
+  for (int i = 0; i < kSlots; ++i)
+    if (g_used[i].load()) unlink(g_pending[i]);
+  _exit(130);
+}
+
+void sync_path(const fs::path& p, int flags) {
+  const int fd = open(p.c_str(), flags | O_CLOEXEC);
+  if (fd < 0) return;
+  fsync(fd);
+  close(fd);
+}
+
+}  // namespace
+
+OutputFile::OutputFile(fs::path destination) : destination_(std::move(destination)) {
+  std::error_code ec;
+  const fs::path dir = destination_.parent_path().empty() ? fs::path(".") : destination_.parent_path();
+  fs::create_directories(dir, ec);
+  if (ec) throw OutputError(destination_.string() + ": cannot create directory " + dir.string() +
+                            " (" + ec.message() + ")");
+  if (fs::is_directory(destination_, ec))
+    throw OutputError(destination_.string() + ": is a directory");
+  temp_ = dir / ("." + destination_.filename().string() + ".mq-tmp-" + std::to_string(getpid()));
+  slot_ = reserve_slot(temp_);
+}
+
+OutputFile::~OutputFile() {
+  if (!promoted_) {
+    std::error_code ec;
+    fs::remove(temp_, ec);
+  }
+  release_slot(slot_);
+}
+
+void OutputFile::promote() {
+  std::error_code ec;
+  if (!fs::is_regular_file(temp_, ec))
+    throw OutputError(destination_.string() + ": nothing was written to promote");
+  sync_path(temp_, O_RDONLY);
+  if (std::rename(temp_.c_str(), destination_.c_str()) != 0)
+    throw OutputError(destination_.string() + ": cannot move the new file into place (" +
+                      std::strerror(errno) + ")");
+  promoted_ = true;
+  sync_path(destination_.parent_path().empty() ? fs::path(".") : destination_.parent_path(),
+            O_RDONLY | O_DIRECTORY);
+}
+
+void write_file_atomically(const fs::path& destination, const std::string& text) {
+  OutputFile out(destination);
+  {
+    std::ofstream f(out.temp(), std::ios::binary | std::ios::trunc);
+    f << text;
+    f.flush();
+    if (!f) throw OutputError(destination.string() + ": cannot write");
+  }
+  out.promote();
+}
+
+}  // namespace mq::detail
+
+void mq::install_interrupt_cleanup() {
+  struct sigaction sa {};
+  sa.sa_handler = detail::on_signal;
+  sigemptyset(&sa.sa_mask);
+  sigaction(SIGINT, &sa, nullptr);
+  sigaction(SIGTERM, &sa, nullptr);
+}

@@ -1,0 +1,34 @@
+#pragma once
+// Write-to-temporary then promote: the destination is either the previous file or the
+// complete new one, never a partial file.
+
+#include <filesystem>
+#include <string>
+
+namespace mq::detail {
+
+class OutputFile {
+ public:
+  // Creates the destination's directory if needed and reserves a temporary path
+  // beside it. Throws OutputError.
+  explicit OutputFile(std::filesystem::path destination);
+  ~OutputFile();  // removes the temporary file unless promoted
+  OutputFile(const OutputFile&) = delete;
+  OutputFile& operator=(const OutputFile&) = delete;
+
+  const std::filesystem::path& temp() const { return temp_; }
+  const std::filesystem::path& destination() const { return destination_; }
+  // fsync, rename over the destination, fsync the directory. Throws OutputError.
+  void promote();
+
+ private:
+  std::filesystem::path destination_;
+  std::filesystem::path temp_;
+  int slot_ = -1;
+  bool promoted_ = false;
+};
+
+// Writes `text` to `destination` atomically.
+void write_file_atomically(const std::filesystem::path& destination, const std::string& text);
+
+}  // namespace mq::detail

@@ -1,0 +1,291 @@
+#include "mq/pipeline.hpp"
+
+#include <ATen/Parallel.h>
+
+#define BOOST_DLL_USE_STD_FS
+#include <boost/dll/runtime_symbol_info.hpp>
+
+#include <chrono>
+#include <cstdlib>
+#include <sstream>
+
+#include "hash.hpp"
+#include "mq/error.hpp"
+#include "mq/format.hpp"
+#include "mq/observer.hpp"
+#include "mq/quantizer.hpp"
+#include "mq/validator.hpp"
+#include "option_check.hpp"
+#include "output_file.hpp"
+#include "plugin_registry.hpp"
+#include "suggest.hpp"
+
+namespace fs = std::filesystem;
+
+namespace mq {
+namespace {
+
+std::string first_line(const std::string& text) { return text.substr(0, text.find('\n')); }
+
+// Runs one stage of a plugin, so that every failure names the plugin and the stage.
+template <class F>
+auto guarded(const std::string& who, const std::string& stage, F&& fn) -> decltype(fn()) {
+  try {
+    return fn();
+  } catch (const Error& e) {
+    throw Error(e.code(), who + ", " + stage + ": " + e.what());
+  } catch (const std::exception& e) {
+    throw PluginError(who + " failed while " + stage + ": " + first_line(e.what()));
+  } catch (...) {
+    throw PluginError(who + " failed while " + stage + ": unknown exception");
+  }
+}
+
+fs::path builtin_plugin_dir() {
+  // libmq's own location, so embedding programs find the plugins installed beside it.
+  return boost::dll::this_line_location().parent_path() / "mono-quant" / "plugins";
+}
+
+struct Resolved {
+  const detail::LoadedPlugin* plugin = nullptr;
+  Options options;
+
+  std::string label() const {
+    return std::string(to_string(plugin->descriptor->kind)) + " '" + plugin->descriptor->name + "'";
+  }
+};
+
+template <class T>
+std::unique_ptr<T> instantiate(const Resolved& r) {
+  std::unique_ptr<Plugin> p =
+      guarded(r.label(), "creating it", [&] { return r.plugin->descriptor->factory->create(r.options); });
+  T* typed = dynamic_cast<T*>(p.get());
+  if (!typed)
+    throw PluginError(r.label() + " from " + r.plugin->file.string() +
+                      " created an object of the wrong kind");
+  p.release();
+  return std::unique_ptr<T>(typed);
+}
+
+double seconds_since(std::chrono::steady_clock::time_point start) {
+  return std::chrono::duration<double>(std::chrono::steady_clock::now() - start).count();
+}
+
+FileInfo file_info(const fs::path& p) {
+  std::error_code ec;
+  return {p.string(), static_cast<int64_t>(fs::file_size(p, ec)), detail::hash_file(p)};
+}
+
+}  // namespace
+
+std::vector<fs::path> plugin_search_path(const std::vector<fs::path>& first,
+                                         const std::vector<fs::path>& extra) {
+  std::vector<fs::path> out;
+  const auto add = [&](const fs::path& p, bool must_exist) {
+    std::error_code ec;
+    if (!fs::exists(p, ec)) {
+      if (must_exist) throw RecipeError("plugin path '" + p.string() + "' does not exist");
+      return;
+    }
+    const fs::path canonical = fs::canonical(p, ec);
+    if (std::find(out.begin(), out.end(), canonical) == out.end()) out.push_back(canonical);
+  };
+  for (const fs::path& p : first) add(p, true);
+  for (const fs::path& p : extra) add(p, true);
+  if (const char* env = std::getenv("MQ_PLUGIN_PATH")) {
+    std::stringstream ss(env);
+    for (std::string p; std::getline(ss, p, ':');)
+      if (!p.empty()) add(p, false);
+  }
+  add(builtin_plugin_dir(), false);
+  return out;
+}
+
+std::vector<PluginInfo> discover_plugins(const std::vector<fs::path>& first,
+                                         const std::vector<fs::path>& extra) {
+  detail::PluginRegistry registry;
+  for (const fs::path& p : plugin_search_path(first, extra)) registry.add_path(p);
+  std::vector<PluginInfo> out;
+  for (const detail::LoadedPlugin& p : registry.plugins()) {
+    const PluginDescriptor& d = *p.descriptor;
+    out.push_back({d.kind, d.name, d.version ? d.version : "", d.description ? d.description : "",
+                   p.file, std::vector<OptionDecl>(d.options, d.options + d.option_count)});
+  }
+  return out;
+}
+
+struct Pipeline::Impl {
+  Recipe recipe;
+  RunOptions options;
+  detail::PluginRegistry registry;
+  bool checked = false;
+  Resolved observer, quantizer, format, model_format;
+  std::vector<Resolved> validators;
+
+  Resolved resolve(PluginKind kind, const PluginStep& step) {
+    const detail::LoadedPlugin* p = registry.find(kind, step.plugin);
+    if (!p) {
+      std::string where = step.location.to_string();
+      throw RecipeError((where.empty() ? "" : where + ": ") + "no " + to_string(kind) +
+                        " plugin named '" + step.plugin + "'" +
+                        detail::did_you_mean(step.plugin, registry.names(kind)) +
+                        "; available: " + detail::quoted_list(registry.names(kind)));
+    }
+    return {p, detail::check_options(step, *p->descriptor)};
+  }
+
+  void check() {
+    if (checked) return;
+    for (const fs::path& p : plugin_search_path(options.plugin_paths, recipe.plugin_paths))
+      registry.add_path(p);
+    observer = resolve(PluginKind::kObserver, recipe.observer);
+    quantizer = resolve(PluginKind::kQuantizer, recipe.quantizer);
+    format = resolve(PluginKind::kFormat, recipe.format);
+    if (!recipe.model_format.empty())
+      model_format = resolve(PluginKind::kFormat, PluginStep{recipe.model_format, Value::map(), {}});
+    validators.clear();
+    for (const ValidatorStep& v : recipe.validators)
+      validators.push_back(resolve(PluginKind::kValidator, v.step));
+    // Factories reject option values the declarations cannot express; do it now so
+    // `check` catches them without doing any work.
+    instantiate<Observer>(observer);
+    instantiate<Quantizer>(quantizer);
+    instantiate<Format>(format);
+    for (const Resolved& v : validators) instantiate<Validator>(v);
+
+    std::error_code ec;
+    if (recipe.output.lexically_normal() == recipe.model_path.lexically_normal() ||
+        fs::equivalent(recipe.output, recipe.model_path, ec))
+      throw RecipeError("format.output " + recipe.output.string() +
+                        " is the input model; refusing to overwrite an input");
+    checked = true;
+  }
+
+  // The format named by model.format, or the first (by name) that can read `path`.
+  Resolved reader_for(const fs::path& path) {
+    if (model_format.plugin) return model_format;
+    std::vector<std::string> tried;
+    for (const std::string& name : registry.names(PluginKind::kFormat)) {
+      const detail::LoadedPlugin* p = registry.find(PluginKind::kFormat, name);
+      Resolved r{p, detail::check_options(PluginStep{name, Value::map(), {}}, *p->descriptor)};
+      std::unique_ptr<Format> f = instantiate<Format>(r);
+      if (guarded(r.label(), "probing the model", [&] { return f->can_read(path); })) return r;
+      tried.push_back(name);
+    }
+    throw InputError(path.string() + ": no format plugin can read this file (tried " +
+                     detail::quoted_list(tried) + ")");
+  }
+
+  void warn(Report& report, const std::string& message) {
+    report.warnings.push_back(message);
+    if (options.warn) options.warn(message);
+  }
+
+  std::string plugin_list() const {
+    std::string out;
+    const auto add = [&](const Resolved& r) {
+      if (!r.plugin) return;
+      if (!out.empty()) out += ",";
+      out += std::string(to_string(r.plugin->descriptor->kind)) + "/" + r.plugin->descriptor->name +
+             "@" + (r.plugin->descriptor->version ? r.plugin->descriptor->version : "");
+    };
+    add(observer);
+    add(quantizer);
+    add(format);
+    for (const Resolved& v : validators) add(v);
+    return out;
+  }
+
+  Report run() {
+    using clock = std::chrono::steady_clock;
+    Report report;
+    report.recipe_hash = recipe.hash();
+    report.canonical_recipe = recipe.canonical_json();
+    auto start = clock::now();
+    check();
+    if (options.threads > 0) at::set_num_threads(options.threads);
+    report.timings.push_back({"check", seconds_since(start)});
+
+    start = clock::now();
+    std::error_code ec;
+    if (!fs::exists(recipe.model_path, ec))
+      throw InputError(recipe.model_path.string() + ": no such file or directory");
+    const Resolved reader_plugin = reader_for(recipe.model_path);
+    std::unique_ptr<Format> reader = instantiate<Format>(reader_plugin);
+    const Model model = guarded(reader_plugin.label(), "reading the model",
+                                [&] { return reader->read(recipe.model_path); });
+    report.inputs.push_back(file_info(recipe.model_path));
+    report.timings.push_back({"read", seconds_since(start)});
+
+    start = clock::now();
+    NullProgress silent;
+    QuantizeContext context;
+    context.make_observer = [&] { return instantiate<Observer>(observer); };
+    context.progress = options.progress ? options.progress : &silent;
+    context.warn = [&](const std::string& m) { warn(report, m); };
+    std::unique_ptr<Quantizer> q = instantiate<Quantizer>(quantizer);
+    QuantizedModel quantized =
+        guarded(quantizer.label(), "quantizing", [&] { return q->quantize(model, context); });
+    quantized.metadata["mq.version"] = MQ_VERSION_STRING;
+    quantized.metadata["mq.recipe_hash"] = report.recipe_hash;
+    quantized.metadata["mq.input_hash"] = report.inputs.front().hash;
+    quantized.metadata["mq.plugins"] = plugin_list();
+    report.plan = quantized.plan;
+    report.original_bytes = model.nbytes();
+    report.quantized_bytes = quantized.nbytes();
+    report.timings.push_back({"quantize", seconds_since(start)});
+
+    start = clock::now();
+    std::unique_ptr<Format> writer = instantiate<Format>(format);
+    detail::OutputFile out(recipe.output);
+    guarded(format.label(), "writing " + recipe.output.string(),
+            [&] { writer->write(quantized, out.temp()); });
+    report.timings.push_back({"write", seconds_since(start)});
+
+    start = clock::now();
+    std::vector<std::string> blocking;
+    for (size_t i = 0; i < validators.size(); ++i) {
+      const OnFailure policy = recipe.validators[i].on_failure.value_or(recipe.on_failure);
+      std::unique_ptr<Validator> v = instantiate<Validator>(validators[i]);
+      ValidateContext vc{model, quantized, out.temp(), *writer};
+      Check check = guarded(validators[i].label(), "validating", [&] { return v->validate(vc); });
+      const std::string name = validators[i].plugin->descriptor->name;
+      if (!check.passed) {
+        if (policy == OnFailure::kError) blocking.push_back(name + ": " + check.message);
+        if (policy == OnFailure::kWarn) warn(report, "validator " + name + " failed: " + check.message);
+      }
+      report.validators.push_back({name, policy, std::move(check)});
+    }
+    report.timings.push_back({"validate", seconds_since(start)});
+
+    if (blocking.empty()) {
+      out.promote();
+      report.promoted = true;
+      report.output = file_info(recipe.output);
+      report.message = "wrote " + recipe.output.string();
+    } else {
+      report.status = ExitCode::kValidationFailed;
+      report.output.path = recipe.output.string();
+      std::string joined;
+      for (const std::string& b : blocking) joined += (joined.empty() ? "" : "; ") + b;
+      report.message = "validation failed (" + joined + "); " + recipe.output.string() +
+                       (fs::exists(recipe.output, ec) ? " left as it was" : " not written");
+    }
+    if (recipe.report) detail::write_file_atomically(*recipe.report, report.to_json());
+    return report;
+  }
+};
+
+Pipeline::Pipeline(Recipe recipe, RunOptions options) : impl_(std::make_unique<Impl>()) {
+  impl_->recipe = std::move(recipe);
+  impl_->options = std::move(options);
+}
+Pipeline::~Pipeline() = default;
+Pipeline::Pipeline(Pipeline&&) noexcept = default;
+Pipeline& Pipeline::operator=(Pipeline&&) noexcept = default;
+
+void Pipeline::check() { impl_->check(); }
+Report Pipeline::run() { return impl_->run(); }
+const Recipe& Pipeline::recipe() const { return impl_->recipe; }
+
+}  // namespace mq

@@ -1,0 +1,33 @@
+#include "mq/plugin.hpp"
+
+#include "mq/format.hpp"
+#include "mq/observer.hpp"
+#include "mq/progress.hpp"
+#include "mq/quantizer.hpp"
+#include "mq/validator.hpp"
+
+namespace mq {
+
+// Out-of-line destructors give each interface its typeinfo and vtable in libmq, so
+// dynamic_cast and exceptions work across plugins loaded with RTLD_LOCAL.
+Plugin::~Plugin() = default;
+PluginFactory::~PluginFactory() = default;
+Progress::~Progress() = default;
+Observer::~Observer() = default;
+Quantizer::~Quantizer() = default;
+Format::~Format() = default;
+Validator::~Validator() = default;
+
+const char* to_string(PluginKind kind) {
+  switch (kind) {
+    case PluginKind::kObserver: return "observer";
+    case PluginKind::kQuantizer: return "quantizer";
+    case PluginKind::kFormat: return "format";
+    case PluginKind::kValidator: return "validator";
+  }
+  return "unknown";
+}
+
+const char* abi_tag() { return MQ_ABI_TAG; }
+
+}  // namespace mq

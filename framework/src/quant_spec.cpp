@@ -1,0 +1,96 @@
+#include "mq/quant_spec.hpp"
+
+#include <array>
+#include <utility>
+
+namespace mq {
+namespace {
+
+template <class E, std::size_t N>
+std::optional<E> lookup(const std::array<std::pair<std::string_view, E>, N>& table,
+                        std::string_view text) {
+  for (const auto& [name, value] : table)
+    if (name == text) return value;
+  return std::nullopt;
+}
+
+template <class E, std::size_t N>
+std::string_view name_of(const std::array<std::pair<std::string_view, E>, N>& table, E value) {
+  for (const auto& [name, v] : table)
+    if (v == value) return name;
+  return "?";
+}
+
+constexpr std::array<std::pair<std::string_view, DType>, 6> kDTypes{{
+    {"int8", DType::kInt8},
+    {"uint8", DType::kUInt8},
+    {"int4", DType::kInt4},
+    {"uint4", DType::kUInt4},
+    {"fp16", DType::kFloat16},
+    {"bf16", DType::kBFloat16},
+}};
+constexpr std::array<std::pair<std::string_view, Granularity>, 3> kGranularities{{
+    {"per_tensor", Granularity::kPerTensor},
+    {"per_channel", Granularity::kPerChannel},
+    {"per_group", Granularity::kPerGroup},
+}};
+constexpr std::array<std::pair<std::string_view, Scheme>, 2> kSchemes{{
+    {"symmetric", Scheme::kSymmetric},
+    {"asymmetric", Scheme::kAsymmetric},
+}};
+
+}  // namespace
+
+std::string_view to_string(DType dtype) { return name_of(kDTypes, dtype); }
+std::string_view to_string(Granularity granularity) { return name_of(kGranularities, granularity); }
+std::string_view to_string(Scheme scheme) { return name_of(kSchemes, scheme); }
+std::optional<DType> parse_dtype(std::string_view text) { return lookup(kDTypes, text); }
+std::optional<Granularity> parse_granularity(std::string_view text) {
+  return lookup(kGranularities, text);
+}
+std::optional<Scheme> parse_scheme(std::string_view text) { return lookup(kSchemes, text); }
+
+bool QuantSpec::is_integer() const {
+  return dtype != DType::kFloat16 && dtype != DType::kBFloat16;
+}
+
+int QuantSpec::bits() const {
+  switch (dtype) {
+    case DType::kInt4:
+    case DType::kUInt4:
+      return 4;
+    case DType::kFloat16:
+    case DType::kBFloat16:
+      return 16;
+    default:
+      return 8;
+  }
+}
+
+int64_t QuantSpec::qmin() const {
+  const bool is_signed = dtype == DType::kInt8 || dtype == DType::kInt4;
+  if (!is_integer() || !is_signed) return 0;
+  return -(int64_t{1} << (bits() - 1 - (reduce_range ? 1 : 0)));
+}
+
+int64_t QuantSpec::qmax() const {
+  const bool is_signed = dtype == DType::kInt8 || dtype == DType::kInt4;
+  if (!is_integer()) return 0;
+  const int magnitude_bits = bits() - (is_signed ? 1 : 0) - (reduce_range ? 1 : 0);
+  return (int64_t{1} << magnitude_bits) - 1;
+}
+
+std::string QuantSpec::to_string() const {
+  std::string s(mq::to_string(dtype));
+  if (!is_integer()) return s;
+  s += ' ';
+  s += mq::to_string(granularity);
+  if (granularity == Granularity::kPerChannel) s += "(axis=" + std::to_string(axis) + ")";
+  if (granularity == Granularity::kPerGroup) s += "(" + std::to_string(group_size) + ")";
+  s += ' ';
+  s += mq::to_string(scheme);
+  if (reduce_range) s += " reduce_range";
+  return s;
+}
+
+}  // namespace mq

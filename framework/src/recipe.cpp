@@ -1,0 +1,303 @@
+#include "mq/recipe.hpp"
+
+#include <nlohmann/json.hpp>
+
+#include <fstream>
+#include <sstream>
+
+#include "hash.hpp"
+#include "mq/error.hpp"
+#include "suggest.hpp"
+#include "yaml_value.hpp"
+
+namespace fs = std::filesystem;
+
+namespace mq {
+namespace {
+
+constexpr std::uintmax_t kMaxRecipeBytes = 1 << 20;
+
+[[noreturn]] void fail(const SourceLocation& location, const std::string& message) {
+  const std::string where = location.to_string();
+  throw RecipeError(where.empty() ? message : where + ": " + message);
+}
+
+[[noreturn]] void fail(const Value& at, const std::string& message) {
+  const std::string where = at.location.to_string();
+  throw RecipeError(where.empty() ? message : where + ": " + message);
+}
+
+// Rejects keys outside `allowed`, with a suggestion.
+void check_keys(const Value& map, const std::string& section,
+                const std::vector<std::string>& allowed) {
+  for (const MapEntry& e : map.as_map()) {
+    if (std::find(allowed.begin(), allowed.end(), e.key) != allowed.end()) continue;
+    fail(e.key_location.line ? e.key_location : e.value.location, "unknown key '" + e.key + "'" + (section.empty() ? "" : " in '" + section + "'") +
+                 detail::did_you_mean(e.key, allowed));
+  }
+}
+
+const Value& expect(const Value& v, Value::Kind kind, const std::string& name) {
+  const bool ok = v.kind() == kind || (kind == Value::Kind::kFloat && v.kind() == Value::Kind::kInt);
+  if (!ok) fail(v, "'" + name + "' must be " + to_string(kind) + ", got " + to_string(v.kind()));
+  return v;
+}
+
+const Value* optional_field(const Value& map, const std::string& key, Value::Kind kind,
+                            const std::string& section) {
+  const Value* v = map.find(key);
+  if (!v) return nullptr;
+  expect(*v, kind, section.empty() ? key : section + "." + key);
+  return v;
+}
+
+const Value& required_field(const Value& map, const std::string& key, Value::Kind kind,
+                            const std::string& section) {
+  const Value* v = optional_field(map, key, kind, section);
+  if (!v) fail(map, "'" + section + "' needs '" + key + "'");
+  return *v;
+}
+
+fs::path resolve(const fs::path& base, const std::string& text) {
+  const fs::path p(text);
+  return (p.is_absolute() ? p : base / p).lexically_normal();
+}
+
+OnFailure parse_on_failure(const Value& v, const std::string& name) {
+  const std::string& text = expect(v, Value::Kind::kString, name).as_string();
+  if (text == "error") return OnFailure::kError;
+  if (text == "warn") return OnFailure::kWarn;
+  if (text == "ignore") return OnFailure::kIgnore;
+  fail(v, "'" + name + "' must be one of 'error', 'warn', 'ignore', got '" + text + "'" +
+              detail::did_you_mean(text, {"error", "warn", "ignore"}));
+}
+
+PluginStep parse_step(const Value& v, const std::string& section,
+                      const std::vector<std::string>& extra_keys = {}) {
+  expect(v, Value::Kind::kMap, section);
+  std::vector<std::string> allowed{"plugin", "options"};
+  allowed.insert(allowed.end(), extra_keys.begin(), extra_keys.end());
+  check_keys(v, section, allowed);
+  PluginStep step;
+  step.plugin = required_field(v, "plugin", Value::Kind::kString, section).as_string();
+  if (const Value* options = v.find("options")) {
+    if (!options->is_null()) step.options = expect(*options, Value::Kind::kMap, section + ".options");
+  }
+  step.location = v.location;
+  return step;
+}
+
+// Applies one "a.b.c=value" override to the document.
+void apply_override(Value& root, const std::string& assignment) {
+  const auto usage = [&](const std::string& why) {
+    throw RecipeError("--set '" + assignment + "': " + why +
+                      " (expected KEY=VALUE with a dotted key, e.g. quantizer.options.dtype=int8)");
+  };
+  const size_t eq = assignment.find('=');
+  if (eq == std::string::npos) usage("no '='");
+  const std::string key = assignment.substr(0, eq);
+  std::vector<std::string> parts;
+  std::stringstream ss(key);
+  for (std::string part; std::getline(ss, part, '.');) parts.push_back(part);
+  if (key.empty() || key.back() == '.' || parts.empty()) usage("empty key");
+  for (const std::string& p : parts)
+    if (p.empty()) usage("empty key segment");
+
+  Value value = detail::parse_yaml(assignment.substr(eq + 1), "--set " + key);
+  value.location = {"--set " + key, 0, 0};
+
+  Value* node = &root;
+  std::string walked;
+  for (size_t i = 0; i < parts.size(); ++i) {
+    const std::string& part = parts[i];
+    const bool last = i + 1 == parts.size();
+    if (node->kind() == Value::Kind::kList) {
+      char* end = nullptr;
+      const long index = std::strtol(part.c_str(), &end, 10);
+      auto& items = const_cast<std::vector<Value>&>(node->as_list());
+      if (*end != '\0' || index < 0 || static_cast<size_t>(index) >= items.size())
+        usage("'" + walked + "' is a list of " + std::to_string(items.size()) +
+              " items; '" + part + "' is not an index into it");
+      node = &items[static_cast<size_t>(index)];
+    } else {
+      if (node->is_null()) *node = Value::map();
+      if (node->kind() != Value::Kind::kMap)
+        usage("'" + walked + "' is " + to_string(node->kind()) + ", not a map");
+      if (!node->find(part)) node->set(part, last ? Value() : Value::map());
+      for (MapEntry& e : node->as_map())
+        if (e.key == part) node = &e.value;
+    }
+    if (last) *node = value;
+    walked += (walked.empty() ? "" : ".") + part;
+  }
+}
+
+Recipe build(const Value& root, const fs::path& file, const std::string& name) {
+  const fs::path base = file.empty() ? fs::current_path() : file.parent_path();
+  if (root.is_null()) throw RecipeError(name + ": recipe is empty");
+  expect(root, Value::Kind::kMap, "recipe");
+  check_keys(root, "",
+             {"version", "model", "calibration", "observer", "quantizer", "format", "validators",
+              "on_failure", "report", "plugins"});
+  Recipe r;
+  r.file = file;
+
+  const Value* version = root.find("version");
+  if (!version) throw RecipeError(name + ": 'version' is required (this mq reads version: 1)");
+  r.version = static_cast<int>(expect(*version, Value::Kind::kInt, "version").as_int());
+  if (version->as_int() != 1)
+    fail(*version, "unsupported recipe version " + std::to_string(version->as_int()) +
+                       " (this mq reads version: 1)");
+
+  const Value* model = root.find("model");
+  if (!model) throw RecipeError(name + ": 'model' is required");
+  expect(*model, Value::Kind::kMap, "model");
+  check_keys(*model, "model", {"path", "format"});
+  r.model_path = resolve(base, required_field(*model, "path", Value::Kind::kString, "model").as_string());
+  if (const Value* f = optional_field(*model, "format", Value::Kind::kString, "model"))
+    r.model_format = f->as_string();
+
+  if (const Value* cal = root.find("calibration")) {
+    expect(*cal, Value::Kind::kMap, "calibration");
+    check_keys(*cal, "calibration", {"path", "random"});
+    Calibration c;
+    const Value* path = optional_field(*cal, "path", Value::Kind::kString, "calibration");
+    const Value* random = optional_field(*cal, "random", Value::Kind::kMap, "calibration");
+    if ((path != nullptr) == (random != nullptr))
+      fail(*cal, "'calibration' needs exactly one of 'path' or 'random'");
+    if (path) c.path = resolve(base, path->as_string());
+    if (random) {
+      check_keys(*random, "calibration.random", {"shape", "batches", "seed"});
+      RandomCalibration rc;
+      const Value& shape = required_field(*random, "shape", Value::Kind::kList, "calibration.random");
+      for (const Value& d : shape.as_list()) {
+        const int64_t n = expect(d, Value::Kind::kInt, "calibration.random.shape[]").as_int();
+        if (n <= 0) fail(d, "calibration.random.shape dimensions must be positive");
+        rc.shape.push_back(n);
+      }
+      if (rc.shape.empty()) fail(shape, "calibration.random.shape must not be empty");
+      if (const Value* b = optional_field(*random, "batches", Value::Kind::kInt, "calibration.random")) {
+        if (b->as_int() <= 0) fail(*b, "calibration.random.batches must be positive");
+        rc.batches = b->as_int();
+      }
+      if (const Value* s = optional_field(*random, "seed", Value::Kind::kInt, "calibration.random"))
+        rc.seed = s->as_int();
+      c.random = rc;
+    }
+    r.calibration = c;
+  }
+
+  if (const Value* obs = root.find("observer")) r.observer = parse_step(*obs, "observer");
+
+  const Value* quantizer = root.find("quantizer");
+  if (!quantizer) throw RecipeError(name + ": 'quantizer' is required");
+  r.quantizer = parse_step(*quantizer, "quantizer");
+
+  const Value* format = root.find("format");
+  if (!format) throw RecipeError(name + ": 'format' is required");
+  r.format = parse_step(*format, "format", {"output"});
+  r.output = resolve(base, required_field(*format, "output", Value::Kind::kString, "format").as_string());
+
+  if (const Value* on_failure = root.find("on_failure"))
+    r.on_failure = parse_on_failure(*on_failure, "on_failure");
+
+  if (const Value* validators = root.find("validators")) {
+    if (!validators->is_null()) {
+      for (const Value& v : expect(*validators, Value::Kind::kList, "validators").as_list()) {
+        ValidatorStep step{parse_step(v, "validators[]", {"on_failure"}), std::nullopt};
+        if (const Value* policy = v.find("on_failure"))
+          step.on_failure = parse_on_failure(*policy, "on_failure");
+        r.validators.push_back(std::move(step));
+      }
+    }
+  }
+
+  if (const Value* report = optional_field(root, "report", Value::Kind::kString, ""))
+    r.report = resolve(base, report->as_string());
+
+  if (const Value* plugins = optional_field(root, "plugins", Value::Kind::kMap, "")) {
+    check_keys(*plugins, "plugins", {"paths"});
+    if (const Value* paths = optional_field(*plugins, "paths", Value::Kind::kList, "plugins")) {
+      for (const Value& p : paths->as_list()) {
+        const fs::path dir = resolve(base, expect(p, Value::Kind::kString, "plugins.paths[]").as_string());
+        if (!fs::exists(dir)) fail(p, "plugin path '" + dir.string() + "' does not exist");
+        r.plugin_paths.push_back(dir);
+      }
+    }
+  }
+  return r;
+}
+
+nlohmann::ordered_json step_json(const PluginStep& step) {
+  return {{"plugin", step.plugin}, {"options", nlohmann::ordered_json::parse(step.options.to_json())}};
+}
+
+}  // namespace
+
+const char* to_string(OnFailure policy) {
+  switch (policy) {
+    case OnFailure::kError: return "error";
+    case OnFailure::kWarn: return "warn";
+    case OnFailure::kIgnore: return "ignore";
+  }
+  return "error";
+}
+
+std::string Recipe::canonical_json() const {
+  const fs::path base = file.empty() ? fs::path() : file.parent_path();
+  const auto rel = [&](const fs::path& p) {
+    return base.empty() ? p.generic_string() : p.lexically_relative(base).generic_string();
+  };
+  nlohmann::ordered_json j;
+  j["version"] = version;
+  j["model"] = {{"path", rel(model_path)}, {"format", model_format}};
+  if (calibration) {
+    if (calibration->random)
+      j["calibration"] = {{"random",
+                           {{"shape", calibration->random->shape},
+                            {"batches", calibration->random->batches},
+                            {"seed", calibration->random->seed}}}};
+    else
+      j["calibration"] = {{"path", rel(calibration->path)}};
+  }
+  j["observer"] = step_json(observer);
+  j["quantizer"] = step_json(quantizer);
+  j["format"] = step_json(format);
+  j["format"]["output"] = rel(output);
+  j["validators"] = nlohmann::ordered_json::array();
+  for (const ValidatorStep& v : validators) {
+    auto step = step_json(v.step);
+    step["on_failure"] = to_string(v.on_failure.value_or(on_failure));
+    j["validators"].push_back(step);
+  }
+  j["on_failure"] = to_string(on_failure);
+  return j.dump();
+}
+
+std::string Recipe::hash() const { return detail::hash_bytes(canonical_json()); }
+
+Recipe parse_recipe(const std::string& text, const fs::path& file,
+                    const std::vector<std::string>& overrides) {
+  Value root = detail::parse_yaml(text, file.string());
+  if (!overrides.empty() && root.is_null()) root = Value::map();
+  for (const std::string& o : overrides) apply_override(root, o);
+  return build(root, file.empty() ? fs::path() : fs::absolute(file).lexically_normal(),
+               file.empty() ? "recipe" : file.string());
+}
+
+Recipe load_recipe(const fs::path& file, const std::vector<std::string>& overrides) {
+  std::error_code ec;
+  if (fs::is_directory(file, ec)) throw RecipeError(file.string() + ": is a directory, not a recipe");
+  const auto size = fs::file_size(file, ec);
+  if (ec) throw RecipeError(file.string() + ": cannot read recipe (" + ec.message() + ")");
+  if (size > kMaxRecipeBytes)
+    throw RecipeError(file.string() + ": recipe is " + std::to_string(size) +
+                      " bytes; the limit is " + std::to_string(kMaxRecipeBytes));
+  std::ifstream in(file, std::ios::binary);
+  std::stringstream text;
+  text << in.rdbuf();
+  if (!in) throw RecipeError(file.string() + ": cannot read recipe");
+  return parse_recipe(text.str(), file, overrides);
+}
+
+}  // namespace mq

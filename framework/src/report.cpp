@@ -1,0 +1,77 @@
+#include "mq/report.hpp"
+
+#include <fmt/format.h>
+#include <nlohmann/json.hpp>
+
+#include <cmath>
+
+namespace mq {
+namespace {
+
+nlohmann::ordered_json number(double v) {
+  if (std::isfinite(v)) return v;
+  return std::isnan(v) ? "nan" : (v > 0 ? "inf" : "-inf");  // JSON has no inf/nan
+}
+
+nlohmann::ordered_json file_json(const FileInfo& f) {
+  return {{"path", f.path}, {"bytes", f.bytes}, {"hash", f.hash}};
+}
+
+std::string megabytes(int64_t bytes) { return fmt::format("{:.2f} MB", bytes / 1e6); }
+
+}  // namespace
+
+std::string Report::to_json() const {
+  nlohmann::ordered_json j;
+  j["status"] = static_cast<int>(status);
+  j["message"] = message;
+  j["mq_version"] = MQ_VERSION_STRING;
+  j["recipe_hash"] = recipe_hash;
+  j["recipe"] = nlohmann::ordered_json::parse(canonical_recipe.empty() ? "null" : canonical_recipe);
+  j["inputs"] = nlohmann::ordered_json::array();
+  for (const FileInfo& f : inputs) j["inputs"].push_back(file_json(f));
+  j["output"] = file_json(output);
+  j["output"]["promoted"] = promoted;
+  j["size"] = {{"original_bytes", original_bytes},
+               {"quantized_bytes", quantized_bytes},
+               {"ratio", number(quantized_bytes ? double(original_bytes) / quantized_bytes : 0.0)}};
+  j["layers"] = nlohmann::ordered_json::array();
+  for (const PlanRow& row : plan)
+    j["layers"].push_back({{"tensor", row.tensor},
+                           {"rule", row.rule},
+                           {"spec", row.spec ? nlohmann::ordered_json(row.spec->to_string())
+                                             : nlohmann::ordered_json(nullptr)}});
+  j["validators"] = nlohmann::ordered_json::array();
+  for (const ValidatorResult& v : validators) {
+    nlohmann::ordered_json metrics = nlohmann::ordered_json::object();
+    for (const auto& [name, value] : v.check.metrics) metrics[name] = number(value);
+    j["validators"].push_back({{"plugin", v.plugin},
+                               {"passed", v.check.passed},
+                               {"on_failure", to_string(v.policy)},
+                               {"message", v.check.message},
+                               {"metrics", metrics}});
+  }
+  nlohmann::ordered_json timings = nlohmann::ordered_json::object();
+  for (const auto& [stage, seconds] : this->timings) timings[stage] = seconds;
+  j["timings_s"] = timings;
+  j["warnings"] = warnings;
+  return j.dump(2) + "\n";
+}
+
+std::string Report::summary() const {
+  std::string out;
+  int quantized = 0;
+  for (const PlanRow& row : plan) quantized += row.spec.has_value();
+  out += fmt::format("  tensors     {} quantized, {} kept\n", quantized, plan.size() - quantized);
+  out += fmt::format("  size        {} -> {} ({:.2f}x)\n", megabytes(original_bytes),
+                     megabytes(quantized_bytes),
+                     quantized_bytes ? double(original_bytes) / quantized_bytes : 0.0);
+  for (const ValidatorResult& v : validators) {
+    const char* verdict = v.check.passed ? "pass" : (v.policy == OnFailure::kError ? "FAIL" : v.policy == OnFailure::kWarn ? "warn" : "ignored");
+    out += fmt::format("  {:<11} {:<7} {}\n", v.plugin, verdict, v.check.message);
+  }
+  out += fmt::format("  artifact    {}{}\n", output.path, promoted ? "" : " (not written)");
+  return out;
+}
+
+}  // namespace mq

@@ -1,0 +1,258 @@
+#include "safetensors_file.hpp"
+
+#include <ATen/ATen.h>
+#include <fcntl.h>
+#include <nlohmann/json.hpp>
+#include <sys/mman.h>
+#include <sys/stat.h>
+#include <unistd.h>
+
+#include <algorithm>
+#include <cstring>
+#include <fstream>
+#include <optional>
+#include <set>
+
+#include "mq/error.hpp"
+
+namespace fs = std::filesystem;
+using json = nlohmann::ordered_json;
+
+namespace mq::safetensors {
+namespace {
+
+struct DTypeInfo {
+  const char* name;
+  int bits;
+  std::optional<at::ScalarType> torch;
+};
+
+const DTypeInfo kDTypes[] = {
+    {"BOOL", 8, at::kBool},          {"U8", 8, at::kByte},           {"I8", 8, at::kChar},
+    {"F8_E5M2", 8, std::nullopt},    {"F8_E4M3", 8, std::nullopt},   {"F8_E8M0", 8, std::nullopt},
+    {"I16", 16, at::kShort},         {"U16", 16, std::nullopt},      {"F16", 16, at::kHalf},
+    {"BF16", 16, at::kBFloat16},     {"I32", 32, at::kInt},          {"U32", 32, std::nullopt},
+    {"F32", 32, at::kFloat},         {"F64", 64, at::kDouble},       {"I64", 64, at::kLong},
+    {"U64", 64, std::nullopt},       {"C64", 64, at::kComplexFloat}, {"F4", 4, std::nullopt},
+    {"F6_E2M3", 6, std::nullopt},    {"F6_E3M2", 6, std::nullopt},
+};
+
+const DTypeInfo* find_dtype(const std::string& name) {
+  for (const DTypeInfo& d : kDTypes)
+    if (name == d.name) return &d;
+  return nullptr;
+}
+
+[[noreturn]] void bad(const std::string& name, const std::string& problem) {
+  throw InputError(name + ": " + problem);
+}
+
+uint64_t read_u64_le(const uint8_t* p) {
+  uint64_t v = 0;
+  for (int i = 7; i >= 0; --i) v = (v << 8) | p[i];
+  return v;
+}
+
+}  // namespace
+
+void parse_header(const std::string& name, const char* text, size_t text_bytes,
+                  uint64_t buffer_bytes, std::vector<TensorInfo>& tensors,
+                  std::map<std::string, std::string>& metadata) {
+  tensors.clear();
+  metadata.clear();
+  std::vector<std::set<std::string>> keys;
+  const auto callback = [&](int depth, json::parse_event_t event, json& parsed) {
+    switch (event) {
+      case json::parse_event_t::object_start:
+      case json::parse_event_t::array_start:
+        if (depth > 2) bad(name, "invalid header: nested deeper than the safetensors schema");
+        if (event == json::parse_event_t::object_start) keys.emplace_back();
+        break;
+      case json::parse_event_t::object_end:
+        keys.pop_back();
+        break;
+      case json::parse_event_t::key:
+        if (!keys.back().insert(parsed.get<std::string>()).second)
+          bad(name, "invalid header: duplicate key '" + parsed.get<std::string>() + "'");
+        break;
+      default:
+        break;
+    }
+    return true;
+  };
+  json header;
+  try {
+    header = json::parse(text, text + text_bytes, callback);
+  } catch (const json::exception& e) {
+    bad(name, std::string("invalid header: not valid UTF-8 JSON (") + e.what() + ")");
+  }
+  if (!header.is_object()) bad(name, "invalid header: not a JSON object");
+
+  for (auto it = header.begin(); it != header.end(); ++it) {
+    const std::string& key = it.key();
+    const json& value = it.value();
+    if (key == "__metadata__") {
+      if (!value.is_object()) bad(name, "invalid header: __metadata__ is not an object");
+      for (auto m = value.begin(); m != value.end(); ++m) {
+        if (!m.value().is_string())
+          bad(name, "invalid header: __metadata__ value of '" + m.key() + "' is not a string");
+        metadata[m.key()] = m.value().get<std::string>();
+      }
+      continue;
+    }
+    if (!value.is_object()) bad(name, "invalid header: tensor '" + key + "' is not an object");
+    const json* dtype = value.contains("dtype") ? &value["dtype"] : nullptr;
+    const json* shape = value.contains("shape") ? &value["shape"] : nullptr;
+    const json* offsets = value.contains("data_offsets") ? &value["data_offsets"] : nullptr;
+    if (!dtype || !dtype->is_string() || !shape || !shape->is_array() || !offsets ||
+        !offsets->is_array() || offsets->size() != 2)
+      bad(name, "invalid header: tensor '" + key +
+                    "' needs a string dtype, a shape list and two data_offsets");
+    TensorInfo info;
+    info.name = key;
+    info.dtype = dtype->get<std::string>();
+    if (!find_dtype(info.dtype)) bad(name, "tensor '" + key + "' has unknown dtype '" + info.dtype + "'");
+    for (const json& d : *shape) {
+      if (!d.is_number_unsigned() || d.get<uint64_t>() > static_cast<uint64_t>(INT64_MAX))
+        bad(name, "invalid header: tensor '" + key + "' has a shape entry that is not a size");
+      info.shape.push_back(static_cast<int64_t>(d.get<uint64_t>()));
+    }
+    if (!(*offsets)[0].is_number_unsigned() || !(*offsets)[1].is_number_unsigned())
+      bad(name, "invalid header: tensor '" + key + "' has data_offsets that are not sizes");
+    info.begin = (*offsets)[0].get<uint64_t>();
+    info.end = (*offsets)[1].get<uint64_t>();
+    tensors.push_back(std::move(info));
+  }
+
+  // The reference's order: offsets contiguous from 0, then each size, then the end.
+  std::stable_sort(tensors.begin(), tensors.end(), [](const TensorInfo& a, const TensorInfo& b) {
+    return a.begin != b.begin ? a.begin < b.begin : a.end < b.end;
+  });
+  uint64_t expected = 0;
+  for (const TensorInfo& t : tensors) {
+    if (t.begin != expected || t.end < t.begin)
+      bad(name, "tensor '" + t.name + "' has data_offsets [" + std::to_string(t.begin) + ", " +
+                    std::to_string(t.end) + ") but the data must continue at " +
+                    std::to_string(expected) + " (gap, overlap or reversed range)");
+    expected = t.end;
+    uint64_t bits = static_cast<uint64_t>(find_dtype(t.dtype)->bits);
+    for (int64_t d : t.shape)
+      if (__builtin_mul_overflow(bits, static_cast<uint64_t>(d), &bits))
+        bad(name, "tensor '" + t.name + "' has a shape whose size overflows");
+    if (bits % 8 != 0)
+      bad(name, "tensor '" + t.name + "' is not a whole number of bytes (" + std::to_string(bits) +
+                    " bits)");
+    if (bits / 8 != t.end - t.begin)
+      bad(name, "tensor '" + t.name + "' of dtype " + t.dtype + " and its shape needs " +
+                    std::to_string(bits / 8) + " bytes, but data_offsets give " +
+                    std::to_string(t.end - t.begin));
+  }
+  if (expected != buffer_bytes)
+    bad(name, "the tensors cover " + std::to_string(expected) + " bytes but the data buffer has " +
+                  std::to_string(buffer_bytes) + (expected < buffer_bytes ? " (trailing bytes)" : ""));
+}
+
+std::shared_ptr<File> File::open(const fs::path& path) {
+  const std::string name = path.string();
+  const int fd = ::open(path.c_str(), O_RDONLY | O_CLOEXEC);
+  if (fd < 0) bad(name, std::string("cannot open (") + std::strerror(errno) + ")");
+  struct stat st {};
+  if (fstat(fd, &st) != 0 || !S_ISREG(st.st_mode)) {
+    ::close(fd);
+    bad(name, "not a regular file");
+  }
+  const uint64_t size = static_cast<uint64_t>(st.st_size);
+  if (size < 8) {
+    ::close(fd);
+    bad(name, "file is " + std::to_string(size) + " bytes, too short for a safetensors header");
+  }
+  void* map = mmap(nullptr, size, PROT_READ, MAP_PRIVATE, fd, 0);
+  ::close(fd);
+  if (map == MAP_FAILED) bad(name, std::string("cannot map (") + std::strerror(errno) + ")");
+
+  std::shared_ptr<File> file(new File);
+  file->path_ = path;
+  file->map_ = static_cast<const uint8_t*>(map);
+  file->size_ = size;
+  const uint64_t n = read_u64_le(file->map_);
+  if (n > kMaxHeaderBytes)
+    bad(name, "header length " + std::to_string(n) + " exceeds the limit of " +
+                  std::to_string(kMaxHeaderBytes) + " bytes");
+  if (8 + n > size)
+    bad(name, "header length " + std::to_string(n) + " runs past the end of the file (" +
+                  std::to_string(size) + " bytes)");
+  file->buffer_ = file->map_ + 8 + n;
+  parse_header(name, reinterpret_cast<const char*>(file->map_ + 8), n, size - 8 - n,
+               file->tensors_, file->metadata_);
+  return file;
+}
+
+File::~File() {
+  if (map_) munmap(const_cast<uint8_t*>(map_), size_);
+}
+
+const TensorInfo* File::find(const std::string& name) const {
+  for (const TensorInfo& t : tensors_)
+    if (t.name == name) return &t;
+  return nullptr;
+}
+
+at::Tensor File::tensor(const TensorInfo& info) const {
+  const DTypeInfo* d = find_dtype(info.dtype);
+  if (!d->torch)
+    bad(path_.string(), "tensor '" + info.name + "' has dtype " + info.dtype +
+                            ", which this build of LibTorch cannot represent");
+  const at::TensorOptions options(*d->torch);
+  const uint8_t* data = buffer_ + info.begin;
+  const size_t element = c10::elementSize(*d->torch);
+  if (reinterpret_cast<uintptr_t>(data) % element == 0) {
+    std::shared_ptr<const File> keep = shared_from_this();
+    return at::from_blob(const_cast<uint8_t*>(data), info.shape,
+                         [keep](void*) mutable { keep.reset(); }, options);
+  }
+  // Third-party files promise no alignment; copy rather than read misaligned.
+  at::Tensor copy = at::empty(info.shape, options);
+  std::memcpy(copy.data_ptr(), data, info.end - info.begin);
+  return copy;
+}
+
+std::string dtype_name(at::ScalarType type) {
+  for (const DTypeInfo& d : kDTypes)
+    if (d.torch && *d.torch == type) return d.name;
+  throw InputError(std::string("safetensors has no dtype for ") + c10::toString(type));
+}
+
+void write(const fs::path& path, const std::vector<OutTensor>& tensors,
+           const std::map<std::string, std::string>& metadata) {
+  json header = json::object();
+  if (!metadata.empty()) header["__metadata__"] = metadata;
+  std::vector<at::Tensor> data;
+  uint64_t offset = 0;
+  for (const OutTensor& t : tensors) {
+    if (t.name == "__metadata__")
+      throw InputError("cannot write a tensor named __metadata__: safetensors reserves the name");
+    if (header.contains(t.name))
+      throw InputError("cannot write two tensors named '" + t.name + "'");
+    data.push_back(t.tensor.contiguous());
+    const uint64_t bytes = data.back().nbytes();
+    header[t.name] = {{"dtype", dtype_name(t.tensor.scalar_type())},
+                      {"shape", t.tensor.sizes().vec()},
+                      {"data_offsets", {offset, offset + bytes}}};
+    offset += bytes;
+  }
+  std::string text = header.dump();
+  text.append((8 - text.size() % 8) % 8, ' ');
+  uint8_t length[8];
+  for (int i = 0; i < 8; ++i) length[i] = static_cast<uint8_t>(static_cast<uint64_t>(text.size()) >> (8 * i));
+
+  std::ofstream out(path, std::ios::binary | std::ios::trunc);
+  if (!out) throw OutputError(path.string() + ": cannot create (" + std::strerror(errno) + ")");
+  out.write(reinterpret_cast<const char*>(length), 8);
+  out.write(text.data(), static_cast<std::streamsize>(text.size()));
+  for (const at::Tensor& t : data)
+    out.write(static_cast<const char*>(t.data_ptr()), static_cast<std::streamsize>(t.nbytes()));
+  out.flush();
+  if (!out) throw OutputError(path.string() + ": write failed (" + std::strerror(errno) + ")");
+}
+
+}  // namespace mq::safetensors

@@ -1,0 +1,69 @@
+#pragma once
+// The safetensors container: strict header validation (the reference implementation's
+// checks, plus duplicate keys) over a read-only mmap, and a deterministic writer.
+
+#include <ATen/core/Tensor.h>
+
+#include <cstdint>
+#include <filesystem>
+#include <map>
+#include <memory>
+#include <string>
+#include <vector>
+
+namespace mq::safetensors {
+
+constexpr uint64_t kMaxHeaderBytes = 100'000'000;
+
+struct TensorInfo {
+  std::string name;
+  std::string dtype;  // "F32", "I8", ...
+  std::vector<int64_t> shape;
+  uint64_t begin = 0;  // offsets into the byte buffer
+  uint64_t end = 0;
+};
+
+// A validated, memory-mapped safetensors file. Tensors it hands out share the mapping.
+class File : public std::enable_shared_from_this<File> {
+ public:
+  // Throws InputError "<path>: <problem>" for every malformed or unsafe file.
+  static std::shared_ptr<File> open(const std::filesystem::path& path);
+  ~File();
+
+  const std::vector<TensorInfo>& tensors() const { return tensors_; }  // file order
+  const std::map<std::string, std::string>& metadata() const { return metadata_; }
+  const TensorInfo* find(const std::string& name) const;
+  // The tensor's bytes as a CPU tensor: zero-copy when aligned, copied otherwise.
+  // Throws InputError for a dtype this LibTorch cannot represent.
+  at::Tensor tensor(const TensorInfo& info) const;
+
+ private:
+  File() = default;
+  std::filesystem::path path_;
+  const uint8_t* map_ = nullptr;
+  size_t size_ = 0;
+  const uint8_t* buffer_ = nullptr;
+  std::vector<TensorInfo> tensors_;
+  std::map<std::string, std::string> metadata_;
+};
+
+// Validates a header (the JSON text) against a byte buffer of `buffer_bytes`.
+// Exposed for tests and the fuzz target. Throws InputError naming `name`.
+void parse_header(const std::string& name, const char* json, size_t json_bytes,
+                  uint64_t buffer_bytes, std::vector<TensorInfo>& tensors,
+                  std::map<std::string, std::string>& metadata);
+
+struct OutTensor {
+  std::string name;
+  at::Tensor tensor;  // any layout; written contiguous, little-endian
+};
+
+// Writes a safetensors file; tensor order and metadata are kept as given.
+// Throws OutputError on I/O failure and InputError on names it cannot write.
+void write(const std::filesystem::path& path, const std::vector<OutTensor>& tensors,
+           const std::map<std::string, std::string>& metadata);
+
+// "F32" for at::kFloat, ...; throws InputError for dtypes safetensors lacks.
+std::string dtype_name(at::ScalarType type);
+
+}  // namespace mq::safetensors
