@@ -115,15 +115,19 @@ QuantizedTensor quantize_impl(const at::Tensor& input, const QParams& qparams,
     throw RecipeError("qparams have " + std::to_string(scale.numel()) + " scales for " +
                       std::to_string(v.channels) + " channels");
   const bool is_signed = spec.qmin() < 0;
+  // reduce_range narrows the range the observer fits, not the clamp: PyTorch rounds
+  // the observed extremes to the storage type's full range (e.g. 64 under [-64, 63]).
+  QuantSpec storage = spec;
+  storage.reduce_range = false;
   QuantizedTensor out;
   out.data = at::empty(x.sizes(), at::TensorOptions(is_signed ? at::kChar : at::kByte));
   auto run = [&](auto* q) {
     if constexpr (kRef)
       quantize_rows_ref(x.data_ptr<float>(), q, v, scale.data_ptr<float>(), zp.data_ptr<int32_t>(),
-                        spec.qmin(), spec.qmax());
+                        storage.qmin(), storage.qmax());
     else
       quantize_rows(x.data_ptr<float>(), q, v, scale.data_ptr<float>(), zp.data_ptr<int32_t>(),
-                    spec.qmin(), spec.qmax());
+                    storage.qmin(), storage.qmax());
   };
   if (is_signed)
     run(out.data.data_ptr<int8_t>());

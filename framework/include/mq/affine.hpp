@@ -1,7 +1,7 @@
 #pragma once
 // Affine quantization math shared by observers, quantizers and validators.
 //
-// q = clamp(nearbyint(x * (1/s)) + zp, qmin, qmax) and x_hat = (q - zp) * s, with
+// q = clamp(nearbyint(x * (1/s)) + zp, storage min, storage max) and x_hat = (q - zp) * s, with
 // qparams computed as torch.ao.quantization's calculate_qparams does, so integer
 // outputs equal torch.quantize_per_channel / quantize_per_tensor bit for bit.
 // (PyTorch multiplies by the float reciprocal of the scale rather than dividing; so

@@ -1,0 +1,135 @@
+#include "mq/affine.hpp"
+
+#include <ATen/ATen.h>
+#include <gtest/gtest.h>
+
+#include <limits>
+
+namespace {
+
+mq::QuantSpec spec(mq::DType dtype, mq::Granularity g, mq::Scheme s, bool reduce = false) {
+  mq::QuantSpec q;
+  q.dtype = dtype;
+  q.granularity = g;
+  q.scheme = s;
+  q.reduce_range = reduce;
+  return q;
+}
+
+// PyTorch's own quantization of `x` with our qparams, as integers.
+at::Tensor torch_quantize(const at::Tensor& x, const mq::QParams& qp, const mq::QuantSpec& s) {
+  const auto dtype = s.qmin() < 0 ? at::kQInt8 : at::kQUInt8;
+  if (s.granularity == mq::Granularity::kPerTensor)
+    return at::quantize_per_tensor(x, qp.scale.item<float>(), qp.zero_point.item<int>(), dtype)
+        .int_repr();
+  return at::quantize_per_channel(x, qp.scale.to(at::kDouble), qp.zero_point.to(at::kLong), s.axis,
+                                  dtype)
+      .int_repr();
+}
+
+class AffineParity : public ::testing::TestWithParam<std::tuple<mq::DType, mq::Granularity, mq::Scheme>> {};
+
+TEST_P(AffineParity, MatchesTorchQuantizeAndTheReferenceKernel) {
+  const auto [dtype, granularity, scheme] = GetParam();
+  at::manual_seed(7);
+  for (const auto& x : {at::randn({64, 33}) * 3, at::randn({16, 256}).abs() + 0.1,
+                        -at::rand({8, 5}), at::zeros({4, 4}), at::full({3, 7}, 2.5f),
+                        at::randn({1, 1}), at::randn({5, 3, 2, 2}) * 1e4}) {
+    for (bool reduce : {false, true}) {
+      const mq::QuantSpec s = spec(dtype, granularity, scheme, reduce);
+      auto [mn, mx] = mq::min_max(x, s);
+      auto [rmn, rmx] = mq::min_max_ref(x, s);
+      ASSERT_TRUE(at::equal(mn, rmn));
+      ASSERT_TRUE(at::equal(mx, rmx));
+      const mq::QParams qp = mq::qparams_from_min_max(mn, mx, s);
+      const mq::QuantizedTensor fast = mq::quantize(x, qp, s);
+      const mq::QuantizedTensor ref = mq::quantize_ref(x, qp, s);
+      ASSERT_TRUE(at::equal(fast.data, ref.data)) << s.to_string();
+      ASSERT_TRUE(at::equal(fast.data, torch_quantize(x, qp, s))) << s.to_string();
+      if (!reduce) {  // PyTorch's reduce_range only narrows the fit, not the clamp
+        EXPECT_TRUE(at::all(fast.data.to(at::kInt) >= s.qmin()).item<bool>());
+        EXPECT_TRUE(at::all(fast.data.to(at::kInt) <= s.qmax()).item<bool>());
+      }
+    }
+  }
+}
+
+INSTANTIATE_TEST_SUITE_P(
+    AllEightBitCombinations, AffineParity,
+    ::testing::Combine(::testing::Values(mq::DType::kInt8, mq::DType::kUInt8),
+                       ::testing::Values(mq::Granularity::kPerTensor, mq::Granularity::kPerChannel),
+                       ::testing::Values(mq::Scheme::kSymmetric, mq::Scheme::kAsymmetric)));
+
+TEST(Affine, RoundsHalfToEvenLikeTorch) {
+  const at::Tensor x = at::arange(-300, 300, at::kFloat) * 0.5f;
+  const mq::QuantSpec s = spec(mq::DType::kInt8, mq::Granularity::kPerTensor, mq::Scheme::kAsymmetric);
+  const mq::QParams qp{at::ones({1}), at::full({1}, 3, at::kInt)};
+  EXPECT_TRUE(at::equal(mq::quantize(x, qp, s).data, torch_quantize(x, qp, s)));
+  EXPECT_TRUE(at::equal(mq::quantize_ref(x, qp, s).data, torch_quantize(x, qp, s)));
+}
+
+TEST(Affine, SymmetricQParamsFollowPyTorch) {
+  const mq::QuantSpec s = spec(mq::DType::kInt8, mq::Granularity::kPerTensor, mq::Scheme::kSymmetric);
+  const mq::QParams qp = mq::qparams_from_min_max(at::full({1}, -2.0f), at::full({1}, 1.0f), s);
+  EXPECT_FLOAT_EQ(qp.scale.item<float>(), 2.0f / 127.5f);
+  EXPECT_EQ(qp.zero_point.item<int>(), 0);
+  const mq::QuantSpec u = spec(mq::DType::kUInt8, mq::Granularity::kPerTensor, mq::Scheme::kSymmetric, true);
+  const mq::QParams uq = mq::qparams_from_min_max(at::full({1}, -2.0f), at::full({1}, 1.0f), u);
+  EXPECT_FLOAT_EQ(uq.scale.item<float>(), 2.0f / 63.5f);
+  EXPECT_EQ(uq.zero_point.item<int>(), 128);  // PyTorch keeps 128 under reduce_range
+}
+
+TEST(Affine, AffineQParamsIncludeZeroAndClampTheZeroPoint) {
+  const mq::QuantSpec s = spec(mq::DType::kUInt8, mq::Granularity::kPerTensor, mq::Scheme::kAsymmetric);
+  const mq::QParams qp = mq::qparams_from_min_max(at::full({1}, 1.0f), at::full({1}, 3.0f), s);
+  EXPECT_FLOAT_EQ(qp.scale.item<float>(), 3.0f / 255.0f);  // range widened to [0, 3]
+  EXPECT_EQ(qp.zero_point.item<int>(), 0);
+}
+
+TEST(Affine, ConstantZeroTensorGetsEpsScale) {
+  const mq::QuantSpec s = spec(mq::DType::kInt8, mq::Granularity::kPerChannel, mq::Scheme::kSymmetric);
+  const at::Tensor x = at::zeros({3, 4});
+  auto [mn, mx] = mq::min_max(x, s);
+  const mq::QParams qp = mq::qparams_from_min_max(mn, mx, s);
+  EXPECT_TRUE(at::all(qp.scale == mq::kScaleEps).item<bool>());
+  EXPECT_TRUE(at::all(mq::quantize(x, qp, s).data == 0).item<bool>());
+}
+
+TEST(Affine, NothingObservedGivesUnitScale) {
+  const float inf = std::numeric_limits<float>::infinity();
+  const mq::QuantSpec s = spec(mq::DType::kInt8, mq::Granularity::kPerTensor, mq::Scheme::kSymmetric);
+  const mq::QParams qp = mq::qparams_from_min_max(at::full({1}, inf), at::full({1}, -inf), s);
+  EXPECT_FLOAT_EQ(qp.scale.item<float>(), 1.0f);
+  EXPECT_EQ(qp.zero_point.item<int>(), 0);
+}
+
+TEST(Affine, NonFiniteInputsSaturate) {
+  const float inf = std::numeric_limits<float>::infinity();
+  const at::Tensor x = at::tensor({inf, -inf, std::numeric_limits<float>::quiet_NaN(), 1.0f});
+  const mq::QuantSpec s = spec(mq::DType::kInt8, mq::Granularity::kPerTensor, mq::Scheme::kSymmetric);
+  const mq::QParams qp{at::ones({1}), at::zeros({1}, at::kInt)};
+  const at::Tensor q = mq::quantize(x, qp, s).data;
+  EXPECT_TRUE(at::equal(q, mq::quantize_ref(x, qp, s).data));
+  EXPECT_EQ(q[0].item<int>(), 127);
+  EXPECT_EQ(q[1].item<int>(), -128);
+  EXPECT_EQ(q[2].item<int>(), -128);
+}
+
+TEST(Affine, DequantizeInvertsWithinHalfAStep) {
+  at::manual_seed(1);
+  const at::Tensor x = at::randn({32, 64});
+  const mq::QuantSpec s = spec(mq::DType::kInt8, mq::Granularity::kPerChannel, mq::Scheme::kAsymmetric);
+  auto [mn, mx] = mq::min_max(x, s);
+  const mq::QuantizedTensor q = mq::quantize(x, mq::qparams_from_min_max(mn, mx, s), s);
+  const at::Tensor err = (q.dequantize() - x).abs();
+  const at::Tensor half_step = q.qparams.scale.unsqueeze(1) * 0.5001f;
+  EXPECT_TRUE(at::all(err <= half_step).item<bool>());
+  EXPECT_EQ(q.nbytes(), 32 * 64 + 32 * 4 + 32);
+}
+
+TEST(Affine, PerGroupIsRefusedNotGuessed) {
+  mq::QuantSpec s = spec(mq::DType::kInt8, mq::Granularity::kPerGroup, mq::Scheme::kSymmetric);
+  EXPECT_THROW(mq::quantize(at::ones({2, 2}), {at::ones({1}), at::zeros({1}, at::kInt)}, s), std::exception);
+}
+
+}  // namespace

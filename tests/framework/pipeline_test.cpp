@@ -1,0 +1,153 @@
+// The pipeline through its C++ API, on the bundled example model.
+
+#include "mq/pipeline.hpp"
+
+#include <gtest/gtest.h>
+
+#include "mq/error.hpp"
+#include "test_support.hpp"
+
+namespace {
+
+namespace fs = std::filesystem;
+
+mq::Recipe example(const fs::path& out_dir) {
+  mq::Recipe r;
+  r.model_path = fs::path(MQ_SOURCE_DIR) / "configs/models/mlp.safetensors";
+  r.quantizer.plugin = "dynamic";
+  r.format.plugin = "safetensors";
+  r.output = out_dir / "mlp.int8.safetensors";
+  r.validators.push_back({{"size", mq::Value::map(), {}}, std::nullopt});
+  return r;
+}
+
+mq::RunOptions with_fixtures() {
+  mq::RunOptions o;
+  o.plugin_paths = {fs::path(MQ_FIXTURE_DIR) / "good", fs::path(MQ_FIXTURE_DIR) / "failing"};
+  return o;
+}
+
+std::string check_error(mq::Recipe r) {
+  try {
+    mq::Pipeline(std::move(r), with_fixtures()).check();
+  } catch (const mq::Error& e) {
+    return e.what();
+  }
+  ADD_FAILURE() << "check passed";
+  return "";
+}
+
+TEST(Pipeline, RecipeBuiltInCodeRunsAndReportsAsAValue) {
+  mq::test::ScratchDir dir("api-run");
+  mq::Recipe r = example(dir.path());
+  r.validators.push_back({{"fixture_good", mq::Value::map(), {}}, std::nullopt});
+  const mq::Report report = mq::Pipeline(r, with_fixtures()).run();
+  EXPECT_EQ(report.status, mq::ExitCode::kOk);
+  EXPECT_TRUE(report.promoted);
+  EXPECT_TRUE(fs::exists(r.output));
+  EXPECT_EQ(report.output.bytes, static_cast<int64_t>(fs::file_size(r.output)));
+  EXPECT_EQ(report.plan.size(), 5u);
+  EXPECT_GT(report.original_bytes, 3 * report.quantized_bytes);
+  ASSERT_EQ(report.validators.size(), 2u);
+  EXPECT_TRUE(report.validators[0].check.passed);
+  EXPECT_EQ(report.validators[1].check.metrics.at(0).second, 1.0);  // the default of `level`
+  EXPECT_EQ(report.recipe_hash, r.hash());
+  // Nothing but the artifact is left in the output directory.
+  EXPECT_EQ(std::distance(fs::directory_iterator(dir.path()), fs::directory_iterator()), 1);
+}
+
+TEST(Pipeline, SameRecipeAndInputGiveTheSameBytes) {
+  mq::test::ScratchDir dir("api-determinism");
+  mq::Recipe r = example(dir.path());
+  mq::Pipeline(r).run();
+  const std::string first = mq::test::read_file(r.output);
+  mq::RunOptions one_thread;
+  one_thread.threads = 1;
+  mq::Pipeline(r, one_thread).run();
+  EXPECT_EQ(first, mq::test::read_file(r.output));
+}
+
+TEST(Pipeline, OnFailureErrorLeavesTheDestinationUntouched) {
+  mq::test::ScratchDir dir("api-error");
+  mq::Recipe r = example(dir.path());
+  mq::test::write_file(r.output, "previous good artifact");
+  r.validators = {{{"fixture_failing", mq::Value::map(), {}}, std::nullopt}};
+  const mq::Report report = mq::Pipeline(r, with_fixtures()).run();
+  EXPECT_EQ(report.status, mq::ExitCode::kValidationFailed);
+  EXPECT_FALSE(report.promoted);
+  EXPECT_EQ(mq::test::read_file(r.output), "previous good artifact");
+  EXPECT_NE(report.message.find("fixture_failing: fixture rejects everything"), std::string::npos);
+  EXPECT_EQ(std::distance(fs::directory_iterator(dir.path()), fs::directory_iterator()), 1);
+}
+
+TEST(Pipeline, OnFailureWarnPromotesAndWarns) {
+  mq::test::ScratchDir dir("api-warn");
+  mq::Recipe r = example(dir.path());
+  r.validators = {{{"fixture_failing", mq::Value::map(), {}}, mq::OnFailure::kWarn}};
+  std::vector<std::string> warnings;
+  mq::RunOptions o = with_fixtures();
+  o.warn = [&](const std::string& w) { warnings.push_back(w); };
+  const mq::Report report = mq::Pipeline(r, o).run();
+  EXPECT_EQ(report.status, mq::ExitCode::kOk);
+  EXPECT_TRUE(report.promoted);
+  ASSERT_EQ(warnings.size(), 1u);
+  EXPECT_NE(warnings[0].find("fixture_failing"), std::string::npos);
+}
+
+TEST(Pipeline, OnFailureIgnorePromotesSilently) {
+  mq::test::ScratchDir dir("api-ignore");
+  mq::Recipe r = example(dir.path());
+  r.on_failure = mq::OnFailure::kIgnore;
+  r.validators = {{{"fixture_failing", mq::Value::map(), {}}, std::nullopt}};
+  const mq::Report report = mq::Pipeline(r, with_fixtures()).run();
+  EXPECT_EQ(report.status, mq::ExitCode::kOk);
+  EXPECT_TRUE(report.promoted);
+  EXPECT_TRUE(report.warnings.empty());
+  EXPECT_FALSE(report.validators[0].check.passed);
+}
+
+TEST(Pipeline, UnknownPluginSuggestsTheClosestName) {
+  mq::Recipe r = example("/tmp");
+  r.quantizer.plugin = "dynamc";
+  const std::string e = check_error(r);
+  EXPECT_NE(e.find("no quantizer plugin named 'dynamc' (did you mean 'dynamic'?)"), std::string::npos) << e;
+}
+
+TEST(Pipeline, PluginOptionsAreCheckedAgainstTheDeclarations) {
+  const auto parse = [](const std::string& yaml) {
+    return mq::parse_recipe(yaml, "/tmp/r.yaml");
+  };
+  const std::string head = "version: 1\nmodel: {path: m.safetensors}\nformat: {plugin: safetensors, output: o.safetensors}\n";
+  EXPECT_EQ(check_error(parse(head + "quantizer: {plugin: dynamic, options: {dtyp: int8}}\n")),
+            "/tmp/r.yaml:4:40: unknown option 'dtyp' for quantizer 'dynamic' (did you mean "
+            "'dtype'?); it takes 'dtype', 'granularity', 'scheme', 'reduce_range', 'exclude'");
+  EXPECT_EQ(check_error(parse(head + "quantizer: {plugin: dynamic, options: {reduce_range: 3}}\n")),
+            "/tmp/r.yaml:4:54: option 'reduce_range' of quantizer 'dynamic' must be bool, got an integer");
+  EXPECT_EQ(check_error(parse(head + "quantizer: {plugin: dynamic, options: {scheme: symetric}}\n")),
+            "/tmp/r.yaml:4:48: option 'scheme' of quantizer 'dynamic' must be one of 'symmetric', "
+            "'asymmetric', got 'symetric' (did you mean 'symmetric'?)");
+  EXPECT_NE(check_error(parse(head + "quantizer: {plugin: dynamic}\nvalidators: [{plugin: size, options: {min_ratio: -1}}]\n"))
+                .find("min_ratio must be >= 0"),
+            std::string::npos);
+}
+
+TEST(Pipeline, OutputEqualToInputIsRefused) {
+  mq::Recipe r = example("/tmp");
+  r.output = r.model_path;
+  EXPECT_NE(check_error(r).find("is the input model; refusing to overwrite an input"), std::string::npos);
+}
+
+TEST(Pipeline, MissingModelIsABadInput) {
+  mq::test::ScratchDir dir("api-missing");
+  mq::Recipe r = example(dir.path());
+  r.model_path = dir / "absent.safetensors";
+  try {
+    mq::Pipeline(r).run();
+    FAIL();
+  } catch (const mq::Error& e) {
+    EXPECT_EQ(e.code(), mq::ExitCode::kBadInput);
+  }
+  EXPECT_FALSE(fs::exists(r.output));
+}
+
+}  // namespace

@@ -1,0 +1,177 @@
+#include "mq/recipe.hpp"
+
+#include <gtest/gtest.h>
+
+#include "mq/error.hpp"
+#include "test_support.hpp"
+
+namespace {
+
+const char* kMinimal = R"(version: 1
+model:
+  path: models/m.safetensors
+quantizer:
+  plugin: dynamic
+  options: {dtype: int8}
+format:
+  plugin: safetensors
+  output: out/m.safetensors
+validators:
+  - {plugin: size, options: {min_ratio: 3.5}}
+  - {plugin: size, on_failure: warn}
+report: out/report.json
+)";
+
+std::string error_of(const std::string& text, const std::vector<std::string>& overrides = {}) {
+  try {
+    mq::parse_recipe(text, "/recipes/r.yaml", overrides);
+  } catch (const mq::RecipeError& e) {
+    EXPECT_EQ(e.code(), mq::ExitCode::kUsage);
+    return e.what();
+  }
+  ADD_FAILURE() << "no error";
+  return "";
+}
+
+TEST(Recipe, ParsesTheDocumentedSchema) {
+  const mq::Recipe r = mq::parse_recipe(kMinimal, "/recipes/r.yaml");
+  EXPECT_EQ(r.version, 1);
+  EXPECT_EQ(r.model_path, "/recipes/models/m.safetensors");
+  EXPECT_EQ(r.output, "/recipes/out/m.safetensors");
+  EXPECT_EQ(r.quantizer.plugin, "dynamic");
+  EXPECT_EQ(r.quantizer.options.find("dtype")->as_string(), "int8");
+  EXPECT_EQ(r.observer.plugin, "minmax");  // default
+  ASSERT_EQ(r.validators.size(), 2u);
+  EXPECT_DOUBLE_EQ(r.validators[0].step.options.find("min_ratio")->as_float(), 3.5);
+  EXPECT_FALSE(r.validators[0].on_failure.has_value());
+  EXPECT_EQ(r.validators[1].on_failure, mq::OnFailure::kWarn);
+  EXPECT_EQ(r.on_failure, mq::OnFailure::kError);
+  EXPECT_EQ(*r.report, "/recipes/out/report.json");
+}
+
+TEST(Recipe, UnknownKeyNamesLineColumnAndSuggests) {
+  const std::string e = error_of(std::string(kMinimal) + "obsrver: {plugin: minmax}\n");
+  EXPECT_EQ(e, "/recipes/r.yaml:14:1: unknown key 'obsrver' (did you mean 'observer'?)");
+}
+
+TEST(Recipe, UnknownNestedKeySuggests) {
+  std::string text = kMinimal;
+  text.replace(text.find("path: models"), 4, "pth");
+  const std::string e = error_of(text);
+  EXPECT_NE(e.find("r.yaml:3:3: unknown key 'pth' in 'model' (did you mean 'path'?)"), std::string::npos) << e;
+}
+
+TEST(Recipe, WrongTypeIsAnError) {
+  std::string text = kMinimal;
+  text.replace(0, 10, "version: one");
+  EXPECT_EQ(error_of(text), "/recipes/r.yaml:1:10: 'version' must be an integer, got a string");
+}
+
+TEST(Recipe, ValidatorsMustBeAList) {
+  const std::string text = "version: 1\nmodel: {path: m}\nquantizer: {plugin: q}\n"
+                           "format: {plugin: f, output: o}\nvalidators: {plugin: size}\n";
+  EXPECT_NE(error_of(text).find("'validators' must be a list, got a map"), std::string::npos);
+}
+
+TEST(Recipe, MissingVersionIsAnError) {
+  std::string text = kMinimal;
+  text.erase(0, text.find('\n') + 1);
+  EXPECT_EQ(error_of(text), "/recipes/r.yaml: 'version' is required (this mq reads version: 1)");
+}
+
+TEST(Recipe, UnsupportedVersionIsAnError) {
+  std::string text = kMinimal;
+  text[9] = '2';
+  EXPECT_NE(error_of(text).find("unsupported recipe version 2"), std::string::npos);
+}
+
+TEST(Recipe, DuplicateKeyIsRejected) {
+  const std::string e = error_of(std::string(kMinimal) + "version: 1\n");
+  EXPECT_EQ(e, "/recipes/r.yaml:14:1: duplicate key 'version'");
+}
+
+TEST(Recipe, DeepNestingIsRejected) {
+  std::string deep = "x";
+  for (int i = 0; i < 60; ++i) deep = "[" + deep + "]";
+  const std::string e = error_of(std::string(kMinimal) + "on_failure: " + deep + "\n");
+  EXPECT_NE(e.find("nests deeper than 32 levels"), std::string::npos) << e;
+}
+
+TEST(Recipe, VeryDeepNestingDoesNotCrashTheParser) {
+  std::string deep(100000, '[');
+  const std::string e = error_of("version: 1\nx: " + deep);
+  EXPECT_FALSE(e.empty());
+}
+
+TEST(Recipe, AliasExpansionIsBounded) {
+  std::string text = "version: 1\na: &a [x, x, x, x, x, x, x, x, x, x]\n";
+  char prev = 'a';
+  for (char c = 'b'; c <= 'h'; ++c, ++prev)
+    text += std::string(1, c) + ": &" + c + " [*" + prev + ", *" + prev + ", *" + prev + ", *" +
+            prev + ", *" + prev + ", *" + prev + ", *" + prev + ", *" + prev + ", *" + prev + ", *" +
+            prev + "]\n";
+  EXPECT_NE(error_of(text).find("more than 100000 nodes"), std::string::npos);
+}
+
+TEST(Recipe, MalformedYamlNamesThePosition) {
+  const std::string e = error_of("version: 1\nmodel: {path: [\n");
+  EXPECT_EQ(e.rfind("/recipes/r.yaml:", 0), 0u) << e;
+}
+
+TEST(Recipe, EmptyRecipeIsAnError) { EXPECT_EQ(error_of(""), "/recipes/r.yaml: recipe is empty"); }
+
+TEST(Recipe, BadOnFailureSuggests) {
+  const std::string e = error_of(std::string(kMinimal) + "on_failure: warm\n");
+  EXPECT_NE(e.find("(did you mean 'warn'?)"), std::string::npos) << e;
+}
+
+TEST(Recipe, SetOverridesAKey) {
+  const mq::Recipe r =
+      mq::parse_recipe(kMinimal, "/recipes/r.yaml",
+                       {"quantizer.options.dtype=int4", "validators.1.options.min_ratio=2",
+                        "observer.plugin=histogram"});
+  EXPECT_EQ(r.quantizer.options.find("dtype")->as_string(), "int4");
+  EXPECT_EQ(r.validators[1].step.options.find("min_ratio")->as_int(), 2);
+  EXPECT_EQ(r.observer.plugin, "histogram");
+}
+
+TEST(Recipe, SetToAnUnknownKeyIsCheckedLikeTheFile) {
+  const std::string e = error_of(kMinimal, {"quantizer.plugn=x"});
+  EXPECT_NE(e.find("unknown key 'plugn' in 'quantizer' (did you mean 'plugin'?)"), std::string::npos)
+      << e;
+}
+
+TEST(Recipe, MalformedSetIsAnError) {
+  EXPECT_NE(error_of(kMinimal, {"quantizer.options.dtype"}).find("no '='"), std::string::npos);
+  EXPECT_NE(error_of(kMinimal, {"quantizer..dtype=int8"}).find("empty key segment"), std::string::npos);
+  EXPECT_NE(error_of(kMinimal, {"=int8"}).find("empty key"), std::string::npos);
+  EXPECT_NE(error_of(kMinimal, {"version.x=1"}).find("'version' is an integer, not a map"),
+            std::string::npos);
+  EXPECT_NE(error_of(kMinimal, {"validators.7.plugin=x"}).find("is a list of 2 items"),
+            std::string::npos);
+  EXPECT_NE(error_of(kMinimal, {"quantizer.options.dtype=[unclosed"}).find("--set"),
+            std::string::npos);
+}
+
+TEST(Recipe, HashIsStableAndFollowsContent) {
+  const mq::Recipe a = mq::parse_recipe(kMinimal, "/recipes/r.yaml");
+  const mq::Recipe b = mq::parse_recipe(kMinimal, "/elsewhere/r.yaml");
+  const mq::Recipe c = mq::parse_recipe(kMinimal, "/recipes/r.yaml", {"quantizer.options.dtype=uint8"});
+  EXPECT_EQ(a.hash(), b.hash());  // paths are hashed relative to the recipe
+  EXPECT_NE(a.hash(), c.hash());
+  EXPECT_EQ(a.hash().size(), 32u);
+}
+
+TEST(Recipe, LoadRejectsOversizedAndMissingFiles) {
+  mq::test::ScratchDir dir("recipe-load");
+  mq::test::write_file(dir / "big.yaml", std::string(2 << 20, '#'));
+  EXPECT_THROW(mq::load_recipe(dir / "big.yaml"), mq::RecipeError);
+  EXPECT_THROW(mq::load_recipe(dir / "absent.yaml"), mq::RecipeError);
+}
+
+TEST(Recipe, PluginPathsMustExist) {
+  const std::string e = error_of(std::string(kMinimal) + "plugins: {paths: [no/such/dir]}\n");
+  EXPECT_NE(e.find("plugin path '/recipes/no/such/dir' does not exist"), std::string::npos) << e;
+}
+
+}  // namespace

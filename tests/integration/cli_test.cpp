@@ -1,0 +1,173 @@
+// mq-pipeline run as a user runs it: the real binary, real files, exit codes.
+
+#include <gtest/gtest.h>
+
+#include <nlohmann/json.hpp>
+
+#include "test_support.hpp"
+
+namespace {
+
+namespace fs = std::filesystem;
+using mq::test::run_pipeline;
+
+const std::string kExample = std::string(MQ_SOURCE_DIR) + "/configs/example-dynamic-int8.yaml";
+
+// The example recipe with its outputs redirected into `dir`.
+std::string example_args(const mq::test::ScratchDir& dir, const std::string& extra = "") {
+  return "run '" + kExample + "' --set format.output='" + (dir / "out.safetensors").string() +
+         "' --set report='" + (dir / "report.json").string() + "' " + extra;
+}
+
+void expect_one_line_error(const mq::test::CommandResult& r) {
+  EXPECT_EQ(r.err.rfind("mq-pipeline: error: ", 0), 0u) << r.err;
+  EXPECT_EQ(mq::test::count_lines(r.err), 1) << r.err;
+}
+
+TEST(Cli, ExampleRecipeRunsEndToEnd) {
+  mq::test::ScratchDir dir("cli-example");
+  const auto r = run_pipeline(example_args(dir));
+  ASSERT_EQ(r.exit_code, 0) << r.err;
+  EXPECT_TRUE(fs::exists(dir / "out.safetensors"));
+  EXPECT_NE(r.out.find("2 quantized, 3 kept"), std::string::npos) << r.out;
+  const auto report = nlohmann::json::parse(mq::test::read_file(dir / "report.json"));
+  EXPECT_EQ(report["status"], 0);
+  EXPECT_EQ(report["output"]["promoted"], true);
+  EXPECT_EQ(report["validators"][0]["plugin"], "size");
+  EXPECT_EQ(report["layers"].size(), 5u);
+  EXPECT_EQ(report["inputs"][0]["hash"].get<std::string>().size(), 32u);
+  // Progress goes to stderr as plain lines when it is not a terminal.
+  EXPECT_NE(r.err.find("quantize [2/5] fc1.bias"), std::string::npos) << r.err;
+}
+
+TEST(Cli, JsonPrintsTheReportOnStdout) {
+  mq::test::ScratchDir dir("cli-json");
+  const auto r = run_pipeline(example_args(dir, "--json --quiet"));
+  ASSERT_EQ(r.exit_code, 0) << r.err;
+  const auto report = nlohmann::json::parse(r.out);
+  EXPECT_GT(report["size"]["ratio"].get<double>(), 3.0);
+  EXPECT_EQ(r.err, "");
+}
+
+TEST(Cli, ThreadCountDoesNotChangeTheBytes) {
+  mq::test::ScratchDir dir("cli-threads");
+  ASSERT_EQ(run_pipeline(example_args(dir, "--threads 1 -q")).exit_code, 0);
+  const std::string one = mq::test::read_file(dir / "out.safetensors");
+  ASSERT_EQ(run_pipeline(example_args(dir, "--threads 2 -q")).exit_code, 0);
+  EXPECT_TRUE(one == mq::test::read_file(dir / "out.safetensors"));
+}
+
+TEST(Cli, FailedValidationWithErrorExitsFiveAndKeepsTheOldArtifact) {
+  mq::test::ScratchDir dir("cli-on-failure-error");
+  mq::test::write_file(dir / "out.safetensors", "earlier good artifact");
+  const auto r = run_pipeline(example_args(dir, "-q --set validators.0.options.min_ratio=100"));
+  EXPECT_EQ(r.exit_code, 5);
+  expect_one_line_error(r);
+  EXPECT_NE(r.err.find("size: ratio"), std::string::npos) << r.err;
+  EXPECT_EQ(mq::test::read_file(dir / "out.safetensors"), "earlier good artifact");
+  EXPECT_EQ(nlohmann::json::parse(mq::test::read_file(dir / "report.json"))["status"], 5);
+  for (const auto& e : fs::directory_iterator(dir.path()))  // no temporary left behind
+    EXPECT_EQ(e.path().filename().string().find(".mq-tmp"), std::string::npos);
+}
+
+TEST(Cli, FailedValidationWithWarnWritesAndWarns) {
+  mq::test::ScratchDir dir("cli-on-failure-warn");
+  const auto r = run_pipeline(
+      example_args(dir, "-q --set validators.0.options.min_ratio=100 --set on_failure=warn"));
+  EXPECT_EQ(r.exit_code, 0) << r.err;
+  EXPECT_NE(r.err.find("mq-pipeline: warning: validator size failed"), std::string::npos) << r.err;
+  EXPECT_TRUE(fs::exists(dir / "out.safetensors"));
+}
+
+TEST(Cli, FailedValidationWithIgnoreWritesSilently) {
+  mq::test::ScratchDir dir("cli-on-failure-ignore");
+  const auto r = run_pipeline(example_args(
+      dir, "-q --set validators.0.options.min_ratio=100 --set validators.0.on_failure=ignore"));
+  EXPECT_EQ(r.exit_code, 0) << r.err;
+  EXPECT_EQ(r.err, "");
+  EXPECT_TRUE(fs::exists(dir / "out.safetensors"));
+}
+
+TEST(Cli, RecipeErrorExitsTwoWithPosition) {
+  mq::test::ScratchDir dir("cli-recipe-error");
+  mq::test::write_file(dir / "r.yaml", "version: 1\nmodel: {path: m.safetensors}\nquantiser: {}\n");
+  const auto r = run_pipeline("run '" + (dir / "r.yaml").string() + "'");
+  EXPECT_EQ(r.exit_code, 2);
+  expect_one_line_error(r);
+  EXPECT_NE(r.err.find("r.yaml:3:1: unknown key 'quantiser' (did you mean 'quantizer'?)"),
+            std::string::npos) << r.err;
+}
+
+TEST(Cli, BadSetExitsTwo) {
+  mq::test::ScratchDir dir("cli-bad-set");
+  const auto r = run_pipeline(example_args(dir, "--set quantizer.options"));
+  EXPECT_EQ(r.exit_code, 2);
+  expect_one_line_error(r);
+}
+
+TEST(Cli, TruncatedModelExitsThreeAndWritesNothing) {
+  mq::test::ScratchDir dir("cli-bad-input");
+  const std::string model = mq::test::read_file(std::string(MQ_SOURCE_DIR) + "/configs/models/mlp.safetensors");
+  mq::test::write_file(dir / "m.safetensors", model.substr(0, model.size() - 100));
+  const auto r = run_pipeline(example_args(dir, "--set model.path='" + (dir / "m.safetensors").string() + "'"));
+  EXPECT_EQ(r.exit_code, 3);
+  expect_one_line_error(r);
+  EXPECT_NE(r.err.find("m.safetensors: the tensors cover"), std::string::npos) << r.err;
+  EXPECT_FALSE(fs::exists(dir / "out.safetensors"));
+}
+
+TEST(Cli, RefusedPluginExitsFour) {
+  mq::test::ScratchDir dir("cli-plugin-error");
+  const auto r = run_pipeline(example_args(dir, "--plugin-path '" MQ_FIXTURE_DIR "/wrong_abi'"));
+  EXPECT_EQ(r.exit_code, 4);
+  expect_one_line_error(r);
+  EXPECT_NE(r.err.find("ABI tag"), std::string::npos);
+}
+
+TEST(Cli, UnwritableOutputExitsSix) {
+  mq::test::ScratchDir dir("cli-output-error");
+  mq::test::write_file(dir / "file", "x");
+  const auto r = run_pipeline("run '" + kExample + "' -q --set format.output='" +
+                              (dir / "file" / "out.safetensors").string() + "'");
+  EXPECT_EQ(r.exit_code, 6);
+  expect_one_line_error(r);
+}
+
+TEST(Cli, OutputEqualToInputExitsTwo) {
+  const auto r = run_pipeline("run '" + kExample + "' --set format.output=models/mlp.safetensors");
+  EXPECT_EQ(r.exit_code, 2);
+  expect_one_line_error(r);
+}
+
+TEST(Cli, CheckResolvesPluginsWithoutWork) {
+  const auto ok = run_pipeline("check '" + kExample + "'");
+  EXPECT_EQ(ok.exit_code, 0) << ok.err;
+  EXPECT_NE(ok.out.find(": ok (recipe hash "), std::string::npos);
+  const auto bad = run_pipeline("check '" + kExample + "' --set quantizer.options.dtype=int3");
+  EXPECT_EQ(bad.exit_code, 2);
+  EXPECT_NE(bad.err.find("must be one of 'int8', got 'int3'"), std::string::npos) << bad.err;
+}
+
+TEST(Cli, PluginsListsTheBuiltInsAsJson) {
+  const auto r = run_pipeline("plugins --json");
+  ASSERT_EQ(r.exit_code, 0) << r.err;
+  const auto list = nlohmann::json::parse(r.out);
+  std::set<std::string> names;
+  for (const auto& p : list) names.insert(p["kind"].get<std::string>() + "/" + p["name"].get<std::string>());
+  for (const char* n : {"observer/minmax", "quantizer/dynamic", "format/safetensors", "validator/size"})
+    EXPECT_TRUE(names.count(n)) << n;
+  EXPECT_EQ(run_pipeline("plugins").exit_code, 0);
+}
+
+TEST(Cli, VersionAndUsage) {
+  const auto v = run_pipeline("--version");
+  EXPECT_EQ(v.exit_code, 0);
+  EXPECT_EQ(v.out.rfind("mq-pipeline 0.", 0), 0u);
+  EXPECT_EQ(run_pipeline("--help").exit_code, 0);
+  EXPECT_EQ(run_pipeline("").exit_code, 2);
+  EXPECT_EQ(run_pipeline("frobnicate").exit_code, 2);
+  EXPECT_EQ(run_pipeline("run").exit_code, 2);
+  EXPECT_EQ(run_pipeline("run --threads 0 x.yaml").exit_code, 2);
+}
+
+}  // namespace

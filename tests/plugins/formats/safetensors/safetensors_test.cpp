@@ -1,0 +1,227 @@
+#include <ATen/ATen.h>
+#include <gtest/gtest.h>
+
+#include "mq/affine.hpp"
+#include "mq/error.hpp"
+#include "mq/format.hpp"
+#include "safetensors_file.hpp"
+#include "test_support.hpp"
+
+namespace {
+
+namespace fs = std::filesystem;
+
+std::string u64le(uint64_t n) {
+  std::string s(8, '\0');
+  for (int i = 0; i < 8; ++i) s[i] = static_cast<char>(n >> (8 * i));
+  return s;
+}
+
+std::string file_bytes(const std::string& header, size_t buffer) {
+  return u64le(header.size()) + header + std::string(buffer, '\0');
+}
+
+// Opens `bytes` as a safetensors file; returns the InputError message ("" if it opened).
+std::string open_error(const std::string& bytes) {
+  mq::test::ScratchDir dir("st-corpus");
+  mq::test::write_file(dir / "m.safetensors", bytes);
+  try {
+    mq::safetensors::File::open(dir / "m.safetensors");
+  } catch (const mq::InputError& e) {
+    const std::string m = e.what();
+    EXPECT_EQ(m.find((dir / "m.safetensors").string() + ": "), 0u) << m;  // names the file
+    EXPECT_EQ(m.find('\n'), std::string::npos);                           // one line
+    return m;
+  }
+  return "";
+}
+
+bool contains(const std::string& s, const std::string& part) { return s.find(part) != std::string::npos; }
+
+const std::string kOne = R"({"a":{"dtype":"F32","shape":[2],"data_offsets":[0,8]}})";
+
+TEST(SafetensorsReader, AcceptsAWellFormedFile) { EXPECT_EQ(open_error(file_bytes(kOne, 8)), ""); }
+
+TEST(SafetensorsReader, AcceptsEmptyHeaderZeroSizeAndScalarsAndPadding) {
+  EXPECT_EQ(open_error(file_bytes("{}", 0)), "");
+  EXPECT_EQ(open_error(file_bytes(R"({"z":{"dtype":"F32","shape":[0,3],"data_offsets":[0,0]},)"
+                                  R"("s":{"dtype":"I64","shape":[],"data_offsets":[0,8]}}   )",
+                                  8)),
+            "");
+}
+
+TEST(SafetensorsReader, RejectsFileShorterThanTheLengthField) {
+  EXPECT_TRUE(contains(open_error("1234"), "too short for a safetensors header"));
+}
+
+TEST(SafetensorsReader, RejectsHeaderLengthOverTheLimit) {
+  EXPECT_TRUE(contains(open_error(u64le(100'000'001) + "{}"), "exceeds the limit of 100000000 bytes"));
+}
+
+TEST(SafetensorsReader, RejectsHeaderRunningPastTheFile) {
+  EXPECT_TRUE(contains(open_error(u64le(64) + "{}"), "runs past the end of the file"));
+  EXPECT_TRUE(contains(open_error(u64le(UINT64_MAX) + "{}"), "exceeds the limit"));
+}
+
+TEST(SafetensorsReader, RejectsHeaderThatIsNotJsonOrNotUtf8) {
+  EXPECT_TRUE(contains(open_error(file_bytes("{\"a\":", 0)), "not valid UTF-8 JSON"));
+  EXPECT_TRUE(contains(open_error(file_bytes("{\"\xff\":1}", 0)), "not valid UTF-8 JSON"));
+  EXPECT_TRUE(contains(open_error(file_bytes("[1]", 0)), "not a JSON object"));
+}
+
+TEST(SafetensorsReader, RejectsSchemaViolations) {
+  EXPECT_TRUE(contains(open_error(file_bytes(R"({"__metadata__":{"k":1}})", 0)), "is not a string"));
+  EXPECT_TRUE(contains(open_error(file_bytes(R"({"a":{"dtype":"F32","shape":[2]}})", 8)),
+                       "needs a string dtype, a shape list and two data_offsets"));
+  EXPECT_TRUE(contains(open_error(file_bytes(R"({"a":{"dtype":"Q9","shape":[2],"data_offsets":[0,8]}})", 8)),
+                       "unknown dtype 'Q9'"));
+  EXPECT_TRUE(contains(open_error(file_bytes(R"({"a":{"dtype":"F32","shape":[-2],"data_offsets":[0,8]}})", 8)),
+                       "shape entry that is not a size"));
+  EXPECT_TRUE(contains(open_error(file_bytes(R"({"a":{"dtype":"F32","shape":[[[2]]],"data_offsets":[0,8]}})", 8)),
+                       "nested deeper"));
+}
+
+TEST(SafetensorsReader, RejectsDuplicateKeys) {
+  const std::string e = open_error(file_bytes(
+      R"({"a":{"dtype":"F32","shape":[1],"data_offsets":[0,4]},"a":{"dtype":"F32","shape":[1],"data_offsets":[4,8]}})", 8));
+  EXPECT_TRUE(contains(e, "duplicate key 'a'")) << e;
+}
+
+TEST(SafetensorsReader, RejectsOffsetGapsOverlapsAndReversedRanges) {
+  EXPECT_TRUE(contains(open_error(file_bytes(R"({"a":{"dtype":"F32","shape":[2],"data_offsets":[4,12]}})", 12)),
+                       "must continue at 0"));
+  EXPECT_TRUE(contains(open_error(file_bytes(
+                           R"({"a":{"dtype":"F32","shape":[2],"data_offsets":[0,8]},"b":{"dtype":"F32","shape":[1],"data_offsets":[4,8]}})", 8)),
+                       "gap, overlap or reversed range"));
+  EXPECT_TRUE(contains(open_error(file_bytes(R"({"a":{"dtype":"F32","shape":[0],"data_offsets":[8,0]}})", 8)),
+                       "tensor 'a' has data_offsets [8, 0)"));
+}
+
+TEST(SafetensorsReader, RejectsSizeThatDisagreesWithShapeAndDtype) {
+  EXPECT_TRUE(contains(open_error(file_bytes(R"({"a":{"dtype":"F16","shape":[2],"data_offsets":[0,8]}})", 8)),
+                       "needs 4 bytes, but data_offsets give 8"));
+}
+
+TEST(SafetensorsReader, RejectsShapeOverflow) {
+  EXPECT_TRUE(contains(open_error(file_bytes(
+                           R"({"a":{"dtype":"F32","shape":[4294967296,4294967296,16],"data_offsets":[0,8]}})", 8)),
+                       "overflows"));
+}
+
+TEST(SafetensorsReader, RejectsPartialBytes) {
+  EXPECT_TRUE(contains(open_error(file_bytes(R"({"a":{"dtype":"F4","shape":[3],"data_offsets":[0,1]}})", 1)),
+                       "not a whole number of bytes"));
+}
+
+TEST(SafetensorsReader, RejectsTrailingBytesAndTruncation) {
+  EXPECT_TRUE(contains(open_error(file_bytes(kOne, 9)), "(trailing bytes)"));
+  EXPECT_TRUE(contains(open_error(file_bytes(kOne, 4)), "the tensors cover 8 bytes but the data buffer has 4"));
+}
+
+TEST(SafetensorsReader, UnalignedDataIsReadCorrectly) {
+  // A 5-byte header leaves the float data misaligned.
+  const std::string header = R"({"a":{"dtype":"F32","shape":[2],"data_offsets":[0,8]}}  )";
+  float values[2] = {1.5f, -2.25f};
+  std::string bytes = u64le(header.size() + 1) + header + " " + std::string(reinterpret_cast<char*>(values), 8);
+  mq::test::ScratchDir dir("st-unaligned");
+  mq::test::write_file(dir / "u.safetensors", bytes);
+  auto file = mq::safetensors::File::open(dir / "u.safetensors");
+  const at::Tensor t = file->tensor(file->tensors()[0]);
+  EXPECT_EQ(t[0].item<float>(), 1.5f);
+  EXPECT_EQ(t[1].item<float>(), -2.25f);
+}
+
+TEST(SafetensorsWriter, RefusesATensorNamedMetadata) {
+  mq::test::ScratchDir dir("st-meta");
+  EXPECT_THROW(mq::safetensors::write(dir / "x.safetensors", {{"__metadata__", at::ones({1})}}, {}),
+               mq::InputError);
+}
+
+TEST(SafetensorsWriter, PadsTheHeaderToEightBytes) {
+  mq::test::ScratchDir dir("st-pad");
+  mq::safetensors::write(dir / "x.safetensors", {{"a", at::ones({3})}}, {{"k", "v"}});
+  const std::string bytes = mq::test::read_file(dir / "x.safetensors");
+  uint64_t n = 0;
+  std::memcpy(&n, bytes.data(), 8);
+  EXPECT_EQ(n % 8, 0u);
+  EXPECT_EQ(bytes.size(), 8 + n + 12);
+}
+
+std::unique_ptr<mq::Format> format() { return mq::test::make_plugin<mq::Format>(); }
+
+class RoundTrip : public ::testing::TestWithParam<std::tuple<mq::DType, mq::Granularity, mq::Scheme, at::ScalarType>> {};
+
+TEST_P(RoundTrip, WriteThenReadQuantizedIsBitExact) {
+  const auto [dtype, granularity, scheme, original] = GetParam();
+  mq::QuantSpec spec;
+  spec.dtype = dtype;
+  spec.granularity = granularity;
+  spec.scheme = scheme;
+  at::manual_seed(11);
+  const at::Tensor w = at::randn({6, 10}).to(original);
+  auto [mn, mx] = mq::min_max(w, spec);
+  mq::QParams qp = mq::qparams_from_min_max(mn, mx, spec);
+  qp.scale = qp.scale.to(original).to(at::kFloat);
+
+  mq::QuantizedModel model;
+  model.entries = {{"fc.weight", at::Tensor(), mq::quantize(w, qp, spec)},
+                   {"fc.bias", at::randn({6}).to(original), std::nullopt}};
+  model.metadata = {{"mq.recipe_hash", "abc"}};
+  mq::test::ScratchDir dir("st-roundtrip");
+  auto f = format();
+  f->write(model, dir / "q.safetensors");
+  const mq::QuantizedModel back = f->read_quantized(dir / "q.safetensors");
+
+  ASSERT_EQ(back.entries.size(), 2u);
+  const mq::QuantizedTensor& a = *model.entries[0].quantized;
+  const mq::QuantizedTensor& b = *back.entries[0].quantized;
+  EXPECT_TRUE(at::equal(a.data, b.data));
+  EXPECT_TRUE(at::equal(a.qparams.scale, b.qparams.scale));
+  EXPECT_TRUE(at::equal(a.qparams.zero_point, b.qparams.zero_point));
+  EXPECT_EQ(a.spec.to_string(), b.spec.to_string());
+  EXPECT_EQ(b.original_dtype, original);
+  EXPECT_TRUE(at::equal(model.entries[1].tensor, back.entries[1].tensor));
+  EXPECT_EQ(back.metadata.at("mq.recipe_hash"), "abc");
+  EXPECT_EQ(back.metadata.at("format"), "pt");
+}
+
+INSTANTIATE_TEST_SUITE_P(
+    EightBit, RoundTrip,
+    ::testing::Combine(::testing::Values(mq::DType::kInt8, mq::DType::kUInt8),
+                       ::testing::Values(mq::Granularity::kPerTensor, mq::Granularity::kPerChannel),
+                       ::testing::Values(mq::Scheme::kSymmetric, mq::Scheme::kAsymmetric),
+                       ::testing::Values(at::kFloat, at::kHalf, at::kBFloat16)));
+
+TEST(SafetensorsFormat, WritesTheCompressedTensorsLayout) {
+  mq::QuantSpec spec;
+  spec.granularity = mq::Granularity::kPerChannel;
+  spec.scheme = mq::Scheme::kAsymmetric;
+  const at::Tensor w = at::randn({4, 8});
+  auto [mn, mx] = mq::min_max(w, spec);
+  mq::QuantizedModel model;
+  model.entries = {{"fc.weight", at::Tensor(), mq::quantize(w, mq::qparams_from_min_max(mn, mx, spec), spec)}};
+  mq::test::ScratchDir dir("st-layout");
+  format()->write(model, dir / "q.safetensors");
+  auto file = mq::safetensors::File::open(dir / "q.safetensors");
+  ASSERT_NE(file->find("fc.weight"), nullptr);
+  EXPECT_EQ(file->find("fc.weight")->dtype, "I8");
+  EXPECT_EQ(file->find("fc.weight_scale")->shape, (std::vector<int64_t>{4, 1}));
+  EXPECT_EQ(file->find("fc.weight_zero_point")->dtype, "I8");
+  EXPECT_TRUE(contains(file->metadata().at("quantization_config"), "\"format\":\"int-quantized\""));
+}
+
+TEST(SafetensorsFormat, ReadInfersLinearLayersFromNames) {
+  mq::test::ScratchDir dir("st-layers");
+  mq::safetensors::write(dir / "m.safetensors",
+                         {{"fc.weight", at::ones({2, 2})}, {"fc.bias", at::ones({2})},
+                          {"tok_embeddings.weight", at::ones({5, 2})}, {"norm.weight", at::ones({2})}},
+                         {});
+  const mq::Model m = format()->read(dir / "m.safetensors");
+  ASSERT_EQ(m.layers.size(), 3u);
+  EXPECT_EQ(m.layers[0].kind, mq::LayerKind::kLinear);
+  EXPECT_EQ(m.layers[0].bias, "fc.bias");
+  EXPECT_EQ(m.layers[1].kind, mq::LayerKind::kEmbedding);
+  EXPECT_EQ(m.layers[2].kind, mq::LayerKind::kLayerNorm);
+}
+
+}  // namespace
