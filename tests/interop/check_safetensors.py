@@ -1,0 +1,82 @@
+#!/usr/bin/env python3
+"""Interop: what mq-pipeline writes is a valid safetensors file in the compressed-tensors
+layout, read here by a small reader written from the spec (json + struct only).
+
+usage: check_safetensors.py MQ_PIPELINE SOURCE_DIR WORK_DIR
+"""
+import json
+import math
+import os
+import shutil
+import struct
+import subprocess
+import sys
+
+SIZES = {"F32": 4, "F16": 2, "BF16": 2, "I8": 1, "U8": 1, "I32": 4, "I64": 8}
+CODES = {"F32": "f", "I8": "b", "U8": "B", "I32": "i"}
+
+
+def read_safetensors(path):
+    with open(path, "rb") as f:
+        data = f.read()
+    assert len(data) >= 8, "shorter than the length field"
+    (n,) = struct.unpack("<Q", data[:8])
+    assert n % 8 == 0, "header not padded to 8 bytes"
+    assert 8 + n <= len(data), "header runs past the file"
+    header = json.loads(data[8 : 8 + n].decode("utf-8"))
+    meta = header.pop("__metadata__", {})
+    assert all(isinstance(v, str) for v in meta.values()), "metadata values must be strings"
+    buffer = data[8 + n :]
+    expected = 0
+    tensors = {}
+    for name, info in sorted(header.items(), key=lambda kv: kv[1]["data_offsets"]):
+        begin, end = info["data_offsets"]
+        assert begin == expected and end >= begin, f"{name}: offsets not contiguous"
+        count = math.prod(info["shape"])
+        assert count * SIZES[info["dtype"]] == end - begin, f"{name}: size mismatch"
+        expected = end
+        code = CODES[info["dtype"]]
+        tensors[name] = (info["dtype"], info["shape"], struct.unpack(f"<{count}{code}", buffer[begin:end]))
+    assert expected == len(buffer), "trailing bytes or truncated buffer"
+    return tensors, meta
+
+
+def sqnr_db(x, y):
+    signal = sum(v * v for v in x)
+    noise = sum((a - b) ** 2 for a, b in zip(x, y))
+    return math.inf if noise < 1e-10 else 10 * math.log10(signal / noise)
+
+
+def main(exe, source, work):
+    shutil.rmtree(work, ignore_errors=True)
+    os.makedirs(work)
+    out = os.path.join(work, "mlp.int8.safetensors")
+    recipe = os.path.join(source, "configs", "example-dynamic-int8.yaml")
+    subprocess.run([exe, "run", recipe, "--quiet", "--set", f"format.output={out}",
+                    "--set", f"report={os.path.join(work, 'report.json')}"], check=True)
+
+    original, _ = read_safetensors(os.path.join(source, "configs", "models", "mlp.safetensors"))
+    quantized, meta = read_safetensors(out)
+    assert meta["format"] == "pt", meta
+    config = json.loads(meta["quantization_config"])
+    assert config["quant_method"] == "compressed-tensors" and config["format"] == "int-quantized"
+    weights = config["config_groups"]["group_0"]["weights"]
+    assert weights["num_bits"] == 8 and weights["strategy"] == "channel" and weights["symmetric"]
+
+    for name in ("fc1.weight", "fc2.weight"):
+        dtype, shape, q = quantized[name]
+        sdtype, sshape, scale = quantized[name + "_scale"]
+        assert dtype == "I8" and sdtype == "F32" and sshape == [shape[0], 1], (dtype, sdtype, sshape)
+        assert name + "_zero_point" not in quantized, "symmetric int8 has no zero point"
+        cols = shape[1]
+        x_hat = [q[i] * scale[i // cols] for i in range(len(q))]
+        db = sqnr_db(original[name][2], x_hat)
+        print(f"{name}: SQNR {db:.1f} dB")
+        assert db > 35, f"{name}: SQNR {db:.1f} dB"
+    for name in ("fc1.bias", "fc2.bias", "norm.weight"):
+        assert quantized[name][2] == original[name][2], f"{name} not copied bit-exactly"
+    print("ok: compressed-tensors int8 file checked by an independent reader")
+
+
+if __name__ == "__main__":
+    main(*sys.argv[1:4])
