@@ -78,7 +78,7 @@ int main(int argc, char** argv) {
   std::string recipe_path;
   std::vector<std::string> overrides;
   std::vector<std::string> plugin_paths;
-  bool json = false, quiet = false;
+  bool json = false, quiet = false, dry_run = false;
   int threads = 0;
 
   CLI::App* run = app.add_subcommand("run", "Run a recipe: quantize, write, validate, report");
@@ -91,6 +91,8 @@ int main(int argc, char** argv) {
   for (CLI::App* sub : {run, check, plugins})
     sub->add_option("--plugin-path", plugin_paths, "Directory or library searched first for plugins");
   run->add_flag("--json", json, "Print the JSON report on stdout");
+  run->add_flag("--dry-run", dry_run,
+                "Print, per tensor, the rule that matched, its spec and predicted bytes; write nothing");
   run->add_flag("--quiet,-q", quiet, "No progress and no summary");
   run->add_option("--threads", threads, "Worker threads (default: all cores)")->check(CLI::Range(1, 1024));
   plugins->add_flag("--json", json, "Machine-readable list");
@@ -128,6 +130,11 @@ int main(int argc, char** argv) {
     if (check->parsed()) {
       pipeline.check();
       fmt::print("{}: ok (recipe hash {})\n", recipe_path, pipeline.recipe().hash());
+      return 0;
+    }
+    if (dry_run) {
+      const mq::Report plan = pipeline.plan();
+      fmt::print("{}", json ? plan.to_json() : plan.plan_table());
       return 0;
     }
     const mq::Report report = pipeline.run();

@@ -12,19 +12,46 @@
 namespace mq {
 namespace {
 
-// x viewed as [outer, channels, inner] around the spec's channel axis.
-struct ChannelView {
-  int64_t outer = 1;
-  int64_t channels = 1;
-  int64_t inner = 1;
+// The tensor as spans of contiguous elements that share one (scale, zero point):
+// per channel, [outer, channels, inner] around the axis (span = one inner run);
+// per group, [rows, cols] with each row cut into groups of group_size (the last one
+// partial when group_size does not divide cols).
+struct Spans {
+  bool grouped = false;
+  int64_t outer = 1, channels = 1, inner = 1;  // per tensor / per channel
+  int64_t rows = 1, cols = 1, group = 1, groups = 1;  // per group
+
+  int64_t count() const { return grouped ? rows * groups : outer * channels; }
+  int64_t params() const { return grouped ? rows * groups : channels; }
+  int64_t offset(int64_t s) const {
+    return grouped ? (s / groups) * cols + (s % groups) * group : s * inner;
+  }
+  int64_t length(int64_t s) const {
+    return grouped ? std::min(group, cols - (s % groups) * group) : inner;
+  }
+  int64_t param(int64_t s) const { return grouped ? s : s % channels; }
+  std::vector<int64_t> param_shape() const {
+    return grouped ? std::vector<int64_t>{rows, groups} : std::vector<int64_t>{channels};
+  }
 };
 
-ChannelView channel_view(const at::Tensor& x, const QuantSpec& spec) {
-  ChannelView v;
+Spans spans_of(const at::Tensor& x, const QuantSpec& spec) {
+  Spans v;
   v.inner = x.numel();
-  if (spec.granularity != Granularity::kPerChannel) return v;
   const int64_t rank = x.dim();
-  if (rank == 0) return v;
+  if (spec.granularity == Granularity::kPerTensor) return v;
+  if (rank == 0)
+    throw RecipeError(std::string(to_string(spec.granularity)) + " needs a tensor of rank >= 1");
+  if (spec.granularity == Granularity::kPerGroup) {
+    if (spec.group_size <= 0)
+      throw RecipeError("group_size must be positive, got " + std::to_string(spec.group_size));
+    v.grouped = true;
+    v.cols = x.size(rank - 1);
+    v.rows = v.cols ? x.numel() / v.cols : 0;
+    v.group = spec.group_size;
+    v.groups = (v.cols + v.group - 1) / v.group;
+    return v;
+  }
   const int64_t axis = spec.axis < 0 ? spec.axis + rank : spec.axis;
   if (axis < 0 || axis >= rank)
     throw RecipeError("channel axis " + std::to_string(spec.axis) + " is out of range for a " +
@@ -44,11 +71,9 @@ at::Tensor as_float_contiguous(const at::Tensor& x) {
   return x.to(at::kFloat).contiguous();
 }
 
-void check_granularity(const QuantSpec& spec) {
-  if (spec.granularity == Granularity::kPerGroup)
-    throw RecipeError("per_group granularity needs a group-wise kernel; this build's affine "
-                      "kernels handle per_tensor and per_channel only");
-  if (!spec.is_integer()) throw RecipeError("affine quantization needs an integer dtype");
+void check_integer(const QuantSpec& spec) {
+  if (!spec.is_integer())
+    throw RecipeError("affine quantization needs an integer dtype, not " + spec.to_string());
 }
 
 // Rounds half to even like std::nearbyint for |v| < 2^22, in a form compilers vectorize.
@@ -58,47 +83,43 @@ inline float round_half_even(float v) {
 }
 
 template <class Q>
-void quantize_rows(const float* x, Q* q, const ChannelView& v, const float* scale,
-                   const int32_t* zero_point, int64_t qmin, int64_t qmax) {
-  const int64_t rows = v.outer * v.channels;
-  at::parallel_for(0, rows, 1, [&](int64_t begin, int64_t end) {
-    for (int64_t r = begin; r < end; ++r) {
-      const int64_t c = r % v.channels;
-      const float inv = 1.0f / scale[c];
-      const int32_t zp = zero_point[c];
+void quantize_spans(const float* x, Q* q, const Spans& v, const float* scale,
+                    const int32_t* zero_point, int64_t qmin, int64_t qmax) {
+  at::parallel_for(0, v.count(), 1, [&](int64_t begin, int64_t end) {
+    for (int64_t s = begin; s < end; ++s) {
+      const int64_t p = v.param(s);
+      const float inv = 1.0f / scale[p];
+      const int32_t zp = zero_point[p];
       const float lo = static_cast<float>(qmin - zp);
       const float hi = static_cast<float>(qmax - zp);
-      const float* in = x + r * v.inner;
-      Q* out = q + r * v.inner;
-      for (int64_t i = 0; i < v.inner; ++i) {
-        float s = in[i] * inv;
-        s = s >= lo ? s : lo;  // NaN goes to qmin, as PyTorch's x86 build does
-        s = s <= hi ? s : hi;
-        out[i] = static_cast<Q>(static_cast<int32_t>(round_half_even(s)) + zp);
+      const float* in = x + v.offset(s);
+      Q* out = q + v.offset(s);
+      const int64_t n = v.length(s);
+      for (int64_t i = 0; i < n; ++i) {
+        float r = in[i] * inv;
+        r = r >= lo ? r : lo;  // NaN goes to qmin, as PyTorch's x86 build does
+        r = r <= hi ? r : hi;
+        out[i] = static_cast<Q>(static_cast<int32_t>(round_half_even(r)) + zp);
       }
     }
   });
 }
 
 template <class Q>
-void quantize_rows_ref(const float* x, Q* q, const ChannelView& v, const float* scale,
-                       const int32_t* zero_point, int64_t qmin, int64_t qmax) {
-  for (int64_t o = 0; o < v.outer; ++o) {
-    for (int64_t c = 0; c < v.channels; ++c) {
-      const float inv = 1.0f / scale[c];
-      for (int64_t i = 0; i < v.inner; ++i) {
-        const int64_t idx = (o * v.channels + c) * v.inner + i;
-        const float s = x[idx] * inv;
-        int64_t value;
-        if (std::isnan(s)) {
-          value = qmin;
-        } else {
-          const float clamped = std::min(std::max(s, static_cast<float>(qmin - zero_point[c])),
-                                         static_cast<float>(qmax - zero_point[c]));
-          value = static_cast<int64_t>(std::nearbyint(clamped)) + zero_point[c];
-        }
-        q[idx] = static_cast<Q>(value);
+void quantize_spans_ref(const float* x, Q* q, const Spans& v, const float* scale,
+                        const int32_t* zero_point, int64_t qmin, int64_t qmax) {
+  for (int64_t s = 0; s < v.count(); ++s) {
+    const int64_t p = v.param(s);
+    const float inv = 1.0f / scale[p];
+    for (int64_t i = v.offset(s); i < v.offset(s) + v.length(s); ++i) {
+      const float r = x[i] * inv;
+      int64_t value = qmin;
+      if (!std::isnan(r)) {
+        const float clamped = std::min(std::max(r, static_cast<float>(qmin - zero_point[p])),
+                                       static_cast<float>(qmax - zero_point[p]));
+        value = static_cast<int64_t>(std::nearbyint(clamped)) + zero_point[p];
       }
+      q[i] = static_cast<Q>(value);
     }
   }
 }
@@ -106,14 +127,14 @@ void quantize_rows_ref(const float* x, Q* q, const ChannelView& v, const float* 
 template <bool kRef>
 QuantizedTensor quantize_impl(const at::Tensor& input, const QParams& qparams,
                               const QuantSpec& spec) {
-  check_granularity(spec);
+  check_integer(spec);
   const at::Tensor x = as_float_contiguous(input);
-  const ChannelView v = channel_view(x, spec);
+  const Spans v = spans_of(x, spec);
   const at::Tensor scale = qparams.scale.to(at::kFloat).contiguous();
   const at::Tensor zp = qparams.zero_point.to(at::kInt).contiguous();
-  if (scale.numel() != v.channels || zp.numel() != v.channels)
+  if (scale.numel() != v.params() || zp.numel() != v.params())
     throw RecipeError("qparams have " + std::to_string(scale.numel()) + " scales for " +
-                      std::to_string(v.channels) + " channels");
+                      std::to_string(v.params()) + " channels or groups");
   const bool is_signed = spec.qmin() < 0;
   // reduce_range narrows the range the observer fits, not the clamp: PyTorch rounds
   // the observed extremes to the storage type's full range (e.g. 64 under [-64, 63]).
@@ -123,17 +144,17 @@ QuantizedTensor quantize_impl(const at::Tensor& input, const QParams& qparams,
   out.data = at::empty(x.sizes(), at::TensorOptions(is_signed ? at::kChar : at::kByte));
   auto run = [&](auto* q) {
     if constexpr (kRef)
-      quantize_rows_ref(x.data_ptr<float>(), q, v, scale.data_ptr<float>(), zp.data_ptr<int32_t>(),
-                        storage.qmin(), storage.qmax());
+      quantize_spans_ref(x.data_ptr<float>(), q, v, scale.data_ptr<float>(),
+                         zp.data_ptr<int32_t>(), storage.qmin(), storage.qmax());
     else
-      quantize_rows(x.data_ptr<float>(), q, v, scale.data_ptr<float>(), zp.data_ptr<int32_t>(),
-                    storage.qmin(), storage.qmax());
+      quantize_spans(x.data_ptr<float>(), q, v, scale.data_ptr<float>(), zp.data_ptr<int32_t>(),
+                     storage.qmin(), storage.qmax());
   };
   if (is_signed)
     run(out.data.data_ptr<int8_t>());
   else
     run(out.data.data_ptr<uint8_t>());
-  out.qparams = {scale, zp};
+  out.qparams = {scale.reshape(v.param_shape()), zp.reshape(v.param_shape())};
   out.spec = spec;
   out.shape = input.sizes().vec();
   out.original_dtype = input.scalar_type();
@@ -143,30 +164,30 @@ QuantizedTensor quantize_impl(const at::Tensor& input, const QParams& qparams,
 template <bool kRef>
 std::pair<at::Tensor, at::Tensor> min_max_impl(const at::Tensor& input, const QuantSpec& spec) {
   const at::Tensor x = as_float_contiguous(input);
-  const ChannelView v = channel_view(x, spec);
-  at::Tensor mins = at::full({v.channels}, std::numeric_limits<float>::infinity(), at::kFloat);
-  at::Tensor maxs = at::full({v.channels}, -std::numeric_limits<float>::infinity(), at::kFloat);
+  const Spans v = spans_of(x, spec);
+  at::Tensor mins = at::full(v.param_shape(), std::numeric_limits<float>::infinity(), at::kFloat);
+  at::Tensor maxs = at::full(v.param_shape(), -std::numeric_limits<float>::infinity(), at::kFloat);
   float* lo = mins.data_ptr<float>();
   float* hi = maxs.data_ptr<float>();
   const float* data = x.data_ptr<float>();
-  auto reduce_row = [&](int64_t o, int64_t c) {
-    const float* row = data + (o * v.channels + c) * v.inner;
-    float mn = lo[c], mx = hi[c];
-    for (int64_t i = 0; i < v.inner; ++i) {
-      mn = row[i] < mn ? row[i] : mn;
-      mx = row[i] > mx ? row[i] : mx;
+  auto reduce_span = [&](int64_t s) {
+    const float* span = data + v.offset(s);
+    const int64_t p = v.param(s);
+    float mn = lo[p], mx = hi[p];
+    for (int64_t i = 0; i < v.length(s); ++i) {
+      mn = span[i] < mn ? span[i] : mn;
+      mx = span[i] > mx ? span[i] : mx;
     }
-    lo[c] = mn;
-    hi[c] = mx;
+    lo[p] = mn;
+    hi[p] = mx;
   };
-  if constexpr (kRef) {
-    for (int64_t o = 0; o < v.outer; ++o)
-      for (int64_t c = 0; c < v.channels; ++c) reduce_row(o, c);
+  if (kRef || v.count() != v.params()) {
+    // Spans sharing a parameter (per channel with leading dims) reduce in order.
+    for (int64_t s = 0; s < v.count(); ++s) reduce_span(s);
   } else {
-    // Threads own channels, so results do not depend on the thread count.
-    at::parallel_for(0, v.channels, 1, [&](int64_t begin, int64_t end) {
-      for (int64_t o = 0; o < v.outer; ++o)
-        for (int64_t c = begin; c < end; ++c) reduce_row(o, c);
+    // One span per parameter: threads own spans, so results do not depend on them.
+    at::parallel_for(0, v.count(), 1, [&](int64_t begin, int64_t end) {
+      for (int64_t s = begin; s < end; ++s) reduce_span(s);
     });
   }
   return {mins, maxs};
@@ -184,11 +205,11 @@ std::pair<at::Tensor, at::Tensor> min_max_ref(const at::Tensor& x, const QuantSp
 
 QParams qparams_from_min_max(const at::Tensor& min_in, const at::Tensor& max_in,
                              const QuantSpec& spec, float eps) {
-  check_granularity(spec);
+  check_integer(spec);
   const at::Tensor min_val = min_in.to(at::kFloat).contiguous();
   const at::Tensor max_val = max_in.to(at::kFloat).contiguous();
   const int64_t n = min_val.numel();
-  QParams qp{at::ones({n}, at::kFloat), at::zeros({n}, at::kInt)};
+  QParams qp{at::ones(min_val.sizes(), at::kFloat), at::zeros(min_val.sizes(), at::kInt)};
   const float* mn = min_val.data_ptr<float>();
   const float* mx = max_val.data_ptr<float>();
   for (int64_t i = 0; i < n; ++i)

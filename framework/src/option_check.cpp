@@ -88,3 +88,12 @@ Options check_options(const PluginStep& step, const PluginDescriptor& d) {
 }
 
 }  // namespace mq::detail
+
+namespace mq {
+
+Options resolve_options(const PluginDescriptor& descriptor, const Value& given,
+                        const SourceLocation& where) {
+  return detail::check_options(PluginStep{descriptor.name, given, where}, descriptor);
+}
+
+}  // namespace mq

@@ -196,28 +196,47 @@ struct Pipeline::Impl {
     return out;
   }
 
-  Report run() {
-    using clock = std::chrono::steady_clock;
-    Report report;
+  // The stages every run shares: check, then read the model.
+  Model begin(Report& report) {
+    auto start = std::chrono::steady_clock::now();
     report.recipe_hash = recipe.hash();
     report.canonical_recipe = recipe.canonical_json();
-    auto start = clock::now();
     check();
     if (options.threads > 0) at::set_num_threads(options.threads);
     report.timings.push_back({"check", seconds_since(start)});
 
-    start = clock::now();
+    start = std::chrono::steady_clock::now();
     std::error_code ec;
     if (!fs::exists(recipe.model_path, ec))
       throw InputError(recipe.model_path.string() + ": no such file or directory");
     const Resolved reader_plugin = reader_for(recipe.model_path);
     std::unique_ptr<Format> reader = instantiate<Format>(reader_plugin);
-    const Model model = guarded(reader_plugin.label(), "reading the model",
-                                [&] { return reader->read(recipe.model_path); });
+    Model model = guarded(reader_plugin.label(), "reading the model",
+                          [&] { return reader->read(recipe.model_path); });
     report.inputs.push_back(file_info(recipe.model_path));
+    report.original_bytes = model.nbytes();
     report.timings.push_back({"read", seconds_since(start)});
+    return model;
+  }
 
-    start = clock::now();
+  Report plan() {
+    Report report;
+    const Model model = begin(report);
+    std::unique_ptr<Quantizer> q = instantiate<Quantizer>(quantizer);
+    report.plan = guarded(quantizer.label(), "planning", [&] { return q->plan(model); });
+    for (const PlanRow& row : report.plan) report.quantized_bytes += row.bytes_after;
+    report.output.path = recipe.output.string();
+    report.message = "dry run: nothing quantized or written";
+    return report;
+  }
+
+  Report run() {
+    using clock = std::chrono::steady_clock;
+    Report report;
+    const Model model = begin(report);
+    std::error_code ec;
+
+    auto start = clock::now();
     NullProgress silent;
     QuantizeContext context;
     context.make_observer = [&] { return instantiate<Observer>(observer); };
@@ -231,7 +250,6 @@ struct Pipeline::Impl {
     quantized.metadata["mq.input_hash"] = report.inputs.front().hash;
     quantized.metadata["mq.plugins"] = plugin_list();
     report.plan = quantized.plan;
-    report.original_bytes = model.nbytes();
     report.quantized_bytes = quantized.nbytes();
     report.timings.push_back({"quantize", seconds_since(start)});
 
@@ -286,6 +304,7 @@ Pipeline& Pipeline::operator=(Pipeline&&) noexcept = default;
 
 void Pipeline::check() { impl_->check(); }
 Report Pipeline::run() { return impl_->run(); }
+Report Pipeline::plan() { return impl_->plan(); }
 const Recipe& Pipeline::recipe() const { return impl_->recipe; }
 
 }  // namespace mq

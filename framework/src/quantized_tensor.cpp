@@ -5,6 +5,7 @@
 namespace mq {
 
 at::Tensor QuantizedTensor::dequantize() const {
+  if (!spec.is_integer()) return data.to(at::kFloat);
   const at::Tensor q = data.to(at::kFloat);
   at::Tensor scale = qparams.scale.to(at::kFloat);
   at::Tensor zp = qparams.zero_point.to(at::kFloat);
@@ -14,16 +15,48 @@ at::Tensor QuantizedTensor::dequantize() const {
     shape[axis] = q.size(axis);
     scale = scale.reshape(shape);
     zp = zp.reshape(shape);
+  } else if (spec.granularity == Granularity::kPerGroup && q.dim() > 0) {
+    const int64_t cols = q.size(-1);
+    const auto expand = [&](const at::Tensor& t) {
+      return t.reshape({-1, t.size(-1)})
+          .repeat_interleave(spec.group_size, 1)
+          .narrow(1, 0, cols)
+          .reshape(q.sizes());
+    };
+    scale = expand(scale);
+    zp = expand(zp);
   }
   return (q - zp) * scale;
 }
 
-int64_t QuantizedTensor::nbytes() const {
-  const int64_t element_bits = spec.is_integer() ? spec.bits() : 16;
-  int64_t bytes = (data.numel() * element_bits + 7) / 8;
-  if (spec.is_integer()) {
-    bytes += qparams.scale.numel() * static_cast<int64_t>(c10::elementSize(original_dtype));
-    if (spec.scheme == Scheme::kAsymmetric) bytes += qparams.zero_point.numel();
+int64_t QuantizedTensor::nbytes() const { return storage_bytes(spec, shape, original_dtype); }
+
+int64_t storage_bytes(const QuantSpec& spec, const std::vector<int64_t>& shape,
+                      at::ScalarType original_dtype) {
+  int64_t numel = 1;
+  for (int64_t d : shape) numel *= d;
+  if (!spec.is_integer()) return numel * 2;
+  const int64_t cols = shape.empty() ? 1 : shape.back();
+  const int64_t rows = cols ? numel / cols : 0;
+  int64_t params = 1;
+  if (spec.granularity == Granularity::kPerChannel && !shape.empty()) {
+    const int64_t axis = spec.axis < 0 ? spec.axis + static_cast<int64_t>(shape.size()) : spec.axis;
+    params = shape[axis];
+  } else if (spec.granularity == Granularity::kPerGroup) {
+    params = rows * ((cols + spec.group_size - 1) / spec.group_size);
+  }
+  const bool asymmetric = spec.scheme == Scheme::kAsymmetric || spec.qmin() == 0;
+  int64_t bytes = params * static_cast<int64_t>(c10::elementSize(original_dtype));
+  if (spec.bits() == 4) {
+    bytes += rows * ((cols + 7) / 8) * 4 + 8;
+    if (asymmetric) {  // packed eight to an int32 along dim 0
+      const int64_t zp_rows = spec.granularity == Granularity::kPerTensor ? 1 : rows;
+      const int64_t zp_cols = zp_rows ? params / zp_rows : 0;
+      bytes += (zp_rows + 7) / 8 * zp_cols * 4;
+    }
+  } else {
+    bytes += numel;
+    if (asymmetric) bytes += params;
   }
   return bytes;
 }

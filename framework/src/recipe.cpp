@@ -43,9 +43,15 @@ const Value& expect(const Value& v, Value::Kind kind, const std::string& name) {
   return v;
 }
 
+// A key set to null counts as absent, so `--set report=null` drops an optional key.
+const Value* present(const Value& map, const std::string& key) {
+  const Value* v = map.find(key);
+  return v && !v->is_null() ? v : nullptr;
+}
+
 const Value* optional_field(const Value& map, const std::string& key, Value::Kind kind,
                             const std::string& section) {
-  const Value* v = map.find(key);
+  const Value* v = present(map, key);
   if (!v) return nullptr;
   expect(*v, kind, section.empty() ? key : section + "." + key);
   return v;
@@ -142,14 +148,14 @@ Recipe build(const Value& root, const fs::path& file, const std::string& name) {
   Recipe r;
   r.file = file;
 
-  const Value* version = root.find("version");
+  const Value* version = present(root, "version");
   if (!version) throw RecipeError(name + ": 'version' is required (this mq reads version: 1)");
   r.version = static_cast<int>(expect(*version, Value::Kind::kInt, "version").as_int());
   if (version->as_int() != 1)
     fail(*version, "unsupported recipe version " + std::to_string(version->as_int()) +
                        " (this mq reads version: 1)");
 
-  const Value* model = root.find("model");
+  const Value* model = present(root, "model");
   if (!model) throw RecipeError(name + ": 'model' is required");
   expect(*model, Value::Kind::kMap, "model");
   check_keys(*model, "model", {"path", "format"});
@@ -157,7 +163,7 @@ Recipe build(const Value& root, const fs::path& file, const std::string& name) {
   if (const Value* f = optional_field(*model, "format", Value::Kind::kString, "model"))
     r.model_format = f->as_string();
 
-  if (const Value* cal = root.find("calibration")) {
+  if (const Value* cal = present(root, "calibration")) {
     expect(*cal, Value::Kind::kMap, "calibration");
     check_keys(*cal, "calibration", {"path", "random"});
     Calibration c;
@@ -187,25 +193,25 @@ Recipe build(const Value& root, const fs::path& file, const std::string& name) {
     r.calibration = c;
   }
 
-  if (const Value* obs = root.find("observer")) r.observer = parse_step(*obs, "observer");
+  if (const Value* obs = present(root, "observer")) r.observer = parse_step(*obs, "observer");
 
-  const Value* quantizer = root.find("quantizer");
+  const Value* quantizer = present(root, "quantizer");
   if (!quantizer) throw RecipeError(name + ": 'quantizer' is required");
   r.quantizer = parse_step(*quantizer, "quantizer");
 
-  const Value* format = root.find("format");
+  const Value* format = present(root, "format");
   if (!format) throw RecipeError(name + ": 'format' is required");
   r.format = parse_step(*format, "format", {"output"});
   r.output = resolve(base, required_field(*format, "output", Value::Kind::kString, "format").as_string());
 
-  if (const Value* on_failure = root.find("on_failure"))
+  if (const Value* on_failure = present(root, "on_failure"))
     r.on_failure = parse_on_failure(*on_failure, "on_failure");
 
-  if (const Value* validators = root.find("validators")) {
+  if (const Value* validators = present(root, "validators")) {
     if (!validators->is_null()) {
       for (const Value& v : expect(*validators, Value::Kind::kList, "validators").as_list()) {
         ValidatorStep step{parse_step(v, "validators[]", {"on_failure"}), std::nullopt};
-        if (const Value* policy = v.find("on_failure"))
+        if (const Value* policy = present(v, "on_failure"))
           step.on_failure = parse_on_failure(*policy, "on_failure");
         r.validators.push_back(std::move(step));
       }

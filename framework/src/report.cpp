@@ -3,6 +3,7 @@
 #include <fmt/format.h>
 #include <nlohmann/json.hpp>
 
+#include <algorithm>
 #include <cmath>
 
 namespace mq {
@@ -40,7 +41,9 @@ std::string Report::to_json() const {
     j["layers"].push_back({{"tensor", row.tensor},
                            {"rule", row.rule},
                            {"spec", row.spec ? nlohmann::ordered_json(row.spec->to_string())
-                                             : nlohmann::ordered_json(nullptr)}});
+                                             : nlohmann::ordered_json(nullptr)},
+                           {"bytes_before", row.bytes_before},
+                           {"bytes_after", row.bytes_after}});
   j["validators"] = nlohmann::ordered_json::array();
   for (const ValidatorResult& v : validators) {
     nlohmann::ordered_json metrics = nlohmann::ordered_json::object();
@@ -56,6 +59,23 @@ std::string Report::to_json() const {
   j["timings_s"] = timings;
   j["warnings"] = warnings;
   return j.dump(2) + "\n";
+}
+
+std::string Report::plan_table() const {
+  size_t name_width = 6, rule_width = 4;
+  for (const PlanRow& row : plan) {
+    name_width = std::max(name_width, row.tensor.size());
+    rule_width = std::max(rule_width, row.rule.size());
+  }
+  std::string out = fmt::format("{:<{}}  {:<{}}  {:<34}  {:>12}  {:>12}\n", "tensor", name_width,
+                                "rule", rule_width, "spec", "bytes", "predicted");
+  for (const PlanRow& row : plan)
+    out += fmt::format("{:<{}}  {:<{}}  {:<34}  {:>12}  {:>12}\n", row.tensor, name_width, row.rule,
+                       rule_width, row.spec ? row.spec->to_string() : "float (kept)",
+                       row.bytes_before, row.bytes_after);
+  out += fmt::format("total: {} -> {} bytes ({:.2f}x)\n", original_bytes, quantized_bytes,
+                     quantized_bytes ? double(original_bytes) / quantized_bytes : 0.0);
+  return out;
 }
 
 std::string Report::summary() const {

@@ -27,38 +27,57 @@ at::Tensor torch_quantize(const at::Tensor& x, const mq::QParams& qp, const mq::
       .int_repr();
 }
 
-class AffineParity : public ::testing::TestWithParam<std::tuple<mq::DType, mq::Granularity, mq::Scheme>> {};
-
-TEST_P(AffineParity, MatchesTorchQuantizeAndTheReferenceKernel) {
-  const auto [dtype, granularity, scheme] = GetParam();
-  at::manual_seed(7);
-  for (const auto& x : {at::randn({64, 33}) * 3, at::randn({16, 256}).abs() + 0.1,
-                        -at::rand({8, 5}), at::zeros({4, 4}), at::full({3, 7}, 2.5f),
-                        at::randn({1, 1}), at::randn({5, 3, 2, 2}) * 1e4}) {
-    for (bool reduce : {false, true}) {
-      const mq::QuantSpec s = spec(dtype, granularity, scheme, reduce);
-      auto [mn, mx] = mq::min_max(x, s);
-      auto [rmn, rmx] = mq::min_max_ref(x, s);
-      ASSERT_TRUE(at::equal(mn, rmn));
-      ASSERT_TRUE(at::equal(mx, rmx));
-      const mq::QParams qp = mq::qparams_from_min_max(mn, mx, s);
-      const mq::QuantizedTensor fast = mq::quantize(x, qp, s);
-      const mq::QuantizedTensor ref = mq::quantize_ref(x, qp, s);
-      ASSERT_TRUE(at::equal(fast.data, ref.data)) << s.to_string();
-      ASSERT_TRUE(at::equal(fast.data, torch_quantize(x, qp, s))) << s.to_string();
-      if (!reduce) {  // PyTorch's reduce_range only narrows the fit, not the clamp
-        EXPECT_TRUE(at::all(fast.data.to(at::kInt) >= s.qmin()).item<bool>());
-        EXPECT_TRUE(at::all(fast.data.to(at::kInt) <= s.qmax()).item<bool>());
+TEST(Affine, MatchesTorchQuantizeAndTheReferenceKernel) {
+  for (auto dtype : {mq::DType::kInt8, mq::DType::kUInt8})
+    for (auto granularity : {mq::Granularity::kPerTensor, mq::Granularity::kPerChannel})
+      for (auto scheme : {mq::Scheme::kSymmetric, mq::Scheme::kAsymmetric}) {
+        at::manual_seed(7);
+        for (const auto& x : {at::randn({64, 33}) * 3, at::randn({16, 256}).abs() + 0.1,
+                              -at::rand({8, 5}), at::zeros({4, 4}), at::full({3, 7}, 2.5f),
+                              at::randn({1, 1}), at::randn({5, 3, 2, 2}) * 1e4}) {
+          for (bool reduce : {false, true}) {
+            const mq::QuantSpec s = spec(dtype, granularity, scheme, reduce);
+            SCOPED_TRACE(s.to_string());
+            auto [mn, mx] = mq::min_max(x, s);
+            auto [rmn, rmx] = mq::min_max_ref(x, s);
+            ASSERT_TRUE(at::equal(mn, rmn));
+            ASSERT_TRUE(at::equal(mx, rmx));
+            const mq::QParams qp = mq::qparams_from_min_max(mn, mx, s);
+            const mq::QuantizedTensor fast = mq::quantize(x, qp, s);
+            ASSERT_TRUE(at::equal(fast.data, mq::quantize_ref(x, qp, s).data));
+            ASSERT_TRUE(at::equal(fast.data, torch_quantize(x, qp, s)));
+            if (!reduce) {  // PyTorch's reduce_range only narrows the fit, not the clamp
+              EXPECT_TRUE(at::all(fast.data.to(at::kInt) >= s.qmin()).item<bool>());
+              EXPECT_TRUE(at::all(fast.data.to(at::kInt) <= s.qmax()).item<bool>());
+            }
+          }
+        }
       }
-    }
-  }
 }
 
-INSTANTIATE_TEST_SUITE_P(
-    AllEightBitCombinations, AffineParity,
-    ::testing::Combine(::testing::Values(mq::DType::kInt8, mq::DType::kUInt8),
-                       ::testing::Values(mq::Granularity::kPerTensor, mq::Granularity::kPerChannel),
-                       ::testing::Values(mq::Scheme::kSymmetric, mq::Scheme::kAsymmetric)));
+TEST(Affine, GroupWiseKernelsMatchTheirReferenceAndStayInRange) {
+  at::manual_seed(9);
+  const at::Tensor x = at::randn({7, 50}) * 2;
+  for (auto dtype : {mq::DType::kInt4, mq::DType::kUInt4, mq::DType::kInt8})
+    for (auto scheme : {mq::Scheme::kSymmetric, mq::Scheme::kAsymmetric}) {
+      mq::QuantSpec s = spec(dtype, mq::Granularity::kPerGroup, scheme);
+      s.group_size = 16;  // 50 = 3 * 16 + 2: a partial last group
+      SCOPED_TRACE(s.to_string());
+      auto [mn, mx] = mq::min_max(x, s);
+      auto [rmn, rmx] = mq::min_max_ref(x, s);
+      ASSERT_EQ(mn.sizes(), (at::IntArrayRef{7, 4}));
+      ASSERT_TRUE(at::equal(mn, rmn) && at::equal(mx, rmx));
+      EXPECT_EQ(mx[0][3].item<float>(), x[0].narrow(0, 48, 2).max().item<float>());
+      const mq::QParams qp = mq::qparams_from_min_max(mn, mx, s);
+      const mq::QuantizedTensor q = mq::quantize(x, qp, s);
+      ASSERT_TRUE(at::equal(q.data, mq::quantize_ref(x, qp, s).data));
+      EXPECT_TRUE(at::all(q.data.to(at::kInt) >= s.qmin()).item<bool>());
+      EXPECT_TRUE(at::all(q.data.to(at::kInt) <= s.qmax()).item<bool>());
+      // Each value within half a step of its group's scale.
+      const at::Tensor step = qp.scale.repeat_interleave(16, 1).narrow(1, 0, 50);
+      EXPECT_TRUE(at::all((q.dequantize() - x).abs() <= step * 0.5001f).item<bool>());
+    }
+}
 
 TEST(Affine, RoundsHalfToEvenLikeTorch) {
   const at::Tensor x = at::arange(-300, 300, at::kFloat) * 0.5f;

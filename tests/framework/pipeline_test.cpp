@@ -120,7 +120,8 @@ TEST(Pipeline, PluginOptionsAreCheckedAgainstTheDeclarations) {
   const std::string head = "version: 1\nmodel: {path: m.safetensors}\nformat: {plugin: safetensors, output: o.safetensors}\n";
   EXPECT_EQ(check_error(parse(head + "quantizer: {plugin: dynamic, options: {dtyp: int8}}\n")),
             "/tmp/r.yaml:4:40: unknown option 'dtyp' for quantizer 'dynamic' (did you mean "
-            "'dtype'?); it takes 'dtype', 'granularity', 'scheme', 'reduce_range', 'exclude'");
+            "'dtype'?); it takes 'dtype', 'granularity', 'group_size', 'scheme', 'reduce_range', "
+            "'layers', 'overrides'");
   EXPECT_EQ(check_error(parse(head + "quantizer: {plugin: dynamic, options: {reduce_range: 3}}\n")),
             "/tmp/r.yaml:4:54: option 'reduce_range' of quantizer 'dynamic' must be bool, got an integer");
   EXPECT_EQ(check_error(parse(head + "quantizer: {plugin: dynamic, options: {scheme: symetric}}\n")),

@@ -47,13 +47,53 @@ def sqnr_db(x, y):
     return math.inf if noise < 1e-10 else 10 * math.log10(signal / noise)
 
 
+def run(exe, recipe, out, *sets):
+    args = [exe, "run", recipe, "--quiet", "--set", f"format.output={out}", "--set", "report=null"]
+    for s in sets:
+        args += ["--set", s]
+    subprocess.run(args, check=True)
+
+
+def unpack_int4(words, rows, cols):
+    """compressed-tensors pack_to_int32: eight nibbles a word, element 0 lowest, value + 8."""
+    per_row = (cols + 7) // 8
+    out = []
+    for r in range(rows):
+        for c in range(cols):
+            word = words[r * per_row + c // 8] & 0xFFFFFFFF
+            out.append(((word >> (4 * (c % 8))) & 0xF) - 8)
+    return out
+
+
+def check_int4(exe, source, work, original):
+    out = os.path.join(work, "mlp.int4.safetensors")
+    run(exe, os.path.join(source, "configs", "example-dynamic-int8.yaml"), out,
+        "quantizer.options.dtype=int4", "quantizer.options.granularity=per_group",
+        "quantizer.options.group_size=32",
+        "validators.0.options.min_ratio=1")
+    quantized, meta = read_safetensors(out)
+    group = json.loads(meta["quantization_config"])["config_groups"]["group_0"]
+    assert group["format"] == "pack-quantized" and group["weights"]["group_size"] == 32, group
+    assert group["input_activations"] is None, "int4 is weight-only"
+    for name in ("fc1.weight", "fc2.weight"):
+        _, pshape, packed = quantized[name + "_packed"]
+        _, _, shape = quantized[name + "_shape"]
+        _, sshape, scale = quantized[name + "_scale"]
+        rows, cols = shape
+        assert pshape == [rows, (cols + 7) // 8] and sshape == [rows, cols // 32], (pshape, sshape)
+        q = unpack_int4(packed, rows, cols)
+        assert min(q) >= -8 and max(q) <= 7
+        x_hat = [q[i] * scale[(i // cols) * (cols // 32) + (i % cols) // 32] for i in range(len(q))]
+        db = sqnr_db(original[name][2], x_hat)
+        print(f"{name} int4 g32: SQNR {db:.1f} dB")
+        assert db > 15, f"{name}: SQNR {db:.1f} dB"
+
+
 def main(exe, source, work):
     shutil.rmtree(work, ignore_errors=True)
     os.makedirs(work)
     out = os.path.join(work, "mlp.int8.safetensors")
-    recipe = os.path.join(source, "configs", "example-dynamic-int8.yaml")
-    subprocess.run([exe, "run", recipe, "--quiet", "--set", f"format.output={out}",
-                    "--set", f"report={os.path.join(work, 'report.json')}"], check=True)
+    run(exe, os.path.join(source, "configs", "example-dynamic-int8.yaml"), out)
 
     original, _ = read_safetensors(os.path.join(source, "configs", "models", "mlp.safetensors"))
     quantized, meta = read_safetensors(out)
@@ -75,7 +115,8 @@ def main(exe, source, work):
         assert db > 35, f"{name}: SQNR {db:.1f} dB"
     for name in ("fc1.bias", "fc2.bias", "norm.weight"):
         assert quantized[name][2] == original[name][2], f"{name} not copied bit-exactly"
-    print("ok: compressed-tensors int8 file checked by an independent reader")
+    check_int4(exe, source, work, original)
+    print("ok: compressed-tensors int8 and int4 files checked by an independent reader")
 
 
 if __name__ == "__main__":

@@ -88,11 +88,12 @@ extern "C" const mq::PluginDescriptor* mq_plugin_descriptor() noexcept;
 
 namespace mq::test {
 
-// An instance of the plugin linked into this test, from explicit options.
+// An instance of the plugin linked into this test, from options checked and completed
+// with defaults as the runner does.
 template <class T>
 std::unique_ptr<T> make_plugin(std::vector<MapEntry> options = {}) {
   const PluginDescriptor* d = mq_plugin_descriptor();
-  std::unique_ptr<Plugin> p = d->factory->create(Options(Value::map(std::move(options))));
+  std::unique_ptr<Plugin> p = d->factory->create(resolve_options(*d, Value::map(std::move(options))));
   return std::unique_ptr<T>(dynamic_cast<T*>(p.release()));
 }
 

@@ -65,6 +65,9 @@ class MQ_API Pipeline {
   void check();
   // Runs every stage. Only promotes the artifact when no blocking validator failed.
   Report run();
+  // Reads the model and asks the quantizer what it would do to every tensor, with
+  // predicted sizes; quantizes and writes nothing (`run --dry-run`).
+  Report plan();
 
   const Recipe& recipe() const;
 

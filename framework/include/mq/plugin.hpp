@@ -62,6 +62,11 @@ struct PluginDescriptor {
 // The ABI tag of libmq itself; a plugin's must be equal.
 MQ_API const char* abi_tag();
 
+// `given` (a map) checked against the plugin's declared options, defaults filled in:
+// what the runner hands a factory. Throws RecipeError; `where` names the step.
+MQ_API Options resolve_options(const PluginDescriptor& descriptor, const Value& given,
+                               const SourceLocation& where = {});
+
 }  // namespace mq
 
 #define MQ_STRINGIFY_(x) #x

@@ -23,8 +23,10 @@ struct QuantizedEntry {
 // One row of the resolved plan: what happened to a tensor and why.
 struct PlanRow {
   std::string tensor;
-  std::string rule;               // the rule that decided, e.g. "default", "exclude: lm_head*"
+  std::string rule;               // the rule that decided, e.g. "type Linear", "exclude 'lm_head'"
   std::optional<QuantSpec> spec;  // empty when the tensor stays in float
+  int64_t bytes_before = 0;       // as read
+  int64_t bytes_after = 0;        // as stored with `spec` (predicted before quantizing)
 };
 
 struct MQ_API QuantizedModel {

@@ -28,6 +28,9 @@ struct QuantizeContext {
 class MQ_API Quantizer : public Plugin {
  public:
   ~Quantizer() override;
+  // What quantize() would do to every tensor, with predicted sizes, without doing it
+  // (`mq-pipeline run --dry-run`).
+  virtual std::vector<PlanRow> plan(const Model& model) const = 0;
   virtual QuantizedModel quantize(const Model& model, QuantizeContext& context) = 0;
 };
 

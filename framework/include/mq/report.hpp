@@ -44,6 +44,7 @@ struct MQ_API Report {
 
   std::string to_json() const;  // pretty-printed, stable key order
   std::string summary() const;  // the human table printed at the end of a run
+  std::string plan_table() const;  // per tensor: rule, spec, bytes now and predicted
 };
 
 }  // namespace mq

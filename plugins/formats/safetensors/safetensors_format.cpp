@@ -5,6 +5,7 @@
 #include <nlohmann/json.hpp>
 
 #include <fstream>
+#include <set>
 
 #include "mq/error.hpp"
 #include "mq/format.hpp"
@@ -69,37 +70,107 @@ mq::QuantSpec spec_from_json(const std::string& file, const json& j) {
   return s;
 }
 
-// compressed-tensors' quantization_config for what was quantized.
-json quantization_config(const mq::QuantizedModel& model) {
-  const mq::QuantSpec* spec = nullptr;
-  json ignore = json::array();
-  for (const mq::QuantizedEntry& e : model.entries) {
-    if (e.quantized) spec = &e.quantized->spec;
-    else if (ends_with(e.name, ".weight") && e.tensor.dim() == 2)
-      ignore.push_back(e.name.substr(0, e.name.size() - 7));
+// Four-bit values packed eight to an int32 along the last dimension, element 0 in the
+// lowest bits, rows padded to a whole word (compressed-tensors' pack_to_int32). The
+// nibble is value + offset: 8 for int4, 0 for uint4.
+at::Tensor pack_int4(const at::Tensor& values, int offset) {
+  const at::Tensor v = values.to(at::kInt).contiguous();
+  const int64_t cols = v.dim() ? v.size(-1) : 1;
+  const int64_t rows = cols ? v.numel() / cols : 0;
+  const int64_t words = (cols + 7) / 8;
+  at::Tensor packed = at::zeros({rows, words}, at::kInt);
+  const int32_t* in = v.data_ptr<int32_t>();
+  uint32_t* out = reinterpret_cast<uint32_t*>(packed.data_ptr<int32_t>());
+  for (int64_t r = 0; r < rows; ++r)
+    for (int64_t c = 0; c < cols; ++c)
+      out[r * words + c / 8] |= (static_cast<uint32_t>(in[r * cols + c] + offset) & 0xFu) << (4 * (c % 8));
+  return packed;
+}
+
+at::Tensor unpack_int4(const at::Tensor& packed, int64_t cols, int offset, at::ScalarType dtype) {
+  const at::Tensor p = packed.to(at::kInt).contiguous();
+  const int64_t words = p.size(-1);
+  const int64_t rows = p.numel() / std::max<int64_t>(words, 1);
+  at::Tensor values = at::empty({rows, cols}, at::kInt);
+  const uint32_t* in = reinterpret_cast<const uint32_t*>(p.data_ptr<int32_t>());
+  int32_t* out = values.data_ptr<int32_t>();
+  for (int64_t r = 0; r < rows; ++r)
+    for (int64_t c = 0; c < cols; ++c)
+      out[r * cols + c] = static_cast<int32_t>((in[r * words + c / 8] >> (4 * (c % 8))) & 0xFu) - offset;
+  return values.to(dtype);
+}
+
+int nibble_offset(const mq::QuantSpec& spec) { return spec.qmin() < 0 ? 8 : 0; }
+
+bool stores_zero_point(const mq::QuantSpec& spec) {
+  return spec.scheme == mq::Scheme::kAsymmetric || spec.qmin() == 0;
+}
+
+// compressed-tensors' scale layout: (1,) per tensor, (C, 1) per channel, (rows, groups).
+std::vector<int64_t> stored_qparam_shape(const mq::QuantizedTensor& q) {
+  switch (q.spec.granularity) {
+    case mq::Granularity::kPerTensor: return {1};
+    case mq::Granularity::kPerChannel: return {q.qparams.scale.numel(), 1};
+    case mq::Granularity::kPerGroup: return q.qparams.scale.sizes().vec();
   }
-  if (!spec) return nullptr;
-  const bool dynamic = model.mode == "dynamic";
-  json weights = {{"num_bits", spec->bits()},
-                  {"type", "int"},
-                  {"symmetric", spec->scheme == mq::Scheme::kSymmetric},
-                  {"strategy", spec->granularity == mq::Granularity::kPerChannel ? "channel" : "tensor"},
-                  {"group_size", nullptr},
-                  {"dynamic", false},
-                  {"actorder", nullptr},
-                  {"observer", "minmax"},
-                  {"observer_kwargs", json::object()},
-                  {"block_structure", nullptr}};
-  json activations = nullptr;
-  if (dynamic)
-    activations = {{"num_bits", 8}, {"type", "int"}, {"symmetric", true},
-                   {"strategy", "token"}, {"dynamic", true}};
+  return {1};
+}
+
+std::string layer_of(const std::string& tensor) {
+  return ends_with(tensor, ".weight") ? tensor.substr(0, tensor.size() - 7) : tensor;
+}
+
+// compressed-tensors' quantization_config: one config group per distinct spec.
+json quantization_config(const mq::QuantizedModel& model) {
+  std::vector<std::pair<std::string, json>> groups;  // spec text -> group
+  json ignore = json::array();
+  std::set<std::string> formats;
+  for (const mq::QuantizedEntry& e : model.entries) {
+    if (!e.quantized || !e.quantized->spec.is_integer()) {
+      if (ends_with(e.name, ".weight") && (e.quantized || e.tensor.dim() == 2))
+        ignore.push_back(layer_of(e.name));
+      continue;
+    }
+    const mq::QuantSpec& s = e.quantized->spec;
+    const std::string key = s.to_string();
+    auto it = std::find_if(groups.begin(), groups.end(), [&](const auto& g) { return g.first == key; });
+    if (it == groups.end()) {
+      const char* format = s.bits() == 4 ? "pack-quantized" : "int-quantized";
+      formats.insert(format);
+      const char* strategy = s.granularity == mq::Granularity::kPerGroup     ? "group"
+                             : s.granularity == mq::Granularity::kPerChannel ? "channel"
+                                                                             : "tensor";
+      json activations = nullptr;
+      if (model.mode == "dynamic" && s.bits() == 8)
+        activations = {{"num_bits", 8}, {"type", "int"}, {"symmetric", true},
+                       {"strategy", "token"}, {"dynamic", true}};
+      json group = {{"targets", json::array()},
+                    {"format", format},
+                    {"weights",
+                     {{"num_bits", s.bits()},
+                      {"type", "int"},
+                      {"symmetric", s.scheme == mq::Scheme::kSymmetric},
+                      {"strategy", strategy},
+                      {"group_size", s.granularity == mq::Granularity::kPerGroup ? json(s.group_size) : json(nullptr)},
+                      {"dynamic", false},
+                      {"actorder", nullptr},
+                      {"observer", "minmax"},
+                      {"observer_kwargs", json::object()},
+                      {"block_structure", nullptr}}},
+                    {"input_activations", activations},
+                    {"output_activations", nullptr}};
+      groups.emplace_back(key, group);
+      it = groups.end() - 1;
+    }
+    it->second["targets"].push_back(layer_of(e.name));
+  }
+  if (groups.empty()) return nullptr;
+  json config_groups = json::object();
+  for (size_t i = 0; i < groups.size(); ++i) config_groups["group_" + std::to_string(i)] = groups[i].second;
   return {{"quant_method", "compressed-tensors"},
-          {"format", "int-quantized"},
+          {"format", formats.size() == 1 ? *formats.begin() : "mixed-precision"},
           {"quantization_status", "compressed"},
-          {"config_groups",
-           {{"group_0", {{"targets", {"Linear"}}, {"format", "int-quantized"}, {"weights", weights},
-                         {"input_activations", activations}, {"output_activations", nullptr}}}}},
+          {"config_groups", config_groups},
           {"ignore", ignore},
           {"kv_cache_scheme", nullptr},
           {"sparsity_config", json::object()},
@@ -133,28 +204,35 @@ class SafetensorsFormat final : public mq::Format {
         continue;
       }
       const mq::QuantizedTensor& q = *e.quantized;
-      if (q.spec.granularity == mq::Granularity::kPerGroup || !q.spec.is_integer())
-        throw mq::InputError("tensor '" + e.name + "': the safetensors writer stores int8/uint8 "
-                             "per-tensor and per-channel quantization; " + q.spec.to_string() +
-                             " is not supported by it");
-      // compressed-tensors shapes: (1,) per tensor, (out, 1) per channel.
-      const std::vector<int64_t> qshape =
-          q.spec.granularity == mq::Granularity::kPerChannel ? std::vector<int64_t>{q.qparams.scale.numel(), 1}
-                                                             : std::vector<int64_t>{1};
+      specs[e.name] = spec_json(q.spec);
+      if (!q.spec.is_integer()) {
+        out.push_back({e.name, q.data});
+        continue;
+      }
+      const std::vector<int64_t> qshape = stored_qparam_shape(q);
+      if (q.spec.bits() == 4) {
+        const int offset = nibble_offset(q.spec);
+        out.push_back({e.name + "_packed", pack_int4(q.data, offset)});
+        out.push_back({e.name + "_shape", at::tensor(q.shape, at::kLong).to(at::kInt)});
+        out.push_back({e.name + "_scale", q.qparams.scale.reshape(qshape).to(q.original_dtype)});
+        if (stores_zero_point(q.spec)) {
+          const at::Tensor zp = q.qparams.zero_point.reshape(qshape);  // packed along dim 0
+          out.push_back({e.name + "_zero_point", pack_int4(zp.t(), offset).t().contiguous()});
+        }
+        continue;
+      }
       out.push_back({e.name, q.data});
       out.push_back({e.name + "_scale", q.qparams.scale.reshape(qshape).to(q.original_dtype)});
-      if (q.spec.scheme == mq::Scheme::kAsymmetric || q.spec.qmin() == 0)
+      if (stores_zero_point(q.spec))
         out.push_back({e.name + "_zero_point",
                        q.qparams.zero_point.reshape(qshape).to(q.spec.qmin() < 0 ? at::kChar : at::kByte)});
-      specs[e.name] = spec_json(q.spec);
     }
     std::map<std::string, std::string> metadata = model.metadata;
     metadata["format"] = "pt";  // transformers refuses files without it
     metadata["mq.mode"] = model.mode;
-    if (!specs.empty()) {
-      metadata[kSpecsKey] = specs.dump();
-      metadata["quantization_config"] = quantization_config(model).dump();
-    }
+    if (!specs.empty()) metadata[kSpecsKey] = specs.dump();
+    const json config = quantization_config(model);
+    if (!config.is_null()) metadata["quantization_config"] = config.dump();
     mq::safetensors::write(path, out, metadata);
   }
 
@@ -169,30 +247,63 @@ class SafetensorsFormat final : public mq::Format {
       if (!specs.is_object()) throw mq::InputError(name + ": malformed " + kSpecsKey + " metadata");
     }
     if (auto it = model.metadata.find("mq.mode"); it != model.metadata.end()) model.mode = it->second;
+
+    // Tensors that belong to a quantized entry, and the one that marks its position.
+    std::map<std::string, std::string> primary;  // file tensor -> entry
+    std::set<std::string> auxiliary;
+    for (auto it = specs.begin(); it != specs.end(); ++it) {
+      const std::string& entry = it.key();
+      const mq::QuantSpec spec = spec_from_json(name, it.value());
+      const bool packed = spec.is_integer() && spec.bits() == 4;
+      primary[packed ? entry + "_packed" : entry] = entry;
+      for (const char* suffix : {"_scale", "_zero_point", "_shape"}) auxiliary.insert(entry + suffix);
+    }
+    const auto require = [&](const std::string& tensor) {
+      const mq::safetensors::TensorInfo* info = file->find(tensor);
+      if (!info) throw mq::InputError(name + ": quantized tensor needs '" + tensor + "', which is missing");
+      return file->tensor(*info);
+    };
     for (const auto& info : file->tensors()) {
-      const std::string& t = info.name;
-      const bool is_qparam = (ends_with(t, "_scale") && file->find(t.substr(0, t.size() - 6)) &&
-                              specs.contains(t.substr(0, t.size() - 6))) ||
-                             (ends_with(t, "_zero_point") && specs.contains(t.substr(0, t.size() - 11)));
-      if (is_qparam) continue;
-      if (!specs.contains(t)) {
-        model.entries.push_back({t, file->tensor(info), std::nullopt});
+      const auto p = primary.find(info.name);
+      if (p == primary.end()) {
+        if (!auxiliary.count(info.name)) model.entries.push_back({info.name, file->tensor(info), std::nullopt});
         continue;
       }
-      const mq::safetensors::TensorInfo* scale = file->find(t + "_scale");
-      if (!scale) throw mq::InputError(name + ": quantized tensor '" + t + "' has no " + t + "_scale");
+      const std::string& entry = p->second;
       mq::QuantizedTensor q;
-      q.spec = spec_from_json(name, specs[t]);
-      q.data = file->tensor(info);
-      q.shape = q.data.sizes().vec();
-      const at::Tensor s = file->tensor(*scale);
-      q.original_dtype = s.scalar_type();
-      q.qparams.scale = s.to(at::kFloat).reshape({-1});
-      if (const auto* zp = file->find(t + "_zero_point"))
-        q.qparams.zero_point = file->tensor(*zp).to(at::kInt).reshape({-1});
-      else
-        q.qparams.zero_point = at::zeros({q.qparams.scale.numel()}, at::kInt);
-      model.entries.push_back({t, at::Tensor(), std::move(q)});
+      q.spec = spec_from_json(name, specs[entry]);
+      if (!q.spec.is_integer()) {
+        q.data = file->tensor(info);
+        q.shape = q.data.sizes().vec();
+        q.original_dtype = q.data.scalar_type();
+        model.entries.push_back({entry, at::Tensor(), std::move(q)});
+        continue;
+      }
+      const at::Tensor scale = require(entry + "_scale");
+      q.original_dtype = scale.scalar_type();
+      const bool packed = q.spec.bits() == 4;
+      const auto data_dtype = q.spec.qmin() < 0 ? at::kChar : at::kByte;
+      if (packed) {
+        const at::Tensor shape = require(entry + "_shape").to(at::kLong);
+        q.shape.assign(shape.data_ptr<int64_t>(), shape.data_ptr<int64_t>() + shape.numel());
+        if (q.shape.empty()) throw mq::InputError(name + ": '" + entry + "_shape' is empty");
+        q.data = unpack_int4(file->tensor(info), q.shape.back(), nibble_offset(q.spec), data_dtype)
+                     .reshape(q.shape);
+      } else {
+        q.data = file->tensor(info);
+        q.shape = q.data.sizes().vec();
+      }
+      std::vector<int64_t> param_shape{scale.numel()};
+      if (q.spec.granularity == mq::Granularity::kPerGroup) param_shape = scale.sizes().vec();
+      q.qparams.scale = scale.to(at::kFloat).reshape(param_shape);
+      if (file->find(entry + "_zero_point")) {
+        at::Tensor zp = require(entry + "_zero_point");
+        if (packed) zp = unpack_int4(zp.t().contiguous(), scale.size(0), nibble_offset(q.spec), at::kInt).t();
+        q.qparams.zero_point = zp.to(at::kInt).contiguous().reshape(param_shape);
+      } else {
+        q.qparams.zero_point = at::zeros(param_shape, at::kInt);
+      }
+      model.entries.push_back({entry, at::Tensor(), std::move(q)});
     }
     return model;
   }

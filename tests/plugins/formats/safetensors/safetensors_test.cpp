@@ -149,48 +149,79 @@ TEST(SafetensorsWriter, PadsTheHeaderToEightBytes) {
 
 std::unique_ptr<mq::Format> format() { return mq::test::make_plugin<mq::Format>(); }
 
-class RoundTrip : public ::testing::TestWithParam<std::tuple<mq::DType, mq::Granularity, mq::Scheme, at::ScalarType>> {};
+TEST(SafetensorsFormat, WriteThenReadQuantizedIsBitExactForEveryDtypeAndGranularity) {
+  using G = mq::Granularity;
+  for (auto dtype : {mq::DType::kInt8, mq::DType::kUInt8, mq::DType::kInt4, mq::DType::kUInt4,
+                     mq::DType::kFloat16, mq::DType::kBFloat16})
+    for (auto granularity : {G::kPerTensor, G::kPerChannel, G::kPerGroup})
+      for (auto scheme : {mq::Scheme::kSymmetric, mq::Scheme::kAsymmetric})
+        for (auto original : {at::kFloat, at::kHalf, at::kBFloat16}) {
+          mq::QuantSpec spec;
+          spec.dtype = dtype;
+          spec.granularity = granularity;
+          spec.scheme = scheme;
+          spec.group_size = 4;
+          SCOPED_TRACE(spec.to_string() + " from " + c10::toString(original));
+          at::manual_seed(11);
+          const at::Tensor w = at::randn({9, 10}).to(original);  // 10 % 4: a partial group
+          mq::QuantizedTensor qt;
+          if (spec.is_integer()) {
+            auto [mn, mx] = mq::min_max(w, spec);
+            mq::QParams qp = mq::qparams_from_min_max(mn, mx, spec);
+            qp.scale = qp.scale.to(original).to(at::kFloat);
+            qt = mq::quantize(w, qp, spec);
+          } else {
+            qt.data = w.to(dtype == mq::DType::kFloat16 ? at::kHalf : at::kBFloat16);
+            qt.spec = spec;
+            qt.shape = w.sizes().vec();
+            qt.original_dtype = original;
+          }
+          mq::QuantizedModel model;
+          model.entries = {{"fc.weight", at::Tensor(), qt}, {"fc.bias", at::randn({9}).to(original), std::nullopt}};
+          model.metadata = {{"mq.recipe_hash", "abc"}};
+          mq::test::ScratchDir dir("st-roundtrip");
+          auto f = format();
+          f->write(model, dir / "q.safetensors");
+          const mq::QuantizedModel back = f->read_quantized(dir / "q.safetensors");
 
-TEST_P(RoundTrip, WriteThenReadQuantizedIsBitExact) {
-  const auto [dtype, granularity, scheme, original] = GetParam();
-  mq::QuantSpec spec;
-  spec.dtype = dtype;
-  spec.granularity = granularity;
-  spec.scheme = scheme;
-  at::manual_seed(11);
-  const at::Tensor w = at::randn({6, 10}).to(original);
-  auto [mn, mx] = mq::min_max(w, spec);
-  mq::QParams qp = mq::qparams_from_min_max(mn, mx, spec);
-  qp.scale = qp.scale.to(original).to(at::kFloat);
-
-  mq::QuantizedModel model;
-  model.entries = {{"fc.weight", at::Tensor(), mq::quantize(w, qp, spec)},
-                   {"fc.bias", at::randn({6}).to(original), std::nullopt}};
-  model.metadata = {{"mq.recipe_hash", "abc"}};
-  mq::test::ScratchDir dir("st-roundtrip");
-  auto f = format();
-  f->write(model, dir / "q.safetensors");
-  const mq::QuantizedModel back = f->read_quantized(dir / "q.safetensors");
-
-  ASSERT_EQ(back.entries.size(), 2u);
-  const mq::QuantizedTensor& a = *model.entries[0].quantized;
-  const mq::QuantizedTensor& b = *back.entries[0].quantized;
-  EXPECT_TRUE(at::equal(a.data, b.data));
-  EXPECT_TRUE(at::equal(a.qparams.scale, b.qparams.scale));
-  EXPECT_TRUE(at::equal(a.qparams.zero_point, b.qparams.zero_point));
-  EXPECT_EQ(a.spec.to_string(), b.spec.to_string());
-  EXPECT_EQ(b.original_dtype, original);
-  EXPECT_TRUE(at::equal(model.entries[1].tensor, back.entries[1].tensor));
-  EXPECT_EQ(back.metadata.at("mq.recipe_hash"), "abc");
-  EXPECT_EQ(back.metadata.at("format"), "pt");
+          ASSERT_EQ(back.entries.size(), 2u);
+          ASSERT_TRUE(back.entries[0].quantized.has_value());
+          const mq::QuantizedTensor& b = *back.entries[0].quantized;
+          EXPECT_TRUE(at::equal(qt.data, b.data));
+          EXPECT_EQ(qt.shape, b.shape);
+          EXPECT_EQ(qt.spec.to_string(), b.spec.to_string());
+          if (spec.is_integer()) {
+            EXPECT_TRUE(at::equal(qt.qparams.scale, b.qparams.scale));
+            EXPECT_TRUE(at::equal(qt.qparams.zero_point, b.qparams.zero_point));
+            EXPECT_EQ(b.original_dtype, original);
+          }
+          EXPECT_TRUE(at::equal(model.entries[1].tensor, back.entries[1].tensor));
+          EXPECT_EQ(back.metadata.at("mq.recipe_hash"), "abc");
+          EXPECT_EQ(back.metadata.at("format"), "pt");
+        }
 }
 
-INSTANTIATE_TEST_SUITE_P(
-    EightBit, RoundTrip,
-    ::testing::Combine(::testing::Values(mq::DType::kInt8, mq::DType::kUInt8),
-                       ::testing::Values(mq::Granularity::kPerTensor, mq::Granularity::kPerChannel),
-                       ::testing::Values(mq::Scheme::kSymmetric, mq::Scheme::kAsymmetric),
-                       ::testing::Values(at::kFloat, at::kHalf, at::kBFloat16)));
+TEST(SafetensorsFormat, PacksInt4EightToAWordElementZeroLowest) {
+  mq::QuantSpec spec;
+  spec.dtype = mq::DType::kInt4;
+  spec.granularity = mq::Granularity::kPerTensor;
+  mq::QuantizedTensor q;
+  q.data = at::tensor({-8, -7, 0, 1, 2, 3, 4, 7, 5}, at::kChar).reshape({1, 9});
+  q.qparams = {at::ones({1}), at::zeros({1}, at::kInt)};
+  q.spec = spec;
+  q.shape = {1, 9};
+  mq::QuantizedModel model;
+  model.entries = {{"w", at::Tensor(), q}};
+  mq::test::ScratchDir dir("st-pack");
+  format()->write(model, dir / "q.safetensors");
+  auto file = mq::safetensors::File::open(dir / "q.safetensors");
+  const at::Tensor packed = file->tensor(*file->find("w_packed"));
+  ASSERT_EQ(packed.sizes(), (at::IntArrayRef{1, 2}));
+  // Nibbles are value + 8: 0,1,8,9,10,11,12,15 then 13 in the next word.
+  EXPECT_EQ(static_cast<uint32_t>(packed[0][0].item<int32_t>()), 0xFCBA9810u);
+  EXPECT_EQ(packed[0][1].item<int32_t>(), 13);
+  EXPECT_EQ(file->find("w_shape")->dtype, "I32");
+}
 
 TEST(SafetensorsFormat, WritesTheCompressedTensorsLayout) {
   mq::QuantSpec spec;
@@ -208,6 +239,7 @@ TEST(SafetensorsFormat, WritesTheCompressedTensorsLayout) {
   EXPECT_EQ(file->find("fc.weight_scale")->shape, (std::vector<int64_t>{4, 1}));
   EXPECT_EQ(file->find("fc.weight_zero_point")->dtype, "I8");
   EXPECT_TRUE(contains(file->metadata().at("quantization_config"), "\"format\":\"int-quantized\""));
+  EXPECT_TRUE(contains(file->metadata().at("quantization_config"), "\"targets\":[\"fc\"]"));
 }
 
 TEST(SafetensorsFormat, ReadInfersLinearLayersFromNames) {

@@ -2,12 +2,12 @@
 #include <gtest/gtest.h>
 
 #include "mq/affine.hpp"
+#include "mq/error.hpp"
 #include "mq/quantizer.hpp"
+#include "mq/recipe.hpp"
 #include "test_support.hpp"
 
 namespace {
-
-using mq::test::opt;
 
 class MinMax final : public mq::Observer {
  public:
@@ -20,14 +20,13 @@ class MinMax final : public mq::Observer {
   std::pair<at::Tensor, at::Tensor> mm_;
 };
 
-std::unique_ptr<mq::Quantizer> quantizer(const std::string& granularity = "per_channel",
-                                         std::vector<std::string> exclude = {}) {
-  std::vector<mq::Value> patterns;
-  for (auto& p : exclude) patterns.push_back(mq::Value::string(p));
-  return mq::test::make_plugin<mq::Quantizer>(
-      {opt("dtype", mq::Value::string("int8")), opt("granularity", mq::Value::string(granularity)),
-       opt("scheme", mq::Value::string("symmetric")), opt("reduce_range", mq::Value::boolean(false)),
-       opt("exclude", mq::Value::list(patterns))});
+// A quantizer from the options of a recipe's quantizer step, written as YAML.
+std::unique_ptr<mq::Quantizer> quantizer(const std::string& options_yaml = "{}") {
+  const mq::Recipe r = mq::parse_recipe(
+      "version: 1\nmodel: {path: m}\nformat: {plugin: f, output: o}\nquantizer:\n  plugin: dynamic\n"
+      "  options: " + options_yaml + "\n", "/t/r.yaml");
+  std::vector<mq::MapEntry> entries = r.quantizer.options.as_map();
+  return mq::test::make_plugin<mq::Quantizer>(entries);
 }
 
 mq::Model model(at::ScalarType dtype = at::kFloat) {
@@ -37,11 +36,15 @@ mq::Model model(at::ScalarType dtype = at::kFloat) {
                {"fc.weight", at::randn({16, 8}).to(dtype)},
                {"fc.bias", at::randn({16}).to(dtype)},
                {"head.weight", at::randn({4, 16}).to(dtype)},
-               {"norm.weight", at::ones({16}).to(dtype)}};
+               {"norm.weight", at::ones({16}).to(dtype)},
+               {"lm_head.weight", at::randn({10, 16}).to(dtype)},
+               {"odd.weight", at::randn({3, 100}).to(dtype)}};
   m.layers = {{"embed", mq::LayerKind::kEmbedding, "embed.weight", ""},
               {"fc", mq::LayerKind::kLinear, "fc.weight", "fc.bias"},
               {"head", mq::LayerKind::kLinear, "head.weight", ""},
-              {"norm", mq::LayerKind::kLayerNorm, "norm.weight", ""}};
+              {"norm", mq::LayerKind::kLayerNorm, "norm.weight", ""},
+              {"lm_head", mq::LayerKind::kLinear, "lm_head.weight", ""},
+              {"odd", mq::LayerKind::kLinear, "odd.weight", ""}};
   return m;
 }
 
@@ -53,29 +56,73 @@ mq::QuantizedModel run(mq::Quantizer& q, const mq::Model& m) {
   return q.quantize(m, context);
 }
 
-TEST(DynamicQuantizer, QuantizesLinearWeightsOnlyAndSaysWhy) {
+std::vector<std::string> rules(const std::vector<mq::PlanRow>& plan) {
+  std::vector<std::string> out;
+  for (const auto& row : plan) out.push_back(row.rule + " => " + (row.spec ? row.spec->to_string() : "float"));
+  return out;
+}
+
+TEST(DynamicQuantizer, Int8QuantizesLinearWeightsAndSaysWhyOthersStay) {
   const mq::QuantizedModel q = run(*quantizer(), model());
-  ASSERT_EQ(q.plan.size(), 5u);
-  EXPECT_EQ(q.plan[0].rule, "Embedding weight (dynamic quantizes Linear only)");
-  EXPECT_EQ(q.plan[1].rule, "Linear weight");
-  EXPECT_EQ(q.plan[2].rule, "not a layer weight");
-  EXPECT_TRUE(q.entries[1].quantized.has_value());
-  EXPECT_TRUE(q.entries[3].quantized.has_value());
-  EXPECT_FALSE(q.entries[0].quantized.has_value());
+  EXPECT_EQ(rules(q.plan), (std::vector<std::string>{
+                               "type Embedding not in layers.types => float",
+                               "type Linear => int8 per_channel(axis=0) symmetric",
+                               "not a layer weight => float",
+                               "type Linear => int8 per_channel(axis=0) symmetric",
+                               "type LayerNorm not in layers.types => float",
+                               "type Linear => int8 per_channel(axis=0) symmetric",
+                               "type Linear => int8 per_channel(axis=0) symmetric"}));
   EXPECT_TRUE(at::equal(q.entries[2].tensor, model().tensors[2].tensor));  // kept bit-exact
   EXPECT_EQ(q.entries[1].quantized->qparams.scale.numel(), 16);
-  EXPECT_EQ(q.mode, "dynamic");
+  for (size_t i = 0; i < q.plan.size(); ++i)  // the plan's prediction is what was produced
+    EXPECT_EQ(q.plan[i].bytes_after,
+              q.entries[i].quantized ? q.entries[i].quantized->nbytes() : q.plan[i].bytes_before);
 }
 
-TEST(DynamicQuantizer, ExcludePatternsKeepLayersInFloat) {
-  const mq::QuantizedModel q = run(*quantizer("per_channel", {"he*"}), model());
-  EXPECT_EQ(q.plan[3].rule, "exclude: he*");
-  EXPECT_FALSE(q.entries[3].quantized.has_value());
+TEST(DynamicQuantizer, Int4IsGroupWiseAndSkipsTheDefaultLowBitSet) {
+  const mq::QuantizedModel q = run(*quantizer("{dtype: int4, group_size: 8, layers: {types: [Linear, Embedding]}}"), model());
+  const auto r = rules(q.plan);
+  EXPECT_EQ(r[0], "default low-bit skip: embedding => float");
+  EXPECT_EQ(r[1], "type Linear => int4 per_group(8) symmetric");
+  EXPECT_EQ(r[5], "default low-bit skip: lm_head => float");
+  EXPECT_EQ(r[6], "type Linear; last group partial (100 % 8) => int4 per_group(8) symmetric");
+  const mq::QuantizedTensor& w = *q.entries[1].quantized;
+  EXPECT_EQ(w.qparams.scale.sizes(), (at::IntArrayRef{16, 1}));
+  EXPECT_TRUE(at::all(w.data >= -8).item<bool>() && at::all(w.data <= 7).item<bool>());
+  EXPECT_LT((w.dequantize() - model().tensors[1].tensor).abs().max().item<float>(),
+            w.qparams.scale.max().item<float>());
 }
 
-TEST(DynamicQuantizer, PerTensorGivesOneScale) {
-  const mq::QuantizedModel q = run(*quantizer("per_tensor"), model());
-  EXPECT_EQ(q.entries[1].quantized->qparams.scale.numel(), 1);
+TEST(DynamicQuantizer, PartialLastGroupIsQuantizedToo) {
+  const mq::QuantizedModel q = run(*quantizer("{dtype: uint4, scheme: asymmetric, group_size: 64}"), model());
+  const mq::QuantizedTensor& w = *q.entries[6].quantized;
+  EXPECT_EQ(w.qparams.scale.sizes(), (at::IntArrayRef{3, 2}));  // ceil(100 / 64)
+  const at::Tensor err = (w.dequantize() - model().tensors[6].tensor).abs();
+  EXPECT_LT(err.max().item<float>(), w.qparams.scale.max().item<float>());
+}
+
+TEST(DynamicQuantizer, ReplaceDropsTheDefaultSkipSet) {
+  const auto r = rules(run(*quantizer("{dtype: int4, layers: {replace: true}}"), model()).plan);
+  EXPECT_EQ(r[5], "type Linear; last group partial (16 % 128) => int4 per_group(128) symmetric");
+}
+
+TEST(DynamicQuantizer, PrecedenceIsNameThenPatternThenType) {
+  const auto q = quantizer(
+      "{dtype: int4, group_size: 8, layers: {exclude: ['he*']},"
+      " overrides: {lm_head: {dtype: int8}, 'h*': {dtype: fp16}, 'f*': {granularity: per_tensor, dtype: int8}}}");
+  const auto r = rules(q->plan(model()));
+  EXPECT_EQ(r[1], "override 'f*' => int8 per_tensor symmetric");
+  EXPECT_EQ(r[3], "exclude 'he*' => float");                       // exclude beats a pattern override
+  EXPECT_EQ(r[5], "override 'lm_head' => int8 per_channel(axis=0) symmetric");  // name beats the skip set
+  EXPECT_EQ(r[6], "type Linear; last group partial (100 % 8) => int4 per_group(8) symmetric");
+}
+
+TEST(DynamicQuantizer, Fp16AndBf16AreCasts) {
+  const mq::QuantizedModel q = run(*quantizer("{dtype: bf16}"), model());
+  const mq::QuantizedTensor& w = *q.entries[1].quantized;
+  EXPECT_EQ(w.data.scalar_type(), at::kBFloat16);
+  EXPECT_TRUE(at::equal(w.dequantize(), model().tensors[1].tensor.to(at::kBFloat16).to(at::kFloat)));
+  EXPECT_EQ(w.nbytes(), 16 * 8 * 2);
 }
 
 TEST(DynamicQuantizer, HalfPrecisionWeightsGetScalesExactInTheirDtype) {
@@ -84,9 +131,29 @@ TEST(DynamicQuantizer, HalfPrecisionWeightsGetScalesExactInTheirDtype) {
     const mq::QuantizedTensor& w = *q.entries[1].quantized;
     EXPECT_EQ(w.original_dtype, dtype);
     EXPECT_TRUE(at::equal(w.qparams.scale, w.qparams.scale.to(dtype).to(at::kFloat)));
-    // The data was quantized with exactly those scales.
     EXPECT_TRUE(at::equal(w.data, mq::quantize(model(dtype).tensors[1].tensor, w.qparams, w.spec).data));
   }
+}
+
+TEST(DynamicQuantizer, BadSelectionOptionsAreRecipeErrorsWithPlaces) {
+  const auto error = [](const std::string& yaml) {
+    try {
+      quantizer(yaml);
+    } catch (const mq::RecipeError& e) {
+      return std::string(e.what());
+    }
+    return std::string("no error");
+  };
+  EXPECT_EQ(error("{layers: {types: [Linaer]}}"),
+            "/t/r.yaml:6:30: unknown layer type 'Linaer' (did you mean 'Linear'?); types are "
+            "'Linear', 'Conv1d', 'Conv2d', 'Embedding', 'LayerNorm', 'Other'");
+  EXPECT_NE(error("{layers: {exlude: []}}").find("unknown key 'exlude' in 'layers' (did you mean 'exclude'?)"),
+            std::string::npos);
+  EXPECT_NE(error("{overrides: {fc: {dtyp: int8}}}").find("unknown key 'dtyp' in 'overrides.fc'"),
+            std::string::npos);
+  EXPECT_NE(error("{overrides: {fc: {dtype: int3}}}").find("'overrides.fc.dtype' must be one of"),
+            std::string::npos);
+  EXPECT_NE(error("{group_size: 0}").find("must be positive"), std::string::npos);
 }
 
 }  // namespace

@@ -24,6 +24,7 @@ struct Fixture {
     mq::QuantizedTensor q;
     q.data = at::zeros({100, 100}, at::kChar);
     q.qparams = {at::ones({100}), at::zeros({100}, at::kInt)};
+    q.shape = {100, 100};
     quantized.entries = {{"w", at::Tensor(), q}, {"big.bias", at::zeros({1000}), std::nullopt}};
   }
 };

@@ -1,0 +1,62 @@
+#pragma once
+// Which tensors a quantizer quantizes, and with which spec, from the quantizer's
+// `dtype`, `granularity`, `group_size`, `scheme`, `reduce_range`, `layers` and
+// `overrides` options. Quantizers declare those options with MQ_SPEC_OPTIONS.
+//
+// Precedence, highest first (docs/quantization.md):
+//   1. an override keyed by the exact layer or tensor name;
+//   2. patterns: `layers.exclude`, then the default low-bit skip set (embeddings, norms,
+//      lm_head, for 4-bit targets; `layers.replace: true` drops it), then overrides
+//      keyed by a glob, first match in recipe order;
+//   3. the layer's type in `layers.types` (default [Linear]);
+//   4. otherwise the tensor stays in float.
+// A per_group spec applies to 2-D weights only; other shapes stay in float and the plan
+// says so. When group_size does not divide the input dimension the last group of each
+// row is partial (compressed-tensors' ceil(in / G) scale columns), and the plan says so.
+
+#include <string>
+#include <utility>
+#include <vector>
+
+#include "mq/model.hpp"
+#include "mq/options.hpp"
+#include "mq/quant_spec.hpp"
+#include "mq/quantized_model.hpp"
+
+namespace mq {
+
+class MQ_API LayerSelector {
+ public:
+  // Throws RecipeError naming the option's place in the recipe.
+  explicit LayerSelector(const Options& options);
+
+  const QuantSpec& base() const { return base_; }
+  // One row per tensor of `model`, in order, with the predicted bytes.
+  std::vector<PlanRow> plan(const Model& model) const;
+
+ private:
+  QuantSpec base_;
+  std::vector<LayerKind> types_;
+  std::vector<std::string> exclude_;
+  bool replace_skips_ = false;
+  std::vector<std::pair<std::string, Value>> overrides_;
+};
+
+}  // namespace mq
+
+// The options LayerSelector reads, for a quantizer's MQ_PLUGIN declaration list.
+#define MQ_SPEC_OPTIONS                                                                     \
+  {"dtype", ::mq::OptionType::kString, "int8", "target dtype",                              \
+   "int8|uint8|int4|uint4|fp16|bf16"},                                                     \
+      {"granularity", ::mq::OptionType::kString, "auto",                                    \
+       "auto: per_group for 4-bit, per_channel otherwise",                                  \
+       "auto|per_tensor|per_channel|per_group"},                                            \
+      {"group_size", ::mq::OptionType::kInt, "128", "elements per group along the input dim"}, \
+      {"scheme", ::mq::OptionType::kString, "symmetric", "zero point fixed or fitted",       \
+       "symmetric|asymmetric"},                                                             \
+      {"reduce_range", ::mq::OptionType::kBool, "false",                                    \
+       "fit one bit less of range (PyTorch's x86 default; costs ~6 dB SQNR)"},              \
+      {"layers", ::mq::OptionType::kMap, "{}",                                              \
+       "types: [Linear, ...], exclude: [globs], replace: drop the low-bit skip set"},       \
+      {"overrides", ::mq::OptionType::kMap, "{}",                                           \
+       "name or glob -> {dtype, granularity, group_size, scheme, reduce_range}"}

@@ -1,0 +1,192 @@
+#include "mq/layer_selection.hpp"
+
+#include <ATen/ATen.h>
+#include <fnmatch.h>
+
+#include <algorithm>
+
+#include "mq/error.hpp"
+#include "suggest.hpp"
+
+namespace mq {
+namespace {
+
+const std::vector<std::string> kSpecKeys{"dtype", "granularity", "group_size", "scheme",
+                                         "reduce_range"};
+const std::vector<std::string> kLayerKinds{"Linear", "Conv1d", "Conv2d", "Embedding",
+                                           "LayerNorm", "Other"};
+
+[[noreturn]] void fail(const SourceLocation& at, const std::string& message) {
+  const std::string where = at.to_string();
+  throw RecipeError(where.empty() ? message : where + ": " + message);
+}
+
+const Value& expect(const Value& v, Value::Kind kind, const std::string& what) {
+  if (v.kind() != kind)
+    fail(v.location, "'" + what + "' must be " + to_string(kind) + ", got " + to_string(v.kind()));
+  return v;
+}
+
+template <class E>
+E parse_enum(const Value& v, const std::string& what, std::optional<E> (*parse)(std::string_view),
+             const std::vector<std::string>& names) {
+  const std::string& text = expect(v, Value::Kind::kString, what).as_string();
+  if (auto e = parse(text)) return *e;
+  fail(v.location, "'" + what + "' must be one of " + detail::quoted_list(names) + ", got '" +
+                       text + "'" + detail::did_you_mean(text, names));
+}
+
+// Applies spec fields from `fields` (a map of kSpecKeys) on top of `spec`.
+QuantSpec apply(QuantSpec spec, const Value& fields, const std::string& section) {
+  bool granularity_set = false;
+  for (const MapEntry& e : fields.as_map()) {
+    const std::string what = section + "." + e.key;
+    if (e.key == "dtype") {
+      spec.dtype = parse_enum<DType>(e.value, what, parse_dtype,
+                                     {"int8", "uint8", "int4", "uint4", "fp16", "bf16"});
+    } else if (e.key == "granularity") {
+      if (e.value.kind() == Value::Kind::kString && e.value.as_string() == "auto") continue;
+      spec.granularity = parse_enum<Granularity>(e.value, what, parse_granularity,
+                                                 {"auto", "per_tensor", "per_channel", "per_group"});
+      granularity_set = true;
+    } else if (e.key == "group_size") {
+      spec.group_size = expect(e.value, Value::Kind::kInt, what).as_int();
+      if (spec.group_size <= 0) fail(e.value.location, "'" + what + "' must be positive");
+    } else if (e.key == "scheme") {
+      spec.scheme = parse_enum<Scheme>(e.value, what, parse_scheme, {"symmetric", "asymmetric"});
+    } else if (e.key == "reduce_range") {
+      spec.reduce_range = expect(e.value, Value::Kind::kBool, what).as_bool();
+    } else {
+      fail(e.key_location.line ? e.key_location : e.value.location,
+           "unknown key '" + e.key + "' in '" + section + "'" + detail::did_you_mean(e.key, kSpecKeys) +
+               "; it takes " + detail::quoted_list(kSpecKeys));
+    }
+  }
+  // "auto": group-wise for 4-bit targets, per output channel otherwise.
+  if (!granularity_set && fields.find("dtype"))
+    spec.granularity = spec.bits() == 4 ? Granularity::kPerGroup : Granularity::kPerChannel;
+  return spec;
+}
+
+bool matches(const std::string& pattern, const std::string& name) {
+  return fnmatch(pattern.c_str(), name.c_str(), 0) == 0;
+}
+
+// Why the default low-bit skip set keeps `layer` in float, or "".
+std::string default_skip(const Layer& layer) {
+  if (layer.kind == LayerKind::kEmbedding) return "embedding";
+  if (layer.kind == LayerKind::kLayerNorm || layer.name.find("norm") != std::string::npos)
+    return "norm";
+  if (matches("lm_head", layer.name) || matches("*.lm_head", layer.name)) return "lm_head";
+  return "";
+}
+
+}  // namespace
+
+LayerSelector::LayerSelector(const Options& options) {
+  Value fields = Value::map();
+  for (const std::string& key : kSpecKeys) fields.set(key, options.get(key));
+  base_ = apply(QuantSpec{}, fields, "options");
+
+  const Value& layers = expect(options.get("layers"), Value::Kind::kMap, "options.layers");
+  types_ = {LayerKind::kLinear};
+  for (const MapEntry& e : layers.as_map()) {
+    if (e.key == "types") {
+      types_.clear();
+      for (const Value& t : expect(e.value, Value::Kind::kList, "layers.types").as_list()) {
+        const std::string& name = expect(t, Value::Kind::kString, "layers.types[]").as_string();
+        const auto it = std::find(kLayerKinds.begin(), kLayerKinds.end(), name);
+        if (it == kLayerKinds.end())
+          fail(t.location, "unknown layer type '" + name + "'" + detail::did_you_mean(name, kLayerKinds) +
+                               "; types are " + detail::quoted_list(kLayerKinds));
+        types_.push_back(static_cast<LayerKind>(it - kLayerKinds.begin()));
+      }
+    } else if (e.key == "exclude") {
+      for (const Value& p : expect(e.value, Value::Kind::kList, "layers.exclude").as_list())
+        exclude_.push_back(expect(p, Value::Kind::kString, "layers.exclude[]").as_string());
+    } else if (e.key == "replace") {
+      replace_skips_ = expect(e.value, Value::Kind::kBool, "layers.replace").as_bool();
+    } else {
+      fail(e.key_location.line ? e.key_location : e.value.location,
+           "unknown key '" + e.key + "' in 'layers'" +
+               detail::did_you_mean(e.key, {"types", "exclude", "replace"}) +
+               "; it takes 'types', 'exclude', 'replace'");
+    }
+  }
+  for (const MapEntry& e : expect(options.get("overrides"), Value::Kind::kMap, "options.overrides").as_map()) {
+    expect(e.value, Value::Kind::kMap, "overrides." + e.key);
+    apply(base_, e.value, "overrides." + e.key);  // reject bad fields now, not mid-run
+    overrides_.emplace_back(e.key, e.value);
+  }
+}
+
+std::vector<PlanRow> LayerSelector::plan(const Model& model) const {
+  std::vector<PlanRow> rows;
+  for (const NamedTensor& t : model.tensors) {
+    PlanRow row{t.name, "", std::nullopt, static_cast<int64_t>(t.tensor.nbytes()), 0};
+    const Layer* layer = nullptr;
+    for (const Layer& l : model.layers)
+      if (l.weight == t.name) layer = &l;
+    std::optional<QuantSpec> spec;
+    if (!layer) {
+      row.rule = "not a layer weight";
+    } else if (!t.tensor.is_floating_point()) {
+      row.rule = "not a floating-point tensor";
+    } else {
+      const auto exact = std::find_if(overrides_.begin(), overrides_.end(), [&](const auto& o) {
+        return o.first == layer->name || o.first == t.name;
+      });
+      const auto excluded = std::find_if(exclude_.begin(), exclude_.end(), [&](const std::string& p) {
+        return matches(p, layer->name) || matches(p, t.name);
+      });
+      const auto pattern = std::find_if(overrides_.begin(), overrides_.end(), [&](const auto& o) {
+        return matches(o.first, layer->name) || matches(o.first, t.name);
+      });
+      const bool typed = std::find(types_.begin(), types_.end(), layer->kind) != types_.end();
+      if (exact != overrides_.end()) {
+        spec = apply(base_, exact->second, "overrides." + exact->first);
+        row.rule = "override '" + exact->first + "'";
+      } else if (excluded != exclude_.end()) {
+        row.rule = "exclude '" + *excluded + "'";
+      } else {
+        QuantSpec candidate = base_;
+        if (pattern != overrides_.end()) {
+          candidate = apply(base_, pattern->second, "overrides." + pattern->first);
+          row.rule = "override '" + pattern->first + "'";
+        } else if (typed) {
+          row.rule = std::string("type ") + to_string(layer->kind);
+        } else {
+          row.rule = std::string("type ") + to_string(layer->kind) + " not in layers.types";
+        }
+        const std::string skip = default_skip(*layer);
+        if (pattern != overrides_.end() || typed) {
+          if (candidate.bits() == 4 && !replace_skips_ && !skip.empty())
+            row.rule = "default low-bit skip: " + skip;
+          else
+            spec = candidate;
+        }
+      }
+    }
+    if (spec && spec->is_integer() && spec->granularity == Granularity::kPerGroup) {
+      if (t.tensor.dim() != 2) {
+        row.rule += "; per_group needs a 2-D weight, kept in float";
+        spec.reset();
+      } else if (t.tensor.size(1) % spec->group_size != 0) {
+        row.rule += "; last group partial (" + std::to_string(t.tensor.size(1)) + " % " +
+                    std::to_string(spec->group_size) + ")";
+      }
+    }
+    if (spec && spec->is_integer() && spec->granularity == Granularity::kPerChannel &&
+        t.tensor.dim() == 0) {
+      row.rule += "; per_channel needs a tensor of rank >= 1, kept in float";
+      spec.reset();
+    }
+    row.spec = spec;
+    row.bytes_after = spec ? storage_bytes(*spec, t.tensor.sizes().vec(), t.tensor.scalar_type())
+                           : row.bytes_before;
+    rows.push_back(std::move(row));
+  }
+  return rows;
+}
+
+}  // namespace mq
