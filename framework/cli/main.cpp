@@ -4,6 +4,7 @@
 #include <fmt/format.h>
 #include <nlohmann/json.hpp>
 
+#include <algorithm>
 #include <cstdio>
 #include <iostream>
 
@@ -66,6 +67,39 @@ int list_plugins(const std::vector<fs::path>& paths, bool json) {
   return 0;
 }
 
+// The request `mq-pipeline validate` describes; options are "validator.key=yaml".
+mq::ValidateRequest validation_request(const std::string& artifact, const std::string& reference,
+                                       const std::vector<std::string>& names,
+                                       const std::vector<std::string>& options,
+                                       const std::string& on_failure, const std::string& format,
+                                       const std::string& report) {
+  mq::ValidateRequest request;
+  request.artifact = artifact;
+  request.reference = reference;
+  request.format = format;
+  request.on_failure = on_failure == "warn"     ? mq::OnFailure::kWarn
+                       : on_failure == "ignore" ? mq::OnFailure::kIgnore
+                                                : mq::OnFailure::kError;
+  if (!report.empty()) request.report = report;
+  std::vector<std::string> chosen = names;
+  if (chosen.empty()) chosen = {"sqnr", "size", "load_run", "range"};
+  // The validators' options go through the recipe parser, so they are typed and checked
+  // the same way: "validators.<i>.options.<key>=<value>".
+  std::string yaml = "version: 1\nmodel: {path: x}\nquantizer: {plugin: x}\nformat: {plugin: x, output: y}\nvalidators:\n";
+  for (const std::string& n : chosen) yaml += "  - {plugin: '" + n + "'}\n";
+  std::vector<std::string> sets;
+  for (const std::string& o : options) {
+    const size_t dot = o.find('.');
+    const auto it = dot == std::string::npos ? chosen.end()
+                                             : std::find(chosen.begin(), chosen.end(), o.substr(0, dot));
+    if (it == chosen.end())
+      throw mq::RecipeError("--option '" + o + "': expected VALIDATOR.KEY=VALUE naming one of the validators");
+    sets.push_back("validators." + std::to_string(it - chosen.begin()) + ".options." + o.substr(dot + 1));
+  }
+  request.validators = mq::parse_recipe(yaml, "", sets).validators;
+  return request;
+}
+
 }  // namespace
 
 int main(int argc, char** argv) {
@@ -84,11 +118,28 @@ int main(int argc, char** argv) {
   CLI::App* run = app.add_subcommand("run", "Run a recipe: quantize, write, validate, report");
   CLI::App* check = app.add_subcommand("check", "Check a recipe and resolve its plugins; no work");
   CLI::App* plugins = app.add_subcommand("plugins", "List the plugins found on the search path");
+  CLI::App* validate = app.add_subcommand(
+      "validate", "Run validators on an existing artifact against its original model");
+  std::string artifact, reference, on_failure = "error", report_path, artifact_format;
+  std::vector<std::string> validator_names, validator_options;
+  validate->add_option("artifact", artifact, "The quantized file")->required();
+  validate->add_option("--reference", reference, "The original model")->required();
+  validate->add_option("--validators", validator_names,
+                       "Comma-separated validators (default: sqnr,size,load_run,range)")
+      ->delimiter(',');
+  validate->add_option("--option", validator_options,
+                       "A validator option: --option sqnr.min_db=30 (YAML value)");
+  validate->add_option("--on-failure", on_failure, "error | warn | ignore")
+      ->check(CLI::IsMember({"error", "warn", "ignore"}));
+  validate->add_option("--format", artifact_format, "The artifact's format plugin");
+  validate->add_option("--report", report_path, "Write the JSON report here");
+  validate->add_flag("--json", json, "Print the JSON report on stdout");
+  validate->add_flag("--quiet,-q", quiet, "No summary");
   for (CLI::App* sub : {run, check}) {
     sub->add_option("recipe", recipe_path, "Recipe file (YAML)")->required();
     sub->add_option("--set", overrides, "Override a recipe key: --set quantizer.options.dtype=int8");
   }
-  for (CLI::App* sub : {run, check, plugins})
+  for (CLI::App* sub : {run, check, plugins, validate})
     sub->add_option("--plugin-path", plugin_paths, "Directory or library searched first for plugins");
   run->add_flag("--json", json, "Print the JSON report on stdout");
   run->add_flag("--dry-run", dry_run,
@@ -116,6 +167,21 @@ int main(int argc, char** argv) {
   std::vector<fs::path> paths(plugin_paths.begin(), plugin_paths.end());
   try {
     if (plugins->parsed()) return list_plugins(paths, json);
+    if (validate->parsed()) {
+      mq::RunOptions options;
+      options.plugin_paths = paths;
+      options.warn = [](const std::string& m) { fmt::print(stderr, "mq-pipeline: warning: {}\n", one_line(m)); };
+      const mq::Report report = mq::validate_artifact(
+          validation_request(artifact, reference, validator_names, validator_options, on_failure,
+                             artifact_format, report_path),
+          options);
+      if (json)
+        fmt::print("{}", report.to_json());
+      else if (!quiet)
+        fmt::print("{}", report.summary());
+      if (report.status != mq::ExitCode::kOk) return fail(report.status, report.message);
+      return 0;
+    }
     if (!run->parsed() && !check->parsed()) {
       std::cout << app.help();
       return static_cast<int>(mq::ExitCode::kUsage);

@@ -134,10 +134,15 @@ struct Pipeline::Impl {
     return {p, detail::check_options(step, *p->descriptor)};
   }
 
-  void check() {
-    if (checked) return;
+  void load_registry() {
+    if (!registry.plugins().empty()) return;
     for (const fs::path& p : plugin_search_path(options.plugin_paths, recipe.plugin_paths))
       registry.add_path(p);
+  }
+
+  void check() {
+    if (checked) return;
+    load_registry();
     observer = resolve(PluginKind::kObserver, recipe.observer);
     quantizer = resolve(PluginKind::kQuantizer, recipe.quantizer);
     format = resolve(PluginKind::kFormat, recipe.format);
@@ -219,6 +224,86 @@ struct Pipeline::Impl {
     return model;
   }
 
+  // Runs `validators` (policies alongside); returns the failures that block.
+  std::vector<std::string> validate(const Model& model, const QuantizedModel& quantized,
+                                    const fs::path& written, Format& format,
+                                    const std::vector<OnFailure>& policies, Report& report) {
+    std::vector<std::string> blocking;
+    for (size_t i = 0; i < validators.size(); ++i) {
+      std::unique_ptr<Validator> v = instantiate<Validator>(validators[i]);
+      ValidateContext context{model, quantized, written, format};
+      Check check = guarded(validators[i].label(), "validating", [&] { return v->validate(context); });
+      const std::string name = validators[i].plugin->descriptor->name;
+      if (!check.passed) {
+        if (policies[i] == OnFailure::kError) blocking.push_back(name + ": " + check.message);
+        if (policies[i] == OnFailure::kWarn) warn(report, "validator " + name + " failed: " + check.message);
+      }
+      report.validators.push_back({name, policies[i], std::move(check)});
+    }
+    return blocking;
+  }
+
+  static std::string join(const std::vector<std::string>& parts) {
+    std::string out;
+    for (const std::string& p : parts) out += (out.empty() ? "" : "; ") + p;
+    return out;
+  }
+
+  Report validate_existing(const ValidateRequest& request) {
+    Report report;
+    load_registry();
+    std::vector<ValidatorStep> steps = request.validators;
+    if (steps.empty())
+      for (const char* name : {"sqnr", "size", "load_run", "range"})
+        steps.push_back({{name, Value::map(), {}}, std::nullopt});
+    std::vector<OnFailure> policies;
+    for (const ValidatorStep& v : steps) {
+      validators.push_back(resolve(PluginKind::kValidator, v.step));
+      policies.push_back(v.on_failure.value_or(request.on_failure));
+    }
+    for (const fs::path& p : {request.reference, request.artifact}) {
+      std::error_code ec;
+      if (!fs::exists(p, ec)) throw InputError(p.string() + ": no such file or directory");
+    }
+    if (!request.format.empty())
+      model_format = resolve(PluginKind::kFormat, PluginStep{request.format, Value::map(), {}});
+    const Resolved artifact_format = reader_for(request.artifact);
+    model_format = {};
+    const Resolved reference_format = reader_for(request.reference);
+
+    std::unique_ptr<Format> reader = instantiate<Format>(reference_format);
+    const Model model = guarded(reference_format.label(), "reading the reference model",
+                                [&] { return reader->read(request.reference); });
+    std::unique_ptr<Format> format = instantiate<Format>(artifact_format);
+    const QuantizedModel quantized = guarded(artifact_format.label(), "reading the artifact",
+                                             [&] { return format->read_quantized(request.artifact); });
+    report.inputs = {file_info(request.reference)};
+    report.output = file_info(request.artifact);
+    report.promoted = true;  // it is where it is; validate never moves it
+    report.original_bytes = model.nbytes();
+    report.quantized_bytes = quantized.nbytes();
+    for (const QuantizedEntry& e : quantized.entries) {
+      const at::Tensor* original = model.find(e.name);
+      report.plan.push_back({e.name, e.quantized ? "quantized in the artifact" : "float in the artifact",
+                             e.quantized ? std::optional<QuantSpec>(e.quantized->spec) : std::nullopt,
+                             original ? static_cast<int64_t>(original->nbytes()) : 0,
+                             e.quantized ? e.quantized->nbytes() : static_cast<int64_t>(e.tensor.nbytes())});
+    }
+    const std::vector<std::string> blocking =
+        validate(model, quantized, request.artifact, *format, policies, report);
+    if (blocking.empty()) {
+      report.message = request.artifact.string() + ": all validators passed";
+    } else {
+      report.status = ExitCode::kValidationFailed;
+      report.message = "validation failed (" + join(blocking) + ")";
+    }
+    if (request.report) {
+      report.report_path = request.report->string();
+      detail::write_file_atomically(*request.report, report.to_json());
+    }
+    return report;
+  }
+
   Report plan() {
     Report report;
     const Model model = begin(report);
@@ -261,19 +346,10 @@ struct Pipeline::Impl {
     report.timings.push_back({"write", seconds_since(start)});
 
     start = clock::now();
-    std::vector<std::string> blocking;
-    for (size_t i = 0; i < validators.size(); ++i) {
-      const OnFailure policy = recipe.validators[i].on_failure.value_or(recipe.on_failure);
-      std::unique_ptr<Validator> v = instantiate<Validator>(validators[i]);
-      ValidateContext vc{model, quantized, out.temp(), *writer};
-      Check check = guarded(validators[i].label(), "validating", [&] { return v->validate(vc); });
-      const std::string name = validators[i].plugin->descriptor->name;
-      if (!check.passed) {
-        if (policy == OnFailure::kError) blocking.push_back(name + ": " + check.message);
-        if (policy == OnFailure::kWarn) warn(report, "validator " + name + " failed: " + check.message);
-      }
-      report.validators.push_back({name, policy, std::move(check)});
-    }
+    std::vector<OnFailure> policies;
+    for (const ValidatorStep& v : recipe.validators) policies.push_back(v.on_failure.value_or(recipe.on_failure));
+    const std::vector<std::string> blocking =
+        validate(model, quantized, out.temp(), *writer, policies, report);
     report.timings.push_back({"validate", seconds_since(start)});
 
     if (blocking.empty()) {
@@ -284,12 +360,13 @@ struct Pipeline::Impl {
     } else {
       report.status = ExitCode::kValidationFailed;
       report.output.path = recipe.output.string();
-      std::string joined;
-      for (const std::string& b : blocking) joined += (joined.empty() ? "" : "; ") + b;
-      report.message = "validation failed (" + joined + "); " + recipe.output.string() +
+      report.message = "validation failed (" + join(blocking) + "); " + recipe.output.string() +
                        (fs::exists(recipe.output, ec) ? " left as it was" : " not written");
     }
-    if (recipe.report) detail::write_file_atomically(*recipe.report, report.to_json());
+    if (recipe.report) {
+      report.report_path = recipe.report->string();
+      detail::write_file_atomically(*recipe.report, report.to_json());
+    }
     return report;
   }
 };
@@ -305,6 +382,11 @@ Pipeline& Pipeline::operator=(Pipeline&&) noexcept = default;
 void Pipeline::check() { impl_->check(); }
 Report Pipeline::run() { return impl_->run(); }
 Report Pipeline::plan() { return impl_->plan(); }
+
+Report validate_artifact(const ValidateRequest& request, RunOptions options) {
+  Pipeline pipeline(Recipe{}, std::move(options));
+  return pipeline.impl_->validate_existing(request);
+}
 const Recipe& Pipeline::recipe() const { return impl_->recipe; }
 
 }  // namespace mq

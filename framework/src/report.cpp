@@ -37,13 +37,18 @@ std::string Report::to_json() const {
                {"quantized_bytes", quantized_bytes},
                {"ratio", number(quantized_bytes ? double(original_bytes) / quantized_bytes : 0.0)}};
   j["layers"] = nlohmann::ordered_json::array();
-  for (const PlanRow& row : plan)
-    j["layers"].push_back({{"tensor", row.tensor},
-                           {"rule", row.rule},
-                           {"spec", row.spec ? nlohmann::ordered_json(row.spec->to_string())
-                                             : nlohmann::ordered_json(nullptr)},
-                           {"bytes_before", row.bytes_before},
-                           {"bytes_after", row.bytes_after}});
+  for (const PlanRow& row : plan) {
+    nlohmann::ordered_json layer = {{"tensor", row.tensor},
+                                    {"rule", row.rule},
+                                    {"spec", row.spec ? nlohmann::ordered_json(row.spec->to_string())
+                                                      : nlohmann::ordered_json(nullptr)},
+                                    {"bytes_before", row.bytes_before},
+                                    {"bytes_after", row.bytes_after}};
+    for (const ValidatorResult& v : validators)
+      for (const TensorMetric& m : v.check.tensor_metrics)
+        if (m.tensor == row.tensor) layer[m.name] = number(m.value);
+    j["layers"].push_back(layer);
+  }
   j["validators"] = nlohmann::ordered_json::array();
   for (const ValidatorResult& v : validators) {
     nlohmann::ordered_json metrics = nlohmann::ordered_json::object();
@@ -87,10 +92,16 @@ std::string Report::summary() const {
                      megabytes(quantized_bytes),
                      quantized_bytes ? double(original_bytes) / quantized_bytes : 0.0);
   for (const ValidatorResult& v : validators) {
+    if (v.plugin != "sqnr" || v.check.metrics.size() < 2) continue;
+    out += fmt::format("  SQNR        mean {:.2f} dB, worst {:.2f} dB\n", v.check.metrics[0].second,
+                       v.check.metrics[1].second);
+  }
+  for (const ValidatorResult& v : validators) {
     const char* verdict = v.check.passed ? "pass" : (v.policy == OnFailure::kError ? "FAIL" : v.policy == OnFailure::kWarn ? "warn" : "ignored");
     out += fmt::format("  {:<11} {:<7} {}\n", v.plugin, verdict, v.check.message);
   }
   out += fmt::format("  artifact    {}{}\n", output.path, promoted ? "" : " (not written)");
+  if (!report_path.empty()) out += fmt::format("  report      {}\n", report_path);
   return out;
 }
 

@@ -56,6 +56,22 @@ TEST(Pipeline, RecipeBuiltInCodeRunsAndReportsAsAValue) {
   EXPECT_EQ(std::distance(fs::directory_iterator(dir.path()), fs::directory_iterator()), 1);
 }
 
+TEST(Pipeline, ValidateArtifactRunsTheDefaultValidators) {
+  mq::test::ScratchDir dir("api-validate");
+  mq::Recipe r = example(dir.path());
+  mq::Pipeline(r).run();
+  mq::ValidateRequest request;
+  request.artifact = r.output;
+  request.reference = r.model_path;
+  const mq::Report report = mq::validate_artifact(request);
+  EXPECT_EQ(report.status, mq::ExitCode::kOk) << report.message;
+  ASSERT_EQ(report.validators.size(), 4u);
+  for (const auto& v : report.validators) EXPECT_TRUE(v.check.passed) << v.plugin << ": " << v.check.message;
+  // A plain float checkpoint validates against itself: nothing quantized, nothing lost.
+  request.artifact = r.model_path;
+  EXPECT_EQ(mq::validate_artifact(request).status, mq::ExitCode::kOk);
+}
+
 TEST(Pipeline, SameRecipeAndInputGiveTheSameBytes) {
   mq::test::ScratchDir dir("api-determinism");
   mq::Recipe r = example(dir.path());

@@ -33,7 +33,10 @@ TEST(Cli, ExampleRecipeRunsEndToEnd) {
   const auto report = nlohmann::json::parse(mq::test::read_file(dir / "report.json"));
   EXPECT_EQ(report["status"], 0);
   EXPECT_EQ(report["output"]["promoted"], true);
-  EXPECT_EQ(report["validators"][0]["plugin"], "size");
+  std::vector<std::string> validators;
+  for (const auto& v : report["validators"]) validators.push_back(v["plugin"]);
+  EXPECT_EQ(validators, (std::vector<std::string>{"sqnr", "size", "load_run", "range"}));
+  EXPECT_GT(report["layers"][0]["sqnr_db"].get<double>(), 35.0);
   EXPECT_EQ(report["layers"].size(), 5u);
   EXPECT_EQ(report["inputs"][0]["hash"].get<std::string>().size(), 32u);
   // Progress goes to stderr as plain lines when it is not a terminal.
@@ -89,7 +92,7 @@ TEST(Cli, ThreadCountDoesNotChangeTheBytes) {
 TEST(Cli, FailedValidationWithErrorExitsFiveAndKeepsTheOldArtifact) {
   mq::test::ScratchDir dir("cli-on-failure-error");
   mq::test::write_file(dir / "out.safetensors", "earlier good artifact");
-  const auto r = run_pipeline(example_args(dir, "-q --set validators.0.options.min_ratio=100"));
+  const auto r = run_pipeline(example_args(dir, "-q --set validators.1.options.min_ratio=100"));
   EXPECT_EQ(r.exit_code, 5);
   expect_one_line_error(r);
   EXPECT_NE(r.err.find("size: ratio"), std::string::npos) << r.err;
@@ -102,7 +105,7 @@ TEST(Cli, FailedValidationWithErrorExitsFiveAndKeepsTheOldArtifact) {
 TEST(Cli, FailedValidationWithWarnWritesAndWarns) {
   mq::test::ScratchDir dir("cli-on-failure-warn");
   const auto r = run_pipeline(
-      example_args(dir, "-q --set validators.0.options.min_ratio=100 --set on_failure=warn"));
+      example_args(dir, "-q --set validators.1.options.min_ratio=100 --set on_failure=warn"));
   EXPECT_EQ(r.exit_code, 0) << r.err;
   EXPECT_NE(r.err.find("mq-pipeline: warning: validator size failed"), std::string::npos) << r.err;
   EXPECT_TRUE(fs::exists(dir / "out.safetensors"));
@@ -111,7 +114,7 @@ TEST(Cli, FailedValidationWithWarnWritesAndWarns) {
 TEST(Cli, FailedValidationWithIgnoreWritesSilently) {
   mq::test::ScratchDir dir("cli-on-failure-ignore");
   const auto r = run_pipeline(example_args(
-      dir, "-q --set validators.0.options.min_ratio=100 --set validators.0.on_failure=ignore"));
+      dir, "-q --set validators.1.options.min_ratio=100 --set validators.1.on_failure=ignore"));
   EXPECT_EQ(r.exit_code, 0) << r.err;
   EXPECT_EQ(r.err, "");
   EXPECT_TRUE(fs::exists(dir / "out.safetensors"));
@@ -186,6 +189,39 @@ TEST(Cli, PluginsListsTheBuiltInsAsJson) {
   for (const char* n : {"observer/minmax", "quantizer/dynamic", "format/safetensors", "validator/size"})
     EXPECT_TRUE(names.count(n)) << n;
   EXPECT_EQ(run_pipeline("plugins").exit_code, 0);
+}
+
+TEST(Cli, ValidateChecksAnExistingArtifact) {
+  mq::test::ScratchDir dir("cli-validate");
+  ASSERT_EQ(run_pipeline(example_args(dir, "-q")).exit_code, 0);
+  const std::string artifact = "'" + (dir / "out.safetensors").string() + "'";
+  const std::string reference = " --reference '" MQ_SOURCE_DIR "/configs/models/mlp.safetensors'";
+  const auto ok = run_pipeline("validate " + artifact + reference + " --report '" +
+                               (dir / "validate.json").string() + "'");
+  EXPECT_EQ(ok.exit_code, 0) << ok.err;
+  EXPECT_NE(ok.out.find("load_run    pass    read back 5 tensors bit-exactly"), std::string::npos) << ok.out;
+  const auto report = nlohmann::json::parse(mq::test::read_file(dir / "validate.json"));
+  EXPECT_EQ(report["validators"].size(), 4u);
+  EXPECT_EQ(report["layers"][0]["spec"], "int8 per_channel(axis=0) symmetric");
+
+  const auto strict = run_pipeline("validate " + artifact + reference + " --validators sqnr,range --option sqnr.min_db=60");
+  EXPECT_EQ(strict.exit_code, 5);
+  expect_one_line_error(strict);
+  EXPECT_NE(strict.err.find("is below min_db 60.00 dB"), std::string::npos) << strict.err;
+  EXPECT_EQ(run_pipeline("validate " + artifact + reference + " --validators sqnr --option sqnr.min_db=60 "
+                         "--on-failure warn -q").exit_code, 0);
+
+  const auto bad_option = run_pipeline("validate " + artifact + reference + " --validators sqnr --option size.min_ratio=2");
+  EXPECT_EQ(bad_option.exit_code, 2);
+  const auto typo = run_pipeline("validate " + artifact + reference + " --validators sqnr --option sqnr.min_bd=2");
+  EXPECT_EQ(typo.exit_code, 2);
+  EXPECT_NE(typo.err.find("(did you mean 'min_db'?)"), std::string::npos) << typo.err;
+
+  const std::string bytes = mq::test::read_file(dir / "out.safetensors");
+  mq::test::write_file(dir / "cut.safetensors", bytes.substr(0, bytes.size() / 2));
+  const auto truncated = run_pipeline("validate '" + (dir / "cut.safetensors").string() + "'" + reference);
+  EXPECT_EQ(truncated.exit_code, 3);
+  expect_one_line_error(truncated);
 }
 
 TEST(Cli, VersionAndUsage) {

@@ -11,6 +11,7 @@
 #include <filesystem>
 #include <functional>
 #include <memory>
+#include <optional>
 #include <string>
 #include <vector>
 
@@ -54,8 +55,25 @@ MQ_API std::vector<std::filesystem::path> plugin_search_path(
     const std::vector<std::filesystem::path>& first,
     const std::vector<std::filesystem::path>& extra = {});
 
+// Validating an artifact that already exists against its original model
+// (`mq-pipeline validate`).
+struct ValidateRequest {
+  std::filesystem::path artifact;   // the quantized file
+  std::filesystem::path reference;  // the original model
+  // Empty: sqnr, size, load_run and range with their defaults.
+  std::vector<ValidatorStep> validators;
+  OnFailure on_failure = OnFailure::kError;
+  std::string format;  // the artifact's format plugin; "" = the first that can read it
+  std::optional<std::filesystem::path> report;
+};
+
+// Runs the validators; a blocking failure is a Report with status kValidationFailed.
+// Throws mq::Error subclasses like Pipeline::run().
+MQ_API Report validate_artifact(const ValidateRequest& request, RunOptions options = {});
+
 class MQ_API Pipeline {
  public:
+  friend Report validate_artifact(const ValidateRequest&, RunOptions);
   explicit Pipeline(Recipe recipe, RunOptions options = {});
   ~Pipeline();
   Pipeline(Pipeline&&) noexcept;

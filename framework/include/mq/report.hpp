@@ -35,6 +35,7 @@ struct MQ_API Report {
   std::vector<FileInfo> inputs;
   FileInfo output;
   bool promoted = false;  // the artifact is at its destination
+  std::string report_path;  // where the JSON report was written, if anywhere
   int64_t original_bytes = 0;
   int64_t quantized_bytes = 0;
   std::vector<PlanRow> plan;

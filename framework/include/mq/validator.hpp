@@ -21,10 +21,18 @@ struct ValidateContext {
   Format& format;                        // the format that wrote it
 };
 
+// A figure about one tensor (e.g. its SQNR), shown in the report's per-layer rows.
+struct TensorMetric {
+  std::string tensor;
+  std::string name;
+  double value = 0.0;
+};
+
 struct Check {
   bool passed = true;
   std::vector<std::pair<std::string, double>> metrics;  // name, value
   std::string message;  // one line: the figure, the threshold, the worst tensor
+  std::vector<TensorMetric> tensor_metrics;
 };
 
 class MQ_API Validator : public Plugin {

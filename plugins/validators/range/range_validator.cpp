@@ -1,0 +1,102 @@
+// range: every stored value is one the artifact's readers can use. Integers inside
+// their range (int4 checked unpacked), scales finite and > 0, zero points in range,
+// float tensors finite (an fp16/bf16 cast that overflowed names its tensor), and every
+// dequantized value inside the original tensor's range (widened to include zero, as
+// the qparams are) plus one quantization step; optionally |x_hat| <= max_abs.
+
+#include <ATen/ATen.h>
+#include <fmt/format.h>
+
+#include <cmath>
+
+#include "mq/error.hpp"
+#include "mq/validator.hpp"
+
+namespace {
+
+class RangeValidator final : public mq::Validator {
+ public:
+  explicit RangeValidator(const mq::Options& options) : max_abs_(options.get_float("max_abs")) {
+    if (!(max_abs_ > 0.0))
+      throw mq::RecipeError(options.where("max_abs") + ": max_abs must be positive");
+  }
+
+  mq::Check validate(const mq::ValidateContext& context) override {
+    std::vector<std::string> problems;
+    int64_t checked = 0;
+    for (const mq::QuantizedEntry& e : context.quantized.entries) {
+      ++checked;
+      if (!e.quantized) {
+        if (e.tensor.is_floating_point() && !at::isfinite(e.tensor).all().item<bool>())
+          problems.push_back(e.name + " holds NaN or infinite values");
+        continue;
+      }
+      check_tensor(e.name, *e.quantized, context.original.find(e.name), problems);
+    }
+    mq::Check check;
+    check.passed = problems.empty();
+    check.metrics = {{"tensors", static_cast<double>(checked)},
+                     {"violations", static_cast<double>(problems.size())}};
+    if (check.passed)
+      check.message = fmt::format("{} tensors in range", checked);
+    else
+      check.message = problems.front() +
+                      (problems.size() > 1 ? fmt::format(" (and {} more)", problems.size() - 1) : "");
+    return check;
+  }
+
+ private:
+  void check_tensor(const std::string& name, const mq::QuantizedTensor& q, const at::Tensor* original,
+                    std::vector<std::string>& problems) const {
+    const size_t before = problems.size();
+    if (q.spec.is_integer()) {
+      // PyTorch's reduce_range narrows the fit but rounds extremes to the full storage range.
+      mq::QuantSpec storage = q.spec;
+      storage.reduce_range = false;
+      const int64_t qmin = q.spec.reduce_range ? storage.qmin() : q.spec.qmin();
+      const int64_t qmax = q.spec.reduce_range ? storage.qmax() : q.spec.qmax();
+      const at::Tensor data = q.data.to(at::kLong);
+      if (data.numel() && (data.min().item<int64_t>() < qmin || data.max().item<int64_t>() > qmax))
+        problems.push_back(fmt::format("{} has integers in [{}, {}], outside [{}, {}]", name,
+                                       data.min().item<int64_t>(), data.max().item<int64_t>(), qmin, qmax));
+      const at::Tensor scale = q.qparams.scale.to(at::kFloat);
+      if (!at::isfinite(scale).all().item<bool>() || !(scale > 0).all().item<bool>())
+        problems.push_back(fmt::format("{} has a scale that is not finite and positive (min {})", name,
+                                       scale.min().item<float>()));
+      const at::Tensor zp = q.qparams.zero_point.to(at::kLong);
+      if (zp.numel() && (zp.min().item<int64_t>() < storage.qmin() || zp.max().item<int64_t>() > storage.qmax()))
+        problems.push_back(fmt::format("{} has a zero point outside [{}, {}]", name, storage.qmin(), storage.qmax()));
+      if (problems.size() != before) return;
+    }
+    const at::Tensor x_hat = q.dequantize();
+    if (!at::isfinite(x_hat).all().item<bool>()) {
+      problems.push_back(name + (q.spec.is_integer() ? " dequantizes to NaN or infinite values"
+                                                     : " overflows " + q.spec.to_string() +
+                                                           " (values beyond its range became infinite)"));
+      return;
+    }
+    if (x_hat.numel() && x_hat.abs().max().item<double>() > max_abs_)
+      problems.push_back(fmt::format("{} reaches |x| = {:.6g}, above max_abs {:.6g}", name,
+                                     x_hat.abs().max().item<double>(), max_abs_));
+    if (!original || !original->numel()) return;
+    const double lo = std::min(original->min().item<double>(), 0.0);
+    const double hi = std::max(original->max().item<double>(), 0.0);
+    // One step: the largest scale, or one unit in the last place of a float cast.
+    const double ulp = q.spec.dtype == mq::DType::kFloat16 ? std::ldexp(1.0, -10) : std::ldexp(1.0, -7);
+    const double step = q.spec.is_integer() ? q.qparams.scale.to(at::kDouble).max().item<double>()
+                                            : ulp * std::max(std::abs(lo), std::abs(hi));
+    const double tolerance = step + 1e-6 * std::max(std::abs(lo), std::abs(hi));
+    const double got_lo = x_hat.min().item<double>(), got_hi = x_hat.max().item<double>();
+    if (got_lo < lo - tolerance || got_hi > hi + tolerance)
+      problems.push_back(fmt::format("{} dequantizes to [{:.6g}, {:.6g}], outside the original [{:.6g}, {:.6g}] "
+                                     "widened by one step ({:.6g})", name, got_lo, got_hi, lo, hi, step));
+  }
+
+  double max_abs_;
+};
+
+}  // namespace
+
+MQ_PLUGIN(RangeValidator, mq::PluginKind::kValidator, "range", "1.0.0",
+          "Integers, scales, zero points and dequantized values inside their ranges",
+          {"max_abs", mq::OptionType::kFloat, ".inf", "largest |dequantized value| allowed"})

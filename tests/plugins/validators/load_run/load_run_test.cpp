@@ -1,0 +1,55 @@
+#include <gtest/gtest.h>
+
+#include "mq/error.hpp"
+#include "test_support.hpp"
+#include "validator_support.hpp"
+
+namespace {
+
+mq::Check load_run(const mq::test::ModelPair& m, std::function<mq::QuantizedModel()> read_back) {
+  mq::test::FakeFormat format;
+  format.read_back = std::move(read_back);
+  return m.validate(*mq::test::make_plugin<mq::Validator>(), format);
+}
+
+TEST(LoadRunValidator, PassesWhenTheFileReadsBackAsWrittenAndRuns) {
+  mq::test::ModelPair m;
+  const mq::Check c = load_run(m, [&] { return m.quantized; });
+  EXPECT_TRUE(c.passed) << c.message;
+  EXPECT_EQ(c.message, "read back 2 tensors bit-exactly; ran 1 layer matmuls (batch 8), outputs finite");
+  ASSERT_EQ(c.tensor_metrics.size(), 1u);
+  EXPECT_GT(c.tensor_metrics[0].value, 30);  // output SQNR of the layer
+}
+
+TEST(LoadRunValidator, FailsOnATruncatedFile) {
+  mq::test::ModelPair m;
+  const mq::Check c = load_run(m, []() -> mq::QuantizedModel {
+    throw mq::InputError("out.safetensors: the tensors cover 800 bytes but the data buffer has 700");
+  });
+  EXPECT_FALSE(c.passed);
+  EXPECT_EQ(c.message, "cannot read the written file back: out.safetensors: the tensors cover 800 bytes but the data buffer has 700");
+}
+
+TEST(LoadRunValidator, FailsOnAnyBitThatDiffers) {
+  mq::test::ModelPair m;
+  mq::QuantizedModel changed = m.quantized;
+  changed.entries[0].quantized = *m.quantized.entries[0].quantized;
+  changed.entries[0].quantized->data = changed.entries[0].quantized->data.clone();
+  changed.entries[0].quantized->data[0][0] += 1;
+  EXPECT_EQ(load_run(m, [&] { return changed; }).message, "fc.weight: quantized data differs from what was written");
+  changed = m.quantized;
+  changed.entries[1].tensor = changed.entries[1].tensor.to(at::kHalf);
+  EXPECT_EQ(load_run(m, [&] { return changed; }).message, "fc.bias differs from what was written");
+  changed.entries.pop_back();
+  EXPECT_EQ(load_run(m, [&] { return changed; }).message, "wrote 2 tensors but read back 1");
+}
+
+TEST(LoadRunValidator, FailsWhenARunGivesNonFiniteOutputs) {
+  mq::test::ModelPair m;
+  m.quantized.entries[0].quantized->qparams.scale.fill_(INFINITY);
+  const mq::Check c = load_run(m, [&] { return m.quantized; });
+  EXPECT_FALSE(c.passed);
+  EXPECT_EQ(c.message, "fc.weight: matmul on the read-back weight gives non-finite outputs");
+}
+
+}  // namespace

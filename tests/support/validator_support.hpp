@@ -1,0 +1,51 @@
+#pragma once
+// A small original/quantized model pair and a stand-in format for validator tests.
+
+#include <ATen/ATen.h>
+
+#include <functional>
+
+#include "mq/affine.hpp"
+#include "mq/validator.hpp"
+
+namespace mq::test {
+
+class FakeFormat final : public Format {
+ public:
+  std::function<QuantizedModel()> read_back;  // what read_quantized returns (or throws)
+  bool can_read(const std::filesystem::path&) const override { return false; }
+  Model read(const std::filesystem::path&) override { return {}; }
+  void write(const QuantizedModel&, const std::filesystem::path&) override {}
+  QuantizedModel read_quantized(const std::filesystem::path&) override { return read_back(); }
+};
+
+inline QuantizedTensor quantize_with_minmax(const at::Tensor& w, QuantSpec spec) {
+  auto [mn, mx] = min_max(w, spec);
+  return quantize(w, qparams_from_min_max(mn, mx, spec), spec);
+}
+
+// fc.weight quantized with `spec`, fc.bias kept.
+struct ModelPair {
+  Model original;
+  QuantizedModel quantized;
+  explicit ModelPair(QuantSpec spec = {}, at::Tensor weight = at::Tensor()) {
+    at::manual_seed(2);
+    if (!weight.defined()) weight = at::randn({8, 16});
+    original.tensors = {{"fc.weight", weight}, {"fc.bias", at::randn({8})}};
+    QuantizedTensor q;
+    if (spec.is_integer()) {
+      q = quantize_with_minmax(weight, spec);
+    } else {
+      q.data = weight.to(spec.dtype == DType::kFloat16 ? at::kHalf : at::kBFloat16);
+      q.spec = spec;
+      q.shape = weight.sizes().vec();
+    }
+    quantized.entries = {{"fc.weight", at::Tensor(), q}, {"fc.bias", original.tensors[1].tensor, std::nullopt}};
+  }
+  Check validate(Validator& v, Format& format) const {
+    static const std::filesystem::path kWritten = "/nonexistent/written.safetensors";
+    return v.validate({original, quantized, kWritten, format});
+  }
+};
+
+}  // namespace mq::test
