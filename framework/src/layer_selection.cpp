@@ -62,6 +62,9 @@ QuantSpec apply(QuantSpec spec, const Value& fields, const std::string& section)
                "; it takes " + detail::quoted_list(kSpecKeys));
     }
   }
+  if (spec.dtype == DType::kUInt8 && spec.scheme == Scheme::kSymmetric && spec.reduce_range)
+    fail(fields.location, "'" + section + "': reduce_range with symmetric uint8 is not a valid "
+                          "combination (PyTorch refuses it too)");
   // "auto": group-wise for 4-bit targets, per output channel otherwise.
   if (!granularity_set && fields.find("dtype"))
     spec.granularity = spec.bits() == 4 ? Granularity::kPerGroup : Granularity::kPerChannel;

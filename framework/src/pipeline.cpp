@@ -109,7 +109,7 @@ std::vector<PluginInfo> discover_plugins(const std::vector<fs::path>& first,
   for (const detail::LoadedPlugin& p : registry.plugins()) {
     const PluginDescriptor& d = *p.descriptor;
     out.push_back({d.kind, d.name, d.version ? d.version : "", d.description ? d.description : "",
-                   p.file, std::vector<OptionDecl>(d.options, d.options + d.option_count)});
+                   p.file, std::vector<OptionDecl>(d.options, d.options + d.option_count), &d});
   }
   return out;
 }

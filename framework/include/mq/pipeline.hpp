@@ -41,6 +41,7 @@ struct PluginInfo {
   std::string description;
   std::filesystem::path file;
   std::vector<OptionDecl> options;
+  const PluginDescriptor* descriptor;  // valid for the life of the process
 };
 
 // Loads every plugin on the search path (RunOptions::plugin_paths, then `extra`, then
