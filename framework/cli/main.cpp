@@ -72,7 +72,7 @@ mq::ValidateRequest validation_request(const std::string& artifact, const std::s
                                        const std::vector<std::string>& names,
                                        const std::vector<std::string>& options,
                                        const std::string& on_failure, const std::string& format,
-                                       const std::string& report) {
+                                       const std::string& report, const std::string& html) {
   mq::ValidateRequest request;
   request.artifact = artifact;
   request.reference = reference;
@@ -81,6 +81,7 @@ mq::ValidateRequest validation_request(const std::string& artifact, const std::s
                        : on_failure == "ignore" ? mq::OnFailure::kIgnore
                                                 : mq::OnFailure::kError;
   if (!report.empty()) request.report = report;
+  if (!html.empty()) request.html_report = html;
   std::vector<std::string> chosen = names;
   if (chosen.empty()) chosen = {"sqnr", "size", "load_run", "range"};
   // The validators' options go through the recipe parser, so they are typed and checked
@@ -120,7 +121,7 @@ int main(int argc, char** argv) {
   CLI::App* plugins = app.add_subcommand("plugins", "List the plugins found on the search path");
   CLI::App* validate = app.add_subcommand(
       "validate", "Run validators on an existing artifact against its original model");
-  std::string artifact, reference, on_failure = "error", report_path, artifact_format;
+  std::string artifact, reference, on_failure = "error", report_path, html_path, artifact_format;
   std::vector<std::string> validator_names, validator_options;
   validate->add_option("artifact", artifact, "The quantized file")->required();
   validate->add_option("--reference", reference, "The original model")->required();
@@ -133,6 +134,7 @@ int main(int argc, char** argv) {
       ->check(CLI::IsMember({"error", "warn", "ignore"}));
   validate->add_option("--format", artifact_format, "The artifact's format plugin");
   validate->add_option("--report", report_path, "Write the JSON report here");
+  validate->add_option("--html", html_path, "Write the HTML report here");
   validate->add_flag("--json", json, "Print the JSON report on stdout");
   validate->add_flag("--quiet,-q", quiet, "No summary");
   for (CLI::App* sub : {run, check}) {
@@ -173,7 +175,7 @@ int main(int argc, char** argv) {
       options.warn = [](const std::string& m) { fmt::print(stderr, "mq-pipeline: warning: {}\n", one_line(m)); };
       const mq::Report report = mq::validate_artifact(
           validation_request(artifact, reference, validator_names, validator_options, on_failure,
-                             artifact_format, report_path),
+                             artifact_format, report_path, html_path),
           options);
       if (json)
         fmt::print("{}", report.to_json());

@@ -301,6 +301,7 @@ struct Pipeline::Impl {
       report.report_path = request.report->string();
       detail::write_file_atomically(*request.report, report.to_json());
     }
+    if (request.html_report) detail::write_file_atomically(*request.html_report, report.to_html());
     return report;
   }
 
@@ -367,6 +368,7 @@ struct Pipeline::Impl {
       report.report_path = recipe.report->string();
       detail::write_file_atomically(*recipe.report, report.to_json());
     }
+    if (recipe.html_report) detail::write_file_atomically(*recipe.html_report, report.to_html());
     return report;
   }
 };

@@ -144,7 +144,7 @@ Recipe build(const Value& root, const fs::path& file, const std::string& name) {
   expect(root, Value::Kind::kMap, "recipe");
   check_keys(root, "",
              {"version", "model", "calibration", "observer", "quantizer", "format", "validators",
-              "on_failure", "report", "plugins"});
+              "on_failure", "report", "html_report", "plugins"});
   Recipe r;
   r.file = file;
 
@@ -220,6 +220,8 @@ Recipe build(const Value& root, const fs::path& file, const std::string& name) {
 
   if (const Value* report = optional_field(root, "report", Value::Kind::kString, ""))
     r.report = resolve(base, report->as_string());
+  if (const Value* html = optional_field(root, "html_report", Value::Kind::kString, ""))
+    r.html_report = resolve(base, html->as_string());
 
   if (const Value* plugins = optional_field(root, "plugins", Value::Kind::kMap, "")) {
     check_keys(*plugins, "plugins", {"paths"});

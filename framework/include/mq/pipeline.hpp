@@ -65,7 +65,8 @@ struct ValidateRequest {
   std::vector<ValidatorStep> validators;
   OnFailure on_failure = OnFailure::kError;
   std::string format;  // the artifact's format plugin; "" = the first that can read it
-  std::optional<std::filesystem::path> report;
+  std::optional<std::filesystem::path> report;       // JSON
+  std::optional<std::filesystem::path> html_report;  // one self-contained page
 };
 
 // Runs the validators; a blocking failure is a Report with status kValidationFailed.

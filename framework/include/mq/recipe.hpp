@@ -50,7 +50,8 @@ struct MQ_API Recipe {
   std::filesystem::path output;
   std::vector<ValidatorStep> validators;
   OnFailure on_failure = OnFailure::kError;
-  std::optional<std::filesystem::path> report;
+  std::optional<std::filesystem::path> report;       // JSON
+  std::optional<std::filesystem::path> html_report;  // one self-contained page
   std::vector<std::filesystem::path> plugin_paths;
 
   // Canonical JSON of everything that affects the result, and its hash (XXH3-128,

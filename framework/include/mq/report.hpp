@@ -46,6 +46,9 @@ struct MQ_API Report {
   std::string to_json() const;  // pretty-printed, stable key order
   std::string summary() const;  // the human table printed at the end of a run
   std::string plan_table() const;  // per tensor: rule, spec, bytes now and predicted
+  // One self-contained page (inline SVG, no scripts): per-tensor SQNR chart, size
+  // breakdown, validators, tensors.
+  std::string to_html() const;
 };
 
 }  // namespace mq
