@@ -5,7 +5,10 @@
 #define BOOST_DLL_USE_STD_FS
 #include <boost/dll/runtime_symbol_info.hpp>
 
+#include <unistd.h>
+
 #include <chrono>
+#include <cstdio>
 #include <cstdlib>
 #include <sstream>
 
@@ -13,6 +16,7 @@
 #include "mq/error.hpp"
 #include "mq/format.hpp"
 #include "mq/observer.hpp"
+#include "mq/quantize.hpp"
 #include "mq/quantizer.hpp"
 #include "mq/validator.hpp"
 #include "option_check.hpp"
@@ -386,9 +390,134 @@ Report Pipeline::run() { return impl_->run(); }
 Report Pipeline::plan() { return impl_->plan(); }
 
 Report validate_artifact(const ValidateRequest& request, RunOptions options) {
-  Pipeline pipeline(Recipe{}, std::move(options));
-  return pipeline.impl_->validate_existing(request);
+  Pipeline::Impl host;
+  host.options = std::move(options);
+  return host.validate_existing(request);
 }
 const Recipe& Pipeline::recipe() const { return impl_->recipe; }
+
+}  // namespace mq
+
+// The original's entry points. Each builds a plugin host (a Pipeline::Impl without a
+// recipe) and goes through the same plugins as the runner.
+namespace mq {
+namespace {
+
+std::unique_ptr<Pipeline::Impl> plugin_host() {
+  auto host = std::make_unique<Pipeline::Impl>();
+  host->load_registry();
+  return host;
+}
+
+Value config_options(const QuantizationConfig& c) {
+  std::vector<Value> types, exclude;
+  for (const std::string& t : c.layer_types) types.push_back(Value::string(t));
+  for (const std::string& e : c.exclude) exclude.push_back(Value::string(e));
+  Value layers = Value::map();
+  layers.set("types", Value::list(types));
+  layers.set("exclude", Value::list(exclude));
+  Value v = Value::map();
+  v.set("dtype", Value::string(std::string(to_string(c.dtype))));
+  v.set("granularity", Value::string(c.granularity));
+  v.set("group_size", Value::integer(c.group_size));
+  v.set("scheme", Value::string(std::string(to_string(c.scheme))));
+  v.set("reduce_range", Value::boolean(c.reduce_range));
+  v.set("layers", layers);
+  return v;
+}
+
+}  // namespace
+
+QuantizeResult dynamic_quantize(const Model& model, const QuantizationConfig& config, OnFailure on_failure,
+                                bool run_validation) {
+  auto host = plugin_host();
+  const Resolved quantizer = host->resolve(PluginKind::kQuantizer, {"dynamic", config_options(config), {}});
+  const Resolved observer = host->resolve(PluginKind::kObserver, {config.observer, Value::map(), {}});
+  NullProgress silent;
+  QuantizeContext context;
+  context.make_observer = [&] { return instantiate<Observer>(observer); };
+  context.progress = &silent;
+  std::unique_ptr<Quantizer> q = instantiate<Quantizer>(quantizer);
+  QuantizeResult result;
+  result.model = guarded(quantizer.label(), "quantizing", [&] { return q->quantize(model, context); });
+  result.info.plan = result.model.plan;
+  if (run_validation) {
+    result.info.validation = validate_quantization(model, result.model, on_failure);
+    result.info.validated = true;
+  }
+  return result;
+}
+
+ValidationResult validate_quantization(const Model& original, const QuantizedModel& quantized,
+                                       OnFailure on_failure) {
+  auto host = plugin_host();
+  const Resolved format_plugin = host->resolve(PluginKind::kFormat, {"safetensors", Value::map(), {}});
+  std::vector<OnFailure> policies;
+  for (const char* name : {"sqnr", "size", "load_run", "range"}) {
+    host->validators.push_back(host->resolve(PluginKind::kValidator, {name, Value::map(), {}}));
+    policies.push_back(OnFailure::kWarn);  // collected here, the policy applies below
+  }
+  std::error_code ec;
+  const fs::path dir = fs::temp_directory_path(ec) / ("mq-validate-" + std::to_string(getpid()));
+  fs::create_directories(dir, ec);
+  detail::OutputFile temp(dir / "model.safetensors");
+  std::unique_ptr<Format> format = instantiate<Format>(format_plugin);
+  guarded(format_plugin.label(), "saving for validation", [&] { format->write(quantized, temp.temp()); });
+  Report report;
+  host->validate(original, quantized, temp.temp(), *format, policies, report);
+  fs::remove(temp.temp(), ec);
+  fs::remove(dir, ec);
+
+  ValidationResult result;
+  result.original_size_mb = original.nbytes() / 1e6;
+  result.quantized_size_mb = quantized.nbytes() / 1e6;
+  result.compression_ratio = quantized.nbytes() ? double(original.nbytes()) / quantized.nbytes() : 0.0;
+  for (const ValidatorResult& v : report.validators) {
+    if (v.plugin == "sqnr") result.sqnr_db = v.check.metrics.at(0).second;
+    if (v.plugin == "load_run") result.load_test_passed = v.check.passed;
+    if (v.plugin == "range") result.weight_range_valid = v.check.passed;
+    if (!v.check.passed) result.errors.push_back(v.plugin + ": " + v.check.message);
+  }
+  if (!result.passed()) {
+    const std::string message = "validation failed (" + Pipeline::Impl::join(result.errors) + ")";
+    if (on_failure == OnFailure::kError) throw Error(ExitCode::kValidationFailed, message);
+    if (on_failure == OnFailure::kWarn) std::fprintf(stderr, "mq: warning: %s\n", message.c_str());
+  }
+  return result;
+}
+
+namespace {
+
+Resolved format_for(Pipeline::Impl& host, const fs::path& path, const std::string& name) {
+  std::error_code ec;
+  if (!fs::exists(path, ec)) throw InputError(path.string() + ": no such file or directory");
+  if (!name.empty()) return host.resolve(PluginKind::kFormat, {name, Value::map(), {}});
+  return host.reader_for(path);
+}
+
+}  // namespace
+
+Model load_model(const fs::path& path, const std::string& format) {
+  auto host = plugin_host();
+  const Resolved r = format_for(*host, path, format);
+  std::unique_ptr<Format> f = instantiate<Format>(r);
+  return guarded(r.label(), "reading " + path.string(), [&] { return f->read(path); });
+}
+
+QuantizedModel load_quantized_model(const fs::path& path, const std::string& format) {
+  auto host = plugin_host();
+  const Resolved r = format_for(*host, path, format);
+  std::unique_ptr<Format> f = instantiate<Format>(r);
+  return guarded(r.label(), "reading " + path.string(), [&] { return f->read_quantized(path); });
+}
+
+void save_model(const QuantizedModel& model, const fs::path& path, const std::string& format) {
+  auto host = plugin_host();
+  const Resolved r = host->resolve(PluginKind::kFormat, {format, Value::map(), {}});
+  std::unique_ptr<Format> f = instantiate<Format>(r);
+  detail::OutputFile out(path);
+  guarded(r.label(), "writing " + path.string(), [&] { f->write(model, out.temp()); });
+  out.promote();
+}
 
 }  // namespace mq

@@ -75,7 +75,7 @@ MQ_API Report validate_artifact(const ValidateRequest& request, RunOptions optio
 
 class MQ_API Pipeline {
  public:
-  friend Report validate_artifact(const ValidateRequest&, RunOptions);
+  struct Impl;  // opaque; defined in libmq
   explicit Pipeline(Recipe recipe, RunOptions options = {});
   ~Pipeline();
   Pipeline(Pipeline&&) noexcept;
@@ -92,7 +92,6 @@ class MQ_API Pipeline {
   const Recipe& recipe() const;
 
  private:
-  struct Impl;
   std::unique_ptr<Impl> impl_;
 };
 

@@ -1,0 +1,76 @@
+#pragma once
+// The Python original's entry points, over the same plugins as the runner:
+//
+//   mq::Model model = mq::load_model("mlp.safetensors");
+//   auto [quantized, info] = mq::dynamic_quantize(model, {.dtype = mq::DType::kInt4});
+//   mq::save_model(quantized, "mlp.int4.safetensors");
+//   mq::ValidationResult v = mq::validate_quantization(model, quantized, mq::OnFailure::kWarn);
+//
+// static_quantize is not offered yet: there is no static quantizer plugin.
+
+#include <filesystem>
+#include <string>
+#include <vector>
+
+#include "mq/export.hpp"
+#include "mq/model.hpp"
+#include "mq/quant_spec.hpp"
+#include "mq/quantized_model.hpp"
+#include "mq/recipe.hpp"
+
+namespace mq {
+
+struct QuantizationConfig {
+  DType dtype = DType::kInt8;
+  std::string granularity = "auto";  // auto | per_tensor | per_channel | per_group
+  int64_t group_size = 128;
+  Scheme scheme = Scheme::kSymmetric;
+  bool reduce_range = false;
+  std::vector<std::string> layer_types{"Linear"};
+  std::vector<std::string> exclude;  // globs over layer or tensor names
+  std::string observer = "minmax";
+};
+
+struct ValidationResult {
+  double sqnr_db = 0.0;           // mean over quantized tensors
+  double original_size_mb = 0.0;  // parameters and buffers
+  double quantized_size_mb = 0.0;
+  double compression_ratio = 0.0;
+  bool load_test_passed = false;   // saved, re-read bit-exactly and run
+  bool weight_range_valid = false;
+  std::vector<std::string> errors;  // one line per failed check
+  bool passed() const { return errors.empty(); }
+};
+
+struct QuantizationInfo {
+  std::vector<PlanRow> plan;
+  bool validated = false;
+  ValidationResult validation;
+};
+
+struct QuantizeResult {
+  QuantizedModel model;
+  QuantizationInfo info;
+};
+
+// Quantizes weights ahead of time with the `dynamic` quantizer plugin. With
+// run_validation, also validate_quantization(model, result, on_failure).
+MQ_API QuantizeResult dynamic_quantize(const Model& model, const QuantizationConfig& config = {},
+                                       OnFailure on_failure = OnFailure::kError,
+                                       bool run_validation = true);
+
+// Saves to a temporary file with the safetensors format, re-reads and checks it with
+// the sqnr, size, load_run and range validators. On failure, kError throws mq::Error
+// with ExitCode::kValidationFailed, kWarn prints a warning on stderr, kIgnore returns.
+MQ_API ValidationResult validate_quantization(const Model& original, const QuantizedModel& quantized,
+                                              OnFailure on_failure = OnFailure::kError);
+
+// Through the format plugin named `format`, or the one the file's name selects.
+MQ_API Model load_model(const std::filesystem::path& path, const std::string& format = "");
+MQ_API QuantizedModel load_quantized_model(const std::filesystem::path& path,
+                                           const std::string& format = "");
+// Writes to a temporary file beside `path` and renames it into place.
+MQ_API void save_model(const QuantizedModel& model, const std::filesystem::path& path,
+                       const std::string& format = "safetensors");
+
+}  // namespace mq

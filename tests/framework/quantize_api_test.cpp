@@ -1,0 +1,62 @@
+// The Python original's API in C++: load, dynamic_quantize, validate, save.
+
+#include "mq/quantize.hpp"
+
+#include <ATen/ATen.h>
+#include <gtest/gtest.h>
+
+#include "mq/error.hpp"
+#include "test_support.hpp"
+
+namespace {
+
+const std::string kModel = std::string(MQ_SOURCE_DIR) + "/configs/models/mlp.safetensors";
+
+TEST(QuantizeApi, DynamicQuantizeValidatesAndReportsFigures) {
+  const mq::Model model = mq::load_model(kModel);
+  ASSERT_EQ(model.tensors.size(), 5u);
+  const mq::QuantizeResult r = mq::dynamic_quantize(model);
+  EXPECT_TRUE(r.info.validated);
+  EXPECT_TRUE(r.info.validation.passed()) << r.info.validation.errors.front();
+  EXPECT_GT(r.info.validation.sqnr_db, 35);
+  EXPECT_GT(r.info.validation.compression_ratio, 3.5);
+  EXPECT_TRUE(r.info.validation.load_test_passed);
+  EXPECT_TRUE(r.info.validation.weight_range_valid);
+  EXPECT_EQ(r.info.plan.size(), 5u);
+
+  mq::QuantizationConfig int4;
+  int4.dtype = mq::DType::kInt4;
+  int4.group_size = 32;
+  const mq::QuantizeResult q4 = mq::dynamic_quantize(model, int4, mq::OnFailure::kError, false);
+  EXPECT_FALSE(q4.info.validated);
+  EXPECT_EQ(q4.model.entries[0].quantized->spec.to_string(), "int4 per_group(32) symmetric");
+}
+
+TEST(QuantizeApi, SaveAndLoadGoThroughTheFormatPlugins) {
+  mq::test::ScratchDir dir("api-save");
+  const mq::QuantizeResult r = mq::dynamic_quantize(mq::load_model(kModel), {}, mq::OnFailure::kError, false);
+  mq::save_model(r.model, dir / "q.safetensors");
+  const mq::QuantizedModel back = mq::load_quantized_model(dir / "q.safetensors");
+  ASSERT_EQ(back.entries.size(), r.model.entries.size());
+  EXPECT_TRUE(at::equal(back.entries[0].quantized->data, r.model.entries[0].quantized->data));
+  EXPECT_THROW(mq::load_model(dir / "absent.safetensors"), mq::InputError);
+}
+
+TEST(QuantizeApi, ValidateQuantizationAppliesOnFailure) {
+  const mq::Model model = mq::load_model(kModel);
+  mq::QuantizedModel broken = mq::dynamic_quantize(model, {}, mq::OnFailure::kError, false).model;
+  broken.entries[0].quantized->qparams.scale = broken.entries[0].quantized->qparams.scale * -1;
+  try {
+    mq::validate_quantization(model, broken, mq::OnFailure::kError);
+    FAIL() << "no error";
+  } catch (const mq::Error& e) {
+    EXPECT_EQ(e.code(), mq::ExitCode::kValidationFailed);
+    EXPECT_NE(std::string(e.what()).find("range: fc1.weight has a scale"), std::string::npos) << e.what();
+  }
+  const mq::ValidationResult ignored = mq::validate_quantization(model, broken, mq::OnFailure::kIgnore);
+  EXPECT_FALSE(ignored.passed());
+  EXPECT_FALSE(ignored.weight_range_valid);
+  EXPECT_LT(ignored.sqnr_db, 30);  // one of two tensors flipped sign
+}
+
+}  // namespace
