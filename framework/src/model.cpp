@@ -16,6 +16,8 @@ const char* to_string(LayerKind kind) {
   return "Other";
 }
 
+Runnable::~Runnable() = default;
+
 const at::Tensor* Model::find(const std::string& name) const {
   for (const NamedTensor& t : tensors)
     if (t.name == name) return &t.tensor;

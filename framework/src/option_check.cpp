@@ -24,10 +24,13 @@ bool has_type(const Value& v, OptionType type) {
     case OptionType::kString: return v.kind() == Value::Kind::kString;
     case OptionType::kMap: return v.kind() == Value::Kind::kMap;
     case OptionType::kStringList:
+    case OptionType::kIntList: {
       if (v.kind() != Value::Kind::kList) return false;
+      const auto want = type == OptionType::kStringList ? Value::Kind::kString : Value::Kind::kInt;
       for (const Value& item : v.as_list())
-        if (item.kind() != Value::Kind::kString) return false;
+        if (item.kind() != want) return false;
       return true;
+    }
   }
   return false;
 }

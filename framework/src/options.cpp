@@ -12,6 +12,7 @@ const char* to_string(OptionType type) {
     case OptionType::kString: return "string";
     case OptionType::kStringList: return "list of strings";
     case OptionType::kMap: return "map";
+    case OptionType::kIntList: return "list of integers";
   }
   return "?";
 }
@@ -37,6 +38,12 @@ const std::string& Options::get_string(const std::string& name) const {
 std::vector<std::string> Options::get_string_list(const std::string& name) const {
   std::vector<std::string> out;
   for (const Value& v : get(name).as_list()) out.push_back(v.as_string());
+  return out;
+}
+
+std::vector<int64_t> Options::get_int_list(const std::string& name) const {
+  std::vector<int64_t> out;
+  for (const Value& v : get(name).as_list()) out.push_back(v.as_int());
   return out;
 }
 

@@ -151,7 +151,7 @@ struct Pipeline::Impl {
     quantizer = resolve(PluginKind::kQuantizer, recipe.quantizer);
     format = resolve(PluginKind::kFormat, recipe.format);
     if (!recipe.model_format.empty())
-      model_format = resolve(PluginKind::kFormat, PluginStep{recipe.model_format, Value::map(), {}});
+      model_format = resolve(PluginKind::kFormat, PluginStep{recipe.model_format, recipe.model_options, {}});
     validators.clear();
     for (const ValidatorStep& v : recipe.validators)
       validators.push_back(resolve(PluginKind::kValidator, v.step));
@@ -178,7 +178,11 @@ struct Pipeline::Impl {
       const detail::LoadedPlugin* p = registry.find(PluginKind::kFormat, name);
       Resolved r{p, detail::check_options(PluginStep{name, Value::map(), {}}, *p->descriptor)};
       std::unique_ptr<Format> f = instantiate<Format>(r);
-      if (guarded(r.label(), "probing the model", [&] { return f->can_read(path); })) return r;
+      if (guarded(r.label(), "probing the model", [&] { return f->can_read(path); })) {
+        if (path == recipe.model_path)  // the model's own options, checked against this format
+          r.options = detail::check_options(PluginStep{name, recipe.model_options, {}}, *p->descriptor);
+        return r;
+      }
       tried.push_back(name);
     }
     throw InputError(path.string() + ": no format plugin can read this file (tried " +
@@ -335,6 +339,7 @@ struct Pipeline::Impl {
     std::unique_ptr<Quantizer> q = instantiate<Quantizer>(quantizer);
     QuantizedModel quantized =
         guarded(quantizer.label(), "quantizing", [&] { return q->quantize(model, context); });
+    quantized.source = model.runnable;
     quantized.metadata["mq.version"] = MQ_VERSION_STRING;
     quantized.metadata["mq.recipe_hash"] = report.recipe_hash;
     quantized.metadata["mq.input_hash"] = report.inputs.front().hash;

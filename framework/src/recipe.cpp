@@ -158,10 +158,11 @@ Recipe build(const Value& root, const fs::path& file, const std::string& name) {
   const Value* model = present(root, "model");
   if (!model) throw RecipeError(name + ": 'model' is required");
   expect(*model, Value::Kind::kMap, "model");
-  check_keys(*model, "model", {"path", "format"});
+  check_keys(*model, "model", {"path", "format", "options"});
   r.model_path = resolve(base, required_field(*model, "path", Value::Kind::kString, "model").as_string());
   if (const Value* f = optional_field(*model, "format", Value::Kind::kString, "model"))
     r.model_format = f->as_string();
+  if (const Value* o = optional_field(*model, "options", Value::Kind::kMap, "model")) r.model_options = *o;
 
   if (const Value* cal = present(root, "calibration")) {
     expect(*cal, Value::Kind::kMap, "calibration");
@@ -258,7 +259,8 @@ std::string Recipe::canonical_json() const {
   };
   nlohmann::ordered_json j;
   j["version"] = version;
-  j["model"] = {{"path", rel(model_path)}, {"format", model_format}};
+  j["model"] = {{"path", rel(model_path)}, {"format", model_format},
+                {"options", nlohmann::ordered_json::parse(model_options.to_json())}};
   if (calibration) {
     if (calibration->random)
       j["calibration"] = {{"random",

@@ -30,5 +30,6 @@ grep -q '"plugin": "finite"' "$work/report.json"
 grep -q '"message": "all values finite"' "$work/report.json"
 test -f "$work/out/mlp.int8.safetensors"
 # The installed binary finds its built-in plugins beside the installed libmq.
-"$work/prefix/bin/mq-pipeline" plugins --plugin-path "$work/plugin" | grep -q "$work/prefix/lib/mono-quant/plugins"
+"$work/prefix/bin/mq-pipeline" plugins --plugin-path "$work/plugin" > "$work/plugins.txt"
+grep -q "$work/prefix/lib/mono-quant/plugins" "$work/plugins.txt"
 echo "ok: out-of-tree plugin built against the installed SDK and run"

@@ -5,6 +5,7 @@
 
 #include <filesystem>
 #include <map>
+#include <memory>
 #include <string>
 #include <vector>
 
@@ -28,11 +29,23 @@ struct NamedTensor {
   at::Tensor tensor;
 };
 
+// A model that can run (a TorchScript module): forward passes for calibration,
+// validation and output SQNR.
+class MQ_API Runnable {
+ public:
+  virtual ~Runnable();
+  virtual at::Tensor forward(const at::Tensor& input) = 0;
+  // Runs every batch and returns, per batch, the input each of `layers` saw.
+  virtual std::vector<std::map<std::string, at::Tensor>> layer_inputs(
+      const std::vector<at::Tensor>& batches, const std::vector<std::string>& layers) = 0;
+};
+
 struct MQ_API Model {
   std::vector<NamedTensor> tensors;  // file order
   std::vector<Layer> layers;
   std::vector<std::filesystem::path> sources;
   std::map<std::string, std::string> metadata;
+  std::shared_ptr<Runnable> runnable;  // null for checkpoints that cannot run
 
   const at::Tensor* find(const std::string& name) const;
   // Bytes of all tensors as stored in memory.

@@ -10,7 +10,7 @@
 
 namespace mq {
 
-enum class OptionType { kBool, kInt, kFloat, kString, kStringList, kMap };
+enum class OptionType { kBool, kInt, kFloat, kString, kStringList, kMap, kIntList };
 
 // One declared option. Plain data so that a descriptor can be a static table.
 struct OptionDecl {
@@ -36,6 +36,7 @@ class MQ_API Options {
   double get_float(const std::string& name) const;
   const std::string& get_string(const std::string& name) const;
   std::vector<std::string> get_string_list(const std::string& name) const;
+  std::vector<int64_t> get_int_list(const std::string& name) const;
   const Value& get(const std::string& name) const;
   bool has(const std::string& name) const;
 

@@ -10,6 +10,7 @@
 #include <vector>
 
 #include "mq/export.hpp"
+#include "mq/model.hpp"
 #include "mq/quantized_tensor.hpp"
 
 namespace mq {
@@ -37,6 +38,11 @@ struct MQ_API QuantizedModel {
   std::map<std::string, std::string> metadata;
   // "dynamic" or "static": how activations are quantized at run time.
   std::string mode = "dynamic";
+  // Static mode: per layer name, the qparams of its input activations.
+  std::map<std::string, QParams> activation_qparams;
+  std::optional<QuantSpec> activation_spec;
+  // The model it came from, when that can run (formats that rewrite modules use it).
+  std::shared_ptr<Runnable> source;
 
   const QuantizedEntry* find(const std::string& name) const;
   // Bytes of all entries as stored (quantized data, scales, zero points, float tensors).

@@ -43,6 +43,7 @@ struct MQ_API Recipe {
   std::filesystem::path file;  // the recipe file; empty when built in code
   std::filesystem::path model_path;
   std::string model_format;  // format plugin reading the model; "" = first that can
+  Value model_options = Value::map();  // that format's options (e.g. trust_torchscript)
   std::optional<Calibration> calibration;
   PluginStep observer{"minmax", Value::map(), {}};
   PluginStep quantizer;

@@ -1,7 +1,8 @@
 // load_run: re-reads the written file with the format that wrote it and compares every
-// tensor bit-exactly with what was meant to be written, then runs it. Models read
-// from a checkpoint have no forward pass, so each quantized 2-D weight runs a matmul on
-// seeded random inputs against its float original; every output must be finite.
+// tensor bit-exactly with what was meant to be written, then runs it: a forward pass of
+// the artifact against the original when both can run (input of `input_shape`, or
+// inferred from the first layer), and for every quantized 2-D weight a matmul on seeded
+// random inputs against its float original. Every output must be finite.
 // A file that cannot be read back fails the check (it does not abort the run).
 
 #include <ATen/ATen.h>
@@ -36,8 +37,11 @@ std::string difference(const mq::QuantizedEntry& a, const mq::QuantizedEntry& b)
 class LoadRunValidator final : public mq::Validator {
  public:
   explicit LoadRunValidator(const mq::Options& options)
-      : batch_(options.get_int("batch")), seed_(options.get_int("seed")) {
+      : batch_(options.get_int("batch")), seed_(options.get_int("seed")),
+        input_shape_(options.get_int_list("input_shape")) {
     if (batch_ <= 0) throw mq::RecipeError(options.where("batch") + ": batch must be positive");
+    for (int64_t d : input_shape_)
+      if (d <= 0) throw mq::RecipeError(options.where("input_shape") + ": dimensions must be positive");
   }
 
   mq::Check validate(const mq::ValidateContext& context) override {
@@ -88,13 +92,64 @@ class LoadRunValidator final : public mq::Validator {
     }
     check.metrics = {{"tensors_compared", static_cast<double>(expected.size())},
                      {"layers_run", static_cast<double>(ran)}};
-    check.message = fmt::format("read back {} tensors bit-exactly; ran {} layer matmuls (batch {}), outputs finite",
+    check.message = fmt::format("read back {} tensors bit-exactly; ran {} layer matmuls (batch {})",
                                 expected.size(), ran, batch_);
+    if (!context.original.runnable) {
+      check.message += ", outputs finite";
+      return check;
+    }
+    // The whole model: the artifact read back as a runnable model, against the original.
+    const std::vector<int64_t> shape = input_shape(context.original);
+    if (shape.empty()) {
+      check.message += ", outputs finite; no forward pass (set input_shape: the first layer says nothing)";
+      return check;
+    }
+    mq::Model artifact;
+    try {
+      artifact = context.format.read(context.written);
+    } catch (const mq::Error& e) {
+      check.passed = false;
+      check.message = std::string("cannot load the written file as a model: ") + e.what();
+      return check;
+    }
+    if (!artifact.runnable) {
+      check.message += ", outputs finite; the written format does not run";
+      return check;
+    }
+    const at::Tensor x = at::randn(shape);
+    const at::Tensor y = artifact.runnable->forward(x);
+    if (!at::isfinite(y).all().item<bool>()) {
+      check.passed = false;
+      check.message = "the written model's forward pass gives non-finite outputs";
+      return check;
+    }
+    const at::Tensor reference = context.original.runnable->forward(x);
+    const double noise = (y.to(at::kDouble) - reference.to(at::kDouble)).pow(2).mean().item<double>();
+    const double signal = reference.to(at::kDouble).pow(2).mean().item<double>();
+    const double db = noise < 1e-10 ? INFINITY : 10.0 * std::log10(signal / noise);
+    check.metrics.push_back({"output_sqnr_db", db});
+    check.message += fmt::format("; forward pass on {} gives finite outputs at {:.2f} dB output SQNR",
+                                 c10::str(x.sizes()), db);
     return check;
   }
 
  private:
+  // input_shape, or [batch, in] for a first Linear layer, [batch, in, 32, 32] for Conv2d.
+  std::vector<int64_t> input_shape(const mq::Model& model) const {
+    if (!input_shape_.empty()) return input_shape_;
+    for (const mq::Layer& layer : model.layers) {
+      const at::Tensor* w = model.find(layer.weight);
+      if (!w) continue;
+      if (layer.kind == mq::LayerKind::kLinear) return {batch_, w->size(1)};
+      if (layer.kind == mq::LayerKind::kConv2d) return {batch_, w->size(1), 32, 32};
+      if (layer.kind == mq::LayerKind::kConv1d) return {batch_, w->size(1), 64};
+      return {};
+    }
+    return {};
+  }
+
   int64_t batch_, seed_;
+  std::vector<int64_t> input_shape_;
 };
 
 }  // namespace
@@ -102,4 +157,6 @@ class LoadRunValidator final : public mq::Validator {
 MQ_PLUGIN(LoadRunValidator, mq::PluginKind::kValidator, "load_run", "1.0.0",
           "Re-read the artifact bit-exactly, then run every quantized layer",
           {"batch", mq::OptionType::kInt, "8", "rows of random input per layer"},
-          {"seed", mq::OptionType::kInt, "0", "seed of the random inputs"})
+          {"seed", mq::OptionType::kInt, "0", "seed of the random inputs"},
+          {"input_shape", mq::OptionType::kIntList, "[]",
+           "input of the forward pass; [] infers it from the first layer"})

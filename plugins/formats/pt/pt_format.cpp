@@ -1,0 +1,335 @@
+// pt: PyTorch files. TorchScript archives in (their code runs on load, so the recipe
+// must say trust_torchscript: true) and out, with quantized Linear layers replaced by
+// modules that run PyTorch's int8 dynamic kernels; state dicts of native quantized
+// tensors out (torch.load reads them).
+
+#include <ATen/ATen.h>
+#include <ATen/core/dispatch/Dispatcher.h>
+#include <caffe2/serialize/inline_container.h>
+#include <nlohmann/json.hpp>
+#include <torch/csrc/jit/serialization/pickle.h>
+#include <torch/script.h>
+
+#include <fstream>
+#include <set>
+
+#include "mq/error.hpp"
+#include "mq/format.hpp"
+#include "torchscript_model.hpp"
+
+namespace fs = std::filesystem;
+using json = nlohmann::ordered_json;
+
+namespace {
+
+constexpr const char* kQuantizedLinear = "DynamicQuantizedLinear";
+constexpr const char* kMetadataFile = "mq.json";   // TorchScript extra file
+constexpr const char* kMetadataKey = "__metadata__";  // state dict entry (a JSON string)
+
+std::string first_line(const std::string& s) { return s.substr(0, s.find('\n')); }
+
+[[noreturn]] void bad(const fs::path& path, const std::string& problem) {
+  throw mq::InputError(path.string() + ": " + problem);
+}
+
+bool is_zip(const fs::path& path) {
+  std::ifstream in(path, std::ios::binary);
+  char magic[4] = {};
+  in.read(magic, 4);
+  return in && magic[0] == 'P' && magic[1] == 'K' && magic[2] == 3 && magic[3] == 4;
+}
+
+bool is_torchscript(const fs::path& path) {
+  try {
+    caffe2::serialize::PyTorchStreamReader reader(path.string());
+    return reader.hasRecord("constants.pkl");
+  } catch (const c10::Error& e) {
+    bad(path, "not a readable PyTorch archive (" + first_line(e.what_without_backtrace()) + ")");
+  }
+}
+
+// Calls a registered op by name; the stack comes back holding its outputs.
+std::vector<c10::IValue> call_op(const char* name, std::vector<c10::IValue> stack) {
+  const auto op = c10::Dispatcher::singleton().findSchemaOrThrow(name, "");
+  op.callBoxed(&stack);
+  return stack;
+}
+
+void use_onednn() {
+  for (at::QEngine e : at::globalContext().supportedQEngines())
+    if (e == at::QEngine::ONEDNN) at::globalContext().setQEngine(e);
+}
+
+json spec_json(const mq::QuantSpec& s) {
+  return {{"dtype", std::string(mq::to_string(s.dtype))},
+          {"granularity", std::string(mq::to_string(s.granularity))},
+          {"axis", s.axis},
+          {"group_size", s.group_size},
+          {"scheme", std::string(mq::to_string(s.scheme))},
+          {"reduce_range", s.reduce_range}};
+}
+
+mq::QuantSpec spec_from(const json& j) {
+  mq::QuantSpec s;
+  s.dtype = mq::parse_dtype(j.at("dtype").get<std::string>()).value();
+  s.granularity = mq::parse_granularity(j.at("granularity").get<std::string>()).value();
+  s.scheme = mq::parse_scheme(j.at("scheme").get<std::string>()).value();
+  s.axis = j.at("axis").get<int>();
+  s.group_size = j.at("group_size").get<int64_t>();
+  s.reduce_range = j.at("reduce_range").get<bool>();
+  return s;
+}
+
+// A native PyTorch quantized tensor holding exactly `q`'s integers and qparams.
+at::Tensor to_torch(const std::string& name, const mq::QuantizedTensor& q) {
+  if (q.spec.bits() != 8 || q.spec.granularity == mq::Granularity::kPerGroup)
+    throw mq::RecipeError("tensor '" + name + "': the pt format stores int8/uint8 per-tensor or per-channel "
+                          "quantization natively; write " + q.spec.to_string() + " with the safetensors format");
+  if (q.spec.granularity == mq::Granularity::kPerChannel)
+    return at::_make_per_channel_quantized_tensor(q.data, q.qparams.scale.reshape(-1).to(at::kDouble),
+                                                  q.qparams.zero_point.reshape(-1).to(at::kLong), q.spec.axis);
+  return at::_make_per_tensor_quantized_tensor(q.data, q.qparams.scale.item<double>(),
+                                               q.qparams.zero_point.item<int64_t>());
+}
+
+mq::QuantizedTensor from_torch(const at::Tensor& t, const std::optional<mq::QuantSpec>& spec) {
+  mq::QuantizedTensor q;
+  q.data = t.int_repr();
+  q.shape = t.sizes().vec();
+  const bool per_channel = t.qscheme() == at::kPerChannelAffine || t.qscheme() == at::kPerChannelSymmetric;
+  if (per_channel) {
+    q.qparams = {t.q_per_channel_scales().to(at::kFloat), t.q_per_channel_zero_points().to(at::kInt)};
+  } else {
+    q.qparams = {at::full({1}, static_cast<float>(t.q_scale())), at::full({1}, t.q_zero_point(), at::kInt)};
+  }
+  if (spec) {
+    q.spec = *spec;
+  } else {
+    q.spec.dtype = t.scalar_type() == at::kQUInt8 ? mq::DType::kUInt8 : mq::DType::kInt8;
+    q.spec.granularity = per_channel ? mq::Granularity::kPerChannel : mq::Granularity::kPerTensor;
+    q.spec.axis = per_channel ? static_cast<int>(t.q_per_channel_axis()) : 0;
+  }
+  return q;
+}
+
+std::string layer_of(const std::string& tensor) {
+  return tensor.size() > 7 && tensor.compare(tensor.size() - 7, 7, ".weight") == 0
+             ? tensor.substr(0, tensor.size() - 7) : "";
+}
+
+class PtFormat final : public mq::Format {
+ public:
+  explicit PtFormat(const mq::Options& options) : trust_(options.get_bool("trust_torchscript")) {}
+
+  bool can_read(const fs::path& path) const override {
+    const auto ext = path.extension();
+    return (ext == ".pt" || ext == ".pth") && fs::is_regular_file(path) && is_zip(path);
+  }
+
+  mq::Model read(const fs::path& path) override {
+    if (!is_zip(path)) bad(path, "not a PyTorch zip archive (legacy torch.save files are not read)");
+    if (!is_torchscript(path))
+      bad(path, "is a torch.save archive (a state dict); this build reads TorchScript archives "
+                "and safetensors files, not pickled state dicts");
+    if (!trust_ && path != written_)
+      bad(path, "is a TorchScript archive, and loading it runs the code inside; if you trust it, "
+                "set model.options.trust_torchscript: true in the recipe");
+    use_onednn();  // the engine our quantized modules' packed weights run on
+    torch::jit::Module module = load(path);
+    mq::Model model;
+    model.sources.push_back(path);
+    for (const auto& p : module.named_parameters(true)) model.tensors.push_back({p.name, p.value.detach()});
+    for (const auto& b : module.named_buffers(true)) model.tensors.push_back({b.name, b.value.detach()});
+    for (const auto& m : module.named_modules()) {
+      if (m.name.empty()) continue;
+      mq::Layer layer{m.name, mq::pt::layer_kind(m.value), "", ""};
+      if (m.value.hasattr("weight") && m.value.attr("weight").isTensor()) layer.weight = m.name + ".weight";
+      if (m.value.hasattr("bias") && m.value.attr("bias").isTensor()) layer.bias = m.name + ".bias";
+      if (!layer.weight.empty()) model.layers.push_back(layer);
+    }
+    model.runnable = std::make_shared<mq::pt::TorchScriptModel>(module);
+    return model;
+  }
+
+  void write(const mq::QuantizedModel& model, const fs::path& path) override {
+    json specs = json::object();
+    for (const auto& e : model.entries)
+      if (e.quantized) specs[e.name] = spec_json(e.quantized->spec);
+    json meta(model.metadata);
+    meta["mq.specs"] = specs;
+    auto* source = dynamic_cast<mq::pt::TorchScriptModel*>(model.source.get());
+    if (source)
+      write_torchscript(model, *source, meta, path);
+    else
+      write_state_dict(model, meta, path);
+    written_ = path;
+  }
+
+  mq::QuantizedModel read_quantized(const fs::path& path) override {
+    if (!is_zip(path)) bad(path, "not a PyTorch zip archive");
+    if (is_torchscript(path)) {
+      if (!trust_ && path != written_)
+        bad(path, "is a TorchScript archive, and loading it runs the code inside; set the format "
+                  "option trust_torchscript: true if you trust it");
+      return read_torchscript(path);
+    }
+    return read_state_dict(path);
+  }
+
+ private:
+  static torch::jit::Module load(const fs::path& path, torch::jit::ExtraFilesMap* extra = nullptr) {
+    try {
+      torch::jit::ExtraFilesMap none;
+      torch::jit::Module m = torch::jit::load(path.string(), c10::nullopt, extra ? *extra : none);
+      m.eval();
+      return m;
+    } catch (const c10::Error& e) {
+      bad(path, "cannot load the TorchScript archive: " + first_line(e.what_without_backtrace()));
+    }
+  }
+
+  void write_torchscript(const mq::QuantizedModel& model, const mq::pt::TorchScriptModel& source,
+                         const json& meta, const fs::path& path) {
+    torch::jit::Module m = source.copy();
+    use_onednn();
+    for (const auto& e : model.entries) {
+      if (!e.quantized) continue;
+      const std::string layer = layer_of(e.name);
+      const mq::QuantSpec& s = e.quantized->spec;
+      torch::jit::Module sub;
+      bool found = false;
+      for (const auto& nm : m.named_modules())
+        if (nm.name == layer) {
+          sub = nm.value;
+          found = true;
+        }
+      if (!found || mq::pt::layer_kind(sub) != mq::LayerKind::kLinear || s.dtype != mq::DType::kInt8 ||
+          s.scheme != mq::Scheme::kSymmetric || s.granularity == mq::Granularity::kPerGroup)
+        throw mq::RecipeError("tensor '" + e.name + "' (" + s.to_string() + "): TorchScript output runs "
+                              "PyTorch's int8 kernels for symmetric int8 Linear weights only; write other "
+                              "layers or dtypes with the safetensors format");
+      const mq::QuantizedEntry* bias_entry = model.find(layer + ".bias");
+      const c10::IValue bias = bias_entry ? c10::IValue(bias_entry->tensor) : c10::IValue();
+      const c10::IValue packed = call_op("quantized::linear_prepack", {to_torch(e.name, *e.quantized), bias}).at(0);
+      torch::jit::Module q = mq::pt::new_module(m, kQuantizedLinear);
+      q.register_attribute("_packed_params", packed.type(), packed);
+      q.register_attribute("in_features", c10::IntType::get(), e.quantized->shape.at(1));
+      q.register_attribute("out_features", c10::IntType::get(), e.quantized->shape.at(0));
+      mq::pt::define(q, "def forward(self, x: Tensor) -> Tensor:\n"
+                        "    return quantized.linear_dynamic(x, self._packed_params, False)\n");
+      mq::pt::replace_submodule(m, layer, q);
+    }
+    torch::jit::ExtraFilesMap extra{{kMetadataFile, meta.dump()}};
+    try {
+      m.save(path.string(), extra);
+    } catch (const c10::Error& e) {
+      throw mq::OutputError(path.string() + ": " + first_line(e.what_without_backtrace()));
+    }
+  }
+
+  static void write_state_dict(const mq::QuantizedModel& model, const json& meta, const fs::path& path) {
+    c10::impl::GenericDict dict(c10::StringType::get(), c10::AnyType::get());
+    for (const auto& e : model.entries) {
+      if (!e.quantized) {
+        dict.insert(e.name, e.tensor);
+      } else if (!e.quantized->spec.is_integer()) {
+        dict.insert(e.name, e.quantized->data);
+      } else {
+        dict.insert(e.name, to_torch(e.name, *e.quantized));
+      }
+    }
+    dict.insert(kMetadataKey, meta.dump());
+    const std::vector<char> bytes = torch::jit::pickle_save(dict);
+    std::ofstream out(path, std::ios::binary | std::ios::trunc);
+    out.write(bytes.data(), static_cast<std::streamsize>(bytes.size()));
+    out.flush();
+    if (!out) throw mq::OutputError(path.string() + ": write failed");
+  }
+
+  static std::optional<mq::QuantSpec> spec_of(const json& specs, const std::string& name) {
+    if (specs.is_object() && specs.contains(name)) return spec_from(specs[name]);
+    return std::nullopt;
+  }
+
+  mq::QuantizedModel read_torchscript(const fs::path& path) const {
+    torch::jit::ExtraFilesMap extra{{kMetadataFile, ""}};
+    torch::jit::Module m = load(path, &extra);
+    mq::QuantizedModel model;
+    json meta = json::parse(extra[kMetadataFile].empty() ? "{}" : extra[kMetadataFile], nullptr, false);
+    if (!meta.is_object()) bad(path, "malformed mq.json");
+    const json specs = meta.contains("mq.specs") ? meta["mq.specs"] : json::object();
+    for (auto it = meta.begin(); it != meta.end(); ++it)
+      if (it.value().is_string()) model.metadata[it.key()] = it.value().get<std::string>();
+    // Parameters in named_parameters() order, the quantized layers' weight and bias in
+    // place of the Linear parameters they replaced; then buffers.
+    for (const auto& nm : m.named_modules()) {
+      const std::string prefix = nm.name.empty() ? "" : nm.name + ".";
+      const auto type = nm.value.type()->name();
+      if (type && type->name().rfind(kQuantizedLinear, 0) == 0) {
+        const auto elements = call_op("quantized::linear_unpack", {nm.value.attr("_packed_params")});
+        model.entries.push_back({prefix + "weight", at::Tensor(),
+                                 from_torch(elements[0].toTensor(), spec_of(specs, prefix + "weight"))});
+        if (!elements[1].isNone()) model.entries.push_back({prefix + "bias", elements[1].toTensor(), std::nullopt});
+        continue;
+      }
+      for (const auto& p : nm.value.named_parameters(false)) model.entries.push_back({prefix + p.name, p.value.detach(), std::nullopt});
+    }
+    for (const auto& b : m.named_buffers(true)) model.entries.push_back({b.name, b.value.detach(), std::nullopt});
+    return model;
+  }
+
+  static mq::QuantizedModel read_state_dict(const fs::path& path) {
+    std::ifstream in(path, std::ios::binary);
+    std::vector<char> bytes((std::istreambuf_iterator<char>(in)), std::istreambuf_iterator<char>());
+    c10::IValue value;
+    try {
+      value = torch::jit::pickle_load(bytes);
+    } catch (const c10::Error& e) {
+      bad(path, "cannot read the state dict: " + first_line(e.what_without_backtrace()));
+    }
+    if (!value.isGenericDict())
+      bad(path, "is not a plain dict of tensors (an OrderedDict from torch.save(model.state_dict()) "
+                "is not read by this build)");
+    mq::QuantizedModel model;
+    json specs = json::object();
+    const auto dict = value.toGenericDict();
+    if (dict.contains(kMetadataKey) && dict.at(kMetadataKey).isString()) {
+      const json meta = json::parse(dict.at(kMetadataKey).toStringRef(), nullptr, false);
+      if (meta.is_object()) {
+        if (meta.contains("mq.specs")) specs = meta["mq.specs"];
+        for (auto it = meta.begin(); it != meta.end(); ++it)
+          if (it.value().is_string()) model.metadata[it.key()] = it.value().get<std::string>();
+      }
+    }
+    for (const auto& kv : dict) {
+      if (!kv.key().isString()) bad(path, "has a key that is not a string");
+      const std::string name = kv.key().toStringRef();
+      if (name == kMetadataKey) continue;
+      if (!kv.value().isTensor()) bad(path, "entry '" + name + "' is not a tensor");
+      const at::Tensor t = kv.value().toTensor();
+      const auto spec = spec_of(specs, name);
+      if (t.is_quantized()) {
+        model.entries.push_back({name, at::Tensor(), from_torch(t, spec)});
+      } else if (spec && !spec->is_integer()) {
+        mq::QuantizedTensor q;
+        q.data = t;
+        q.spec = *spec;
+        q.shape = t.sizes().vec();
+        model.entries.push_back({name, at::Tensor(), q});
+      } else {
+        model.entries.push_back({name, t, std::nullopt});
+      }
+    }
+    return model;
+  }
+
+  bool trust_;
+  fs::path written_;
+};
+
+}  // namespace
+
+MQ_PLUGIN(PtFormat, mq::PluginKind::kFormat, "pt", "1.0.0",
+          "PyTorch: TorchScript in and out (int8 Linear kernels), state dicts of quantized tensors out",
+          {"trust_torchscript", mq::OptionType::kBool, "false",
+           "allow loading TorchScript archives, which runs their code"})

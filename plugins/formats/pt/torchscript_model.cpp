@@ -1,0 +1,121 @@
+#include "torchscript_model.hpp"
+
+#include <torch/csrc/jit/frontend/resolver.h>
+#include <torch/csrc/jit/frontend/sugared_value.h>
+
+#include <sstream>
+
+#include "mq/error.hpp"
+
+namespace mq::pt {
+namespace {
+
+// define()'s default resolver only knows `torch`; quantized ops live in `quantized`.
+struct QuantizedResolver : torch::jit::Resolver {
+  std::shared_ptr<torch::jit::SugaredValue> resolveValue(const std::string& name, torch::jit::GraphFunction& m,
+                                                         const torch::jit::SourceRange& loc) override {
+    if (name == "quantized") return std::make_shared<torch::jit::BuiltinModule>("quantized");
+    return torch::jit::nativeResolver()->resolveValue(name, m, loc);
+  }
+  c10::TypePtr resolveType(const std::string& name, const torch::jit::SourceRange& loc) override {
+    return torch::jit::nativeResolver()->resolveType(name, loc);
+  }
+};
+
+torch::jit::Module child(const torch::jit::Module& root, const std::string& path, std::string* last) {
+  torch::jit::Module parent = root;
+  std::stringstream ss(path);
+  std::vector<std::string> parts;
+  for (std::string p; std::getline(ss, p, '.');) parts.push_back(p);
+  for (size_t i = 0; i + 1 < parts.size(); ++i) parent = parent.attr(parts[i]).toModule();
+  *last = parts.back();
+  return parent;
+}
+
+}  // namespace
+
+torch::jit::Module reload(const torch::jit::Module& module) {
+  std::stringstream buffer;
+  module.save(buffer);
+  return torch::jit::load(buffer);
+}
+
+at::Tensor TorchScriptModel::forward(const at::Tensor& input) {
+  torch::NoGradGuard no_grad;
+  const c10::IValue out = module_.forward({input});
+  if (!out.isTensor()) throw InputError("the model's forward returns " + out.tagKind() + ", not a tensor");
+  return out.toTensor();
+}
+
+torch::jit::Module TorchScriptModel::copy() const { return reload(module_); }
+
+std::vector<std::map<std::string, at::Tensor>> TorchScriptModel::layer_inputs(
+    const std::vector<at::Tensor>& batches, const std::vector<std::string>& layers) {
+  // Each layer becomes a recorder that appends its input to a list and then runs the
+  // original layer, so the model's results do not change.
+  torch::jit::Module m = copy();
+  for (const std::string& name : layers) {
+    std::string last;
+    torch::jit::Module parent = child(m, name, &last);
+    torch::jit::Module original = parent.attr(last).toModule();
+    torch::jit::Module recorder = new_module(m, "Recorder");
+    recorder.register_module("inner", original);
+    recorder.register_attribute("inputs", c10::ListType::ofTensors(), c10::impl::GenericList(c10::TensorType::get()));
+    define(recorder, "def forward(self, x: Tensor) -> Tensor:\n    self.inputs.append(x)\n    return self.inner(x)\n");
+    replace_submodule(m, name, recorder);
+  }
+  torch::jit::Module run = reload(m);
+  std::vector<std::map<std::string, at::Tensor>> out;
+  torch::NoGradGuard no_grad;
+  for (size_t b = 0; b < batches.size(); ++b) {
+    try {
+      run.forward({batches[b]});
+    } catch (const c10::Error& e) {
+      const std::string what = e.what_without_backtrace();
+      throw InputError("calibration batch " + std::to_string(b) + " of shape " +
+                       c10::str(batches[b].sizes()) + " does not fit the model: " + what.substr(0, what.find('\n')));
+    }
+    std::map<std::string, at::Tensor> seen;
+    for (const std::string& name : layers) {
+      std::string last;
+      torch::jit::Module recorder = child(run, name, &last).attr(last).toModule();
+      c10::List<c10::IValue> inputs = recorder.attr("inputs").toList();
+      if (inputs.size() > 0) seen[name] = at::cat(c10::fmap(inputs.vec(), [](const c10::IValue& v) {
+        return v.toTensor().reshape({-1, v.toTensor().size(-1)});
+      }));
+      recorder.setattr("inputs", c10::impl::GenericList(c10::TensorType::get()));
+    }
+    out.push_back(std::move(seen));
+  }
+  return out;
+}
+
+LayerKind layer_kind(const torch::jit::Module& module) {
+  const auto name = module.type()->name();
+  if (!name) return LayerKind::kOther;
+  const std::string n = name->name();
+  if (n == "Linear") return LayerKind::kLinear;
+  if (n == "Conv1d") return LayerKind::kConv1d;
+  if (n == "Conv2d") return LayerKind::kConv2d;
+  if (n == "Embedding") return LayerKind::kEmbedding;
+  if (n == "LayerNorm") return LayerKind::kLayerNorm;
+  return LayerKind::kOther;
+}
+
+void replace_submodule(torch::jit::Module& root, const std::string& path, const torch::jit::Module& replacement) {
+  std::string last;
+  torch::jit::Module parent = child(root, path, &last);
+  parent.type()->unsafeChangeAttributeType(last, replacement.type());
+  parent._ivalue()->setAttr(last, replacement._ivalue());
+}
+
+torch::jit::Module new_module(torch::jit::Module& root, const std::string& name) {
+  return torch::jit::Module(c10::QualifiedName("__torch__.mq." + name), root._ivalue()->compilation_unit(),
+                            /*shouldMangle=*/true);
+}
+
+void define(torch::jit::Module& module, const std::string& source) {
+  module.define(source, std::make_shared<QuantizedResolver>());
+}
+
+}  // namespace mq::pt

@@ -1,0 +1,45 @@
+#pragma once
+// A TorchScript module as an mq::Runnable, and the module surgery that quantization
+// needs: replacing a submodule with one of a new type defined in the module's own
+// compilation unit. Graphs compiled before a swap still call the old type's methods,
+// so anything that runs a rewritten module saves and re-loads it first (the saved code
+// recompiles against the new types), exactly as a user's torch.jit.load will.
+
+#include <torch/script.h>
+
+#include <filesystem>
+#include <map>
+#include <string>
+#include <vector>
+
+#include "mq/model.hpp"
+
+namespace mq::pt {
+
+class TorchScriptModel final : public Runnable {
+ public:
+  explicit TorchScriptModel(torch::jit::Module module) : module_(std::move(module)) {}
+  at::Tensor forward(const at::Tensor& input) override;
+  std::vector<std::map<std::string, at::Tensor>> layer_inputs(
+      const std::vector<at::Tensor>& batches, const std::vector<std::string>& layers) override;
+  // A fresh copy (save + load) that can be rewritten without touching this one.
+  torch::jit::Module copy() const;
+
+ private:
+  torch::jit::Module module_;
+};
+
+// The kind of a submodule from its class name (mangled names included).
+LayerKind layer_kind(const torch::jit::Module& module);
+
+// Replaces the submodule at dotted `path` of `root` with `replacement`.
+void replace_submodule(torch::jit::Module& root, const std::string& path, const torch::jit::Module& replacement);
+
+// A module of a new type in `root`'s compilation unit with `forward` from `source`;
+// `quantized.*` calls resolve to the quantized ops.
+torch::jit::Module new_module(torch::jit::Module& root, const std::string& name);
+void define(torch::jit::Module& module, const std::string& source);
+
+torch::jit::Module reload(const torch::jit::Module& module);
+
+}  // namespace mq::pt
