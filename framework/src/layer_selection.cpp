@@ -5,7 +5,9 @@
 
 #include <algorithm>
 
+#include "mq/affine.hpp"
 #include "mq/error.hpp"
+#include "mq/observer.hpp"
 #include "suggest.hpp"
 
 namespace mq {
@@ -190,6 +192,36 @@ std::vector<PlanRow> LayerSelector::plan(const Model& model) const {
     rows.push_back(std::move(row));
   }
   return rows;
+}
+
+}  // namespace mq
+
+namespace mq {
+
+QuantizedTensor quantize_weight(const at::Tensor& w, const QuantSpec& spec, Observer* observer) {
+  if (!spec.is_integer()) {
+    QuantizedTensor q;
+    q.data = w.to(spec.dtype == DType::kFloat16 ? at::kHalf : at::kBFloat16);
+    q.spec = spec;
+    q.shape = w.sizes().vec();
+    q.original_dtype = w.scalar_type();
+    return q;
+  }
+  QParams qp;
+  if (observer) {
+    observer->observe(w, spec);
+    qp = observer->qparams(spec);
+  } else {
+    auto [mn, mx] = min_max(w, spec);
+    qp = qparams_from_min_max(mn, mx, spec);
+  }
+  // Scales are stored in the weight's dtype (compressed-tensors); quantize with the
+  // rounded scale so that what is stored is exactly what was used.
+  if (w.scalar_type() != at::kFloat) {
+    const at::Tensor rounded = qp.scale.to(w.scalar_type()).to(at::kFloat);
+    qp.scale = at::where(rounded > 0, rounded, qp.scale);
+  }
+  return quantize(w, qp, spec);
 }
 
 }  // namespace mq

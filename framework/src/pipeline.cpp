@@ -1,5 +1,7 @@
 #include "mq/pipeline.hpp"
 
+#include <ATen/ATen.h>
+#include <ATen/CPUGeneratorImpl.h>
 #include <ATen/Parallel.h>
 
 #define BOOST_DLL_USE_STD_FS
@@ -29,7 +31,12 @@ namespace fs = std::filesystem;
 namespace mq {
 namespace {
 
-std::string first_line(const std::string& text) { return text.substr(0, text.find('\n')); }
+// The first non-empty line (LibTorch messages start with a newline and carry backtraces).
+std::string first_line(const std::string& text) {
+  const size_t begin = text.find_first_not_of(" \t\r\n");
+  if (begin == std::string::npos) return "";
+  return text.substr(begin, text.find('\n', begin) - begin);
+}
 
 // Runs one stage of a plugin, so that every failure names the plugin and the stage.
 template <class F>
@@ -313,6 +320,32 @@ struct Pipeline::Impl {
     return report;
   }
 
+  // The recipe's calibration batches: seeded random ones, or every tensor of a file
+  // that a format plugin reads (a safetensors file of batches, ...), in file order.
+  std::vector<at::Tensor> calibration_batches(Report& report) {
+    std::vector<at::Tensor> batches;
+    if (!recipe.calibration) return batches;
+    if (const auto& random = recipe.calibration->random) {
+      at::Generator gen = at::make_generator<at::CPUGeneratorImpl>(static_cast<uint64_t>(random->seed));
+      for (int64_t b = 0; b < random->batches; ++b) batches.push_back(at::randn(random->shape, gen));
+      return batches;
+    }
+    const fs::path& path = recipe.calibration->path;
+    std::error_code ec;
+    if (!fs::exists(path, ec)) throw InputError(path.string() + ": no such file or directory (calibration)");
+    const Resolved r = reader_for(path);
+    std::unique_ptr<Format> reader = instantiate<Format>(r);
+    const Model data = guarded(r.label(), "reading calibration data", [&] { return reader->read(path); });
+    for (const NamedTensor& t : data.tensors) {
+      if (!t.tensor.is_floating_point())
+        throw InputError(path.string() + ": calibration batch '" + t.name + "' is not floating point");
+      batches.push_back(t.tensor.to(at::kFloat));
+    }
+    if (batches.empty()) throw InputError(path.string() + ": holds no calibration batches");
+    report.inputs.push_back(file_info(path));
+    return batches;
+  }
+
   Report plan() {
     Report report;
     const Model model = begin(report);
@@ -336,6 +369,7 @@ struct Pipeline::Impl {
     context.make_observer = [&] { return instantiate<Observer>(observer); };
     context.progress = options.progress ? options.progress : &silent;
     context.warn = [&](const std::string& m) { warn(report, m); };
+    context.calibration = calibration_batches(report);
     std::unique_ptr<Quantizer> q = instantiate<Quantizer>(quantizer);
     QuantizedModel quantized =
         guarded(quantizer.label(), "quantizing", [&] { return q->quantize(model, context); });

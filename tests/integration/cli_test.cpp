@@ -224,6 +224,37 @@ TEST(Cli, ValidateChecksAnExistingArtifact) {
   expect_one_line_error(truncated);
 }
 
+TEST(Cli, TorchScriptInputMustBeTrustedExplicitly) {
+  mq::test::ScratchDir dir("cli-trust");
+  const auto r = run_pipeline("run -q '" MQ_SOURCE_DIR "/configs/example-torchscript-int8.yaml' --set model.options={} "
+                              "--set format.output='" + (dir / "o.pt").string() + "' --set report=null");
+  EXPECT_EQ(r.exit_code, 3);
+  expect_one_line_error(r);
+  EXPECT_NE(r.err.find("loading it runs the code inside; if you trust it, set model.options.trust_torchscript: true"),
+            std::string::npos) << r.err;
+  EXPECT_FALSE(fs::exists(dir / "o.pt"));
+}
+
+TEST(Cli, StaticQuantizationErrorsAreClear) {
+  mq::test::ScratchDir dir("cli-static");
+  const std::string base = "run -q '" MQ_SOURCE_DIR "/configs/example-static-int8.yaml' --set report=null "
+                           "--set format.output='" + (dir / "o.safetensors").string() + "' ";
+  const auto no_data = run_pipeline(base + "--set calibration=null");
+  EXPECT_EQ(no_data.exit_code, 2);
+  EXPECT_NE(no_data.err.find("static quantization needs calibration data"), std::string::npos) << no_data.err;
+  const auto wrong_shape = run_pipeline(base + "--set 'calibration={random: {shape: [4, 7], batches: 2}}'");
+  EXPECT_EQ(wrong_shape.exit_code, 3);
+  expect_one_line_error(wrong_shape);
+  EXPECT_NE(wrong_shape.err.find("calibration batch 0 of shape [4, 7] does not fit the model"), std::string::npos)
+      << wrong_shape.err;
+  const auto checkpoint = run_pipeline(base + "--set model.path=models/mlp.safetensors --set model.options={}");
+  EXPECT_EQ(checkpoint.exit_code, 2);
+  EXPECT_NE(checkpoint.err.find("this model cannot run"), std::string::npos) << checkpoint.err;
+  const auto random = run_pipeline(base + "--set 'calibration={random: {shape: [4, 64], batches: 3, seed: 1}}'");
+  EXPECT_EQ(random.exit_code, 0) << random.err;
+  EXPECT_TRUE(fs::exists(dir / "o.safetensors"));
+}
+
 TEST(Cli, VersionAndUsage) {
   const auto v = run_pipeline("--version");
   EXPECT_EQ(v.exit_code, 0);

@@ -78,7 +78,42 @@ def main(exe, source, work):
         assert bool((err <= step * 0.5001).all()), name
         print(f"state dict {name}: qint8 per-channel, within half a step")
     assert state["fc1.bias"].dtype == torch.float32
-    print("ok: TorchScript and state-dict outputs load and run in Python torch")
+    check_static(exe, source, work, models)
+    print("ok: TorchScript and state-dict outputs load and run in Python torch; static scales match PyTorch")
+
+
+def read_safetensors(path):
+    with open(path, "rb") as f:
+        data = f.read()
+    (n,) = struct.unpack("<Q", data[:8])
+    header = json.loads(data[8:8 + n])
+    header.pop("__metadata__", None)
+    out = {}
+    for name, info in header.items():
+        b, e = info["data_offsets"]
+        dtype = {"F32": torch.float32, "I8": torch.int8}[info["dtype"]]
+        out[name] = torch.frombuffer(bytearray(data[8 + n + b:8 + n + e]), dtype=dtype).reshape(info["shape"])
+    return out
+
+
+def check_static(exe, source, work, models):
+    """Static input scales equal torch.ao's MinMaxObserver over the same layer inputs."""
+    out = os.path.join(work, "mlp.static.safetensors")
+    run(exe, os.path.join(source, "configs", "example-static-int8.yaml"), out, "observer.plugin=minmax")
+    tensors = read_safetensors(out)
+    model = torch.jit.load(os.path.join(models, "mlp.pt"))
+    batches = list(read_safetensors(os.path.join(models, "calibration.safetensors")).values())
+    observers = {name: torch.ao.quantization.MinMaxObserver(dtype=torch.qint8, qscheme=torch.per_tensor_symmetric)
+                 for name in ("fc1", "fc2")}
+    with torch.no_grad():
+        for x in batches:
+            observers["fc1"](x)
+            observers["fc2"](model.act(model.fc1(x)))
+    for name, observer in observers.items():
+        scale, _ = observer.calculate_qparams()
+        got = tensors[name + ".input_scale"]
+        print(f"static {name}.input_scale {got.item():.8g}, PyTorch {scale.item():.8g}")
+        assert torch.equal(got.reshape(-1), scale.reshape(-1).float()), (got, scale)
 
 
 if __name__ == "__main__":

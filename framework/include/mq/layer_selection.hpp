@@ -42,6 +42,13 @@ class MQ_API LayerSelector {
   std::vector<std::pair<std::string, Value>> overrides_;
 };
 
+class Observer;
+
+// Quantizes a weight with `spec`: integer targets with qparams from `observer` (or, when
+// null, min/max as PyTorch's weight observers compute them), scales rounded to the
+// weight's own dtype first (they are stored in it); fp16/bf16 targets are casts.
+MQ_API QuantizedTensor quantize_weight(const at::Tensor& weight, const QuantSpec& spec, Observer* observer);
+
 }  // namespace mq
 
 // The options LayerSelector reads, for a quantizer's MQ_PLUGIN declaration list.

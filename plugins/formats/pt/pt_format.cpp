@@ -152,6 +152,9 @@ class PtFormat final : public mq::Format {
   }
 
   void write(const mq::QuantizedModel& model, const fs::path& path) override {
+    if (!model.activation_qparams.empty())
+      throw mq::RecipeError("the pt format writes weights (dynamic quantization); static activation "
+                            "scales are written by the safetensors format (input_scale)");
     json specs = json::object();
     for (const auto& e : model.entries)
       if (e.quantized) specs[e.name] = spec_json(e.quantized->spec);

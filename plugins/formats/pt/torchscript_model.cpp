@@ -34,6 +34,17 @@ torch::jit::Module child(const torch::jit::Module& root, const std::string& path
 
 }  // namespace
 
+std::string reason(const std::exception& e) {
+  // TorchScript errors carry the interpreter's traceback; the cause is its last line.
+  const auto* c10_error = dynamic_cast<const c10::Error*>(&e);
+  std::stringstream lines(c10_error ? c10_error->what_without_backtrace() : e.what());
+  std::string line, last;
+  while (std::getline(lines, line))
+    if (line.find_first_not_of(" \t") != std::string::npos) last = line;
+  const size_t start = last.find_first_not_of(" \t");
+  return start == std::string::npos ? "unknown error" : last.substr(start);
+}
+
 torch::jit::Module reload(const torch::jit::Module& module) {
   std::stringstream buffer;
   module.save(buffer);
@@ -42,7 +53,13 @@ torch::jit::Module reload(const torch::jit::Module& module) {
 
 at::Tensor TorchScriptModel::forward(const at::Tensor& input) {
   torch::NoGradGuard no_grad;
-  const c10::IValue out = module_.forward({input});
+  c10::IValue out;
+  try {
+    out = module_.forward({input});
+  } catch (const std::exception& e) {
+    throw InputError("the model's forward pass on an input of shape " + c10::str(input.sizes()) +
+                     " failed: " + reason(e));
+  }
   if (!out.isTensor()) throw InputError("the model's forward returns " + out.tagKind() + ", not a tensor");
   return out.toTensor();
 }
@@ -61,7 +78,7 @@ std::vector<std::map<std::string, at::Tensor>> TorchScriptModel::layer_inputs(
     torch::jit::Module recorder = new_module(m, "Recorder");
     recorder.register_module("inner", original);
     recorder.register_attribute("inputs", c10::ListType::ofTensors(), c10::impl::GenericList(c10::TensorType::get()));
-    define(recorder, "def forward(self, x: Tensor) -> Tensor:\n    self.inputs.append(x)\n    return self.inner(x)\n");
+    define(recorder, "def forward(self, x: Tensor) -> Tensor:\n    self.inputs.append(x)\n    return self.inner.forward(x)\n");
     replace_submodule(m, name, recorder);
   }
   torch::jit::Module run = reload(m);
@@ -70,10 +87,9 @@ std::vector<std::map<std::string, at::Tensor>> TorchScriptModel::layer_inputs(
   for (size_t b = 0; b < batches.size(); ++b) {
     try {
       run.forward({batches[b]});
-    } catch (const c10::Error& e) {
-      const std::string what = e.what_without_backtrace();
+    } catch (const std::exception& e) {
       throw InputError("calibration batch " + std::to_string(b) + " of shape " +
-                       c10::str(batches[b].sizes()) + " does not fit the model: " + what.substr(0, what.find('\n')));
+                       c10::str(batches[b].sizes()) + " does not fit the model: " + reason(e));
     }
     std::map<std::string, at::Tensor> seen;
     for (const std::string& name : layers) {

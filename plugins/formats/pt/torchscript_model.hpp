@@ -42,4 +42,7 @@ void define(torch::jit::Module& module, const std::string& source);
 
 torch::jit::Module reload(const torch::jit::Module& module);
 
+// One line saying why a LibTorch or TorchScript call failed.
+std::string reason(const std::exception& e);
+
 }  // namespace mq::pt

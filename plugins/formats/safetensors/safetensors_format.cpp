@@ -17,6 +17,7 @@ using json = nlohmann::ordered_json;
 namespace {
 
 constexpr const char* kSpecsKey = "mq.quantized";  // per-tensor QuantSpec, for read_quantized
+constexpr const char* kActivationsKey = "mq.activations";  // per-layer activation QuantSpec
 
 bool ends_with(const std::string& s, const std::string& suffix) {
   return s.size() >= suffix.size() && s.compare(s.size() - suffix.size(), suffix.size(), suffix) == 0;
@@ -144,6 +145,10 @@ json quantization_config(const mq::QuantizedModel& model) {
       if (model.mode == "dynamic" && s.bits() == 8)
         activations = {{"num_bits", 8}, {"type", "int"}, {"symmetric", true},
                        {"strategy", "token"}, {"dynamic", true}};
+      if (model.mode == "static" && model.activation_spec)
+        activations = {{"num_bits", model.activation_spec->bits()}, {"type", "int"},
+                       {"symmetric", model.activation_spec->scheme == mq::Scheme::kSymmetric},
+                       {"strategy", "tensor"}, {"dynamic", false}};
       json group = {{"targets", json::array()},
                     {"format", format},
                     {"weights",
@@ -227,9 +232,19 @@ class SafetensorsFormat final : public mq::Format {
         out.push_back({e.name + "_zero_point",
                        q.qparams.zero_point.reshape(qshape).to(q.spec.qmin() < 0 ? at::kChar : at::kByte)});
     }
+    // Static activations: P.input_scale (+ P.input_zero_point), float32 per tensor.
+    json activations = json::object();
+    for (const auto& [layer, qp] : model.activation_qparams) {
+      out.push_back({layer + ".input_scale", qp.scale.reshape({1}).to(at::kFloat)});
+      if (model.activation_spec && stores_zero_point(*model.activation_spec))
+        out.push_back({layer + ".input_zero_point",
+                       qp.zero_point.reshape({1}).to(model.activation_spec->qmin() < 0 ? at::kChar : at::kByte)});
+      activations[layer] = spec_json(*model.activation_spec);
+    }
     std::map<std::string, std::string> metadata = model.metadata;
     metadata["format"] = "pt";  // transformers refuses files without it
     metadata["mq.mode"] = model.mode;
+    if (!activations.empty()) metadata[kActivationsKey] = activations.dump();
     if (!specs.empty()) metadata[kSpecsKey] = specs.dump();
     const json config = quantization_config(model);
     if (!config.is_null()) metadata["quantization_config"] = config.dump();
@@ -257,6 +272,21 @@ class SafetensorsFormat final : public mq::Format {
       const bool packed = spec.is_integer() && spec.bits() == 4;
       primary[packed ? entry + "_packed" : entry] = entry;
       for (const char* suffix : {"_scale", "_zero_point", "_shape"}) auxiliary.insert(entry + suffix);
+    }
+    if (auto it = model.metadata.find(kActivationsKey); it != model.metadata.end()) {
+      const json activations = json::parse(it->second, nullptr, false);
+      if (!activations.is_object()) throw mq::InputError(name + ": malformed " + kActivationsKey + " metadata");
+      for (auto a = activations.begin(); a != activations.end(); ++a) {
+        const mq::QuantSpec spec = spec_from_json(name, a.value());
+        model.activation_spec = spec;
+        const auto* scale = file->find(a.key() + ".input_scale");
+        if (!scale) throw mq::InputError(name + ": missing " + a.key() + ".input_scale");
+        const auto* zp = file->find(a.key() + ".input_zero_point");
+        model.activation_qparams[a.key()] = {file->tensor(*scale).to(at::kFloat),
+                                             zp ? file->tensor(*zp).to(at::kInt) : at::zeros({1}, at::kInt)};
+        auxiliary.insert(a.key() + ".input_scale");
+        auxiliary.insert(a.key() + ".input_zero_point");
+      }
     }
     const auto require = [&](const std::string& tensor) {
       const mq::safetensors::TensorInfo* info = file->find(tensor);

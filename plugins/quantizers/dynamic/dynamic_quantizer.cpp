@@ -30,7 +30,7 @@ class DynamicQuantizer final : public mq::Quantizer {
       const mq::NamedTensor& t = model.tensors[i];
       const auto& spec = out.plan[i].spec;
       if (spec)
-        out.entries.push_back({t.name, at::Tensor(), quantize_weight(t.tensor, *spec, context)});
+        out.entries.push_back({t.name, at::Tensor(), mq::quantize_weight(t.tensor, *spec, observer(*spec, context).get())});
       else
         out.entries.push_back({t.name, t.tensor, std::nullopt});
       context.progress->advance(t.name, t.tensor.nbytes());
@@ -40,26 +40,8 @@ class DynamicQuantizer final : public mq::Quantizer {
   }
 
  private:
-  static mq::QuantizedTensor quantize_weight(const at::Tensor& w, const mq::QuantSpec& spec,
-                                             mq::QuantizeContext& context) {
-    if (!spec.is_integer()) {
-      mq::QuantizedTensor q;
-      q.data = w.to(spec.dtype == mq::DType::kFloat16 ? at::kHalf : at::kBFloat16);
-      q.spec = spec;
-      q.shape = w.sizes().vec();
-      q.original_dtype = w.scalar_type();
-      return q;
-    }
-    std::unique_ptr<mq::Observer> observer = context.make_observer();
-    observer->observe(w, spec);
-    mq::QParams qp = observer->qparams(spec);
-    // Scales are stored in the weight's dtype (compressed-tensors); quantize with the
-    // rounded scale so that what is stored is exactly what was used.
-    if (w.scalar_type() != at::kFloat) {
-      const at::Tensor rounded = qp.scale.to(w.scalar_type()).to(at::kFloat);
-      qp.scale = at::where(rounded > 0, rounded, qp.scale);
-    }
-    return mq::quantize(w, qp, spec);
+  static std::unique_ptr<mq::Observer> observer(const mq::QuantSpec& spec, mq::QuantizeContext& context) {
+    return spec.is_integer() ? context.make_observer() : nullptr;
   }
 
   mq::LayerSelector selector_;

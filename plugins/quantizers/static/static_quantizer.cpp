@@ -1,0 +1,93 @@
+// static: calibrated quantization. Calibration batches run through the model with the
+// input of every selected layer recorded (the model's results do not change); the
+// recipe's observer turns those inputs into per-tensor activation qparams, stored
+// beside the weights (compressed-tensors' input_scale). Weights are quantized as the
+// dynamic quantizer does, with min/max qparams as PyTorch's weight observers compute.
+
+#include <ATen/ATen.h>
+
+#include "mq/error.hpp"
+#include "mq/layer_selection.hpp"
+#include "mq/quantizer.hpp"
+
+namespace {
+
+class StaticQuantizer final : public mq::Quantizer {
+ public:
+  explicit StaticQuantizer(const mq::Options& options) : selector_(options) {
+    activation_.dtype = *mq::parse_dtype(options.get_string("activation_dtype"));
+    activation_.scheme = *mq::parse_scheme(options.get_string("activation_scheme"));
+    activation_.granularity = mq::Granularity::kPerTensor;
+    activation_.reduce_range = options.get_bool("activation_reduce_range");
+  }
+
+  std::vector<mq::PlanRow> plan(const mq::Model& model) const override { return selector_.plan(model); }
+
+  mq::QuantizedModel quantize(const mq::Model& model, mq::QuantizeContext& context) override {
+    if (!model.runnable)
+      throw mq::RecipeError("static quantization runs calibration batches through the model, and this "
+                            "model cannot run (use a TorchScript model, or the dynamic quantizer)");
+    if (context.calibration.empty())
+      throw mq::RecipeError("static quantization needs calibration data: set calibration.path or "
+                            "calibration.random in the recipe");
+    mq::QuantizedModel out;
+    out.mode = "static";
+    out.plan = plan(model);
+    out.activation_spec = activation_;
+
+    // The layers whose inputs are observed: those whose weight gets an integer spec.
+    std::vector<std::string> layers;
+    for (size_t i = 0; i < model.tensors.size(); ++i) {
+      if (!out.plan[i].spec || !out.plan[i].spec->is_integer()) continue;
+      for (const mq::Layer& l : model.layers)
+        if (l.weight == model.tensors[i].name) layers.push_back(l.name);
+    }
+    context.progress->begin("calibrate", static_cast<int64_t>(context.calibration.size()), 0);
+    const auto inputs = model.runnable->layer_inputs(context.calibration, layers);
+    std::map<std::string, std::unique_ptr<mq::Observer>> observers;
+    for (const std::string& layer : layers) observers[layer] = context.make_observer();
+    for (size_t b = 0; b < inputs.size(); ++b) {
+      for (const auto& [layer, x] : inputs[b]) observers.at(layer)->observe(x, activation_);
+      context.progress->advance("batch " + std::to_string(b), context.calibration[b].nbytes());
+    }
+    context.progress->end();
+    for (const std::string& layer : layers) {
+      bool seen = false;
+      for (const auto& batch : inputs) seen = seen || batch.count(layer);
+      if (!seen) {
+        context.warn("layer " + layer + " saw no input during calibration; its weight is quantized, "
+                     "its activations are not");
+        continue;
+      }
+      out.activation_qparams[layer] = observers.at(layer)->qparams(activation_);
+    }
+
+    int64_t total_bytes = 0;
+    for (const mq::NamedTensor& t : model.tensors) total_bytes += t.tensor.nbytes();
+    context.progress->begin("quantize", static_cast<int64_t>(model.tensors.size()), total_bytes);
+    for (size_t i = 0; i < model.tensors.size(); ++i) {
+      const mq::NamedTensor& t = model.tensors[i];
+      if (out.plan[i].spec)
+        out.entries.push_back({t.name, at::Tensor(), mq::quantize_weight(t.tensor, *out.plan[i].spec, nullptr)});
+      else
+        out.entries.push_back({t.name, t.tensor, std::nullopt});
+      context.progress->advance(t.name, t.tensor.nbytes());
+    }
+    context.progress->end();
+    return out;
+  }
+
+ private:
+  mq::LayerSelector selector_;
+  mq::QuantSpec activation_;
+};
+
+}  // namespace
+
+MQ_PLUGIN(StaticQuantizer, mq::PluginKind::kQuantizer, "static", "1.0.0",
+          "Calibrated: weights ahead of time, activation qparams from the observer over calibration batches",
+          MQ_SPEC_OPTIONS,
+          {"activation_dtype", mq::OptionType::kString, "int8", "activation dtype", "int8|uint8"},
+          {"activation_scheme", mq::OptionType::kString, "symmetric",
+           "symmetric (what vLLM's static W8A8 kernels take) or asymmetric", "symmetric|asymmetric"},
+          {"activation_reduce_range", mq::OptionType::kBool, "false", "fit activations to one bit less"})
