@@ -1,7 +1,8 @@
 #!/usr/bin/env python3
 """Writes the TorchScript example models (python3-torch, seeded, CPU):
-    mlp.pt      Linear 64-128-64 with ReLU and LayerNorm
-    cnn.pt      a small CNN: Conv2d 3-8-16, ReLU, pooling, Linear 16*4*4-10
+    mlp.pt          Linear 64-128-64 with ReLU and LayerNorm
+    cnn.pt          a small CNN: Conv2d 3-8-16, ReLU, pooling, Linear 16*4*4-10
+    transformer.pt  one pre-norm transformer block, d_model 64, 4 heads, MLP 64-256-64
 usage: make_torchscript.py OUT_DIR
 """
 import os
@@ -36,10 +37,26 @@ class Cnn(torch.nn.Module):
         return self.fc(torch.flatten(x, 1))
 
 
+class Block(torch.nn.Module):
+    def __init__(self, d=64, heads=4):
+        super().__init__()
+        self.norm1 = torch.nn.LayerNorm(d)
+        self.attn = torch.nn.MultiheadAttention(d, heads, batch_first=True)
+        self.norm2 = torch.nn.LayerNorm(d)
+        self.up = torch.nn.Linear(d, 4 * d)
+        self.down = torch.nn.Linear(4 * d, d)
+
+    def forward(self, x):
+        h = self.norm1(x)
+        x = x + self.attn(h, h, h, need_weights=False)[0]
+        return x + self.down(torch.nn.functional.gelu(self.up(self.norm2(x))))
+
+
 def main(out):
     torch.manual_seed(0)
     torch.jit.script(Mlp().eval()).save(os.path.join(out, "mlp.pt"))
     torch.jit.script(Cnn().eval()).save(os.path.join(out, "cnn.pt"))
+    torch.jit.script(Block().eval()).save(os.path.join(out, "transformer.pt"))
 
 
 if __name__ == "__main__":
