@@ -12,6 +12,7 @@
 #include "mq/error.hpp"
 #include "mq/interrupt.hpp"
 #include "mq/pipeline.hpp"
+#include "mq/quantize.hpp"
 #include "mq/version.hpp"
 
 namespace fs = std::filesystem;
@@ -64,6 +65,80 @@ int list_plugins(const std::vector<fs::path>& paths, bool json) {
       fmt::print("           {}: {} = {}  {}\n", o.name, mq::to_string(o.type), option_default(o),
                  o.help ? o.help : "");
   }
+  return 0;
+}
+
+std::string dtype_name(const at::Tensor& t) {
+  switch (t.scalar_type()) {
+    case at::kFloat: return "float32";
+    case at::kHalf: return "float16";
+    case at::kBFloat16: return "bfloat16";
+    case at::kDouble: return "float64";
+    case at::kChar: return "int8";
+    case at::kByte: return "uint8";
+    case at::kInt: return "int32";
+    case at::kLong: return "int64";
+    case at::kBool: return "bool";
+    default: return c10::toString(t.scalar_type());
+  }
+}
+
+int inspect_file(const std::string& path, const std::string& format, bool trust, bool json,
+                 const std::vector<fs::path>& plugin_paths) {
+  if (!plugin_paths.empty()) {
+    std::string joined;
+    for (const fs::path& p : plugin_paths) joined += (joined.empty() ? "" : ":") + p.string();
+    const char* env = std::getenv("MQ_PLUGIN_PATH");
+    setenv("MQ_PLUGIN_PATH", (joined + (env ? std::string(":") + env : "")).c_str(), 1);
+  }
+  mq::Value options = mq::Value::map();
+  if (trust) options.set("trust_torchscript", mq::Value::boolean(true));
+  const mq::QuantizedModel model = mq::load_quantized_model(path, format, options);
+  auto out = nlohmann::ordered_json::object();
+  out["file"] = path;
+  out["bytes"] = static_cast<int64_t>(fs::file_size(path));
+  out["mode"] = model.mode;
+  out["metadata"] = model.metadata;
+  auto tensors = nlohmann::ordered_json::array();
+  int64_t total = 0, quantized = 0;
+  for (const mq::QuantizedEntry& e : model.entries) {
+    const at::Tensor& t = e.quantized ? e.quantized->data : e.tensor;
+    const int64_t bytes = e.quantized ? e.quantized->nbytes() : static_cast<int64_t>(e.tensor.nbytes());
+    total += bytes;
+    auto row = nlohmann::ordered_json{{"name", e.name},
+                                      {"dtype", e.quantized ? std::string(mq::to_string(e.quantized->spec.dtype))
+                                                            : dtype_name(t)},
+                                      {"shape", e.quantized ? e.quantized->shape : t.sizes().vec()},
+                                      {"bytes", bytes}};
+    if (e.quantized) {
+      ++quantized;
+      row["quantization"] = e.quantized->spec.to_string();
+      if (e.quantized->spec.is_integer()) row["scale_shape"] = e.quantized->qparams.scale.sizes().vec();
+    }
+    tensors.push_back(row);
+  }
+  out["tensors"] = tensors;
+  out["total_bytes"] = total;
+  out["activations"] = model.activation_qparams.size();
+  if (json) {
+    fmt::print("{}\n", out.dump(2));
+    return 0;
+  }
+  fmt::print("{}: {} bytes, {} tensors ({} quantized), mode {}\n", path, out["bytes"].get<int64_t>(),
+             model.entries.size(), quantized, model.mode);
+  for (const auto& [key, value] : model.metadata)
+    if (key.rfind("mq.", 0) == 0 && key != "mq.quantized" && key != "mq.activations" && key != "mq.specs")
+      fmt::print("  {:<16} {}\n", key, value);
+  if (!model.activation_qparams.empty())
+    fmt::print("  static activation scales for {} layers\n", model.activation_qparams.size());
+  size_t width = 6;
+  for (const auto& row : tensors) width = std::max(width, row["name"].get<std::string>().size());
+  fmt::print("\n{:<{}}  {:<10}  {:<16}  {:>12}  {}\n", "tensor", width, "stored", "shape", "bytes", "quantization");
+  for (const auto& row : tensors)
+    fmt::print("{:<{}}  {:<10}  {:<16}  {:>12}  {}\n", row["name"].get<std::string>(), width,
+               row["dtype"].get<std::string>(), row["shape"].dump(), row["bytes"].get<int64_t>(),
+               row.contains("quantization") ? row["quantization"].get<std::string>() : "");
+  fmt::print("total {} bytes\n", total);
   return 0;
 }
 
@@ -137,11 +212,18 @@ int main(int argc, char** argv) {
   validate->add_option("--html", html_path, "Write the HTML report here");
   validate->add_flag("--json", json, "Print the JSON report on stdout");
   validate->add_flag("--quiet,-q", quiet, "No summary");
+  CLI::App* inspect = app.add_subcommand("inspect", "List a model file's tensors, quantization and provenance");
+  std::string inspect_path, inspect_format;
+  bool trust = false;
+  inspect->add_option("file", inspect_path, "The file to inspect")->required();
+  inspect->add_option("--format", inspect_format, "The file's format plugin (default: the first that reads it)");
+  inspect->add_flag("--trust-torchscript", trust, "Allow loading a TorchScript archive (runs its code)");
+  inspect->add_flag("--json", json, "Machine-readable output");
   for (CLI::App* sub : {run, check}) {
     sub->add_option("recipe", recipe_path, "Recipe file (YAML)")->required();
     sub->add_option("--set", overrides, "Override a recipe key: --set quantizer.options.dtype=int8");
   }
-  for (CLI::App* sub : {run, check, plugins, validate})
+  for (CLI::App* sub : {run, check, plugins, validate, inspect})
     sub->add_option("--plugin-path", plugin_paths, "Directory or library searched first for plugins");
   run->add_flag("--json", json, "Print the JSON report on stdout");
   run->add_flag("--dry-run", dry_run,
@@ -169,6 +251,7 @@ int main(int argc, char** argv) {
   std::vector<fs::path> paths(plugin_paths.begin(), plugin_paths.end());
   try {
     if (plugins->parsed()) return list_plugins(paths, json);
+    if (inspect->parsed()) return inspect_file(inspect_path, inspect_format, trust, json, paths);
     if (validate->parsed()) {
       mq::RunOptions options;
       options.plugin_paths = paths;

@@ -527,25 +527,27 @@ ValidationResult validate_quantization(const Model& original, const QuantizedMod
 
 namespace {
 
-Resolved format_for(Pipeline::Impl& host, const fs::path& path, const std::string& name) {
+Resolved format_for(Pipeline::Impl& host, const fs::path& path, const std::string& name, const Value& options) {
   std::error_code ec;
   if (!fs::exists(path, ec)) throw InputError(path.string() + ": no such file or directory");
-  if (!name.empty()) return host.resolve(PluginKind::kFormat, {name, Value::map(), {}});
-  return host.reader_for(path);
+  if (!name.empty()) return host.resolve(PluginKind::kFormat, {name, options, {}});
+  Resolved r = host.reader_for(path);
+  r.options = detail::check_options({r.plugin->descriptor->name, options, {}}, *r.plugin->descriptor);
+  return r;
 }
 
 }  // namespace
 
-Model load_model(const fs::path& path, const std::string& format) {
+Model load_model(const fs::path& path, const std::string& format, const Value& options) {
   auto host = plugin_host();
-  const Resolved r = format_for(*host, path, format);
+  const Resolved r = format_for(*host, path, format, options);
   std::unique_ptr<Format> f = instantiate<Format>(r);
   return guarded(r.label(), "reading " + path.string(), [&] { return f->read(path); });
 }
 
-QuantizedModel load_quantized_model(const fs::path& path, const std::string& format) {
+QuantizedModel load_quantized_model(const fs::path& path, const std::string& format, const Value& options) {
   auto host = plugin_host();
-  const Resolved r = format_for(*host, path, format);
+  const Resolved r = format_for(*host, path, format, options);
   std::unique_ptr<Format> f = instantiate<Format>(r);
   return guarded(r.label(), "reading " + path.string(), [&] { return f->read_quantized(path); });
 }

@@ -255,6 +255,25 @@ TEST(Cli, StaticQuantizationErrorsAreClear) {
   EXPECT_TRUE(fs::exists(dir / "o.safetensors"));
 }
 
+TEST(Cli, InspectListsTensorsQuantizationAndProvenance) {
+  mq::test::ScratchDir dir("cli-inspect");
+  ASSERT_EQ(run_pipeline(example_args(dir, "-q --set quantizer.options.dtype=int4 --set quantizer.options.granularity=auto --set validators=[]")).exit_code, 0);
+  const auto text = run_pipeline("inspect '" + (dir / "out.safetensors").string() + "'");
+  ASSERT_EQ(text.exit_code, 0) << text.err;
+  EXPECT_NE(text.out.find("5 tensors (2 quantized), mode dynamic"), std::string::npos) << text.out;
+  EXPECT_NE(text.out.find("mq.recipe_hash"), std::string::npos);
+  EXPECT_NE(text.out.find("fc1.weight   int4        [128,64]"), std::string::npos) << text.out;
+  const auto json = nlohmann::json::parse(run_pipeline("inspect --json '" + (dir / "out.safetensors").string() + "'").out);
+  EXPECT_EQ(json["tensors"][0]["quantization"], "int4 per_group(128) symmetric");
+  EXPECT_EQ(json["tensors"][0]["scale_shape"], (std::vector<int64_t>{128, 1}));
+  EXPECT_EQ(json["tensors"][1]["dtype"], "float32");
+  const auto model = run_pipeline("inspect '" MQ_SOURCE_DIR "/configs/models/mlp.pt'");
+  EXPECT_EQ(model.exit_code, 3);
+  expect_one_line_error(model);
+  EXPECT_EQ(run_pipeline("inspect --trust-torchscript '" MQ_SOURCE_DIR "/configs/models/mlp.pt'").exit_code, 0);
+  EXPECT_EQ(run_pipeline("inspect '" + (dir / "absent").string() + "'").exit_code, 3);
+}
+
 TEST(Cli, VersionAndUsage) {
   const auto v = run_pipeline("--version");
   EXPECT_EQ(v.exit_code, 0);

@@ -65,10 +65,13 @@ MQ_API QuantizeResult dynamic_quantize(const Model& model, const QuantizationCon
 MQ_API ValidationResult validate_quantization(const Model& original, const QuantizedModel& quantized,
                                               OnFailure on_failure = OnFailure::kError);
 
-// Through the format plugin named `format`, or the one the file's name selects.
-MQ_API Model load_model(const std::filesystem::path& path, const std::string& format = "");
+// Through the format plugin named `format`, or the first that can read the file, with
+// that format's `options` (e.g. {trust_torchscript: true}).
+MQ_API Model load_model(const std::filesystem::path& path, const std::string& format = "",
+                        const Value& options = Value::map());
 MQ_API QuantizedModel load_quantized_model(const std::filesystem::path& path,
-                                           const std::string& format = "");
+                                           const std::string& format = "",
+                                           const Value& options = Value::map());
 // Writes to a temporary file beside `path` and renames it into place.
 MQ_API void save_model(const QuantizedModel& model, const std::filesystem::path& path,
                        const std::string& format = "safetensors");
