@@ -1,0 +1,26 @@
+#!/usr/bin/env bash
+# Runs the benchmarks beside PyTorch on this machine and writes bench/results.md.
+#   cmake --preset default && cmake --build --preset default && bench/run.sh
+set -euo pipefail
+cd "$(dirname "$0")/.."
+build=${BUILD_DIR:-build}
+out=bench/results.md
+"$build/bin/mq_bench" --benchmark_min_time=2 --benchmark_out=bench/results.json --benchmark_out_format=json > /dev/null
+/usr/bin/python3 bench/torch_quantize.py > bench/torch_results.json
+/usr/bin/python3 - "$out" <<'PY'
+import json, platform, subprocess, sys
+mq = json.load(open("bench/results.json"))
+torch = json.load(open("bench/torch_results.json"))
+cpu = subprocess.run(["sh", "-c", "grep -m1 'model name' /proc/cpuinfo | cut -d: -f2"], capture_output=True, text=True).stdout.strip()
+lines = [f"Measured by `bench/run.sh` on {cpu}, {mq['context']['num_cpus']} CPUs; 512 MiB of fp32 input.", "",
+         "| benchmark | threads | GB/s of input |", "|---|---|---|"]
+for b in mq["benchmarks"]:
+    name, threads = b["name"].split("/")[0], b["name"].split("/")[1]
+    lines.append(f"| mq {name[3:]} | {threads} | {b['bytes_per_second'] / 1e9:.2f} |")
+for key, value in torch.items():
+    if key.endswith("GBps"):
+        lines.append(f"| PyTorch {key[:-5]} | {key.split('_')[-2][0]} | {value:.2f} |")
+lines += ["", f"PyTorch HistogramObserver: {torch['torch_histogram_observer_rows_per_s']:.0f} rows of 8192 per second."]
+open(sys.argv[1], "w").write("\n".join(lines) + "\n")
+PY
+cat "$out"
