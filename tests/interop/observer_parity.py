@@ -9,6 +9,7 @@ feeds the same batches to mq's observer plugins and compares.
 usage: observer_parity.py OUT
 """
 import json
+import os
 import struct
 import sys
 
@@ -98,6 +99,7 @@ def write(path, tensors, metadata):
         offset += len(blob)
     text = json.dumps(header).encode()
     text += b" " * (-len(text) % 8)
+    os.makedirs(os.path.dirname(os.path.abspath(path)), exist_ok=True)
     with open(path, "wb") as f:
         f.write(struct.pack("<Q", len(text)) + text + b"".join(blobs))
 
