@@ -1,5 +1,6 @@
 #pragma once
 
+#include <cstdint>
 #include <filesystem>
 #include <string>
 #include <string_view>
@@ -10,5 +11,9 @@ namespace mq::detail {
 std::string hash_bytes(std::string_view bytes);
 // Streams the file; throws InputError when it cannot be read.
 std::string hash_file(const std::filesystem::path& file);
+// A file's hash, or for a directory the hash of its files' names and hashes.
+std::string hash_path(const std::filesystem::path& path);
+// A file's size, or the sum of a directory's files.
+int64_t path_bytes(const std::filesystem::path& path);
 
 }  // namespace mq::detail

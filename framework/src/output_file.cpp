@@ -60,8 +60,7 @@ OutputFile::OutputFile(fs::path destination) : destination_(std::move(destinatio
   fs::create_directories(dir, ec);
   if (ec) throw OutputError(destination_.string() + ": cannot create directory " + dir.string() +
                             " (" + ec.message() + ")");
-  if (fs::is_directory(destination_, ec))
-    throw OutputError(destination_.string() + ": is a directory");
+
   temp_ = dir / ("." + destination_.filename().string() + ".mq-tmp-" + std::to_string(getpid()));
   slot_ = reserve_slot(temp_);
 }
@@ -69,20 +68,42 @@ OutputFile::OutputFile(fs::path destination) : destination_(std::move(destinatio
 OutputFile::~OutputFile() {
   if (!promoted_) {
     std::error_code ec;
-    fs::remove(temp_, ec);
+    fs::remove_all(temp_, ec);
   }
   release_slot(slot_);
 }
 
 void OutputFile::promote() {
   std::error_code ec;
-  if (!fs::is_regular_file(temp_, ec))
+  const bool directory = fs::is_directory(temp_, ec);
+  if (!directory && !fs::is_regular_file(temp_, ec))
     throw OutputError(destination_.string() + ": nothing was written to promote");
-  sync_path(temp_, O_RDONLY);
-  if (std::rename(temp_.c_str(), destination_.c_str()) != 0)
-    throw OutputError(destination_.string() + ": cannot move the new file into place (" +
-                      std::strerror(errno) + ")");
+  if (directory) {
+    for (const auto& entry : fs::recursive_directory_iterator(temp_, ec))
+      if (entry.is_regular_file()) sync_path(entry.path(), O_RDONLY);
+  } else {
+    sync_path(temp_, O_RDONLY);
+  }
+  // A directory cannot be renamed over a non-empty one: the old one moves aside first,
+  // so the destination always holds a complete artifact, old or new.
+  const bool exists = fs::exists(destination_, ec);
+  if (exists && fs::is_directory(destination_, ec) != directory)
+    throw OutputError(destination_.string() + ": exists as a " + (directory ? "file" : "directory") +
+                      "; refusing to replace it with a " + (directory ? "directory" : "file"));
+  fs::path old;
+  if (directory && exists) {
+    old = temp_.string() + ".old";
+    if (std::rename(destination_.c_str(), old.c_str()) != 0)
+      throw OutputError(destination_.string() + ": cannot move the previous artifact aside (" +
+                        std::strerror(errno) + ")");
+  }
+  if (std::rename(temp_.c_str(), destination_.c_str()) != 0) {
+    const std::string why = std::strerror(errno);
+    if (!old.empty()) std::rename(old.c_str(), destination_.c_str());
+    throw OutputError(destination_.string() + ": cannot move the new artifact into place (" + why + ")");
+  }
   promoted_ = true;
+  if (!old.empty()) fs::remove_all(old, ec);
   sync_path(destination_.parent_path().empty() ? fs::path(".") : destination_.parent_path(),
             O_RDONLY | O_DIRECTORY);
 }

@@ -82,10 +82,7 @@ double seconds_since(std::chrono::steady_clock::time_point start) {
   return std::chrono::duration<double>(std::chrono::steady_clock::now() - start).count();
 }
 
-FileInfo file_info(const fs::path& p) {
-  std::error_code ec;
-  return {p.string(), static_cast<int64_t>(fs::file_size(p, ec)), detail::hash_file(p)};
-}
+FileInfo file_info(const fs::path& p) { return {p.string(), detail::path_bytes(p), detail::hash_path(p)}; }
 
 }  // namespace
 
@@ -374,6 +371,7 @@ struct Pipeline::Impl {
     QuantizedModel quantized =
         guarded(quantizer.label(), "quantizing", [&] { return q->quantize(model, context); });
     quantized.source = model.runnable;
+    for (const auto& [key, value] : model.metadata) quantized.metadata.emplace(key, value);
     quantized.metadata["mq.version"] = MQ_VERSION_STRING;
     quantized.metadata["mq.recipe_hash"] = report.recipe_hash;
     quantized.metadata["mq.input_hash"] = report.inputs.front().hash;

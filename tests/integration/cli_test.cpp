@@ -274,6 +274,39 @@ TEST(Cli, InspectListsTensorsQuantizationAndProvenance) {
   EXPECT_EQ(run_pipeline("inspect '" + (dir / "absent").string() + "'").exit_code, 3);
 }
 
+TEST(Cli, HuggingFaceDirectoryInAndOutIsPromotedWhole) {
+  mq::test::ScratchDir dir("cli-hf");
+  mq::test::write_hf_directory(dir / "model");
+  mq::test::write_file(dir / "recipe.yaml", R"(version: 1
+model: {path: model}
+quantizer: {plugin: dynamic, options: {dtype: int4, group_size: 16}}
+format: {plugin: safetensors, output: out/model-int4}
+validators: [{plugin: sqnr, options: {min_db: 10}}, {plugin: size}, {plugin: load_run}, {plugin: range}]
+report: out/report.json
+)");
+  const auto r = run_pipeline("run -q '" + (dir / "recipe.yaml").string() + "'");
+  ASSERT_EQ(r.exit_code, 0) << r.err;
+  EXPECT_TRUE(fs::exists(dir / "out/model-int4/model.safetensors"));
+  EXPECT_TRUE(fs::exists(dir / "out/model-int4/config.json"));
+  const auto report = nlohmann::json::parse(mq::test::read_file(dir / "out/report.json"));
+  EXPECT_EQ(report["layers"][4]["rule"], "default low-bit skip: lm_head");
+  // A failing run leaves the previous directory exactly as it was, and no temporary.
+  const std::string before = mq::test::read_file(dir / "out/model-int4/model.safetensors");
+  const auto failed = run_pipeline("run -q '" + (dir / "recipe.yaml").string() +
+                                   "' --set quantizer.options.group_size=8 --set validators.0.options.min_db=99");
+  EXPECT_EQ(failed.exit_code, 5);
+  EXPECT_TRUE(before == mq::test::read_file(dir / "out/model-int4/model.safetensors"));
+  std::vector<std::string> left;
+  for (const auto& e : fs::directory_iterator(dir / "out")) left.push_back(e.path().filename().string());
+  std::sort(left.begin(), left.end());
+  EXPECT_EQ(left, (std::vector<std::string>{"model-int4", "report.json"}));
+  // A file where the directory goes is not replaced.
+  mq::test::write_file(dir / "out/file-instead", "keep me");
+  const auto clash = run_pipeline("run -q '" + (dir / "recipe.yaml").string() + "' --set format.output=out/file-instead");
+  EXPECT_EQ(clash.exit_code, 6);
+  EXPECT_EQ(mq::test::read_file(dir / "out/file-instead"), "keep me");
+}
+
 TEST(Cli, VersionAndUsage) {
   const auto v = run_pipeline("--version");
   EXPECT_EQ(v.exit_code, 0);

@@ -100,3 +100,50 @@ std::unique_ptr<T> make_plugin(std::vector<MapEntry> options = {}) {
 inline MapEntry opt(std::string key, Value value) { return {std::move(key), std::move(value), {}}; }
 
 }  // namespace mq::test
+
+#include <ATen/ATen.h>
+
+namespace mq::test {
+
+// Writes float32 tensors as a safetensors file, by hand (for tests that do not link the
+// safetensors plugin).
+inline void write_safetensors(const fs::path& path, const std::vector<std::pair<std::string, at::Tensor>>& tensors) {
+  std::string header = "{", data;
+  for (const auto& [name, t] : tensors) {
+    const at::Tensor c = t.to(at::kFloat).contiguous();
+    std::string shape;
+    for (int64_t d : c.sizes()) shape += (shape.empty() ? "" : ",") + std::to_string(d);
+    header += (header.size() > 1 ? "," : "") + std::string("\"") + name + "\":{\"dtype\":\"F32\",\"shape\":[" +
+              shape + "],\"data_offsets\":[" + std::to_string(data.size()) + "," +
+              std::to_string(data.size() + c.nbytes()) + "]}";
+    data.append(static_cast<const char*>(c.data_ptr()), c.nbytes());
+  }
+  header += "}";
+  header.append((8 - header.size() % 8) % 8, ' ');
+  std::string bytes(8, '\0');
+  for (int i = 0; i < 8; ++i) bytes[i] = static_cast<char>(static_cast<uint64_t>(header.size()) >> (8 * i));
+  write_file(path, bytes + header + data);
+}
+
+// A small Hugging Face model directory: two shards, an index, config.json, a tokenizer file.
+inline void write_hf_directory(const fs::path& dir) {
+  at::manual_seed(3);
+  write_safetensors(dir / "model-00001-of-00002.safetensors",
+                    {{"model.embed_tokens.weight", at::randn({100, 32})},
+                     {"model.layers.0.mlp.up_proj.weight", at::randn({64, 32})}});
+  write_safetensors(dir / "model-00002-of-00002.safetensors",
+                    {{"model.layers.0.mlp.down_proj.weight", at::randn({32, 64})},
+                     {"model.norm.weight", at::ones({32})},
+                     {"lm_head.weight", at::randn({100, 32})}});
+  write_file(dir / "model.safetensors.index.json",
+             R"({"metadata": {"total_size": 0}, "weight_map": {
+  "model.embed_tokens.weight": "model-00001-of-00002.safetensors",
+  "model.layers.0.mlp.up_proj.weight": "model-00001-of-00002.safetensors",
+  "model.layers.0.mlp.down_proj.weight": "model-00002-of-00002.safetensors",
+  "model.norm.weight": "model-00002-of-00002.safetensors",
+  "lm_head.weight": "model-00002-of-00002.safetensors"}})");
+  write_file(dir / "config.json", R"({"architectures": ["LlamaForCausalLM"], "hidden_size": 32})");
+  write_file(dir / "tokenizer.json", "{}");
+}
+
+}  // namespace mq::test

@@ -152,6 +152,52 @@ void parse_header(const std::string& name, const char* text, size_t text_bytes,
                   std::to_string(buffer_bytes) + (expected < buffer_bytes ? " (trailing bytes)" : ""));
 }
 
+std::vector<IndexEntry> parse_index(const std::string& name, const std::string& text) {
+  std::vector<std::set<std::string>> keys;
+  const auto callback = [&](int depth, json::parse_event_t event, json& parsed) {
+    if (event == json::parse_event_t::object_start || event == json::parse_event_t::array_start) {
+      if (depth > 3) bad(name, "invalid index: nested deeper than its schema");
+      if (event == json::parse_event_t::object_start) keys.emplace_back();
+    } else if (event == json::parse_event_t::object_end) {
+      keys.pop_back();
+    } else if (event == json::parse_event_t::key &&
+               !keys.back().insert(parsed.get<std::string>()).second) {
+      bad(name, "invalid index: duplicate key '" + parsed.get<std::string>() + "'");
+    }
+    return true;
+  };
+  json index;
+  try {
+    index = json::parse(text, callback);
+  } catch (const json::exception& e) {
+    bad(name, std::string("invalid index: not valid UTF-8 JSON (") + e.what() + ")");
+  }
+  if (!index.is_object() || !index.contains("weight_map") || !index["weight_map"].is_object())
+    bad(name, "invalid index: no weight_map object");
+  std::vector<IndexEntry> out;
+  for (auto it = index["weight_map"].begin(); it != index["weight_map"].end(); ++it) {
+    if (!it.value().is_string()) bad(name, "invalid index: the shard of '" + it.key() + "' is not a string");
+    out.push_back({it.key(), it.value().get<std::string>()});
+  }
+  return out;
+}
+
+fs::path confined_shard(const fs::path& dir, const std::string& shard, const std::string& index) {
+  const fs::path relative(shard);
+  bool escapes = shard.empty() || relative.is_absolute();
+  for (const fs::path& part : relative) escapes = escapes || part == "..";
+  if (!escapes) {
+    std::error_code ec;
+    const fs::path root = fs::canonical(dir, ec);
+    const fs::path target = fs::canonical(dir / relative, ec);
+    if (ec) bad(index, "shard '" + shard + "' cannot be opened (" + ec.message() + ")");
+    const auto mismatch = std::mismatch(root.begin(), root.end(), target.begin(), target.end());
+    escapes = mismatch.first != root.end();
+  }
+  if (escapes) bad(index, "shard '" + shard + "' is outside the model directory; refusing to read it");
+  return dir / relative;
+}
+
 std::shared_ptr<File> File::open(const fs::path& path) {
   const std::string name = path.string();
   const int fd = ::open(path.c_str(), O_RDONLY | O_CLOEXEC);

@@ -63,6 +63,19 @@ struct OutTensor {
 void write(const std::filesystem::path& path, const std::vector<OutTensor>& tensors,
            const std::map<std::string, std::string>& metadata);
 
+// model.safetensors.index.json: the weight_map's (tensor, shard file) pairs in file
+// order. Throws InputError for malformed JSON, duplicate keys, non-string shards.
+struct IndexEntry {
+  std::string tensor;
+  std::string shard;
+};
+std::vector<IndexEntry> parse_index(const std::string& name, const std::string& text);
+
+// `dir / shard` when it stays inside `dir` (no absolute path, no "..", no symlink out of
+// it); throws InputError naming `index` otherwise.
+std::filesystem::path confined_shard(const std::filesystem::path& dir, const std::string& shard,
+                                     const std::string& index);
+
 // "F32" for at::kFloat, ...; throws InputError for dtypes safetensors lacks.
 std::string dtype_name(at::ScalarType type);
 

@@ -18,6 +18,9 @@ namespace {
 
 constexpr const char* kSpecsKey = "mq.quantized";  // per-tensor QuantSpec, for read_quantized
 constexpr const char* kActivationsKey = "mq.activations";  // per-layer activation QuantSpec
+constexpr const char* kHfDirKey = "mq.hf_dir";  // the HF model directory the model came from
+constexpr const char* kIndexName = "model.safetensors.index.json";
+constexpr const char* kSingleName = "model.safetensors";
 
 bool ends_with(const std::string& s, const std::string& suffix) {
   return s.size() >= suffix.size() && s.compare(s.size() - suffix.size(), suffix.size(), suffix) == 0;
@@ -186,16 +189,30 @@ class SafetensorsFormat final : public mq::Format {
  public:
   explicit SafetensorsFormat(const mq::Options&) {}
 
+  // A .safetensors file, a model.safetensors.index.json, or a Hugging Face model
+  // directory holding either.
   bool can_read(const fs::path& path) const override {
-    return path.extension() == ".safetensors" && fs::is_regular_file(path);
+    std::error_code ec;
+    if (fs::is_directory(path, ec))
+      return fs::exists(path / kIndexName, ec) || fs::exists(path / kSingleName, ec);
+    if (ends_with(path.filename().string(), ".safetensors.index.json")) return fs::is_regular_file(path, ec);
+    return path.extension() == ".safetensors" && fs::is_regular_file(path, ec);
   }
 
   mq::Model read(const fs::path& path) override {
-    const auto file = mq::safetensors::File::open(path);
+    std::error_code ec;
+    const bool dir = fs::is_directory(path, ec);
+    const fs::path file = dir ? (fs::exists(path / kIndexName, ec) ? path / kIndexName : path / kSingleName) : path;
     mq::Model model;
-    model.sources.push_back(path);
-    model.metadata = file->metadata();
-    for (const auto& info : file->tensors()) model.tensors.push_back({info.name, file->tensor(info)});
+    if (ends_with(file.filename().string(), ".safetensors.index.json")) {
+      read_sharded(file, model);
+    } else {
+      const auto f = mq::safetensors::File::open(file);
+      model.sources.push_back(file);
+      model.metadata = f->metadata();
+      for (const auto& info : f->tensors()) model.tensors.push_back({info.name, f->tensor(info)});
+    }
+    if (dir) model.metadata[kHfDirKey] = fs::absolute(path).lexically_normal().string();
     model.layers = infer_layers(model);
     return model;
   }
@@ -248,10 +265,71 @@ class SafetensorsFormat final : public mq::Format {
     if (!specs.empty()) metadata[kSpecsKey] = specs.dump();
     const json config = quantization_config(model);
     if (!config.is_null()) metadata["quantization_config"] = config.dump();
-    mq::safetensors::write(path, out, metadata);
+    const auto hf_dir = model.metadata.find(kHfDirKey);
+    if (hf_dir == model.metadata.end()) {
+      mq::safetensors::write(path, out, metadata);
+      return;
+    }
+    // An HF model directory in gives one out: the weights, config.json with the
+    // quantization_config, and the directory's other files (tokenizer, ...) copied.
+    metadata.erase(kHfDirKey);
+    fs::create_directories(path);
+    mq::safetensors::write(path / kSingleName, out, metadata);
+    write_hf_directory(hf_dir->second, config, path);
   }
 
-  mq::QuantizedModel read_quantized(const fs::path& path) override {
+ private:
+  static void read_sharded(const fs::path& index, mq::Model& model) {
+    std::error_code ec;
+    const auto size = fs::file_size(index, ec);
+    if (ec || size > mq::safetensors::kMaxHeaderBytes) throw mq::InputError(index.string() + ": unreadable or too large");
+    std::ifstream in(index, std::ios::binary);
+    const std::string text((std::istreambuf_iterator<char>(in)), std::istreambuf_iterator<char>());
+    const auto entries = mq::safetensors::parse_index(index.string(), text);
+    std::vector<std::string> shards;
+    std::map<std::string, std::set<std::string>> wanted;
+    for (const auto& e : entries) {
+      if (!wanted.count(e.shard)) shards.push_back(e.shard);
+      wanted[e.shard].insert(e.tensor);
+    }
+    for (const std::string& shard : shards) {
+      const fs::path file = mq::safetensors::confined_shard(index.parent_path(), shard, index.string());
+      const auto f = mq::safetensors::File::open(file);
+      model.sources.push_back(file);
+      for (const auto& [k, v] : f->metadata()) model.metadata.emplace(k, v);
+      for (const std::string& t : wanted[shard])
+        if (!f->find(t))
+          throw mq::InputError(index.string() + ": lists '" + t + "' in shard '" + shard + "', which does not hold it");
+      for (const auto& info : f->tensors())
+        if (wanted[shard].count(info.name)) model.tensors.push_back({info.name, f->tensor(info)});
+    }
+  }
+
+  static void write_hf_directory(const std::string& input_dir, const json& config, const fs::path& out) {
+    std::error_code ec;
+    json hf_config = json::object();
+    if (fs::exists(fs::path(input_dir) / "config.json", ec)) {
+      std::ifstream in(fs::path(input_dir) / "config.json");
+      hf_config = json::parse(in, nullptr, false);
+      if (!hf_config.is_object()) throw mq::InputError(input_dir + "/config.json: not a JSON object");
+    }
+    if (!config.is_null()) hf_config["quantization_config"] = config;
+    std::ofstream(out / "config.json") << hf_config.dump(2) << "\n";
+    for (const auto& entry : fs::directory_iterator(input_dir, ec)) {
+      const std::string name = entry.path().filename().string();
+      if (!entry.is_regular_file() || name == "config.json" || ends_with(name, ".safetensors") ||
+          ends_with(name, ".safetensors.index.json"))
+        continue;
+      fs::copy_file(entry.path(), out / name, fs::copy_options::overwrite_existing, ec);
+      if (ec) throw mq::OutputError((out / name).string() + ": " + ec.message());
+    }
+  }
+
+ public:
+
+  mq::QuantizedModel read_quantized(const fs::path& input) override {
+    std::error_code ec;
+    const fs::path path = fs::is_directory(input, ec) ? input / kSingleName : input;
     const auto file = mq::safetensors::File::open(path);
     const std::string name = path.string();
     mq::QuantizedModel model;

@@ -21,7 +21,13 @@ class SizeValidator final : public mq::Validator {
     const int64_t original = context.original.nbytes();
     const int64_t quantized = context.quantized.nbytes();
     std::error_code ec;
-    const auto file_bytes = std::filesystem::file_size(context.written, ec);
+    int64_t file_bytes = 0;
+    if (std::filesystem::is_directory(context.written, ec)) {
+      for (const auto& e : std::filesystem::recursive_directory_iterator(context.written, ec))
+        if (e.is_regular_file()) file_bytes += static_cast<int64_t>(e.file_size());
+    } else {
+      file_bytes = static_cast<int64_t>(std::filesystem::file_size(context.written, ec));
+    }
     if (ec)
       throw mq::OutputError(context.written.string() + ": cannot read its size (" + ec.message() + ")");
     const double ratio = quantized > 0 ? static_cast<double>(original) / quantized : 0.0;

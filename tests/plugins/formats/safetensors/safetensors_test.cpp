@@ -1,6 +1,8 @@
 #include <ATen/ATen.h>
 #include <gtest/gtest.h>
 
+#include <functional>
+
 #include "mq/affine.hpp"
 #include "mq/error.hpp"
 #include "mq/format.hpp"
@@ -240,6 +242,76 @@ TEST(SafetensorsFormat, WritesTheCompressedTensorsLayout) {
   EXPECT_EQ(file->find("fc.weight_zero_point")->dtype, "I8");
   EXPECT_TRUE(contains(file->metadata().at("quantization_config"), "\"format\":\"int-quantized\""));
   EXPECT_TRUE(contains(file->metadata().at("quantization_config"), "\"targets\":[\"fc\"]"));
+}
+
+TEST(SafetensorsFormat, ReadsAShardedHuggingFaceDirectory) {
+  mq::test::ScratchDir dir("st-hf");
+  mq::test::write_hf_directory(dir.path());
+  auto f = format();
+  EXPECT_TRUE(f->can_read(dir.path()));
+  EXPECT_TRUE(f->can_read(dir / "model.safetensors.index.json"));
+  const mq::Model m = f->read(dir.path());
+  std::vector<std::string> names;
+  for (const auto& t : m.tensors) names.push_back(t.name);
+  EXPECT_EQ(names, (std::vector<std::string>{"model.embed_tokens.weight", "model.layers.0.mlp.up_proj.weight",
+                                             "model.layers.0.mlp.down_proj.weight", "model.norm.weight",
+                                             "lm_head.weight"}));
+  EXPECT_EQ(m.sources.size(), 2u);
+}
+
+std::string index_error(const std::string& weight_map, const std::function<void(const fs::path&)>& setup = {}) {
+  mq::test::ScratchDir dir("st-index");
+  mq::test::write_hf_directory(dir.path());
+  if (setup) setup(dir.path());
+  mq::test::write_file(dir / "model.safetensors.index.json", "{\"weight_map\": " + weight_map + "}");
+  try {
+    format()->read(dir.path());
+  } catch (const mq::InputError& e) {
+    return e.what();
+  }
+  return "";
+}
+
+TEST(SafetensorsFormat, RefusesShardPathsThatEscapeTheModelDirectory) {
+  EXPECT_TRUE(contains(index_error(R"({"a": "../model-00001-of-00002.safetensors"})"), "outside the model directory"));
+  EXPECT_TRUE(contains(index_error(R"({"a": "/etc/passwd"})"), "outside the model directory"));
+  const std::string link = index_error(R"({"a": "link.safetensors"})", [](const fs::path& d) {
+    mq::test::write_safetensors(d.parent_path() / "foreign.safetensors", {{"a", at::ones({1})}});
+    fs::create_symlink(d.parent_path() / "foreign.safetensors", d / "link.safetensors");
+  });
+  EXPECT_TRUE(contains(link, "outside the model directory")) << link;
+}
+
+TEST(SafetensorsFormat, RefusesMalformedIndexes) {
+  EXPECT_TRUE(contains(index_error(R"({"a": "x.safetensors", "a": "y.safetensors"})"), "duplicate key 'a'"));
+  EXPECT_TRUE(contains(index_error(R"({"a": 3})"), "is not a string"));
+  EXPECT_TRUE(contains(index_error(R"({"missing": "model-00001-of-00002.safetensors"})"),
+                       "lists 'missing' in shard 'model-00001-of-00002.safetensors', which does not hold it"));
+  EXPECT_TRUE(contains(index_error(R"({"a": "absent.safetensors"})"), "cannot be opened"));
+  EXPECT_TRUE(contains(index_error("[1"), "not valid UTF-8 JSON"));
+}
+
+TEST(SafetensorsFormat, HuggingFaceDirectoryInGivesOneOut) {
+  mq::test::ScratchDir dir("st-hf-out");
+  mq::test::write_hf_directory(dir / "in");
+  auto f = format();
+  const mq::Model m = f->read(dir / "in");
+  mq::QuantSpec spec;
+  mq::QuantizedModel q;
+  for (const auto& t : m.tensors)
+    q.entries.push_back({t.name, t.tensor, std::nullopt});
+  auto [mn, mx] = mq::min_max(m.tensors[1].tensor, spec);
+  q.entries[1] = {m.tensors[1].name, at::Tensor(), mq::quantize(m.tensors[1].tensor, mq::qparams_from_min_max(mn, mx, spec), spec)};
+  q.metadata = m.metadata;
+  f->write(q, dir / "out");
+  EXPECT_TRUE(fs::exists(dir / "out" / "model.safetensors"));
+  EXPECT_TRUE(fs::exists(dir / "out" / "tokenizer.json"));
+  const std::string config = mq::test::read_file(dir / "out" / "config.json");
+  EXPECT_TRUE(contains(config, "\"quant_method\": \"compressed-tensors\"")) << config;
+  EXPECT_TRUE(contains(config, "\"LlamaForCausalLM\"")) << config;
+  const mq::QuantizedModel back = f->read_quantized(dir / "out");
+  EXPECT_TRUE(at::equal(back.entries[1].quantized->data, q.entries[1].quantized->data));
+  EXPECT_EQ(back.metadata.count("mq.hf_dir"), 0u);  // no local paths in the artifact
 }
 
 TEST(SafetensorsFormat, ReadInfersLinearLayersFromNames) {
