@@ -9,6 +9,7 @@
 
 #include <unistd.h>
 
+#include <atomic>
 #include <chrono>
 #include <cstdio>
 #include <cstdlib>
@@ -494,8 +495,10 @@ ValidationResult validate_quantization(const Model& original, const QuantizedMod
     host->validators.push_back(host->resolve(PluginKind::kValidator, {name, Value::map(), {}}));
     policies.push_back(OnFailure::kWarn);  // collected here, the policy applies below
   }
+  static std::atomic<int> calls{0};
   std::error_code ec;
-  const fs::path dir = fs::temp_directory_path(ec) / ("mq-validate-" + std::to_string(getpid()));
+  const fs::path dir = fs::temp_directory_path(ec) /
+                       ("mq-validate-" + std::to_string(getpid()) + "-" + std::to_string(calls++));
   fs::create_directories(dir, ec);
   detail::OutputFile temp(dir / "model.safetensors");
   std::unique_ptr<Format> format = instantiate<Format>(format_plugin);

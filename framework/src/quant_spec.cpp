@@ -1,6 +1,9 @@
 #include "mq/quant_spec.hpp"
 
+#include <nlohmann/json.hpp>
+
 #include <array>
+#include <stdexcept>
 #include <utility>
 
 namespace mq {
@@ -91,6 +94,36 @@ std::string QuantSpec::to_string() const {
   s += mq::to_string(scheme);
   if (reduce_range) s += " reduce_range";
   return s;
+}
+
+std::string QuantSpec::to_json() const {
+  return nlohmann::ordered_json{{"dtype", std::string(mq::to_string(dtype))},
+                                {"granularity", std::string(mq::to_string(granularity))},
+                                {"axis", axis},
+                                {"group_size", group_size},
+                                {"scheme", std::string(mq::to_string(scheme))},
+                                {"reduce_range", reduce_range}}
+      .dump();
+}
+
+QuantSpec QuantSpec::from_json(const std::string& text) {
+  try {
+    const auto j = nlohmann::json::parse(text);
+    QuantSpec s;
+    const auto dtype = parse_dtype(j.at("dtype").get<std::string>());
+    const auto granularity = parse_granularity(j.at("granularity").get<std::string>());
+    const auto scheme = parse_scheme(j.at("scheme").get<std::string>());
+    if (!dtype || !granularity || !scheme) throw std::invalid_argument("unknown dtype, granularity or scheme");
+    s.dtype = *dtype;
+    s.granularity = *granularity;
+    s.scheme = *scheme;
+    s.axis = j.at("axis").get<int>();
+    s.group_size = j.at("group_size").get<int64_t>();
+    s.reduce_range = j.at("reduce_range").get<bool>();
+    return s;
+  } catch (const nlohmann::json::exception& e) {
+    throw std::invalid_argument(e.what());
+  }
 }
 
 }  // namespace mq

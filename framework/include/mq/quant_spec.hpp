@@ -28,6 +28,10 @@ struct MQ_API QuantSpec {
   int64_t qmin() const;
   int64_t qmax() const;
   std::string to_string() const;  // e.g. "int8 per_channel(axis=0) symmetric"
+  // Every field as a JSON object, for formats that record specs in their metadata.
+  std::string to_json() const;
+  // The inverse; throws std::invalid_argument on anything else.
+  static QuantSpec from_json(const std::string& json);
 };
 
 MQ_API std::string_view to_string(DType dtype);

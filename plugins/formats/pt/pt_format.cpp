@@ -60,24 +60,14 @@ void use_onednn() {
     if (e == at::QEngine::ONEDNN) at::globalContext().setQEngine(e);
 }
 
-json spec_json(const mq::QuantSpec& s) {
-  return {{"dtype", std::string(mq::to_string(s.dtype))},
-          {"granularity", std::string(mq::to_string(s.granularity))},
-          {"axis", s.axis},
-          {"group_size", s.group_size},
-          {"scheme", std::string(mq::to_string(s.scheme))},
-          {"reduce_range", s.reduce_range}};
-}
+json spec_json(const mq::QuantSpec& s) { return json::parse(s.to_json()); }
 
 mq::QuantSpec spec_from(const json& j) {
-  mq::QuantSpec s;
-  s.dtype = mq::parse_dtype(j.at("dtype").get<std::string>()).value();
-  s.granularity = mq::parse_granularity(j.at("granularity").get<std::string>()).value();
-  s.scheme = mq::parse_scheme(j.at("scheme").get<std::string>()).value();
-  s.axis = j.at("axis").get<int>();
-  s.group_size = j.at("group_size").get<int64_t>();
-  s.reduce_range = j.at("reduce_range").get<bool>();
-  return s;
+  try {
+    return mq::QuantSpec::from_json(j.dump());
+  } catch (const std::invalid_argument& e) {
+    throw mq::InputError(std::string("malformed mq.specs metadata (") + e.what() + ")");
+  }
 }
 
 // A native PyTorch quantized tensor holding exactly `q`'s integers and qparams.

@@ -46,32 +46,14 @@ std::vector<mq::Layer> infer_layers(const mq::Model& model) {
   return layers;
 }
 
-json spec_json(const mq::QuantSpec& s) {
-  return {{"dtype", std::string(mq::to_string(s.dtype))},
-          {"granularity", std::string(mq::to_string(s.granularity))},
-          {"axis", s.axis},
-          {"group_size", s.group_size},
-          {"scheme", std::string(mq::to_string(s.scheme))},
-          {"reduce_range", s.reduce_range}};
-}
+json spec_json(const mq::QuantSpec& s) { return json::parse(s.to_json()); }
 
 mq::QuantSpec spec_from_json(const std::string& file, const json& j) {
-  mq::QuantSpec s;
   try {
-    const auto dtype = mq::parse_dtype(j.at("dtype").get<std::string>());
-    const auto granularity = mq::parse_granularity(j.at("granularity").get<std::string>());
-    const auto scheme = mq::parse_scheme(j.at("scheme").get<std::string>());
-    if (!dtype || !granularity || !scheme) throw std::runtime_error("unknown enum value");
-    s.dtype = *dtype;
-    s.granularity = *granularity;
-    s.scheme = *scheme;
-    s.axis = j.at("axis").get<int>();
-    s.group_size = j.at("group_size").get<int64_t>();
-    s.reduce_range = j.at("reduce_range").get<bool>();
-  } catch (const std::exception& e) {
+    return mq::QuantSpec::from_json(j.dump());
+  } catch (const std::invalid_argument& e) {
     throw mq::InputError(file + ": malformed " + kSpecsKey + " metadata (" + e.what() + ")");
   }
-  return s;
 }
 
 // Four-bit values packed eight to an int32 along the last dimension, element 0 in the
