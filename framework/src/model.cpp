@@ -24,6 +24,26 @@ const at::Tensor* Model::find(const std::string& name) const {
   return nullptr;
 }
 
+std::vector<Layer> layers_from_names(const Model& model) {
+  std::vector<Layer> layers;
+  const std::string suffix = ".weight";
+  for (const NamedTensor& t : model.tensors) {
+    if (t.name.size() <= suffix.size() || t.name.compare(t.name.size() - suffix.size(), suffix.size(), suffix) != 0)
+      continue;
+    Layer layer;
+    layer.name = t.name.substr(0, t.name.size() - suffix.size());
+    layer.weight = t.name;
+    if (model.find(layer.name + ".bias")) layer.bias = layer.name + ".bias";
+    const bool embedding = layer.name.find("embed") != std::string::npos || layer.name.find("wte") != std::string::npos;
+    if (t.tensor.dim() == 2)
+      layer.kind = embedding ? LayerKind::kEmbedding : LayerKind::kLinear;
+    else if (t.tensor.dim() == 1 && layer.name.find("norm") != std::string::npos)
+      layer.kind = LayerKind::kLayerNorm;
+    layers.push_back(std::move(layer));
+  }
+  return layers;
+}
+
 int64_t Model::nbytes() const {
   int64_t total = 0;
   for (const NamedTensor& t : tensors) total += t.tensor.nbytes();

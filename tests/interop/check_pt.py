@@ -79,7 +79,39 @@ def main(exe, source, work):
         print(f"state dict {name}: qint8 per-channel, within half a step")
     assert state["fc1.bias"].dtype == torch.float32
     check_static(exe, source, work, models)
+    check_state_dict_input(exe, source, work)
     print("ok: TorchScript and state-dict outputs load and run in Python torch; static scales match PyTorch")
+
+
+class Evil:
+    """A pickle that would run code if the reader executed globals."""
+    def __reduce__(self):
+        return (os.system, ("touch pwned",))
+
+
+def check_state_dict_input(exe, source, work):
+    """torch.save(model.state_dict()) (an OrderedDict) reads without running code."""
+    torch.manual_seed(0)
+    model = torch.nn.Sequential()
+    model.add_module("fc1", torch.nn.Linear(64, 128))
+    model.add_module("fc2", torch.nn.Linear(128, 64))
+    torch.save(model.state_dict(), os.path.join(work, "state.pt"))
+    recipe = os.path.join(work, "state.yaml")
+    with open(recipe, "w") as f:
+        f.write("version: 1\nmodel: {path: state.pt}\nquantizer: {plugin: dynamic}\n"
+                "format: {plugin: pt, output: state.int8.pt}\nvalidators: [{plugin: sqnr, options: {min_db: 35}}, "
+                "{plugin: load_run}, {plugin: range}]\n")
+    subprocess.run([exe, "run", recipe, "--quiet"], check=True)
+    state = torch.load(os.path.join(work, "state.int8.pt"))
+    assert state["fc1.weight"].is_quantized and tuple(state["fc1.weight"].shape) == (128, 64)
+    assert torch.equal(state["fc1.bias"], model.fc1.bias.detach())
+    torch.save({"w": Evil()}, os.path.join(work, "evil.pt"))
+    bad = subprocess.run([exe, "run", recipe, "--quiet", "--set", "model.path=evil.pt"], cwd=work,
+                         capture_output=True, text=True)
+    assert bad.returncode == 3, (bad.returncode, bad.stderr)
+    assert "refusing to load 'posix.system'" in bad.stderr, bad.stderr
+    assert not os.path.exists(os.path.join(work, "pwned")), "the pickle ran code"
+    print("state dict in: OrderedDict read, code-carrying pickle refused")
 
 
 def read_safetensors(path):

@@ -52,4 +52,9 @@ struct MQ_API Model {
   int64_t nbytes() const;
 };
 
+// The layer table of a checkpoint without module structure: each "<prefix>.weight" is
+// layer <prefix> (bias "<prefix>.bias" when present); 2-D weights are Linear, or
+// Embedding when the prefix names one ("embed", "wte"); 1-D "norm" weights LayerNorm.
+MQ_API std::vector<Layer> layers_from_names(const Model& model);
+
 }  // namespace mq

@@ -1,7 +1,8 @@
 // pt: PyTorch files. TorchScript archives in (their code runs on load, so the recipe
 // must say trust_torchscript: true) and out, with quantized Linear layers replaced by
-// modules that run PyTorch's int8 dynamic kernels; state dicts of native quantized
-// tensors out (torch.load reads them).
+// modules that run PyTorch's int8 dynamic kernels. State dicts in (torch.save of a
+// dict or an OrderedDict, read by a restricted unpickler that runs nothing) and out, as
+// native quantized tensors that torch.load reads.
 
 #include <ATen/ATen.h>
 #include <ATen/core/dispatch/Dispatcher.h>
@@ -15,6 +16,7 @@
 
 #include "mq/error.hpp"
 #include "mq/format.hpp"
+#include "state_dict_reader.hpp"
 #include "torchscript_model.hpp"
 
 namespace fs = std::filesystem;
@@ -118,9 +120,13 @@ class PtFormat final : public mq::Format {
 
   mq::Model read(const fs::path& path) override {
     if (!is_zip(path)) bad(path, "not a PyTorch zip archive (legacy torch.save files are not read)");
-    if (!is_torchscript(path))
-      bad(path, "is a torch.save archive (a state dict); this build reads TorchScript archives "
-                "and safetensors files, not pickled state dicts");
+    if (!is_torchscript(path)) {
+      mq::Model model;  // a state dict: read without running anything
+      model.sources.push_back(path);
+      model.tensors = mq::pt::read_state_dict(path);
+      model.layers = mq::layers_from_names(model);
+      return model;
+    }
     if (!trust_ && path != written_)
       bad(path, "is a TorchScript archive, and loading it runs the code inside; if you trust it, "
                 "set model.options.trust_torchscript: true in the recipe");

@@ -26,26 +26,6 @@ bool ends_with(const std::string& s, const std::string& suffix) {
   return s.size() >= suffix.size() && s.compare(s.size() - suffix.size(), suffix.size(), suffix) == 0;
 }
 
-// A checkpoint has no module structure: 2-D "<prefix>.weight" tensors are Linear-like,
-// except embeddings, which are named so in every common architecture.
-std::vector<mq::Layer> infer_layers(const mq::Model& model) {
-  std::vector<mq::Layer> layers;
-  for (const mq::NamedTensor& t : model.tensors) {
-    if (!ends_with(t.name, ".weight")) continue;
-    mq::Layer layer;
-    layer.name = t.name.substr(0, t.name.size() - 7);
-    layer.weight = t.name;
-    if (model.find(layer.name + ".bias")) layer.bias = layer.name + ".bias";
-    const bool embedding = layer.name.find("embed") != std::string::npos ||
-                           layer.name.find("wte") != std::string::npos;
-    if (t.tensor.dim() == 2) layer.kind = embedding ? mq::LayerKind::kEmbedding : mq::LayerKind::kLinear;
-    else if (t.tensor.dim() == 1 && layer.name.find("norm") != std::string::npos)
-      layer.kind = mq::LayerKind::kLayerNorm;
-    layers.push_back(std::move(layer));
-  }
-  return layers;
-}
-
 json spec_json(const mq::QuantSpec& s) { return json::parse(s.to_json()); }
 
 mq::QuantSpec spec_from_json(const std::string& file, const json& j) {
@@ -195,7 +175,7 @@ class SafetensorsFormat final : public mq::Format {
       for (const auto& info : f->tensors()) model.tensors.push_back({info.name, f->tensor(info)});
     }
     if (dir) model.metadata[kHfDirKey] = fs::absolute(path).lexically_normal().string();
-    model.layers = infer_layers(model);
+    model.layers = mq::layers_from_names(model);
     return model;
   }
 

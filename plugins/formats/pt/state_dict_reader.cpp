@@ -1,0 +1,270 @@
+#include "state_dict_reader.hpp"
+
+#include <ATen/ATen.h>
+#include <caffe2/serialize/inline_container.h>
+
+#include <cstring>
+#include <map>
+#include <memory>
+#include <variant>
+
+#include "mq/error.hpp"
+
+namespace mq::pt {
+namespace {
+
+struct Object;
+using Ref = std::shared_ptr<Object>;
+
+// A pickled value. Kinds beyond these are refused while reading.
+struct Object {
+  enum class Kind { kNone, kBool, kInt, kFloat, kString, kTuple, kList, kDict, kGlobal, kTensor, kMark } kind;
+  int64_t i = 0;
+  double f = 0;
+  std::string s;  // string, or "module.name" for a global
+  std::vector<Ref> items;                    // tuple, list
+  std::vector<std::pair<Ref, Ref>> entries;  // dict, in insertion order
+  at::Tensor tensor;
+};
+
+Ref make(Object::Kind kind) { return std::make_shared<Object>(Object{kind}); }
+
+const std::map<std::string, at::ScalarType> kStorages{
+    {"torch.FloatStorage", at::kFloat},   {"torch.DoubleStorage", at::kDouble}, {"torch.HalfStorage", at::kHalf},
+    {"torch.BFloat16Storage", at::kBFloat16}, {"torch.LongStorage", at::kLong},  {"torch.IntStorage", at::kInt},
+    {"torch.ShortStorage", at::kShort},   {"torch.CharStorage", at::kChar},     {"torch.ByteStorage", at::kByte},
+    {"torch.BoolStorage", at::kBool}};
+
+class Unpickler {
+ public:
+  Unpickler(const std::filesystem::path& path, caffe2::serialize::PyTorchStreamReader& archive, std::string data)
+      : path_(path), archive_(archive), data_(std::move(data)) {}
+
+  Ref run() {
+    while (true) {
+      const uint8_t op = byte();
+      switch (op) {
+        case 0x80: byte(); break;  // PROTO
+        case '.': return pop();    // STOP
+        case '(': push(make(Object::Kind::kMark)); break;
+        case 'N': push(make(Object::Kind::kNone)); break;
+        case 0x88: case 0x89: { auto b = make(Object::Kind::kBool); b->i = op == 0x88; push(b); break; }
+        case 'K': push(integer(byte())); break;
+        case 'M': push(integer(uint(2))); break;
+        case 'J': push(integer(static_cast<int32_t>(uint(4)))); break;
+        case 0x8a: {  // LONG1
+          const uint8_t n = byte();
+          if (n > 8) fail("integer too large");
+          int64_t v = 0;
+          const std::string bytes = take(n);
+          for (int k = n - 1; k >= 0; --k) v = (v << 8) | static_cast<uint8_t>(bytes[k]);
+          if (n > 0 && n < 8 && (static_cast<uint8_t>(bytes[n - 1]) & 0x80)) v -= int64_t{1} << (8 * n);
+          push(integer(v));
+          break;
+        }
+        case 'G': {  // BINFLOAT, big-endian
+          const std::string b = take(8);
+          uint64_t bits = 0;
+          for (char c : b) bits = (bits << 8) | static_cast<uint8_t>(c);
+          auto f = make(Object::Kind::kFloat);
+          std::memcpy(&f->f, &bits, 8);
+          push(f);
+          break;
+        }
+        case 'X': push(string(take(uint(4)))); break;
+        case 0x8c: push(string(take(byte()))); break;  // SHORT_BINUNICODE
+        case 'T': push(string(take(uint(4)))); break;  // BINSTRING
+        case 'U': push(string(take(byte()))); break;   // SHORT_BINSTRING
+        case ')': push(make(Object::Kind::kTuple)); break;
+        case ']': push(make(Object::Kind::kList)); break;
+        case '}': push(make(Object::Kind::kDict)); break;
+        case 't': { auto t = make(Object::Kind::kTuple); t->items = pop_to_mark(); push(t); break; }
+        case 'l': { auto t = make(Object::Kind::kList); t->items = pop_to_mark(); push(t); break; }
+        case 0x85: case 0x86: case 0x87: {
+          auto t = make(Object::Kind::kTuple);
+          t->items.resize(op - 0x84);
+          for (size_t k = t->items.size(); k-- > 0;) t->items[k] = pop();
+          push(t);
+          break;
+        }
+        case 'a': { auto v = pop(); expect(top(), Object::Kind::kList)->items.push_back(v); break; }
+        case 'e': { auto items = pop_to_mark(); auto& l = expect(top(), Object::Kind::kList)->items; l.insert(l.end(), items.begin(), items.end()); break; }
+        case 's': { auto v = pop(); auto k = pop(); expect(top(), Object::Kind::kDict)->entries.emplace_back(k, v); break; }
+        case 'u': {
+          auto items = pop_to_mark();
+          if (items.size() % 2) fail("odd SETITEMS");
+          auto d = expect(top(), Object::Kind::kDict);
+          for (size_t k = 0; k < items.size(); k += 2) d->entries.emplace_back(items[k], items[k + 1]);
+          break;
+        }
+        case 'q': memo_[byte()] = top(); break;
+        case 'r': memo_[uint(4)] = top(); break;
+        case 'h': push(memo(byte())); break;
+        case 'j': push(memo(uint(4))); break;
+        case 'c': {
+          std::string module = line(), name = line();
+          auto g = make(Object::Kind::kGlobal);
+          g->s = module + "." + name;
+          if (g->s != "collections.OrderedDict" && g->s != "torch._utils._rebuild_tensor_v2" &&
+              g->s != "torch._utils._rebuild_parameter" && !kStorages.count(g->s))
+            fail("refusing to load '" + g->s + "': a state dict holds only tensors and dicts");
+          push(g);
+          break;
+        }
+        case 'R': { auto args = expect(pop(), Object::Kind::kTuple); push(reduce(expect(pop(), Object::Kind::kGlobal), args)); break; }
+        case 'Q': push(persistent(expect(pop(), Object::Kind::kTuple))); break;
+        case 'b': pop(); break;  // BUILD: OrderedDict._metadata and the like, ignored
+        default: fail("unsupported pickle opcode 0x" + hex(op));
+      }
+    }
+  }
+
+ private:
+  [[noreturn]] void fail(const std::string& why) const {
+    throw InputError(path_.string() + ": cannot read the state dict: " + why);
+  }
+  static std::string hex(uint8_t b) {
+    const char* d = "0123456789abcdef";
+    return {d[b >> 4], d[b & 15]};
+  }
+  uint8_t byte() {
+    if (pos_ >= data_.size()) fail("truncated pickle");
+    return static_cast<uint8_t>(data_[pos_++]);
+  }
+  uint64_t uint(int n) {
+    uint64_t v = 0;
+    for (int k = 0; k < n; ++k) v |= static_cast<uint64_t>(byte()) << (8 * k);
+    return v;
+  }
+  std::string take(uint64_t n) {
+    if (n > data_.size() - pos_) fail("truncated pickle");
+    std::string s = data_.substr(pos_, n);
+    pos_ += n;
+    return s;
+  }
+  std::string line() {
+    const size_t end = data_.find('\n', pos_);
+    if (end == std::string::npos) fail("truncated pickle");
+    std::string s = data_.substr(pos_, end - pos_);
+    pos_ = end + 1;
+    return s;
+  }
+  Ref integer(int64_t v) { auto o = make(Object::Kind::kInt); o->i = v; return o; }
+  Ref string(std::string v) { auto o = make(Object::Kind::kString); o->s = std::move(v); return o; }
+  void push(Ref r) {
+    if (stack_.size() > 1000000) fail("pickle too large");
+    stack_.push_back(std::move(r));
+  }
+  Ref pop() {
+    if (stack_.empty()) fail("malformed pickle (stack underflow)");
+    Ref r = stack_.back();
+    stack_.pop_back();
+    return r;
+  }
+  Ref top() {
+    if (stack_.empty()) fail("malformed pickle (stack underflow)");
+    return stack_.back();
+  }
+  std::vector<Ref> pop_to_mark() {
+    std::vector<Ref> items;
+    while (true) {
+      Ref r = pop();
+      if (r->kind == Object::Kind::kMark) break;
+      items.insert(items.begin(), r);
+    }
+    return items;
+  }
+  Ref memo(uint64_t k) {
+    auto it = memo_.find(k);
+    if (it == memo_.end()) fail("malformed pickle (unknown memo)");
+    return it->second;
+  }
+  Ref expect(Ref r, Object::Kind kind) {
+    if (r->kind != kind) fail("malformed pickle (unexpected value)");
+    return r;
+  }
+  int64_t as_int(const Ref& r) { return expect(r, Object::Kind::kInt)->i; }
+
+  // ('storage', <storage class>, key, location, numel): the bytes of archive/data/<key>.
+  Ref persistent(const Ref& id) {
+    if (id->items.size() != 5 || id->items[0]->kind != Object::Kind::kString || id->items[0]->s != "storage")
+      fail("unexpected persistent id");
+    const at::ScalarType dtype = kStorages.at(expect(id->items[1], Object::Kind::kGlobal)->s);
+    const std::string key = expect(id->items[2], Object::Kind::kString)->s;
+    const int64_t numel = as_int(id->items[4]);
+    auto cached = storages_.find(key);
+    if (cached != storages_.end()) return cached->second;
+    const std::string record = "data/" + key;
+    if (key.find('/') != std::string::npos || !archive_.hasRecord(record)) fail("missing storage '" + key + "'");
+    auto [bytes, size] = archive_.getRecord(record);
+    const size_t element = c10::elementSize(dtype);
+    if (numel < 0 || size != static_cast<size_t>(numel) * element)
+      fail("storage '" + key + "' holds " + std::to_string(size) + " bytes, not " + std::to_string(numel) + " elements");
+    auto storage = make(Object::Kind::kTensor);
+    storage->tensor = at::empty({numel}, at::TensorOptions(dtype));
+    if (size) std::memcpy(storage->tensor.data_ptr(), bytes.get(), size);
+    storages_[key] = storage;
+    return storage;
+  }
+
+  Ref reduce(const Ref& global, const Ref& args) {
+    if (global->s == "collections.OrderedDict") return make(Object::Kind::kDict);
+    if (global->s == "torch._utils._rebuild_parameter") {
+      if (args->items.empty()) fail("bad parameter");
+      return expect(args->items[0], Object::Kind::kTensor);
+    }
+    if (global->s != "torch._utils._rebuild_tensor_v2" || args->items.size() < 4)
+      fail("refusing to call '" + global->s + "'");
+    const at::Tensor& storage = expect(args->items[0], Object::Kind::kTensor)->tensor;
+    const int64_t offset = as_int(args->items[1]);
+    std::vector<int64_t> size, stride;
+    for (const Ref& d : expect(args->items[2], Object::Kind::kTuple)->items) size.push_back(as_int(d));
+    for (const Ref& d : expect(args->items[3], Object::Kind::kTuple)->items) stride.push_back(as_int(d));
+    if (size.size() != stride.size()) fail("tensor size and stride disagree");
+    // Every element the view reaches must lie inside the storage.
+    int64_t last = offset;
+    for (size_t k = 0; k < size.size(); ++k) {
+      if (size[k] < 0 || stride[k] < 0) fail("negative size or stride");
+      if (size[k] == 0) last = -1;
+      if (last >= 0) last += (size[k] - 1) * stride[k];
+    }
+    if (offset < 0 || last >= storage.numel()) fail("tensor view runs past its storage");
+    auto t = make(Object::Kind::kTensor);
+    t->tensor = storage.as_strided(size, stride, offset).clone();
+    return t;
+  }
+
+  std::filesystem::path path_;
+  caffe2::serialize::PyTorchStreamReader& archive_;
+  std::string data_;
+  size_t pos_ = 0;
+  std::vector<Ref> stack_;
+  std::map<uint64_t, Ref> memo_;
+  std::map<std::string, Ref> storages_;
+};
+
+}  // namespace
+
+std::vector<NamedTensor> read_state_dict(const std::filesystem::path& path) {
+  try {
+    caffe2::serialize::PyTorchStreamReader archive(path.string());
+    if (!archive.hasRecord("data.pkl")) throw InputError(path.string() + ": no data.pkl in the archive");
+    auto [bytes, size] = archive.getRecord("data.pkl");
+    Unpickler unpickler(path, archive, std::string(static_cast<const char*>(bytes.get()), size));
+    const Ref root = unpickler.run();
+    if (root->kind != Object::Kind::kDict)
+      throw InputError(path.string() + ": the archive holds no dict of tensors (a whole pickled model?)");
+    std::vector<NamedTensor> tensors;
+    for (const auto& [key, value] : root->entries) {
+      if (key->kind != Object::Kind::kString || value->kind != Object::Kind::kTensor)
+        throw InputError(path.string() + ": the state dict has an entry that is not name -> tensor");
+      tensors.push_back({key->s, value->tensor});
+    }
+    return tensors;
+  } catch (const c10::Error& e) {
+    const std::string what = e.what_without_backtrace();
+    throw InputError(path.string() + ": not a readable PyTorch archive (" + what.substr(0, what.find('\n')) + ")");
+  }
+}
+
+}  // namespace mq::pt

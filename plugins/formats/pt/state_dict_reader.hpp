@@ -1,0 +1,18 @@
+#pragma once
+// Reads a torch.save() state dict (zip format) without running any code: a small
+// unpickler that knows dicts (OrderedDict included), tuples, lists, scalars, strings
+// and torch._utils._rebuild_tensor_v2 over the archive's storages, and refuses every
+// other global. This is how a state-dict path never executes anything.
+
+#include <filesystem>
+#include <string>
+#include <vector>
+
+#include "mq/model.hpp"
+
+namespace mq::pt {
+
+// The state dict's tensors in order. Throws InputError naming the file and the reason.
+std::vector<NamedTensor> read_state_dict(const std::filesystem::path& path);
+
+}  // namespace mq::pt
