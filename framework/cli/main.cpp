@@ -209,6 +209,8 @@ int main(int argc, char** argv) {
       ->check(CLI::IsMember({"error", "warn", "ignore"}));
   validate->add_option("--format", artifact_format, "The artifact's format plugin");
   validate->add_option("--report", report_path, "Write the JSON report here");
+  bool validate_trust = false;
+  validate->add_flag("--trust-torchscript", validate_trust, "Allow loading TorchScript archives (runs their code)");
   validate->add_option("--html", html_path, "Write the HTML report here");
   validate->add_flag("--json", json, "Print the JSON report on stdout");
   validate->add_flag("--quiet,-q", quiet, "No summary");
@@ -256,10 +258,10 @@ int main(int argc, char** argv) {
       mq::RunOptions options;
       options.plugin_paths = paths;
       options.warn = [](const std::string& m) { fmt::print(stderr, "mq-pipeline: warning: {}\n", one_line(m)); };
-      const mq::Report report = mq::validate_artifact(
-          validation_request(artifact, reference, validator_names, validator_options, on_failure,
-                             artifact_format, report_path, html_path),
-          options);
+      mq::ValidateRequest request = validation_request(artifact, reference, validator_names, validator_options,
+                                                       on_failure, artifact_format, report_path, html_path);
+      if (validate_trust) request.format_options.set("trust_torchscript", mq::Value::boolean(true));
+      const mq::Report report = mq::validate_artifact(request, options);
       if (json)
         fmt::print("{}", report.to_json());
       else if (!quiet)

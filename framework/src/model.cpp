@@ -44,6 +44,18 @@ std::vector<Layer> layers_from_names(const Model& model) {
   return layers;
 }
 
+std::vector<int64_t> sample_input_shape(const Model& model, int64_t batch) {
+  for (const Layer& layer : model.layers) {
+    const at::Tensor* w = model.find(layer.weight);
+    if (!w || w->dim() < 2) continue;
+    if (layer.kind == LayerKind::kLinear) return {batch, w->size(1)};
+    if (layer.kind == LayerKind::kConv2d) return {batch, w->size(1), 32, 32};
+    if (layer.kind == LayerKind::kConv1d) return {batch, w->size(1), 64};
+    return {};
+  }
+  return {};
+}
+
 int64_t Model::nbytes() const {
   int64_t total = 0;
   for (const NamedTensor& t : tensors) total += t.tensor.nbytes();

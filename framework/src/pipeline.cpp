@@ -42,10 +42,19 @@ std::string first_line(const std::string& text) {
 // Runs one stage of a plugin, so that every failure names the plugin and the stage.
 template <class F>
 auto guarded(const std::string& who, const std::string& stage, F&& fn) -> decltype(fn()) {
+  const std::string prefix = who + ", " + stage + ": ";
   try {
     return fn();
+  } catch (const RecipeError& e) {  // the same type again, so callers can catch it by type
+    throw RecipeError(prefix + e.what());
+  } catch (const InputError& e) {
+    throw InputError(prefix + e.what());
+  } catch (const PluginError& e) {
+    throw PluginError(prefix + e.what());
+  } catch (const OutputError& e) {
+    throw OutputError(prefix + e.what());
   } catch (const Error& e) {
-    throw Error(e.code(), who + ", " + stage + ": " + e.what());
+    throw Error(e.code(), prefix + e.what());
   } catch (const std::exception& e) {
     throw PluginError(who + " failed while " + stage + ": " + first_line(e.what()));
   } catch (...) {
@@ -278,11 +287,14 @@ struct Pipeline::Impl {
       std::error_code ec;
       if (!fs::exists(p, ec)) throw InputError(p.string() + ": no such file or directory");
     }
-    if (!request.format.empty())
-      model_format = resolve(PluginKind::kFormat, PluginStep{request.format, Value::map(), {}});
-    const Resolved artifact_format = reader_for(request.artifact);
-    model_format = {};
-    const Resolved reference_format = reader_for(request.reference);
+    const auto with_options = [&](Resolved r) {
+      r.options = detail::check_options({r.plugin->descriptor->name, request.format_options, {}}, *r.plugin->descriptor);
+      return r;
+    };
+    const Resolved artifact_format =
+        request.format.empty() ? with_options(reader_for(request.artifact))
+                               : resolve(PluginKind::kFormat, PluginStep{request.format, request.format_options, {}});
+    const Resolved reference_format = with_options(reader_for(request.reference));
 
     std::unique_ptr<Format> reader = instantiate<Format>(reference_format);
     const Model model = guarded(reference_format.label(), "reading the reference model",
@@ -466,24 +478,41 @@ Value config_options(const QuantizationConfig& c) {
 
 }  // namespace
 
-QuantizeResult dynamic_quantize(const Model& model, const QuantizationConfig& config, OnFailure on_failure,
-                                bool run_validation) {
+namespace {
+
+QuantizeResult quantize_with(const std::string& plugin, const Model& model, std::vector<at::Tensor> calibration,
+                             const QuantizationConfig& config, OnFailure on_failure, bool run_validation) {
   auto host = plugin_host();
-  const Resolved quantizer = host->resolve(PluginKind::kQuantizer, {"dynamic", config_options(config), {}});
+  const Resolved quantizer = host->resolve(PluginKind::kQuantizer, {plugin, config_options(config), {}});
   const Resolved observer = host->resolve(PluginKind::kObserver, {config.observer, Value::map(), {}});
   NullProgress silent;
   QuantizeContext context;
   context.make_observer = [&] { return instantiate<Observer>(observer); };
   context.progress = &silent;
+  context.calibration = std::move(calibration);
+  context.warn = [](const std::string& m) { std::fprintf(stderr, "mq: warning: %s\n", m.c_str()); };
   std::unique_ptr<Quantizer> q = instantiate<Quantizer>(quantizer);
   QuantizeResult result;
   result.model = guarded(quantizer.label(), "quantizing", [&] { return q->quantize(model, context); });
   result.info.plan = result.model.plan;
+  result.model.source = model.runnable;
   if (run_validation) {
     result.info.validation = validate_quantization(model, result.model, on_failure);
     result.info.validated = true;
   }
   return result;
+}
+
+}  // namespace
+
+QuantizeResult dynamic_quantize(const Model& model, const QuantizationConfig& config, OnFailure on_failure,
+                                bool run_validation) {
+  return quantize_with("dynamic", model, {}, config, on_failure, run_validation);
+}
+
+QuantizeResult static_quantize(const Model& model, const std::vector<at::Tensor>& calibration,
+                               const QuantizationConfig& config, OnFailure on_failure, bool run_validation) {
+  return quantize_with("static", model, calibration, config, on_failure, run_validation);
 }
 
 ValidationResult validate_quantization(const Model& original, const QuantizedModel& quantized,

@@ -32,6 +32,24 @@ TEST(QuantizeApi, DynamicQuantizeValidatesAndReportsFigures) {
   EXPECT_EQ(q4.model.entries[0].quantized->spec.to_string(), "int4 per_group(32) symmetric");
 }
 
+TEST(QuantizeApi, StaticQuantizeCalibratesARunnableModel) {
+  mq::Value trust = mq::Value::map();
+  trust.set("trust_torchscript", mq::Value::boolean(true));
+  const mq::Model model = mq::load_model(std::string(MQ_SOURCE_DIR) + "/configs/models/mlp.pt", "", trust);
+  ASSERT_NE(model.runnable, nullptr);
+  std::vector<at::Tensor> batches;
+  for (int b = 0; b < 4; ++b) batches.push_back(at::randn({8, 64}));
+  mq::QuantizationConfig config;
+  config.observer = "histogram";
+  config.granularity = "per_channel";
+  const mq::QuantizeResult r = mq::static_quantize(model, batches, config);
+  EXPECT_EQ(r.model.mode, "static");
+  EXPECT_EQ(r.model.activation_qparams.size(), 2u);
+  EXPECT_TRUE(r.info.validated && r.info.validation.passed());
+  EXPECT_THROW(mq::static_quantize(model, {}, config), mq::RecipeError);
+  EXPECT_THROW(mq::load_model(std::string(MQ_SOURCE_DIR) + "/configs/models/mlp.pt"), mq::InputError);
+}
+
 TEST(QuantizeApi, SaveAndLoadGoThroughTheFormatPlugins) {
   mq::test::ScratchDir dir("api-save");
   const mq::QuantizeResult r = mq::dynamic_quantize(mq::load_model(kModel), {}, mq::OnFailure::kError, false);

@@ -307,6 +307,28 @@ report: out/report.json
   EXPECT_EQ(mq::test::read_file(dir / "out/file-instead"), "keep me");
 }
 
+TEST(Cli, ValidateWorksOnBothPtArtifacts) {
+  mq::test::ScratchDir dir("cli-validate-pt");
+  const std::string ts = (dir / "mlp.int8.pt").string();
+  ASSERT_EQ(run_pipeline("run -q '" MQ_SOURCE_DIR "/configs/example-torchscript-int8.yaml' --set report=null "
+                         "--set format.output='" + ts + "'").exit_code, 0);
+  const std::string ts_reference = " --reference '" MQ_SOURCE_DIR "/configs/models/mlp.pt'";
+  const auto untrusted = run_pipeline("validate '" + ts + "'" + ts_reference);
+  EXPECT_EQ(untrusted.exit_code, 3);
+  const auto trusted = run_pipeline("validate --trust-torchscript '" + ts + "'" + ts_reference);
+  EXPECT_EQ(trusted.exit_code, 0) << trusted.err;
+  EXPECT_NE(trusted.out.find("; output "), std::string::npos) << trusted.out;  // output SQNR
+  const auto strict = run_pipeline("validate --trust-torchscript '" + ts + "'" + ts_reference +
+                                   " --validators sqnr --option sqnr.min_output_db=99");
+  EXPECT_EQ(strict.exit_code, 5);
+  EXPECT_NE(strict.err.find("below min_output_db"), std::string::npos) << strict.err;
+
+  const std::string state = (dir / "mlp.state.pt").string();
+  ASSERT_EQ(run_pipeline(example_args(dir, "-q --set format.plugin=pt --set format.output='" + state + "'")).exit_code, 0);
+  const auto sd = run_pipeline("validate '" + state + "' --reference '" MQ_SOURCE_DIR "/configs/models/mlp.safetensors'");
+  EXPECT_EQ(sd.exit_code, 0) << sd.err;
+}
+
 TEST(Cli, VersionAndUsage) {
   const auto v = run_pipeline("--version");
   EXPECT_EQ(v.exit_code, 0);

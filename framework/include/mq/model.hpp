@@ -57,4 +57,8 @@ struct MQ_API Model {
 // Embedding when the prefix names one ("embed", "wte"); 1-D "norm" weights LayerNorm.
 MQ_API std::vector<Layer> layers_from_names(const Model& model);
 
+// An input shape for a forward pass, from the first layer: [batch, in] for Linear,
+// [batch, in, 32, 32] for Conv2d, [batch, in, 64] for Conv1d; empty when unknown.
+MQ_API std::vector<int64_t> sample_input_shape(const Model& model, int64_t batch);
+
 }  // namespace mq

@@ -65,6 +65,7 @@ struct ValidateRequest {
   std::vector<ValidatorStep> validators;
   OnFailure on_failure = OnFailure::kError;
   std::string format;  // the artifact's format plugin; "" = the first that can read it
+  Value format_options = Value::map();  // for reading both files, e.g. {trust_torchscript: true}
   std::optional<std::filesystem::path> report;       // JSON
   std::optional<std::filesystem::path> html_report;  // one self-contained page
 };

@@ -6,7 +6,6 @@
 //   mq::save_model(quantized, "mlp.int4.safetensors");
 //   mq::ValidationResult v = mq::validate_quantization(model, quantized, mq::OnFailure::kWarn);
 //
-// static_quantize is not offered yet: there is no static quantizer plugin.
 
 #include <filesystem>
 #include <string>
@@ -58,6 +57,14 @@ struct QuantizeResult {
 MQ_API QuantizeResult dynamic_quantize(const Model& model, const QuantizationConfig& config = {},
                                        OnFailure on_failure = OnFailure::kError,
                                        bool run_validation = true);
+
+// Calibrated quantization with the `static` quantizer plugin: `model` must be runnable
+// (load a TorchScript model with options {trust_torchscript: true}); `calibration` holds
+// one input batch per tensor. Activation qparams come from config.observer.
+MQ_API QuantizeResult static_quantize(const Model& model, const std::vector<at::Tensor>& calibration,
+                                      const QuantizationConfig& config = {},
+                                      OnFailure on_failure = OnFailure::kError,
+                                      bool run_validation = true);
 
 // Saves to a temporary file with the safetensors format, re-reads and checks it with
 // the sqnr, size, load_run and range validators. On failure, kError throws mq::Error

@@ -134,18 +134,8 @@ class LoadRunValidator final : public mq::Validator {
   }
 
  private:
-  // input_shape, or [batch, in] for a first Linear layer, [batch, in, 32, 32] for Conv2d.
   std::vector<int64_t> input_shape(const mq::Model& model) const {
-    if (!input_shape_.empty()) return input_shape_;
-    for (const mq::Layer& layer : model.layers) {
-      const at::Tensor* w = model.find(layer.weight);
-      if (!w) continue;
-      if (layer.kind == mq::LayerKind::kLinear) return {batch_, w->size(1)};
-      if (layer.kind == mq::LayerKind::kConv2d) return {batch_, w->size(1), 32, 32};
-      if (layer.kind == mq::LayerKind::kConv1d) return {batch_, w->size(1), 64};
-      return {};
-    }
-    return {};
+    return input_shape_.empty() ? mq::sample_input_shape(model, batch_) : input_shape_;
   }
 
   int64_t batch_, seed_;

@@ -3,7 +3,10 @@
 // infinite SQNR (an exact tensor, including an all-zero one); an all-zero signal with
 // noise is -infinite. The model figure is the mean over tensors with a finite SQNR
 // (exact tensors do not pull it up; it is infinite when all are exact, and -infinite
-// when any tensor is), reported beside the worst tensor.
+// when any tensor is), reported beside the worst tensor. When the original model runs
+// and the written artifact reads back as a runnable model, also the output SQNR of the
+// artifact against the original on seeded random inputs (input_shape, or inferred from
+// the first layer); option min_output_db.
 
 #include <ATen/ATen.h>
 #include <fmt/format.h>
@@ -32,7 +35,10 @@ std::string db(double v) { return std::isinf(v) ? (v > 0 ? "inf dB" : "-inf dB")
 class SqnrValidator final : public mq::Validator {
  public:
   explicit SqnrValidator(const mq::Options& options)
-      : min_db_(options.get_float("min_db")), min_layer_db_(options.get_float("min_layer_db")) {}
+      : min_db_(options.get_float("min_db")),
+        min_layer_db_(options.get_float("min_layer_db")),
+        min_output_db_(options.get_float("min_output_db")),
+        input_shape_(options.get_int_list("input_shape")) {}
 
   mq::Check validate(const mq::ValidateContext& context) override {
     mq::Check check;
@@ -67,6 +73,7 @@ class SqnrValidator final : public mq::Validator {
     }
     check.message = fmt::format("mean {} over {} tensors, worst {} ({})", db(mean), tensors, db(worst),
                                 worst_name);
+    output_sqnr(context, check);
     if (mean < min_db_) {
       check.passed = false;
       check.message = fmt::format("mean SQNR {} is below min_db {}; worst tensor {} at {}", db(mean),
@@ -76,11 +83,38 @@ class SqnrValidator final : public mq::Validator {
       check.message = fmt::format("tensor {} has SQNR {}, below min_layer_db {} (mean {})", worst_name,
                                   db(worst), db(min_layer_db_), db(mean));
     }
+    if (check.passed && !check.metrics.empty() && check.metrics.back().first == "output_sqnr_db" &&
+        check.metrics.back().second < min_output_db_) {
+      check.passed = false;
+      check.message = fmt::format("output SQNR {} is below min_output_db {}", db(check.metrics.back().second),
+                                  db(min_output_db_));
+    }
     return check;
   }
 
  private:
-  double min_db_, min_layer_db_;
+  // The whole model's output SQNR, when both the original and the artifact can run.
+  void output_sqnr(const mq::ValidateContext& context, mq::Check& check) const {
+    if (!context.original.runnable) return;
+    const std::vector<int64_t> shape =
+        input_shape_.empty() ? mq::sample_input_shape(context.original, 8) : input_shape_;
+    if (shape.empty()) return;
+    mq::Model artifact;
+    try {
+      artifact = context.format.read(context.written);
+    } catch (const mq::Error&) {
+      return;  // load_run reports a file that does not read back
+    }
+    if (!artifact.runnable) return;
+    at::manual_seed(0);
+    const at::Tensor x = at::randn(shape);
+    const double v = sqnr_db(context.original.runnable->forward(x), artifact.runnable->forward(x));
+    check.metrics.push_back({"output_sqnr_db", v});
+    check.message += "; output " + db(v);
+  }
+
+  double min_db_, min_layer_db_, min_output_db_;
+  std::vector<int64_t> input_shape_;
 };
 
 }  // namespace
@@ -88,4 +122,8 @@ class SqnrValidator final : public mq::Validator {
 MQ_PLUGIN(SqnrValidator, mq::PluginKind::kValidator, "sqnr", "1.0.0",
           "Signal-to-quantization-noise ratio per tensor, mean and worst",
           {"min_db", mq::OptionType::kFloat, "-.inf", "fail when the mean SQNR is below this"},
-          {"min_layer_db", mq::OptionType::kFloat, "-.inf", "fail when any tensor is below this"})
+          {"min_layer_db", mq::OptionType::kFloat, "-.inf", "fail when any tensor is below this"},
+          {"min_output_db", mq::OptionType::kFloat, "-.inf",
+           "fail when the model's output SQNR (runnable models) is below this"},
+          {"input_shape", mq::OptionType::kIntList, "[]",
+           "input of the forward pass; [] infers it from the first layer"})
