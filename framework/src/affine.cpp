@@ -82,17 +82,32 @@ inline float round_half_even(float v) {
   return (v + kMagic) - kMagic;
 }
 
-// The inner loop, in a form GCC vectorizes; an AVX2 clone is picked at load time where
-// the CPU has it (same results: the operations are exact or correctly rounded).
+// Hot loops are written so the compiler vectorizes them, and cloned for AVX2, picked at
+// load time where the CPU has it (same results: the operations are exact or correctly
+// rounded). target_clones cannot take templates (clang), hence the overloads.
+#if defined(__clang__)
+#define MQ_HOT __attribute__((target_clones("avx2", "default")))
+#else
+#define MQ_HOT __attribute__((target_clones("avx2", "default"), optimize("O3")))
+#endif
+
 template <class Q>
-__attribute__((target_clones("avx2", "default"), optimize("O3"))) void quantize_span(
-    const float* in, Q* out, int64_t n, float inv, float lo, float hi, int32_t zp) {
+inline __attribute__((always_inline)) void quantize_span_body(const float* in, Q* out, int64_t n, float inv,
+                                                              float lo, float hi, int32_t zp) {
   for (int64_t i = 0; i < n; ++i) {
     float r = in[i] * inv;
     r = r >= lo ? r : lo;  // NaN goes to qmin, as PyTorch's x86 build does
     r = r <= hi ? r : hi;
     out[i] = static_cast<Q>(static_cast<int32_t>(round_half_even(r)) + zp);
   }
+}
+
+MQ_HOT void quantize_span(const float* in, int8_t* out, int64_t n, float inv, float lo, float hi, int32_t zp) {
+  quantize_span_body(in, out, n, inv, lo, hi, zp);
+}
+
+MQ_HOT void quantize_span(const float* in, uint8_t* out, int64_t n, float inv, float lo, float hi, int32_t zp) {
+  quantize_span_body(in, out, n, inv, lo, hi, zp);
 }
 
 template <class Q>
@@ -110,7 +125,7 @@ void quantize_spans(const float* x, Q* q, const Spans& v, const float* scale,
 
 // Min and max of a span in eight independent lanes (vectorizable; min and max are
 // exact, so the lane order does not change the result).
-__attribute__((target_clones("avx2", "default"), optimize("O3"))) void min_max_span(
+MQ_HOT void min_max_span(
     const float* in, int64_t n, float* lo, float* hi) {
   float mn[8], mx[8];
   for (int j = 0; j < 8; ++j) {
