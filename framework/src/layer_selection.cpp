@@ -8,6 +8,7 @@
 #include "mq/affine.hpp"
 #include "mq/error.hpp"
 #include "mq/observer.hpp"
+#include "mq/quantizer.hpp"
 #include "suggest.hpp"
 
 namespace mq {
@@ -222,6 +223,28 @@ QuantizedTensor quantize_weight(const at::Tensor& w, const QuantSpec& spec, Obse
     qp.scale = at::where(rounded > 0, rounded, qp.scale);
   }
   return quantize(w, qp, spec);
+}
+
+std::vector<QuantizedEntry> quantize_planned(const Model& model, const std::vector<PlanRow>& plan,
+                                             QuantizeContext& context, bool observe_weights) {
+  int64_t total_bytes = 0;
+  for (const NamedTensor& t : model.tensors) total_bytes += t.tensor.nbytes();
+  context.progress->begin("quantize", static_cast<int64_t>(model.tensors.size()), total_bytes);
+  std::vector<QuantizedEntry> entries;
+  for (size_t i = 0; i < model.tensors.size(); ++i) {
+    const NamedTensor& t = model.tensors[i];
+    const std::optional<QuantSpec>& spec = plan.at(i).spec;
+    if (spec) {
+      std::unique_ptr<Observer> observer =
+          observe_weights && spec->is_integer() ? context.make_observer() : nullptr;
+      entries.push_back({t.name, at::Tensor(), quantize_weight(t.tensor, *spec, observer.get())});
+    } else {
+      entries.push_back({t.name, t.tensor, std::nullopt});
+    }
+    context.progress->advance(t.name, t.tensor.nbytes());
+  }
+  context.progress->end();
+  return entries;
 }
 
 }  // namespace mq

@@ -43,11 +43,18 @@ class MQ_API LayerSelector {
 };
 
 class Observer;
+struct QuantizeContext;
 
 // Quantizes a weight with `spec`: integer targets with qparams from `observer` (or, when
 // null, min/max as PyTorch's weight observers compute them), scales rounded to the
 // weight's own dtype first (they are stored in it); fp16/bf16 targets are casts.
 MQ_API QuantizedTensor quantize_weight(const at::Tensor& weight, const QuantSpec& spec, Observer* observer);
+
+// Every tensor of `model` as `plan` says (one row per tensor, in order), with progress:
+// quantized by quantize_weight (with a fresh observer from the context when
+// `observe_weights`, else min/max), or kept as it is.
+MQ_API std::vector<QuantizedEntry> quantize_planned(const Model& model, const std::vector<PlanRow>& plan,
+                                                    QuantizeContext& context, bool observe_weights);
 
 }  // namespace mq
 

@@ -23,27 +23,11 @@ class DynamicQuantizer final : public mq::Quantizer {
     mq::QuantizedModel out;
     out.mode = "dynamic";
     out.plan = plan(model);
-    int64_t total_bytes = 0;
-    for (const mq::NamedTensor& t : model.tensors) total_bytes += t.tensor.nbytes();
-    context.progress->begin("quantize", static_cast<int64_t>(model.tensors.size()), total_bytes);
-    for (size_t i = 0; i < model.tensors.size(); ++i) {
-      const mq::NamedTensor& t = model.tensors[i];
-      const auto& spec = out.plan[i].spec;
-      if (spec)
-        out.entries.push_back({t.name, at::Tensor(), mq::quantize_weight(t.tensor, *spec, observer(*spec, context).get())});
-      else
-        out.entries.push_back({t.name, t.tensor, std::nullopt});
-      context.progress->advance(t.name, t.tensor.nbytes());
-    }
-    context.progress->end();
+    out.entries = mq::quantize_planned(model, out.plan, context, /*observe_weights=*/true);
     return out;
   }
 
  private:
-  static std::unique_ptr<mq::Observer> observer(const mq::QuantSpec& spec, mq::QuantizeContext& context) {
-    return spec.is_integer() ? context.make_observer() : nullptr;
-  }
-
   mq::LayerSelector selector_;
 };
 

@@ -62,18 +62,7 @@ class StaticQuantizer final : public mq::Quantizer {
       out.activation_qparams[layer] = observers.at(layer)->qparams(activation_);
     }
 
-    int64_t total_bytes = 0;
-    for (const mq::NamedTensor& t : model.tensors) total_bytes += t.tensor.nbytes();
-    context.progress->begin("quantize", static_cast<int64_t>(model.tensors.size()), total_bytes);
-    for (size_t i = 0; i < model.tensors.size(); ++i) {
-      const mq::NamedTensor& t = model.tensors[i];
-      if (out.plan[i].spec)
-        out.entries.push_back({t.name, at::Tensor(), mq::quantize_weight(t.tensor, *out.plan[i].spec, nullptr)});
-      else
-        out.entries.push_back({t.name, t.tensor, std::nullopt});
-      context.progress->advance(t.name, t.tensor.nbytes());
-    }
-    context.progress->end();
+    out.entries = mq::quantize_planned(model, out.plan, context, /*observe_weights=*/false);
     return out;
   }
 
