@@ -8,6 +8,9 @@
 #include <cstdlib>
 
 #include "mq/affine.hpp"
+#include "mq/observer.hpp"
+#include "mq/plugin.hpp"
+#include "mq/value.hpp"
 
 namespace {
 
@@ -35,13 +38,17 @@ mq::QuantSpec spec(mq::DType dtype, mq::Granularity g) {
   return s;
 }
 
-void run_quantize(benchmark::State& state, at::ScalarType input, mq::DType dtype, mq::Granularity g) {
+// What quantizing one weight costs: min/max, qparams and quantization in one pass
+// (mq::quantize_min_max), into an output buffer faulted in once, as a streaming writer
+// reuses it; `fresh` allocates the output every time instead.
+void run_quantize(benchmark::State& state, at::ScalarType input, mq::DType dtype,
+                  mq::Granularity g, bool fresh = false) {
   at::set_num_threads(static_cast<int>(state.range(0)));
   const at::Tensor& w = weights(input);
   const mq::QuantSpec s = spec(dtype, g);
-  auto [mn, mx] = mq::min_max(w, s);
-  const mq::QParams qp = mq::qparams_from_min_max(mn, mx, s);
-  for (auto _ : state) benchmark::DoNotOptimize(mq::quantize(w, qp, s).data.data_ptr());
+  at::Tensor out = at::zeros(w.sizes(), s.qmin() < 0 ? at::kChar : at::kByte);
+  for (auto _ : state)
+    benchmark::DoNotOptimize(mq::quantize_min_max(w, s, mq::kScaleEps, fresh ? at::Tensor() : out).data.data_ptr());
   state.SetBytesProcessed(state.iterations() * static_cast<int64_t>(w.nbytes()));
   state.counters["elements/s"] = benchmark::Counter(static_cast<double>(state.iterations() * w.numel()),
                                                     benchmark::Counter::kIsRate);
@@ -50,32 +57,61 @@ void run_quantize(benchmark::State& state, at::ScalarType input, mq::DType dtype
 void BM_QuantizeInt8PerChannelFp32(benchmark::State& s) {
   run_quantize(s, at::kFloat, mq::DType::kInt8, mq::Granularity::kPerChannel);
 }
+void BM_QuantizeInt8PerChannelFp32FreshOutput(benchmark::State& s) {
+  run_quantize(s, at::kFloat, mq::DType::kInt8, mq::Granularity::kPerChannel, true);
+}
 void BM_QuantizeInt4Group128Fp32(benchmark::State& s) {
   run_quantize(s, at::kFloat, mq::DType::kInt4, mq::Granularity::kPerGroup);
 }
 void BM_QuantizeInt8PerChannelBf16(benchmark::State& s) {
   run_quantize(s, at::kBFloat16, mq::DType::kInt8, mq::Granularity::kPerChannel);
 }
+void BM_QuantizeInt8PerChannelFp16(benchmark::State& s) {
+  run_quantize(s, at::kHalf, mq::DType::kInt8, mq::Granularity::kPerChannel);
+}
 
-void BM_MinMaxPerChannelFp32(benchmark::State& state) {
+void run_min_max(benchmark::State& state, mq::Granularity g) {
   at::set_num_threads(static_cast<int>(state.range(0)));
   const at::Tensor& w = weights(at::kFloat);
-  const mq::QuantSpec s = spec(mq::DType::kInt8, mq::Granularity::kPerChannel);
+  const mq::QuantSpec s = spec(mq::DType::kInt8, g);
   for (auto _ : state) benchmark::DoNotOptimize(mq::min_max(w, s).first.data_ptr());
   state.SetBytesProcessed(state.iterations() * static_cast<int64_t>(w.nbytes()));
 }
 
-// The stream the targets are measured against: read fp32, write int8, nothing else.
+void BM_MinMaxPerChannelFp32(benchmark::State& s) { run_min_max(s, mq::Granularity::kPerChannel); }
+void BM_MinMaxPerTensorFp32(benchmark::State& s) { run_min_max(s, mq::Granularity::kPerTensor); }
+
+// The histogram observer plugin (linked in) over batches of 2048 rows, as
+// bench/torch_quantize.py feeds PyTorch's HistogramObserver.
+void BM_HistogramObserver(benchmark::State& state) {
+  at::set_num_threads(static_cast<int>(state.range(0)));
+  const at::Tensor rows = weights(at::kFloat).narrow(0, 0, 2048);
+  const mq::PluginDescriptor* d = mq_plugin_descriptor();
+  std::unique_ptr<mq::Plugin> plugin = d->factory->create(mq::resolve_options(*d, mq::Value::map({})));
+  auto* observer = dynamic_cast<mq::Observer*>(plugin.get());
+  const mq::QuantSpec s = spec(mq::DType::kUInt8, mq::Granularity::kPerTensor);
+  for (auto _ : state) observer->observe(rows, s);
+  state.SetBytesProcessed(state.iterations() * static_cast<int64_t>(rows.nbytes()));
+  state.counters["rows/s"] = benchmark::Counter(static_cast<double>(state.iterations() * rows.size(0)),
+                                                benchmark::Counter::kIsRate);
+}
+
+// The bound the kernels are measured against: read fp32, write int8, nothing else,
+// vectorized the way the kernels are, into a buffer faulted in once.
+__attribute__((target_clones("arch=x86-64-v4", "arch=x86-64-v3", "default"))) void stream_fp32_to_int8(
+    const float* in, int8_t* out, int64_t n) {
+  for (int64_t i = 0; i < n; ++i) out[i] = static_cast<int8_t>(static_cast<int32_t>(in[i]));
+}
+
 void BM_StreamFp32ToInt8(benchmark::State& state) {
   at::set_num_threads(static_cast<int>(state.range(0)));
   const at::Tensor& w = weights(at::kFloat);
-  at::Tensor out = at::empty(w.sizes(), at::kChar);
-  out.zero_();
+  at::Tensor out = at::zeros(w.sizes(), at::kChar);
   const float* in = w.data_ptr<float>();
   int8_t* o = out.data_ptr<int8_t>();
   for (auto _ : state) {
     at::parallel_for(0, w.size(0), 1, [&](int64_t b, int64_t e) {
-      for (int64_t i = b * kCols; i < e * kCols; ++i) o[i] = static_cast<int8_t>(in[i]);
+      stream_fp32_to_int8(in + b * kCols, o + b * kCols, (e - b) * kCols);
     });
     benchmark::ClobberMemory();
   }
@@ -84,10 +120,15 @@ void BM_StreamFp32ToInt8(benchmark::State& state) {
 
 }  // namespace
 
-BENCHMARK(BM_StreamFp32ToInt8)->Arg(1)->Arg(2)->Unit(benchmark::kMillisecond)->UseRealTime();
-BENCHMARK(BM_QuantizeInt8PerChannelFp32)->Arg(1)->Arg(2)->Unit(benchmark::kMillisecond)->UseRealTime();
-BENCHMARK(BM_QuantizeInt4Group128Fp32)->Arg(1)->Arg(2)->Unit(benchmark::kMillisecond)->UseRealTime();
-BENCHMARK(BM_QuantizeInt8PerChannelBf16)->Arg(1)->Arg(2)->Unit(benchmark::kMillisecond)->UseRealTime();
-BENCHMARK(BM_MinMaxPerChannelFp32)->Arg(1)->Arg(2)->Unit(benchmark::kMillisecond)->UseRealTime();
+#define MQ_BENCH(fn) BENCHMARK(fn)->Arg(1)->Arg(2)->Unit(benchmark::kMillisecond)->UseRealTime()
+MQ_BENCH(BM_StreamFp32ToInt8);
+MQ_BENCH(BM_QuantizeInt8PerChannelFp32);
+MQ_BENCH(BM_QuantizeInt8PerChannelFp32FreshOutput);
+MQ_BENCH(BM_QuantizeInt4Group128Fp32);
+MQ_BENCH(BM_QuantizeInt8PerChannelBf16);
+MQ_BENCH(BM_QuantizeInt8PerChannelFp16);
+MQ_BENCH(BM_MinMaxPerChannelFp32);
+MQ_BENCH(BM_MinMaxPerTensorFp32);
+MQ_BENCH(BM_HistogramObserver);
 
 BENCHMARK_MAIN();

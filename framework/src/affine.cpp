@@ -64,10 +64,23 @@ Spans spans_of(const at::Tensor& x, const QuantSpec& spec) {
   return v;
 }
 
-at::Tensor as_float_contiguous(const at::Tensor& x) {
+void check_floating(const at::Tensor& x) {
   if (!x.is_floating_point())
     throw InputError(std::string("cannot quantize a tensor of dtype ") +
                      std::string(c10::toString(x.scalar_type())));
+}
+
+at::Tensor as_float_contiguous(const at::Tensor& x) {
+  check_floating(x);
+  return x.to(at::kFloat).contiguous();
+}
+
+// `x` as the fast kernels read it: contiguous float32, bfloat16 or float16, widened
+// piece by piece (other floating dtypes are converted to float32 first).
+at::Tensor as_readable(const at::Tensor& x) {
+  check_floating(x);
+  const at::ScalarType t = x.scalar_type();
+  if (t == at::kFloat || t == at::kBFloat16 || t == at::kHalf) return x.contiguous();
   return x.to(at::kFloat).contiguous();
 }
 
@@ -76,19 +89,55 @@ void check_integer(const QuantSpec& spec) {
     throw RecipeError("affine quantization needs an integer dtype, not " + spec.to_string());
 }
 
+// PyTorch's _calculate_qparams for one channel.
+void qparams_one(float mn, float mx, const QuantSpec& spec, float eps, float* scale,
+                 int32_t* zero_point) {
+  const int64_t qmin = spec.qmin(), qmax = spec.qmax();
+  const float min_neg = std::min(mn, 0.0f);
+  const float max_pos = std::max(mx, 0.0f);
+  if (spec.scheme == Scheme::kSymmetric) {
+    const float bound = std::max(-min_neg, max_pos);
+    *scale = std::max(bound / (static_cast<float>(qmax - qmin) / 2.0f), eps);
+    // PyTorch: quint8 symmetric uses 128 whatever the range (reduce_range included).
+    *zero_point = qmin < 0 ? 0 : 128;
+    if (spec.dtype == DType::kUInt4) *zero_point = 8;
+  } else {
+    *scale = std::max((max_pos - min_neg) / static_cast<float>(qmax - qmin), eps);
+    const int64_t zp = qmin - static_cast<int64_t>(std::nearbyint(min_neg / *scale));
+    *zero_point = static_cast<int32_t>(std::clamp(zp, qmin, qmax));
+  }
+}
+
+// Scales are stored in the weight's dtype (compressed-tensors): quantize with the
+// rounded scale so that what is stored is exactly what was used.
+float stored_scale(float scale, at::ScalarType dtype) {
+  float rounded = scale;
+  if (dtype == at::kBFloat16) rounded = static_cast<float>(c10::BFloat16(scale));
+  if (dtype == at::kHalf) rounded = static_cast<float>(c10::Half(scale));
+  return rounded > 0 && std::isfinite(rounded) ? rounded : scale;
+}
+
+void check_finite(float mn, float mx) {
+  if (std::isinf(mn) || std::isinf(mx))
+    throw InputError("cannot quantize a tensor holding inf: its scale would be infinite");
+}
+
 // Rounds half to even like std::nearbyint for |v| < 2^22, in a form compilers vectorize.
 inline float round_half_even(float v) {
   constexpr float kMagic = 12582912.0f;  // 1.5 * 2^23
   return (v + kMagic) - kMagic;
 }
 
-// Hot loops are written so the compiler vectorizes them, and cloned for AVX2, picked at
-// load time where the CPU has it (same results: the operations are exact or correctly
-// rounded). target_clones cannot take templates (clang), hence the overloads.
+// Hot loops are written so the compiler vectorizes them, and cloned for AVX-512 and
+// AVX2, picked at load time from what the CPU has (same results: the operations are
+// exact or correctly rounded, and never contracted into FMAs). target_clones cannot
+// take templates (clang), hence the overloads.
 #if defined(__clang__)
-#define MQ_HOT __attribute__((target_clones("avx2", "default")))
+#define MQ_HOT __attribute__((target_clones("arch=x86-64-v4", "arch=x86-64-v3", "default")))
 #else
-#define MQ_HOT __attribute__((target_clones("avx2", "default"), optimize("O3")))
+#define MQ_HOT                                                                   \
+  __attribute__((target_clones("arch=x86-64-v4", "arch=x86-64-v3", "default"), \
+                 optimize("O3", "fp-contract=off")))
 #endif
 
 template <class Q>
@@ -110,23 +159,9 @@ MQ_HOT void quantize_span(const float* in, uint8_t* out, int64_t n, float inv, f
   quantize_span_body(in, out, n, inv, lo, hi, zp);
 }
 
-template <class Q>
-void quantize_spans(const float* x, Q* q, const Spans& v, const float* scale,
-                    const int32_t* zero_point, int64_t qmin, int64_t qmax) {
-  at::parallel_for(0, v.count(), 1, [&](int64_t begin, int64_t end) {
-    for (int64_t s = begin; s < end; ++s) {
-      const int64_t p = v.param(s);
-      const int32_t zp = zero_point[p];
-      quantize_span(x + v.offset(s), q + v.offset(s), v.length(s), 1.0f / scale[p],
-                    static_cast<float>(qmin - zp), static_cast<float>(qmax - zp), zp);
-    }
-  });
-}
-
 // Min and max of a span in eight independent lanes (vectorizable; min and max are
 // exact, so the lane order does not change the result).
-MQ_HOT void min_max_span(
-    const float* in, int64_t n, float* lo, float* hi) {
+MQ_HOT void min_max_span(const float* in, int64_t n, float* lo, float* hi) {
   float mn[8], mx[8];
   for (int j = 0; j < 8; ++j) {
     mn[j] = *lo;
@@ -148,6 +183,93 @@ MQ_HOT void min_max_span(
   }
 }
 
+MQ_HOT void widen(const c10::BFloat16* in, float* out, int64_t n) {
+  for (int64_t i = 0; i < n; ++i) out[i] = static_cast<float>(in[i]);
+}
+
+MQ_HOT void widen(const c10::Half* in, float* out, int64_t n) {
+  for (int64_t i = 0; i < n; ++i) out[i] = c10::detail::fp16_ieee_to_fp32_value(in[i].x);
+}
+
+// The fast kernels' unit of work: a span, or a piece of at most kPiece elements of a
+// longer one, so that one large span (per tensor) still spreads over threads and the
+// buffer that 16-bit input is widened into stays in cache.
+constexpr int64_t kPiece = int64_t{1} << 16;
+
+struct Pieces {
+  const Spans& v;
+  int64_t per_span;
+
+  explicit Pieces(const Spans& spans)
+      : v(spans), per_span(std::max<int64_t>(1, ((spans.grouped ? spans.group : spans.inner) + kPiece - 1) / kPiece)) {}
+  int64_t count() const { return v.count() * per_span; }
+  int64_t span(int64_t p) const { return p / per_span; }
+  int64_t offset(int64_t p) const { return v.offset(span(p)) + (p % per_span) * kPiece; }
+  int64_t length(int64_t p) const {
+    return std::clamp<int64_t>(v.length(span(p)) - (p % per_span) * kPiece, 0, kPiece);
+  }
+};
+
+// Calls f(p, data) for pieces [begin, end) of `x` (as_readable()), `data` being the
+// piece in float32: in place for float32 input, widened into a buffer otherwise.
+template <class F>
+void for_pieces(const at::Tensor& x, const Pieces& pieces, int64_t begin, int64_t end, F&& f) {
+  const at::ScalarType dtype = x.scalar_type();
+  if (dtype == at::kFloat) {
+    const float* data = x.data_ptr<float>();
+    for (int64_t p = begin; p < end; ++p) f(p, data + pieces.offset(p));
+    return;
+  }
+  std::vector<float> buffer;
+  for (int64_t p = begin; p < end; ++p) {
+    const int64_t n = pieces.length(p);
+    if (static_cast<int64_t>(buffer.size()) < n) buffer.resize(static_cast<size_t>(n));
+    if (dtype == at::kBFloat16)
+      widen(x.data_ptr<c10::BFloat16>() + pieces.offset(p), buffer.data(), n);
+    else
+      widen(x.data_ptr<c10::Half>() + pieces.offset(p), buffer.data(), n);
+    f(p, buffer.data());
+  }
+}
+
+template <class F>
+void parallel_pieces(const at::Tensor& x, const Pieces& pieces, F&& f) {
+  at::parallel_for(0, pieces.count(), 1, [&](int64_t begin, int64_t end) {
+    for_pieces(x, pieces, begin, end, f);
+  });
+}
+
+at::Tensor empty_quantized(const at::Tensor& x, const QuantSpec& spec, at::Tensor out) {
+  const at::ScalarType dtype = spec.qmin() < 0 ? at::kChar : at::kByte;
+  if (!out.defined()) return at::empty(x.sizes(), at::TensorOptions(dtype));
+  if (out.scalar_type() != dtype || out.numel() != x.numel() || !out.is_contiguous())
+    throw RecipeError(std::string("quantize output buffer must be a contiguous ") +
+                      c10::toString(dtype) + " tensor of " + std::to_string(x.numel()) + " elements");
+  return out.view(x.sizes());
+}
+
+QuantizedTensor make_quantized(const at::Tensor& input, at::Tensor data, QParams qparams,
+                               const Spans& v, const QuantSpec& spec) {
+  QuantizedTensor out;
+  out.data = std::move(data);
+  out.qparams = {qparams.scale.reshape(v.param_shape()), qparams.zero_point.reshape(v.param_shape())};
+  out.spec = spec;
+  out.shape = input.sizes().vec();
+  out.original_dtype = input.scalar_type();
+  return out;
+}
+
+template <class Q>
+void quantize_pieces(const at::Tensor& x, Q* q, const Pieces& pieces, const float* scale,
+                     const int32_t* zero_point, int64_t qmin, int64_t qmax) {
+  parallel_pieces(x, pieces, [&](int64_t p, const float* data) {
+    const int64_t param = pieces.v.param(pieces.span(p));
+    const int32_t zp = zero_point[param];
+    quantize_span(data, q + pieces.offset(p), pieces.length(p), 1.0f / scale[param],
+                  static_cast<float>(qmin - zp), static_cast<float>(qmax - zp), zp);
+  });
+}
+
 template <class Q>
 void quantize_spans_ref(const float* x, Q* q, const Spans& v, const float* scale,
                         const int32_t* zero_point, int64_t qmin, int64_t qmax) {
@@ -167,45 +289,43 @@ void quantize_spans_ref(const float* x, Q* q, const Spans& v, const float* scale
   }
 }
 
+// reduce_range narrows the range the observer fits, not the clamp: PyTorch rounds
+// the observed extremes to the storage type's full range (e.g. 64 under [-64, 63]).
+QuantSpec storage_of(const QuantSpec& spec) {
+  QuantSpec storage = spec;
+  storage.reduce_range = false;
+  return storage;
+}
+
 template <bool kRef>
 QuantizedTensor quantize_impl(const at::Tensor& input, const QParams& qparams,
-                              const QuantSpec& spec) {
+                              const QuantSpec& spec, at::Tensor out = {}) {
   check_integer(spec);
-  const at::Tensor x = as_float_contiguous(input);
+  const at::Tensor x = kRef ? as_float_contiguous(input) : as_readable(input);
   const Spans v = spans_of(x, spec);
   const at::Tensor scale = qparams.scale.to(at::kFloat).contiguous();
   const at::Tensor zp = qparams.zero_point.to(at::kInt).contiguous();
   if (scale.numel() != v.params() || zp.numel() != v.params())
     throw RecipeError("qparams have " + std::to_string(scale.numel()) + " scales for " +
                       std::to_string(v.params()) + " channels or groups");
-  const bool is_signed = spec.qmin() < 0;
-  // reduce_range narrows the range the observer fits, not the clamp: PyTorch rounds
-  // the observed extremes to the storage type's full range (e.g. 64 under [-64, 63]).
-  QuantSpec storage = spec;
-  storage.reduce_range = false;
-  QuantizedTensor out;
-  out.data = at::empty(x.sizes(), at::TensorOptions(is_signed ? at::kChar : at::kByte));
+  const QuantSpec storage = storage_of(spec);
+  at::Tensor data = empty_quantized(x, spec, std::move(out));
   auto run = [&](auto* q) {
     if constexpr (kRef)
       quantize_spans_ref(x.data_ptr<float>(), q, v, scale.data_ptr<float>(),
                          zp.data_ptr<int32_t>(), storage.qmin(), storage.qmax());
     else
-      quantize_spans(x.data_ptr<float>(), q, v, scale.data_ptr<float>(), zp.data_ptr<int32_t>(),
-                     storage.qmin(), storage.qmax());
+      quantize_pieces(x, q, Pieces(v), scale.data_ptr<float>(), zp.data_ptr<int32_t>(),
+                      storage.qmin(), storage.qmax());
   };
-  if (is_signed)
-    run(out.data.data_ptr<int8_t>());
+  if (data.scalar_type() == at::kChar)
+    run(data.data_ptr<int8_t>());
   else
-    run(out.data.data_ptr<uint8_t>());
-  out.qparams = {scale.reshape(v.param_shape()), zp.reshape(v.param_shape())};
-  out.spec = spec;
-  out.shape = input.sizes().vec();
-  out.original_dtype = input.scalar_type();
-  return out;
+    run(data.data_ptr<uint8_t>());
+  return make_quantized(input, std::move(data), {scale, zp}, v, spec);
 }
 
-template <bool kRef>
-std::pair<at::Tensor, at::Tensor> min_max_impl(const at::Tensor& input, const QuantSpec& spec) {
+std::pair<at::Tensor, at::Tensor> min_max_ref_impl(const at::Tensor& input, const QuantSpec& spec) {
   const at::Tensor x = as_float_contiguous(input);
   const Spans v = spans_of(x, spec);
   at::Tensor mins = at::full(v.param_shape(), std::numeric_limits<float>::infinity(), at::kFloat);
@@ -213,41 +333,85 @@ std::pair<at::Tensor, at::Tensor> min_max_impl(const at::Tensor& input, const Qu
   float* lo = mins.data_ptr<float>();
   float* hi = maxs.data_ptr<float>();
   const float* data = x.data_ptr<float>();
-  auto reduce_span = [&](int64_t s) {
+  for (int64_t s = 0; s < v.count(); ++s) {
     const float* span = data + v.offset(s);
     const int64_t p = v.param(s);
-    if constexpr (kRef) {
-      float mn = lo[p], mx = hi[p];
-      for (int64_t i = 0; i < v.length(s); ++i) {
-        mn = span[i] < mn ? span[i] : mn;
-        mx = span[i] > mx ? span[i] : mx;
-      }
-      lo[p] = mn;
-      hi[p] = mx;
-    } else {
-      min_max_span(span, v.length(s), &lo[p], &hi[p]);
+    for (int64_t i = 0; i < v.length(s); ++i) {
+      lo[p] = span[i] < lo[p] ? span[i] : lo[p];
+      hi[p] = span[i] > hi[p] ? span[i] : hi[p];
     }
-  };
-  if (kRef || v.count() != v.params()) {
-    // Spans sharing a parameter (per channel with leading dims) reduce in order.
-    for (int64_t s = 0; s < v.count(); ++s) reduce_span(s);
-  } else {
-    // One span per parameter: threads own spans, so results do not depend on them.
-    at::parallel_for(0, v.count(), 1, [&](int64_t begin, int64_t end) {
-      for (int64_t s = begin; s < end; ++s) reduce_span(s);
-    });
   }
   return {mins, maxs};
+}
+
+// Min and max per piece in parallel, then per parameter in piece order (min and max
+// are exact, so the result does not depend on the threads either way).
+std::pair<at::Tensor, at::Tensor> min_max_fast(const at::Tensor& input, const QuantSpec& spec) {
+  const at::Tensor x = as_readable(input);
+  const Spans v = spans_of(x, spec);
+  const Pieces pieces(v);
+  const float inf = std::numeric_limits<float>::infinity();
+  std::vector<float> piece_lo(static_cast<size_t>(pieces.count()), inf);
+  std::vector<float> piece_hi(static_cast<size_t>(pieces.count()), -inf);
+  parallel_pieces(x, pieces, [&](int64_t p, const float* data) {
+    min_max_span(data, pieces.length(p), &piece_lo[p], &piece_hi[p]);
+  });
+  at::Tensor mins = at::full(v.param_shape(), inf, at::kFloat);
+  at::Tensor maxs = at::full(v.param_shape(), -inf, at::kFloat);
+  float* lo = mins.data_ptr<float>();
+  float* hi = maxs.data_ptr<float>();
+  for (int64_t p = 0; p < pieces.count(); ++p) {
+    const int64_t param = v.param(pieces.span(p));
+    lo[param] = std::min(lo[param], piece_lo[p]);
+    hi[param] = std::max(hi[param], piece_hi[p]);
+  }
+  return {mins, maxs};
+}
+
+// min_max -> qparams_from_min_max -> scale as stored -> quantize, as the reference
+// composes it.
+template <bool kRef>
+QuantizedTensor quantize_min_max_composed(const at::Tensor& x, const QuantSpec& spec, float eps,
+                                          at::Tensor out = {}) {
+  auto [mn, mx] = kRef ? min_max_ref_impl(x, spec) : min_max_fast(x, spec);
+  const float* lo = mn.data_ptr<float>();
+  const float* hi = mx.data_ptr<float>();
+  for (int64_t i = 0; i < mn.numel(); ++i) check_finite(lo[i], hi[i]);
+  QParams qp = qparams_from_min_max(mn, mx, spec, eps);
+  float* scale = qp.scale.data_ptr<float>();
+  for (int64_t i = 0; i < qp.scale.numel(); ++i) scale[i] = stored_scale(scale[i], x.scalar_type());
+  return quantize_impl<kRef>(x, qp, spec, std::move(out));
+}
+
+// One pass over memory: each span's min and max, its qparams, then its quantization
+// while the span is still in cache. Applies where every span is one piece with its own
+// qparams (per channel on axis 0, per group).
+template <class Q>
+void quantize_min_max_pieces(const at::Tensor& x, Q* q, const Pieces& pieces, const QuantSpec& spec,
+                             float eps, float* scale, int32_t* zero_point) {
+  const QuantSpec storage = storage_of(spec);
+  const int64_t qmin = storage.qmin(), qmax = storage.qmax();
+  parallel_pieces(x, pieces, [&](int64_t p, const float* data) {
+    const int64_t n = pieces.length(p);
+    float lo = std::numeric_limits<float>::infinity(), hi = -lo;
+    min_max_span(data, n, &lo, &hi);
+    check_finite(lo, hi);
+    qparams_one(lo, hi, spec, eps, &scale[p], &zero_point[p]);
+    scale[p] = stored_scale(scale[p], x.scalar_type());
+    const int32_t zp = zero_point[p];
+    quantize_span(data, q + pieces.offset(p), n, 1.0f / scale[p], static_cast<float>(qmin - zp),
+                  static_cast<float>(qmax - zp), zp);
+  });
 }
 
 }  // namespace
 
 std::pair<at::Tensor, at::Tensor> min_max(const at::Tensor& x, const QuantSpec& spec) {
-  return min_max_impl<false>(x, spec);
+  return min_max_fast(x, spec);
 }
 
 std::pair<at::Tensor, at::Tensor> min_max_ref(const at::Tensor& x, const QuantSpec& spec) {
-  return min_max_impl<true>(x, spec);
+  return min_max_ref_impl(x, spec);
 }
 
 QParams qparams_from_min_max(const at::Tensor& min_in, const at::Tensor& max_in,
@@ -264,22 +428,7 @@ QParams qparams_from_min_max(const at::Tensor& min_in, const at::Tensor& max_in,
                                                         at::zeros({1}, at::kInt)};
   float* scale = qp.scale.data_ptr<float>();
   int32_t* zero_point = qp.zero_point.data_ptr<int32_t>();
-  const int64_t qmin = spec.qmin(), qmax = spec.qmax();
-  for (int64_t i = 0; i < n; ++i) {
-    const float min_neg = std::min(mn[i], 0.0f);
-    const float max_pos = std::max(mx[i], 0.0f);
-    if (spec.scheme == Scheme::kSymmetric) {
-      const float bound = std::max(-min_neg, max_pos);
-      scale[i] = std::max(bound / (static_cast<float>(qmax - qmin) / 2.0f), eps);
-      // PyTorch: quint8 symmetric uses 128 whatever the range (reduce_range included).
-      zero_point[i] = spec.qmin() < 0 ? 0 : 128;
-      if (spec.dtype == DType::kUInt4) zero_point[i] = 8;
-    } else {
-      scale[i] = std::max((max_pos - min_neg) / static_cast<float>(qmax - qmin), eps);
-      const int64_t zp = qmin - static_cast<int64_t>(std::nearbyint(min_neg / scale[i]));
-      zero_point[i] = static_cast<int32_t>(std::clamp(zp, qmin, qmax));
-    }
-  }
+  for (int64_t i = 0; i < n; ++i) qparams_one(mn[i], mx[i], spec, eps, &scale[i], &zero_point[i]);
   return qp;
 }
 
@@ -289,6 +438,32 @@ QuantizedTensor quantize(const at::Tensor& x, const QParams& qparams, const Quan
 
 QuantizedTensor quantize_ref(const at::Tensor& x, const QParams& qparams, const QuantSpec& spec) {
   return quantize_impl<true>(x, qparams, spec);
+}
+
+QuantizedTensor quantize_min_max(const at::Tensor& input, const QuantSpec& spec, float eps,
+                                 at::Tensor out) {
+  check_integer(spec);
+  const at::Tensor x = as_readable(input);
+  const Spans v = spans_of(x, spec);
+  const Pieces pieces(v);
+  if (pieces.count() != v.params())
+    return quantize_min_max_composed<false>(input, spec, eps, std::move(out));
+  QParams qp{at::empty({v.params()}, at::kFloat), at::empty({v.params()}, at::kInt)};
+  at::Tensor data = empty_quantized(x, spec, std::move(out));
+  auto run = [&](auto* q) {
+    quantize_min_max_pieces(x, q, pieces, spec, eps, qp.scale.data_ptr<float>(),
+                            qp.zero_point.data_ptr<int32_t>());
+  };
+  if (data.scalar_type() == at::kChar)
+    run(data.data_ptr<int8_t>());
+  else
+    run(data.data_ptr<uint8_t>());
+  return make_quantized(input, std::move(data), std::move(qp), v, spec);
+}
+
+QuantizedTensor quantize_min_max_ref(const at::Tensor& x, const QuantSpec& spec, float eps) {
+  check_integer(spec);
+  return quantize_min_max_composed<true>(x, spec, eps);
 }
 
 }  // namespace mq

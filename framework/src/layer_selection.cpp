@@ -208,19 +208,15 @@ QuantizedTensor quantize_weight(const at::Tensor& w, const QuantSpec& spec, Obse
     q.original_dtype = w.scalar_type();
     return q;
   }
-  QParams qp;
-  if (observer) {
-    observer->observe(w, spec);
-    qp = observer->qparams(spec);
-  } else {
-    auto [mn, mx] = min_max(w, spec);
-    qp = qparams_from_min_max(mn, mx, spec);
-  }
+  const std::optional<float> eps = observer ? observer->min_max_eps() : kScaleEps;
+  if (eps) return quantize_min_max(w, spec, *eps);
+  observer->observe(w, spec);
+  QParams qp = observer->qparams(spec);
   // Scales are stored in the weight's dtype (compressed-tensors); quantize with the
   // rounded scale so that what is stored is exactly what was used.
   if (w.scalar_type() != at::kFloat) {
     const at::Tensor rounded = qp.scale.to(w.scalar_type()).to(at::kFloat);
-    qp.scale = at::where(rounded > 0, rounded, qp.scale);
+    qp.scale = at::where((rounded > 0).logical_and(rounded.isfinite()), rounded, qp.scale);
   }
   return quantize(w, qp, spec);
 }

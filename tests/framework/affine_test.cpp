@@ -3,7 +3,11 @@
 #include <ATen/ATen.h>
 #include <gtest/gtest.h>
 
+#include <ATen/Parallel.h>
+
 #include <limits>
+
+#include "mq/error.hpp"
 
 namespace {
 
@@ -149,6 +153,84 @@ TEST(Affine, DequantizeInvertsWithinHalfAStep) {
 TEST(Affine, PerGroupIsRefusedNotGuessed) {
   mq::QuantSpec s = spec(mq::DType::kInt8, mq::Granularity::kPerGroup, mq::Scheme::kSymmetric);
   EXPECT_THROW(mq::quantize(at::ones({2, 2}), {at::ones({1}), at::zeros({1}, at::kInt)}, s), std::exception);
+}
+
+void expect_same(const mq::QuantizedTensor& a, const mq::QuantizedTensor& b) {
+  ASSERT_TRUE(at::equal(a.data, b.data));
+  ASSERT_TRUE(at::equal(a.qparams.scale, b.qparams.scale));
+  ASSERT_TRUE(at::equal(a.qparams.zero_point, b.qparams.zero_point));
+  EXPECT_EQ(a.shape, b.shape);
+  EXPECT_EQ(a.original_dtype, b.original_dtype);
+}
+
+// The one-pass kernel against its composed reference, for every path it takes: fused
+// spans (per channel on axis 0, per group with a partial group), pieces of long spans
+// (per tensor, rows longer than a piece), shared parameters (per channel on axis 1),
+// and input widened from bf16/fp16 or converted from double.
+TEST(Affine, OnePassMinMaxQuantizeMatchesTheComposedReference) {
+  at::manual_seed(11);
+  at::Tensor x = at::randn({6, 70001}) * 3;
+  x[2][5] = std::numeric_limits<float>::quiet_NaN();
+  const std::vector<at::Tensor> inputs = {at::randn({64, 300}), at::randn({5, 3, 4}) - 2, x,
+                                          at::zeros({3, 130}), at::randn({1, 7})};
+  for (const at::Tensor& base : inputs)
+    for (auto in_dtype : {at::kFloat, at::kBFloat16, at::kHalf, at::kDouble})
+      for (auto dtype : {mq::DType::kInt8, mq::DType::kUInt8, mq::DType::kInt4, mq::DType::kUInt4})
+        for (auto g : {mq::Granularity::kPerTensor, mq::Granularity::kPerChannel, mq::Granularity::kPerGroup})
+          for (auto scheme : {mq::Scheme::kSymmetric, mq::Scheme::kAsymmetric})
+            for (int64_t axis : {0, 1}) {
+              mq::QuantSpec s = spec(dtype, g, scheme);
+              s.axis = axis;
+              s.group_size = 128;
+              if (axis == 1 && g != mq::Granularity::kPerChannel) continue;
+              const at::Tensor input = base.to(in_dtype);
+              SCOPED_TRACE(s.to_string() + " axis " + std::to_string(axis) + " " +
+                           c10::toString(in_dtype) + " " + std::to_string(base.numel()));
+              expect_same(mq::quantize_min_max(input, s), mq::quantize_min_max_ref(input, s));
+            }
+}
+
+TEST(Affine, OnePassMinMaxQuantizeEqualsTheApiItFuses) {
+  at::manual_seed(12);
+  const at::Tensor x = at::randn({33, 515});
+  mq::QuantSpec s = spec(mq::DType::kInt4, mq::Granularity::kPerGroup, mq::Scheme::kAsymmetric);
+  s.group_size = 64;
+  auto [mn, mx] = mq::min_max(x, s);
+  const mq::QParams qp = mq::qparams_from_min_max(mn, mx, s, 1e-5f);
+  expect_same(mq::quantize_min_max(x, s, 1e-5f), mq::quantize(x, qp, s));
+}
+
+TEST(Affine, OnePassResultsDoNotDependOnThreads) {
+  at::manual_seed(13);
+  const at::Tensor x = at::randn({257, 1031});
+  const mq::QuantSpec s = spec(mq::DType::kInt8, mq::Granularity::kPerChannel, mq::Scheme::kSymmetric);
+  const int threads = at::get_num_threads();
+  at::set_num_threads(1);
+  const mq::QuantizedTensor one = mq::quantize_min_max(x, s);
+  at::set_num_threads(2);
+  const mq::QuantizedTensor two = mq::quantize_min_max(x, s);
+  at::set_num_threads(threads);
+  expect_same(one, two);
+}
+
+TEST(Affine, OnePassWritesIntoAGivenBufferAndRefusesAWrongOne) {
+  const at::Tensor x = at::randn({8, 16});
+  const mq::QuantSpec s = spec(mq::DType::kInt8, mq::Granularity::kPerChannel, mq::Scheme::kSymmetric);
+  at::Tensor buffer = at::empty({128}, at::kChar);
+  const mq::QuantizedTensor q = mq::quantize_min_max(x, s, mq::kScaleEps, buffer);
+  EXPECT_EQ(q.data.data_ptr(), buffer.data_ptr());
+  EXPECT_EQ(q.data.sizes(), x.sizes());
+  expect_same(q, mq::quantize_min_max_ref(x, s));
+  EXPECT_THROW(mq::quantize_min_max(x, s, mq::kScaleEps, at::empty({128}, at::kByte)), mq::RecipeError);
+  EXPECT_THROW(mq::quantize_min_max(x, s, mq::kScaleEps, at::empty({127}, at::kChar)), mq::RecipeError);
+}
+
+TEST(Affine, OnePassRefusesInfRatherThanStoringAnInfiniteScale) {
+  const mq::QuantSpec s = spec(mq::DType::kInt8, mq::Granularity::kPerChannel, mq::Scheme::kSymmetric);
+  at::Tensor x = at::ones({4, 4});
+  x[1][2] = std::numeric_limits<float>::infinity();
+  EXPECT_THROW(mq::quantize_min_max(x, s), mq::InputError);
+  EXPECT_THROW(mq::quantize_min_max_ref(x, s), mq::InputError);
 }
 
 }  // namespace

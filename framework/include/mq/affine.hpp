@@ -38,4 +38,14 @@ MQ_API QuantizedTensor quantize(const at::Tensor& x, const QParams& qparams, con
 MQ_API QuantizedTensor quantize_ref(const at::Tensor& x, const QParams& qparams,
                                     const QuantSpec& spec);
 
+// quantize(x, qparams_from_min_max(min_max(x)), spec) with each scale rounded to x's
+// dtype as it will be stored, in one pass over memory where every channel or group
+// has its own qparams (per channel on axis 0, per group). Writes into `out` when given
+// (a contiguous int8/uint8 tensor of x's size: reused buffers spare page faults).
+// Throws InputError when x holds inf.
+MQ_API QuantizedTensor quantize_min_max(const at::Tensor& x, const QuantSpec& spec,
+                                        float eps = kScaleEps, at::Tensor out = {});
+MQ_API QuantizedTensor quantize_min_max_ref(const at::Tensor& x, const QuantSpec& spec,
+                                            float eps = kScaleEps);
+
 }  // namespace mq

@@ -4,6 +4,8 @@
 
 #include <ATen/core/Tensor.h>
 
+#include <optional>
+
 #include "mq/plugin.hpp"
 #include "mq/qparams.hpp"
 #include "mq/quant_spec.hpp"
@@ -19,6 +21,10 @@ class MQ_API Observer : public Plugin {
   // qparams for `spec` from everything observed so far, with the semantics of
   // torch.ao.quantization's calculate_qparams.
   virtual QParams qparams(const QuantSpec& spec) const = 0;
+  // For an observer whose qparams after one tensor are qparams_from_min_max(min_max(
+  // tensor), eps) (minmax), that eps: quantizers then observe and quantize a weight in
+  // one pass (quantize_min_max). Empty for every other observer.
+  virtual std::optional<float> min_max_eps() const { return std::nullopt; }
 };
 
 }  // namespace mq

@@ -33,6 +33,8 @@ class MinMaxObserver final : public mq::Observer {
     max_ = at::maximum(max_, mx);
   }
 
+  std::optional<float> min_max_eps() const override { return static_cast<float>(eps_); }
+
   mq::QParams qparams(const mq::QuantSpec& spec) const override {
     if (!min_.defined()) {
       const float inf = std::numeric_limits<float>::infinity();
