@@ -12,6 +12,9 @@
 #include "mq/plugin.hpp"
 #include "mq/value.hpp"
 
+// The histogram observer plugin, linked in as objects.
+extern "C" const mq::PluginDescriptor* mq_plugin_descriptor() noexcept;
+
 namespace {
 
 int64_t rows() {
@@ -98,7 +101,7 @@ void BM_HistogramObserver(benchmark::State& state) {
 
 // The bound the kernels are measured against: read fp32, write int8, nothing else,
 // vectorized the way the kernels are, into a buffer faulted in once.
-__attribute__((target_clones("arch=x86-64-v4", "arch=x86-64-v3", "default"))) void stream_fp32_to_int8(
+__attribute__((target_clones("arch=x86-64-v4", "arch=x86-64-v3", "default"), optimize("O3"))) void stream_fp32_to_int8(
     const float* in, int8_t* out, int64_t n) {
   for (int64_t i = 0; i < n; ++i) out[i] = static_cast<int8_t>(static_cast<int32_t>(in[i]));
 }

@@ -5,6 +5,7 @@
 
 #include <algorithm>
 #include <cmath>
+#include <cstring>
 #include <limits>
 
 #include "mq/error.hpp"
@@ -159,28 +160,94 @@ MQ_HOT void quantize_span(const float* in, uint8_t* out, int64_t n, float inv, f
   quantize_span_body(in, out, n, inv, lo, hi, zp);
 }
 
-// Min and max of a span in eight independent lanes (vectorizable; min and max are
-// exact, so the lane order does not change the result).
-MQ_HOT void min_max_span(const float* in, int64_t n, float* lo, float* hi) {
-  float mn[8], mx[8];
-  for (int j = 0; j < 8; ++j) {
+// Min and max of a span in sixteen lanes of a GCC/clang vector (the loop vectorizer
+// leaves float min/max reductions alone; min and max are exact, so the lane order does
+// not change the result, and NaN never replaces a bound).
+typedef float Lanes __attribute__((vector_size(64)));
+
+typedef float Lanes8 __attribute__((vector_size(32)));
+typedef float Lanes4 __attribute__((vector_size(16)));
+
+// The lowest and highest of a vector's lanes by halving it: four vector steps instead
+// of sixteen scalar ones, which count for short spans (int4 groups).
+inline __attribute__((always_inline)) void fold(const Lanes& mn, const Lanes& mx, float* lo, float* hi) {
+  Lanes8 l8[2], h8[2];
+  std::memcpy(l8, &mn, sizeof mn);
+  std::memcpy(h8, &mx, sizeof mx);
+  l8[0] = l8[1] < l8[0] ? l8[1] : l8[0];
+  h8[0] = h8[1] > h8[0] ? h8[1] : h8[0];
+  Lanes4 l4[2], h4[2];
+  std::memcpy(l4, &l8[0], sizeof l8[0]);
+  std::memcpy(h4, &h8[0], sizeof h8[0]);
+  l4[0] = l4[1] < l4[0] ? l4[1] : l4[0];
+  h4[0] = h4[1] > h4[0] ? h4[1] : h4[0];
+  float l = l4[0][0], h = h4[0][0];
+  for (int j = 1; j < 4; ++j) {
+    l = l4[0][j] < l ? l4[0][j] : l;
+    h = h4[0][j] > h ? h4[0][j] : h;
+  }
+  *lo = l;
+  *hi = h;
+}
+
+inline __attribute__((always_inline)) void min_max_body(const float* in, int64_t n, float* lo, float* hi) {
+  Lanes mn, mx;
+  for (int j = 0; j < 16; ++j) {
     mn[j] = *lo;
     mx[j] = *hi;
   }
   int64_t i = 0;
-  for (; i + 8 <= n; i += 8)
-    for (int j = 0; j < 8; ++j) {
-      mn[j] = in[i + j] < mn[j] ? in[i + j] : mn[j];
-      mx[j] = in[i + j] > mx[j] ? in[i + j] : mx[j];
-    }
+  for (; i + 16 <= n; i += 16) {
+    Lanes v;
+    std::memcpy(&v, in + i, sizeof v);
+    mn = v < mn ? v : mn;
+    mx = v > mx ? v : mx;
+  }
+  float l, h;
+  fold(mn, mx, &l, &h);
   for (; i < n; ++i) {
-    mn[0] = in[i] < mn[0] ? in[i] : mn[0];
-    mx[0] = in[i] > mx[0] ? in[i] : mx[0];
+    l = in[i] < l ? in[i] : l;
+    h = in[i] > h ? in[i] : h;
   }
-  for (int j = 0; j < 8; ++j) {
-    *lo = mn[j] < *lo ? mn[j] : *lo;
-    *hi = mx[j] > *hi ? mx[j] : *hi;
-  }
+  *lo = l;
+  *hi = h;
+}
+
+MQ_HOT void min_max_span(const float* in, int64_t n, float* lo, float* hi) {
+  min_max_body(in, n, lo, hi);
+}
+
+// One span's min and max, qparams and quantization in one call, so that they share
+// one clone and the span is read from memory once.
+struct SpanRule {
+  const QuantSpec& spec;
+  float eps;
+  at::ScalarType dtype;  // of the input: scales are rounded to it
+  int64_t qmin, qmax;    // of the storage type
+};
+
+template <class Q>
+inline __attribute__((always_inline)) void min_max_quantize_body(const float* in, Q* out, int64_t n,
+                                                                 const SpanRule& rule, float* scale,
+                                                                 int32_t* zero_point) {
+  float lo = std::numeric_limits<float>::infinity(), hi = -lo;
+  min_max_body(in, n, &lo, &hi);
+  check_finite(lo, hi);
+  qparams_one(lo, hi, rule.spec, rule.eps, scale, zero_point);
+  *scale = stored_scale(*scale, rule.dtype);
+  const int32_t zp = *zero_point;
+  quantize_span_body(in, out, n, 1.0f / *scale, static_cast<float>(rule.qmin - zp),
+                     static_cast<float>(rule.qmax - zp), zp);
+}
+
+MQ_HOT void min_max_quantize_span(const float* in, int8_t* out, int64_t n, const SpanRule& rule,
+                                  float* scale, int32_t* zero_point) {
+  min_max_quantize_body(in, out, n, rule, scale, zero_point);
+}
+
+MQ_HOT void min_max_quantize_span(const float* in, uint8_t* out, int64_t n, const SpanRule& rule,
+                                  float* scale, int32_t* zero_point) {
+  min_max_quantize_body(in, out, n, rule, scale, zero_point);
 }
 
 MQ_HOT void widen(const c10::BFloat16* in, float* out, int64_t n) {
@@ -390,17 +457,9 @@ template <class Q>
 void quantize_min_max_pieces(const at::Tensor& x, Q* q, const Pieces& pieces, const QuantSpec& spec,
                              float eps, float* scale, int32_t* zero_point) {
   const QuantSpec storage = storage_of(spec);
-  const int64_t qmin = storage.qmin(), qmax = storage.qmax();
+  const SpanRule rule{spec, eps, x.scalar_type(), storage.qmin(), storage.qmax()};
   parallel_pieces(x, pieces, [&](int64_t p, const float* data) {
-    const int64_t n = pieces.length(p);
-    float lo = std::numeric_limits<float>::infinity(), hi = -lo;
-    min_max_span(data, n, &lo, &hi);
-    check_finite(lo, hi);
-    qparams_one(lo, hi, spec, eps, &scale[p], &zero_point[p]);
-    scale[p] = stored_scale(scale[p], x.scalar_type());
-    const int32_t zp = zero_point[p];
-    quantize_span(data, q + pieces.offset(p), n, 1.0f / scale[p], static_cast<float>(qmin - zp),
-                  static_cast<float>(qmax - zp), zp);
+    min_max_quantize_span(data, q + pieces.offset(p), pieces.length(p), rule, &scale[p], &zero_point[p]);
   });
 }
 
