@@ -7,10 +7,14 @@ build=${BUILD_DIR:-build}
 out=bench/results.md
 "$build/bin/mq_bench" --benchmark_min_time=2 --benchmark_out=bench/results.json --benchmark_out_format=json > /dev/null
 /usr/bin/python3 bench/torch_quantize.py > bench/torch_results.json
+# OpenBLAS picks slow SSE3 kernels on this CPU unless told its family (fp32 reference).
+OPENBLAS_CORETYPE=${OPENBLAS_CORETYPE:-SKYLAKEX} /usr/bin/python3 bench/torchscript_latency.py \
+  "$build/bin/mq-pipeline" "$build/bench-work" > bench/torchscript_results.json
 /usr/bin/python3 - "$out" <<'PY'
 import json, platform, subprocess, sys
 mq = json.load(open("bench/results.json"))
 torch = json.load(open("bench/torch_results.json"))
+ts = json.load(open("bench/torchscript_results.json"))
 cpu = subprocess.run(["sh", "-c", "grep -m1 'model name' /proc/cpuinfo | cut -d: -f2"], capture_output=True, text=True).stdout.strip()
 lines = [f"Measured by `bench/run.sh` on {cpu}, {mq['context']['num_cpus']} CPUs; 512 MiB of fp32 input.", "",
          "| benchmark | threads | GB/s of input |", "|---|---|---|"]
@@ -20,7 +24,13 @@ for b in mq["benchmarks"]:
 for key, value in torch.items():
     if key.endswith("GBps"):
         lines.append(f"| PyTorch {key[:-5]} | {key.split('_')[-2][0]} | {value:.2f} |")
-lines += ["", f"PyTorch HistogramObserver: {torch['torch_histogram_observer_rows_per_s']:.0f} rows of 8192 per second."]
+lines += ["", f"PyTorch HistogramObserver: {torch['torch_histogram_observer_rows_per_s']:.0f} rows of 8192 per second.",
+          "", "TorchScript MLP 1024-4096-1024, one thread, onednn (ms per forward; output SQNR vs fp32):", "",
+          "| module | batch 64 | batch 1 | SQNR dB |", "|---|---|---|---|"]
+for name, label in (("fp32", "fp32 (OpenBLAS)"), ("torch", "PyTorch quantize_dynamic"),
+                    ("mq_per_tensor", "mq pt output, per tensor"), ("mq_per_channel", "mq pt output, per channel")):
+    db = f"{ts[name + '_sqnr_db']:.2f}" if name != "fp32" else ""
+    lines.append(f"| {label} | {ts[name + '_ms_batch64']:.3f} | {ts[name + '_ms_batch1']:.3f} | {db} |")
 open(sys.argv[1], "w").write("\n".join(lines) + "\n")
 PY
 cat "$out"
