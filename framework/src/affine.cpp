@@ -120,7 +120,7 @@ float stored_scale(float scale, at::ScalarType dtype) {
 
 void check_finite(float mn, float mx) {
   if (std::isinf(mn) || std::isinf(mx))
-    throw InputError("cannot quantize a tensor holding inf: its scale would be infinite");
+    throw InputError("cannot quantize inf, or a channel or group of NaN only: its scale would be infinite");
 }
 
 // Rounds half to even like std::nearbyint for |v| < 2^22, in a form compilers vectorize.

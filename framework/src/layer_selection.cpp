@@ -233,7 +233,11 @@ std::vector<QuantizedEntry> quantize_planned(const Model& model, const std::vect
     if (spec) {
       std::unique_ptr<Observer> observer =
           observe_weights && spec->is_integer() ? context.make_observer() : nullptr;
-      entries.push_back({t.name, at::Tensor(), quantize_weight(t.tensor, *spec, observer.get())});
+      try {
+        entries.push_back({t.name, at::Tensor(), quantize_weight(t.tensor, *spec, observer.get())});
+      } catch (const InputError& e) {
+        throw InputError(t.name + ": " + e.what());
+      }
     } else {
       entries.push_back({t.name, t.tensor, std::nullopt});
     }

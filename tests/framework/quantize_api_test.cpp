@@ -5,6 +5,8 @@
 #include <ATen/ATen.h>
 #include <gtest/gtest.h>
 
+#include <limits>
+
 #include "mq/error.hpp"
 #include "test_support.hpp"
 
@@ -30,6 +32,19 @@ TEST(QuantizeApi, DynamicQuantizeValidatesAndReportsFigures) {
   const mq::QuantizeResult q4 = mq::dynamic_quantize(model, int4, mq::OnFailure::kError, false);
   EXPECT_FALSE(q4.info.validated);
   EXPECT_EQ(q4.model.entries[0].quantized->spec.to_string(), "int4 per_group(32) symmetric");
+}
+
+TEST(QuantizeApi, AWeightHoldingInfIsAnInputErrorNamingIt) {
+  mq::Model model = mq::load_model(kModel);
+  model.tensors[0].tensor = model.tensors[0].tensor.clone();
+  model.tensors[0].tensor.view(-1)[3] = std::numeric_limits<float>::infinity();
+  try {
+    mq::dynamic_quantize(model, {}, mq::OnFailure::kError, false);
+    FAIL() << "quantized a weight holding inf";
+  } catch (const mq::InputError& e) {
+    EXPECT_NE(std::string(e.what()).find(model.tensors[0].name + ": cannot quantize inf"), std::string::npos)
+        << e.what();
+  }
 }
 
 TEST(QuantizeApi, StaticQuantizeCalibratesARunnableModel) {
