@@ -8,6 +8,7 @@
 #include <cstring>
 #include <limits>
 
+#include "hot.hpp"
 #include "mq/error.hpp"
 
 namespace mq {
@@ -118,9 +119,12 @@ float stored_scale(float scale, at::ScalarType dtype) {
   return rounded > 0 && std::isfinite(rounded) ? rounded : scale;
 }
 
+[[noreturn]] void refuse_infinite() {
+  throw InputError("cannot quantize inf, or a channel or group of NaN only: its scale would be infinite");
+}
+
 void check_finite(float mn, float mx) {
-  if (std::isinf(mn) || std::isinf(mx))
-    throw InputError("cannot quantize inf, or a channel or group of NaN only: its scale would be infinite");
+  if (std::isinf(mn) || std::isinf(mx)) refuse_infinite();
 }
 
 // Rounds half to even like std::nearbyint for |v| < 2^22, in a form compilers vectorize.
@@ -129,17 +133,6 @@ inline float round_half_even(float v) {
   return (v + kMagic) - kMagic;
 }
 
-// Hot loops are written so the compiler vectorizes them, and cloned for AVX-512 and
-// AVX2, picked at load time from what the CPU has (same results: the operations are
-// exact or correctly rounded, and never contracted into FMAs). target_clones cannot
-// take templates (clang), hence the overloads.
-#if defined(__clang__)
-#define MQ_HOT __attribute__((target_clones("arch=x86-64-v4", "arch=x86-64-v3", "default")))
-#else
-#define MQ_HOT                                                                   \
-  __attribute__((target_clones("arch=x86-64-v4", "arch=x86-64-v3", "default"), \
-                 optimize("O3", "fp-contract=off")))
-#endif
 
 template <class Q>
 inline __attribute__((always_inline)) void quantize_span_body(const float* in, Q* out, int64_t n, float inv,
@@ -217,37 +210,86 @@ MQ_HOT void min_max_span(const float* in, int64_t n, float* lo, float* hi) {
   min_max_body(in, n, lo, hi);
 }
 
-// One span's min and max, qparams and quantization in one call, so that they share
-// one clone and the span is read from memory once.
-struct SpanRule {
+// A row's spans (a channel, or the groups of a row) get their min and max, qparams and
+// quantization in one cloned call, so that the row is read from memory once and the
+// qparams of its groups are computed in vector lanes, not one scalar chain per group.
+struct RowRule {
   const QuantSpec& spec;
   float eps;
   at::ScalarType dtype;  // of the input: scales are rounded to it
   int64_t qmin, qmax;    // of the storage type
 };
 
+// qparams_one() for every span, written so that it vectorizes: std::min/max spelled out
+// in their own operand order, and nearbyint as round_half_even (|min_neg / scale| is at
+// most qmax - qmin here). The composed reference checks that the two agree bit for bit.
+inline __attribute__((always_inline)) void qparams_row(const float* lo, const float* hi, int64_t count,
+                                                       const RowRule& rule, float* scale,
+                                                       int32_t* zero_point) {
+  const int64_t qmin = rule.spec.qmin(), qmax = rule.spec.qmax();
+  const float levels = static_cast<float>(qmax - qmin);
+  const float eps = rule.eps;
+  if (rule.spec.scheme == Scheme::kSymmetric) {
+    const int32_t zp = qmin < 0 ? 0 : (rule.spec.dtype == DType::kUInt4 ? 8 : 128);
+    const float half = levels / 2.0f;
+    for (int64_t s = 0; s < count; ++s) {
+      const float min_neg = 0.0f < lo[s] ? 0.0f : lo[s];
+      const float max_pos = hi[s] < 0.0f ? 0.0f : hi[s];
+      const float bound = -min_neg < max_pos ? max_pos : -min_neg;
+      const float sc = bound / half;
+      scale[s] = sc < eps ? eps : sc;
+      zero_point[s] = zp;
+    }
+  } else {
+    const float fmin = static_cast<float>(qmin), fmax = static_cast<float>(qmax);
+    for (int64_t s = 0; s < count; ++s) {
+      const float min_neg = 0.0f < lo[s] ? 0.0f : lo[s];
+      const float max_pos = hi[s] < 0.0f ? 0.0f : hi[s];
+      float sc = (max_pos - min_neg) / levels;
+      sc = sc < eps ? eps : sc;
+      scale[s] = sc;
+      float zp = fmin - round_half_even(min_neg / sc);
+      zp = zp < fmin ? fmin : zp;
+      zp = zp > fmax ? fmax : zp;
+      zero_point[s] = static_cast<int32_t>(zp);
+    }
+  }
+}
+
+// Returns false, quantizing nothing, when a span's bounds are infinite (the caller
+// throws: exceptions do not leave the cloned kernels).
 template <class Q>
-inline __attribute__((always_inline)) void min_max_quantize_body(const float* in, Q* out, int64_t n,
-                                                                 const SpanRule& rule, float* scale,
-                                                                 int32_t* zero_point) {
-  float lo = std::numeric_limits<float>::infinity(), hi = -lo;
-  min_max_body(in, n, &lo, &hi);
-  check_finite(lo, hi);
-  qparams_one(lo, hi, rule.spec, rule.eps, scale, zero_point);
-  *scale = stored_scale(*scale, rule.dtype);
-  const int32_t zp = *zero_point;
-  quantize_span_body(in, out, n, 1.0f / *scale, static_cast<float>(rule.qmin - zp),
-                     static_cast<float>(rule.qmax - zp), zp);
+inline __attribute__((always_inline)) bool min_max_quantize_row_body(const float* in, Q* out, int64_t n,
+                                                                     int64_t span, const RowRule& rule,
+                                                                     float* scale, int32_t* zero_point,
+                                                                     float* lo, float* hi) {
+  const int64_t count = (n + span - 1) / span;
+  for (int64_t s = 0; s < count; ++s) {
+    lo[s] = std::numeric_limits<float>::infinity();
+    hi[s] = -lo[s];
+    min_max_body(in + s * span, std::min(span, n - s * span), &lo[s], &hi[s]);
+  }
+  for (int64_t s = 0; s < count; ++s)
+    if (std::isinf(lo[s]) || std::isinf(hi[s])) return false;
+  qparams_row(lo, hi, count, rule, scale, zero_point);
+  if (rule.dtype != at::kFloat)
+    for (int64_t s = 0; s < count; ++s) scale[s] = stored_scale(scale[s], rule.dtype);
+  for (int64_t s = 0; s < count; ++s) {
+    const int32_t zp = zero_point[s];
+    quantize_span_body(in + s * span, out + s * span, std::min(span, n - s * span), 1.0f / scale[s],
+                       static_cast<float>(rule.qmin - zp), static_cast<float>(rule.qmax - zp), zp);
+  }
+  return true;
 }
 
-MQ_HOT void min_max_quantize_span(const float* in, int8_t* out, int64_t n, const SpanRule& rule,
-                                  float* scale, int32_t* zero_point) {
-  min_max_quantize_body(in, out, n, rule, scale, zero_point);
+MQ_HOT bool min_max_quantize_row(const float* in, int8_t* out, int64_t n, int64_t span, const RowRule& rule,
+                                 float* scale, int32_t* zero_point, float* lo, float* hi) {
+  return min_max_quantize_row_body(in, out, n, span, rule, scale, zero_point, lo, hi);
 }
 
-MQ_HOT void min_max_quantize_span(const float* in, uint8_t* out, int64_t n, const SpanRule& rule,
-                                  float* scale, int32_t* zero_point) {
-  min_max_quantize_body(in, out, n, rule, scale, zero_point);
+MQ_HOT bool min_max_quantize_row(const float* in, uint8_t* out, int64_t n, int64_t span, const RowRule& rule,
+                                 float* scale, int32_t* zero_point, float* lo, float* hi) {
+  return min_max_quantize_row_body(in, out, n, span, rule, scale, zero_point, lo, hi);
 }
 
 MQ_HOT void widen(const c10::BFloat16* in, float* out, int64_t n) {
@@ -279,24 +321,24 @@ struct Pieces {
 
 // Calls f(p, data) for pieces [begin, end) of `x` (as_readable()), `data` being the
 // piece in float32: in place for float32 input, widened into a buffer otherwise.
+// `n` elements of `x` (as_readable()) from `offset` as float32: in place for float32
+// input, widened into `buffer` otherwise.
+const float* as_float(const at::Tensor& x, int64_t offset, int64_t n, std::vector<float>& buffer) {
+  const at::ScalarType dtype = x.scalar_type();
+  if (dtype == at::kFloat) return x.data_ptr<float>() + offset;
+  if (static_cast<int64_t>(buffer.size()) < n) buffer.resize(static_cast<size_t>(n));
+  if (dtype == at::kBFloat16)
+    widen(x.data_ptr<c10::BFloat16>() + offset, buffer.data(), n);
+  else
+    widen(x.data_ptr<c10::Half>() + offset, buffer.data(), n);
+  return buffer.data();
+}
+
+// Calls f(p, data) for pieces [begin, end) of `x`, `data` being the piece in float32.
 template <class F>
 void for_pieces(const at::Tensor& x, const Pieces& pieces, int64_t begin, int64_t end, F&& f) {
-  const at::ScalarType dtype = x.scalar_type();
-  if (dtype == at::kFloat) {
-    const float* data = x.data_ptr<float>();
-    for (int64_t p = begin; p < end; ++p) f(p, data + pieces.offset(p));
-    return;
-  }
   std::vector<float> buffer;
-  for (int64_t p = begin; p < end; ++p) {
-    const int64_t n = pieces.length(p);
-    if (static_cast<int64_t>(buffer.size()) < n) buffer.resize(static_cast<size_t>(n));
-    if (dtype == at::kBFloat16)
-      widen(x.data_ptr<c10::BFloat16>() + pieces.offset(p), buffer.data(), n);
-    else
-      widen(x.data_ptr<c10::Half>() + pieces.offset(p), buffer.data(), n);
-    f(p, buffer.data());
-  }
+  for (int64_t p = begin; p < end; ++p) f(p, as_float(x, pieces.offset(p), pieces.length(p), buffer));
 }
 
 template <class F>
@@ -441,6 +483,8 @@ template <bool kRef>
 QuantizedTensor quantize_min_max_composed(const at::Tensor& x, const QuantSpec& spec, float eps,
                                           at::Tensor out = {}) {
   auto [mn, mx] = kRef ? min_max_ref_impl(x, spec) : min_max_fast(x, spec);
+  if (x.numel() == 0)  // nothing to fit: unit scales, as PyTorch gives when nothing was observed
+    return quantize_impl<kRef>(x, {at::ones(mn.sizes()), at::zeros(mn.sizes(), at::kInt)}, spec, std::move(out));
   const float* lo = mn.data_ptr<float>();
   const float* hi = mx.data_ptr<float>();
   for (int64_t i = 0; i < mn.numel(); ++i) check_finite(lo[i], hi[i]);
@@ -450,16 +494,21 @@ QuantizedTensor quantize_min_max_composed(const at::Tensor& x, const QuantSpec& 
   return quantize_impl<kRef>(x, qp, spec, std::move(out));
 }
 
-// One pass over memory: each span's min and max, its qparams, then its quantization
-// while the span is still in cache. Applies where every span is one piece with its own
-// qparams (per channel on axis 0, per group).
+// One pass over memory: rows of `cols` elements, each cut into spans of `span` with
+// their own qparams (a channel: one span; a row of groups), quantized row by row.
 template <class Q>
-void quantize_min_max_pieces(const at::Tensor& x, Q* q, const Pieces& pieces, const QuantSpec& spec,
-                             float eps, float* scale, int32_t* zero_point) {
+void quantize_min_max_rows(const at::Tensor& x, Q* q, int64_t rows, int64_t cols, int64_t span,
+                           const QuantSpec& spec, float eps, float* scale, int32_t* zero_point) {
   const QuantSpec storage = storage_of(spec);
-  const SpanRule rule{spec, eps, x.scalar_type(), storage.qmin(), storage.qmax()};
-  parallel_pieces(x, pieces, [&](int64_t p, const float* data) {
-    min_max_quantize_span(data, q + pieces.offset(p), pieces.length(p), rule, &scale[p], &zero_point[p]);
+  const RowRule rule{spec, eps, x.scalar_type(), storage.qmin(), storage.qmax()};
+  const int64_t per_row = (cols + span - 1) / span;
+  at::parallel_for(0, rows, 1, [&](int64_t begin, int64_t end) {
+    std::vector<float> buffer, bounds(static_cast<size_t>(2 * per_row));
+    for (int64_t r = begin; r < end; ++r)
+      if (!min_max_quantize_row(as_float(x, r * cols, cols, buffer), q + r * cols, cols, span, rule,
+                                scale + r * per_row, zero_point + r * per_row, bounds.data(),
+                                bounds.data() + per_row))
+        refuse_infinite();
   });
 }
 
@@ -504,14 +553,17 @@ QuantizedTensor quantize_min_max(const at::Tensor& input, const QuantSpec& spec,
   check_integer(spec);
   const at::Tensor x = as_readable(input);
   const Spans v = spans_of(x, spec);
-  const Pieces pieces(v);
-  if (pieces.count() != v.params())
+  // Rows that fit in cache, each with its own qparams: per tensor (small), per channel
+  // on axis 0, per group. Anything else reads the tensor twice.
+  const int64_t rows = v.grouped ? v.rows : v.channels;
+  const int64_t cols = v.grouped ? v.cols : v.inner;
+  if (v.outer != 1 || cols > kPiece || cols == 0 || rows * cols != x.numel())
     return quantize_min_max_composed<false>(input, spec, eps, std::move(out));
   QParams qp{at::empty({v.params()}, at::kFloat), at::empty({v.params()}, at::kInt)};
   at::Tensor data = empty_quantized(x, spec, std::move(out));
   auto run = [&](auto* q) {
-    quantize_min_max_pieces(x, q, pieces, spec, eps, qp.scale.data_ptr<float>(),
-                            qp.zero_point.data_ptr<int32_t>());
+    quantize_min_max_rows(x, q, rows, cols, v.grouped ? v.group : cols, spec, eps,
+                          qp.scale.data_ptr<float>(), qp.zero_point.data_ptr<int32_t>());
   };
   if (data.scalar_type() == at::kChar)
     run(data.data_ptr<int8_t>());

@@ -172,7 +172,8 @@ TEST(Affine, OnePassMinMaxQuantizeMatchesTheComposedReference) {
   at::Tensor x = at::randn({6, 70001}) * 3;
   x[2][5] = std::numeric_limits<float>::quiet_NaN();
   const std::vector<at::Tensor> inputs = {at::randn({64, 300}), at::randn({5, 3, 4}) - 2, x,
-                                          at::zeros({3, 130}), at::randn({1, 7})};
+                                          at::zeros({3, 130}), at::randn({1, 7}), at::randn({3, 0}),
+                                          at::randn({0, 5})};
   for (const at::Tensor& base : inputs)
     for (auto in_dtype : {at::kFloat, at::kBFloat16, at::kHalf, at::kDouble})
       for (auto dtype : {mq::DType::kInt8, mq::DType::kUInt8, mq::DType::kInt4, mq::DType::kUInt4})

@@ -7,6 +7,8 @@
 // bug fixed in later releases), which drops values outside the truncated range; we
 // use the float range as the fixed releases do. For data whose extremes are integers
 // the two agree, and the parity test (tests/interop/observer_parity.py) uses such data.
+// The hot parts are mq's kernels (mq::min_max, mq::histc, equal to aminmax and histc
+// bin for bin), not ATen's; NaN in a batch is skipped rather than propagated.
 
 #include <ATen/ATen.h>
 
@@ -15,6 +17,7 @@
 
 #include "mq/affine.hpp"
 #include "mq/error.hpp"
+#include "mq/histogram.hpp"
 #include "mq/observer.hpp"
 
 namespace {
@@ -39,16 +42,15 @@ class HistogramObserver final : public mq::Observer {
       throw mq::RecipeError("the histogram observer is per tensor (as PyTorch's); use minmax, "
                             "moving_average or percentile for " + std::string(mq::to_string(spec.granularity)));
     if (input.numel() == 0) return;
-    const at::Tensor x = input.detach().to(at::kFloat);
+    const at::Tensor x = input.detach().to(at::kFloat).contiguous();
     const bool same_values = min_val_.item<float>() == max_val_.item<float>();
+    auto [new_min, new_max] = observed_range(x);
     if (uninitialized() || same_values) {
-      auto [mn, mx] = at::aminmax(x);
-      min_val_ = mn.clone();
-      max_val_ = mx.clone();
-      histogram_ = at::histc(x, bins_, mn.item<float>(), mx.item<float>());
+      min_val_ = new_min;
+      max_val_ = new_max;
+      histogram_ = mq::histc(x, bins_, new_min.item<float>(), new_max.item<float>());
       return;
     }
-    auto [new_min, new_max] = at::aminmax(x);
     at::Tensor combined_min = at::minimum(new_min, min_val_);
     at::Tensor combined_max = at::maximum(new_max, max_val_);
     // _adjust_min_max
@@ -60,7 +62,7 @@ class HistogramObserver final : public mq::Observer {
     const int64_t start_idx =
         static_cast<int64_t>(at::round((min_val_ - combined_min) / hist_bin_width).item<float>());
 
-    at::Tensor combined = at::histc(x, bins_, combined_min.item<float>(), combined_max.item<float>());
+    at::Tensor combined = mq::histc(x, bins_, combined_min.item<float>(), combined_max.item<float>());
     if (combined_min.item<float>() == min_val_.item<float>() &&
         combined_max.item<float>() == max_val_.item<float>()) {
       combined += histogram_;
@@ -79,6 +81,15 @@ class HistogramObserver final : public mq::Observer {
   }
 
  private:
+  // aminmax's result as scalar tensors, from mq's vectorized min/max (NaN is ignored
+  // where aminmax would return it and poison the histogram).
+  static std::pair<at::Tensor, at::Tensor> observed_range(const at::Tensor& x) {
+    mq::QuantSpec per_tensor;
+    per_tensor.granularity = mq::Granularity::kPerTensor;
+    auto [mn, mx] = mq::min_max(x, per_tensor);
+    return {mn.reshape({}), mx.reshape({})};
+  }
+
   bool uninitialized() const {
     return std::isinf(min_val_.item<float>()) && min_val_.item<float>() > 0 &&
            std::isinf(max_val_.item<float>()) && max_val_.item<float>() < 0;

@@ -1,0 +1,30 @@
+#!/usr/bin/env bash
+# Whole-run throughput and peak RSS of `mq-pipeline run` (safetensors fp32 -> int8
+# per-channel safetensors, no validators) on a generated checkpoint, warm page cache.
+#   cmake --preset default && cmake --build --preset default && bench/whole_run.sh [GiB]
+set -euo pipefail
+cd "$(dirname "$0")/.."
+build=${BUILD_DIR:-build}
+gib=${1:-4}
+work=$(realpath -m "${WORK_DIR:-$build/bench-whole-run}")
+mkdir -p "$work"
+[ -f "$work/model.safetensors" ] || /usr/bin/python3 bench/make_checkpoint.py "$work/model.safetensors" "$gib"
+cat > "$work/recipe.yaml" <<YAML
+version: 1
+model: {path: model.safetensors}
+quantizer: {plugin: dynamic, options: {dtype: int8, granularity: per_channel, scheme: symmetric}}
+format: {plugin: safetensors, output: model.int8.safetensors}
+YAML
+rm -f "$work/model.int8.safetensors"
+cat "$work/model.safetensors" > /dev/null  # warm the page cache
+bytes=$(stat -c %s "$work/model.safetensors")
+/usr/bin/time -f "%e %M" -o "$work/time.txt" \
+  "$build/bin/mq-pipeline" run "$work/recipe.yaml" --quiet --set report=report.json
+read -r seconds rss_kib < "$work/time.txt"
+/usr/bin/python3 - "$work/report.json" "$bytes" "$seconds" "$rss_kib" <<'PY'
+import json, sys
+report, size, seconds, rss = json.load(open(sys.argv[1])), int(sys.argv[2]), float(sys.argv[3]), int(sys.argv[4])
+stages = ", ".join(f"{stage} {s:.2f} s" for stage, s in report["timings_s"].items())
+print(f"input {size / 2**30:.2f} GiB fp32; wall {seconds:.2f} s = {size / seconds / 1e9:.2f} GB/s; "
+      f"peak RSS {rss / 2**20:.2f} GiB (largest tensor 0.06 GiB); {stages}")
+PY
