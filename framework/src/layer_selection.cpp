@@ -230,16 +230,21 @@ std::vector<QuantizedEntry> quantize_planned(const Model& model, const std::vect
   for (size_t i = 0; i < model.tensors.size(); ++i) {
     const NamedTensor& t = model.tensors[i];
     const std::optional<QuantSpec>& spec = plan.at(i).spec;
+    QuantizedEntry entry{t.name, t.tensor, std::nullopt};
     if (spec) {
       std::unique_ptr<Observer> observer =
           observe_weights && spec->is_integer() ? context.make_observer() : nullptr;
       try {
-        entries.push_back({t.name, at::Tensor(), quantize_weight(t.tensor, *spec, observer.get())});
+        entry = {t.name, at::Tensor(), quantize_weight(t.tensor, *spec, observer.get())};
       } catch (const InputError& e) {
         throw InputError(t.name + ": " + e.what());
       }
+    }
+    if (context.emit) {  // streaming: written now, and the input's pages let go
+      context.emit(std::move(entry));
+      if (model.release) model.release(t.tensor);
     } else {
-      entries.push_back({t.name, t.tensor, std::nullopt});
+      entries.push_back(std::move(entry));
     }
     context.progress->advance(t.name, t.tensor.nbytes());
   }

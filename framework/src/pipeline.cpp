@@ -11,6 +11,7 @@
 
 #include <atomic>
 #include <chrono>
+#include <optional>
 #include <cstdio>
 #include <cstdlib>
 #include <sstream>
@@ -373,7 +374,6 @@ struct Pipeline::Impl {
     const Model model = begin(report);
     std::error_code ec;
 
-    auto start = clock::now();
     NullProgress silent;
     QuantizeContext context;
     context.make_observer = [&] { return instantiate<Observer>(observer); };
@@ -381,6 +381,18 @@ struct Pipeline::Impl {
     context.warn = [&](const std::string& m) { warn(report, m); };
     context.calibration = calibration_batches(report);
     std::unique_ptr<Quantizer> q = instantiate<Quantizer>(quantizer);
+
+    // Formats that write entry by entry get each one as it is quantized, so that the
+    // quantized model is never in memory whole.
+    std::unique_ptr<Format> writer = instantiate<Format>(format);
+    detail::OutputFile out(recipe.output);
+    const std::string writing = "writing " + recipe.output.string();
+    std::unique_ptr<EntryWriter> stream =
+        guarded(format.label(), writing, [&] { return writer->stream(model, out.temp()); });
+    if (stream)
+      context.emit = [&](QuantizedEntry e) { guarded(format.label(), writing, [&] { stream->add(e); }); };
+
+    auto start = clock::now();
     QuantizedModel quantized =
         guarded(quantizer.label(), "quantizing", [&] { return q->quantize(model, context); });
     quantized.source = model.runnable;
@@ -390,21 +402,32 @@ struct Pipeline::Impl {
     quantized.metadata["mq.input_hash"] = report.inputs.front().hash;
     quantized.metadata["mq.plugins"] = plugin_list();
     report.plan = quantized.plan;
-    report.quantized_bytes = quantized.nbytes();
-    report.timings.push_back({"quantize", seconds_since(start)});
+    int64_t planned_bytes = 0;
+    for (const PlanRow& row : quantized.plan) planned_bytes += row.bytes_after;
+    report.quantized_bytes = stream ? planned_bytes : quantized.nbytes();
+    report.timings.push_back({stream ? "quantize and write" : "quantize", seconds_since(start)});
 
     start = clock::now();
-    std::unique_ptr<Format> writer = instantiate<Format>(format);
-    detail::OutputFile out(recipe.output);
-    guarded(format.label(), "writing " + recipe.output.string(),
-            [&] { writer->write(quantized, out.temp()); });
+    guarded(format.label(), writing, [&] {
+      if (!stream) return writer->write(quantized, out.temp());
+      for (const QuantizedEntry& e : quantized.entries) stream->add(e);  // a quantizer that does not stream
+      stream->finish(quantized);
+    });
     report.timings.push_back({"write", seconds_since(start)});
 
     start = clock::now();
+    // A streamed model is validated as written (read back, mapped) rather than held.
+    std::optional<QuantizedModel> written;
+    if (stream && !recipe.validators.empty()) {
+      written = guarded(format.label(), "reading back " + recipe.output.string(),
+                        [&] { return writer->read_quantized(out.temp()); });
+      written->plan = quantized.plan;
+      written->source = quantized.source;
+    }
     std::vector<OnFailure> policies;
     for (const ValidatorStep& v : recipe.validators) policies.push_back(v.on_failure.value_or(recipe.on_failure));
     const std::vector<std::string> blocking =
-        validate(model, quantized, out.temp(), *writer, policies, report);
+        validate(model, written ? *written : quantized, out.temp(), *writer, policies, report);
     report.timings.push_back({"validate", seconds_since(start)});
 
     if (blocking.empty()) {

@@ -16,6 +16,7 @@ Progress::~Progress() = default;
 Observer::~Observer() = default;
 Quantizer::~Quantizer() = default;
 Format::~Format() = default;
+EntryWriter::~EntryWriter() = default;
 Validator::~Validator() = default;
 
 const char* to_string(PluginKind kind) {
@@ -27,6 +28,8 @@ const char* to_string(PluginKind kind) {
   }
   return "unknown";
 }
+
+std::unique_ptr<EntryWriter> Format::stream(const Model&, const std::filesystem::path&) { return nullptr; }
 
 const char* abi_tag() { return MQ_ABI_TAG; }
 

@@ -39,6 +39,12 @@ TEST(Cli, ExampleRecipeRunsEndToEnd) {
   EXPECT_GT(report["layers"][0]["sqnr_db"].get<double>(), 35.0);
   EXPECT_EQ(report["layers"].size(), 5u);
   EXPECT_EQ(report["inputs"][0]["hash"].get<std::string>().size(), 32u);
+  // safetensors output streams: entries are written as they are quantized, and the
+  // validators above saw the file as written.
+  EXPECT_TRUE(report["timings_s"].contains("quantize and write")) << report["timings_s"].dump();
+  int64_t planned = 0;
+  for (const auto& layer : report["layers"]) planned += layer["bytes_after"].get<int64_t>();
+  EXPECT_EQ(report["size"]["quantized_bytes"].get<int64_t>(), planned);
   // Progress goes to stderr as plain lines when it is not a terminal.
   EXPECT_NE(r.err.find("quantize [2/5] fc1.bias"), std::string::npos) << r.err;
 }

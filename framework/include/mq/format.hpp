@@ -2,12 +2,24 @@
 // A format reads models and writes quantized models.
 
 #include <filesystem>
+#include <memory>
 
 #include "mq/model.hpp"
 #include "mq/plugin.hpp"
 #include "mq/quantized_model.hpp"
 
 namespace mq {
+
+// Writes a quantized model entry by entry, so that it is never in memory whole.
+class MQ_API EntryWriter {
+ public:
+  virtual ~EntryWriter();
+  // The model's entries, in model order, each once.
+  virtual void add(const QuantizedEntry& entry) = 0;
+  // Completes the file from what add() saw and `model`'s plan, metadata, mode and
+  // activation qparams (its entries are not read).
+  virtual void finish(const QuantizedModel& model) = 0;
+};
 
 class MQ_API Format : public Plugin {
  public:
@@ -19,6 +31,10 @@ class MQ_API Format : public Plugin {
   // Writes `model` to `path` (a temporary file the runner promotes later).
   // Throws OutputError when it cannot be written.
   virtual void write(const QuantizedModel& model, const std::filesystem::path& path) = 0;
+  // Formats that can write entry by entry return a writer to `path` for a model read
+  // from `source`, and the runner streams: each entry is written as soon as it is
+  // quantized. The default, null, has the runner call write() with the whole model.
+  virtual std::unique_ptr<EntryWriter> stream(const Model& source, const std::filesystem::path& path);
   // Reads back a file written by write(); the result compares bit-exactly.
   virtual QuantizedModel read_quantized(const std::filesystem::path& path) = 0;
 };

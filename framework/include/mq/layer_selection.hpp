@@ -52,7 +52,8 @@ MQ_API QuantizedTensor quantize_weight(const at::Tensor& weight, const QuantSpec
 
 // Every tensor of `model` as `plan` says (one row per tensor, in order), with progress:
 // quantized by quantize_weight (with a fresh observer from the context when
-// `observe_weights`, else min/max), or kept as it is.
+// `observe_weights`, else min/max), or kept as it is. When the context streams
+// (context.emit), each entry goes there instead and the result is empty.
 MQ_API std::vector<QuantizedEntry> quantize_planned(const Model& model, const std::vector<PlanRow>& plan,
                                                     QuantizeContext& context, bool observe_weights);
 

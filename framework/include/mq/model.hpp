@@ -4,6 +4,7 @@
 #include <ATen/core/Tensor.h>
 
 #include <filesystem>
+#include <functional>
 #include <map>
 #include <memory>
 #include <string>
@@ -46,6 +47,10 @@ struct MQ_API Model {
   std::vector<std::filesystem::path> sources;
   std::map<std::string, std::string> metadata;
   std::shared_ptr<Runnable> runnable;  // null for checkpoints that cannot run
+  // Set by formats that map files: drops a tensor's pages from the process once the
+  // caller is done with it (it stays valid, and faults back in from the page cache if
+  // read again), so that streaming a model keeps one tensor resident, not all.
+  std::function<void(const at::Tensor&)> release;
 
   const at::Tensor* find(const std::string& name) const;
   // Bytes of all tensors as stored in memory.

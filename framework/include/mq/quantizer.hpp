@@ -23,6 +23,10 @@ struct QuantizeContext {
   std::vector<at::Tensor> calibration;
   Progress* progress = nullptr;  // never null when the runner calls
   std::function<void(const std::string&)> warn;
+  // Set when the runner streams: hand each entry here, in model order, as soon as it is
+  // made, instead of keeping it in QuantizedModel::entries (quantize_planned does). A
+  // quantizer that ignores it still works; its entries are written after quantize().
+  std::function<void(QuantizedEntry)> emit;
 };
 
 class MQ_API Quantizer : public Plugin {

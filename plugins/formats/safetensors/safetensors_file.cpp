@@ -262,43 +262,117 @@ at::Tensor File::tensor(const TensorInfo& info) const {
   return copy;
 }
 
+void File::release(const at::Tensor& tensor) const {
+  const auto* begin = static_cast<const uint8_t*>(tensor.data_ptr());
+  if (!tensor.defined() || begin < buffer_ || begin + tensor.nbytes() > map_ + size_) return;
+  const uintptr_t page = static_cast<uintptr_t>(sysconf(_SC_PAGESIZE));
+  // Whole pages only: the ones at either end may hold a neighbour's bytes in use.
+  const uintptr_t first = (reinterpret_cast<uintptr_t>(begin) + page - 1) / page * page;
+  const uintptr_t last = (reinterpret_cast<uintptr_t>(begin) + tensor.nbytes()) / page * page;
+  if (last > first) madvise(reinterpret_cast<void*>(first), last - first, MADV_DONTNEED);
+}
+
 std::string dtype_name(at::ScalarType type) {
   for (const DTypeInfo& d : kDTypes)
     if (d.torch && *d.torch == type) return d.name;
   throw InputError(std::string("safetensors has no dtype for ") + c10::toString(type));
 }
 
-void write(const fs::path& path, const std::vector<OutTensor>& tensors,
-           const std::map<std::string, std::string>& metadata) {
+namespace {
+
+void write_all(int fd, const void* data, size_t size, const fs::path& path) {
+  const char* p = static_cast<const char*>(data);
+  while (size > 0) {
+    const ssize_t n = ::write(fd, p, size);
+    if (n < 0 && errno == EINTR) continue;
+    if (n <= 0) throw OutputError(path.string() + ": write failed (" + std::strerror(errno) + ")");
+    p += n;
+    size -= static_cast<size_t>(n);
+  }
+}
+
+// `size` bytes of `from` (from its start) to the end of `to`: in the kernel where the
+// file system can (copy_file_range), through a buffer where it cannot.
+void copy_bytes(int from, int to, uint64_t size, const fs::path& path) {
+  loff_t in = 0;
+  while (size > 0) {
+    const ssize_t n = ::copy_file_range(from, &in, to, nullptr, size, 0);
+    if (n > 0) {
+      size -= static_cast<uint64_t>(n);
+      continue;
+    }
+    if (n < 0 && errno == EINTR) continue;
+    if (n == 0 || (errno != EXDEV && errno != EINVAL && errno != ENOSYS && errno != EOPNOTSUPP))
+      throw OutputError(path.string() + ": write failed (" + std::strerror(n == 0 ? EIO : errno) + ")");
+    std::vector<char> buffer(size_t{8} << 20);
+    while (size > 0) {
+      const ssize_t got = ::pread(from, buffer.data(), std::min<uint64_t>(size, buffer.size()), in);
+      if (got < 0 && errno == EINTR) continue;
+      if (got <= 0) throw OutputError(path.string() + ": read back failed (" + std::strerror(errno) + ")");
+      write_all(to, buffer.data(), static_cast<size_t>(got), path);
+      in += got;
+      size -= static_cast<uint64_t>(got);
+    }
+  }
+}
+
+}  // namespace
+
+Writer::Writer(fs::path path) : path_(std::move(path)) {
+  const fs::path dir = path_.parent_path().empty() ? fs::path(".") : path_.parent_path();
+  scratch_ = ::open(dir.c_str(), O_TMPFILE | O_RDWR | O_CLOEXEC, 0600);
+  if (scratch_ < 0) {  // file systems without O_TMPFILE: a named file, unlinked at once
+    std::string name = (dir / ".mq-scratch-XXXXXX").string();
+    scratch_ = ::mkostemp(name.data(), O_CLOEXEC);
+    if (scratch_ >= 0) ::unlink(name.c_str());
+  }
+  if (scratch_ < 0)
+    throw OutputError(path_.string() + ": cannot create a scratch file beside it (" + std::strerror(errno) + ")");
+}
+
+Writer::~Writer() {
+  if (scratch_ >= 0) ::close(scratch_);
+}
+
+void Writer::add(const std::string& name, const at::Tensor& tensor) {
+  if (name == "__metadata__")
+    throw InputError("cannot write a tensor named __metadata__: safetensors reserves the name");
+  if (std::any_of(tensors_.begin(), tensors_.end(), [&](const TensorInfo& t) { return t.name == name; }))
+    throw InputError("cannot write two tensors named '" + name + "'");
+  const at::Tensor data = tensor.contiguous();
+  const uint64_t bytes = data.nbytes();
+  tensors_.push_back({name, dtype_name(data.scalar_type()), data.sizes().vec(), offset_, offset_ + bytes});
+  write_all(scratch_, data.data_ptr(), bytes, path_);
+  offset_ += bytes;
+}
+
+void Writer::finish(const std::map<std::string, std::string>& metadata) {
   json header = json::object();
   if (!metadata.empty()) header["__metadata__"] = metadata;
-  std::vector<at::Tensor> data;
-  uint64_t offset = 0;
-  for (const OutTensor& t : tensors) {
-    if (t.name == "__metadata__")
-      throw InputError("cannot write a tensor named __metadata__: safetensors reserves the name");
-    if (header.contains(t.name))
-      throw InputError("cannot write two tensors named '" + t.name + "'");
-    data.push_back(t.tensor.contiguous());
-    const uint64_t bytes = data.back().nbytes();
-    header[t.name] = {{"dtype", dtype_name(t.tensor.scalar_type())},
-                      {"shape", t.tensor.sizes().vec()},
-                      {"data_offsets", {offset, offset + bytes}}};
-    offset += bytes;
-  }
+  for (const TensorInfo& t : tensors_)
+    header[t.name] = {{"dtype", t.dtype}, {"shape", t.shape}, {"data_offsets", {t.begin, t.end}}};
   std::string text = header.dump();
   text.append((8 - text.size() % 8) % 8, ' ');
   uint8_t length[8];
   for (int i = 0; i < 8; ++i) length[i] = static_cast<uint8_t>(static_cast<uint64_t>(text.size()) >> (8 * i));
+  const int fd = ::open(path_.c_str(), O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, 0644);
+  if (fd < 0) throw OutputError(path_.string() + ": cannot create (" + std::strerror(errno) + ")");
+  try {
+    write_all(fd, length, sizeof length, path_);
+    write_all(fd, text.data(), text.size(), path_);
+    copy_bytes(scratch_, fd, offset_, path_);
+  } catch (...) {
+    ::close(fd);
+    throw;
+  }
+  if (::close(fd) != 0) throw OutputError(path_.string() + ": write failed (" + std::strerror(errno) + ")");
+}
 
-  std::ofstream out(path, std::ios::binary | std::ios::trunc);
-  if (!out) throw OutputError(path.string() + ": cannot create (" + std::strerror(errno) + ")");
-  out.write(reinterpret_cast<const char*>(length), 8);
-  out.write(text.data(), static_cast<std::streamsize>(text.size()));
-  for (const at::Tensor& t : data)
-    out.write(static_cast<const char*>(t.data_ptr()), static_cast<std::streamsize>(t.nbytes()));
-  out.flush();
-  if (!out) throw OutputError(path.string() + ": write failed (" + std::strerror(errno) + ")");
+void write(const fs::path& path, const std::vector<OutTensor>& tensors,
+           const std::map<std::string, std::string>& metadata) {
+  Writer writer(path);
+  for (const OutTensor& t : tensors) writer.add(t.name, t.tensor);
+  writer.finish(metadata);
 }
 
 }  // namespace mq::safetensors

@@ -33,6 +33,9 @@ class File : public std::enable_shared_from_this<File> {
   const std::vector<TensorInfo>& tensors() const { return tensors_; }  // file order
   const std::map<std::string, std::string>& metadata() const { return metadata_; }
   const TensorInfo* find(const std::string& name) const;
+  // Drops the pages of a tensor this file handed out from the process (the tensor stays
+  // valid: reading it faults them back in from the page cache). Other tensors: no-op.
+  void release(const at::Tensor& tensor) const;
   // The tensor's bytes as a CPU tensor: zero-copy when aligned, copied otherwise.
   // Throws InputError for a dtype this LibTorch cannot represent.
   at::Tensor tensor(const TensorInfo& info) const;
@@ -58,8 +61,29 @@ struct OutTensor {
   at::Tensor tensor;  // any layout; written contiguous, little-endian
 };
 
-// Writes a safetensors file; tensor order and metadata are kept as given.
+// Writes a safetensors file tensor by tensor: add() appends each tensor's bytes to an
+// unnamed scratch file beside `path` (nothing is left behind if the process dies), and
+// finish() writes the header, then has the kernel copy the bytes in behind it. Only
+// the tensor being added is ever in memory. Tensor order and metadata are kept as given.
 // Throws OutputError on I/O failure and InputError on names it cannot write.
+class Writer {
+ public:
+  explicit Writer(std::filesystem::path path);
+  ~Writer();
+  Writer(const Writer&) = delete;
+  Writer& operator=(const Writer&) = delete;
+
+  void add(const std::string& name, const at::Tensor& tensor);  // any layout
+  void finish(const std::map<std::string, std::string>& metadata);
+
+ private:
+  std::filesystem::path path_;
+  int scratch_ = -1;
+  uint64_t offset_ = 0;
+  std::vector<TensorInfo> tensors_;
+};
+
+// All of a file at once, through Writer.
 void write(const std::filesystem::path& path, const std::vector<OutTensor>& tensors,
            const std::map<std::string, std::string>& metadata);
 

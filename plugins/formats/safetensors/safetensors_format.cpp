@@ -5,6 +5,9 @@
 #include <nlohmann/json.hpp>
 
 #include <fstream>
+#include <map>
+#include <memory>
+#include <optional>
 #include <set>
 
 #include "mq/error.hpp"
@@ -86,18 +89,24 @@ std::string layer_of(const std::string& tensor) {
   return ends_with(tensor, ".weight") ? tensor.substr(0, tensor.size() - 7) : tensor;
 }
 
+// What quantization_config needs of an entry, kept while the entries stream past.
+struct EntrySummary {
+  std::string name;
+  std::optional<mq::QuantSpec> spec;  // set when quantized
+  int64_t dim = 0;
+};
+
 // compressed-tensors' quantization_config: one config group per distinct spec.
-json quantization_config(const mq::QuantizedModel& model) {
+json quantization_config(const std::vector<EntrySummary>& entries, const mq::QuantizedModel& model) {
   std::vector<std::pair<std::string, json>> groups;  // spec text -> group
   json ignore = json::array();
   std::set<std::string> formats;
-  for (const mq::QuantizedEntry& e : model.entries) {
-    if (!e.quantized || !e.quantized->spec.is_integer()) {
-      if (ends_with(e.name, ".weight") && (e.quantized || e.tensor.dim() == 2))
-        ignore.push_back(layer_of(e.name));
+  for (const EntrySummary& e : entries) {
+    if (!e.spec || !e.spec->is_integer()) {
+      if (ends_with(e.name, ".weight") && (e.spec || e.dim == 2)) ignore.push_back(layer_of(e.name));
       continue;
     }
-    const mq::QuantSpec& s = e.quantized->spec;
+    const mq::QuantSpec& s = *e.spec;
     const std::string key = s.to_string();
     auto it = std::find_if(groups.begin(), groups.end(), [&](const auto& g) { return g.first == key; });
     if (it == groups.end()) {
@@ -147,124 +156,82 @@ json quantization_config(const mq::QuantizedModel& model) {
           {"global_compression_ratio", nullptr}};
 }
 
-class SafetensorsFormat final : public mq::Format {
+// Writes entries as they come (mq::safetensors::Writer keeps only the current one in
+// memory): compressed-tensors names for quantized weights, float tensors as they are;
+// finish() adds static activation qparams and the metadata. An HF model directory in
+// gives one out: the weights, config.json with the quantization_config, and the
+// directory's other files (tokenizer, ...) copied.
+class SafetensorsStream final : public mq::EntryWriter {
  public:
-  explicit SafetensorsFormat(const mq::Options&) {}
+  SafetensorsStream(const fs::path& path, const std::map<std::string, std::string>& source_metadata)
+      : path_(path), hf_dir_(hf_dir_of(source_metadata)), writer_(file_for(path, hf_dir_)) {}
 
-  // A .safetensors file, a model.safetensors.index.json, or a Hugging Face model
-  // directory holding either.
-  bool can_read(const fs::path& path) const override {
-    std::error_code ec;
-    if (fs::is_directory(path, ec))
-      return fs::exists(path / kIndexName, ec) || fs::exists(path / kSingleName, ec);
-    if (ends_with(path.filename().string(), ".safetensors.index.json")) return fs::is_regular_file(path, ec);
-    return path.extension() == ".safetensors" && fs::is_regular_file(path, ec);
+  void add(const mq::QuantizedEntry& e) override {
+    summaries_.push_back({e.name, e.quantized ? std::optional<mq::QuantSpec>(e.quantized->spec) : std::nullopt,
+                          e.quantized ? static_cast<int64_t>(e.quantized->shape.size()) : e.tensor.dim()});
+    if (!e.quantized) {
+      writer_.add(e.name, e.tensor);
+      return;
+    }
+    const mq::QuantizedTensor& q = *e.quantized;
+    specs_[e.name] = spec_json(q.spec);
+    if (!q.spec.is_integer()) {
+      writer_.add(e.name, q.data);
+      return;
+    }
+    const std::vector<int64_t> qshape = stored_qparam_shape(q);
+    if (q.spec.bits() == 4) {
+      const int offset = nibble_offset(q.spec);
+      writer_.add(e.name + "_packed", pack_int4(q.data, offset));
+      writer_.add(e.name + "_shape", at::tensor(q.shape, at::kLong).to(at::kInt));
+      writer_.add(e.name + "_scale", q.qparams.scale.reshape(qshape).to(q.original_dtype));
+      if (stores_zero_point(q.spec)) {
+        const at::Tensor zp = q.qparams.zero_point.reshape(qshape);  // packed along dim 0
+        writer_.add(e.name + "_zero_point", pack_int4(zp.t(), offset).t().contiguous());
+      }
+      return;
+    }
+    writer_.add(e.name, q.data);
+    writer_.add(e.name + "_scale", q.qparams.scale.reshape(qshape).to(q.original_dtype));
+    if (stores_zero_point(q.spec))
+      writer_.add(e.name + "_zero_point",
+                  q.qparams.zero_point.reshape(qshape).to(q.spec.qmin() < 0 ? at::kChar : at::kByte));
   }
 
-  mq::Model read(const fs::path& path) override {
-    std::error_code ec;
-    const bool dir = fs::is_directory(path, ec);
-    const fs::path file = dir ? (fs::exists(path / kIndexName, ec) ? path / kIndexName : path / kSingleName) : path;
-    mq::Model model;
-    if (ends_with(file.filename().string(), ".safetensors.index.json")) {
-      read_sharded(file, model);
-    } else {
-      const auto f = mq::safetensors::File::open(file);
-      model.sources.push_back(file);
-      model.metadata = f->metadata();
-      for (const auto& info : f->tensors()) model.tensors.push_back({info.name, f->tensor(info)});
-    }
-    if (dir) model.metadata[kHfDirKey] = fs::absolute(path).lexically_normal().string();
-    model.layers = mq::layers_from_names(model);
-    return model;
-  }
-
-  void write(const mq::QuantizedModel& model, const fs::path& path) override {
-    std::vector<mq::safetensors::OutTensor> out;
-    json specs = json::object();
-    for (const mq::QuantizedEntry& e : model.entries) {
-      if (!e.quantized) {
-        out.push_back({e.name, e.tensor});
-        continue;
-      }
-      const mq::QuantizedTensor& q = *e.quantized;
-      specs[e.name] = spec_json(q.spec);
-      if (!q.spec.is_integer()) {
-        out.push_back({e.name, q.data});
-        continue;
-      }
-      const std::vector<int64_t> qshape = stored_qparam_shape(q);
-      if (q.spec.bits() == 4) {
-        const int offset = nibble_offset(q.spec);
-        out.push_back({e.name + "_packed", pack_int4(q.data, offset)});
-        out.push_back({e.name + "_shape", at::tensor(q.shape, at::kLong).to(at::kInt)});
-        out.push_back({e.name + "_scale", q.qparams.scale.reshape(qshape).to(q.original_dtype)});
-        if (stores_zero_point(q.spec)) {
-          const at::Tensor zp = q.qparams.zero_point.reshape(qshape);  // packed along dim 0
-          out.push_back({e.name + "_zero_point", pack_int4(zp.t(), offset).t().contiguous()});
-        }
-        continue;
-      }
-      out.push_back({e.name, q.data});
-      out.push_back({e.name + "_scale", q.qparams.scale.reshape(qshape).to(q.original_dtype)});
-      if (stores_zero_point(q.spec))
-        out.push_back({e.name + "_zero_point",
-                       q.qparams.zero_point.reshape(qshape).to(q.spec.qmin() < 0 ? at::kChar : at::kByte)});
-    }
+  void finish(const mq::QuantizedModel& model) override {
     // Static activations: P.input_scale (+ P.input_zero_point), float32 per tensor.
     json activations = json::object();
     for (const auto& [layer, qp] : model.activation_qparams) {
-      out.push_back({layer + ".input_scale", qp.scale.reshape({1}).to(at::kFloat)});
+      writer_.add(layer + ".input_scale", qp.scale.reshape({1}).to(at::kFloat));
       if (model.activation_spec && stores_zero_point(*model.activation_spec))
-        out.push_back({layer + ".input_zero_point",
-                       qp.zero_point.reshape({1}).to(model.activation_spec->qmin() < 0 ? at::kChar : at::kByte)});
+        writer_.add(layer + ".input_zero_point",
+                    qp.zero_point.reshape({1}).to(model.activation_spec->qmin() < 0 ? at::kChar : at::kByte));
       activations[layer] = spec_json(*model.activation_spec);
     }
     std::map<std::string, std::string> metadata = model.metadata;
+    metadata.erase(kHfDirKey);
     metadata["format"] = "pt";  // transformers refuses files without it
     metadata["mq.mode"] = model.mode;
     if (!activations.empty()) metadata[kActivationsKey] = activations.dump();
-    if (!specs.empty()) metadata[kSpecsKey] = specs.dump();
-    const json config = quantization_config(model);
+    if (!specs_.empty()) metadata[kSpecsKey] = specs_.dump();
+    const json config = quantization_config(summaries_, model);
     if (!config.is_null()) metadata["quantization_config"] = config.dump();
-    const auto hf_dir = model.metadata.find(kHfDirKey);
-    if (hf_dir == model.metadata.end()) {
-      mq::safetensors::write(path, out, metadata);
-      return;
-    }
-    // An HF model directory in gives one out: the weights, config.json with the
-    // quantization_config, and the directory's other files (tokenizer, ...) copied.
-    metadata.erase(kHfDirKey);
-    fs::create_directories(path);
-    mq::safetensors::write(path / kSingleName, out, metadata);
-    write_hf_directory(hf_dir->second, config, path);
+    writer_.finish(metadata);
+    if (hf_dir_) write_hf_directory(*hf_dir_, config, path_);
   }
 
  private:
-  static void read_sharded(const fs::path& index, mq::Model& model) {
+  static std::optional<std::string> hf_dir_of(const std::map<std::string, std::string>& metadata) {
+    const auto it = metadata.find(kHfDirKey);
+    return it == metadata.end() ? std::nullopt : std::optional<std::string>(it->second);
+  }
+
+  static fs::path file_for(const fs::path& path, const std::optional<std::string>& hf_dir) {
+    if (!hf_dir) return path;
     std::error_code ec;
-    const auto size = fs::file_size(index, ec);
-    if (ec || size > mq::safetensors::kMaxHeaderBytes) throw mq::InputError(index.string() + ": unreadable or too large");
-    std::ifstream in(index, std::ios::binary);
-    const std::string text((std::istreambuf_iterator<char>(in)), std::istreambuf_iterator<char>());
-    const auto entries = mq::safetensors::parse_index(index.string(), text);
-    std::vector<std::string> shards;
-    std::map<std::string, std::set<std::string>> wanted;
-    for (const auto& e : entries) {
-      if (!wanted.count(e.shard)) shards.push_back(e.shard);
-      wanted[e.shard].insert(e.tensor);
-    }
-    for (const std::string& shard : shards) {
-      const fs::path file = mq::safetensors::confined_shard(index.parent_path(), shard, index.string());
-      const auto f = mq::safetensors::File::open(file);
-      model.sources.push_back(file);
-      for (const auto& [k, v] : f->metadata()) model.metadata.emplace(k, v);
-      for (const std::string& t : wanted[shard])
-        if (!f->find(t))
-          throw mq::InputError(index.string() + ": lists '" + t + "' in shard '" + shard + "', which does not hold it");
-      for (const auto& info : f->tensors())
-        if (wanted[shard].count(info.name)) model.tensors.push_back({info.name, f->tensor(info)});
-    }
+    fs::create_directories(path, ec);
+    if (ec) throw mq::OutputError(path.string() + ": " + ec.message());
+    return path / kSingleName;
   }
 
   static void write_hf_directory(const std::string& input_dir, const json& config, const fs::path& out) {
@@ -286,6 +253,90 @@ class SafetensorsFormat final : public mq::Format {
       if (ec) throw mq::OutputError((out / name).string() + ": " + ec.message());
     }
   }
+
+  fs::path path_;
+  std::optional<std::string> hf_dir_;
+  mq::safetensors::Writer writer_;
+  json specs_ = json::object();
+  std::vector<EntrySummary> summaries_;
+};
+
+class SafetensorsFormat final : public mq::Format {
+ public:
+  explicit SafetensorsFormat(const mq::Options&) {}
+
+  // A .safetensors file, a model.safetensors.index.json, or a Hugging Face model
+  // directory holding either.
+  bool can_read(const fs::path& path) const override {
+    std::error_code ec;
+    if (fs::is_directory(path, ec))
+      return fs::exists(path / kIndexName, ec) || fs::exists(path / kSingleName, ec);
+    if (ends_with(path.filename().string(), ".safetensors.index.json")) return fs::is_regular_file(path, ec);
+    return path.extension() == ".safetensors" && fs::is_regular_file(path, ec);
+  }
+
+  mq::Model read(const fs::path& path) override {
+    std::error_code ec;
+    const bool dir = fs::is_directory(path, ec);
+    const fs::path file = dir ? (fs::exists(path / kIndexName, ec) ? path / kIndexName : path / kSingleName) : path;
+    mq::Model model;
+    std::vector<std::shared_ptr<mq::safetensors::File>> files;
+    if (ends_with(file.filename().string(), ".safetensors.index.json")) {
+      files = read_sharded(file, model);
+    } else {
+      files.push_back(mq::safetensors::File::open(file));
+      model.sources.push_back(file);
+      model.metadata = files[0]->metadata();
+      for (const auto& info : files[0]->tensors()) model.tensors.push_back({info.name, files[0]->tensor(info)});
+    }
+    model.release = [files](const at::Tensor& t) {
+      for (const auto& f : files) f->release(t);
+    };
+    if (dir) model.metadata[kHfDirKey] = fs::absolute(path).lexically_normal().string();
+    model.layers = mq::layers_from_names(model);
+    return model;
+  }
+
+  void write(const mq::QuantizedModel& model, const fs::path& path) override {
+    SafetensorsStream out(path, model.metadata);
+    for (const mq::QuantizedEntry& e : model.entries) out.add(e);
+    out.finish(model);
+  }
+
+  std::unique_ptr<mq::EntryWriter> stream(const mq::Model& source, const fs::path& path) override {
+    return std::make_unique<SafetensorsStream>(path, source.metadata);
+  }
+
+ private:
+  static std::vector<std::shared_ptr<mq::safetensors::File>> read_sharded(const fs::path& index, mq::Model& model) {
+    std::error_code ec;
+    const auto size = fs::file_size(index, ec);
+    if (ec || size > mq::safetensors::kMaxHeaderBytes) throw mq::InputError(index.string() + ": unreadable or too large");
+    std::ifstream in(index, std::ios::binary);
+    const std::string text((std::istreambuf_iterator<char>(in)), std::istreambuf_iterator<char>());
+    const auto entries = mq::safetensors::parse_index(index.string(), text);
+    std::vector<std::string> shards;
+    std::vector<std::shared_ptr<mq::safetensors::File>> files;
+    std::map<std::string, std::set<std::string>> wanted;
+    for (const auto& e : entries) {
+      if (!wanted.count(e.shard)) shards.push_back(e.shard);
+      wanted[e.shard].insert(e.tensor);
+    }
+    for (const std::string& shard : shards) {
+      const fs::path file = mq::safetensors::confined_shard(index.parent_path(), shard, index.string());
+      const auto f = mq::safetensors::File::open(file);
+      model.sources.push_back(file);
+      for (const auto& [k, v] : f->metadata()) model.metadata.emplace(k, v);
+      for (const std::string& t : wanted[shard])
+        if (!f->find(t))
+          throw mq::InputError(index.string() + ": lists '" + t + "' in shard '" + shard + "', which does not hold it");
+      for (const auto& info : f->tensors())
+        if (wanted[shard].count(info.name)) model.tensors.push_back({info.name, f->tensor(info)});
+      files.push_back(f);
+    }
+    return files;
+  }
+
 
  public:
 

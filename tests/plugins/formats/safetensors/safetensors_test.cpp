@@ -149,6 +149,28 @@ TEST(SafetensorsWriter, PadsTheHeaderToEightBytes) {
   EXPECT_EQ(bytes.size(), 8 + n + 12);
 }
 
+TEST(SafetensorsWriter, LeavesNothingBehindWhenNotFinished) {
+  mq::test::ScratchDir dir("st-abandon");
+  {
+    mq::safetensors::Writer writer(dir / "x.safetensors");
+    writer.add("a", at::ones({1024}));
+  }  // e.g. an exception while quantizing: the scratch bytes had no name
+  EXPECT_TRUE(fs::is_empty(dir.path()));
+}
+
+TEST(SafetensorsReader, ReleasedTensorsStayReadable) {
+  mq::test::ScratchDir dir("st-release");
+  const at::Tensor big = at::randn({256, 1024});  // 1 MiB: whole pages to drop
+  mq::safetensors::write(dir / "x.safetensors", {{"a", at::ones({3})}, {"big", big}}, {});
+  auto file = mq::safetensors::File::open(dir / "x.safetensors");
+  const at::Tensor mapped = file->tensor(*file->find("big"));
+  ASSERT_TRUE(at::equal(mapped, big));
+  file->release(mapped);
+  file->release(at::ones({4}));  // not the file's: nothing happens
+  EXPECT_TRUE(at::equal(mapped, big));
+  EXPECT_EQ(file->tensor(*file->find("a")).sum().item<float>(), 3.0f);
+}
+
 std::unique_ptr<mq::Format> format() { return mq::test::make_plugin<mq::Format>(); }
 
 TEST(SafetensorsFormat, WriteThenReadQuantizedIsBitExactForEveryDtypeAndGranularity) {
@@ -201,6 +223,39 @@ TEST(SafetensorsFormat, WriteThenReadQuantizedIsBitExactForEveryDtypeAndGranular
           EXPECT_EQ(back.metadata.at("mq.recipe_hash"), "abc");
           EXPECT_EQ(back.metadata.at("format"), "pt");
         }
+}
+
+// The runner streams: entries reach the format one at a time through stream(), and the
+// file must be the one write() makes of the whole model, byte for byte.
+TEST(SafetensorsFormat, StreamingWritesTheSameBytesAsWritingTheWholeModel) {
+  at::manual_seed(5);
+  mq::QuantSpec int8, int4;
+  int8.dtype = mq::DType::kInt8;
+  int4.dtype = mq::DType::kUInt4;
+  int4.granularity = mq::Granularity::kPerGroup;
+  int4.scheme = mq::Scheme::kAsymmetric;
+  int4.group_size = 8;
+  mq::QuantizedModel model;
+  model.entries = {{"a.weight", at::Tensor(), mq::quantize_min_max(at::randn({6, 16}), int8)},
+                   {"a.bias", at::randn({6}), std::nullopt},
+                   {"b.weight", at::Tensor(), mq::quantize_min_max(at::randn({4, 16}), int4)}};
+  model.mode = "static";
+  model.activation_spec = int8;
+  model.activation_qparams["a"] = {at::full({1}, 0.5f), at::zeros({1}, at::kInt)};
+  model.metadata = {{"mq.recipe_hash", "abc"}};
+  mq::test::ScratchDir dir("st-stream");
+  auto f = format();
+  f->write(model, dir / "whole.safetensors");
+  std::unique_ptr<mq::EntryWriter> stream = f->stream(mq::Model{}, dir / "streamed.safetensors");
+  ASSERT_TRUE(stream);
+  for (const mq::QuantizedEntry& e : model.entries) stream->add(e);
+  mq::QuantizedModel rest = model;
+  rest.entries.clear();  // finish() must not need them
+  stream->finish(rest);
+  EXPECT_EQ(mq::test::read_file(dir / "streamed.safetensors"), mq::test::read_file(dir / "whole.safetensors"));
+  const mq::QuantizedModel back = f->read_quantized(dir / "streamed.safetensors");
+  EXPECT_TRUE(at::equal(back.find("b.weight")->quantized->data, model.entries[2].quantized->data));
+  EXPECT_EQ(back.activation_qparams.at("a").scale.item<float>(), 0.5f);
 }
 
 TEST(SafetensorsFormat, PacksInt4EightToAWordElementZeroLowest) {
