@@ -161,23 +161,26 @@ typedef float Lanes __attribute__((vector_size(64)));
 typedef float Lanes8 __attribute__((vector_size(32)));
 typedef float Lanes4 __attribute__((vector_size(16)));
 
-// The lowest and highest of a vector's lanes by halving it: four vector steps instead
-// of sixteen scalar ones, which count for short spans (int4 groups).
+// The lowest and highest of a vector's lanes by halving it in registers: a handful of
+// shuffles instead of sixteen scalar steps, or of the stack round trips that stall
+// store forwarding; it counts for short spans (int4 groups).
 inline __attribute__((always_inline)) void fold(const Lanes& mn, const Lanes& mx, float* lo, float* hi) {
-  Lanes8 l8[2], h8[2];
-  std::memcpy(l8, &mn, sizeof mn);
-  std::memcpy(h8, &mx, sizeof mx);
-  l8[0] = l8[1] < l8[0] ? l8[1] : l8[0];
-  h8[0] = h8[1] > h8[0] ? h8[1] : h8[0];
-  Lanes4 l4[2], h4[2];
-  std::memcpy(l4, &l8[0], sizeof l8[0]);
-  std::memcpy(h4, &h8[0], sizeof h8[0]);
-  l4[0] = l4[1] < l4[0] ? l4[1] : l4[0];
-  h4[0] = h4[1] > h4[0] ? h4[1] : h4[0];
-  float l = l4[0][0], h = h4[0][0];
+  Lanes8 l8 = __builtin_shufflevector(mn, mn, 0, 1, 2, 3, 4, 5, 6, 7);
+  Lanes8 h8 = __builtin_shufflevector(mx, mx, 0, 1, 2, 3, 4, 5, 6, 7);
+  const Lanes8 l8b = __builtin_shufflevector(mn, mn, 8, 9, 10, 11, 12, 13, 14, 15);
+  const Lanes8 h8b = __builtin_shufflevector(mx, mx, 8, 9, 10, 11, 12, 13, 14, 15);
+  l8 = l8b < l8 ? l8b : l8;
+  h8 = h8b > h8 ? h8b : h8;
+  Lanes4 l4 = __builtin_shufflevector(l8, l8, 0, 1, 2, 3);
+  Lanes4 h4 = __builtin_shufflevector(h8, h8, 0, 1, 2, 3);
+  const Lanes4 l4b = __builtin_shufflevector(l8, l8, 4, 5, 6, 7);
+  const Lanes4 h4b = __builtin_shufflevector(h8, h8, 4, 5, 6, 7);
+  l4 = l4b < l4 ? l4b : l4;
+  h4 = h4b > h4 ? h4b : h4;
+  float l = l4[0], h = h4[0];
   for (int j = 1; j < 4; ++j) {
-    l = l4[0][j] < l ? l4[0][j] : l;
-    h = h4[0][j] > h ? h4[0][j] : h;
+    l = l4[j] < l ? l4[j] : l;
+    h = h4[j] > h ? h4[j] : h;
   }
   *lo = l;
   *hi = h;
