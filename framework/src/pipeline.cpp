@@ -11,9 +11,9 @@
 
 #include <atomic>
 #include <chrono>
-#include <optional>
 #include <cstdio>
 #include <cstdlib>
+#include <optional>
 #include <sstream>
 
 #include "hash.hpp"
