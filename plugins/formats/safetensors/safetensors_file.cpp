@@ -346,7 +346,8 @@ void Writer::add(const std::string& name, const at::Tensor& tensor) {
   offset_ += bytes;
 }
 
-void Writer::finish(const std::map<std::string, std::string>& metadata) {
+void Writer::finish(const std::map<std::string, std::string>& metadata, const fs::path& as) {
+  const fs::path& path = as.empty() ? path_ : as;
   json header = json::object();
   if (!metadata.empty()) header["__metadata__"] = metadata;
   for (const TensorInfo& t : tensors_)
@@ -355,17 +356,17 @@ void Writer::finish(const std::map<std::string, std::string>& metadata) {
   text.append((8 - text.size() % 8) % 8, ' ');
   uint8_t length[8];
   for (int i = 0; i < 8; ++i) length[i] = static_cast<uint8_t>(static_cast<uint64_t>(text.size()) >> (8 * i));
-  const int fd = ::open(path_.c_str(), O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, 0644);
-  if (fd < 0) throw OutputError(path_.string() + ": cannot create (" + std::strerror(errno) + ")");
+  const int fd = ::open(path.c_str(), O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, 0644);
+  if (fd < 0) throw OutputError(path.string() + ": cannot create (" + std::strerror(errno) + ")");
   try {
-    write_all(fd, length, sizeof length, path_);
-    write_all(fd, text.data(), text.size(), path_);
-    copy_bytes(scratch_, fd, offset_, path_);
+    write_all(fd, length, sizeof length, path);
+    write_all(fd, text.data(), text.size(), path);
+    copy_bytes(scratch_, fd, offset_, path);
   } catch (...) {
     ::close(fd);
     throw;
   }
-  if (::close(fd) != 0) throw OutputError(path_.string() + ": write failed (" + std::strerror(errno) + ")");
+  if (::close(fd) != 0) throw OutputError(path.string() + ": write failed (" + std::strerror(errno) + ")");
 }
 
 void write(const fs::path& path, const std::vector<OutTensor>& tensors,

@@ -74,7 +74,10 @@ class Writer {
   Writer& operator=(const Writer&) = delete;
 
   void add(const std::string& name, const at::Tensor& tensor);  // any layout
-  void finish(const std::map<std::string, std::string>& metadata);
+  uint64_t bytes() const { return offset_; }                     // of tensor data so far
+  // Writes the file at `path`, or at `as` when given (a shard gets its name once the
+  // number of shards is known; it must be in the same directory).
+  void finish(const std::map<std::string, std::string>& metadata, const std::filesystem::path& as = {});
 
  private:
   std::filesystem::path path_;

@@ -159,42 +159,46 @@ json quantization_config(const std::vector<EntrySummary>& entries, const mq::Qua
 // Writes entries as they come (mq::safetensors::Writer keeps only the current one in
 // memory): compressed-tensors names for quantized weights, float tensors as they are;
 // finish() adds static activation qparams and the metadata. An HF model directory in
-// gives one out: the weights, config.json with the quantization_config, and the
-// directory's other files (tokenizer, ...) copied.
+// gives one out: the weights (in shards of at most `max_shard_bytes` of tensor data,
+// with model.safetensors.index.json, when they need more than one), config.json with
+// the quantization_config, and the directory's other files (tokenizer, ...) copied.
 class SafetensorsStream final : public mq::EntryWriter {
  public:
-  SafetensorsStream(const fs::path& path, const std::map<std::string, std::string>& source_metadata)
-      : path_(path), hf_dir_(hf_dir_of(source_metadata)), writer_(file_for(path, hf_dir_)) {}
+  SafetensorsStream(const fs::path& path, const std::map<std::string, std::string>& source_metadata,
+                    int64_t max_shard_bytes)
+      : path_(path), hf_dir_(hf_dir_of(source_metadata)), max_shard_bytes_(max_shard_bytes) {
+    shards_.push_back(std::make_unique<mq::safetensors::Writer>(file_for(path, hf_dir_)));
+  }
 
   void add(const mq::QuantizedEntry& e) override {
     summaries_.push_back({e.name, e.quantized ? std::optional<mq::QuantSpec>(e.quantized->spec) : std::nullopt,
                           e.quantized ? static_cast<int64_t>(e.quantized->shape.size()) : e.tensor.dim()});
     if (!e.quantized) {
-      writer_.add(e.name, e.tensor);
+      put(e.name, e.tensor);
       return;
     }
     const mq::QuantizedTensor& q = *e.quantized;
     specs_[e.name] = spec_json(q.spec);
     if (!q.spec.is_integer()) {
-      writer_.add(e.name, q.data);
+      put(e.name, q.data);
       return;
     }
     const std::vector<int64_t> qshape = stored_qparam_shape(q);
     if (q.spec.bits() == 4) {
       const int offset = nibble_offset(q.spec);
-      writer_.add(e.name + "_packed", pack_int4(q.data, offset));
-      writer_.add(e.name + "_shape", at::tensor(q.shape, at::kLong).to(at::kInt));
-      writer_.add(e.name + "_scale", q.qparams.scale.reshape(qshape).to(q.original_dtype));
+      put(e.name + "_packed", pack_int4(q.data, offset));
+      put(e.name + "_shape", at::tensor(q.shape, at::kLong).to(at::kInt));
+      put(e.name + "_scale", q.qparams.scale.reshape(qshape).to(q.original_dtype));
       if (stores_zero_point(q.spec)) {
         const at::Tensor zp = q.qparams.zero_point.reshape(qshape);  // packed along dim 0
-        writer_.add(e.name + "_zero_point", pack_int4(zp.t(), offset).t().contiguous());
+        put(e.name + "_zero_point", pack_int4(zp.t(), offset).t().contiguous());
       }
       return;
     }
-    writer_.add(e.name, q.data);
-    writer_.add(e.name + "_scale", q.qparams.scale.reshape(qshape).to(q.original_dtype));
+    put(e.name, q.data);
+    put(e.name + "_scale", q.qparams.scale.reshape(qshape).to(q.original_dtype));
     if (stores_zero_point(q.spec))
-      writer_.add(e.name + "_zero_point",
+      put(e.name + "_zero_point",
                   q.qparams.zero_point.reshape(qshape).to(q.spec.qmin() < 0 ? at::kChar : at::kByte));
   }
 
@@ -202,9 +206,9 @@ class SafetensorsStream final : public mq::EntryWriter {
     // Static activations: P.input_scale (+ P.input_zero_point), float32 per tensor.
     json activations = json::object();
     for (const auto& [layer, qp] : model.activation_qparams) {
-      writer_.add(layer + ".input_scale", qp.scale.reshape({1}).to(at::kFloat));
+      put(layer + ".input_scale", qp.scale.reshape({1}).to(at::kFloat));
       if (model.activation_spec && stores_zero_point(*model.activation_spec))
-        writer_.add(layer + ".input_zero_point",
+        put(layer + ".input_zero_point",
                     qp.zero_point.reshape({1}).to(model.activation_spec->qmin() < 0 ? at::kChar : at::kByte));
       activations[layer] = spec_json(*model.activation_spec);
     }
@@ -216,7 +220,21 @@ class SafetensorsStream final : public mq::EntryWriter {
     if (!specs_.empty()) metadata[kSpecsKey] = specs_.dump();
     const json config = quantization_config(summaries_, model);
     if (!config.is_null()) metadata["quantization_config"] = config.dump();
-    writer_.finish(metadata);
+    if (shards_.size() == 1) {
+      shards_[0]->finish(metadata);
+    } else {  // every shard carries the metadata; the index maps tensors to shards
+      json weight_map = json::object();
+      uint64_t total = 0;
+      for (const auto& [tensor, shard] : placed_) weight_map[tensor] = shard_name(shard);
+      for (size_t i = 0; i < shards_.size(); ++i) {
+        shards_[i]->finish(metadata, path_ / shard_name(i));
+        total += shards_[i]->bytes();
+      }
+      const json index = {{"metadata", {{"total_size", total}}}, {"weight_map", weight_map}};
+      std::ofstream out(path_ / kIndexName);
+      out << index.dump(2) << "\n";
+      if (!out.flush()) throw mq::OutputError((path_ / kIndexName).string() + ": write failed");
+    }
     if (hf_dir_) write_hf_directory(*hf_dir_, config, path_);
   }
 
@@ -254,16 +272,92 @@ class SafetensorsStream final : public mq::EntryWriter {
     }
   }
 
+  // A new shard starts where a tensor would take an HF directory's current one past
+  // the limit; a tensor larger than the limit gets a shard of its own.
+  void put(const std::string& name, const at::Tensor& tensor) {
+    const uint64_t bytes = tensor.nbytes();
+    if (hf_dir_ && shards_.back()->bytes() > 0 &&
+        shards_.back()->bytes() + bytes > static_cast<uint64_t>(max_shard_bytes_))
+      shards_.push_back(std::make_unique<mq::safetensors::Writer>(path_ / kSingleName));
+    shards_.back()->add(name, tensor);
+    placed_.emplace_back(name, shards_.size() - 1);
+  }
+
+  std::string shard_name(size_t shard) const {
+    char name[64];
+    std::snprintf(name, sizeof name, "model-%05zu-of-%05zu.safetensors", shard + 1, shards_.size());
+    return name;
+  }
+
   fs::path path_;
   std::optional<std::string> hf_dir_;
-  mq::safetensors::Writer writer_;
+  int64_t max_shard_bytes_;
+  std::vector<std::unique_ptr<mq::safetensors::Writer>> shards_;
+  std::vector<std::pair<std::string, size_t>> placed_;  // tensor, shard
   json specs_ = json::object();
   std::vector<EntrySummary> summaries_;
 };
 
+// The tensors of a safetensors file, or of the shards a model.safetensors.index.json
+// lists (a directory holding either), by name and in file order.
+class TensorSet {
+ public:
+  struct Tensor {
+    std::string name;
+    const mq::safetensors::File* file;
+    const mq::safetensors::TensorInfo* info;
+  };
+
+  static TensorSet open(const fs::path& input) {
+    std::error_code ec;
+    fs::path file = input;
+    if (fs::is_directory(input, ec)) file = fs::exists(input / kIndexName, ec) ? input / kIndexName : input / kSingleName;
+    TensorSet set;
+    if (!ends_with(file.filename().string(), ".safetensors.index.json")) {
+      set.add(mq::safetensors::File::open(file));
+      return set;
+    }
+    const auto size = fs::file_size(file, ec);
+    if (ec || size > mq::safetensors::kMaxHeaderBytes) throw mq::InputError(file.string() + ": unreadable or too large");
+    std::ifstream in(file, std::ios::binary);
+    const std::string text((std::istreambuf_iterator<char>(in)), std::istreambuf_iterator<char>());
+    std::set<std::string> opened;
+    for (const auto& e : mq::safetensors::parse_index(file.string(), text))
+      if (opened.insert(e.shard).second)
+        set.add(mq::safetensors::File::open(mq::safetensors::confined_shard(file.parent_path(), e.shard, file.string())));
+    if (set.files_.empty()) throw mq::InputError(file.string() + ": lists no shards");
+    return set;
+  }
+
+  const std::vector<Tensor>& tensors() const { return tensors_; }
+  const Tensor* find(const std::string& name) const {
+    const auto it = by_name_.find(name);
+    return it == by_name_.end() ? nullptr : &tensors_[it->second];
+  }
+  at::Tensor tensor(const Tensor& t) const { return t.file->tensor(*t.info); }
+  const std::map<std::string, std::string>& metadata() const { return files_.front()->metadata(); }
+
+ private:
+  void add(std::shared_ptr<mq::safetensors::File> file) {
+    for (const auto& info : file->tensors()) {
+      if (!by_name_.emplace(info.name, tensors_.size()).second)
+        throw mq::InputError("tensor '" + info.name + "' is in more than one shard");
+      tensors_.push_back({info.name, file.get(), &info});
+    }
+    files_.push_back(std::move(file));
+  }
+
+  std::vector<std::shared_ptr<mq::safetensors::File>> files_;
+  std::vector<Tensor> tensors_;
+  std::map<std::string, size_t> by_name_;
+};
+
 class SafetensorsFormat final : public mq::Format {
  public:
-  explicit SafetensorsFormat(const mq::Options&) {}
+  explicit SafetensorsFormat(const mq::Options& options) : max_shard_bytes_(options.get_int("max_shard_bytes")) {
+    if (max_shard_bytes_ <= 0)
+      throw mq::RecipeError(options.where("max_shard_bytes") + ": max_shard_bytes must be positive");
+  }
 
   // A .safetensors file, a model.safetensors.index.json, or a Hugging Face model
   // directory holding either.
@@ -298,16 +392,18 @@ class SafetensorsFormat final : public mq::Format {
   }
 
   void write(const mq::QuantizedModel& model, const fs::path& path) override {
-    SafetensorsStream out(path, model.metadata);
+    SafetensorsStream out(path, model.metadata, max_shard_bytes_);
     for (const mq::QuantizedEntry& e : model.entries) out.add(e);
     out.finish(model);
   }
 
   std::unique_ptr<mq::EntryWriter> stream(const mq::Model& source, const fs::path& path) override {
-    return std::make_unique<SafetensorsStream>(path, source.metadata);
+    return std::make_unique<SafetensorsStream>(path, source.metadata, max_shard_bytes_);
   }
 
  private:
+  int64_t max_shard_bytes_;
+
   static std::vector<std::shared_ptr<mq::safetensors::File>> read_sharded(const fs::path& index, mq::Model& model) {
     std::error_code ec;
     const auto size = fs::file_size(index, ec);
@@ -341,12 +437,10 @@ class SafetensorsFormat final : public mq::Format {
  public:
 
   mq::QuantizedModel read_quantized(const fs::path& input) override {
-    std::error_code ec;
-    const fs::path path = fs::is_directory(input, ec) ? input / kSingleName : input;
-    const auto file = mq::safetensors::File::open(path);
-    const std::string name = path.string();
+    const TensorSet file = TensorSet::open(input);
+    const std::string name = input.string();
     mq::QuantizedModel model;
-    model.metadata = file->metadata();
+    model.metadata = file.metadata();
     json specs = json::object();
     if (auto it = model.metadata.find(kSpecsKey); it != model.metadata.end()) {
       specs = json::parse(it->second, nullptr, false);
@@ -370,31 +464,31 @@ class SafetensorsFormat final : public mq::Format {
       for (auto a = activations.begin(); a != activations.end(); ++a) {
         const mq::QuantSpec spec = spec_from_json(name, a.value());
         model.activation_spec = spec;
-        const auto* scale = file->find(a.key() + ".input_scale");
+        const auto* scale = file.find(a.key() + ".input_scale");
         if (!scale) throw mq::InputError(name + ": missing " + a.key() + ".input_scale");
-        const auto* zp = file->find(a.key() + ".input_zero_point");
-        model.activation_qparams[a.key()] = {file->tensor(*scale).to(at::kFloat),
-                                             zp ? file->tensor(*zp).to(at::kInt) : at::zeros({1}, at::kInt)};
+        const auto* zp = file.find(a.key() + ".input_zero_point");
+        model.activation_qparams[a.key()] = {file.tensor(*scale).to(at::kFloat),
+                                             zp ? file.tensor(*zp).to(at::kInt) : at::zeros({1}, at::kInt)};
         auxiliary.insert(a.key() + ".input_scale");
         auxiliary.insert(a.key() + ".input_zero_point");
       }
     }
     const auto require = [&](const std::string& tensor) {
-      const mq::safetensors::TensorInfo* info = file->find(tensor);
+      const TensorSet::Tensor* info = file.find(tensor);
       if (!info) throw mq::InputError(name + ": quantized tensor needs '" + tensor + "', which is missing");
-      return file->tensor(*info);
+      return file.tensor(*info);
     };
-    for (const auto& info : file->tensors()) {
+    for (const auto& info : file.tensors()) {
       const auto p = primary.find(info.name);
       if (p == primary.end()) {
-        if (!auxiliary.count(info.name)) model.entries.push_back({info.name, file->tensor(info), std::nullopt});
+        if (!auxiliary.count(info.name)) model.entries.push_back({info.name, file.tensor(info), std::nullopt});
         continue;
       }
       const std::string& entry = p->second;
       mq::QuantizedTensor q;
       q.spec = spec_from_json(name, specs[entry]);
       if (!q.spec.is_integer()) {
-        q.data = file->tensor(info);
+        q.data = file.tensor(info);
         q.shape = q.data.sizes().vec();
         q.original_dtype = q.data.scalar_type();
         model.entries.push_back({entry, at::Tensor(), std::move(q)});
@@ -408,16 +502,16 @@ class SafetensorsFormat final : public mq::Format {
         const at::Tensor shape = require(entry + "_shape").to(at::kLong);
         q.shape.assign(shape.data_ptr<int64_t>(), shape.data_ptr<int64_t>() + shape.numel());
         if (q.shape.empty()) throw mq::InputError(name + ": '" + entry + "_shape' is empty");
-        q.data = unpack_int4(file->tensor(info), q.shape.back(), nibble_offset(q.spec), data_dtype)
+        q.data = unpack_int4(file.tensor(info), q.shape.back(), nibble_offset(q.spec), data_dtype)
                      .reshape(q.shape);
       } else {
-        q.data = file->tensor(info);
+        q.data = file.tensor(info);
         q.shape = q.data.sizes().vec();
       }
       std::vector<int64_t> param_shape{scale.numel()};
       if (q.spec.granularity == mq::Granularity::kPerGroup) param_shape = scale.sizes().vec();
       q.qparams.scale = scale.to(at::kFloat).reshape(param_shape);
-      if (file->find(entry + "_zero_point")) {
+      if (file.find(entry + "_zero_point")) {
         at::Tensor zp = require(entry + "_zero_point");
         if (packed) zp = unpack_int4(zp.t().contiguous(), scale.size(0), nibble_offset(q.spec), at::kInt).t();
         q.qparams.zero_point = zp.to(at::kInt).contiguous().reshape(param_shape);
@@ -432,5 +526,7 @@ class SafetensorsFormat final : public mq::Format {
 
 }  // namespace
 
-MQ_PLUGIN(SafetensorsFormat, mq::PluginKind::kFormat, "safetensors", "1.0.0",
-          "safetensors files: strict reader; compressed-tensors writer (vLLM, transformers)")
+MQ_PLUGIN(SafetensorsFormat, mq::PluginKind::kFormat, "safetensors", "1.1.0",
+          "safetensors files: strict reader; compressed-tensors writer (vLLM, transformers)",
+          {"max_shard_bytes", mq::OptionType::kInt, "5000000000",
+           "HF directory output: tensor bytes per shard before a new one starts (transformers: 5GB)"})

@@ -1,5 +1,6 @@
 #include <ATen/ATen.h>
 #include <gtest/gtest.h>
+#include <nlohmann/json.hpp>
 
 #include <functional>
 
@@ -367,6 +368,41 @@ TEST(SafetensorsFormat, HuggingFaceDirectoryInGivesOneOut) {
   const mq::QuantizedModel back = f->read_quantized(dir / "out");
   EXPECT_TRUE(at::equal(back.entries[1].quantized->data, q.entries[1].quantized->data));
   EXPECT_EQ(back.metadata.count("mq.hf_dir"), 0u);  // no local paths in the artifact
+}
+
+TEST(SafetensorsFormat, HuggingFaceDirectoryOutIsShardedPastTheLimit) {
+  mq::test::ScratchDir dir("st-hf-shards");
+  mq::test::write_hf_directory(dir / "in");
+  auto f = mq::test::make_plugin<mq::Format>({mq::test::opt("max_shard_bytes", mq::Value::integer(10000))});
+  const mq::Model m = f->read(dir / "in");
+  mq::QuantSpec spec;
+  mq::QuantizedModel q;
+  for (const auto& t : m.tensors) q.entries.push_back({t.name, t.tensor, std::nullopt});
+  q.entries[1] = {m.tensors[1].name, at::Tensor(), mq::quantize_min_max(m.tensors[1].tensor, spec)};
+  q.metadata = m.metadata;
+  f->write(q, dir / "out");
+  // 12800 | 2048 + 256 | 8192 + 128 | 12800 bytes: a tensor over the limit still fits
+  // in a shard of its own, and no shard passes 10000 bytes otherwise.
+  EXPECT_FALSE(fs::exists(dir / "out" / "model.safetensors"));
+  for (const char* shard : {"model-00001-of-00004.safetensors", "model-00002-of-00004.safetensors",
+                            "model-00003-of-00004.safetensors", "model-00004-of-00004.safetensors"})
+    EXPECT_TRUE(fs::exists(dir / "out" / shard)) << shard;
+  const auto index = nlohmann::json::parse(mq::test::read_file(dir / "out" / "model.safetensors.index.json"));
+  EXPECT_EQ(index["metadata"]["total_size"], 12800 + 2048 + 256 + 8192 + 128 + 12800);
+  EXPECT_EQ(index["weight_map"]["model.layers.0.mlp.up_proj.weight_scale"], "model-00002-of-00004.safetensors");
+  EXPECT_EQ(index["weight_map"].size(), 6u);
+  EXPECT_TRUE(contains(mq::test::read_file(dir / "out" / "config.json"), "compressed-tensors"));
+
+  const mq::QuantizedModel back = f->read_quantized(dir / "out");
+  ASSERT_EQ(back.entries.size(), 5u);
+  EXPECT_TRUE(at::equal(back.entries[1].quantized->data, q.entries[1].quantized->data));
+  EXPECT_TRUE(at::equal(back.entries[4].tensor, m.tensors[4].tensor));
+  EXPECT_EQ(f->read(dir / "out").tensors.size(), 6u);  // and it reads as a sharded checkpoint
+}
+
+TEST(SafetensorsFormat, MaxShardBytesMustBePositive) {
+  EXPECT_THROW(mq::test::make_plugin<mq::Format>({mq::test::opt("max_shard_bytes", mq::Value::integer(0))}),
+               mq::RecipeError);
 }
 
 TEST(SafetensorsFormat, ReadInfersLinearLayersFromNames) {
