@@ -10,6 +10,7 @@
 
 #include "console_progress.hpp"
 #include "mq/error.hpp"
+#include "mq/files.hpp"
 #include "mq/interrupt.hpp"
 #include "mq/pipeline.hpp"
 #include "mq/quantize.hpp"
@@ -96,7 +97,7 @@ int inspect_file(const std::string& path, const std::string& format, bool trust,
   const mq::QuantizedModel model = mq::load_quantized_model(path, format, options);
   auto out = nlohmann::ordered_json::object();
   out["file"] = path;
-  out["bytes"] = static_cast<int64_t>(fs::file_size(path));
+  out["bytes"] = mq::path_bytes(path);
   out["mode"] = model.mode;
   out["metadata"] = model.metadata;
   auto tensors = nlohmann::ordered_json::array();

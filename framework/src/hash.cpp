@@ -43,18 +43,6 @@ std::string hash_path(const std::filesystem::path& path) {
   return hash_bytes(all);
 }
 
-int64_t path_bytes(const std::filesystem::path& path) {
-  std::error_code ec;
-  if (!std::filesystem::is_directory(path, ec)) {
-    const auto size = std::filesystem::file_size(path, ec);
-    return ec ? 0 : static_cast<int64_t>(size);
-  }
-  int64_t total = 0;
-  for (const auto& e : std::filesystem::recursive_directory_iterator(path, ec))
-    if (e.is_regular_file()) total += static_cast<int64_t>(e.file_size());
-  return total;
-}
-
 // Maps the file a window at a time (no copy into a buffer, and the pages leave the
 // process with each window) and hashes with libxxhash's runtime-dispatched AVX2/AVX-512
 // code: the input hash of a multi-GB checkpoint was a third of a run.

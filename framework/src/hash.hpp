@@ -1,6 +1,5 @@
 #pragma once
 
-#include <cstdint>
 #include <filesystem>
 #include <string>
 #include <string_view>
@@ -13,7 +12,5 @@ std::string hash_bytes(std::string_view bytes);
 std::string hash_file(const std::filesystem::path& file);
 // A file's hash, or for a directory the hash of its files' names and hashes.
 std::string hash_path(const std::filesystem::path& path);
-// A file's size, or the sum of a directory's files.
-int64_t path_bytes(const std::filesystem::path& path);
 
 }  // namespace mq::detail

@@ -18,6 +18,7 @@
 
 #include "hash.hpp"
 #include "mq/error.hpp"
+#include "mq/files.hpp"
 #include "mq/format.hpp"
 #include "mq/observer.hpp"
 #include "mq/quantize.hpp"
@@ -93,7 +94,7 @@ double seconds_since(std::chrono::steady_clock::time_point start) {
   return std::chrono::duration<double>(std::chrono::steady_clock::now() - start).count();
 }
 
-FileInfo file_info(const fs::path& p) { return {p.string(), detail::path_bytes(p), detail::hash_path(p)}; }
+FileInfo file_info(const fs::path& p) { return {p.string(), path_bytes(p), detail::hash_path(p)}; }
 
 }  // namespace
 

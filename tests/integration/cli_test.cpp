@@ -4,6 +4,9 @@
 
 #include <nlohmann/json.hpp>
 
+#include <set>
+
+#include "mq/files.hpp"
 #include "test_support.hpp"
 
 namespace {
@@ -311,6 +314,33 @@ report: out/report.json
   const auto clash = run_pipeline("run -q '" + (dir / "recipe.yaml").string() + "' --set format.output=out/file-instead");
   EXPECT_EQ(clash.exit_code, 6);
   EXPECT_EQ(mq::test::read_file(dir / "out/file-instead"), "keep me");
+}
+
+// Past max_shard_bytes an HF directory out is sharded with an index; validators, inspect
+// and a second run read it as they read one file.
+TEST(Cli, HuggingFaceDirectoryOutShardsAndReadsBack) {
+  mq::test::ScratchDir dir("cli-hf-shards");
+  mq::test::write_hf_directory(dir / "model");
+  mq::test::write_file(dir / "recipe.yaml", R"(version: 1
+model: {path: model}
+quantizer: {plugin: dynamic, options: {dtype: int8}}
+format: {plugin: safetensors, output: out, options: {max_shard_bytes: 10000}}
+validators: [{plugin: sqnr, options: {min_db: 30}}, {plugin: size}, {plugin: load_run}, {plugin: range}]
+)");
+  const auto r = run_pipeline("run -q '" + (dir / "recipe.yaml").string() + "'");
+  ASSERT_EQ(r.exit_code, 0) << r.err;
+  EXPECT_FALSE(fs::exists(dir / "out/model.safetensors"));
+  const auto index = nlohmann::json::parse(mq::test::read_file(dir / "out/model.safetensors.index.json"));
+  std::set<std::string> shards;
+  for (const auto& [tensor, shard] : index["weight_map"].items()) shards.insert(shard.get<std::string>());
+  EXPECT_GT(shards.size(), 1u);
+  for (const std::string& shard : shards) EXPECT_TRUE(fs::exists(dir / "out" / shard)) << shard;
+  const auto inspect = nlohmann::json::parse(run_pipeline("inspect --json '" + (dir / "out").string() + "'").out);
+  EXPECT_EQ(inspect["tensors"].size(), 5u);
+  EXPECT_EQ(inspect["bytes"].get<int64_t>(), mq::path_bytes(dir / "out"));
+  const auto again = run_pipeline("run -q '" + (dir / "recipe.yaml").string() +
+                                  "' --set model.path=out --set format.output=again.safetensors --set validators=[]");
+  EXPECT_EQ(again.exit_code, 0) << again.err;
 }
 
 TEST(Cli, ValidateWorksOnBothPtArtifacts) {

@@ -3,9 +3,8 @@
 
 #include <fmt/format.h>
 
-#include <filesystem>
-
 #include "mq/error.hpp"
+#include "mq/files.hpp"
 #include "mq/validator.hpp"
 
 namespace {
@@ -20,16 +19,8 @@ class SizeValidator final : public mq::Validator {
   mq::Check validate(const mq::ValidateContext& context) override {
     const int64_t original = context.original.nbytes();
     const int64_t quantized = context.quantized.nbytes();
-    std::error_code ec;
-    int64_t file_bytes = 0;
-    if (std::filesystem::is_directory(context.written, ec)) {
-      for (const auto& e : std::filesystem::recursive_directory_iterator(context.written, ec))
-        if (e.is_regular_file()) file_bytes += static_cast<int64_t>(e.file_size());
-    } else {
-      file_bytes = static_cast<int64_t>(std::filesystem::file_size(context.written, ec));
-    }
-    if (ec)
-      throw mq::OutputError(context.written.string() + ": cannot read its size (" + ec.message() + ")");
+    const int64_t file_bytes = mq::path_bytes(context.written);
+    if (file_bytes == 0) throw mq::OutputError(context.written.string() + ": cannot read its size");
     const double ratio = quantized > 0 ? static_cast<double>(original) / quantized : 0.0;
 
     mq::Check check;
