@@ -363,6 +363,23 @@ TEST(Cli, ValidateWorksOnBothPtArtifacts) {
   ASSERT_EQ(run_pipeline(example_args(dir, "-q --set format.plugin=pt --set format.output='" + state + "'")).exit_code, 0);
   const auto sd = run_pipeline("validate '" + state + "' --reference '" MQ_SOURCE_DIR "/configs/models/mlp.safetensors'");
   EXPECT_EQ(sd.exit_code, 0) << sd.err;
+
+  // What PyTorch has no quantized type for (int4/uint4, per-group) is stored as plain
+  // tensors under documented names, and reads back bit-exactly (load_run checks it).
+  for (const std::string spec : {"dtype=int4 --set quantizer.options.granularity=per_group",
+                                 "dtype=uint4 --set quantizer.options.scheme=asymmetric",
+                                 "dtype=int8 --set quantizer.options.granularity=per_group"}) {
+    SCOPED_TRACE(spec);
+    const std::string out = (dir / "mlp.low.pt").string();
+    const auto low = run_pipeline(example_args(dir, "-q --set format.plugin=pt --set format.output='" + out +
+                                                        "' --set quantizer.options.group_size=32 --set quantizer.options." +
+                                                        spec + " --set validators.0.options.min_db=15 "
+                                                        "--set validators.0.options.min_layer_db=15"));
+    ASSERT_EQ(low.exit_code, 0) << low.err;
+    const auto json = nlohmann::json::parse(run_pipeline("inspect --json '" + out + "'").out);
+    EXPECT_EQ(json["tensors"][0]["name"], "fc1.weight");
+    EXPECT_EQ(json["tensors"][0]["shape"], nlohmann::json::parse("[128, 64]"));
+  }
 }
 
 TEST(Cli, VersionAndUsage) {

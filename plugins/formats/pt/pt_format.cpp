@@ -12,10 +12,12 @@
 #include <torch/script.h>
 
 #include <fstream>
+#include <map>
 #include <set>
 
 #include "mq/error.hpp"
 #include "mq/format.hpp"
+#include "mq/pack.hpp"
 #include "state_dict_reader.hpp"
 #include "torchscript_model.hpp"
 
@@ -72,11 +74,15 @@ mq::QuantSpec spec_from(const json& j) {
   }
 }
 
+// Whether PyTorch has a quantized tensor type for `spec` (8 bits, per tensor or channel).
+bool native(const mq::QuantSpec& spec) {
+  return spec.is_integer() && spec.bits() == 8 && spec.granularity != mq::Granularity::kPerGroup;
+}
+
+int nibble_offset(const mq::QuantSpec& spec) { return spec.qmin() < 0 ? 8 : 0; }
+
 // A native PyTorch quantized tensor holding exactly `q`'s integers and qparams.
-at::Tensor to_torch(const std::string& name, const mq::QuantizedTensor& q) {
-  if (q.spec.bits() != 8 || q.spec.granularity == mq::Granularity::kPerGroup)
-    throw mq::RecipeError("tensor '" + name + "': the pt format stores int8/uint8 per-tensor or per-channel "
-                          "quantization natively; write " + q.spec.to_string() + " with the safetensors format");
+at::Tensor to_torch(const mq::QuantizedTensor& q) {
   if (q.spec.granularity == mq::Granularity::kPerChannel)
     return at::_make_per_channel_quantized_tensor(q.data, q.qparams.scale.reshape(-1).to(at::kDouble),
                                                   q.qparams.zero_point.reshape(-1).to(at::kLong), q.spec.axis);
@@ -209,7 +215,7 @@ class PtFormat final : public mq::Format {
                               "layers or dtypes with the safetensors format");
       const mq::QuantizedEntry* bias_entry = model.find(layer + ".bias");
       const c10::IValue bias = bias_entry ? c10::IValue(bias_entry->tensor) : c10::IValue();
-      const c10::IValue packed = call_op("quantized::linear_prepack", {to_torch(e.name, *e.quantized), bias}).at(0);
+      const c10::IValue packed = call_op("quantized::linear_prepack", {to_torch(*e.quantized), bias}).at(0);
       torch::jit::Module q = mq::pt::new_module(m, kQuantizedLinear);
       q.register_attribute("_packed_params", packed.type(), packed);
       q.register_attribute("in_features", c10::IntType::get(), e.quantized->shape.at(1));
@@ -233,8 +239,18 @@ class PtFormat final : public mq::Format {
         dict.insert(e.name, e.tensor);
       } else if (!e.quantized->spec.is_integer()) {
         dict.insert(e.name, e.quantized->data);
-      } else {
-        dict.insert(e.name, to_torch(e.name, *e.quantized));
+      } else if (native(e.quantized->spec)) {
+        dict.insert(e.name, to_torch(*e.quantized));
+      } else {  // int4/uint4 and per-group int8: plain tensors under documented names
+        const mq::QuantizedTensor& q = *e.quantized;
+        if (q.spec.bits() == 4) {
+          dict.insert(e.name + "_packed", mq::pack_int4(q.data, nibble_offset(q.spec)));
+          dict.insert(e.name + "_shape", at::tensor(q.shape, at::kLong));
+        } else {
+          dict.insert(e.name, q.data);
+        }
+        dict.insert(e.name + "_scale", q.qparams.scale.to(q.original_dtype));
+        dict.insert(e.name + "_zero_point", q.qparams.zero_point.to(q.spec.qmin() < 0 ? at::kChar : at::kByte));
       }
     }
     dict.insert(kMetadataKey, meta.dump());
@@ -277,6 +293,40 @@ class PtFormat final : public mq::Format {
     return model;
   }
 
+  // An entry write_state_dict stored as plain tensors (int4/uint4 packed, per-group int8).
+  static mq::QuantizedTensor read_stored(const c10::impl::GenericDict& dict, const std::string& name,
+                                         const mq::QuantSpec& spec, const fs::path& path) {
+    const auto get = [&](const std::string& key) {
+      if (!dict.contains(key) || !dict.at(key).isTensor())
+        bad(path, "quantized entry '" + name + "' needs '" + key + "', which is missing");
+      return dict.at(key).toTensor();
+    };
+    mq::QuantizedTensor q;
+    q.spec = spec;
+    const auto dtype = spec.qmin() < 0 ? at::kChar : at::kByte;
+    if (spec.bits() == 4) {
+      const at::Tensor shape = get(name + "_shape").to(at::kLong).contiguous();
+      q.shape.assign(shape.data_ptr<int64_t>(), shape.data_ptr<int64_t>() + shape.numel());
+      const at::Tensor packed = get(name + "_packed");
+      const int64_t rows = packed.dim() == 2 ? packed.size(0) : -1;
+      int64_t numel = 1;
+      for (int64_t d : q.shape) numel *= d;
+      if (q.shape.empty() || q.shape.back() <= 0 || rows < 0 || rows * q.shape.back() != numel ||
+          packed.size(1) != (q.shape.back() + 7) / 8)
+        bad(path, "'" + name + "_packed' does not hold a tensor of '" + name + "_shape'");
+      q.data = mq::unpack_int4(packed, q.shape.back(), nibble_offset(spec), dtype).reshape(q.shape);
+    } else {
+      q.data = get(name).to(dtype);
+      q.shape = q.data.sizes().vec();
+    }
+    const at::Tensor scale = get(name + "_scale");
+    const at::Tensor zero_point = get(name + "_zero_point");
+    if (scale.sizes() != zero_point.sizes()) bad(path, "'" + name + "_scale' and '" + name + "_zero_point' differ in shape");
+    q.original_dtype = scale.scalar_type();
+    q.qparams = {scale.to(at::kFloat), zero_point.to(at::kInt)};
+    return q;
+  }
+
   static mq::QuantizedModel read_state_dict(const fs::path& path) {
     std::ifstream in(path, std::ios::binary);
     std::vector<char> bytes((std::istreambuf_iterator<char>(in)), std::istreambuf_iterator<char>());
@@ -300,11 +350,26 @@ class PtFormat final : public mq::Format {
           if (it.value().is_string()) model.metadata[it.key()] = it.value().get<std::string>();
       }
     }
+    // Entries PyTorch has no quantized type for, stored under the names write_state_dict
+    // gives them: the key that marks an entry's place, and the keys that only belong to it.
+    std::map<std::string, std::string> primary;  // key -> entry
+    std::set<std::string> auxiliary;
+    if (specs.is_object())
+      for (auto it = specs.begin(); it != specs.end(); ++it) {
+        const mq::QuantSpec spec = spec_from(it.value());
+        if (!spec.is_integer() || native(spec)) continue;
+        primary[spec.bits() == 4 ? it.key() + "_packed" : it.key()] = it.key();
+        for (const char* suffix : {"_shape", "_scale", "_zero_point"}) auxiliary.insert(it.key() + suffix);
+      }
     for (const auto& kv : dict) {
       if (!kv.key().isString()) bad(path, "has a key that is not a string");
       const std::string name = kv.key().toStringRef();
-      if (name == kMetadataKey) continue;
+      if (name == kMetadataKey || auxiliary.count(name)) continue;
       if (!kv.value().isTensor()) bad(path, "entry '" + name + "' is not a tensor");
+      if (const auto p = primary.find(name); p != primary.end()) {
+        model.entries.push_back({p->second, at::Tensor(), read_stored(dict, p->second, *spec_of(specs, p->second), path)});
+        continue;
+      }
       const at::Tensor t = kv.value().toTensor();
       const auto spec = spec_of(specs, name);
       if (t.is_quantized()) {
@@ -328,7 +393,7 @@ class PtFormat final : public mq::Format {
 
 }  // namespace
 
-MQ_PLUGIN(PtFormat, mq::PluginKind::kFormat, "pt", "1.0.0",
+MQ_PLUGIN(PtFormat, mq::PluginKind::kFormat, "pt", "1.1.0",
           "PyTorch: TorchScript in and out (int8 Linear kernels), state dicts of quantized tensors out",
           {"trust_torchscript", mq::OptionType::kBool, "false",
            "allow loading TorchScript archives, which runs their code"})

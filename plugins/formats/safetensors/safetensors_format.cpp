@@ -12,6 +12,7 @@
 
 #include "mq/error.hpp"
 #include "mq/format.hpp"
+#include "mq/pack.hpp"
 #include "safetensors_file.hpp"
 
 namespace fs = std::filesystem;
@@ -37,36 +38,6 @@ mq::QuantSpec spec_from_json(const std::string& file, const json& j) {
   } catch (const std::invalid_argument& e) {
     throw mq::InputError(file + ": malformed " + kSpecsKey + " metadata (" + e.what() + ")");
   }
-}
-
-// Four-bit values packed eight to an int32 along the last dimension, element 0 in the
-// lowest bits, rows padded to a whole word (compressed-tensors' pack_to_int32). The
-// nibble is value + offset: 8 for int4, 0 for uint4.
-at::Tensor pack_int4(const at::Tensor& values, int offset) {
-  const at::Tensor v = values.to(at::kInt).contiguous();
-  const int64_t cols = v.dim() ? v.size(-1) : 1;
-  const int64_t rows = cols ? v.numel() / cols : 0;
-  const int64_t words = (cols + 7) / 8;
-  at::Tensor packed = at::zeros({rows, words}, at::kInt);
-  const int32_t* in = v.data_ptr<int32_t>();
-  uint32_t* out = reinterpret_cast<uint32_t*>(packed.data_ptr<int32_t>());
-  for (int64_t r = 0; r < rows; ++r)
-    for (int64_t c = 0; c < cols; ++c)
-      out[r * words + c / 8] |= (static_cast<uint32_t>(in[r * cols + c] + offset) & 0xFu) << (4 * (c % 8));
-  return packed;
-}
-
-at::Tensor unpack_int4(const at::Tensor& packed, int64_t cols, int offset, at::ScalarType dtype) {
-  const at::Tensor p = packed.to(at::kInt).contiguous();
-  const int64_t words = p.size(-1);
-  const int64_t rows = p.numel() / std::max<int64_t>(words, 1);
-  at::Tensor values = at::empty({rows, cols}, at::kInt);
-  const uint32_t* in = reinterpret_cast<const uint32_t*>(p.data_ptr<int32_t>());
-  int32_t* out = values.data_ptr<int32_t>();
-  for (int64_t r = 0; r < rows; ++r)
-    for (int64_t c = 0; c < cols; ++c)
-      out[r * cols + c] = static_cast<int32_t>((in[r * words + c / 8] >> (4 * (c % 8))) & 0xFu) - offset;
-  return values.to(dtype);
 }
 
 int nibble_offset(const mq::QuantSpec& spec) { return spec.qmin() < 0 ? 8 : 0; }
@@ -186,12 +157,12 @@ class SafetensorsStream final : public mq::EntryWriter {
     const std::vector<int64_t> qshape = stored_qparam_shape(q);
     if (q.spec.bits() == 4) {
       const int offset = nibble_offset(q.spec);
-      put(e.name + "_packed", pack_int4(q.data, offset));
+      put(e.name + "_packed", mq::pack_int4(q.data, offset));
       put(e.name + "_shape", at::tensor(q.shape, at::kLong).to(at::kInt));
       put(e.name + "_scale", q.qparams.scale.reshape(qshape).to(q.original_dtype));
       if (stores_zero_point(q.spec)) {
         const at::Tensor zp = q.qparams.zero_point.reshape(qshape);  // packed along dim 0
-        put(e.name + "_zero_point", pack_int4(zp.t(), offset).t().contiguous());
+        put(e.name + "_zero_point", mq::pack_int4(zp.t(), offset).t().contiguous());
       }
       return;
     }
@@ -502,7 +473,7 @@ class SafetensorsFormat final : public mq::Format {
         const at::Tensor shape = require(entry + "_shape").to(at::kLong);
         q.shape.assign(shape.data_ptr<int64_t>(), shape.data_ptr<int64_t>() + shape.numel());
         if (q.shape.empty()) throw mq::InputError(name + ": '" + entry + "_shape' is empty");
-        q.data = unpack_int4(file.tensor(info), q.shape.back(), nibble_offset(q.spec), data_dtype)
+        q.data = mq::unpack_int4(file.tensor(info), q.shape.back(), nibble_offset(q.spec), data_dtype)
                      .reshape(q.shape);
       } else {
         q.data = file.tensor(info);
@@ -513,7 +484,7 @@ class SafetensorsFormat final : public mq::Format {
       q.qparams.scale = scale.to(at::kFloat).reshape(param_shape);
       if (file.find(entry + "_zero_point")) {
         at::Tensor zp = require(entry + "_zero_point");
-        if (packed) zp = unpack_int4(zp.t().contiguous(), scale.size(0), nibble_offset(q.spec), at::kInt).t();
+        if (packed) zp = mq::unpack_int4(zp.t().contiguous(), scale.size(0), nibble_offset(q.spec), at::kInt).t();
         q.qparams.zero_point = zp.to(at::kInt).contiguous().reshape(param_shape);
       } else {
         q.qparams.zero_point = at::zeros(param_shape, at::kInt);
