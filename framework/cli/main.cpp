@@ -31,6 +31,16 @@ int fail(mq::ExitCode code, const std::string& message) {
   return static_cast<int>(code);
 }
 
+// A run's or a validation's report on stdout, and its status as the exit code.
+int finish(const mq::Report& report, bool json, bool quiet) {
+  if (json)
+    fmt::print("{}", report.to_json());
+  else if (!quiet)
+    fmt::print("{}", report.summary());
+  if (report.status != mq::ExitCode::kOk) return fail(report.status, report.message);
+  return 0;
+}
+
 std::string option_default(const mq::OptionDecl& o) {
   return o.default_value ? o.default_value : "(required)";
 }
@@ -262,13 +272,7 @@ int main(int argc, char** argv) {
       mq::ValidateRequest request = validation_request(artifact, reference, validator_names, validator_options,
                                                        on_failure, artifact_format, report_path, html_path);
       if (validate_trust) request.format_options.set("trust_torchscript", mq::Value::boolean(true));
-      const mq::Report report = mq::validate_artifact(request, options);
-      if (json)
-        fmt::print("{}", report.to_json());
-      else if (!quiet)
-        fmt::print("{}", report.summary());
-      if (report.status != mq::ExitCode::kOk) return fail(report.status, report.message);
-      return 0;
+      return finish(mq::validate_artifact(request, options), json, quiet);
     }
     if (!run->parsed() && !check->parsed()) {
       std::cout << app.help();
@@ -291,13 +295,7 @@ int main(int argc, char** argv) {
       fmt::print("{}", json ? plan.to_json() : plan.plan_table());
       return 0;
     }
-    const mq::Report report = pipeline.run();
-    if (json)
-      fmt::print("{}", report.to_json());
-    else if (!quiet)
-      fmt::print("{}", report.summary());
-    if (report.status != mq::ExitCode::kOk) return fail(report.status, report.message);
-    return 0;
+    return finish(pipeline.run(), json, quiet);
   } catch (const mq::Error& e) {
     return fail(e.code(), e.what());
   } catch (const std::exception& e) {

@@ -12,6 +12,14 @@
 #include "mq/error.hpp"
 
 namespace mq {
+
+float stored_scale(float scale, at::ScalarType dtype) {
+  float rounded = scale;
+  if (dtype == at::kBFloat16) rounded = static_cast<float>(c10::BFloat16(scale));
+  if (dtype == at::kHalf) rounded = static_cast<float>(c10::Half(scale));
+  return rounded > 0 && std::isfinite(rounded) ? rounded : scale;
+}
+
 namespace {
 
 // The tensor as spans of contiguous elements that share one (scale, zero point):
@@ -108,15 +116,6 @@ void qparams_one(float mn, float mx, const QuantSpec& spec, float eps, float* sc
     const int64_t zp = qmin - static_cast<int64_t>(std::nearbyint(min_neg / *scale));
     *zero_point = static_cast<int32_t>(std::clamp(zp, qmin, qmax));
   }
-}
-
-// Scales are stored in the weight's dtype (compressed-tensors): quantize with the
-// rounded scale so that what is stored is exactly what was used.
-float stored_scale(float scale, at::ScalarType dtype) {
-  float rounded = scale;
-  if (dtype == at::kBFloat16) rounded = static_cast<float>(c10::BFloat16(scale));
-  if (dtype == at::kHalf) rounded = static_cast<float>(c10::Half(scale));
-  return rounded > 0 && std::isfinite(rounded) ? rounded : scale;
 }
 
 [[noreturn]] void refuse_infinite() {

@@ -58,7 +58,7 @@ std::string hash_file(const std::filesystem::path& file) {
   constexpr size_t kWindow = size_t{64} << 20;
   bool failed = false;
   if (S_ISREG(st.st_mode)) {
-    for (off_t offset = 0; offset < st.st_size && !failed;) {
+    for (off_t offset = 0; offset < st.st_size; offset += static_cast<off_t>(kWindow)) {
       const size_t length = std::min<size_t>(kWindow, static_cast<size_t>(st.st_size - offset));
       void* window = ::mmap(nullptr, length, PROT_READ, MAP_PRIVATE, fd, offset);
       failed = window == MAP_FAILED;
@@ -66,7 +66,6 @@ std::string hash_file(const std::filesystem::path& file) {
       ::madvise(window, length, MADV_POPULATE_READ);  // one call instead of a fault per page
       XXH3_128bits_update_dispatch(state, window, length);
       ::munmap(window, length);
-      offset += static_cast<off_t>(length);
     }
   } else {  // a pipe or a device: read it
     std::vector<char> buffer(kWindow);

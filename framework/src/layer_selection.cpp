@@ -212,11 +212,10 @@ QuantizedTensor quantize_weight(const at::Tensor& w, const QuantSpec& spec, Obse
   if (eps) return quantize_min_max(w, spec, *eps);
   observer->observe(w, spec);
   QParams qp = observer->qparams(spec);
-  // Scales are stored in the weight's dtype (compressed-tensors); quantize with the
-  // rounded scale so that what is stored is exactly what was used.
   if (w.scalar_type() != at::kFloat) {
-    const at::Tensor rounded = qp.scale.to(w.scalar_type()).to(at::kFloat);
-    qp.scale = at::where((rounded > 0).logical_and(rounded.isfinite()), rounded, qp.scale);
+    qp.scale = qp.scale.to(at::kFloat).contiguous().clone();
+    float* scale = qp.scale.data_ptr<float>();
+    for (int64_t i = 0; i < qp.scale.numel(); ++i) scale[i] = stored_scale(scale[i], w.scalar_type());
   }
   return quantize(w, qp, spec);
 }

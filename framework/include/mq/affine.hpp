@@ -33,6 +33,11 @@ MQ_API std::pair<at::Tensor, at::Tensor> min_max_ref(const at::Tensor& x, const 
 MQ_API QParams qparams_from_min_max(const at::Tensor& min, const at::Tensor& max,
                                     const QuantSpec& spec, float eps = kScaleEps);
 
+// `scale` as it is stored in `dtype` (formats keep scales in the weight's dtype, so
+// weights are quantized with the stored value): rounded to bf16/fp16 where that stays
+// positive and finite, else as it is.
+MQ_API float stored_scale(float scale, at::ScalarType dtype);
+
 // Quantizes `x` with `qparams` (int8 data for signed dtypes, uint8 for unsigned).
 MQ_API QuantizedTensor quantize(const at::Tensor& x, const QParams& qparams, const QuantSpec& spec);
 MQ_API QuantizedTensor quantize_ref(const at::Tensor& x, const QParams& qparams,

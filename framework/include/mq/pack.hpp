@@ -6,8 +6,12 @@
 #include <cstdint>
 
 #include "mq/export.hpp"
+#include "mq/quant_spec.hpp"
 
 namespace mq {
+
+// The nibble offset for `spec`: 8 for signed (int4), 0 for unsigned (uint4).
+inline int nibble_offset(const QuantSpec& spec) { return spec.qmin() < 0 ? 8 : 0; }
 
 // Values packed eight to an int32 along the last dimension, element 0 in the lowest
 // bits, each row padded to a whole word; the nibble is value + offset (8 for int4, so

@@ -79,8 +79,6 @@ bool native(const mq::QuantSpec& spec) {
   return spec.is_integer() && spec.bits() == 8 && spec.granularity != mq::Granularity::kPerGroup;
 }
 
-int nibble_offset(const mq::QuantSpec& spec) { return spec.qmin() < 0 ? 8 : 0; }
-
 // A native PyTorch quantized tensor holding exactly `q`'s integers and qparams.
 at::Tensor to_torch(const mq::QuantizedTensor& q) {
   if (q.spec.granularity == mq::Granularity::kPerChannel)
@@ -244,7 +242,7 @@ class PtFormat final : public mq::Format {
       } else {  // int4/uint4 and per-group int8: plain tensors under documented names
         const mq::QuantizedTensor& q = *e.quantized;
         if (q.spec.bits() == 4) {
-          dict.insert(e.name + "_packed", mq::pack_int4(q.data, nibble_offset(q.spec)));
+          dict.insert(e.name + "_packed", mq::pack_int4(q.data, mq::nibble_offset(q.spec)));
           dict.insert(e.name + "_shape", at::tensor(q.shape, at::kLong));
         } else {
           dict.insert(e.name, q.data);
@@ -314,7 +312,7 @@ class PtFormat final : public mq::Format {
       if (q.shape.empty() || q.shape.back() <= 0 || rows < 0 || rows * q.shape.back() != numel ||
           packed.size(1) != (q.shape.back() + 7) / 8)
         bad(path, "'" + name + "_packed' does not hold a tensor of '" + name + "_shape'");
-      q.data = mq::unpack_int4(packed, q.shape.back(), nibble_offset(spec), dtype).reshape(q.shape);
+      q.data = mq::unpack_int4(packed, q.shape.back(), mq::nibble_offset(spec), dtype).reshape(q.shape);
     } else {
       q.data = get(name).to(dtype);
       q.shape = q.data.sizes().vec();

@@ -40,8 +40,6 @@ mq::QuantSpec spec_from_json(const std::string& file, const json& j) {
   }
 }
 
-int nibble_offset(const mq::QuantSpec& spec) { return spec.qmin() < 0 ? 8 : 0; }
-
 bool stores_zero_point(const mq::QuantSpec& spec) {
   return spec.scheme == mq::Scheme::kAsymmetric || spec.qmin() == 0;
 }
@@ -156,7 +154,7 @@ class SafetensorsStream final : public mq::EntryWriter {
     }
     const std::vector<int64_t> qshape = stored_qparam_shape(q);
     if (q.spec.bits() == 4) {
-      const int offset = nibble_offset(q.spec);
+      const int offset = mq::nibble_offset(q.spec);
       put(e.name + "_packed", mq::pack_int4(q.data, offset));
       put(e.name + "_shape", at::tensor(q.shape, at::kLong).to(at::kInt));
       put(e.name + "_scale", q.qparams.scale.reshape(qshape).to(q.original_dtype));
@@ -270,7 +268,8 @@ class SafetensorsStream final : public mq::EntryWriter {
 };
 
 // The tensors of a safetensors file, or of the shards a model.safetensors.index.json
-// lists (a directory holding either), by name and in file order.
+// lists (a directory holding either), by name and in file order; the shards' metadata
+// merged, the first shard's value winning.
 class TensorSet {
  public:
   struct Tensor {
@@ -285,18 +284,28 @@ class TensorSet {
     if (fs::is_directory(input, ec)) file = fs::exists(input / kIndexName, ec) ? input / kIndexName : input / kSingleName;
     TensorSet set;
     if (!ends_with(file.filename().string(), ".safetensors.index.json")) {
-      set.add(mq::safetensors::File::open(file));
+      const auto f = mq::safetensors::File::open(file);
+      set.add(file, f, nullptr);
       return set;
     }
     const auto size = fs::file_size(file, ec);
     if (ec || size > mq::safetensors::kMaxHeaderBytes) throw mq::InputError(file.string() + ": unreadable or too large");
     std::ifstream in(file, std::ios::binary);
     const std::string text((std::istreambuf_iterator<char>(in)), std::istreambuf_iterator<char>());
-    std::set<std::string> opened;
-    for (const auto& e : mq::safetensors::parse_index(file.string(), text))
-      if (opened.insert(e.shard).second)
-        set.add(mq::safetensors::File::open(mq::safetensors::confined_shard(file.parent_path(), e.shard, file.string())));
-    if (set.files_.empty()) throw mq::InputError(file.string() + ": lists no shards");
+    std::vector<std::string> shards;
+    std::map<std::string, std::set<std::string>> wanted;
+    for (const auto& e : mq::safetensors::parse_index(file.string(), text)) {
+      if (!wanted.count(e.shard)) shards.push_back(e.shard);
+      wanted[e.shard].insert(e.tensor);
+    }
+    for (const std::string& shard : shards) {
+      const fs::path path = mq::safetensors::confined_shard(file.parent_path(), shard, file.string());
+      const auto f = mq::safetensors::File::open(path);
+      for (const std::string& t : wanted[shard])
+        if (!f->find(t))
+          throw mq::InputError(file.string() + ": lists '" + t + "' in shard '" + shard + "', which does not hold it");
+      set.add(path, f, &wanted[shard]);
+    }
     return set;
   }
 
@@ -306,21 +315,29 @@ class TensorSet {
     return it == by_name_.end() ? nullptr : &tensors_[it->second];
   }
   at::Tensor tensor(const Tensor& t) const { return t.file->tensor(*t.info); }
-  const std::map<std::string, std::string>& metadata() const { return files_.front()->metadata(); }
+  const std::map<std::string, std::string>& metadata() const { return metadata_; }
+  const std::vector<fs::path>& sources() const { return sources_; }
+  const std::vector<std::shared_ptr<mq::safetensors::File>>& files() const { return files_; }
 
  private:
-  void add(std::shared_ptr<mq::safetensors::File> file) {
-    for (const auto& info : file->tensors()) {
-      if (!by_name_.emplace(info.name, tensors_.size()).second)
-        throw mq::InputError("tensor '" + info.name + "' is in more than one shard");
-      tensors_.push_back({info.name, file.get(), &info});
-    }
+  // The file's tensors, or those of them in `listed` (a shard holds only what the
+  // index says it holds).
+  void add(const fs::path& path, std::shared_ptr<mq::safetensors::File> file, const std::set<std::string>* listed) {
+    for (const auto& info : file->tensors())
+      if (!listed || listed->count(info.name)) {
+        by_name_.emplace(info.name, tensors_.size());
+        tensors_.push_back({info.name, file.get(), &info});
+      }
+    for (const auto& [k, v] : file->metadata()) metadata_.emplace(k, v);
+    sources_.push_back(path);
     files_.push_back(std::move(file));
   }
 
   std::vector<std::shared_ptr<mq::safetensors::File>> files_;
+  std::vector<fs::path> sources_;
   std::vector<Tensor> tensors_;
   std::map<std::string, size_t> by_name_;
+  std::map<std::string, std::string> metadata_;
 };
 
 class SafetensorsFormat final : public mq::Format {
@@ -341,23 +358,16 @@ class SafetensorsFormat final : public mq::Format {
   }
 
   mq::Model read(const fs::path& path) override {
-    std::error_code ec;
-    const bool dir = fs::is_directory(path, ec);
-    const fs::path file = dir ? (fs::exists(path / kIndexName, ec) ? path / kIndexName : path / kSingleName) : path;
+    const TensorSet set = TensorSet::open(path);
     mq::Model model;
-    std::vector<std::shared_ptr<mq::safetensors::File>> files;
-    if (ends_with(file.filename().string(), ".safetensors.index.json")) {
-      files = read_sharded(file, model);
-    } else {
-      files.push_back(mq::safetensors::File::open(file));
-      model.sources.push_back(file);
-      model.metadata = files[0]->metadata();
-      for (const auto& info : files[0]->tensors()) model.tensors.push_back({info.name, files[0]->tensor(info)});
-    }
-    model.release = [files](const at::Tensor& t) {
+    model.sources = set.sources();
+    model.metadata = set.metadata();
+    for (const auto& t : set.tensors()) model.tensors.push_back({t.name, set.tensor(t)});
+    model.release = [files = set.files()](const at::Tensor& t) {
       for (const auto& f : files) f->release(t);
     };
-    if (dir) model.metadata[kHfDirKey] = fs::absolute(path).lexically_normal().string();
+    std::error_code ec;
+    if (fs::is_directory(path, ec)) model.metadata[kHfDirKey] = fs::absolute(path).lexically_normal().string();
     model.layers = mq::layers_from_names(model);
     return model;
   }
@@ -371,41 +381,6 @@ class SafetensorsFormat final : public mq::Format {
   std::unique_ptr<mq::EntryWriter> stream(const mq::Model& source, const fs::path& path) override {
     return std::make_unique<SafetensorsStream>(path, source.metadata, max_shard_bytes_);
   }
-
- private:
-  int64_t max_shard_bytes_;
-
-  static std::vector<std::shared_ptr<mq::safetensors::File>> read_sharded(const fs::path& index, mq::Model& model) {
-    std::error_code ec;
-    const auto size = fs::file_size(index, ec);
-    if (ec || size > mq::safetensors::kMaxHeaderBytes) throw mq::InputError(index.string() + ": unreadable or too large");
-    std::ifstream in(index, std::ios::binary);
-    const std::string text((std::istreambuf_iterator<char>(in)), std::istreambuf_iterator<char>());
-    const auto entries = mq::safetensors::parse_index(index.string(), text);
-    std::vector<std::string> shards;
-    std::vector<std::shared_ptr<mq::safetensors::File>> files;
-    std::map<std::string, std::set<std::string>> wanted;
-    for (const auto& e : entries) {
-      if (!wanted.count(e.shard)) shards.push_back(e.shard);
-      wanted[e.shard].insert(e.tensor);
-    }
-    for (const std::string& shard : shards) {
-      const fs::path file = mq::safetensors::confined_shard(index.parent_path(), shard, index.string());
-      const auto f = mq::safetensors::File::open(file);
-      model.sources.push_back(file);
-      for (const auto& [k, v] : f->metadata()) model.metadata.emplace(k, v);
-      for (const std::string& t : wanted[shard])
-        if (!f->find(t))
-          throw mq::InputError(index.string() + ": lists '" + t + "' in shard '" + shard + "', which does not hold it");
-      for (const auto& info : f->tensors())
-        if (wanted[shard].count(info.name)) model.tensors.push_back({info.name, f->tensor(info)});
-      files.push_back(f);
-    }
-    return files;
-  }
-
-
- public:
 
   mq::QuantizedModel read_quantized(const fs::path& input) override {
     const TensorSet file = TensorSet::open(input);
@@ -473,7 +448,7 @@ class SafetensorsFormat final : public mq::Format {
         const at::Tensor shape = require(entry + "_shape").to(at::kLong);
         q.shape.assign(shape.data_ptr<int64_t>(), shape.data_ptr<int64_t>() + shape.numel());
         if (q.shape.empty()) throw mq::InputError(name + ": '" + entry + "_shape' is empty");
-        q.data = mq::unpack_int4(file.tensor(info), q.shape.back(), nibble_offset(q.spec), data_dtype)
+        q.data = mq::unpack_int4(file.tensor(info), q.shape.back(), mq::nibble_offset(q.spec), data_dtype)
                      .reshape(q.shape);
       } else {
         q.data = file.tensor(info);
@@ -484,7 +459,7 @@ class SafetensorsFormat final : public mq::Format {
       q.qparams.scale = scale.to(at::kFloat).reshape(param_shape);
       if (file.find(entry + "_zero_point")) {
         at::Tensor zp = require(entry + "_zero_point");
-        if (packed) zp = mq::unpack_int4(zp.t().contiguous(), scale.size(0), nibble_offset(q.spec), at::kInt).t();
+        if (packed) zp = mq::unpack_int4(zp.t().contiguous(), scale.size(0), mq::nibble_offset(q.spec), at::kInt).t();
         q.qparams.zero_point = zp.to(at::kInt).contiguous().reshape(param_shape);
       } else {
         q.qparams.zero_point = at::zeros(param_shape, at::kInt);
@@ -493,6 +468,9 @@ class SafetensorsFormat final : public mq::Format {
     }
     return model;
   }
+
+ private:
+  int64_t max_shard_bytes_;
 };
 
 }  // namespace
