@@ -24,7 +24,8 @@ for b in mq["benchmarks"]:
 for key, value in torch.items():
     if key.endswith("GBps"):
         lines.append(f"| PyTorch {key[:-5]} | {key.split('_')[-2][0]} | {value:.2f} |")
-lines += ["", f"PyTorch HistogramObserver: {torch['torch_histogram_observer_rows_per_s']:.0f} rows of 8192 per second.",
+lines += ["", "PyTorch HistogramObserver, rows of 8192 per second: " + " / ".join(
+              f"{torch[f'torch_histogram_observer_{t}t_rows_per_s']:.0f}" for t in (1, 2)) + " (1 / 2 threads).",
           "", "TorchScript MLP 1024-4096-1024, one thread, onednn (ms per forward; output SQNR vs fp32):", "",
           "| module | batch 64 | batch 1 | SQNR dB |", "|---|---|---|---|"]
 for name, label in (("fp32", "fp32 (OpenBLAS)"), ("torch", "PyTorch quantize_dynamic"),

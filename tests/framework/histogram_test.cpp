@@ -48,6 +48,21 @@ TEST(Histogram, SkipsNaNAndTakesOtherDtypes) {
   EXPECT_TRUE(at::equal(mq::histc(half, 32, -1.0f, 1.0f), at::histc(half.to(at::kFloat), 32, -1.0f, 1.0f)));
 }
 
+TEST(Histogram, FindsTheRangeInTheSamePass) {
+  at::manual_seed(22);
+  at::Tensor x = at::randn({70001}) * 2;
+  x[17] = std::numeric_limits<float>::quiet_NaN();
+  const mq::RangeHistogram pass = mq::histc_min_max(x, 2048, -1.5f, 3.0f);
+  EXPECT_TRUE(at::equal(pass.counts, mq::histc(x, 2048, -1.5f, 3.0f)));
+  const at::Tensor clean = x.nan_to_num(0.0);
+  EXPECT_EQ(pass.min, clean.min().item<float>());
+  EXPECT_EQ(pass.max, clean.max().item<float>());
+  const mq::RangeHistogram nothing = mq::histc_min_max(at::full({5}, NAN), 8, 0.0f, 1.0f);
+  EXPECT_EQ(nothing.min, std::numeric_limits<float>::infinity());
+  EXPECT_EQ(nothing.max, -std::numeric_limits<float>::infinity());
+  EXPECT_EQ(nothing.counts.sum().item<float>(), 0.0f);
+}
+
 TEST(Histogram, RefusesAnInfiniteRangeAndBadBinCounts) {
   const float inf = std::numeric_limits<float>::infinity();
   EXPECT_THROW(mq::histc(at::ones({4}), 8, 0.0f, inf), mq::InputError);

@@ -62,7 +62,7 @@ def main(path):
                     for reduce_range in (False, True):
                         if dtype == torch.quint8 and symmetric and reduce_range:
                             continue  # PyTorch refuses it, and so does mq
-                        for batches in ((1, 3) if name != "histogram" else (1, 2)):
+                        for batches in (1, 3):
                             if per_channel:
                                 qscheme = torch.per_channel_symmetric if symmetric else torch.per_channel_affine
                                 o = cls(ch_axis=0, dtype=dtype, qscheme=qscheme, reduce_range=reduce_range)
@@ -71,7 +71,8 @@ def main(path):
                                 o = cls(dtype=dtype, qscheme=qscheme, reduce_range=reduce_range)
                             xs = inputs(gen, kind, batches)
                             if name == "histogram" and batches > 1:
-                                xs[1] = xs[0].flip(1).contiguous()  # same integral extremes
+                                xs[1] = xs[0].flip(1).contiguous()  # inside the range seen
+                                xs[2] = xs[0] * 2  # the range grows, to integers again
                             for x in xs:
                                 o(x)
                             scale, zp = o.calculate_qparams()

@@ -16,4 +16,12 @@ namespace mq {
 // thread; these do not). Throws InputError for a non-finite range.
 MQ_API at::Tensor histc(const at::Tensor& x, int64_t bins, float min, float max);
 
+// histc() and x's min and max (NaN skipped; +inf and -inf when x holds no number) from
+// the same pass over memory.
+struct RangeHistogram {
+  at::Tensor counts;
+  float min = 0, max = 0;
+};
+MQ_API RangeHistogram histc_min_max(const at::Tensor& x, int64_t bins, float min, float max);
+
 }  // namespace mq

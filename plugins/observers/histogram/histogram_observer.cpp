@@ -43,35 +43,32 @@ class HistogramObserver final : public mq::Observer {
                             "moving_average or percentile for " + std::string(mq::to_string(spec.granularity)));
     if (input.numel() == 0) return;
     const at::Tensor x = input.detach().to(at::kFloat).contiguous();
-    const bool same_values = min_val_.item<float>() == max_val_.item<float>();
-    auto [new_min, new_max] = observed_range(x);
-    if (uninitialized() || same_values) {
+    if (uninitialized() || min_val_.item<float>() == max_val_.item<float>()) {
+      auto [new_min, new_max] = observed_range(x);
       min_val_ = new_min;
       max_val_ = new_max;
       histogram_ = mq::histc(x, bins_, new_min.item<float>(), new_max.item<float>());
       return;
     }
-    at::Tensor combined_min = at::minimum(new_min, min_val_);
-    at::Tensor combined_max = at::maximum(new_max, max_val_);
-    // _adjust_min_max
-    const at::Tensor hist_bin_width = (max_val_ - min_val_) / (bins_ * upsample_rate_);
-    const int64_t downsample_rate = static_cast<int64_t>(
-        at::ceil((combined_max - combined_min) / (bins_ * hist_bin_width)).item<float>());
-    const at::Tensor e = downsample_rate * (bins_ * hist_bin_width) - (combined_max - combined_min);
-    combined_max = combined_max + e;
-    const int64_t start_idx =
-        static_cast<int64_t>(at::round((min_val_ - combined_min) / hist_bin_width).item<float>());
-
-    at::Tensor combined = mq::histc(x, bins_, combined_min.item<float>(), combined_max.item<float>());
-    if (combined_min.item<float>() == min_val_.item<float>() &&
-        combined_max.item<float>() == max_val_.item<float>()) {
+    // Most batches fall inside the range seen so far, where the combined range is the
+    // old one adjusted: bin into that while finding the batch's range, in one pass, and
+    // bin again only when the batch reaches outside it.
+    Adjusted range = adjust(min_val_, max_val_);
+    mq::RangeHistogram pass = mq::histc_min_max(x, bins_, range.min.item<float>(), range.max.item<float>());
+    at::Tensor combined = std::move(pass.counts);
+    if (pass.min < min_val_.item<float>() || pass.max > max_val_.item<float>()) {
+      range = adjust(at::minimum(at::scalar_tensor(pass.min), min_val_),
+                     at::maximum(at::scalar_tensor(pass.max), max_val_));
+      combined = mq::histc(x, bins_, range.min.item<float>(), range.max.item<float>());
+    }
+    if (range.min.item<float>() == min_val_.item<float>() && range.max.item<float>() == max_val_.item<float>()) {
       combined += histogram_;
     } else {
-      combined = combine(combined, downsample_rate, start_idx);
+      combined = combine(combined, range.downsample_rate, range.start_idx);
     }
     histogram_ = combined;
-    min_val_ = combined_min;
-    max_val_ = combined_max;
+    min_val_ = range.min;
+    max_val_ = range.max;
   }
 
   mq::QParams qparams(const mq::QuantSpec& spec) const override {
@@ -93,6 +90,23 @@ class HistogramObserver final : public mq::Observer {
   bool uninitialized() const {
     return std::isinf(min_val_.item<float>()) && min_val_.item<float>() > 0 &&
            std::isinf(max_val_.item<float>()) && max_val_.item<float>() < 0;
+  }
+
+  struct Adjusted {
+    at::Tensor min, max;
+    int64_t downsample_rate, start_idx;
+  };
+
+  // _adjust_min_max: the combined range widened to a whole number of the old, upsampled
+  // bins.
+  Adjusted adjust(const at::Tensor& combined_min, const at::Tensor& combined_max) const {
+    const at::Tensor hist_bin_width = (max_val_ - min_val_) / (bins_ * upsample_rate_);
+    const int64_t downsample_rate = static_cast<int64_t>(
+        at::ceil((combined_max - combined_min) / (bins_ * hist_bin_width)).item<float>());
+    const at::Tensor e = downsample_rate * (bins_ * hist_bin_width) - (combined_max - combined_min);
+    const int64_t start_idx =
+        static_cast<int64_t>(at::round((min_val_ - combined_min) / hist_bin_width).item<float>());
+    return {combined_min, combined_max + e, downsample_rate, start_idx};
   }
 
   // _combine_histograms: the old histogram upsampled into the new range.

@@ -1,0 +1,65 @@
+#pragma once
+// Min and max in sixteen-lane GCC/clang vectors, for the cloned kernels (hot.hpp).
+
+#include <cstdint>
+#include <cstring>
+
+namespace mq {
+
+// Min and max of a span in sixteen lanes of a GCC/clang vector (the loop vectorizer
+// leaves float min/max reductions alone; min and max are exact, so the lane order does
+// not change the result, and NaN never replaces a bound).
+typedef float Lanes __attribute__((vector_size(64)));
+
+typedef float Lanes8 __attribute__((vector_size(32)));
+typedef float Lanes4 __attribute__((vector_size(16)));
+
+// The lowest and highest of a vector's lanes by halving it in registers: a handful of
+// shuffles instead of sixteen scalar steps, or of the stack round trips that stall
+// store forwarding; it counts for short spans (int4 groups).
+inline __attribute__((always_inline)) void fold(const Lanes& mn, const Lanes& mx, float* lo, float* hi) {
+  Lanes8 l8 = __builtin_shufflevector(mn, mn, 0, 1, 2, 3, 4, 5, 6, 7);
+  Lanes8 h8 = __builtin_shufflevector(mx, mx, 0, 1, 2, 3, 4, 5, 6, 7);
+  const Lanes8 l8b = __builtin_shufflevector(mn, mn, 8, 9, 10, 11, 12, 13, 14, 15);
+  const Lanes8 h8b = __builtin_shufflevector(mx, mx, 8, 9, 10, 11, 12, 13, 14, 15);
+  l8 = l8b < l8 ? l8b : l8;
+  h8 = h8b > h8 ? h8b : h8;
+  Lanes4 l4 = __builtin_shufflevector(l8, l8, 0, 1, 2, 3);
+  Lanes4 h4 = __builtin_shufflevector(h8, h8, 0, 1, 2, 3);
+  const Lanes4 l4b = __builtin_shufflevector(l8, l8, 4, 5, 6, 7);
+  const Lanes4 h4b = __builtin_shufflevector(h8, h8, 4, 5, 6, 7);
+  l4 = l4b < l4 ? l4b : l4;
+  h4 = h4b > h4 ? h4b : h4;
+  float l = l4[0], h = h4[0];
+  for (int j = 1; j < 4; ++j) {
+    l = l4[j] < l ? l4[j] : l;
+    h = h4[j] > h ? h4[j] : h;
+  }
+  *lo = l;
+  *hi = h;
+}
+
+inline __attribute__((always_inline)) void min_max_body(const float* in, int64_t n, float* lo, float* hi) {
+  Lanes mn, mx;
+  for (int j = 0; j < 16; ++j) {
+    mn[j] = *lo;
+    mx[j] = *hi;
+  }
+  int64_t i = 0;
+  for (; i + 16 <= n; i += 16) {
+    Lanes v;
+    std::memcpy(&v, in + i, sizeof v);
+    mn = v < mn ? v : mn;
+    mx = v > mx ? v : mx;
+  }
+  float l, h;
+  fold(mn, mx, &l, &h);
+  for (; i < n; ++i) {
+    l = in[i] < l ? in[i] : l;
+    h = in[i] > h ? in[i] : h;
+  }
+  *lo = l;
+  *hi = h;
+}
+
+}  // namespace mq
