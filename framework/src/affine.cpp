@@ -134,14 +134,25 @@ inline float round_half_even(float v) {
 }
 
 
+// round_half_even(r) + zp as the bits of r + 1.5 * 2^23 (whose last bit is one unit
+// there) less the bits of 1.5 * 2^23 and zp, in one integer step; the clamps are
+// strict so that they compile to min/max instructions (NaN still goes to qmin, as
+// PyTorch's x86 build does; r == lo or hi gives the same integer either way).
 template <class Q>
 inline __attribute__((always_inline)) void quantize_span_body(const float* in, Q* out, int64_t n, float inv,
                                                               float lo, float hi, int32_t zp) {
+  constexpr float kMagic = 12582912.0f;
+  int32_t magic_bits;
+  std::memcpy(&magic_bits, &kMagic, sizeof magic_bits);
+  const int32_t offset = magic_bits - zp;
   for (int64_t i = 0; i < n; ++i) {
     float r = in[i] * inv;
-    r = r >= lo ? r : lo;  // NaN goes to qmin, as PyTorch's x86 build does
-    r = r <= hi ? r : hi;
-    out[i] = static_cast<Q>(static_cast<int32_t>(round_half_even(r)) + zp);
+    r = r > lo ? r : lo;
+    r = r < hi ? r : hi;
+    const float shifted = r + kMagic;
+    int32_t bits;
+    std::memcpy(&bits, &shifted, sizeof bits);
+    out[i] = static_cast<Q>(bits - offset);
   }
 }
 
@@ -203,11 +214,19 @@ inline __attribute__((always_inline)) void qparams_row(const float* lo, const fl
   }
 }
 
+// Fetches a range into the second-level cache, a line at a time.
+inline __attribute__((always_inline)) void prefetch(const char* p, int64_t bytes) {
+  for (int64_t b = 0; b < bytes; b += 64) __builtin_prefetch(p + b, 0, 2);
+}
+
 // Returns false, quantizing nothing, when a span's bounds are infinite (the caller
-// throws: exceptions do not leave the cloned kernels).
+// throws: exceptions do not leave the cloned kernels). While the row is quantized (from
+// cache), the next row's input (`next`, or null) is fetched a block at a time, so that
+// memory keeps streaming through the compute and the next row's min/max finds it in
+// cache.
 template <class Q>
-inline __attribute__((always_inline)) bool min_max_quantize_row_body(const float* in, Q* out, int64_t n,
-                                                                     int64_t span, const RowRule& rule,
+inline __attribute__((always_inline)) bool min_max_quantize_row_body(const float* in, const char* next, Q* out,
+                                                                     int64_t n, int64_t span, const RowRule& rule,
                                                                      float* scale, int32_t* zero_point,
                                                                      float* lo, float* hi) {
   const int64_t count = (n + span - 1) / span;
@@ -221,22 +240,30 @@ inline __attribute__((always_inline)) bool min_max_quantize_row_body(const float
   qparams_row(lo, hi, count, rule, scale, zero_point);
   if (rule.dtype != at::kFloat)
     for (int64_t s = 0; s < count; ++s) scale[s] = stored_scale(scale[s], rule.dtype);
+  constexpr int64_t kBlock = 512;
+  const int64_t width = rule.dtype == at::kFloat ? 4 : 2;
   for (int64_t s = 0; s < count; ++s) {
     const int32_t zp = zero_point[s];
-    quantize_span_body(in + s * span, out + s * span, std::min(span, n - s * span), 1.0f / scale[s],
-                       static_cast<float>(rule.qmin - zp), static_cast<float>(rule.qmax - zp), zp);
+    const float inv = 1.0f / scale[s];
+    const float qlo = static_cast<float>(rule.qmin - zp), qhi = static_cast<float>(rule.qmax - zp);
+    const int64_t length = std::min(span, n - s * span);
+    for (int64_t b = 0; b < length; b += kBlock) {
+      const int64_t at = s * span + b, m = std::min(kBlock, length - b);
+      if (next) prefetch(next + at * width, m * width);
+      quantize_span_body(in + at, out + at, m, inv, qlo, qhi, zp);
+    }
   }
   return true;
 }
 
-MQ_HOT bool min_max_quantize_row(const float* in, int8_t* out, int64_t n, int64_t span, const RowRule& rule,
-                                 float* scale, int32_t* zero_point, float* lo, float* hi) {
-  return min_max_quantize_row_body(in, out, n, span, rule, scale, zero_point, lo, hi);
+MQ_HOT bool min_max_quantize_row(const float* in, const char* next, int8_t* out, int64_t n, int64_t span,
+                                 const RowRule& rule, float* scale, int32_t* zero_point, float* lo, float* hi) {
+  return min_max_quantize_row_body(in, next, out, n, span, rule, scale, zero_point, lo, hi);
 }
 
-MQ_HOT bool min_max_quantize_row(const float* in, uint8_t* out, int64_t n, int64_t span, const RowRule& rule,
-                                 float* scale, int32_t* zero_point, float* lo, float* hi) {
-  return min_max_quantize_row_body(in, out, n, span, rule, scale, zero_point, lo, hi);
+MQ_HOT bool min_max_quantize_row(const float* in, const char* next, uint8_t* out, int64_t n, int64_t span,
+                                 const RowRule& rule, float* scale, int32_t* zero_point, float* lo, float* hi) {
+  return min_max_quantize_row_body(in, next, out, n, span, rule, scale, zero_point, lo, hi);
 }
 
 MQ_HOT void widen(const c10::BFloat16* in, float* out, int64_t n) {
@@ -449,12 +476,14 @@ void quantize_min_max_rows(const at::Tensor& x, Q* q, int64_t rows, int64_t cols
   const QuantSpec storage = storage_of(spec);
   const RowRule rule{spec, eps, x.scalar_type(), storage.qmin(), storage.qmax()};
   const int64_t per_row = (cols + span - 1) / span;
+  const char* data = static_cast<const char*>(x.data_ptr());
+  const int64_t row_bytes = cols * x.element_size();
   at::parallel_for(0, rows, 1, [&](int64_t begin, int64_t end) {
     std::vector<float> buffer, bounds(static_cast<size_t>(2 * per_row));
     for (int64_t r = begin; r < end; ++r)
-      if (!min_max_quantize_row(as_float(x, r * cols, cols, buffer), q + r * cols, cols, span, rule,
-                                scale + r * per_row, zero_point + r * per_row, bounds.data(),
-                                bounds.data() + per_row))
+      if (!min_max_quantize_row(as_float(x, r * cols, cols, buffer), r + 1 < end ? data + (r + 1) * row_bytes : nullptr,
+                                q + r * cols, cols, span, rule, scale + r * per_row, zero_point + r * per_row,
+                                bounds.data(), bounds.data() + per_row))
         refuse_infinite();
   });
 }

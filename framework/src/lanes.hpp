@@ -39,13 +39,27 @@ inline __attribute__((always_inline)) void fold(const Lanes& mn, const Lanes& mx
   *hi = h;
 }
 
+// Two pairs of accumulators over 32 elements a step, so that each min/max waits on the
+// one two steps back, not the one before (their latency, not the loads, bounded the loop).
 inline __attribute__((always_inline)) void min_max_body(const float* in, int64_t n, float* lo, float* hi) {
   Lanes mn, mx;
   for (int j = 0; j < 16; ++j) {
     mn[j] = *lo;
     mx[j] = *hi;
   }
+  Lanes mn2 = mn, mx2 = mx;
   int64_t i = 0;
+  for (; i + 32 <= n; i += 32) {
+    Lanes v, w;
+    std::memcpy(&v, in + i, sizeof v);
+    std::memcpy(&w, in + i + 16, sizeof w);
+    mn = v < mn ? v : mn;
+    mx = v > mx ? v : mx;
+    mn2 = w < mn2 ? w : mn2;
+    mx2 = w > mx2 ? w : mx2;
+  }
+  mn = mn2 < mn ? mn2 : mn;
+  mx = mx2 > mx ? mx2 : mx;
   for (; i + 16 <= n; i += 16) {
     Lanes v;
     std::memcpy(&v, in + i, sizeof v);
