@@ -89,6 +89,33 @@ def check_int4(exe, source, work, original):
         assert db > 15, f"{name}: SQNR {db:.1f} dB"
 
 
+def check_large(exe, source, work):
+    """A source of 24 MiB: the output's header is written in place, padded with spaces."""
+    import torch  # only to make the input; the output is read by read_safetensors
+    torch.manual_seed(3)
+    weight = torch.randn(6144, 1024)
+    path = os.path.join(work, "large.safetensors")
+    header = json.dumps({"fc.weight": {"dtype": "F32", "shape": [6144, 1024],
+                                       "data_offsets": [0, weight.numel() * 4]}}).encode()
+    header += b" " * (-len(header) % 8)
+    with open(path, "wb") as f:
+        f.write(struct.pack("<Q", len(header)) + header + weight.numpy().tobytes())
+    out = os.path.join(work, "large.int8.safetensors")
+    run(exe, os.path.join(source, "configs", "example-dynamic-int8.yaml"), out,
+        f"model.path={path}", "validators=[]")
+    with open(out, "rb") as f:
+        (n,) = struct.unpack("<Q", f.read(8))
+        text = f.read(n).decode("utf-8")
+    assert len(text) - len(text.rstrip(" ")) > 1024, "expected the header's reserved room"
+    quantized, _ = read_safetensors(out)
+    _, shape, q = quantized["fc.weight"]
+    _, _, scale = quantized["fc.weight_scale"]
+    x_hat = torch.tensor(q, dtype=torch.float32).reshape(shape) * torch.tensor(scale).reshape(-1, 1)
+    db = 10 * math.log10(weight.square().sum() / (weight - x_hat).square().sum())
+    print(f"large fc.weight (header in place): SQNR {db:.1f} dB")
+    assert db > 35, f"large: SQNR {db:.1f} dB"
+
+
 def main(exe, source, work):
     shutil.rmtree(work, ignore_errors=True)
     os.makedirs(work)
@@ -116,6 +143,7 @@ def main(exe, source, work):
     for name in ("fc1.bias", "fc2.bias", "norm.weight"):
         assert quantized[name][2] == original[name][2], f"{name} not copied bit-exactly"
     check_int4(exe, source, work, original)
+    check_large(exe, source, work)
     print("ok: compressed-tensors int8 and int4 files checked by an independent reader")
 
 

@@ -291,10 +291,22 @@ void write_all(int fd, const void* data, size_t size, const fs::path& path) {
   }
 }
 
-// `size` bytes of `from` (from its start) to the end of `to`: in the kernel where the
+void pwrite_all(int fd, const void* data, size_t size, uint64_t at, const fs::path& path) {
+  const char* p = static_cast<const char*>(data);
+  while (size > 0) {
+    const ssize_t n = ::pwrite(fd, p, size, static_cast<off_t>(at));
+    if (n < 0 && errno == EINTR) continue;
+    if (n <= 0) throw OutputError(path.string() + ": write failed (" + std::strerror(errno) + ")");
+    p += n;
+    at += static_cast<uint64_t>(n);
+    size -= static_cast<size_t>(n);
+  }
+}
+
+// `size` bytes of `from` (from offset `at`) to the end of `to`: in the kernel where the
 // file system can (copy_file_range), through a buffer where it cannot.
-void copy_bytes(int from, int to, uint64_t size, const fs::path& path) {
-  loff_t in = 0;
+void copy_bytes(int from, uint64_t at, int to, uint64_t size, const fs::path& path) {
+  loff_t in = static_cast<loff_t>(at);
   while (size > 0) {
     const ssize_t n = ::copy_file_range(from, &in, to, nullptr, size, 0);
     if (n > 0) {
@@ -316,11 +328,20 @@ void copy_bytes(int from, int to, uint64_t size, const fs::path& path) {
   }
 }
 
+// Names the unnamed (O_TMPFILE) file `fd` as `path`, through /proc; false where that
+// cannot be done (no /proc, a named scratch file already unlinked, another file system).
+bool link_as(int fd, const fs::path& path) {
+  const std::string self = "/proc/self/fd/" + std::to_string(fd);
+  if (::linkat(AT_FDCWD, self.c_str(), AT_FDCWD, path.c_str(), AT_SYMLINK_FOLLOW) == 0) return true;
+  return errno == EEXIST && ::unlink(path.c_str()) == 0 &&
+         ::linkat(AT_FDCWD, self.c_str(), AT_FDCWD, path.c_str(), AT_SYMLINK_FOLLOW) == 0;
+}
+
 }  // namespace
 
-Writer::Writer(fs::path path) : path_(std::move(path)) {
+Writer::Writer(fs::path path, uint64_t reserve) : path_(std::move(path)), reserve_((reserve + 7) / 8 * 8) {
   const fs::path dir = path_.parent_path().empty() ? fs::path(".") : path_.parent_path();
-  scratch_ = ::open(dir.c_str(), O_TMPFILE | O_RDWR | O_CLOEXEC, 0600);
+  scratch_ = ::open(dir.c_str(), O_TMPFILE | O_RDWR | O_CLOEXEC, 0644);  // it may become the output
   if (scratch_ < 0) {  // file systems without O_TMPFILE: a named file, unlinked at once
     std::string name = (dir / ".mq-scratch-XXXXXX").string();
     scratch_ = ::mkostemp(name.data(), O_CLOEXEC);
@@ -328,6 +349,10 @@ Writer::Writer(fs::path path) : path_(std::move(path)) {
   }
   if (scratch_ < 0)
     throw OutputError(path_.string() + ": cannot create a scratch file beside it (" + std::strerror(errno) + ")");
+  if (::lseek(scratch_, static_cast<off_t>(reserve_), SEEK_SET) < 0) {
+    ::close(scratch_);
+    throw OutputError(path_.string() + ": cannot seek in its scratch file (" + std::strerror(errno) + ")");
+  }
 }
 
 Writer::~Writer() {
@@ -353,15 +378,25 @@ void Writer::finish(const std::map<std::string, std::string>& metadata, const fs
   for (const TensorInfo& t : tensors_)
     header[t.name] = {{"dtype", t.dtype}, {"shape", t.shape}, {"data_offsets", {t.begin, t.end}}};
   std::string text = header.dump();
-  text.append((8 - text.size() % 8) % 8, ' ');
+  const bool in_place = reserve_ >= 8 + text.size();
+  text.append(in_place ? reserve_ - 8 - text.size() : (8 - text.size() % 8) % 8, ' ');
   uint8_t length[8];
   for (int i = 0; i < 8; ++i) length[i] = static_cast<uint8_t>(static_cast<uint64_t>(text.size()) >> (8 * i));
+  if (in_place) {
+    pwrite_all(scratch_, length, sizeof length, 0, path);
+    pwrite_all(scratch_, text.data(), text.size(), sizeof length, path);
+    if (link_as(scratch_, path)) return;
+  }
   const int fd = ::open(path.c_str(), O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, 0644);
   if (fd < 0) throw OutputError(path.string() + ": cannot create (" + std::strerror(errno) + ")");
   try {
-    write_all(fd, length, sizeof length, path);
-    write_all(fd, text.data(), text.size(), path);
-    copy_bytes(scratch_, fd, offset_, path);
+    if (in_place) {  // the same bytes, copied whole
+      copy_bytes(scratch_, 0, fd, reserve_ + offset_, path);
+    } else {
+      write_all(fd, length, sizeof length, path);
+      write_all(fd, text.data(), text.size(), path);
+      copy_bytes(scratch_, reserve_, fd, offset_, path);
+    }
   } catch (...) {
     ::close(fd);
     throw;

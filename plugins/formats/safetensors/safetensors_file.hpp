@@ -66,9 +66,13 @@ struct OutTensor {
 // finish() writes the header, then has the kernel copy the bytes in behind it. Only
 // the tensor being added is ever in memory. Tensor order and metadata are kept as given.
 // Throws OutputError on I/O failure and InputError on names it cannot write.
+// Tensors go to an unnamed scratch file as they come. With `reserve` bytes kept in front
+// of them (a multiple of 8), finish() writes a header that fits there in place, padded
+// with spaces, and names the scratch file: no copy. A header that does not fit, or
+// reserve 0, is written compactly and the tensors copied in behind it.
 class Writer {
  public:
-  explicit Writer(std::filesystem::path path);
+  explicit Writer(std::filesystem::path path, uint64_t reserve = 0);
   ~Writer();
   Writer(const Writer&) = delete;
   Writer& operator=(const Writer&) = delete;
@@ -81,6 +85,7 @@ class Writer {
 
  private:
   std::filesystem::path path_;
+  uint64_t reserve_;
   int scratch_ = -1;
   uint64_t offset_ = 0;
   std::vector<TensorInfo> tensors_;

@@ -134,9 +134,22 @@ json quantization_config(const std::vector<EntrySummary>& entries, const mq::Qua
 class SafetensorsStream final : public mq::EntryWriter {
  public:
   SafetensorsStream(const fs::path& path, const std::map<std::string, std::string>& source_metadata,
-                    int64_t max_shard_bytes)
-      : path_(path), hf_dir_(hf_dir_of(source_metadata)), max_shard_bytes_(max_shard_bytes) {
-    shards_.push_back(std::make_unique<mq::safetensors::Writer>(file_for(path, hf_dir_)));
+                    int64_t max_shard_bytes, uint64_t reserve)
+      : path_(path), hf_dir_(hf_dir_of(source_metadata)), max_shard_bytes_(max_shard_bytes), reserve_(reserve) {
+    shards_.push_back(std::make_unique<mq::safetensors::Writer>(file_for(path, hf_dir_), reserve_));
+  }
+
+  // Room for the header in front of the tensors, so that a large output is written in
+  // place rather than copied behind its header at the end: per source tensor, its
+  // output entries (up to four for int4), its line in the metadata's spec table and
+  // quantization_config's lists; the source metadata twice; 16 KiB for the rest. A
+  // header that does not fit is written compactly, with the copy. Small outputs are
+  // not padded (only where the room is at most 1/1024 of the tensor bytes).
+  static uint64_t header_reserve(const mq::Model& source) {
+    uint64_t room = 16 << 10;
+    for (const mq::NamedTensor& t : source.tensors) room += 8 * (t.name.size() + 64);
+    for (const auto& [key, value] : source.metadata) room += 2 * (key.size() + value.size() + 8);
+    return room <= static_cast<uint64_t>(source.nbytes()) / 1024 ? room : 0;
   }
 
   void add(const mq::QuantizedEntry& e) override {
@@ -247,7 +260,7 @@ class SafetensorsStream final : public mq::EntryWriter {
     const uint64_t bytes = tensor.nbytes();
     if (hf_dir_ && shards_.back()->bytes() > 0 &&
         shards_.back()->bytes() + bytes > static_cast<uint64_t>(max_shard_bytes_))
-      shards_.push_back(std::make_unique<mq::safetensors::Writer>(path_ / kSingleName));
+      shards_.push_back(std::make_unique<mq::safetensors::Writer>(path_ / kSingleName, reserve_));
     shards_.back()->add(name, tensor);
     placed_.emplace_back(name, shards_.size() - 1);
   }
@@ -261,6 +274,7 @@ class SafetensorsStream final : public mq::EntryWriter {
   fs::path path_;
   std::optional<std::string> hf_dir_;
   int64_t max_shard_bytes_;
+  uint64_t reserve_;
   std::vector<std::unique_ptr<mq::safetensors::Writer>> shards_;
   std::vector<std::pair<std::string, size_t>> placed_;  // tensor, shard
   json specs_ = json::object();
@@ -373,13 +387,14 @@ class SafetensorsFormat final : public mq::Format {
   }
 
   void write(const mq::QuantizedModel& model, const fs::path& path) override {
-    SafetensorsStream out(path, model.metadata, max_shard_bytes_);
+    SafetensorsStream out(path, model.metadata, max_shard_bytes_, 0);
     for (const mq::QuantizedEntry& e : model.entries) out.add(e);
     out.finish(model);
   }
 
   std::unique_ptr<mq::EntryWriter> stream(const mq::Model& source, const fs::path& path) override {
-    return std::make_unique<SafetensorsStream>(path, source.metadata, max_shard_bytes_);
+    return std::make_unique<SafetensorsStream>(path, source.metadata, max_shard_bytes_,
+                                               SafetensorsStream::header_reserve(source));
   }
 
   mq::QuantizedModel read_quantized(const fs::path& input) override {

@@ -159,6 +159,39 @@ TEST(SafetensorsWriter, LeavesNothingBehindWhenNotFinished) {
   EXPECT_TRUE(fs::is_empty(dir.path()));
 }
 
+// With room reserved in front, the header is written in place, padded with spaces to
+// the room, and the scratch file becomes the output; without enough room, the header
+// is compact and the tensors are copied behind it. Either way the file reads back the
+// same and nothing else is left in the directory.
+TEST(SafetensorsWriter, WritesTheHeaderInPlaceWhenItFitsTheRoomReserved) {
+  const at::Tensor a = at::randn({5, 7}), b = at::arange(10, at::kInt);
+  for (uint64_t reserve : {uint64_t{4096}, uint64_t{40}}) {
+    SCOPED_TRACE("reserve " + std::to_string(reserve));
+    mq::test::ScratchDir dir("st-reserve");
+    mq::safetensors::Writer writer(dir / "x.safetensors", reserve);
+    writer.add("a", a);
+    writer.add("b", b);
+    writer.finish({{"k", "v"}});
+    const std::string bytes = mq::test::read_file(dir / "x.safetensors");
+    uint64_t n = 0;
+    std::memcpy(&n, bytes.data(), 8);
+    const std::string header = bytes.substr(8, n);
+    const size_t json_end = header.find_last_not_of(' ') + 1;
+    if (reserve == 4096) {
+      EXPECT_EQ(8 + n, reserve);
+      EXPECT_GT(n - json_end, 3000u);  // spaces
+    } else {
+      EXPECT_EQ(n, (json_end + 7) / 8 * 8);  // compact: padded to 8 only
+    }
+    EXPECT_EQ(bytes.size(), 8 + n + a.nbytes() + b.nbytes());
+    auto file = mq::safetensors::File::open(dir / "x.safetensors");
+    EXPECT_TRUE(at::equal(file->tensor(*file->find("a")), a));
+    EXPECT_TRUE(at::equal(file->tensor(*file->find("b")), b));
+    EXPECT_EQ(file->metadata().at("k"), "v");
+    EXPECT_EQ(std::distance(fs::directory_iterator(dir.path()), fs::directory_iterator()), 1);
+  }
+}
+
 TEST(SafetensorsReader, ReleasedTensorsStayReadable) {
   mq::test::ScratchDir dir("st-release");
   const at::Tensor big = at::randn({256, 1024});  // 1 MiB: whole pages to drop
@@ -257,6 +290,40 @@ TEST(SafetensorsFormat, StreamingWritesTheSameBytesAsWritingTheWholeModel) {
   const mq::QuantizedModel back = f->read_quantized(dir / "streamed.safetensors");
   EXPECT_TRUE(at::equal(back.find("b.weight")->quantized->data, model.entries[2].quantized->data));
   EXPECT_EQ(back.activation_qparams.at("a").scale.item<float>(), 0.5f);
+}
+
+// A source large enough that its header's room is at most 1/1024 of it: the streamed
+// output keeps the room (written in place), reads back like the compact one, and two
+// runs give the same bytes.
+TEST(SafetensorsFormat, StreamingALargeModelWritesTheHeaderInPlace) {
+  at::manual_seed(6);
+  mq::Model source;
+  source.tensors = {{"a.weight", at::randn({8192, 1024})}, {"a.bias", at::randn({8192})}};  // 32 MiB
+  mq::QuantSpec int8;
+  int8.dtype = mq::DType::kInt8;
+  int8.granularity = mq::Granularity::kPerChannel;
+  mq::QuantizedModel model;
+  model.entries = {{"a.weight", at::Tensor(), mq::quantize_min_max(source.tensors[0].tensor, int8)},
+                   {"a.bias", source.tensors[1].tensor, std::nullopt}};
+  model.metadata = {{"mq.recipe_hash", "abc"}};
+  mq::test::ScratchDir dir("st-stream-reserve");
+  auto f = format();
+  f->write(model, dir / "whole.safetensors");
+  std::string streamed[2];
+  for (std::string& bytes : streamed) {
+    std::unique_ptr<mq::EntryWriter> stream = f->stream(source, dir / "streamed.safetensors");
+    for (const mq::QuantizedEntry& e : model.entries) stream->add(e);
+    stream->finish(model);
+    bytes = mq::test::read_file(dir / "streamed.safetensors");
+  }
+  EXPECT_EQ(streamed[0], streamed[1]);
+  const std::string whole = mq::test::read_file(dir / "whole.safetensors");
+  EXPECT_GT(streamed[0].size(), whole.size());  // the room, padded with spaces
+  EXPECT_LT(streamed[0].size(), whole.size() + source.nbytes() / 1024);
+  const mq::QuantizedModel back = f->read_quantized(dir / "streamed.safetensors");
+  EXPECT_TRUE(at::equal(back.find("a.weight")->quantized->data, model.entries[0].quantized->data));
+  EXPECT_TRUE(at::equal(back.find("a.bias")->tensor, model.entries[1].tensor));
+  EXPECT_EQ(back.metadata, f->read_quantized(dir / "whole.safetensors").metadata);
 }
 
 TEST(SafetensorsFormat, PacksInt4EightToAWordElementZeroLowest) {
