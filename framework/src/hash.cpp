@@ -31,22 +31,26 @@ std::string hash_bytes(std::string_view bytes) {
   return hex(XXH3_128bits_dispatch(bytes.data(), bytes.size()));
 }
 
-std::string hash_path(const std::filesystem::path& path) {
+std::string hash_path(const std::filesystem::path& path, const std::atomic<bool>* cancel) {
   std::error_code ec;
-  if (!std::filesystem::is_directory(path, ec)) return hash_file(path);
+  if (!std::filesystem::is_directory(path, ec)) return hash_file(path, cancel);
   std::vector<std::filesystem::path> files;
   for (const auto& e : std::filesystem::recursive_directory_iterator(path, ec))
     if (e.is_regular_file()) files.push_back(e.path());
   std::sort(files.begin(), files.end());
   std::string all;
-  for (const auto& f : files) all += f.lexically_relative(path).generic_string() + "\n" + hash_file(f) + "\n";
+  for (const auto& f : files) {
+    const std::string h = hash_file(f, cancel);
+    if (h.empty()) return "";
+    all += f.lexically_relative(path).generic_string() + "\n" + h + "\n";
+  }
   return hash_bytes(all);
 }
 
 // Maps the file a window at a time (no copy into a buffer, and the pages leave the
 // process with each window) and hashes with libxxhash's runtime-dispatched AVX2/AVX-512
 // code: the input hash of a multi-GB checkpoint was a third of a run.
-std::string hash_file(const std::filesystem::path& file) {
+std::string hash_file(const std::filesystem::path& file, const std::atomic<bool>* cancel) {
   const int fd = ::open(file.c_str(), O_RDONLY | O_CLOEXEC);
   struct stat st {};
   if (fd < 0 || ::fstat(fd, &st) != 0) {
@@ -59,6 +63,7 @@ std::string hash_file(const std::filesystem::path& file) {
   bool failed = false;
   if (S_ISREG(st.st_mode)) {
     for (off_t offset = 0; offset < st.st_size; offset += static_cast<off_t>(kWindow)) {
+      if (cancel && cancel->load()) break;
       const size_t length = std::min<size_t>(kWindow, static_cast<size_t>(st.st_size - offset));
       void* window = ::mmap(nullptr, length, PROT_READ, MAP_PRIVATE, fd, offset);
       failed = window == MAP_FAILED;
@@ -70,7 +75,7 @@ std::string hash_file(const std::filesystem::path& file) {
   } else {  // a pipe or a device: read it
     std::vector<char> buffer(kWindow);
     ssize_t got = 0;
-    while ((got = ::read(fd, buffer.data(), buffer.size())) > 0)
+    while (!(cancel && cancel->load()) && (got = ::read(fd, buffer.data(), buffer.size())) > 0)
       XXH3_128bits_update_dispatch(state, buffer.data(), static_cast<size_t>(got));
     failed = got < 0;
   }
@@ -78,7 +83,7 @@ std::string hash_file(const std::filesystem::path& file) {
   const XXH128_hash_t h = XXH3_128bits_digest(state);
   XXH3_freeState(state);
   if (failed) throw InputError(file.string() + ": read error while hashing");
-  return hex(h);
+  return cancel && cancel->load() ? "" : hex(h);
 }
 
 }  // namespace mq::detail

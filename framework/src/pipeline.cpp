@@ -13,6 +13,7 @@
 #include <chrono>
 #include <cstdio>
 #include <cstdlib>
+#include <future>
 #include <optional>
 #include <sstream>
 
@@ -95,6 +96,21 @@ double seconds_since(std::chrono::steady_clock::time_point start) {
 }
 
 FileInfo file_info(const fs::path& p) { return {p.string(), path_bytes(p), detail::hash_path(p)}; }
+
+// The input's hash, computed on a thread beside quantization (it is needed only for the
+// output's provenance, at the end). A run that ends early does not wait for the rest
+// of the file: the destructor cancels before the future's waits.
+class BackgroundHash {
+ public:
+  explicit BackgroundHash(fs::path path)
+      : result_(std::async(std::launch::async, [this, path = std::move(path)] { return detail::hash_path(path, &cancel_); })) {}
+  ~BackgroundHash() { cancel_ = true; }
+  std::string get() { return result_.get(); }
+
+ private:
+  std::atomic<bool> cancel_{false};
+  std::future<std::string> result_;
+};
 
 }  // namespace
 
@@ -225,8 +241,9 @@ struct Pipeline::Impl {
     return out;
   }
 
-  // The stages every run shares: check, then read the model.
-  Model begin(Report& report) {
+  // The stages every run shares: check, then read the model. The input's hash is left
+  // to the caller when `hash_later` (report.inputs.front().hash stays empty).
+  Model begin(Report& report, bool hash_later = false) {
     auto start = std::chrono::steady_clock::now();
     report.recipe_hash = recipe.hash();
     report.canonical_recipe = recipe.canonical_json();
@@ -242,7 +259,8 @@ struct Pipeline::Impl {
     std::unique_ptr<Format> reader = instantiate<Format>(reader_plugin);
     Model model = guarded(reader_plugin.label(), "reading the model",
                           [&] { return reader->read(recipe.model_path); });
-    report.inputs.push_back(file_info(recipe.model_path));
+    report.inputs.push_back(hash_later ? FileInfo{recipe.model_path.string(), path_bytes(recipe.model_path), ""}
+                                       : file_info(recipe.model_path));
     report.original_bytes = model.nbytes();
     report.timings.push_back({"read", seconds_since(start)});
     return model;
@@ -372,7 +390,8 @@ struct Pipeline::Impl {
   Report run() {
     using clock = std::chrono::steady_clock;
     Report report;
-    const Model model = begin(report);
+    const Model model = begin(report, true);
+    BackgroundHash input_hash(recipe.model_path);
     std::error_code ec;
 
     NullProgress silent;
@@ -400,6 +419,7 @@ struct Pipeline::Impl {
     for (const auto& [key, value] : model.metadata) quantized.metadata.emplace(key, value);
     quantized.metadata["mq.version"] = MQ_VERSION_STRING;
     quantized.metadata["mq.recipe_hash"] = report.recipe_hash;
+    report.inputs.front().hash = input_hash.get();
     quantized.metadata["mq.input_hash"] = report.inputs.front().hash;
     quantized.metadata["mq.plugins"] = plugin_list();
     report.plan = quantized.plan;

@@ -3,6 +3,9 @@
 #include "mq/pipeline.hpp"
 
 #include <gtest/gtest.h>
+#include <xxhash.h>
+
+#include <cstdio>
 
 #include "mq/error.hpp"
 #include "test_support.hpp"
@@ -52,6 +55,16 @@ TEST(Pipeline, RecipeBuiltInCodeRunsAndReportsAsAValue) {
   EXPECT_TRUE(report.validators[0].check.passed);
   EXPECT_EQ(report.validators[1].check.metrics.at(0).second, 1.0);  // the default of `level`
   EXPECT_EQ(report.recipe_hash, r.hash());
+  // The input's hash (computed beside quantization) is XXH3-128 of its bytes, in the
+  // report and in the output's provenance.
+  const std::string input = mq::test::read_file(r.model_path);
+  const XXH128_hash_t h = XXH3_128bits(input.data(), input.size());
+  char hex[33];
+  std::snprintf(hex, sizeof hex, "%016llx%016llx", static_cast<unsigned long long>(h.high64),
+                static_cast<unsigned long long>(h.low64));
+  ASSERT_EQ(report.inputs.size(), 1u);
+  EXPECT_EQ(report.inputs[0].hash, hex);
+  EXPECT_NE(mq::test::read_file(r.output).find(std::string(R"("mq.input_hash":")") + hex + '"'), std::string::npos);
   // Nothing but the artifact is left in the output directory.
   EXPECT_EQ(std::distance(fs::directory_iterator(dir.path()), fs::directory_iterator()), 1);
 }
