@@ -79,6 +79,7 @@ def main(exe, source, work):
         print(f"state dict {name}: qint8 per-channel, within half a step")
     assert state["fc1.bias"].dtype == torch.float32
     check_static(exe, source, work, models)
+    check_static_pt(exe, source, work, models)
     check_state_dict_input(exe, source, work)
     check_int4_state_dict(exe, source, work, float_weights)
     print("ok: TorchScript and state-dict outputs load and run in Python torch; static scales match PyTorch")
@@ -171,6 +172,48 @@ def check_static(exe, source, work, models):
         got = tensors[name + ".input_scale"]
         print(f"static {name}.input_scale {got.item():.8g}, PyTorch {scale.item():.8g}")
         assert torch.equal(got.reshape(-1), scale.reshape(-1).float()), (got, scale)
+
+
+def check_static_pt(exe, source, work, models):
+    """Static W8A8 to TorchScript: each Linear quantizes its input with the calibrated
+    scale, runs quantized::linear to the calibrated output qparams (both equal to
+    torch.ao's MinMaxObservers over the same calibration), and dequantizes; the module
+    loads and runs in Python."""
+    out = os.path.join(work, "mlp.static.pt")
+    run(exe, os.path.join(source, "configs", "example-static-int8.yaml"), out, "observer.plugin=minmax",
+        "format.plugin=pt")
+    quantized = torch.jit.load(out)
+    model = torch.jit.load(os.path.join(models, "mlp.pt"))
+    assert "ops.quantized.linear(" in quantized.fc1.code and "quantize_per_tensor" in quantized.fc1.code, \
+        quantized.fc1.code
+    batches = list(read_safetensors(os.path.join(models, "calibration.safetensors")).values())
+    inputs = {"fc1": [], "fc2": []}
+    with torch.no_grad():
+        for x in batches:
+            inputs["fc1"].append(x)
+            inputs["fc2"].append(model.act(model.fc1(x)))
+    for name in ("fc1", "fc2"):
+        layer = getattr(model, name)
+        observe_in = torch.ao.quantization.MinMaxObserver(dtype=torch.qint8, qscheme=torch.per_tensor_symmetric)
+        observe_out = torch.ao.quantization.MinMaxObserver(dtype=torch.quint8, qscheme=torch.per_tensor_affine)
+        with torch.no_grad():
+            for x in inputs[name]:
+                observe_in(x)
+                observe_out(layer(x))
+        in_scale, in_zp = observe_in.calculate_qparams()
+        out_scale, out_zp = observe_out.calculate_qparams()
+        q = getattr(quantized, name)
+        # The int8 symmetric input runs as quint8 with its zero point moved by 128.
+        assert (q.input_scale, q.input_zero_point) == (in_scale.float().item(), in_zp.item() + 128), \
+            (q.input_scale, q.input_zero_point, in_scale, in_zp)
+        assert (q.output_scale, q.output_zero_point) == (out_scale.float().item(), out_zp.item()), \
+            (q.output_scale, q.output_zero_point, out_scale, out_zp)
+    with torch.no_grad():
+        x = torch.cat(batches)
+        db = sqnr(model(x), quantized(x))
+    print(f"TorchScript static int8: output SQNR {db:.2f} dB; input/output qparams equal torch.ao's")
+    assert db >= 30, f"static output SQNR {db:.2f} dB"
+
 
 
 if __name__ == "__main__":

@@ -41,6 +41,10 @@ struct MQ_API QuantizedModel {
   // Static mode: per layer name, the qparams of its input activations.
   std::map<std::string, QParams> activation_qparams;
   std::optional<QuantSpec> activation_spec;
+  // Static mode, Linear layers: the qparams of their outputs (uint8 affine per tensor,
+  // as PyTorch's static quantization has them), for formats whose int8 kernels produce
+  // quantized outputs (TorchScript's quantized::linear).
+  std::map<std::string, QParams> output_qparams;
   // The model it came from, when that can run (formats that rewrite modules use it).
   std::shared_ptr<Runnable> source;
 

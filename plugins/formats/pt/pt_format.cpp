@@ -1,8 +1,9 @@
 // pt: PyTorch files. TorchScript archives in (their code runs on load, so the recipe
 // must say trust_torchscript: true) and out, with quantized Linear layers replaced by
-// modules that run PyTorch's int8 dynamic kernels. State dicts in (torch.save of a
-// dict or an OrderedDict, read by a restricted unpickler that runs nothing) and out, as
-// native quantized tensors that torch.load reads.
+// modules that run PyTorch's int8 kernels (dynamic, or static with the calibrated input
+// and output qparams). State dicts in (torch.save of a dict or an OrderedDict, read by a
+// restricted unpickler that runs nothing) and out, as native quantized tensors that
+// torch.load reads, static qparams as LAYER.input_scale etc.
 
 #include <ATen/ATen.h>
 #include <ATen/core/dispatch/Dispatcher.h>
@@ -11,6 +12,7 @@
 #include <torch/csrc/jit/serialization/pickle.h>
 #include <torch/script.h>
 
+#include <cstring>
 #include <fstream>
 #include <map>
 #include <set>
@@ -27,6 +29,8 @@ using json = nlohmann::ordered_json;
 namespace {
 
 constexpr const char* kQuantizedLinear = "DynamicQuantizedLinear";
+constexpr const char* kStaticLinear = "StaticQuantizedLinear";
+constexpr const char* kActivationSpecKey = "mq.activation_spec";  // static models
 constexpr const char* kMetadataFile = "mq.json";   // TorchScript extra file
 constexpr const char* kMetadataKey = "__metadata__";  // state dict entry (a JSON string)
 
@@ -152,14 +156,13 @@ class PtFormat final : public mq::Format {
   }
 
   void write(const mq::QuantizedModel& model, const fs::path& path) override {
-    if (!model.activation_qparams.empty())
-      throw mq::RecipeError("the pt format writes weights (dynamic quantization); static activation "
-                            "scales are written by the safetensors format (input_scale)");
     json specs = json::object();
     for (const auto& e : model.entries)
       if (e.quantized) specs[e.name] = spec_json(e.quantized->spec);
     json meta(model.metadata);
     meta["mq.specs"] = specs;
+    meta["mq.mode"] = model.mode;
+    if (!model.activation_qparams.empty()) meta[kActivationSpecKey] = spec_json(*model.activation_spec);
     auto* source = dynamic_cast<mq::pt::TorchScriptModel*>(model.source.get());
     if (source)
       write_torchscript(model, *source, meta, path);
@@ -214,12 +217,30 @@ class PtFormat final : public mq::Format {
       const mq::QuantizedEntry* bias_entry = model.find(layer + ".bias");
       const c10::IValue bias = bias_entry ? c10::IValue(bias_entry->tensor) : c10::IValue();
       const c10::IValue packed = call_op("quantized::linear_prepack", {to_torch(*e.quantized), bias}).at(0);
-      torch::jit::Module q = mq::pt::new_module(m, kQuantizedLinear);
+      const auto input = model.activation_qparams.find(layer);
+      const auto output = model.output_qparams.find(layer);
+      const bool static_layer = input != model.activation_qparams.end() && output != model.output_qparams.end();
+      torch::jit::Module q = mq::pt::new_module(m, static_layer ? kStaticLinear : kQuantizedLinear);
       q.register_attribute("_packed_params", packed.type(), packed);
       q.register_attribute("in_features", c10::IntType::get(), e.quantized->shape.at(1));
       q.register_attribute("out_features", c10::IntType::get(), e.quantized->shape.at(0));
-      mq::pt::define(q, "def forward(self, x: Tensor) -> Tensor:\n"
-                        "    return quantized.linear_dynamic(x, self._packed_params, False)\n");
+      if (static_layer) {
+        // The input quantized with the calibrated qparams as quint8 (an int8 zero point
+        // moves by 128: the same integers, shifted), quantized::linear to the calibrated
+        // output qparams, and back to float for the float layers around it.
+        const int64_t shift = model.activation_spec->qmin() < 0 ? 128 : 0;
+        q.register_attribute("input_scale", c10::FloatType::get(), input->second.scale.item<double>());
+        q.register_attribute("input_zero_point", c10::IntType::get(), input->second.zero_point.item<int64_t>() + shift);
+        q.register_attribute("output_scale", c10::FloatType::get(), output->second.scale.item<double>());
+        q.register_attribute("output_zero_point", c10::IntType::get(), output->second.zero_point.item<int64_t>());
+        mq::pt::define(q, "def forward(self, x: Tensor) -> Tensor:\n"  // dtype 13: torch.quint8
+                          "    qx = torch.quantize_per_tensor(x, self.input_scale, self.input_zero_point, 13)\n"
+                          "    qy = quantized.linear(qx, self._packed_params, self.output_scale, self.output_zero_point)\n"
+                          "    return qy.dequantize()\n");
+      } else {
+        mq::pt::define(q, "def forward(self, x: Tensor) -> Tensor:\n"
+                          "    return quantized.linear_dynamic(x, self._packed_params, False)\n");
+      }
       mq::pt::replace_submodule(m, layer, q);
     }
     torch::jit::ExtraFilesMap extra{{kMetadataFile, meta.dump()}};
@@ -251,6 +272,17 @@ class PtFormat final : public mq::Format {
         dict.insert(e.name + "_zero_point", q.qparams.zero_point.to(q.spec.qmin() < 0 ? at::kChar : at::kByte));
       }
     }
+    // Static models: each layer's input (and, for Linear, output) qparams as one-element
+    // tensors, LAYER.input_scale as in the safetensors output.
+    for (const auto& [layer, qp] : model.activation_qparams) {
+      dict.insert(layer + ".input_scale", qp.scale.reshape({1}).to(at::kFloat));
+      dict.insert(layer + ".input_zero_point",
+                  qp.zero_point.reshape({1}).to(model.activation_spec->qmin() < 0 ? at::kChar : at::kByte));
+    }
+    for (const auto& [layer, qp] : model.output_qparams) {
+      dict.insert(layer + ".output_scale", qp.scale.reshape({1}).to(at::kFloat));
+      dict.insert(layer + ".output_zero_point", qp.zero_point.reshape({1}).to(at::kByte));
+    }
     dict.insert(kMetadataKey, meta.dump());
     const std::vector<char> bytes = torch::jit::pickle_save(dict);
     std::ofstream out(path, std::ios::binary | std::ios::trunc);
@@ -273,22 +305,58 @@ class PtFormat final : public mq::Format {
     const json specs = meta.contains("mq.specs") ? meta["mq.specs"] : json::object();
     for (auto it = meta.begin(); it != meta.end(); ++it)
       if (it.value().is_string()) model.metadata[it.key()] = it.value().get<std::string>();
+    read_mode(meta, model);
     // Parameters in named_parameters() order, the quantized layers' weight and bias in
     // place of the Linear parameters they replaced; then buffers.
     for (const auto& nm : m.named_modules()) {
       const std::string prefix = nm.name.empty() ? "" : nm.name + ".";
       const auto type = nm.value.type()->name();
-      if (type && type->name().rfind(kQuantizedLinear, 0) == 0) {
+      const bool is_static = type && type->name().rfind(kStaticLinear, 0) == 0;
+      if (is_static || (type && type->name().rfind(kQuantizedLinear, 0) == 0)) {
         const auto elements = call_op("quantized::linear_unpack", {nm.value.attr("_packed_params")});
         model.entries.push_back({prefix + "weight", at::Tensor(),
                                  from_torch(elements[0].toTensor(), spec_of(specs, prefix + "weight"))});
         if (!elements[1].isNone()) model.entries.push_back({prefix + "bias", elements[1].toTensor(), std::nullopt});
+        if (is_static) {
+          if (!model.activation_spec) bad(path, "has static layers but no " + std::string(kActivationSpecKey));
+          const auto qparams = [&](const char* scale, const char* zero_point, int64_t shift) {
+            return mq::QParams{at::full({1}, static_cast<float>(nm.value.attr(scale).toDouble())),
+                               at::full({1}, nm.value.attr(zero_point).toInt() - shift, at::kInt)};
+          };
+          model.activation_qparams[nm.name] =
+              qparams("input_scale", "input_zero_point", model.activation_spec->qmin() < 0 ? 128 : 0);
+          model.output_qparams[nm.name] = qparams("output_scale", "output_zero_point", 0);
+        }
         continue;
       }
       for (const auto& p : nm.value.named_parameters(false)) model.entries.push_back({prefix + p.name, p.value.detach(), std::nullopt});
     }
     for (const auto& b : m.named_buffers(true)) model.entries.push_back({b.name, b.value.detach(), std::nullopt});
     return model;
+  }
+
+  // mq.mode and, for static models, the activation spec, from our metadata.
+  static void read_mode(const json& meta, mq::QuantizedModel& model) {
+    if (meta.contains("mq.mode") && meta["mq.mode"].is_string()) model.mode = meta["mq.mode"].get<std::string>();
+    if (meta.contains(kActivationSpecKey)) model.activation_spec = spec_from(meta[kActivationSpecKey]);
+  }
+
+  // A static model's LAYER.input_scale (input_zero_point, output_scale,
+  // output_zero_point) entry into its qparams; false for other names.
+  static bool read_activation(const std::string& name, const at::Tensor& t, mq::QuantizedModel& model) {
+    static const std::pair<const char*, bool> kSuffixes[] = {
+        {".input_scale", true}, {".input_zero_point", true}, {".output_scale", false}, {".output_zero_point", false}};
+    for (const auto& [suffix, input] : kSuffixes) {
+      const size_t n = std::strlen(suffix);
+      if (name.size() <= n || name.compare(name.size() - n, n, suffix) != 0) continue;
+      mq::QParams& qp = (input ? model.activation_qparams : model.output_qparams)[name.substr(0, name.size() - n)];
+      if (std::strstr(suffix, "scale"))
+        qp.scale = t.reshape({1}).to(at::kFloat);
+      else
+        qp.zero_point = t.reshape({1}).to(at::kInt);
+      return true;
+    }
+    return false;
   }
 
   // An entry write_state_dict stored as plain tensors (int4/uint4 packed, per-group int8).
@@ -346,6 +414,7 @@ class PtFormat final : public mq::Format {
         if (meta.contains("mq.specs")) specs = meta["mq.specs"];
         for (auto it = meta.begin(); it != meta.end(); ++it)
           if (it.value().is_string()) model.metadata[it.key()] = it.value().get<std::string>();
+        read_mode(meta, model);
       }
     }
     // Entries PyTorch has no quantized type for, stored under the names write_state_dict
@@ -364,6 +433,7 @@ class PtFormat final : public mq::Format {
       const std::string name = kv.key().toStringRef();
       if (name == kMetadataKey || auxiliary.count(name)) continue;
       if (!kv.value().isTensor()) bad(path, "entry '" + name + "' is not a tensor");
+      if (model.activation_spec && read_activation(name, kv.value().toTensor(), model)) continue;
       if (const auto p = primary.find(name); p != primary.end()) {
         model.entries.push_back({p->second, at::Tensor(), read_stored(dict, p->second, *spec_of(specs, p->second), path)});
         continue;
@@ -382,6 +452,10 @@ class PtFormat final : public mq::Format {
         model.entries.push_back({name, t, std::nullopt});
       }
     }
+    for (const auto* table : {&model.activation_qparams, &model.output_qparams})
+      for (const auto& [layer, qp] : *table)
+        if (!qp.scale.defined() || !qp.zero_point.defined())
+          bad(path, "layer '" + layer + "' has a scale or a zero point for its activations, not both");
     return model;
   }
 
@@ -391,7 +465,7 @@ class PtFormat final : public mq::Format {
 
 }  // namespace
 
-MQ_PLUGIN(PtFormat, mq::PluginKind::kFormat, "pt", "1.1.0",
+MQ_PLUGIN(PtFormat, mq::PluginKind::kFormat, "pt", "1.2.0",
           "PyTorch: TorchScript in and out (int8 Linear kernels), state dicts of quantized tensors out",
           {"trust_torchscript", mq::OptionType::kBool, "false",
            "allow loading TorchScript archives, which runs their code"})

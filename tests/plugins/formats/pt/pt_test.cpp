@@ -1,0 +1,95 @@
+// The pt format at its interface: static activation qparams survive write ->
+// read_quantized, in a state dict and in TorchScript (quantized::linear modules).
+
+#include <ATen/ATen.h>
+#include <gtest/gtest.h>
+#include <torch/script.h>
+
+#include "mq/affine.hpp"
+#include "mq/format.hpp"
+#include "test_support.hpp"
+
+namespace {
+
+namespace fs = std::filesystem;
+
+mq::QuantSpec int8_symmetric() {
+  mq::QuantSpec s;
+  s.dtype = mq::DType::kInt8;
+  s.scheme = mq::Scheme::kSymmetric;
+  s.granularity = mq::Granularity::kPerChannel;
+  return s;
+}
+
+// A static model of one Linear layer "fc": int8 weight, input and output qparams.
+mq::QuantizedModel static_model(const at::Tensor& weight, const at::Tensor& bias) {
+  mq::QuantizedModel model;
+  model.mode = "static";
+  model.entries = {{"fc.weight", at::Tensor(), mq::quantize_min_max(weight, int8_symmetric())},
+                   {"fc.bias", bias, std::nullopt}};
+  mq::QuantSpec activation;
+  activation.dtype = mq::DType::kInt8;
+  activation.granularity = mq::Granularity::kPerTensor;
+  model.activation_spec = activation;
+  model.activation_qparams["fc"] = {at::full({1}, 0.03125f), at::zeros({1}, at::kInt)};
+  model.output_qparams["fc"] = {at::full({1}, 0.0625f), at::full({1}, 120, at::kInt)};
+  return model;
+}
+
+void expect_static_qparams(const mq::QuantizedModel& back) {
+  EXPECT_EQ(back.mode, "static");
+  ASSERT_TRUE(back.activation_spec.has_value());
+  EXPECT_EQ(back.activation_spec->to_string(), "int8 per_tensor symmetric");
+  ASSERT_EQ(back.activation_qparams.count("fc"), 1u);
+  EXPECT_EQ(back.activation_qparams.at("fc").scale.item<float>(), 0.03125f);
+  EXPECT_EQ(back.activation_qparams.at("fc").zero_point.item<int>(), 0);
+  ASSERT_EQ(back.output_qparams.count("fc"), 1u);
+  EXPECT_EQ(back.output_qparams.at("fc").scale.item<float>(), 0.0625f);
+  EXPECT_EQ(back.output_qparams.at("fc").zero_point.item<int>(), 120);
+}
+
+TEST(PtFormat, StateDictKeepsStaticActivationQParams) {
+  at::manual_seed(1);
+  const mq::QuantizedModel model = static_model(at::randn({8, 16}), at::randn({8}));
+  mq::test::ScratchDir dir("pt-static-state");
+  auto format = mq::test::make_plugin<mq::Format>();
+  format->write(model, dir / "m.pt");
+  const mq::QuantizedModel back = format->read_quantized(dir / "m.pt");
+  expect_static_qparams(back);
+  ASSERT_EQ(back.entries.size(), 2u);  // the qparams are not model entries
+  EXPECT_TRUE(at::equal(back.entries[0].quantized->data, model.entries[0].quantized->data));
+}
+
+// A TorchScript source: the Linear becomes a module that quantizes its input with the
+// calibrated qparams and runs quantized::linear; it reads back with the same qparams,
+// and runs like the float layer within the int8 error.
+TEST(PtFormat, TorchScriptStaticLinearRunsAndReadsBack) {
+  mq::test::ScratchDir dir("pt-static-ts");
+  const std::string source = MQ_SOURCE_DIR "/configs/models/mlp.pt";
+  auto format = mq::test::make_plugin<mq::Format>({mq::test::opt("trust_torchscript", mq::Value::boolean(true))});
+  const mq::Model model = format->read(source);
+  const at::Tensor weight = *model.find("fc1.weight");
+  const at::Tensor bias = *model.find("fc1.bias");
+  mq::QuantizedModel q = static_model(weight, bias);
+  for (auto& e : q.entries) e.name = "fc1." + e.name.substr(3);
+  q.activation_qparams = {{"fc1", q.activation_qparams.at("fc")}};
+  q.output_qparams = {{"fc1", q.output_qparams.at("fc")}};
+  for (const mq::NamedTensor& t : model.tensors)
+    if (t.name.rfind("fc1.", 0) != 0) q.entries.push_back({t.name, t.tensor, std::nullopt});
+  q.source = model.runnable;
+  format->write(q, dir / "m.pt");
+
+  mq::QuantizedModel back = format->read_quantized(dir / "m.pt");
+  back.activation_qparams = {{"fc", back.activation_qparams.at("fc1")}};
+  back.output_qparams = {{"fc", back.output_qparams.at("fc1")}};
+  expect_static_qparams(back);
+
+  torch::jit::Module m = torch::jit::load((dir / "m.pt").string());
+  torch::jit::Module fc1 = m.attr("fc1").toModule();
+  const at::Tensor x = at::rand({4, weight.size(1)}) * 2 - 1;  // inside the input range of 4
+  const at::Tensor y = fc1.forward({x}).toTensor();
+  const at::Tensor expected = at::linear(x, weight, bias).clamp(-120 * 0.0625, 135 * 0.0625);
+  EXPECT_LT((y - expected).abs().max().item<float>(), 0.1f);
+}
+
+}  // namespace
