@@ -382,6 +382,27 @@ TEST(Cli, ValidateWorksOnBothPtArtifacts) {
   }
 }
 
+// TorchScript archives are named after their file; the output is saved under the
+// runner's temporary name, so the archive must not take it: two runs (any --threads)
+// give the same bytes, dynamic and static.
+TEST(Cli, TorchScriptOutputIsDeterministic) {
+  mq::test::ScratchDir dir("cli-ts-determinism");
+  const std::string out = (dir / "mlp.pt").string();
+  for (const std::string recipe : {"example-torchscript-int8.yaml", "example-static-int8.yaml"}) {
+    SCOPED_TRACE(recipe);
+    std::string bytes[2];
+    for (int threads : {1, 2}) {
+      const auto r = run_pipeline("run -q '" MQ_SOURCE_DIR "/configs/" + recipe + "' --set report=null "
+                                  "--set html_report=null --set format.plugin=pt --set format.output='" + out +
+                                  "' --threads " + std::to_string(threads));
+      ASSERT_EQ(r.exit_code, 0) << r.err;
+      bytes[threads - 1] = mq::test::read_file(out);
+    }
+    EXPECT_EQ(bytes[0], bytes[1]);
+    EXPECT_EQ(bytes[0].find(".mq-tmp-"), std::string::npos);
+  }
+}
+
 TEST(Cli, VersionAndUsage) {
   const auto v = run_pipeline("--version");
   EXPECT_EQ(v.exit_code, 0);

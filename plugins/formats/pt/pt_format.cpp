@@ -16,6 +16,8 @@
 #include <fstream>
 #include <map>
 #include <set>
+#include <sstream>
+#include <string_view>
 
 #include "mq/error.hpp"
 #include "mq/format.hpp"
@@ -243,12 +245,16 @@ class PtFormat final : public mq::Format {
       }
       mq::pt::replace_submodule(m, layer, q);
     }
+    // Saved to a stream, not to `path`: an archive saved to a file is named after the
+    // file (here the runner's temporary name), and the same recipe must give the same bytes.
     torch::jit::ExtraFilesMap extra{{kMetadataFile, meta.dump()}};
+    std::ostringstream archive;
     try {
-      m.save(path.string(), extra);
+      m.save(archive, extra);
     } catch (const c10::Error& e) {
       throw mq::OutputError(path.string() + ": " + first_line(e.what_without_backtrace()));
     }
+    write_bytes(archive.str(), path);
   }
 
   static void write_state_dict(const mq::QuantizedModel& model, const json& meta, const fs::path& path) {
@@ -285,6 +291,10 @@ class PtFormat final : public mq::Format {
     }
     dict.insert(kMetadataKey, meta.dump());
     const std::vector<char> bytes = torch::jit::pickle_save(dict);
+    write_bytes({bytes.data(), bytes.size()}, path);
+  }
+
+  static void write_bytes(std::string_view bytes, const fs::path& path) {
     std::ofstream out(path, std::ios::binary | std::ios::trunc);
     out.write(bytes.data(), static_cast<std::streamsize>(bytes.size()));
     out.flush();
