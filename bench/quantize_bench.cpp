@@ -125,10 +125,31 @@ void BM_StreamFp32ToInt8(benchmark::State& state) {
   state.SetBytesProcessed(state.iterations() * static_cast<int64_t>(w.nbytes()));
 }
 
+// The bound for observation: read fp32, nothing written (an integer OR of the bits,
+// so nothing else limits it).
+__attribute__((target_clones("arch=x86-64-v4", "arch=x86-64-v3", "default"), optimize("O3"))) uint32_t stream_read(
+    const uint32_t* in, int64_t n) {
+  uint32_t acc = 0;
+  for (int64_t i = 0; i < n; ++i) acc |= in[i];
+  return acc;
+}
+
+void BM_StreamReadFp32(benchmark::State& state) {
+  at::set_num_threads(static_cast<int>(state.range(0)));
+  const at::Tensor& w = weights(at::kFloat);
+  const auto* in = static_cast<const uint32_t*>(w.data_ptr());
+  for (auto _ : state)
+    at::parallel_for(0, w.size(0), 1, [&](int64_t b, int64_t e) {
+      benchmark::DoNotOptimize(stream_read(in + b * kCols, (e - b) * kCols));
+    });
+  state.SetBytesProcessed(state.iterations() * static_cast<int64_t>(w.nbytes()));
+}
+
 }  // namespace
 
 #define MQ_BENCH(fn) BENCHMARK(fn)->Arg(1)->Arg(2)->Unit(benchmark::kMillisecond)->UseRealTime()
 MQ_BENCH(BM_StreamFp32ToInt8);
+MQ_BENCH(BM_StreamReadFp32);
 MQ_BENCH(BM_QuantizeInt8PerChannelFp32);
 MQ_BENCH(BM_QuantizeInt8PerChannelFp32FreshOutput);
 MQ_BENCH(BM_QuantizeInt4Group128Fp32);
