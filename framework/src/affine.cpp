@@ -133,7 +133,6 @@ inline float round_half_even(float v) {
   return (v + kMagic) - kMagic;
 }
 
-
 // round_half_even(r) + zp as the bits of r + 1.5 * 2^23 (whose last bit is one unit
 // there) less the bits of 1.5 * 2^23 and zp, in one integer step; the clamps are
 // strict so that they compile to min/max instructions (NaN still goes to qmin, as
@@ -164,14 +163,19 @@ MQ_HOT void quantize_span(const float* in, uint8_t* out, int64_t n, float inv, f
   quantize_span_body(in, out, n, inv, lo, hi, zp);
 }
 
-// In blocks, each fetching the block after next into L2 first: the hardware prefetcher
-// stops at every 4 KiB page, and a read-only loop has nothing else to hide that behind.
+// Fetches a range into the second-level cache, a line at a time.
+inline __attribute__((always_inline)) void prefetch(const char* p, int64_t bytes) {
+  for (int64_t b = 0; b < bytes; b += 64) __builtin_prefetch(p + b, 0, 2);
+}
+
+// In blocks, each fetching the next one into L2 first: the hardware prefetcher stops at
+// every 4 KiB page, and a read-only loop has nothing else to hide that behind.
 MQ_HOT void min_max_span(const float* in, int64_t n, float* lo, float* hi) {
   constexpr int64_t kBlock = 1024;  // 4 KiB
   for (int64_t b = 0; b < n; b += kBlock) {
-    const int64_t ahead = std::min(n, b + 2 * kBlock);
-    for (int64_t p = std::min(n, b + kBlock); p < ahead; p += 16) __builtin_prefetch(in + p, 0, 2);
-    min_max_body(in + b, std::min(kBlock, n - b), lo, hi);
+    const int64_t next = std::min(n, b + kBlock);
+    prefetch(reinterpret_cast<const char*>(in + next), (std::min(n, next + kBlock) - next) * 4);
+    min_max_body(in + b, next - b, lo, hi);
   }
 }
 
@@ -219,11 +223,6 @@ inline __attribute__((always_inline)) void qparams_row(const float* lo, const fl
       zero_point[s] = static_cast<int32_t>(zp);
     }
   }
-}
-
-// Fetches a range into the second-level cache, a line at a time.
-inline __attribute__((always_inline)) void prefetch(const char* p, int64_t bytes) {
-  for (int64_t b = 0; b < bytes; b += 64) __builtin_prefetch(p + b, 0, 2);
 }
 
 // Returns false, quantizing nothing, when a span's bounds are infinite (the caller
@@ -300,8 +299,6 @@ struct Pieces {
   }
 };
 
-// Calls f(p, data) for pieces [begin, end) of `x` (as_readable()), `data` being the
-// piece in float32: in place for float32 input, widened into a buffer otherwise.
 // `n` elements of `x` (as_readable()) from `offset` as float32: in place for float32
 // input, widened into `buffer` otherwise.
 const float* as_float(const at::Tensor& x, int64_t offset, int64_t n, std::vector<float>& buffer) {

@@ -20,10 +20,10 @@ constexpr int64_t kChunk = int64_t{1} << 13;  // elements binned, then counted, 
 
 // Each element's bin, as at::histc's linear-interpolation kernel computes it in float:
 // (x - left) * bins / (right - left), truncated, the right edge in the last bin; `skip`
-// for values outside [left, right] and NaN. With `lo`/`hi`, also the chunk's min and max
-// (NaN skipped), so that an observer reads its batch once.
-inline __attribute__((always_inline)) void bin_body(const float* in, int32_t* bin, int64_t n, float left,
-                                                    float right, int32_t bins, int32_t skip) {
+// for values outside [left, right] and NaN. With `lo`, also the chunk's min and max
+// (NaN skipped, into *lo and *hi), so that an observer reads its batch once.
+MQ_HOT void bin_of(const float* in, int32_t* bin, int64_t n, float left, float right, int32_t bins, int32_t skip,
+                   float* lo, float* hi) {
   const float width = right - left;
   const float count = static_cast<float>(bins);
   for (int64_t i = 0; i < n; ++i) {
@@ -34,16 +34,12 @@ inline __attribute__((always_inline)) void bin_body(const float* in, int32_t* bi
     b = b == bins ? bins - 1 : b;
     bin[i] = inside ? b : skip;
   }
-}
-
-MQ_HOT void bin_of(const float* in, int32_t* bin, int64_t n, float left, float right, int32_t bins, int32_t skip,
-                   float* lo, float* hi) {
-  bin_body(in, bin, n, left, right, bins, skip);
   if (lo) min_max_body(in, n, lo, hi);
 }
 
 // Four interleaved count arrays, so that runs of one bin do not wait on each other;
-// 32-bit, so that they stay in the first-level cache (a chunk cannot overflow them).
+// 32-bit, so that they stay in the first-level cache (flushed into 64-bit sums every
+// 4096 chunks).
 void count(const int32_t* bin, int64_t n, int64_t stride, uint32_t* counts) {
   int64_t i = 0;
   for (; i + 4 <= n; i += 4) {
@@ -76,7 +72,7 @@ at::Tensor histc_pass(const at::Tensor& x, int64_t bins, float left, float right
       bin_of(data + c * kChunk, bin.data(), n, left, right, static_cast<int32_t>(bins), static_cast<int32_t>(bins),
              lo ? &chunk_lo : nullptr, &chunk_hi);
       count(bin.data(), n, stride, counts.data());
-      if ((c - begin) % 4096 == 4095 || c + 1 == end) {  // 2^25 values per array at most
+      if ((c - begin) % 4096 == 4095 || c + 1 == end) {  // 2^25 values: far from 32-bit overflow
         for (int64_t k = 0; k < 4; ++k)
           for (int64_t b = 0; b < stride; ++b) sums[b] += counts[k * stride + b];
         std::fill(counts.begin(), counts.end(), 0u);

@@ -103,7 +103,8 @@ FileInfo file_info(const fs::path& p) { return {p.string(), path_bytes(p), detai
 class BackgroundHash {
  public:
   explicit BackgroundHash(fs::path path)
-      : result_(std::async(std::launch::async, [this, path = std::move(path)] { return detail::hash_path(path, &cancel_); })) {}
+      : result_(std::async(std::launch::async,
+                           [this, path = std::move(path)] { return detail::hash_path(path, &cancel_); })) {}
   ~BackgroundHash() { cancel_ = true; }
   std::string get() { return result_.get(); }
 

@@ -237,7 +237,8 @@ class PtFormat final : public mq::Format {
         q.register_attribute("output_zero_point", c10::IntType::get(), output->second.zero_point.item<int64_t>());
         mq::pt::define(q, "def forward(self, x: Tensor) -> Tensor:\n"  // dtype 13: torch.quint8
                           "    qx = torch.quantize_per_tensor(x, self.input_scale, self.input_zero_point, 13)\n"
-                          "    qy = quantized.linear(qx, self._packed_params, self.output_scale, self.output_zero_point)\n"
+                          "    qy = quantized.linear(qx, self._packed_params, self.output_scale,\n"
+                          "                          self.output_zero_point)\n"
                           "    return qy.dequantize()\n");
       } else {
         mq::pt::define(q, "def forward(self, x: Tensor) -> Tensor:\n"

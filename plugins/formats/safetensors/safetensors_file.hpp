@@ -62,14 +62,13 @@ struct OutTensor {
 };
 
 // Writes a safetensors file tensor by tensor: add() appends each tensor's bytes to an
-// unnamed scratch file beside `path` (nothing is left behind if the process dies), and
-// finish() writes the header, then has the kernel copy the bytes in behind it. Only
-// the tensor being added is ever in memory. Tensor order and metadata are kept as given.
-// Throws OutputError on I/O failure and InputError on names it cannot write.
-// Tensors go to an unnamed scratch file as they come. With `reserve` bytes kept in front
-// of them (a multiple of 8), finish() writes a header that fits there in place, padded
-// with spaces, and names the scratch file: no copy. A header that does not fit, or
-// reserve 0, is written compactly and the tensors copied in behind it.
+// unnamed scratch file beside `path` (nothing is left behind if the process dies), after
+// `reserve` bytes (rounded up to 8) kept for the header. finish() writes a header that
+// fits there in place, padded with spaces, and names the scratch file `path`: no copy.
+// A header that does not fit, or reserve 0, is written compactly, and the kernel copies
+// the tensors in behind it. Only the tensor being added is ever in memory. Tensor order
+// and metadata are kept as given. Throws OutputError on I/O failure and InputError on
+// names it cannot write.
 class Writer {
  public:
   explicit Writer(std::filesystem::path path, uint64_t reserve = 0);

@@ -1,9 +1,10 @@
 // static: calibrated quantization. Calibration batches run through the model with the
 // input of every selected layer recorded (the model's results do not change); the
 // recipe's observer turns those inputs into per-tensor activation qparams, stored
-// beside the weights (compressed-tensors' input_scale), and the outputs of Linear layers
-// into uint8 output qparams (for TorchScript's quantized::linear). Weights are quantized as the
-// dynamic quantizer does, with min/max qparams as PyTorch's weight observers compute.
+// beside the weights (compressed-tensors' input_scale), and the outputs of Linear
+// layers into uint8 output qparams (for TorchScript's quantized::linear). Weights are
+// quantized as the dynamic quantizer does, with min/max qparams as PyTorch's weight
+// observers compute.
 
 #include <ATen/ATen.h>
 
