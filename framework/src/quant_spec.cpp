@@ -120,6 +120,7 @@ QuantSpec QuantSpec::from_json(const std::string& text) {
     s.axis = j.at("axis").get<int>();
     s.group_size = j.at("group_size").get<int64_t>();
     s.reduce_range = j.at("reduce_range").get<bool>();
+    if (s.group_size <= 0) throw std::invalid_argument("group_size must be positive");
     return s;
   } catch (const nlohmann::json::exception& e) {
     throw std::invalid_argument(e.what());

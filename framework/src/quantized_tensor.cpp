@@ -31,6 +31,19 @@ at::Tensor QuantizedTensor::dequantize() const {
 
 int64_t QuantizedTensor::nbytes() const { return storage_bytes(spec, shape, original_dtype); }
 
+int64_t qparam_count(const QuantSpec& spec, const std::vector<int64_t>& shape) {
+  int64_t numel = 1;
+  for (int64_t d : shape) numel *= d;
+  const int64_t cols = shape.empty() ? 1 : shape.back();
+  const int64_t rows = cols ? numel / cols : 0;
+  if (spec.granularity == Granularity::kPerChannel && !shape.empty()) {
+    const int64_t axis = spec.axis < 0 ? spec.axis + static_cast<int64_t>(shape.size()) : spec.axis;
+    return axis >= 0 && axis < static_cast<int64_t>(shape.size()) ? shape[axis] : 0;
+  }
+  if (spec.granularity == Granularity::kPerGroup) return rows * ((cols + spec.group_size - 1) / spec.group_size);
+  return 1;
+}
+
 int64_t storage_bytes(const QuantSpec& spec, const std::vector<int64_t>& shape,
                       at::ScalarType original_dtype) {
   int64_t numel = 1;
@@ -38,13 +51,7 @@ int64_t storage_bytes(const QuantSpec& spec, const std::vector<int64_t>& shape,
   if (!spec.is_integer()) return numel * 2;
   const int64_t cols = shape.empty() ? 1 : shape.back();
   const int64_t rows = cols ? numel / cols : 0;
-  int64_t params = 1;
-  if (spec.granularity == Granularity::kPerChannel && !shape.empty()) {
-    const int64_t axis = spec.axis < 0 ? spec.axis + static_cast<int64_t>(shape.size()) : spec.axis;
-    params = shape[axis];
-  } else if (spec.granularity == Granularity::kPerGroup) {
-    params = rows * ((cols + spec.group_size - 1) / spec.group_size);
-  }
+  const int64_t params = qparam_count(spec, shape);
   const bool asymmetric = spec.scheme == Scheme::kAsymmetric || spec.qmin() == 0;
   int64_t bytes = params * static_cast<int64_t>(c10::elementSize(original_dtype));
   if (spec.bits() == 4) {

@@ -3,6 +3,7 @@
 #include <gtest/gtest.h>
 
 #include "mq/error.hpp"
+#include "mq/quant_spec.hpp"
 #include "test_support.hpp"
 
 namespace {
@@ -172,6 +173,23 @@ TEST(Recipe, LoadRejectsOversizedAndMissingFiles) {
 TEST(Recipe, PluginPathsMustExist) {
   const std::string e = error_of(std::string(kMinimal) + "plugins: {paths: [no/such/dir]}\n");
   EXPECT_NE(e.find("plugin path '/recipes/no/such/dir' does not exist"), std::string::npos) << e;
+}
+
+}  // namespace
+
+namespace {
+
+// Specs round-trip through the JSON our outputs store; a non-positive group size (a
+// hand-edited file) is refused, not divided by.
+TEST(QuantSpec, JsonRoundTripsAndRefusesANonPositiveGroup) {
+  mq::QuantSpec s;
+  s.dtype = mq::DType::kUInt4;
+  s.granularity = mq::Granularity::kPerGroup;
+  s.scheme = mq::Scheme::kAsymmetric;
+  s.group_size = 32;
+  EXPECT_EQ(mq::QuantSpec::from_json(s.to_json()).to_string(), s.to_string());
+  s.group_size = 0;
+  EXPECT_THROW(mq::QuantSpec::from_json(s.to_json()), std::invalid_argument);
 }
 
 }  // namespace

@@ -28,6 +28,10 @@ struct MQ_API QuantizedTensor {
   int64_t nbytes() const;
 };
 
+// How many (scale, zero point) pairs a tensor of `shape` quantized with `spec` has: one
+// per tensor, shape[axis] per channel, rows x groups per group (the last one partial).
+MQ_API int64_t qparam_count(const QuantSpec& spec, const std::vector<int64_t>& shape);
+
 // Bytes a tensor of `shape` takes stored with `spec`: data (int4 packed eight to an
 // int32, rows padded to a whole word, plus its 2-int32 shape, as compressed-tensors
 // stores it), scales in the original float dtype, and zero points when asymmetric.

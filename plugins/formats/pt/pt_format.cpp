@@ -399,6 +399,9 @@ class PtFormat final : public mq::Format {
     const at::Tensor scale = get(name + "_scale");
     const at::Tensor zero_point = get(name + "_zero_point");
     if (scale.sizes() != zero_point.sizes()) bad(path, "'" + name + "_scale' and '" + name + "_zero_point' differ in shape");
+    if (scale.numel() != mq::qparam_count(spec, q.shape))
+      bad(path, "'" + name + "_scale' holds " + std::to_string(scale.numel()) + " values; " + spec.to_string() +
+                    " of this shape has " + std::to_string(mq::qparam_count(spec, q.shape)));
     q.original_dtype = scale.scalar_type();
     q.qparams = {scale.to(at::kFloat), zero_point.to(at::kInt)};
     return q;

@@ -469,12 +469,19 @@ class SafetensorsFormat final : public mq::Format {
         q.data = file.tensor(info);
         q.shape = q.data.sizes().vec();
       }
+      if (scale.numel() != mq::qparam_count(q.spec, q.shape))
+        throw mq::InputError(name + ": '" + entry + "_scale' holds " + std::to_string(scale.numel()) +
+                             " values; " + q.spec.to_string() + " of this shape has " +
+                             std::to_string(mq::qparam_count(q.spec, q.shape)));
       std::vector<int64_t> param_shape{scale.numel()};
       if (q.spec.granularity == mq::Granularity::kPerGroup) param_shape = scale.sizes().vec();
       q.qparams.scale = scale.to(at::kFloat).reshape(param_shape);
       if (file.find(entry + "_zero_point")) {
         at::Tensor zp = require(entry + "_zero_point");
         if (packed) zp = mq::unpack_int4(zp.t().contiguous(), scale.size(0), mq::nibble_offset(q.spec), at::kInt).t();
+        if (zp.numel() != scale.numel())
+          throw mq::InputError(name + ": '" + entry + "_zero_point' holds " + std::to_string(zp.numel()) +
+                               " values for " + std::to_string(scale.numel()) + " scales");
         q.qparams.zero_point = zp.to(at::kInt).contiguous().reshape(param_shape);
       } else {
         q.qparams.zero_point = at::zeros(param_shape, at::kInt);

@@ -3,9 +3,13 @@
 
 #include <ATen/ATen.h>
 #include <gtest/gtest.h>
+#include <torch/csrc/jit/serialization/pickle.h>
 #include <torch/script.h>
 
+#include <fstream>
+
 #include "mq/affine.hpp"
+#include "mq/error.hpp"
 #include "mq/format.hpp"
 #include "test_support.hpp"
 
@@ -90,6 +94,27 @@ TEST(PtFormat, TorchScriptStaticLinearRunsAndReadsBack) {
   const at::Tensor y = fc1.forward({x}).toTensor();
   const at::Tensor expected = at::linear(x, weight, bias).clamp(-120 * 0.0625, 135 * 0.0625);
   EXPECT_LT((y - expected).abs().max().item<float>(), 0.1f);
+}
+
+// A state dict of ours edited by hand: per-group scales that do not fit the tensor are
+// a one-line input error naming the file.
+TEST(PtFormat, StateDictRefusesScalesThatDoNotFitTheTensor) {
+  c10::impl::GenericDict dict(c10::StringType::get(), c10::AnyType::get());
+  dict.insert("w", at::zeros({4, 8}, at::kChar));
+  dict.insert("w_scale", at::ones({4, 1}));  // groups of 4: two a row, eight in all
+  dict.insert("w_zero_point", at::zeros({4, 1}, at::kChar));
+  dict.insert("__metadata__", std::string(R"({"mq.specs": {"w": {"dtype": "int8", "granularity": "per_group",
+      "axis": 0, "group_size": 4, "scheme": "symmetric", "reduce_range": false}}})"));
+  const std::vector<char> bytes = torch::jit::pickle_save(dict);
+  mq::test::ScratchDir dir("pt-bad-scales");
+  std::ofstream(dir / "m.pt", std::ios::binary).write(bytes.data(), static_cast<std::streamsize>(bytes.size()));
+  try {
+    mq::test::make_plugin<mq::Format>()->read_quantized(dir / "m.pt");
+    ADD_FAILURE() << "read";
+  } catch (const mq::InputError& e) {
+    const std::string m = e.what();
+    EXPECT_EQ(m.rfind((dir / "m.pt").string() + ": 'w_scale' holds 4 values; int8 per_group(4) symmetric", 0), 0u) << m;
+  }
 }
 
 }  // namespace

@@ -326,6 +326,25 @@ TEST(SafetensorsFormat, StreamingALargeModelWritesTheHeaderInPlace) {
   EXPECT_EQ(back.metadata, f->read_quantized(dir / "whole.safetensors").metadata);
 }
 
+// A file of ours edited by hand: scales that do not fit the tensor are a one-line
+// input error, not a failure later in dequantize.
+TEST(SafetensorsFormat, ReadQuantizedRefusesScalesThatDoNotFitTheTensor) {
+  mq::QuantSpec spec;
+  spec.dtype = mq::DType::kInt8;
+  spec.granularity = mq::Granularity::kPerChannel;
+  const std::string specs = nlohmann::json{{"w", nlohmann::json::parse(spec.to_json())}}.dump();
+  mq::test::ScratchDir dir("st-bad-scales");
+  mq::safetensors::write(dir / "q.safetensors", {{"w", at::zeros({4, 8}, at::kChar)}, {"w_scale", at::ones({3, 1})}},
+                         {{"mq.quantized", specs}});
+  try {
+    format()->read_quantized(dir / "q.safetensors");
+    ADD_FAILURE() << "read";
+  } catch (const mq::InputError& e) {
+    EXPECT_TRUE(contains(e.what(), "'w_scale' holds 3 values; int8 per_channel(axis=0) symmetric of this shape has 4"))
+        << e.what();
+  }
+}
+
 TEST(SafetensorsFormat, PacksInt4EightToAWordElementZeroLowest) {
   mq::QuantSpec spec;
   spec.dtype = mq::DType::kInt4;
