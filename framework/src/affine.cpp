@@ -236,7 +236,10 @@ inline __attribute__((always_inline)) bool min_max_quantize_row_body(const float
                                                                      float* scale, int32_t* zero_point,
                                                                      float* lo, float* hi) {
   const int64_t count = (n + span - 1) / span;
-  for (int64_t s = 0; s < count; ++s) {
+  int64_t s = 0;
+  if (span % 16 == 0)  // groups, sixteen at a time while they are whole
+    for (; s + 16 <= count && (s + 16) * span <= n; s += 16) min_max_16_spans(in + s * span, span, lo + s, hi + s);
+  for (; s < count; ++s) {
     lo[s] = std::numeric_limits<float>::infinity();
     hi[s] = -lo[s];
     min_max_body(in + s * span, std::min(span, n - s * span), &lo[s], &hi[s]);

@@ -3,6 +3,7 @@
 
 #include <cstdint>
 #include <cstring>
+#include <limits>
 
 namespace mq {
 
@@ -74,6 +75,58 @@ inline __attribute__((always_inline)) void min_max_body(const float* in, int64_t
   }
   *lo = l;
   *hi = h;
+}
+
+// a = the lower (or higher) of a and b, lane by lane.
+inline __attribute__((always_inline)) void pick(Lanes& a, const Lanes& b, bool lowest) {
+  a = lowest ? (b < a ? b : a) : (b > a ? b : a);
+}
+
+// Sixteen lane vectors into the sixteen lowest (highest) values, one per vector.
+inline __attribute__((always_inline)) void fold16(Lanes* v, bool lowest, float* out) {
+  for (int j = 0; j < 8; ++j) {
+    Lanes a = __builtin_shufflevector(v[2 * j], v[2 * j + 1], 0, 1, 2, 3, 4, 5, 6, 7, 16, 17, 18, 19, 20, 21, 22, 23);
+    pick(a, __builtin_shufflevector(v[2 * j], v[2 * j + 1], 8, 9, 10, 11, 12, 13, 14, 15, 24, 25, 26, 27, 28, 29, 30, 31),
+         lowest);
+    v[j] = a;
+  }
+  for (int j = 0; j < 4; ++j) {
+    Lanes a = __builtin_shufflevector(v[2 * j], v[2 * j + 1], 0, 1, 2, 3, 8, 9, 10, 11, 16, 17, 18, 19, 24, 25, 26, 27);
+    pick(a, __builtin_shufflevector(v[2 * j], v[2 * j + 1], 4, 5, 6, 7, 12, 13, 14, 15, 20, 21, 22, 23, 28, 29, 30, 31),
+         lowest);
+    v[j] = a;
+  }
+  for (int j = 0; j < 2; ++j) {
+    Lanes a = __builtin_shufflevector(v[2 * j], v[2 * j + 1], 0, 1, 4, 5, 8, 9, 12, 13, 16, 17, 20, 21, 24, 25, 28, 29);
+    pick(a, __builtin_shufflevector(v[2 * j], v[2 * j + 1], 2, 3, 6, 7, 10, 11, 14, 15, 18, 19, 22, 23, 26, 27, 30, 31),
+         lowest);
+    v[j] = a;
+  }
+  Lanes a = __builtin_shufflevector(v[0], v[1], 0, 2, 4, 6, 8, 10, 12, 14, 16, 18, 20, 22, 24, 26, 28, 30);
+  pick(a, __builtin_shufflevector(v[0], v[1], 1, 3, 5, 7, 9, 11, 13, 15, 17, 19, 21, 23, 25, 27, 29, 31), lowest);
+  std::memcpy(out, &a, sizeof a);
+}
+
+// The min and max of sixteen consecutive spans of `span` elements (a multiple of 16),
+// into lo[0..15] and hi[0..15]: each span in one pair of lanes, then the sixteen lane
+// vectors folded together in four halving steps (15 shuffle pairs for all sixteen,
+// where fold() takes about as many for each one).
+inline __attribute__((always_inline)) void min_max_16_spans(const float* in, int64_t span, float* lo, float* hi) {
+  Lanes mins[16], maxs[16];
+  for (int s = 0; s < 16; ++s) {
+    const float* p = in + s * span;
+    Lanes mn = Lanes{} + std::numeric_limits<float>::infinity(), mx = -mn;  // NaN never enters
+    for (int64_t i = 0; i < span; i += 16) {
+      Lanes v;
+      std::memcpy(&v, p + i, sizeof v);
+      mn = v < mn ? v : mn;
+      mx = v > mx ? v : mx;
+    }
+    mins[s] = mn;
+    maxs[s] = mx;
+  }
+  fold16(mins, true, lo);
+  fold16(maxs, false, hi);
 }
 
 }  // namespace mq

@@ -191,6 +191,26 @@ TEST(Affine, OnePassMinMaxQuantizeMatchesTheComposedReference) {
             }
 }
 
+// Rows of sixteen or more whole groups take the kernel's sixteen-at-a-time min/max
+// (lanes folded across groups); the rest of a row the one-group path. NaN in a group,
+// extremes in every lane position, partial last groups.
+TEST(Affine, OnePassGroupsSixteenAtATimeMatchTheReference) {
+  at::manual_seed(14);
+  at::Tensor x = at::randn({7, 1040}) * 2;
+  x[1][40] = std::numeric_limits<float>::quiet_NaN();
+  x[3][17] = 50.0f;
+  x[4][1039] = -60.0f;
+  for (int64_t group : {16, 32, 64, 128})
+    for (auto dtype : {mq::DType::kInt4, mq::DType::kUInt8})
+      for (auto scheme : {mq::Scheme::kSymmetric, mq::Scheme::kAsymmetric})
+        for (auto in_dtype : {at::kFloat, at::kBFloat16}) {
+          mq::QuantSpec s = spec(dtype, mq::Granularity::kPerGroup, scheme);
+          s.group_size = group;
+          SCOPED_TRACE(s.to_string() + " " + c10::toString(in_dtype));
+          expect_same(mq::quantize_min_max(x.to(in_dtype), s), mq::quantize_min_max_ref(x.to(in_dtype), s));
+        }
+}
+
 TEST(Affine, OnePassMinMaxQuantizeEqualsTheApiItFuses) {
   at::manual_seed(12);
   const at::Tensor x = at::randn({33, 515});
