@@ -29,7 +29,9 @@ lines += ["", "PyTorch HistogramObserver, rows of 8192 per second: " + " / ".joi
           "", "TorchScript MLP 1024-4096-1024, one thread, onednn (ms per forward; output SQNR vs fp32):", "",
           "| module | batch 64 | batch 1 | SQNR dB |", "|---|---|---|---|"]
 for name, label in (("fp32", "fp32 (OpenBLAS)"), ("torch", "PyTorch quantize_dynamic"),
-                    ("mq_per_tensor", "mq pt output, per tensor"), ("mq_per_channel", "mq pt output, per channel")):
+                    ("mq_per_tensor", "mq pt output, per tensor"), ("mq_per_channel", "mq pt output, per channel"),
+                    ("torch_static", "PyTorch static (eager flow, onednn qconfig)"),
+                    ("mq_static", "mq pt output, static W8A8")):
     db = f"{ts[name + '_sqnr_db']:.2f}" if name != "fp32" else ""
     lines.append(f"| {label} | {ts[name + '_ms_batch64']:.3f} | {ts[name + '_ms_batch1']:.3f} | {db} |")
 open(sys.argv[1], "w").write("\n".join(lines) + "\n")

@@ -37,6 +37,47 @@ def best_ms(modules, x, repeat):
     return best
 
 
+def static_mq(exe, work, source):
+    """mq's static W8A8 TorchScript: per-channel weights, uint8 affine input and output
+    qparams (PyTorch's static activations) from the histogram observer (as PyTorch's onednn
+    qconfig) over eight random batches of 64."""
+    recipe, output = os.path.join(work, "static.yaml"), os.path.join(work, "mq.int8.static.pt")
+    with open(recipe, "w") as f:
+        f.write(f"""version: 1
+model: {{path: {source}, options: {{trust_torchscript: true}}}}
+calibration: {{random: {{shape: [64, 1024], batches: 8, seed: 0}}}}
+observer: {{plugin: histogram}}
+quantizer: {{plugin: static, options: {{dtype: int8, granularity: per_channel, scheme: symmetric,
+            activation_dtype: uint8, activation_scheme: asymmetric}}}}
+format: {{plugin: pt, output: {output}}}
+""")
+    subprocess.run([exe, "run", recipe, "--quiet"], check=True)
+    return torch.jit.load(output)
+
+
+def static_torch(model):
+    """PyTorch's eager static flow on the same layers (onednn qconfig, quint8
+    activations), calibrated on eight random batches of 64, scripted."""
+    class Static(torch.nn.Module):
+        def __init__(self):
+            super().__init__()
+            self.quant, self.dequant = torch.ao.quantization.QuantStub(), torch.ao.quantization.DeQuantStub()
+            self.body = model
+
+        def forward(self, x):
+            return self.dequant(self.body(self.quant(x)))
+
+    import copy
+    static = Static().eval()
+    static.body = copy.deepcopy(model)
+    static.qconfig = torch.ao.quantization.get_default_qconfig("onednn")
+    prepared = torch.ao.quantization.prepare(static)
+    with torch.no_grad():
+        for _ in range(8):
+            prepared(torch.randn(64, 1024))
+    return torch.jit.script(torch.ao.quantization.convert(prepared))
+
+
 def main(exe, work):
     work = os.path.abspath(work)
     os.makedirs(work, exist_ok=True)
@@ -58,11 +99,12 @@ format: {{plugin: pt, output: {output}}}
 """)
         subprocess.run([exe, "run", recipe, "--quiet"], check=True)
         ours[f"mq_{granularity}"] = torch.jit.load(output)
+    ours["mq_static"] = static_mq(exe, work, source)
     theirs = torch.jit.script(torch.ao.quantization.quantize_dynamic(model, {torch.nn.Linear}, dtype=torch.qint8))
     x64, x1 = torch.randn(64, 1024), torch.randn(1, 1024)
     with torch.no_grad():
         ref = model(x64)
-        modules = {"fp32": model, "torch": theirs, **ours}
+        modules = {"fp32": model, "torch": theirs, "torch_static": static_torch(model), **ours}
         out = {f"{name}_sqnr_db": sqnr(ref, m(x64)) for name, m in modules.items() if name != "fp32"}
     for batch, x, repeat in (("64", x64, 50), ("1", x1, 200)):
         for name, ms in best_ms(modules, x, repeat).items():
