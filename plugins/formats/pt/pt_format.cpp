@@ -354,12 +354,14 @@ class PtFormat final : public mq::Format {
 
   // A static model's LAYER.input_scale (input_zero_point, output_scale,
   // output_zero_point) entry into its qparams; false for other names.
-  static bool read_activation(const std::string& name, const at::Tensor& t, mq::QuantizedModel& model) {
+  static bool read_activation(const std::string& name, const at::Tensor& t, mq::QuantizedModel& model,
+                              const fs::path& path) {
     static const std::pair<const char*, bool> kSuffixes[] = {
         {".input_scale", true}, {".input_zero_point", true}, {".output_scale", false}, {".output_zero_point", false}};
     for (const auto& [suffix, input] : kSuffixes) {
       const size_t n = std::strlen(suffix);
       if (name.size() <= n || name.compare(name.size() - n, n, suffix) != 0) continue;
+      if (t.numel() != 1) bad(path, "'" + name + "' holds " + std::to_string(t.numel()) + " values, not one");
       mq::QParams& qp = (input ? model.activation_qparams : model.output_qparams)[name.substr(0, name.size() - n)];
       if (std::strstr(suffix, "scale"))
         qp.scale = t.reshape({1}).to(at::kFloat);
@@ -447,7 +449,7 @@ class PtFormat final : public mq::Format {
       const std::string name = kv.key().toStringRef();
       if (name == kMetadataKey || auxiliary.count(name)) continue;
       if (!kv.value().isTensor()) bad(path, "entry '" + name + "' is not a tensor");
-      if (model.activation_spec && read_activation(name, kv.value().toTensor(), model)) continue;
+      if (model.activation_spec && read_activation(name, kv.value().toTensor(), model, path)) continue;
       if (const auto p = primary.find(name); p != primary.end()) {
         model.entries.push_back({p->second, at::Tensor(), read_stored(dict, p->second, *spec_of(specs, p->second), path)});
         continue;

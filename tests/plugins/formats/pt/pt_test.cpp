@@ -62,6 +62,21 @@ TEST(PtFormat, StateDictKeepsStaticActivationQParams) {
   expect_static_qparams(back);
   ASSERT_EQ(back.entries.size(), 2u);  // the qparams are not model entries
   EXPECT_TRUE(at::equal(back.entries[0].quantized->data, model.entries[0].quantized->data));
+
+  // Edited by hand: a scale of two values is an input error naming the file.
+  c10::impl::GenericDict dict(c10::StringType::get(), c10::AnyType::get());
+  dict.insert("fc.input_scale", at::ones({2}));
+  dict.insert("fc.input_zero_point", at::zeros({1}, at::kChar));
+  dict.insert("__metadata__", std::string(R"({"mq.mode": "static", "mq.activation_spec": {"dtype": "int8",
+      "granularity": "per_tensor", "axis": 0, "group_size": 128, "scheme": "symmetric", "reduce_range": false}})"));
+  const std::vector<char> bytes = torch::jit::pickle_save(dict);
+  std::ofstream(dir / "bad.pt", std::ios::binary).write(bytes.data(), static_cast<std::streamsize>(bytes.size()));
+  try {
+    format->read_quantized(dir / "bad.pt");
+    ADD_FAILURE() << "read";
+  } catch (const mq::InputError& e) {
+    EXPECT_EQ(std::string(e.what()), (dir / "bad.pt").string() + ": 'fc.input_scale' holds 2 values, not one");
+  }
 }
 
 // A TorchScript source: the Linear becomes a module that quantizes its input with the
