@@ -5,6 +5,7 @@ quantize_dynamic produces, on an MLP 1024-4096-1024, one thread, onednn
 (the quantized engine Debian's LibTorch has). fp32 runs with OPENBLAS_CORETYPE set so
 OpenBLAS uses this CPU's kernels (bench/run.sh sets it). Prints JSON.
 usage: torchscript_latency.py MQ_PIPELINE WORK_DIR"""
+import copy
 import json
 import math
 import os
@@ -57,19 +58,20 @@ format: {{plugin: pt, output: {output}}}
 
 def static_torch(model):
     """PyTorch's eager static flow on the same layers (onednn qconfig, quint8
-    activations), calibrated on eight random batches of 64, scripted."""
+    activations), calibrated on eight random batches of 64, scripted. QuantStub and
+    DeQuantStub are torch.ao's markers for where convert() quantizes the input and
+    dequantizes the output."""
     class Static(torch.nn.Module):
         def __init__(self):
             super().__init__()
-            self.quant, self.dequant = torch.ao.quantization.QuantStub(), torch.ao.quantization.DeQuantStub()
-            self.body = model
+            self.quant = torch.ao.quantization.QuantStub()
+            self.body = copy.deepcopy(model)
+            self.dequant = torch.ao.quantization.DeQuantStub()
 
         def forward(self, x):
             return self.dequant(self.body(self.quant(x)))
 
-    import copy
     static = Static().eval()
-    static.body = copy.deepcopy(model)
     static.qconfig = torch.ao.quantization.get_default_qconfig("onednn")
     prepared = torch.ao.quantization.prepare(static)
     with torch.no_grad():
