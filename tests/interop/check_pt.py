@@ -177,8 +177,8 @@ def check_static(exe, source, work, models):
 def check_static_pt(exe, source, work, models):
     """Static W8A8 to TorchScript: each Linear quantizes its input with the calibrated
     scale, runs quantized::linear to the calibrated output qparams (both equal to
-    torch.ao's MinMaxObservers over the same calibration), and dequantizes; the module
-    loads and runs in Python."""
+    torch.ao's MinMaxObservers over the same calibration), and dequantizes, except where
+    a layer feeds the next one; the module loads and runs in Python."""
     out = os.path.join(work, "mlp.static.pt")
     run(exe, os.path.join(source, "configs", "example-static-int8.yaml"), out, "observer.plugin=minmax",
         "format.plugin=pt")
@@ -208,10 +208,49 @@ def check_static_pt(exe, source, work, models):
             (q.input_scale, q.input_zero_point, in_scale, in_zp)
         assert (q.output_scale, q.output_zero_point) == (out_scale.float().item(), out_zp.item()), \
             (q.output_scale, q.output_zero_point, out_scale, out_zp)
+    # fc1 -> ReLU -> fc2 runs as one chain of quantized tensors: fc1 with its ReLU
+    # writes fc2's input qparams, and only fc2's output is dequantized.
+    assert quantized.code.count("dequantize") == 1 and "ops.quantized.linear_relu(" in quantized.code, \
+        quantized.code
+    fc1, fc2 = quantized.fc1, quantized.fc2
     with torch.no_grad():
         x = torch.cat(batches)
+        qx = torch.quantize_per_tensor(x, fc1.input_scale, fc1.input_zero_point, torch.quint8)
+        h = torch.ops.quantized.linear_relu(qx, fc1._packed_params, fc2.input_scale, fc2.input_zero_point)
+        y = torch.ops.quantized.linear(h, fc2._packed_params, fc2.output_scale, fc2.output_zero_point)
+        assert torch.equal(quantized(x), model.norm(y.dequantize()))
         db = sqnr(model(x), quantized(x))
     print(f"TorchScript static int8: output SQNR {db:.2f} dB; input/output qparams equal torch.ao's")
+    assert db >= 33, f"static output SQNR {db:.2f} dB"
+    check_static_pt_shared_value(exe, source, work)
+
+
+def check_static_pt_shared_value(exe, source, work):
+    """A layer output that something else also reads stays a float tensor: only values
+    used by the layer chain alone are handed on quantized."""
+    class Shared(torch.nn.Module):
+        def __init__(self):
+            super().__init__()
+            self.fc1 = torch.nn.Linear(64, 128)
+            self.fc2 = torch.nn.Linear(128, 64)
+
+        def forward(self, x):
+            y = self.fc1(x)
+            return self.fc2(torch.relu(y)) + y.mean(-1, keepdim=True)
+
+    torch.manual_seed(0)
+    model = torch.jit.script(Shared().eval())
+    source_path = os.path.join(work, "shared.pt")
+    model.save(source_path)
+    out = os.path.join(work, "shared.static.pt")
+    run(exe, os.path.join(source, "configs", "example-static-int8.yaml"), out, "format.plugin=pt",
+        f"model.path={source_path}", "model.options.trust_torchscript=true", "validators=[]")
+    quantized = torch.jit.load(out)
+    assert quantized.code.count("dequantize") == 2 and "linear_relu" not in quantized.code, quantized.code
+    with torch.no_grad():
+        x = torch.randn(64, 64)
+        db = sqnr(model(x), quantized(x))
+    print(f"TorchScript static int8, a layer output read twice: output SQNR {db:.2f} dB")
     assert db >= 30, f"static output SQNR {db:.2f} dB"
 
 

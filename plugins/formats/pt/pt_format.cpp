@@ -9,6 +9,9 @@
 #include <ATen/core/dispatch/Dispatcher.h>
 #include <caffe2/serialize/inline_container.h>
 #include <nlohmann/json.hpp>
+#include <torch/csrc/jit/passes/dead_code_elimination.h>
+#include <torch/csrc/jit/passes/inliner.h>
+#include <torch/csrc/jit/passes/subgraph_rewrite.h>
 #include <torch/csrc/jit/serialization/pickle.h>
 #include <torch/script.h>
 
@@ -196,6 +199,38 @@ class PtFormat final : public mq::Format {
     }
   }
 
+  // Where a static layer's output goes straight (or through a ReLU) into another static
+  // layer's quantize, the first one writes the quantized tensor that the second reads:
+  // quantized::linear (or linear_relu) to the second layer's input qparams. One rounding
+  // instead of two, and no dequantize + quantize between the layers, which in PyTorch
+  // 1.13 take longer than the layers themselves. A value used anywhere else keeps its
+  // float path (the rewriter matches only intermediates used by the pattern alone).
+  static void chain_static_layers(torch::jit::Module& m) {
+    const std::shared_ptr<torch::jit::Graph> graph = m.get_method("forward").graph();
+    torch::jit::Inline(*graph);
+    // quantized::linear, dequantize, `relu` (or nothing), quantize; and its replacement.
+    auto pattern = [](const std::string& relu) {
+      return "graph(%qx, %packed, %out_scale, %out_zp, %in_scale, %in_zp, %dtype):\n"
+             "  %qy = quantized::linear(%qx, %packed, %out_scale, %out_zp)\n"
+             "  %y = aten::dequantize(%qy)\n" +
+             (relu.empty() ? "" : "  %r = " + relu + "(%y)\n") +
+             "  %q = aten::quantize_per_tensor(" + (relu.empty() ? "%y" : "%r") + ", %in_scale, %in_zp, %dtype)\n"
+             "  return (%q)";
+    };
+    auto fused = [](const std::string& op) {
+      return "graph(%qx, %packed, %out_scale, %out_zp, %in_scale, %in_zp, %dtype):\n"
+             "  %q = " + op + "(%qx, %packed, %in_scale, %in_zp)\n"
+             "  return (%q)";
+    };
+    torch::jit::SubgraphRewriter rewriter;
+    for (const char* relu : {"aten::relu", "aten::relu_"})
+      rewriter.RegisterRewritePattern(pattern(relu), fused("quantized::linear_relu"));
+    rewriter.RegisterRewritePattern(pattern(""), fused("quantized::linear"));
+    std::shared_ptr<torch::jit::Graph> g = graph;
+    rewriter.runOnGraph(g);
+    torch::jit::EliminateDeadCode(g);
+  }
+
   void write_torchscript(const mq::QuantizedModel& model, const mq::pt::TorchScriptModel& source,
                          const json& meta, const fs::path& path) {
     torch::jit::Module m = source.copy();
@@ -245,6 +280,10 @@ class PtFormat final : public mq::Format {
                           "    return quantized.linear_dynamic(x, self._packed_params, False)\n");
       }
       mq::pt::replace_submodule(m, layer, q);
+    }
+    if (!model.output_qparams.empty()) {
+      m = mq::pt::reload(m);  // the graphs compiled before the swap call the float layers
+      chain_static_layers(m);
     }
     // Saved to a stream, not to `path`: an archive saved to a file is named after the
     // file (here the runner's temporary name), and the same recipe must give the same bytes.
