@@ -508,6 +508,7 @@ std::pair<at::Tensor, at::Tensor> min_max_ref(const at::Tensor& x, const QuantSp
 QParams qparams_from_min_max(const at::Tensor& min_in, const at::Tensor& max_in,
                              const QuantSpec& spec, float eps) {
   check_integer(spec);
+  if (!min_in.defined() || !max_in.defined()) return {at::ones({1}, at::kFloat), at::zeros({1}, at::kInt)};
   const at::Tensor min_val = min_in.to(at::kFloat).contiguous();
   const at::Tensor max_val = max_in.to(at::kFloat).contiguous();
   const int64_t n = min_val.numel();

@@ -28,8 +28,8 @@ constexpr float kScaleEps = 1.1920928955078125e-07f;
 MQ_API std::pair<at::Tensor, at::Tensor> min_max(const at::Tensor& x, const QuantSpec& spec);
 MQ_API std::pair<at::Tensor, at::Tensor> min_max_ref(const at::Tensor& x, const QuantSpec& spec);
 
-// PyTorch's _calculate_qparams for `spec`. min/max of +-inf (nothing observed) give
-// scale 1 and zero point 0, as PyTorch does.
+// PyTorch's _calculate_qparams for `spec`. min/max of +-inf, or undefined tensors
+// (nothing observed), give scale 1 and zero point 0, as PyTorch does.
 MQ_API QParams qparams_from_min_max(const at::Tensor& min, const at::Tensor& max,
                                     const QuantSpec& spec, float eps = kScaleEps);
 

@@ -5,7 +5,10 @@
 #include <ATen/core/Tensor.h>
 
 #include <optional>
+#include <string>
+#include <utility>
 
+#include "mq/error.hpp"
 #include "mq/plugin.hpp"
 #include "mq/qparams.hpp"
 #include "mq/quant_spec.hpp"
@@ -25,6 +28,34 @@ class MQ_API Observer : public Plugin {
   // tensor), eps) (minmax), that eps: quantizers then observe and quantize a weight in
   // one pass (quantize_min_max). Empty for every other observer.
   virtual std::optional<float> min_max_eps() const { return std::nullopt; }
+};
+
+// The running range an observer keeps, one (min, max) per channel or one per tensor:
+// the first batch's range is taken as it is; a later one must have as many channels
+// (an InputError naming the observer) and is folded in by fold(min, max, batch_min,
+// batch_max). Undefined until something was observed (qparams_from_min_max() gives
+// unit scales for that, as PyTorch's observers do).
+class RunningRange {
+ public:
+  explicit RunningRange(std::string observer) : observer_(std::move(observer)) {}
+
+  template <class Fold>
+  void add(const std::pair<at::Tensor, at::Tensor>& batch, Fold&& fold) {
+    if (!min_.defined()) {
+      std::tie(min_, max_) = batch;
+      return;
+    }
+    if (batch.first.numel() != min_.numel())
+      throw InputError(observer_ + " observer saw " + std::to_string(batch.first.numel()) + " channels after " +
+                       std::to_string(min_.numel()));
+    fold(min_, max_, batch.first, batch.second);
+  }
+  const at::Tensor& min() const { return min_; }
+  const at::Tensor& max() const { return max_; }
+
+ private:
+  std::string observer_;
+  at::Tensor min_, max_;
 };
 
 }  // namespace mq

@@ -3,8 +3,6 @@
 
 #include <ATen/ATen.h>
 
-#include <limits>
-
 #include "mq/affine.hpp"
 #include "mq/error.hpp"
 #include "mq/observer.hpp"
@@ -13,40 +11,28 @@ namespace {
 
 class MinMaxObserver final : public mq::Observer {
  public:
-  explicit MinMaxObserver(const mq::Options& options) : eps_(options.get_float("eps")) {
+  explicit MinMaxObserver(const mq::Options& options) : eps_(options.get_float("eps")), range_("minmax") {
     if (!(eps_ > 0.0) || eps_ > 1.0)
       throw mq::RecipeError(options.where("eps") + ": eps must be in (0, 1], got " +
                             std::to_string(eps_));
   }
 
   void observe(const at::Tensor& tensor, const mq::QuantSpec& spec) override {
-    auto [mn, mx] = mq::min_max(tensor, spec);
-    if (!min_.defined()) {
-      min_ = mn;
-      max_ = mx;
-      return;
-    }
-    if (mn.numel() != min_.numel())
-      throw mq::InputError("minmax observer saw " + std::to_string(mn.numel()) +
-                           " channels after " + std::to_string(min_.numel()));
-    min_ = at::minimum(min_, mn);
-    max_ = at::maximum(max_, mx);
+    range_.add(mq::min_max(tensor, spec), [](at::Tensor& mn, at::Tensor& mx, const at::Tensor& lo, const at::Tensor& hi) {
+      mn = at::minimum(mn, lo);
+      mx = at::maximum(mx, hi);
+    });
   }
 
   std::optional<float> min_max_eps() const override { return static_cast<float>(eps_); }
 
   mq::QParams qparams(const mq::QuantSpec& spec) const override {
-    if (!min_.defined()) {
-      const float inf = std::numeric_limits<float>::infinity();
-      return mq::qparams_from_min_max(at::full({1}, inf), at::full({1}, -inf), spec,
-                                      static_cast<float>(eps_));
-    }
-    return mq::qparams_from_min_max(min_, max_, spec, static_cast<float>(eps_));
+    return mq::qparams_from_min_max(range_.min(), range_.max(), spec, static_cast<float>(eps_));
   }
 
  private:
   double eps_;
-  at::Tensor min_, max_;
+  mq::RunningRange range_;
 };
 
 }  // namespace

@@ -4,8 +4,6 @@
 
 #include <ATen/ATen.h>
 
-#include <limits>
-
 #include "mq/affine.hpp"
 #include "mq/error.hpp"
 #include "mq/observer.hpp"
@@ -16,7 +14,8 @@ class MovingAverageObserver final : public mq::Observer {
  public:
   explicit MovingAverageObserver(const mq::Options& options)
       : constant_(static_cast<float>(options.get_float("averaging_constant"))),
-        eps_(static_cast<float>(options.get_float("eps"))) {
+        eps_(static_cast<float>(options.get_float("eps"))),
+        range_("moving_average") {
     if (!(constant_ > 0.0f && constant_ <= 1.0f))
       throw mq::RecipeError(options.where("averaging_constant") + ": averaging_constant must be in (0, 1]");
     if (!(eps_ > 0.0f)) throw mq::RecipeError(options.where("eps") + ": eps must be positive");
@@ -24,30 +23,19 @@ class MovingAverageObserver final : public mq::Observer {
 
   void observe(const at::Tensor& tensor, const mq::QuantSpec& spec) override {
     if (tensor.numel() == 0) return;
-    auto [mn, mx] = mq::min_max(tensor, spec);
-    if (!min_.defined()) {
-      min_ = mn;
-      max_ = mx;
-      return;
-    }
-    if (mn.numel() != min_.numel())
-      throw mq::InputError("moving_average observer saw " + std::to_string(mn.numel()) +
-                           " channels after " + std::to_string(min_.numel()));
-    min_ = min_ + constant_ * (mn - min_);
-    max_ = max_ + constant_ * (mx - max_);
+    range_.add(mq::min_max(tensor, spec), [&](at::Tensor& mn, at::Tensor& mx, const at::Tensor& lo, const at::Tensor& hi) {
+      mn = mn + constant_ * (lo - mn);
+      mx = mx + constant_ * (hi - mx);
+    });
   }
 
   mq::QParams qparams(const mq::QuantSpec& spec) const override {
-    if (!min_.defined()) {
-      const float inf = std::numeric_limits<float>::infinity();
-      return mq::qparams_from_min_max(at::full({1}, inf), at::full({1}, -inf), spec, eps_);
-    }
-    return mq::qparams_from_min_max(min_, max_, spec, eps_);
+    return mq::qparams_from_min_max(range_.min(), range_.max(), spec, eps_);
   }
 
  private:
   float constant_, eps_;
-  at::Tensor min_, max_;
+  mq::RunningRange range_;
 };
 
 }  // namespace

@@ -6,7 +6,6 @@
 #include <ATen/ATen.h>
 
 #include <cmath>
-#include <limits>
 
 #include "mq/affine.hpp"
 #include "mq/error.hpp"
@@ -17,7 +16,9 @@ namespace {
 class PercentileObserver final : public mq::Observer {
  public:
   explicit PercentileObserver(const mq::Options& options)
-      : percentile_(options.get_float("percentile")), eps_(static_cast<float>(options.get_float("eps"))) {
+      : percentile_(options.get_float("percentile")),
+        eps_(static_cast<float>(options.get_float("eps"))),
+        sums_("percentile") {
     if (!(percentile_ > 50.0 && percentile_ <= 100.0))
       throw mq::RecipeError(options.where("percentile") + ": percentile must be in (50, 100]");
   }
@@ -35,33 +36,25 @@ class PercentileObserver final : public mq::Observer {
     const int64_t k = std::max<int64_t>(1, static_cast<int64_t>(std::ceil(percentile_ / 100.0 * n)));
     const at::Tensor hi = std::get<0>(x.kthvalue(std::min(k, n), 1));
     const at::Tensor lo = std::get<0>(x.kthvalue(std::max<int64_t>(1, n - k + 1), 1));
-    if (!sum_lo_.defined()) {
-      sum_lo_ = lo.to(at::kDouble);
-      sum_hi_ = hi.to(at::kDouble);
-    } else {
-      if (lo.numel() != sum_lo_.numel())
-        throw mq::InputError("percentile observer saw " + std::to_string(lo.numel()) +
-                             " channels after " + std::to_string(sum_lo_.numel()));
-      sum_lo_ += lo;
-      sum_hi_ += hi;
-    }
+    sums_.add({lo.to(at::kDouble), hi.to(at::kDouble)},
+              [](at::Tensor& sum_lo, at::Tensor& sum_hi, const at::Tensor& batch_lo, const at::Tensor& batch_hi) {
+                sum_lo += batch_lo;
+                sum_hi += batch_hi;
+              });
     ++batches_;
   }
 
   mq::QParams qparams(const mq::QuantSpec& spec) const override {
-    if (!batches_) {
-      const float inf = std::numeric_limits<float>::infinity();
-      return mq::qparams_from_min_max(at::full({1}, inf), at::full({1}, -inf), spec, eps_);
-    }
-    return mq::qparams_from_min_max((sum_lo_ / batches_).to(at::kFloat), (sum_hi_ / batches_).to(at::kFloat),
+    if (!batches_) return mq::qparams_from_min_max({}, {}, spec, eps_);
+    return mq::qparams_from_min_max((sums_.min() / batches_).to(at::kFloat), (sums_.max() / batches_).to(at::kFloat),
                                     spec, eps_);
   }
 
  private:
   double percentile_;
   float eps_;
+  mq::RunningRange sums_;  // of the batches' bounds
   int64_t batches_ = 0;
-  at::Tensor sum_lo_, sum_hi_;
 };
 
 }  // namespace

@@ -37,7 +37,12 @@ TEST(MinMaxObserver, AccumulatesOverBatchesLikeOneBigTensor) {
 TEST(MinMaxObserver, ChannelCountChangeIsAnInputError) {
   auto obs = observer();
   obs->observe(at::ones({4, 2}), per_channel());
-  EXPECT_THROW(obs->observe(at::ones({5, 2}), per_channel()), mq::InputError);
+  try {
+    obs->observe(at::ones({5, 2}), per_channel());
+    ADD_FAILURE() << "observed";
+  } catch (const mq::InputError& e) {
+    EXPECT_STREQ(e.what(), "minmax observer saw 5 channels after 4");
+  }
 }
 
 TEST(MinMaxObserver, NothingObservedGivesPyTorchsDefault) {
