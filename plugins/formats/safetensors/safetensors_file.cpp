@@ -369,6 +369,14 @@ void Writer::add(const std::string& name, const at::Tensor& tensor) {
   tensors_.push_back({name, dtype_name(data.scalar_type()), data.sizes().vec(), offset_, offset_ + bytes});
   write_all(scratch_, data.data_ptr(), bytes, path_);
   offset_ += bytes;
+  // Writeback starts as the data comes (the output is fsynced before it replaces
+  // anything: this way most of it reaches the disk while the run still computes).
+  constexpr uint64_t kWriteback = uint64_t{64} << 20;
+  if (offset_ - written_back_ >= kWriteback) {
+    ::sync_file_range(scratch_, static_cast<off64_t>(reserve_ + written_back_),
+                      static_cast<off64_t>(offset_ - written_back_), SYNC_FILE_RANGE_WRITE);
+    written_back_ = offset_;
+  }
 }
 
 void Writer::finish(const std::map<std::string, std::string>& metadata, const fs::path& as) {

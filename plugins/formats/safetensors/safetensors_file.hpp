@@ -87,6 +87,7 @@ class Writer {
   uint64_t reserve_;
   int scratch_ = -1;
   uint64_t offset_ = 0;
+  uint64_t written_back_ = 0;  // tensor data handed to writeback so far
   std::vector<TensorInfo> tensors_;
 };
 
