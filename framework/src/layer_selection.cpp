@@ -239,12 +239,14 @@ std::vector<QuantizedEntry> quantize_planned(const Model& model, const std::vect
         throw InputError(t.name + ": " + e.what());
       }
     }
-    if (context.emit) {  // streaming: written now, and the input's pages let go
+    if (context.emit)  // streaming: written now
       context.emit(std::move(entry));
-      if (model.release) model.release(t.tensor);
-    } else {
+    else
       entries.push_back(std::move(entry));
-    }
+    // The input's pages let go either way (a float entry kept for the writer faults its
+    // pages back in when read): a model held for a non-streaming format is its output,
+    // not its output plus the whole float input.
+    if (model.release) model.release(t.tensor);
     context.progress->advance(t.name, t.tensor.nbytes());
   }
   context.progress->end();
