@@ -364,9 +364,13 @@ TEST(Cli, ValidateWorksOnBothPtArtifacts) {
   const auto sd = run_pipeline("validate '" + state + "' --reference '" MQ_SOURCE_DIR "/configs/models/mlp.safetensors'");
   EXPECT_EQ(sd.exit_code, 0) << sd.err;
 
-  // What PyTorch has no quantized type for (int4/uint4, per-group) is stored as plain
-  // tensors under documented names, and reads back bit-exactly (load_run checks it).
-  for (const std::string spec : {"dtype=int4 --set quantizer.options.granularity=per_group",
+  // Per-tensor qint8 and quint8 are native quantized tensors too; what PyTorch has no
+  // quantized type for (int4/uint4, per-group) is stored as plain tensors under
+  // documented names. All read back bit-exactly (load_run checks it).
+  for (const std::string spec : {"dtype=int8 --set quantizer.options.granularity=per_tensor",
+                                 "dtype=uint8 --set quantizer.options.granularity=per_tensor "
+                                 "--set quantizer.options.scheme=asymmetric",
+                                 "dtype=int4 --set quantizer.options.granularity=per_group",
                                  "dtype=uint4 --set quantizer.options.scheme=asymmetric",
                                  "dtype=int8 --set quantizer.options.granularity=per_group"}) {
     SCOPED_TRACE(spec);
@@ -382,13 +386,14 @@ TEST(Cli, ValidateWorksOnBothPtArtifacts) {
   }
 }
 
-// TorchScript archives are named after their file; the output is saved under the
-// runner's temporary name, so the archive must not take it: two runs (any --threads)
-// give the same bytes, dynamic and static.
-TEST(Cli, TorchScriptOutputIsDeterministic) {
+// PyTorch archives are named after their file; the output is saved under the runner's
+// temporary name, so the archive must not take it: two runs (any --threads) give the
+// same bytes, TorchScript dynamic and static, and a state dict.
+TEST(Cli, PtOutputIsDeterministic) {
   mq::test::ScratchDir dir("cli-ts-determinism");
   const std::string out = (dir / "mlp.pt").string();
-  for (const std::string recipe : {"example-torchscript-int8.yaml", "example-static-int8.yaml"}) {
+  for (const std::string recipe : {"example-torchscript-int8.yaml", "example-static-int8.yaml",
+                                   "example-dynamic-int8.yaml"}) {
     SCOPED_TRACE(recipe);
     std::string bytes[2];
     for (int threads : {1, 2}) {

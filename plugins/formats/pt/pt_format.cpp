@@ -7,11 +7,14 @@
 
 #include <ATen/ATen.h>
 #include <ATen/core/dispatch/Dispatcher.h>
+#include <ATen/quantized/Quantizer.h>
 #include <caffe2/serialize/inline_container.h>
 #include <nlohmann/json.hpp>
 #include <torch/csrc/jit/passes/dead_code_elimination.h>
 #include <torch/csrc/jit/passes/inliner.h>
 #include <torch/csrc/jit/passes/subgraph_rewrite.h>
+#include <torch/csrc/jit/serialization/export.h>
+#include <torch/csrc/jit/serialization/pickler.h>
 #include <torch/csrc/jit/serialization/pickle.h>
 #include <torch/script.h>
 
@@ -88,13 +91,18 @@ bool native(const mq::QuantSpec& spec) {
   return spec.is_integer() && spec.bits() == 8 && spec.granularity != mq::Granularity::kPerGroup;
 }
 
-// A native PyTorch quantized tensor holding exactly `q`'s integers and qparams.
+// A native PyTorch quantized tensor holding exactly `q`'s integers (shared, not copied:
+// a large model's state dict would be held twice) and qparams.
 at::Tensor to_torch(const mq::QuantizedTensor& q) {
+  const at::Tensor data = q.data.contiguous();
+  const at::TensorOptions options(data.scalar_type() == at::kChar ? at::kQInt8 : at::kQUInt8);
+  auto keep = [data](void*) {};  // the integers live as long as the quantized tensor
   if (q.spec.granularity == mq::Granularity::kPerChannel)
-    return at::_make_per_channel_quantized_tensor(q.data, q.qparams.scale.reshape(-1).to(at::kDouble),
-                                                  q.qparams.zero_point.reshape(-1).to(at::kLong), q.spec.axis);
-  return at::_make_per_tensor_quantized_tensor(q.data, q.qparams.scale.item<double>(),
-                                               q.qparams.zero_point.item<int64_t>());
+    return at::from_blob_quantized_per_channel_affine(
+        data.data_ptr(), q.shape, keep, q.qparams.scale.reshape(-1).to(at::kDouble),
+        q.qparams.zero_point.reshape(-1).to(at::kLong), q.spec.axis, options);
+  return at::from_blob_quantized_per_tensor_affine(data.data_ptr(), q.shape, keep, q.qparams.scale.item<float>(),
+                                                   q.qparams.zero_point.item<int64_t>(), options);
 }
 
 mq::QuantizedTensor from_torch(const at::Tensor& t, const std::optional<mq::QuantSpec>& spec) {
@@ -330,8 +338,31 @@ class PtFormat final : public mq::Format {
       dict.insert(layer + ".output_zero_point", qp.zero_point.reshape({1}).to(at::kByte));
     }
     dict.insert(kMetadataKey, meta.dump());
-    const std::vector<char> bytes = torch::jit::pickle_save(dict);
-    write_bytes({bytes.data(), bytes.size()}, path);
+    save_archive(dict, path);
+  }
+
+  // torch::jit::pickle_save's archive (the zip torch.save writes), written to the file
+  // as it is made: pickle_save builds it whole in memory first, a second copy of the
+  // output (and most of the time of a large write, growing that buffer).
+  static void save_archive(const c10::IValue& value, const fs::path& path) {
+    std::vector<char> pickle;
+    torch::jit::Pickler pickler([&](const char* bytes, size_t n) { pickle.insert(pickle.end(), bytes, bytes + n); });
+    pickler.protocol();
+    pickler.pushIValue(value);
+    pickler.stop();
+    std::ofstream out(path, std::ios::binary | std::ios::trunc);
+    caffe2::serialize::PyTorchStreamWriter writer([&](const void* bytes, size_t n) -> size_t {
+      out.write(static_cast<const char*>(bytes), static_cast<std::streamsize>(n));
+      return out ? n : 0;
+    });
+    try {
+      torch::jit::writeArchiveAndTensors("data", pickle.data(), pickle.size(), pickler.tensorData(), writer);
+      writer.writeEndOfFile();
+    } catch (const c10::Error& e) {
+      throw mq::OutputError(path.string() + ": write failed (" + first_line(e.what_without_backtrace()) + ")");
+    }
+    out.flush();
+    if (!out) throw mq::OutputError(path.string() + ": write failed");
   }
 
   static void write_bytes(std::string_view bytes, const fs::path& path) {
