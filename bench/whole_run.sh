@@ -1,11 +1,14 @@
 #!/usr/bin/env bash
 # Whole-run throughput and peak RSS of `mq-pipeline run` (safetensors fp32 -> int8
-# per-channel safetensors, no validators) on a generated checkpoint, warm page cache.
-#   cmake --preset default && cmake --build --preset default && bench/whole_run.sh [GiB]
+# per-channel safetensors, or a pt state dict with FORMAT=pt; no validators) on a
+# generated checkpoint, warm page cache.
+#   cmake --preset default && cmake --build --preset default && [FORMAT=pt] bench/whole_run.sh [GiB]
 set -euo pipefail
 cd "$(dirname "$0")/.."
 build=${BUILD_DIR:-build}
 gib=${1:-4}
+format=${FORMAT:-safetensors}
+output=model.int8.$format
 work=$(realpath -m "${WORK_DIR:-$build/bench-whole-run}")
 mkdir -p "$work"
 [ -f "$work/model.safetensors" ] || /usr/bin/python3 bench/make_checkpoint.py "$work/model.safetensors" "$gib"
@@ -13,9 +16,9 @@ cat > "$work/recipe.yaml" <<YAML
 version: 1
 model: {path: model.safetensors}
 quantizer: {plugin: dynamic, options: {dtype: int8, granularity: per_channel, scheme: symmetric}}
-format: {plugin: safetensors, output: model.int8.safetensors}
+format: {plugin: $format, output: $output}
 YAML
-rm -f "$work/model.int8.safetensors"
+rm -f "$work/$output"
 cat "$work/model.safetensors" > /dev/null  # warm the page cache
 bytes=$(stat -c %s "$work/model.safetensors")
 /usr/bin/time -f "%e %M" -o "$work/time.txt" \
