@@ -1,21 +1,23 @@
 #!/usr/bin/env bash
 # Whole-run throughput and peak RSS of `mq-pipeline run` (safetensors fp32 -> int8
-# per-channel safetensors, or a pt state dict with FORMAT=pt; no validators) on a
-# generated checkpoint, warm page cache.
-#   cmake --preset default && cmake --build --preset default && [FORMAT=pt] bench/whole_run.sh [GiB]
+# per-channel safetensors; a pt state dict with FORMAT=pt; int4 group-128 with
+# DTYPE=int4; no validators) on a generated checkpoint, warm page cache.
+#   cmake --preset default && cmake --build --preset default && [FORMAT=pt] [DTYPE=int4] bench/whole_run.sh [GiB]
 set -euo pipefail
 cd "$(dirname "$0")/.."
 build=${BUILD_DIR:-build}
 gib=${1:-4}
 format=${FORMAT:-safetensors}
-output=model.int8.$format
+dtype=${DTYPE:-int8}
+granularity=$([ "$dtype" = int4 ] && echo per_group || echo per_channel)
+output=model.$dtype.$format
 work=$(realpath -m "${WORK_DIR:-$build/bench-whole-run}")
 mkdir -p "$work"
 [ -f "$work/model.safetensors" ] || /usr/bin/python3 bench/make_checkpoint.py "$work/model.safetensors" "$gib"
 cat > "$work/recipe.yaml" <<YAML
 version: 1
 model: {path: model.safetensors}
-quantizer: {plugin: dynamic, options: {dtype: int8, granularity: per_channel, scheme: symmetric}}
+quantizer: {plugin: dynamic, options: {dtype: $dtype, granularity: $granularity, scheme: symmetric}}
 format: {plugin: $format, output: $output}
 YAML
 rm -f "$work/$output"
