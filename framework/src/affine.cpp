@@ -7,6 +7,7 @@
 #include <cmath>
 #include <cstring>
 #include <limits>
+#include <type_traits>
 
 #include "hot.hpp"
 #include "lanes.hpp"
@@ -495,6 +496,81 @@ void quantize_min_max_rows(const at::Tensor& x, Q* q, int64_t rows, int64_t cols
   });
 }
 
+// compare_dequantized() over a piece: x_hat = (float(q) - zp) * scale as dequantize()
+// computes it (or the widened values of a float cast, scale 1 and zp 0), in lanes of
+// eight: float for x_hat, double for the sums (folded in lane order at the end).
+struct Comparison {
+  double signal = 0, noise = 0;
+  float min = std::numeric_limits<float>::infinity(), max = -std::numeric_limits<float>::infinity();
+  int64_t non_finite = 0;
+};
+
+typedef float Floats8 __attribute__((vector_size(32)));
+typedef double Doubles8 __attribute__((vector_size(64)));
+typedef int32_t Ints8 __attribute__((vector_size(32)));
+
+template <class Q>
+inline __attribute__((always_inline)) void compare_body(const float* x, const Q* q, int64_t n, float scale,
+                                                        float zp, Comparison* out) {
+  typedef Q Values8 __attribute__((vector_size(8 * sizeof(Q))));
+  Doubles8 signal = {}, noise = {};
+  Floats8 lo = out->min - Floats8{}, hi = out->max - Floats8{};
+  Ints8 finite = {};  // -1 a lane for each finite x_hat
+  // Lanes past the end of a short last step are zero in x and ignored for x_hat.
+  auto step = [&](const Floats8& xv, const Floats8& qv, const Ints8& valid, auto partial) {
+    Floats8 h = (qv - zp) * scale;
+    if constexpr (decltype(partial)::value) h = valid ? h : xv;  // (x - x) is 0 there
+    const Doubles8 xd = __builtin_convertvector(xv, Doubles8), d = xd - __builtin_convertvector(h, Doubles8);
+    signal += xd * xd;
+    noise += d * d;
+    const Floats8 h_lo = valid ? h : lo, h_hi = valid ? h : hi;
+    lo = h_lo < lo ? h_lo : lo;
+    hi = h_hi > hi ? h_hi : hi;
+    const Floats8 magnitude = h < 0 ? -h : h;
+    finite += (magnitude <= std::numeric_limits<float>::max()) & valid;
+  };
+  const Ints8 all = Ints8{} - 1;
+  int64_t i = 0;
+  for (; i + 8 <= n; i += 8) {
+    Floats8 xv;
+    Values8 qv;
+    std::memcpy(&xv, x + i, sizeof xv);
+    std::memcpy(&qv, q + i, sizeof qv);
+    if constexpr (std::is_same_v<Q, float>)
+      step(xv, qv, all, std::false_type{});
+    else  // through int32 lanes: GCC 12 converts int8 lanes to float one at a time
+      step(xv, __builtin_convertvector(__builtin_convertvector(qv, Ints8), Floats8), all, std::false_type{});
+  }
+  if (i < n) {  // the last few, in the first lanes
+    Floats8 xv = {}, qv = {};
+    Ints8 valid = {};
+    for (int j = 0; i + j < n; ++j) {
+      xv[j] = x[i + j];
+      qv[j] = static_cast<float>(q[i + j]);
+      valid[j] = -1;
+    }
+    step(xv, qv, valid, std::true_type{});
+  }
+  for (int j = 0; j < 8; ++j) {
+    out->signal += signal[j];
+    out->noise += noise[j];
+    out->min = lo[j] < out->min ? lo[j] : out->min;
+    out->max = hi[j] > out->max ? hi[j] : out->max;
+    out->non_finite += finite[j];  // minus the finite ones
+  }
+  out->non_finite += n;
+}
+
+MQ_HOT void compare_span(const float* x, const int8_t* q, int64_t n, float scale, float zp, Comparison* out) {
+  compare_body(x, q, n, scale, zp, out);
+}
+MQ_HOT void compare_span(const float* x, const uint8_t* q, int64_t n, float scale, float zp, Comparison* out) {
+  compare_body(x, q, n, scale, zp, out);
+}
+MQ_HOT void compare_span(const float* x, const float* h, int64_t n, float scale, float zp, Comparison* out) {
+  compare_body(x, h, n, scale, zp, out);
+}
+
 }  // namespace
 
 std::pair<at::Tensor, at::Tensor> min_max(const at::Tensor& x, const QuantSpec& spec) {
@@ -559,6 +635,51 @@ QuantizedTensor quantize_min_max(const at::Tensor& input, const QuantSpec& spec,
 QuantizedTensor quantize_min_max_ref(const at::Tensor& x, const QuantSpec& spec, float eps) {
   check_integer(spec);
   return quantize_min_max_composed<true>(x, spec, eps);
+}
+
+DequantizedComparison compare_dequantized(const at::Tensor& original, const QuantizedTensor& q) {
+  const at::Tensor x = as_readable(original);
+  if (x.sizes() != q.data.sizes())
+    throw InputError("cannot compare a quantized tensor of shape " + c10::str(q.data.sizes()) +
+                     " with an original of shape " + c10::str(x.sizes()));
+  // A float cast is one span of scale 1 and zero point 0 over its widened values.
+  const bool integer = q.spec.is_integer();
+  const at::Tensor data = integer ? q.data.contiguous() : as_readable(q.data);
+  QuantSpec whole;
+  whole.granularity = Granularity::kPerTensor;
+  const Spans v = spans_of(data, integer ? q.spec : whole);
+  const Pieces pieces(v);
+  const at::Tensor scale = integer ? q.qparams.scale.to(at::kFloat).contiguous() : at::ones({1});
+  const at::Tensor zp = integer ? q.qparams.zero_point.to(at::kFloat).contiguous() : at::zeros({1});
+  if (scale.numel() != pieces.v.params() || zp.numel() != pieces.v.params())
+    throw InputError("qparams have " + std::to_string(scale.numel()) + " scales for " +
+                     std::to_string(pieces.v.params()) + " channels or groups");
+  std::vector<Comparison> parts(static_cast<size_t>(pieces.count()));
+  at::parallel_for(0, pieces.count(), 1, [&](int64_t begin, int64_t end) {
+    std::vector<float> buffer, hats;
+    for (int64_t p = begin; p < end; ++p) {
+      const int64_t at = pieces.offset(p), n = pieces.length(p), param = pieces.v.param(pieces.span(p));
+      const float* xs = as_float(x, at, n, buffer);
+      const float sc = scale.data_ptr<float>()[param], z = zp.data_ptr<float>()[param];
+      if (!integer)
+        compare_span(xs, as_float(data, at, n, hats), n, sc, z, &parts[p]);
+      else if (data.scalar_type() == at::kChar)
+        compare_span(xs, data.data_ptr<int8_t>() + at, n, sc, z, &parts[p]);
+      else
+        compare_span(xs, data.data_ptr<uint8_t>() + at, n, sc, z, &parts[p]);
+    }
+  });
+  DequantizedComparison out;
+  out.min = std::numeric_limits<float>::infinity();
+  out.max = -out.min;
+  for (const Comparison& c : parts) {
+    out.signal += c.signal;
+    out.noise += c.noise;
+    out.min = c.min < out.min ? c.min : out.min;
+    out.max = c.max > out.max ? c.max : out.max;
+    out.non_finite += c.non_finite;
+  }
+  return out;
 }
 
 }  // namespace mq

@@ -254,4 +254,40 @@ TEST(Affine, OnePassRefusesInfRatherThanStoringAnInfiniteScale) {
   EXPECT_THROW(mq::quantize_min_max_ref(x, s), mq::InputError);
 }
 
+// compare_dequantized() sees what dequantize() gives, for every kind of quantized
+// tensor: the same extremes, and the sums within rounding of the float tensors' own.
+TEST(Affine, CompareDequantizedSeesWhatDequantizeGives) {
+  at::manual_seed(9);
+  const at::Tensor x = at::randn({33, 300}) * 3;
+  std::vector<std::pair<at::Tensor, mq::QuantizedTensor>> cases;
+  for (const auto& s : {spec(mq::DType::kInt8, mq::Granularity::kPerChannel, mq::Scheme::kSymmetric),
+                        spec(mq::DType::kUInt8, mq::Granularity::kPerTensor, mq::Scheme::kAsymmetric),
+                        spec(mq::DType::kInt4, mq::Granularity::kPerGroup, mq::Scheme::kSymmetric),
+                        spec(mq::DType::kUInt4, mq::Granularity::kPerGroup, mq::Scheme::kAsymmetric)})
+    for (const at::Tensor& input : {x, x.to(at::kBFloat16)}) cases.push_back({input, mq::quantize_min_max(input, s)});
+  mq::QuantizedTensor half;  // a float cast, overflowing
+  half.spec.dtype = mq::DType::kFloat16;
+  half.data = (x * 3e4).to(at::kHalf);
+  half.shape = x.sizes().vec();
+  cases.push_back({x * 3e4, half});
+  for (const auto& [original, q] : cases) {
+    SCOPED_TRACE(q.spec.to_string() + " from " + std::string(c10::toString(original.scalar_type())));
+    const at::Tensor hat = q.dequantize();
+    const at::Tensor finite = hat.masked_fill(~at::isfinite(hat), 0);
+    const mq::DequantizedComparison c = mq::compare_dequantized(original, q);
+    const at::Tensor xd = original.to(at::kDouble);
+    EXPECT_EQ(c.non_finite, (~at::isfinite(hat)).sum().item<int64_t>());
+    if (c.non_finite) {
+      EXPECT_TRUE(std::isinf(c.noise));
+      continue;
+    }
+    EXPECT_EQ(c.min, hat.min().item<float>());
+    EXPECT_EQ(c.max, hat.max().item<float>());
+    EXPECT_NEAR(c.signal, xd.pow(2).sum().item<double>(), 1e-9 * c.signal);
+    const double noise = (xd - finite.to(at::kDouble)).pow(2).sum().item<double>();
+    EXPECT_NEAR(c.noise, noise, 1e-9 * noise);
+  }
+  EXPECT_THROW(mq::compare_dequantized(x.t(), cases[0].second), mq::InputError);
+}
+
 }  // namespace

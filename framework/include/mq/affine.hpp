@@ -53,4 +53,16 @@ MQ_API QuantizedTensor quantize_min_max(const at::Tensor& x, const QuantSpec& sp
 MQ_API QuantizedTensor quantize_min_max_ref(const at::Tensor& x, const QuantSpec& spec,
                                             float eps = kScaleEps);
 
+// `q` dequantized (x_hat, the values of q.dequantize(), bit for bit) against `original`
+// (x, q's shape, any floating dtype) in one pass, without the float tensor: the sums of
+// x^2 and (x - x_hat)^2 in double (a NaN or infinite x_hat makes noise NaN or
+// infinite), x_hat's extremes (NaN skipped) and how many x_hat are not finite. Threads
+// over fixed pieces summed in order: the same figures for any thread count.
+struct DequantizedComparison {
+  double signal = 0, noise = 0;
+  float min = 0, max = 0;  // of x_hat; +inf and -inf when it holds no number
+  int64_t non_finite = 0;
+};
+MQ_API DequantizedComparison compare_dequantized(const at::Tensor& original, const QuantizedTensor& q);
+
 }  // namespace mq

@@ -9,6 +9,7 @@
 
 #include <cmath>
 
+#include "mq/affine.hpp"
 #include "mq/error.hpp"
 #include "mq/validator.hpp"
 
@@ -31,7 +32,9 @@ class RangeValidator final : public mq::Validator {
           problems.push_back(e.name + " holds NaN or infinite values");
         continue;
       }
-      check_tensor(e.name, *e.quantized, context.original.find(e.name), problems);
+      const at::Tensor* original = context.original.find(e.name);
+      check_tensor(e.name, *e.quantized, original, problems);
+      if (original && context.original.release) context.original.release(*original);  // one resident at a time
     }
     mq::Check check;
     check.passed = problems.empty();
@@ -55,10 +58,11 @@ class RangeValidator final : public mq::Validator {
       storage.reduce_range = false;
       const int64_t qmin = q.spec.reduce_range ? storage.qmin() : q.spec.qmin();
       const int64_t qmax = q.spec.reduce_range ? storage.qmax() : q.spec.qmax();
-      const at::Tensor data = q.data.to(at::kLong);
-      if (data.numel() && (data.min().item<int64_t>() < qmin || data.max().item<int64_t>() > qmax))
-        problems.push_back(fmt::format("{} has integers in [{}, {}], outside [{}, {}]", name,
-                                       data.min().item<int64_t>(), data.max().item<int64_t>(), qmin, qmax));
+      if (q.data.numel()) {
+        const int64_t lo = q.data.min().item<int64_t>(), hi = q.data.max().item<int64_t>();
+        if (lo < qmin || hi > qmax)
+          problems.push_back(fmt::format("{} has integers in [{}, {}], outside [{}, {}]", name, lo, hi, qmin, qmax));
+      }
       const at::Tensor scale = q.qparams.scale.to(at::kFloat);
       if (!at::isfinite(scale).all().item<bool>() || !(scale > 0).all().item<bool>())
         problems.push_back(fmt::format("{} has a scale that is not finite and positive (min {})", name,
@@ -68,25 +72,30 @@ class RangeValidator final : public mq::Validator {
         problems.push_back(fmt::format("{} has a zero point outside [{}, {}]", name, storage.qmin(), storage.qmax()));
       if (problems.size() != before) return;
     }
-    const at::Tensor x_hat = q.dequantize();
-    if (!at::isfinite(x_hat).all().item<bool>()) {
+    // x_hat = q.dequantize(), seen in one pass without making it (a tensor without an
+    // original is compared with itself: only x_hat's figures are used).
+    const mq::DequantizedComparison x_hat = mq::compare_dequantized(original ? *original : q.dequantize(), q);
+    if (x_hat.non_finite) {
       problems.push_back(name + (q.spec.is_integer() ? " dequantizes to NaN or infinite values"
                                                      : " overflows " + q.spec.to_string() +
                                                            " (values beyond its range became infinite)"));
       return;
     }
-    if (x_hat.numel() && x_hat.abs().max().item<double>() > max_abs_)
-      problems.push_back(fmt::format("{} reaches |x| = {:.6g}, above max_abs {:.6g}", name,
-                                     x_hat.abs().max().item<double>(), max_abs_));
+    const double reach = std::max(std::abs(double{x_hat.min}), std::abs(double{x_hat.max}));
+    if (q.data.numel() && reach > max_abs_)
+      problems.push_back(fmt::format("{} reaches |x| = {:.6g}, above max_abs {:.6g}", name, reach, max_abs_));
     if (!original || !original->numel()) return;
-    const double lo = std::min(original->min().item<double>(), 0.0);
-    const double hi = std::max(original->max().item<double>(), 0.0);
+    mq::QuantSpec whole;
+    whole.granularity = mq::Granularity::kPerTensor;
+    const auto [min, max] = mq::min_max(*original, whole);
+    const double lo = std::min(min.item<double>(), 0.0);
+    const double hi = std::max(max.item<double>(), 0.0);
     // One step: the largest scale, or one unit in the last place of a float cast.
     const double ulp = q.spec.dtype == mq::DType::kFloat16 ? std::ldexp(1.0, -10) : std::ldexp(1.0, -7);
     const double step = q.spec.is_integer() ? q.qparams.scale.to(at::kDouble).max().item<double>()
                                             : ulp * std::max(std::abs(lo), std::abs(hi));
     const double tolerance = step + 1e-6 * std::max(std::abs(lo), std::abs(hi));
-    const double got_lo = x_hat.min().item<double>(), got_hi = x_hat.max().item<double>();
+    const double got_lo = x_hat.min, got_hi = x_hat.max;
     if (got_lo < lo - tolerance || got_hi > hi + tolerance)
       problems.push_back(fmt::format("{} dequantizes to [{:.6g}, {:.6g}], outside the original [{:.6g}, {:.6g}] "
                                      "widened by one step ({:.6g})", name, got_lo, got_hi, lo, hi, step));

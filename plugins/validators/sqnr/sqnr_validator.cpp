@@ -14,6 +14,7 @@
 #include <cmath>
 #include <limits>
 
+#include "mq/affine.hpp"
 #include "mq/error.hpp"
 #include "mq/validator.hpp"
 
@@ -21,13 +22,23 @@ namespace {
 
 constexpr double kInf = std::numeric_limits<double>::infinity();
 
-double sqnr_db(const at::Tensor& x, const at::Tensor& x_hat) {
-  const at::Tensor xd = x.to(at::kDouble), yd = x_hat.to(at::kDouble);
-  const double signal = xd.pow(2).mean().item<double>();
-  const double noise = (xd - yd).pow(2).mean().item<double>();
+// From the mean signal and noise powers.
+double sqnr_db(double signal, double noise) {
   if (!(noise >= 1e-10)) return std::isnan(noise) ? -kInf : kInf;
   if (signal <= 0.0) return -kInf;
   return 10.0 * std::log10(signal / noise);
+}
+
+double sqnr_db(const at::Tensor& x, const at::Tensor& x_hat) {
+  const at::Tensor xd = x.to(at::kDouble), yd = x_hat.to(at::kDouble);
+  return sqnr_db(xd.pow(2).mean().item<double>(), (xd - yd).pow(2).mean().item<double>());
+}
+
+// A quantized tensor against its original in one pass (no dequantized copy).
+double sqnr_db(const at::Tensor& x, const mq::QuantizedTensor& q) {
+  const mq::DequantizedComparison c = mq::compare_dequantized(x, q);
+  const double n = static_cast<double>(x.numel());
+  return sqnr_db(c.signal / n, c.noise / n);
 }
 
 std::string db(double v) { return std::isinf(v) ? (v > 0 ? "inf dB" : "-inf dB") : fmt::format("{:.2f} dB", v); }
@@ -50,7 +61,8 @@ class SqnrValidator final : public mq::Validator {
       const at::Tensor* original = context.original.find(e.name);
       if (!original)
         throw mq::InputError("quantized tensor '" + e.name + "' has no counterpart in the original model");
-      const double v = sqnr_db(*original, e.quantized->dequantize());
+      const double v = sqnr_db(*original, *e.quantized);
+      if (context.original.release) context.original.release(*original);  // one tensor resident at a time
       check.tensor_metrics.push_back({e.name, "sqnr_db", v});
       ++tensors;
       if (std::isfinite(v)) {
