@@ -84,6 +84,7 @@ class LoadRunValidator final : public mq::Validator {
       }
       if (const at::Tensor* original = context.original.find(e.name)) {
         const at::Tensor reference = at::matmul(x, original->to(at::kFloat).t());
+        if (context.original.release) context.original.release(*original);  // one resident at a time
         const double noise = (y - reference).pow(2).mean().item<double>();
         const double signal = reference.pow(2).mean().item<double>();
         if (noise > 1e-10 && signal > 0)
