@@ -561,6 +561,18 @@ inline __attribute__((always_inline)) void compare_body(const float* x, const Q*
   out->non_finite += n;
 }
 
+template <class Q>
+inline __attribute__((always_inline)) void dequantize_body(const Q* q, float* out, int64_t n, float scale, float zp) {
+  for (int64_t i = 0; i < n; ++i) out[i] = (static_cast<float>(q[i]) - zp) * scale;
+}
+
+MQ_HOT void dequantize_span(const int8_t* q, float* out, int64_t n, float scale, float zp) {
+  dequantize_body(q, out, n, scale, zp);
+}
+MQ_HOT void dequantize_span(const uint8_t* q, float* out, int64_t n, float scale, float zp) {
+  dequantize_body(q, out, n, scale, zp);
+}
+
 MQ_HOT void compare_span(const float* x, const int8_t* q, int64_t n, float scale, float zp, Comparison* out) {
   compare_body(x, q, n, scale, zp, out);
 }
@@ -635,6 +647,34 @@ QuantizedTensor quantize_min_max(const at::Tensor& input, const QuantSpec& spec,
 QuantizedTensor quantize_min_max_ref(const at::Tensor& x, const QuantSpec& spec, float eps) {
   check_integer(spec);
   return quantize_min_max_composed<true>(x, spec, eps);
+}
+
+// (q - zp) * scale in float, span by span, into one tensor: the ATen composition
+// (dequantize_ref) made three full-size temporaries, each page faulted in.
+at::Tensor QuantizedTensor::dequantize() const {
+  const bool bytes = data.scalar_type() == at::kChar || data.scalar_type() == at::kByte;
+  if (!spec.is_integer() || !bytes || data.dim() == 0) return dequantize_ref(*this);
+  const at::Tensor q = data.contiguous();
+  const Spans v = spans_of(q, spec);
+  const Pieces pieces(v);
+  const at::Tensor scale = qparams.scale.to(at::kFloat).contiguous();
+  const at::Tensor zp = qparams.zero_point.to(at::kFloat).contiguous();
+  if (scale.numel() != v.params() || zp.numel() != v.params())
+    throw InputError("qparams have " + std::to_string(scale.numel()) + " scales for " +
+                     std::to_string(v.params()) + " channels or groups");
+  at::Tensor out = at::empty(q.sizes(), at::kFloat);
+  float* o = out.data_ptr<float>();
+  at::parallel_for(0, pieces.count(), 1, [&](int64_t begin, int64_t end) {
+    for (int64_t p = begin; p < end; ++p) {
+      const int64_t at = pieces.offset(p), n = pieces.length(p), param = v.param(pieces.span(p));
+      const float sc = scale.data_ptr<float>()[param], z = zp.data_ptr<float>()[param];
+      if (q.scalar_type() == at::kChar)
+        dequantize_span(q.data_ptr<int8_t>() + at, o + at, n, sc, z);
+      else
+        dequantize_span(q.data_ptr<uint8_t>() + at, o + at, n, sc, z);
+    }
+  });
+  return out;
 }
 
 DequantizedComparison compare_dequantized(const at::Tensor& original, const QuantizedTensor& q) {

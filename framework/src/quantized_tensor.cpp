@@ -2,13 +2,18 @@
 
 #include <ATen/ATen.h>
 
+#include "mq/affine.hpp"
+
 namespace mq {
 
-at::Tensor QuantizedTensor::dequantize() const {
-  if (!spec.is_integer()) return data.to(at::kFloat);
-  const at::Tensor q = data.to(at::kFloat);
-  at::Tensor scale = qparams.scale.to(at::kFloat);
-  at::Tensor zp = qparams.zero_point.to(at::kFloat);
+// QuantizedTensor::dequantize() is in affine.cpp (a kernel over the spans); this is its
+// oracle, composed of ATen ops.
+at::Tensor dequantize_ref(const QuantizedTensor& t) {
+  const QuantSpec& spec = t.spec;
+  if (!spec.is_integer()) return t.data.to(at::kFloat);
+  const at::Tensor q = t.data.to(at::kFloat);
+  at::Tensor scale = t.qparams.scale.to(at::kFloat);
+  at::Tensor zp = t.qparams.zero_point.to(at::kFloat);
   if (spec.granularity == Granularity::kPerChannel && q.dim() > 0) {
     const int64_t axis = spec.axis < 0 ? spec.axis + q.dim() : spec.axis;
     std::vector<int64_t> shape(q.dim(), 1);

@@ -254,9 +254,10 @@ TEST(Affine, OnePassRefusesInfRatherThanStoringAnInfiniteScale) {
   EXPECT_THROW(mq::quantize_min_max_ref(x, s), mq::InputError);
 }
 
-// compare_dequantized() sees what dequantize() gives, for every kind of quantized
-// tensor: the same extremes, and the sums within rounding of the float tensors' own.
-TEST(Affine, CompareDequantizedSeesWhatDequantizeGives) {
+// dequantize() gives its oracle's values bit for bit, and compare_dequantized() sees
+// them, for every kind of quantized tensor: the same extremes, and the sums within
+// rounding of the float tensors' own.
+TEST(Affine, DequantizeAndCompareDequantizedMatchTheOracle) {
   at::manual_seed(9);
   const at::Tensor x = at::randn({33, 300}) * 3;
   std::vector<std::pair<at::Tensor, mq::QuantizedTensor>> cases;
@@ -265,6 +266,9 @@ TEST(Affine, CompareDequantizedSeesWhatDequantizeGives) {
                         spec(mq::DType::kInt4, mq::Granularity::kPerGroup, mq::Scheme::kSymmetric),
                         spec(mq::DType::kUInt4, mq::Granularity::kPerGroup, mq::Scheme::kAsymmetric)})
     for (const at::Tensor& input : {x, x.to(at::kBFloat16)}) cases.push_back({input, mq::quantize_min_max(input, s)});
+  mq::QuantSpec columns = spec(mq::DType::kInt8, mq::Granularity::kPerChannel, mq::Scheme::kAsymmetric);
+  columns.axis = 1;
+  cases.push_back({x, mq::quantize_min_max(x, columns)});
   mq::QuantizedTensor half;  // a float cast, overflowing
   half.spec.dtype = mq::DType::kFloat16;
   half.data = (x * 3e4).to(at::kHalf);
@@ -273,6 +277,7 @@ TEST(Affine, CompareDequantizedSeesWhatDequantizeGives) {
   for (const auto& [original, q] : cases) {
     SCOPED_TRACE(q.spec.to_string() + " from " + std::string(c10::toString(original.scalar_type())));
     const at::Tensor hat = q.dequantize();
+    EXPECT_TRUE(at::equal(hat, mq::dequantize_ref(q)));
     const at::Tensor finite = hat.masked_fill(~at::isfinite(hat), 0);
     const mq::DequantizedComparison c = mq::compare_dequantized(original, q);
     const at::Tensor xd = original.to(at::kDouble);

@@ -53,6 +53,9 @@ MQ_API QuantizedTensor quantize_min_max(const at::Tensor& x, const QuantSpec& sp
 MQ_API QuantizedTensor quantize_min_max_ref(const at::Tensor& x, const QuantSpec& spec,
                                             float eps = kScaleEps);
 
+// q.dequantize() composed of ATen ops: the oracle of its kernel.
+MQ_API at::Tensor dequantize_ref(const QuantizedTensor& q);
+
 // `q` dequantized (x_hat, the values of q.dequantize(), bit for bit) against `original`
 // (x, q's shape, any floating dtype) in one pass, without the float tensor: the sums of
 // x^2 and (x - x_hat)^2 in double (a NaN or infinite x_hat makes noise NaN or
