@@ -499,11 +499,7 @@ void quantize_min_max_rows(const at::Tensor& x, Q* q, int64_t rows, int64_t cols
 // compare_dequantized() over a piece: x_hat = (float(q) - zp) * scale as dequantize()
 // computes it (or the widened values of a float cast, scale 1 and zp 0), in lanes of
 // eight: float for x_hat, double for the sums (folded in lane order at the end).
-struct Comparison {
-  double signal = 0, noise = 0;
-  float min = std::numeric_limits<float>::infinity(), max = -std::numeric_limits<float>::infinity();
-  int64_t non_finite = 0;
-};
+using Comparison = DequantizedComparison;
 
 typedef float Floats8 __attribute__((vector_size(32)));
 typedef double Doubles8 __attribute__((vector_size(64)));
@@ -684,7 +680,8 @@ DequantizedComparison compare_dequantized(const at::Tensor& original, const Quan
                      " with an original of shape " + c10::str(x.sizes()));
   // A float cast is one span of scale 1 and zero point 0 over its widened values.
   const bool integer = q.spec.is_integer();
-  const at::Tensor data = integer ? q.data.contiguous() : as_readable(q.data);
+  const at::ScalarType bytes = q.spec.qmin() < 0 ? at::kChar : at::kByte;
+  const at::Tensor data = integer ? q.data.to(bytes).contiguous() : as_readable(q.data);
   QuantSpec whole;
   whole.granularity = Granularity::kPerTensor;
   const Spans v = spans_of(data, integer ? q.spec : whole);
@@ -694,7 +691,10 @@ DequantizedComparison compare_dequantized(const at::Tensor& original, const Quan
   if (scale.numel() != pieces.v.params() || zp.numel() != pieces.v.params())
     throw InputError("qparams have " + std::to_string(scale.numel()) + " scales for " +
                      std::to_string(pieces.v.params()) + " channels or groups");
-  std::vector<Comparison> parts(static_cast<size_t>(pieces.count()));
+  Comparison none;
+  none.min = std::numeric_limits<float>::infinity();
+  none.max = -none.min;
+  std::vector<Comparison> parts(static_cast<size_t>(pieces.count()), none);
   at::parallel_for(0, pieces.count(), 1, [&](int64_t begin, int64_t end) {
     std::vector<float> buffer, hats;
     for (int64_t p = begin; p < end; ++p) {
@@ -709,9 +709,7 @@ DequantizedComparison compare_dequantized(const at::Tensor& original, const Quan
         compare_span(xs, data.data_ptr<uint8_t>() + at, n, sc, z, &parts[p]);
     }
   });
-  DequantizedComparison out;
-  out.min = std::numeric_limits<float>::infinity();
-  out.max = -out.min;
+  DequantizedComparison out = none;
   for (const Comparison& c : parts) {
     out.signal += c.signal;
     out.noise += c.noise;

@@ -214,7 +214,7 @@ class PtFormat final : public mq::Format {
   // 1.13 take longer than the layers themselves. A value used anywhere else keeps its
   // float path (the rewriter matches only intermediates used by the pattern alone).
   static void chain_static_layers(torch::jit::Module& m) {
-    const std::shared_ptr<torch::jit::Graph> graph = m.get_method("forward").graph();
+    std::shared_ptr<torch::jit::Graph> graph = m.get_method("forward").graph();
     torch::jit::Inline(*graph);
     // quantized::linear, dequantize, `relu` (or nothing), quantize; and its replacement.
     auto pattern = [](const std::string& relu) {
@@ -234,9 +234,8 @@ class PtFormat final : public mq::Format {
     for (const char* relu : {"aten::relu", "aten::relu_"})
       rewriter.RegisterRewritePattern(pattern(relu), fused("quantized::linear_relu"));
     rewriter.RegisterRewritePattern(pattern(""), fused("quantized::linear"));
-    std::shared_ptr<torch::jit::Graph> g = graph;
-    rewriter.runOnGraph(g);
-    torch::jit::EliminateDeadCode(g);
+    rewriter.runOnGraph(graph);
+    torch::jit::EliminateDeadCode(graph);
   }
 
   void write_torchscript(const mq::QuantizedModel& model, const mq::pt::TorchScriptModel& source,
