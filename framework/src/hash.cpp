@@ -13,7 +13,10 @@
 #include <cstring>
 #include <vector>
 
+#include <ATen/ATen.h>
+
 #include "mq/error.hpp"
+#include "mq/quantized_model.hpp"
 
 namespace mq::detail {
 namespace {
@@ -26,6 +29,34 @@ std::string hex(XXH128_hash_t h) {
 }
 
 }  // namespace
+
+uint64_t entry_digest(const QuantizedEntry& entry) {
+  XXH3_state_t* state = XXH3_createState();
+  XXH3_64bits_reset(state);
+  auto text = [&](const std::string& s) { XXH3_64bits_update(state, s.data(), s.size() + 1); };
+  auto tensor = [&](const at::Tensor& t) {
+    const at::Tensor c = t.contiguous();
+    text(c10::toString(c.scalar_type()));
+    text(c10::str(c.sizes()));
+    XXH3_64bits_update(state, c.data_ptr(), c.nbytes());
+  };
+  text(entry.name);
+  if (entry.quantized) {
+    const QuantizedTensor& q = *entry.quantized;
+    text(q.spec.to_string());
+    text(c10::str(q.shape));
+    tensor(q.data.reshape(q.shape));
+    if (q.spec.is_integer()) {
+      tensor(q.qparams.scale.to(at::kFloat).reshape(-1));
+      tensor(q.qparams.zero_point.to(at::kLong).reshape(-1));
+    }
+  } else {
+    tensor(entry.tensor);
+  }
+  const uint64_t digest = XXH3_64bits_digest(state);
+  XXH3_freeState(state);
+  return digest;
+}
 
 std::string hash_bytes(std::string_view bytes) {
   return hex(XXH3_128bits_dispatch(bytes.data(), bytes.size()));

@@ -14,6 +14,7 @@
 #include <cstdio>
 #include <cstdlib>
 #include <future>
+#include <map>
 #include <optional>
 #include <sstream>
 
@@ -40,6 +41,22 @@ std::string first_line(const std::string& text) {
   const size_t begin = text.find_first_not_of(" \t\r\n");
   if (begin == std::string::npos) return "";
   return text.substr(begin, text.find('\n', begin) - begin);
+}
+
+// A streamed file read back holds what was handed to its writer, tensor for tensor
+// (`written`: each entry's digest as it was written); an OutputError otherwise, before
+// anything is validated or promoted.
+void check_reads_back(const QuantizedModel& back, const std::map<std::string, uint64_t>& written,
+                      const fs::path& output) {
+  const std::string problem = output.string() + ": the written file does not read back as written";
+  if (back.entries.size() != written.size())
+    throw OutputError(problem + " (" + std::to_string(written.size()) + " tensors written, " +
+                      std::to_string(back.entries.size()) + " read back)");
+  for (const QuantizedEntry& e : back.entries) {
+    const auto it = written.find(e.name);
+    if (it == written.end() || it->second != detail::entry_digest(e))
+      throw OutputError(problem + " (tensor '" + e.name + "')");
+  }
 }
 
 // Runs one stage of a plugin, so that every failure names the plugin and the stage.
@@ -410,8 +427,14 @@ struct Pipeline::Impl {
     const std::string writing = "writing " + recipe.output.string();
     std::unique_ptr<EntryWriter> stream =
         guarded(format.label(), writing, [&] { return writer->stream(model, out.temp()); });
-    if (stream)
-      context.emit = [&](QuantizedEntry e) { guarded(format.label(), writing, [&] { stream->add(e); }); };
+    // A streamed file is validated as read back; each entry's digest, taken as it is
+    // handed to the writer, checks that it reads back as it was written.
+    std::map<std::string, uint64_t> digests;
+    auto add = [&](const QuantizedEntry& e) {
+      if (!recipe.validators.empty()) digests[e.name] = detail::entry_digest(e);
+      stream->add(e);
+    };
+    if (stream) context.emit = [&](QuantizedEntry e) { guarded(format.label(), writing, [&] { add(e); }); };
 
     auto start = clock::now();
     QuantizedModel quantized =
@@ -432,7 +455,7 @@ struct Pipeline::Impl {
     start = clock::now();
     guarded(format.label(), writing, [&] {
       if (!stream) return writer->write(quantized, out.temp());
-      for (const QuantizedEntry& e : quantized.entries) stream->add(e);  // a quantizer that does not stream
+      for (const QuantizedEntry& e : quantized.entries) add(e);  // a quantizer that does not stream
       stream->finish(quantized);
     });
     report.timings.push_back({"write", seconds_since(start)});
@@ -445,6 +468,7 @@ struct Pipeline::Impl {
                         [&] { return writer->read_quantized(out.temp()); });
       written->plan = quantized.plan;
       written->source = quantized.source;
+      check_reads_back(*written, digests, recipe.output);
     }
     std::vector<OnFailure> policies;
     for (const ValidatorStep& v : recipe.validators) policies.push_back(v.on_failure.value_or(recipe.on_failure));

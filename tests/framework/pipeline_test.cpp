@@ -109,6 +109,26 @@ TEST(Pipeline, OnFailureErrorLeavesTheDestinationUntouched) {
   EXPECT_EQ(std::distance(fs::directory_iterator(dir.path()), fs::directory_iterator()), 1);
 }
 
+// A streamed file that does not read back as it was written is an output error, found
+// before validation: nothing is promoted, the old artifact stays.
+TEST(Pipeline, AFileThatReadsBackDifferentlyIsNeverPromoted) {
+  mq::test::ScratchDir dir("api-lying");
+  mq::Recipe r = example(dir.path());
+  r.format.plugin = "fixture_lying";
+  mq::test::write_file(r.output, "previous good artifact");
+  mq::RunOptions o;
+  o.plugin_paths = {fs::path(MQ_FIXTURE_DIR) / "lying"};
+  try {
+    mq::Pipeline(r, o).run();
+    ADD_FAILURE() << "ran";
+  } catch (const mq::OutputError& e) {
+    EXPECT_NE(std::string(e.what()).find("does not read back as written (tensor 'fc1.weight')"), std::string::npos)
+        << e.what();
+  }
+  EXPECT_EQ(mq::test::read_file(r.output), "previous good artifact");
+  EXPECT_EQ(std::distance(fs::directory_iterator(dir.path()), fs::directory_iterator()), 1);
+}
+
 TEST(Pipeline, OnFailureWarnPromotesAndWarns) {
   mq::test::ScratchDir dir("api-warn");
   mq::Recipe r = example(dir.path());
