@@ -499,7 +499,6 @@ void quantize_min_max_rows(const at::Tensor& x, Q* q, int64_t rows, int64_t cols
 // compare_dequantized() over a piece: x_hat = (float(q) - zp) * scale as dequantize()
 // computes it (or the widened values of a float cast, scale 1 and zp 0), in lanes of
 // eight: float for x_hat, double for the sums (folded in lane order at the end).
-using Comparison = DequantizedComparison;
 
 typedef float Floats8 __attribute__((vector_size(32)));
 typedef double Doubles8 __attribute__((vector_size(64)));
@@ -507,7 +506,7 @@ typedef int32_t Ints8 __attribute__((vector_size(32)));
 
 template <class Q>
 inline __attribute__((always_inline)) void compare_body(const float* x, const Q* q, int64_t n, float scale,
-                                                        float zp, Comparison* out) {
+                                                        float zp, DequantizedComparison* out) {
   typedef Q Values8 __attribute__((vector_size(8 * sizeof(Q))));
   Doubles8 signal = {}, noise = {};
   Floats8 lo = out->min - Floats8{}, hi = out->max - Floats8{};
@@ -569,13 +568,27 @@ MQ_HOT void dequantize_span(const uint8_t* q, float* out, int64_t n, float scale
   dequantize_body(q, out, n, scale, zp);
 }
 
-MQ_HOT void compare_span(const float* x, const int8_t* q, int64_t n, float scale, float zp, Comparison* out) {
+// A stored tensor's scales and zero points as float32, one per span parameter; an
+// InputError when their count does not fit (a file edited or damaged).
+std::pair<at::Tensor, at::Tensor> float_qparams(const QParams& qp, const Spans& v) {
+  const at::Tensor scale = qp.scale.to(at::kFloat).contiguous();
+  const at::Tensor zp = qp.zero_point.to(at::kFloat).contiguous();
+  if (scale.numel() != v.params() || zp.numel() != v.params())
+    throw InputError("qparams have " + std::to_string(scale.numel()) + " scales for " +
+                     std::to_string(v.params()) + " channels or groups");
+  return {scale, zp};
+}
+
+MQ_HOT void compare_span(const float* x, const int8_t* q, int64_t n, float scale, float zp,
+                         DequantizedComparison* out) {
   compare_body(x, q, n, scale, zp, out);
 }
-MQ_HOT void compare_span(const float* x, const uint8_t* q, int64_t n, float scale, float zp, Comparison* out) {
+MQ_HOT void compare_span(const float* x, const uint8_t* q, int64_t n, float scale, float zp,
+                         DequantizedComparison* out) {
   compare_body(x, q, n, scale, zp, out);
 }
-MQ_HOT void compare_span(const float* x, const float* h, int64_t n, float scale, float zp, Comparison* out) {
+MQ_HOT void compare_span(const float* x, const float* h, int64_t n, float scale, float zp,
+                         DequantizedComparison* out) {
   compare_body(x, h, n, scale, zp, out);
 }
 
@@ -653,21 +666,18 @@ at::Tensor QuantizedTensor::dequantize() const {
   const at::Tensor q = data.contiguous();
   const Spans v = spans_of(q, spec);
   const Pieces pieces(v);
-  const at::Tensor scale = qparams.scale.to(at::kFloat).contiguous();
-  const at::Tensor zp = qparams.zero_point.to(at::kFloat).contiguous();
-  if (scale.numel() != v.params() || zp.numel() != v.params())
-    throw InputError("qparams have " + std::to_string(scale.numel()) + " scales for " +
-                     std::to_string(v.params()) + " channels or groups");
+  const std::pair<at::Tensor, at::Tensor> qp = float_qparams(qparams, v);
+  const float* scale = qp.first.data_ptr<float>();
+  const float* zp = qp.second.data_ptr<float>();
   at::Tensor out = at::empty(q.sizes(), at::kFloat);
   float* o = out.data_ptr<float>();
   at::parallel_for(0, pieces.count(), 1, [&](int64_t begin, int64_t end) {
     for (int64_t p = begin; p < end; ++p) {
       const int64_t at = pieces.offset(p), n = pieces.length(p), param = v.param(pieces.span(p));
-      const float sc = scale.data_ptr<float>()[param], z = zp.data_ptr<float>()[param];
       if (q.scalar_type() == at::kChar)
-        dequantize_span(q.data_ptr<int8_t>() + at, o + at, n, sc, z);
+        dequantize_span(q.data_ptr<int8_t>() + at, o + at, n, scale[param], zp[param]);
       else
-        dequantize_span(q.data_ptr<uint8_t>() + at, o + at, n, sc, z);
+        dequantize_span(q.data_ptr<uint8_t>() + at, o + at, n, scale[param], zp[param]);
     }
   });
   return out;
@@ -686,21 +696,20 @@ DequantizedComparison compare_dequantized(const at::Tensor& original, const Quan
   whole.granularity = Granularity::kPerTensor;
   const Spans v = spans_of(data, integer ? q.spec : whole);
   const Pieces pieces(v);
-  const at::Tensor scale = integer ? q.qparams.scale.to(at::kFloat).contiguous() : at::ones({1});
-  const at::Tensor zp = integer ? q.qparams.zero_point.to(at::kFloat).contiguous() : at::zeros({1});
-  if (scale.numel() != pieces.v.params() || zp.numel() != pieces.v.params())
-    throw InputError("qparams have " + std::to_string(scale.numel()) + " scales for " +
-                     std::to_string(pieces.v.params()) + " channels or groups");
-  Comparison none;
+  const std::pair<at::Tensor, at::Tensor> qp =
+      integer ? float_qparams(q.qparams, v) : std::pair<at::Tensor, at::Tensor>{at::ones({1}), at::zeros({1})};
+  const float* scale = qp.first.data_ptr<float>();
+  const float* zp = qp.second.data_ptr<float>();
+  DequantizedComparison none;
   none.min = std::numeric_limits<float>::infinity();
   none.max = -none.min;
-  std::vector<Comparison> parts(static_cast<size_t>(pieces.count()), none);
+  std::vector<DequantizedComparison> parts(static_cast<size_t>(pieces.count()), none);
   at::parallel_for(0, pieces.count(), 1, [&](int64_t begin, int64_t end) {
     std::vector<float> buffer, hats;
     for (int64_t p = begin; p < end; ++p) {
       const int64_t at = pieces.offset(p), n = pieces.length(p), param = pieces.v.param(pieces.span(p));
       const float* xs = as_float(x, at, n, buffer);
-      const float sc = scale.data_ptr<float>()[param], z = zp.data_ptr<float>()[param];
+      const float sc = scale[param], z = zp[param];
       if (!integer)
         compare_span(xs, as_float(data, at, n, hats), n, sc, z, &parts[p]);
       else if (data.scalar_type() == at::kChar)
@@ -710,7 +719,7 @@ DequantizedComparison compare_dequantized(const at::Tensor& original, const Quan
     }
   });
   DequantizedComparison out = none;
-  for (const Comparison& c : parts) {
+  for (const DequantizedComparison& c : parts) {
     out.signal += c.signal;
     out.noise += c.noise;
     out.min = c.min < out.min ? c.min : out.min;
