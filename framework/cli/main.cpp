@@ -104,7 +104,7 @@ int inspect_file(const std::string& path, const std::string& format, bool trust,
   }
   mq::Value options = mq::Value::map();
   if (trust) options.set("trust_torchscript", mq::Value::boolean(true));
-  const mq::QuantizedModel model = mq::load_quantized_model(path, format, options);
+  const mq::QuantizedModel model = mq::describe_quantized_model(path, format, options);
   auto out = nlohmann::ordered_json::object();
   out["file"] = path;
   out["bytes"] = mq::path_bytes(path);

@@ -5,6 +5,8 @@
 
 #include <algorithm>
 #include <cstring>
+#include <stdexcept>
+#include <string>
 
 namespace mq {
 namespace {
@@ -71,7 +73,10 @@ at::Tensor pack_int4(const at::Tensor& values, int offset) {
 
 at::Tensor unpack_int4(const at::Tensor& packed, int64_t cols, int offset, at::ScalarType dtype) {
   const at::Tensor p = packed.to(at::kInt).contiguous();
-  const int64_t words = p.size(-1);
+  const int64_t words = p.dim() ? p.size(-1) : 1;
+  if (cols < 0 || words < cols / 8 + (cols % 8 != 0))
+    throw std::invalid_argument("unpack_int4: rows of " + std::to_string(words) + " words cannot hold " +
+                                std::to_string(cols) + " values");
   const int64_t rows = p.numel() / std::max<int64_t>(words, 1);
   // nibble - offset is in [-15, 15]: a byte holds it.
   at::Tensor values = at::empty({rows, cols}, at::kChar);
@@ -88,6 +93,14 @@ at::Tensor unpack_int4(const at::Tensor& packed, int64_t cols, int offset, at::S
     }
   });
   return values.to(dtype);
+}
+
+bool packs_shape(const at::Tensor& packed, const std::vector<int64_t>& shape) {
+  if (packed.scalar_type() != at::kInt || packed.dim() != 2 || shape.empty() || shape.back() <= 0) return false;
+  int64_t rows = 1;
+  for (size_t i = 0; i + 1 < shape.size(); ++i)
+    if (shape[i] < 0 || __builtin_mul_overflow(rows, shape[i], &rows)) return false;
+  return packed.size(0) == rows && packed.size(1) == shape.back() / 8 + (shape.back() % 8 != 0);
 }
 
 }  // namespace mq

@@ -651,6 +651,13 @@ QuantizedModel load_quantized_model(const fs::path& path, const std::string& for
   return guarded(r.label(), "reading " + path.string(), [&] { return f->read_quantized(path); });
 }
 
+QuantizedModel describe_quantized_model(const fs::path& path, const std::string& format, const Value& options) {
+  auto host = plugin_host();
+  const Resolved r = format_for(*host, path, format, options);
+  std::unique_ptr<Format> f = instantiate<Format>(r);
+  return guarded(r.label(), "reading " + path.string(), [&] { return f->describe(path); });
+}
+
 void save_model(const QuantizedModel& model, const fs::path& path, const std::string& format) {
   auto host = plugin_host();
   const Resolved r = host->resolve(PluginKind::kFormat, {format, Value::map(), {}});

@@ -38,8 +38,20 @@ TEST(Pack, MatchesTheLayoutAndRoundTripsForEveryWidth) {
       EXPECT_TRUE(at::equal(mq::pack_int4(v.to(at::kInt), offset), packed));  // any integer dtype
       EXPECT_TRUE(at::equal(mq::unpack_int4(packed, cols, offset, v.scalar_type()), v));
       EXPECT_TRUE(at::equal(mq::unpack_int4(packed, cols, offset, at::kInt), v.to(at::kInt)));
+      EXPECT_TRUE(mq::packs_shape(packed, {5, cols}));
+      EXPECT_TRUE(mq::packs_shape(packed, {1, 5, cols}));
+      EXPECT_FALSE(mq::packs_shape(packed, {5, cols + 8}));
+      EXPECT_FALSE(mq::packs_shape(packed, {4, cols}));
+      EXPECT_FALSE(mq::packs_shape(packed.to(at::kLong), {5, cols}));
+      // Rows too short for `cols` would leave values unset: refused, not read past.
+      EXPECT_THROW(mq::unpack_int4(packed, cols + 8, offset, at::kInt), std::invalid_argument);
     }
   }
+  const at::Tensor one_row = at::zeros({1, 1}, at::kInt);
+  EXPECT_FALSE(mq::packs_shape(one_row, {}));
+  EXPECT_FALSE(mq::packs_shape(one_row, {1, 0}));
+  EXPECT_FALSE(mq::packs_shape(one_row, {-1, -1, 8}));                               // negative rows
+  EXPECT_FALSE(mq::packs_shape(one_row, {int64_t{1} << 62, int64_t{1} << 62, 8}));  // overflow
 }
 
 }  // namespace

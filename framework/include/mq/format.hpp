@@ -37,6 +37,11 @@ class MQ_API Format : public Plugin {
   virtual std::unique_ptr<EntryWriter> stream(const Model& source, const std::filesystem::path& path);
   // Reads back a file written by write(); the result compares bit-exactly.
   virtual QuantizedModel read_quantized(const std::filesystem::path& path) = 0;
+  // read_quantized() for listing a file (`mq-pipeline inspect`): the same entries,
+  // specs, shapes and qparams, checked the same way, but a quantized tensor's `data`
+  // may be left undefined where reading it costs work (unpacking int4). The default
+  // calls read_quantized().
+  virtual QuantizedModel describe(const std::filesystem::path& path);
 };
 
 }  // namespace mq

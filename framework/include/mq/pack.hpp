@@ -4,6 +4,7 @@
 #include <ATen/core/Tensor.h>
 
 #include <cstdint>
+#include <vector>
 
 #include "mq/export.hpp"
 #include "mq/quant_spec.hpp"
@@ -18,7 +19,13 @@ inline int nibble_offset(const QuantSpec& spec) { return spec.qmin() < 0 ? 8 : 0
 // that -8..7 becomes 0..15; 0 for uint4). A 1-D input is one row.
 MQ_API at::Tensor pack_int4(const at::Tensor& values, int offset);
 
-// The inverse: `cols` values per row of `packed`, as `dtype`.
+// The inverse: `cols` values per row of `packed`, as `dtype`. Throws
+// std::invalid_argument when a row of `packed` has fewer than cols / 8 words.
 MQ_API at::Tensor unpack_int4(const at::Tensor& packed, int64_t cols, int offset, at::ScalarType dtype);
+
+// Whether `packed` is what pack_int4() makes of a tensor of `shape`: int32, [rows,
+// ceil(shape.back() / 8)] with rows the product of the other dimensions (none negative,
+// the last positive, no overflow). Formats check what they read with it.
+MQ_API bool packs_shape(const at::Tensor& packed, const std::vector<int64_t>& shape);
 
 }  // namespace mq

@@ -79,6 +79,11 @@ MQ_API Model load_model(const std::filesystem::path& path, const std::string& fo
 MQ_API QuantizedModel load_quantized_model(const std::filesystem::path& path,
                                            const std::string& format = "",
                                            const Value& options = Value::map());
+// load_quantized_model() for listing: a quantized tensor's `data` may be undefined
+// (Format::describe()); everything else is read and checked.
+MQ_API QuantizedModel describe_quantized_model(const std::filesystem::path& path,
+                                               const std::string& format = "",
+                                               const Value& options = Value::map());
 // Writes to a temporary file beside `path` and renames it into place.
 MQ_API void save_model(const QuantizedModel& model, const std::filesystem::path& path,
                        const std::string& format = "safetensors");

@@ -397,7 +397,12 @@ class SafetensorsFormat final : public mq::Format {
                                                SafetensorsStream::header_reserve(source));
   }
 
-  mq::QuantizedModel read_quantized(const fs::path& input) override {
+  mq::QuantizedModel read_quantized(const fs::path& input) override { return read_back(input, true); }
+  mq::QuantizedModel describe(const fs::path& input) override { return read_back(input, false); }
+
+ private:
+  // read_quantized(), leaving int4 data packed and undefined unless `unpack`.
+  mq::QuantizedModel read_back(const fs::path& input, bool unpack) {
     const TensorSet file = TensorSet::open(input);
     const std::string name = input.string();
     mq::QuantizedModel model;
@@ -462,9 +467,13 @@ class SafetensorsFormat final : public mq::Format {
       if (packed) {
         const at::Tensor shape = require(entry + "_shape").to(at::kLong);
         q.shape.assign(shape.data_ptr<int64_t>(), shape.data_ptr<int64_t>() + shape.numel());
-        if (q.shape.empty()) throw mq::InputError(name + ": '" + entry + "_shape' is empty");
-        q.data = mq::unpack_int4(file.tensor(info), q.shape.back(), mq::nibble_offset(q.spec), data_dtype)
-                     .reshape(q.shape);
+        const at::Tensor data = file.tensor(info);
+        if (!mq::packs_shape(data, q.shape))
+          throw mq::InputError(name + ": '" + info.name + "' (" + c10::toString(data.scalar_type()) + " " +
+                               c10::str(data.sizes()) + ") is not int4 values of '" + entry + "_shape' " +
+                               c10::str(c10::IntArrayRef(q.shape)) + " packed eight to an int32");
+        if (unpack)
+          q.data = mq::unpack_int4(data, q.shape.back(), mq::nibble_offset(q.spec), data_dtype).reshape(q.shape);
       } else {
         q.data = file.tensor(info);
         q.shape = q.data.sizes().vec();
@@ -478,7 +487,13 @@ class SafetensorsFormat final : public mq::Format {
       q.qparams.scale = scale.to(at::kFloat).reshape(param_shape);
       if (file.find(entry + "_zero_point")) {
         at::Tensor zp = require(entry + "_zero_point");
-        if (packed) zp = mq::unpack_int4(zp.t().contiguous(), scale.size(0), mq::nibble_offset(q.spec), at::kInt).t();
+        if (packed) {  // [rows, groups] of scales, zero points packed along the rows
+          const int64_t rows = scale.dim() ? scale.size(0) : 1, groups = rows ? scale.numel() / rows : 0;
+          if (!mq::packs_shape(zp.t(), {groups, rows}))
+            throw mq::InputError(name + ": '" + entry + "_zero_point' is not " + std::to_string(scale.numel()) +
+                                 " int4 zero points packed eight to an int32 along the rows");
+          zp = mq::unpack_int4(zp.t().contiguous(), rows, mq::nibble_offset(q.spec), at::kInt).t();
+        }
         if (zp.numel() != scale.numel())
           throw mq::InputError(name + ": '" + entry + "_zero_point' holds " + std::to_string(zp.numel()) +
                                " values for " + std::to_string(scale.numel()) + " scales");
@@ -491,7 +506,6 @@ class SafetensorsFormat final : public mq::Format {
     return model;
   }
 
- private:
   int64_t max_shard_bytes_;
 };
 

@@ -256,6 +256,25 @@ TEST(SafetensorsFormat, WriteThenReadQuantizedIsBitExactForEveryDtypeAndGranular
           EXPECT_TRUE(at::equal(model.entries[1].tensor, back.entries[1].tensor));
           EXPECT_EQ(back.metadata.at("mq.recipe_hash"), "abc");
           EXPECT_EQ(back.metadata.at("format"), "pt");
+
+          // describe(): the same listing; int4 data left packed (undefined), the rest as read.
+          const mq::QuantizedModel listed = f->describe(dir / "q.safetensors");
+          ASSERT_EQ(listed.entries.size(), 2u);
+          const mq::QuantizedTensor& l = *listed.entries[0].quantized;
+          EXPECT_EQ(l.data.defined(), !(spec.is_integer() && spec.bits() == 4));
+          if (l.data.defined()) {
+            EXPECT_TRUE(at::equal(l.data, b.data));
+          }
+          EXPECT_EQ(l.shape, b.shape);
+          EXPECT_EQ(l.spec.to_string(), b.spec.to_string());
+          EXPECT_EQ(l.original_dtype, b.original_dtype);
+          EXPECT_EQ(l.nbytes(), b.nbytes());
+          if (spec.is_integer()) {
+            EXPECT_TRUE(at::equal(l.qparams.scale, b.qparams.scale));
+            EXPECT_TRUE(at::equal(l.qparams.zero_point, b.qparams.zero_point));
+          }
+          EXPECT_TRUE(at::equal(listed.entries[1].tensor, back.entries[1].tensor));
+          EXPECT_EQ(listed.metadata, back.metadata);
         }
 }
 
@@ -343,6 +362,62 @@ TEST(SafetensorsFormat, ReadQuantizedRefusesScalesThatDoNotFitTheTensor) {
     EXPECT_TRUE(contains(e.what(), "'w_scale' holds 3 values; int8 per_channel(axis=0) symmetric of this shape has 4"))
         << e.what();
   }
+}
+
+// Packed int4 data or zero points that do not hold the tensor's shape (too few words
+// would leave values unread, uninitialized): an input error naming the tensor, from
+// read_quantized() and describe() alike.
+TEST(SafetensorsFormat, ReadQuantizedRefusesPackedTensorsThatDoNotFitTheShape) {
+  mq::QuantSpec spec;
+  spec.dtype = mq::DType::kUInt4;
+  spec.granularity = mq::Granularity::kPerGroup;
+  spec.scheme = mq::Scheme::kAsymmetric;
+  spec.group_size = 8;
+  const std::string specs = nlohmann::json{{"w", nlohmann::json::parse(spec.to_json())}}.dump();
+  const auto shape = [](std::vector<int> s) { return at::tensor(s, at::kInt); };
+  const at::Tensor scale = at::ones({4, 2}), zp = at::zeros({1, 2}, at::kInt);  // 16 columns: 2 words
+  struct Case {
+    const char* what;
+    std::map<std::string, at::Tensor> tensors;
+    const char* message;
+  } cases[] = {
+      {"too few words", {{"w_packed", at::zeros({4, 1}, at::kInt)}, {"w_shape", shape({4, 16})}},
+       "'w_packed' (Int [4, 1]) is not int4 values of 'w_shape' [4, 16] packed eight to an int32"},
+      {"too many words", {{"w_packed", at::zeros({4, 3}, at::kInt)}, {"w_shape", shape({4, 16})}},
+       "'w_packed' (Int [4, 3]) is not int4 values"},
+      {"rows", {{"w_packed", at::zeros({2, 2}, at::kInt)}, {"w_shape", shape({4, 16})}},
+       "'w_packed' (Int [2, 2]) is not int4 values"},
+      {"float words", {{"w_packed", at::zeros({4, 2})}, {"w_shape", shape({4, 16})}},
+       "'w_packed' (Float [4, 2]) is not int4 values"},
+      {"negative dimension", {{"w_packed", at::zeros({4, 2}, at::kInt)}, {"w_shape", shape({-4, 16})}},
+       "is not int4 values of 'w_shape' [-4, 16]"},
+      {"zero points", {{"w_packed", at::zeros({4, 2}, at::kInt)}, {"w_shape", shape({4, 16})}, {"w_zero_point", zp.narrow(1, 0, 1)}},
+       "'w_zero_point' is not 8 int4 zero points packed eight to an int32 along the rows"},
+  };
+  for (Case& c : cases) {
+    SCOPED_TRACE(c.what);
+    c.tensors.emplace("w_scale", scale);
+    c.tensors.emplace("w_zero_point", zp);
+    mq::test::ScratchDir dir("st-bad-packed");
+    std::vector<mq::safetensors::OutTensor> tensors;
+    for (const auto& [name, t] : c.tensors) tensors.push_back({name, t});
+    mq::safetensors::write(dir / "q.safetensors", tensors, {{"mq.quantized", specs}});
+    for (bool listing : {false, true}) {
+      try {
+        listing ? format()->describe(dir / "q.safetensors") : format()->read_quantized(dir / "q.safetensors");
+        ADD_FAILURE() << "read";
+      } catch (const mq::InputError& e) {
+        EXPECT_TRUE(contains(e.what(), c.message)) << e.what();
+      }
+    }
+  }
+  // The same tensors with the zero points that fit read.
+  mq::test::ScratchDir dir("st-good-packed");
+  mq::safetensors::write(dir / "q.safetensors",
+                         {{"w_packed", at::zeros({4, 2}, at::kInt)}, {"w_shape", shape({4, 16})}, {"w_scale", scale},
+                          {"w_zero_point", zp}},
+                         {{"mq.quantized", specs}});
+  EXPECT_EQ(format()->read_quantized(dir / "q.safetensors").find("w")->quantized->data.sizes(), at::IntArrayRef({4, 16}));
 }
 
 TEST(SafetensorsFormat, PacksInt4EightToAWordElementZeroLowest) {
