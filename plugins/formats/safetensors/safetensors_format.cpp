@@ -453,14 +453,25 @@ class SafetensorsFormat final : public mq::Format {
       const std::string& entry = p->second;
       mq::QuantizedTensor q;
       q.spec = spec_from_json(name, specs[entry]);
+      // What each entry's tensors must be stored as (a file of ours edited or made by
+      // hand could say otherwise; the kernels read the bytes as this type).
+      const auto stored_as = [&](const at::Tensor& t, const std::string& tensor, bool ok, const std::string& want) {
+        if (!ok)
+          throw mq::InputError(name + ": '" + tensor + "' is stored as " + c10::toString(t.scalar_type()) + "; " +
+                               q.spec.to_string() + " stores it as " + want);
+        return t;
+      };
       if (!q.spec.is_integer()) {
+        const at::ScalarType cast = q.spec.dtype == mq::DType::kFloat16 ? at::kHalf : at::kBFloat16;
         q.data = file.tensor(info);
+        stored_as(q.data, info.name, q.data.scalar_type() == cast, c10::toString(cast));
         q.shape = q.data.sizes().vec();
         q.original_dtype = q.data.scalar_type();
         model.entries.push_back({entry, at::Tensor(), std::move(q)});
         continue;
       }
       const at::Tensor scale = require(entry + "_scale");
+      stored_as(scale, entry + "_scale", at::isFloatingType(scale.scalar_type()), "a floating type");
       q.original_dtype = scale.scalar_type();
       const bool packed = q.spec.bits() == 4;
       const auto data_dtype = q.spec.qmin() < 0 ? at::kChar : at::kByte;
@@ -475,7 +486,8 @@ class SafetensorsFormat final : public mq::Format {
         if (unpack)
           q.data = mq::unpack_int4(data, q.shape.back(), mq::nibble_offset(q.spec), data_dtype).reshape(q.shape);
       } else {
-        q.data = file.tensor(info);
+        q.data = stored_as(file.tensor(info), info.name, file.tensor(info).scalar_type() == data_dtype,
+                           c10::toString(data_dtype));
         q.shape = q.data.sizes().vec();
       }
       if (scale.numel() != mq::qparam_count(q.spec, q.shape))
@@ -487,6 +499,7 @@ class SafetensorsFormat final : public mq::Format {
       q.qparams.scale = scale.to(at::kFloat).reshape(param_shape);
       if (file.find(entry + "_zero_point")) {
         at::Tensor zp = require(entry + "_zero_point");
+        stored_as(zp, entry + "_zero_point", at::isIntegralType(zp.scalar_type(), false), "an integer type");
         if (packed) {  // [rows, groups] of scales, zero points packed along the rows
           const int64_t rows = scale.dim() ? scale.size(0) : 1, groups = rows ? scale.numel() / rows : 0;
           if (!mq::packs_shape(zp.t(), {groups, rows}))

@@ -420,6 +420,46 @@ TEST(SafetensorsFormat, ReadQuantizedRefusesPackedTensorsThatDoNotFitTheShape) {
   EXPECT_EQ(format()->read_quantized(dir / "q.safetensors").find("w")->quantized->data.sizes(), at::IntArrayRef({4, 16}));
 }
 
+// Each tensor of an entry is stored as its spec says: the kernels read the bytes as that
+// type, so another dtype of a file edited or made by hand is an input error.
+TEST(SafetensorsFormat, ReadQuantizedRefusesTensorsStoredAsAnotherDtype) {
+  const auto spec_of = [](mq::DType dtype, mq::Scheme scheme) {
+    mq::QuantSpec spec;
+    spec.dtype = dtype;
+    spec.granularity = mq::Granularity::kPerChannel;
+    spec.scheme = scheme;
+    return nlohmann::json{{"w", nlohmann::json::parse(spec.to_json())}}.dump();
+  };
+  const std::string int8 = spec_of(mq::DType::kInt8, mq::Scheme::kSymmetric);
+  const std::string uint8 = spec_of(mq::DType::kUInt8, mq::Scheme::kAsymmetric);
+  const at::Tensor scale = at::ones({4, 1});
+  struct Case {
+    std::string specs;
+    std::vector<mq::safetensors::OutTensor> tensors;
+    const char* message;
+  } cases[] = {
+      {int8, {{"w", at::zeros({4, 8})}, {"w_scale", scale}}, "'w' is stored as Float; int8 per_channel(axis=0) symmetric stores it as Char"},
+      {int8, {{"w", at::zeros({4, 8}, at::kShort)}, {"w_scale", scale}}, "'w' is stored as Short"},
+      {uint8, {{"w", at::zeros({4, 8}, at::kChar)}, {"w_scale", scale}, {"w_zero_point", at::zeros({4, 1}, at::kByte)}},
+       "'w' is stored as Char; uint8 per_channel(axis=0) asymmetric stores it as Byte"},
+      {int8, {{"w", at::zeros({4, 8}, at::kChar)}, {"w_scale", at::ones({4, 1}, at::kInt)}}, "'w_scale' is stored as Int; int8 per_channel(axis=0) symmetric stores it as a floating type"},
+      {uint8, {{"w", at::zeros({4, 8}, at::kByte)}, {"w_scale", scale}, {"w_zero_point", at::zeros({4, 1})}},
+       "'w_zero_point' is stored as Float; uint8 per_channel(axis=0) asymmetric stores it as an integer type"},
+      {spec_of(mq::DType::kFloat16, mq::Scheme::kSymmetric), {{"w", at::zeros({4, 8}, at::kBFloat16)}}, "'w' is stored as BFloat16; fp16"},
+  };
+  for (const Case& c : cases) {
+    SCOPED_TRACE(c.message);
+    mq::test::ScratchDir dir("st-bad-dtype");
+    mq::safetensors::write(dir / "q.safetensors", c.tensors, {{"mq.quantized", c.specs}});
+    try {
+      format()->read_quantized(dir / "q.safetensors");
+      ADD_FAILURE() << "read";
+    } catch (const mq::InputError& e) {
+      EXPECT_TRUE(contains(e.what(), c.message)) << e.what();
+    }
+  }
+}
+
 TEST(SafetensorsFormat, PacksInt4EightToAWordElementZeroLowest) {
   mq::QuantSpec spec;
   spec.dtype = mq::DType::kInt4;
