@@ -286,12 +286,12 @@ struct Pipeline::Impl {
 
   // Runs `validators` (policies alongside); returns the failures that block.
   std::vector<std::string> validate(const Model& model, const QuantizedModel& quantized,
-                                    const fs::path& written, Format& format,
+                                    const fs::path& written, Format& format, bool read_back,
                                     const std::vector<OnFailure>& policies, Report& report) {
     std::vector<std::string> blocking;
     for (size_t i = 0; i < validators.size(); ++i) {
       std::unique_ptr<Validator> v = instantiate<Validator>(validators[i]);
-      ValidateContext context{model, quantized, written, format};
+      ValidateContext context{model, quantized, written, format, read_back};
       Check check = guarded(validators[i].label(), "validating", [&] { return v->validate(context); });
       const std::string name = validators[i].plugin->descriptor->name;
       if (!check.passed) {
@@ -353,7 +353,7 @@ struct Pipeline::Impl {
                              e.quantized ? e.quantized->nbytes() : static_cast<int64_t>(e.tensor.nbytes())});
     }
     const std::vector<std::string> blocking =
-        validate(model, quantized, request.artifact, *format, policies, report);
+        validate(model, quantized, request.artifact, *format, true, policies, report);
     if (blocking.empty()) {
       report.message = request.artifact.string() + ": all validators passed";
     } else {
@@ -473,7 +473,7 @@ struct Pipeline::Impl {
     std::vector<OnFailure> policies;
     for (const ValidatorStep& v : recipe.validators) policies.push_back(v.on_failure.value_or(recipe.on_failure));
     const std::vector<std::string> blocking =
-        validate(model, written ? *written : quantized, out.temp(), *writer, policies, report);
+        validate(model, written ? *written : quantized, out.temp(), *writer, written.has_value(), policies, report);
     report.timings.push_back({"validate", seconds_since(start)});
 
     if (blocking.empty()) {
@@ -602,7 +602,7 @@ ValidationResult validate_quantization(const Model& original, const QuantizedMod
   std::unique_ptr<Format> format = instantiate<Format>(format_plugin);
   guarded(format_plugin.label(), "saving for validation", [&] { format->write(quantized, temp.temp()); });
   Report report;
-  host->validate(original, quantized, temp.temp(), *format, policies, report);
+  host->validate(original, quantized, temp.temp(), *format, false, policies, report);
   fs::remove(temp.temp(), ec);
   fs::remove(dir, ec);
 

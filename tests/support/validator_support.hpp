@@ -42,9 +42,9 @@ struct ModelPair {
     }
     quantized.entries = {{"fc.weight", at::Tensor(), q}, {"fc.bias", original.tensors[1].tensor, std::nullopt}};
   }
-  Check validate(Validator& v, Format& format) const {
+  Check validate(Validator& v, Format& format, bool read_back = false) const {
     static const std::filesystem::path kWritten = "/nonexistent/written.safetensors";
-    return v.validate({original, quantized, kWritten, format});
+    return v.validate({original, quantized, kWritten, format, read_back});
   }
 };
 

@@ -19,6 +19,10 @@ struct ValidateContext {
   const QuantizedModel& quantized;
   const std::filesystem::path& written;  // the file as written, before promotion
   Format& format;                        // the format that wrote it
+  // True when `quantized` already is the written file read back with
+  // format.read_quantized(): a streamed run (the runner checked the read-back against
+  // what was written) or `mq-pipeline validate`. Reading it again gives the same tensors.
+  bool read_back = false;
 };
 
 // A figure about one tensor (e.g. its SQNR), shown in the report's per-layer rows.

@@ -44,6 +44,19 @@ TEST(LoadRunValidator, FailsOnAnyBitThatDiffers) {
   EXPECT_EQ(load_run(m, [&] { return changed; }).message, "wrote 2 tensors but read back 1");
 }
 
+// A streamed run hands validators the file as read back (and checked) by the runner:
+// load_run runs it without reading it again.
+TEST(LoadRunValidator, RunsWhatTheRunnerReadBackWithoutReadingItAgain) {
+  mq::test::ModelPair m;
+  mq::test::FakeFormat format;
+  format.read_back = []() -> mq::QuantizedModel { throw mq::InputError("read a second time"); };
+  const mq::Check c = m.validate(*mq::test::make_plugin<mq::Validator>(), format, true);
+  EXPECT_TRUE(c.passed) << c.message;
+  EXPECT_EQ(c.message, "read back 2 tensors bit-exactly; ran 1 layer matmuls (batch 8), outputs finite");
+  m.quantized.entries[0].quantized->qparams.scale.fill_(INFINITY);  // and still runs it
+  EXPECT_FALSE(m.validate(*mq::test::make_plugin<mq::Validator>(), format, true).passed);
+}
+
 TEST(LoadRunValidator, FailsWhenARunGivesNonFiniteOutputs) {
   mq::test::ModelPair m;
   m.quantized.entries[0].quantized->qparams.scale.fill_(INFINITY);
