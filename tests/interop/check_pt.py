@@ -172,6 +172,29 @@ def check_static(exe, source, work, models):
         got = tensors[name + ".input_scale"]
         print(f"static {name}.input_scale {got.item():.8g}, PyTorch {scale.item():.8g}")
         assert torch.equal(got.reshape(-1), scale.reshape(-1).float()), (got, scale)
+    check_pt_calibration(exe, source, work, batches, tensors)
+
+
+def check_pt_calibration(exe, source, work, batches, expected):
+    """Calibration batches saved by torch.save as a list, a tuple or a dict calibrate alike."""
+    for kind, value in (("list", batches), ("tuple", tuple(batches)),
+                        ("dict", {f"batch{i}": b for i, b in enumerate(batches)})):
+        data = os.path.join(work, f"calibration.{kind}.pt")
+        torch.save(value, data)
+        out = os.path.join(work, f"mlp.static.{kind}.safetensors")
+        run(exe, os.path.join(source, "configs", "example-static-int8.yaml"), out, "observer.plugin=minmax",
+            f"calibration.path={data}")
+        tensors = read_safetensors(out)
+        for name in ("fc1", "fc2"):
+            assert torch.equal(tensors[name + ".input_scale"], expected[name + ".input_scale"]), (kind, name)
+    data = os.path.join(work, "calibration.mixed.pt")
+    torch.save([batches[0], 3], data)
+    bad = subprocess.run([exe, "run", os.path.join(source, "configs", "example-static-int8.yaml"), "--quiet",
+                          "--set", f"calibration.path={data}", "--set", f"format.output={work}/never.safetensors"],
+                         capture_output=True, text=True)
+    assert bad.returncode == 3 and "the list has an item that is not a tensor" in bad.stderr, (bad.returncode, bad.stderr)
+    assert not os.path.exists(os.path.join(work, "never.safetensors"))
+    print("static calibration from torch.save'd list, tuple and dict: the same scales")
 
 
 def check_static_pt(exe, source, work, models):

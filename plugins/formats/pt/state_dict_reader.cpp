@@ -252,9 +252,17 @@ std::vector<NamedTensor> read_state_dict(const std::filesystem::path& path) {
     auto [bytes, size] = archive.getRecord("data.pkl");
     Unpickler unpickler(path, archive, std::string(static_cast<const char*>(bytes.get()), size));
     const Ref root = unpickler.run();
-    if (root->kind != Object::Kind::kDict)
-      throw InputError(path.string() + ": the archive holds no dict of tensors (a whole pickled model?)");
     std::vector<NamedTensor> tensors;
+    if (root->kind == Object::Kind::kList || root->kind == Object::Kind::kTuple) {  // e.g. calibration batches
+      for (const Ref& value : root->items) {
+        if (value->kind != Object::Kind::kTensor)
+          throw InputError(path.string() + ": the list has an item that is not a tensor");
+        tensors.push_back({std::to_string(tensors.size()), value->tensor});
+      }
+      return tensors;
+    }
+    if (root->kind != Object::Kind::kDict)
+      throw InputError(path.string() + ": the archive holds no dict or list of tensors (a whole pickled model?)");
     for (const auto& [key, value] : root->entries) {
       if (key->kind != Object::Kind::kString || value->kind != Object::Kind::kTensor)
         throw InputError(path.string() + ": the state dict has an entry that is not name -> tensor");

@@ -12,7 +12,8 @@
 
 namespace mq::pt {
 
-// The state dict's tensors in order. Throws InputError naming the file and the reason.
+// The state dict's tensors in order; a saved list or tuple of tensors (calibration
+// batches) gives them named "0", "1", ... Throws InputError naming the file and the reason.
 std::vector<NamedTensor> read_state_dict(const std::filesystem::path& path);
 
 }  // namespace mq::pt
