@@ -14,6 +14,7 @@ import struct
 import subprocess
 import sys
 import time
+import zipfile
 
 import torch
 
@@ -137,7 +138,16 @@ def check_state_dict_input(exe, source, work):
     assert bad.returncode == 3, (bad.returncode, bad.stderr)
     assert "refusing to load 'posix.system'" in bad.stderr, bad.stderr
     assert not os.path.exists(os.path.join(work, "pwned")), "the pickle ran code"
-    print("state dict in: OrderedDict read, code-carrying pickle refused")
+    # A malformed pickle (BINGET of a memo slot never set) is a bad input file, exit 3,
+    # for LibTorch's unpickler (inspect, validate) as for ours (model input).
+    broken = os.path.join(work, "broken.pt")
+    with zipfile.ZipFile(broken, "w", zipfile.ZIP_STORED) as z:
+        z.writestr("archive/data.pkl", b"\x80\x02h\x05.")
+        z.writestr("archive/version", b"3\n")
+    for args in (["inspect", broken], ["run", recipe, "--quiet", "--set", f"model.path={broken}"]):
+        bad = subprocess.run([exe] + args, cwd=work, capture_output=True, text=True)
+        assert bad.returncode == 3 and bad.stderr.count("\n") == 1, (args, bad.returncode, bad.stderr)
+    print("state dict in: OrderedDict read, code-carrying pickle refused, malformed pickle refused")
 
 
 def read_safetensors(path):

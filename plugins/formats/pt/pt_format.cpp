@@ -486,6 +486,8 @@ class PtFormat final : public mq::Format {
       value = torch::jit::pickle_load(bytes);
     } catch (const c10::Error& e) {
       bad(path, "cannot read the state dict: " + first_line(e.what_without_backtrace()));
+    } catch (const std::exception& e) {  // LibTorch's unpickler indexes its memo and stack with at()
+      bad(path, "cannot read the state dict: " + first_line(e.what()));
     }
     if (!value.isGenericDict())
       bad(path, "is not a plain dict of tensors (an OrderedDict from torch.save(model.state_dict()) "
@@ -528,6 +530,9 @@ class PtFormat final : public mq::Format {
       if (t.is_quantized()) {
         model.entries.push_back({name, at::Tensor(), from_torch(t, spec)});
       } else if (spec && !spec->is_integer()) {
+        if (t.scalar_type() != (spec->dtype == mq::DType::kFloat16 ? at::kHalf : at::kBFloat16))
+          bad(path, "entry '" + name + "' is stored as " + c10::toString(t.scalar_type()) + ", not as " +
+                        spec->to_string());
         mq::QuantizedTensor q;
         q.data = t;
         q.spec = *spec;

@@ -132,4 +132,22 @@ TEST(PtFormat, StateDictRefusesScalesThatDoNotFitTheTensor) {
   }
 }
 
+// A cast entry stored as another dtype than its spec's is an input error too.
+TEST(PtFormat, StateDictRefusesACastStoredAsAnotherDtype) {
+  c10::impl::GenericDict dict(c10::StringType::get(), c10::AnyType::get());
+  dict.insert("w", at::zeros({4, 8}));
+  dict.insert("__metadata__", std::string(R"({"mq.specs": {"w": {"dtype": "fp16", "granularity": "per_tensor",
+      "axis": 0, "group_size": 128, "scheme": "symmetric", "reduce_range": false}}})"));
+  const std::vector<char> bytes = torch::jit::pickle_save(dict);
+  mq::test::ScratchDir dir("pt-bad-cast");
+  std::ofstream(dir / "m.pt", std::ios::binary).write(bytes.data(), static_cast<std::streamsize>(bytes.size()));
+  try {
+    mq::test::make_plugin<mq::Format>()->read_quantized(dir / "m.pt");
+    ADD_FAILURE() << "read";
+  } catch (const mq::InputError& e) {
+    const std::string m = e.what();
+    EXPECT_EQ(m, (dir / "m.pt").string() + ": entry 'w' is stored as Float, not as fp16") << m;
+  }
+}
+
 }  // namespace
