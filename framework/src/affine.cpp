@@ -683,6 +683,109 @@ at::Tensor QuantizedTensor::dequantize() const {
   return out;
 }
 
+namespace {
+
+// y[m * ldy] = x[m] . w for R rows of x (`k` apart): lane j of each sum takes the
+// elements j mod 16 in order, the lanes are then added in order, then the tail. R
+// rows at once share each load of w (and keep R sums in flight).
+template <int R>
+inline __attribute__((always_inline)) void dot_rows_body(const float* x, int64_t k, const float* w, float* y,
+                                                         int64_t ldy) {
+  Lanes acc[R] = {};
+  int64_t i = 0;
+  for (; i + 16 <= k; i += 16) {
+    Lanes v;
+    std::memcpy(&v, w + i, sizeof v);
+    for (int r = 0; r < R; ++r) {
+      Lanes u;
+      std::memcpy(&u, x + r * k + i, sizeof u);
+      acc[r] += u * v;
+    }
+  }
+  for (int r = 0; r < R; ++r) {
+    float s = 0;
+    for (int j = 0; j < 16; ++j) s += acc[r][j];
+    for (int64_t t = i; t < k; ++t) s += x[r * k + t] * w[t];
+    y[r * ldy] = s;
+  }
+}
+
+MQ_HOT void dot_rows8(const float* x, int64_t k, const float* w, float* y, int64_t ldy) {
+  dot_rows_body<8>(x, k, w, y, ldy);
+}
+MQ_HOT void dot_rows1(const float* x, int64_t k, const float* w, float* y, int64_t ldy) {
+  dot_rows_body<1>(x, k, w, y, ldy);
+}
+
+// linear() over weight rows that `rows(first, count, buffer)` hands out in float32.
+template <class Rows>
+at::Tensor linear_rows(const at::Tensor& input, int64_t n, int64_t k, Rows&& rows) {
+  if (input.dim() != 2 || input.size(1) != k)
+    throw InputError("linear: an input of shape " + c10::str(input.sizes()) + " does not fit a weight of " +
+                     std::to_string(k) + " columns");
+  const at::Tensor x = input.to(at::kFloat).contiguous();
+  const int64_t m = x.size(0);
+  at::Tensor y = at::empty({m, n}, at::kFloat);
+  const float* xs = x.data_ptr<float>();
+  float* ys = y.data_ptr<float>();
+  constexpr int64_t kBlock = 16;  // weight rows widened or dequantized at a time (in cache)
+  at::parallel_for(0, (n + kBlock - 1) / kBlock, 1, [&](int64_t begin, int64_t end) {
+    std::vector<float> buffer;
+    for (int64_t b = begin; b < end; ++b) {
+      const int64_t first = b * kBlock, count = std::min(kBlock, n - first);
+      const float* w = rows(first, count, buffer);
+      for (int64_t r = 0; r < count; ++r) {
+        int64_t i = 0;
+        for (; i + 8 <= m; i += 8) dot_rows8(xs + i * k, k, w + r * k, ys + i * n + first + r, n);
+        for (; i < m; ++i) dot_rows1(xs + i * k, k, w + r * k, ys + i * n + first + r, n);
+      }
+    }
+  });
+  return y;
+}
+
+}  // namespace
+
+at::Tensor linear(const at::Tensor& x, const at::Tensor& weight) {
+  if (weight.dim() != 2) throw InputError("linear: the weight must be 2-D, not " + c10::str(weight.sizes()));
+  const at::Tensor w = as_readable(weight);
+  const int64_t k = w.size(1);
+  return linear_rows(x, w.size(0), k, [&](int64_t first, int64_t count, std::vector<float>& buffer) {
+    return as_float(w, first * k, count * k, buffer);
+  });
+}
+
+at::Tensor linear(const at::Tensor& x, const QuantizedTensor& weight) {
+  if (weight.shape.size() != 2)
+    throw InputError("linear: the weight must be 2-D, not " + c10::str(c10::IntArrayRef(weight.shape)));
+  const bool bytes = weight.data.scalar_type() == at::kChar || weight.data.scalar_type() == at::kByte;
+  if (!weight.spec.is_integer()) return mq::linear(x, weight.data);  // a cast: its values, widened
+  if (!bytes) return mq::linear(x, weight.dequantize());
+  const at::Tensor q = weight.data.contiguous();
+  const Spans v = spans_of(q, weight.spec);
+  const std::pair<at::Tensor, at::Tensor> qp = float_qparams(weight.qparams, v);
+  const float* scale = qp.first.data_ptr<float>();
+  const float* zp = qp.second.data_ptr<float>();
+  const int64_t k = q.size(1);
+  // Spans tile the tensor in order; the one holding element e:
+  const auto span_at = [&](int64_t e) {
+    return v.grouped ? (e / v.cols) * v.groups + (e % v.cols) / v.group : e / v.inner;
+  };
+  return linear_rows(x, q.size(0), k, [&](int64_t first, int64_t count, std::vector<float>& buffer) {
+    buffer.resize(static_cast<size_t>(count * k));
+    const int64_t a = first * k, b = (first + count) * k;
+    for (int64_t e = a, s = a < b ? span_at(a) : 0; e < b; ++s) {
+      const int64_t stop = std::min(b, v.offset(s) + v.length(s));
+      if (q.scalar_type() == at::kChar)
+        dequantize_span(q.data_ptr<int8_t>() + e, buffer.data() + (e - a), stop - e, scale[v.param(s)], zp[v.param(s)]);
+      else
+        dequantize_span(q.data_ptr<uint8_t>() + e, buffer.data() + (e - a), stop - e, scale[v.param(s)], zp[v.param(s)]);
+      e = stop;
+    }
+    return static_cast<const float*>(buffer.data());
+  });
+}
+
 DequantizedComparison compare_dequantized(const at::Tensor& original, const QuantizedTensor& q) {
   const at::Tensor x = as_readable(original);
   if (x.sizes() != q.data.sizes())

@@ -295,4 +295,80 @@ TEST(Affine, DequantizeAndCompareDequantizedMatchTheOracle) {
   EXPECT_THROW(mq::compare_dequantized(x.t(), cases[0].second), mq::InputError);
 }
 
+// x w^T summed as linear() states its order, element by element: lane j takes the
+// elements j mod 16 of the whole sixteens, the lanes are added in order, then the tail.
+at::Tensor linear_in_order(const at::Tensor& x, const at::Tensor& w) {
+  const at::Tensor a = x.contiguous(), b = w.to(at::kFloat).contiguous();
+  const int64_t m = a.size(0), n = b.size(0), k = a.size(1), whole = k / 16 * 16;
+  at::Tensor y = at::empty({m, n});
+  for (int64_t i = 0; i < m; ++i)
+    for (int64_t j = 0; j < n; ++j) {
+      const float* u = a.data_ptr<float>() + i * k;
+      const float* v = b.data_ptr<float>() + j * k;
+      float lanes[16] = {};
+      for (int64_t t = 0; t < whole; ++t) {
+        const float product = u[t] * v[t];
+        lanes[t % 16] += product;
+      }
+      float sum = 0;
+      for (float lane : lanes) sum += lane;
+      for (int64_t t = whole; t < k; ++t) {
+        const float product = u[t] * v[t];
+        sum += product;
+      }
+      y[i][j] = sum;
+    }
+  return y;
+}
+
+TEST(Affine, LinearSumsInItsStatedOrderForEveryWeightKind) {
+  at::manual_seed(21);
+  for (const int64_t k : {1, 16, 37, 300})
+    for (const int64_t m : {1, 8, 11}) {
+      SCOPED_TRACE("k " + std::to_string(k) + ", m " + std::to_string(m));
+      const at::Tensor x = at::randn({m, k}), w = at::randn({40, k});  // 40 rows: three blocks of 16
+      for (const at::Tensor& weight : {w, w.to(at::kBFloat16), w.to(at::kHalf)}) {
+        const at::Tensor y = mq::linear(x, weight);
+        EXPECT_TRUE(at::equal(y, linear_in_order(x, weight)));
+        EXPECT_TRUE(at::allclose(y, at::matmul(x, weight.to(at::kFloat).t()), 1e-4, 1e-4));
+      }
+      std::vector<mq::QuantSpec> specs = {
+          spec(mq::DType::kInt8, mq::Granularity::kPerTensor, mq::Scheme::kSymmetric),
+          spec(mq::DType::kInt8, mq::Granularity::kPerChannel, mq::Scheme::kSymmetric),
+          spec(mq::DType::kUInt8, mq::Granularity::kPerChannel, mq::Scheme::kAsymmetric),
+          spec(mq::DType::kInt4, mq::Granularity::kPerGroup, mq::Scheme::kSymmetric),
+          spec(mq::DType::kUInt4, mq::Granularity::kPerGroup, mq::Scheme::kAsymmetric)};
+      specs.push_back(specs[2]);
+      specs.back().axis = 1;  // a scale per column
+      for (mq::QuantSpec& s : specs) {
+        s.group_size = 16;  // k = 37, 300: partial last groups
+        SCOPED_TRACE(s.to_string());
+        const mq::QuantizedTensor q = mq::quantize_min_max(w, s);
+        EXPECT_TRUE(at::equal(mq::linear(x, q), linear_in_order(x, q.dequantize())));
+      }
+      mq::QuantizedTensor half;
+      half.spec.dtype = mq::DType::kFloat16;
+      half.data = w.to(at::kHalf);
+      half.shape = w.sizes().vec();
+      EXPECT_TRUE(at::equal(mq::linear(x, half), linear_in_order(x, half.data)));
+    }
+}
+
+TEST(Affine, LinearDoesNotDependOnThreadsAndRefusesAMismatch) {
+  at::manual_seed(22);
+  const at::Tensor x = at::randn({9, 1031}), w = at::randn({100, 1031});
+  const mq::QuantizedTensor q =
+      mq::quantize_min_max(w, spec(mq::DType::kInt8, mq::Granularity::kPerChannel, mq::Scheme::kSymmetric));
+  const int threads = at::get_num_threads();
+  at::set_num_threads(1);
+  const at::Tensor one = mq::linear(x, w), one_q = mq::linear(x, q);
+  at::set_num_threads(2);
+  const at::Tensor two = mq::linear(x, w), two_q = mq::linear(x, q);
+  at::set_num_threads(threads);
+  EXPECT_TRUE(at::equal(one, two));
+  EXPECT_TRUE(at::equal(one_q, two_q));
+  EXPECT_THROW(mq::linear(x.narrow(1, 0, 1000), w), mq::InputError);
+  EXPECT_THROW(mq::linear(x, w.reshape({-1})), mq::InputError);
+}
+
 }  // namespace

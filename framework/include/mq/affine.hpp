@@ -68,4 +68,13 @@ struct DequantizedComparison {
 };
 MQ_API DequantizedComparison compare_dequantized(const at::Tensor& original, const QuantizedTensor& q);
 
+// x w^T (PyTorch's linear() without bias) for a few rows of input: x [M, K] float32,
+// the weight [N, K] in any floating dtype, or quantized and dequantized as dequantize()
+// gives it a few rows at a time, never whole. The weight is read once, in parallel over
+// its rows; every output is summed in one order (sixteen lanes over K, folded in lane
+// order, then the tail), so the result does not depend on the thread count. For
+// validators that run layers on a few inputs: BLAS would pack the whole weight.
+MQ_API at::Tensor linear(const at::Tensor& x, const at::Tensor& weight);
+MQ_API at::Tensor linear(const at::Tensor& x, const QuantizedTensor& weight);
+
 }  // namespace mq

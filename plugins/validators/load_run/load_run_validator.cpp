@@ -13,6 +13,7 @@
 
 #include <cmath>
 
+#include "mq/affine.hpp"
 #include "mq/error.hpp"
 #include "mq/validator.hpp"
 
@@ -79,9 +80,8 @@ class LoadRunValidator final : public mq::Validator {
     int64_t ran = 0;
     for (const mq::QuantizedEntry& e : back.entries) {
       if (!e.quantized || e.quantized->shape.size() != 2) continue;
-      const at::Tensor w = e.quantized->dequantize();
-      const at::Tensor x = at::randn({batch_, w.size(1)});
-      const at::Tensor y = at::matmul(x, w.t());
+      const at::Tensor x = at::randn({batch_, e.quantized->shape[1]});
+      const at::Tensor y = mq::linear(x, *e.quantized);  // dequantized a few rows at a time
       ++ran;
       if (!at::isfinite(y).all().item<bool>()) {
         check.passed = false;
@@ -89,7 +89,7 @@ class LoadRunValidator final : public mq::Validator {
         return check;
       }
       if (const at::Tensor* original = context.original.find(e.name)) {
-        const at::Tensor reference = at::matmul(x, original->to(at::kFloat).t());
+        const at::Tensor reference = mq::linear(x, *original);
         if (context.original.release) context.original.release(*original);  // one resident at a time
         const double noise = (y - reference).pow(2).mean().item<double>();
         const double signal = reference.pow(2).mean().item<double>();
