@@ -314,6 +314,15 @@ report: out/report.json
   const auto clash = run_pipeline("run -q '" + (dir / "recipe.yaml").string() + "' --set format.output=out/file-instead");
   EXPECT_EQ(clash.exit_code, 6);
   EXPECT_EQ(mq::test::read_file(dir / "out/file-instead"), "keep me");
+  // A config.json that is not a JSON object is refused as the model is read, before any work.
+  mq::test::write_file(dir / "model/config.json", "[1, 2]");
+  const auto config = run_pipeline("run '" + (dir / "recipe.yaml").string() + "' --set format.output=out/never");
+  EXPECT_EQ(config.exit_code, 3);
+  expect_one_line_error(config);
+  EXPECT_NE(config.err.find("reading the model: " + (dir / "model/config.json").string() + ": not a JSON object"),
+            std::string::npos) << config.err;
+  EXPECT_EQ(config.err.find("quantize"), std::string::npos) << config.err;  // no progress line came before
+  EXPECT_FALSE(fs::exists(dir / "out/never"));
 }
 
 // Past max_shard_bytes an HF directory out is sharded with an index; validators, inspect

@@ -125,6 +125,17 @@ json quantization_config(const std::vector<EntrySummary>& entries, const mq::Qua
           {"global_compression_ratio", nullptr}};
 }
 
+// An HF model directory's config.json (an empty object when it has none).
+json read_hf_config(const std::string& dir) {
+  const fs::path file = fs::path(dir) / "config.json";
+  std::error_code ec;
+  if (!fs::exists(file, ec)) return json::object();
+  std::ifstream in(file);
+  const json config = json::parse(in, nullptr, false);
+  if (!config.is_object()) throw mq::InputError(file.string() + ": not a JSON object");
+  return config;
+}
+
 // Writes entries as they come (mq::safetensors::Writer keeps only the current one in
 // memory): compressed-tensors names for quantized weights, float tensors as they are;
 // finish() adds static activation qparams and the metadata. An HF model directory in
@@ -236,14 +247,12 @@ class SafetensorsStream final : public mq::EntryWriter {
 
   static void write_hf_directory(const std::string& input_dir, const json& config, const fs::path& out) {
     std::error_code ec;
-    json hf_config = json::object();
-    if (fs::exists(fs::path(input_dir) / "config.json", ec)) {
-      std::ifstream in(fs::path(input_dir) / "config.json");
-      hf_config = json::parse(in, nullptr, false);
-      if (!hf_config.is_object()) throw mq::InputError(input_dir + "/config.json: not a JSON object");
-    }
+    json hf_config = read_hf_config(input_dir);
     if (!config.is_null()) hf_config["quantization_config"] = config;
-    std::ofstream(out / "config.json") << hf_config.dump(2) << "\n";
+    std::ofstream file(out / "config.json");
+    file << hf_config.dump(2) << "\n";
+    file.close();
+    if (!file) throw mq::OutputError((out / "config.json").string() + ": cannot be written");
     for (const auto& entry : fs::directory_iterator(input_dir, ec)) {
       const std::string name = entry.path().filename().string();
       if (!entry.is_regular_file() || name == "config.json" || ends_with(name, ".safetensors") ||
@@ -373,6 +382,8 @@ class SafetensorsFormat final : public mq::Format {
 
   mq::Model read(const fs::path& path) override {
     const TensorSet set = TensorSet::open(path);
+    std::error_code ec;
+    if (fs::is_directory(path, ec)) read_hf_config(path.string());  // refused now, not after the work
     mq::Model model;
     model.sources = set.sources();
     model.metadata = set.metadata();
@@ -380,7 +391,6 @@ class SafetensorsFormat final : public mq::Format {
     model.release = [files = set.files()](const at::Tensor& t) {
       for (const auto& f : files) f->release(t);
     };
-    std::error_code ec;
     if (fs::is_directory(path, ec)) model.metadata[kHfDirKey] = fs::absolute(path).lexically_normal().string();
     model.layers = mq::layers_from_names(model);
     return model;
