@@ -212,12 +212,33 @@ struct Pipeline::Impl {
     instantiate<Format>(format);
     for (const Resolved& v : validators) instantiate<Validator>(v);
 
-    std::error_code ec;
-    if (recipe.output.lexically_normal() == recipe.model_path.lexically_normal() ||
-        fs::equivalent(recipe.output, recipe.model_path, ec))
-      throw RecipeError("format.output " + recipe.output.string() +
-                        " is the input model; refusing to overwrite an input");
+    check_paths_apart();
     checked = true;
+  }
+
+  // Every file the run writes has its own path, and none is a file it reads (a report
+  // named like the output replaced the artifact it reported on).
+  void check_paths_apart() const {
+    using Named = std::pair<std::string, fs::path>;
+    std::vector<Named> reads{{"the input model", recipe.model_path}}, writes{{"format.output", recipe.output}};
+    if (recipe.calibration && !recipe.calibration->path.empty())
+      reads.push_back({"the calibration data", recipe.calibration->path});
+    if (recipe.report) writes.push_back({"report", *recipe.report});
+    if (recipe.html_report) writes.push_back({"html_report", *recipe.html_report});
+    const auto same = [](const fs::path& a, const fs::path& b) {
+      std::error_code ec;
+      return a.lexically_normal() == b.lexically_normal() || fs::equivalent(a, b, ec);
+    };
+    for (size_t i = 0; i < writes.size(); ++i) {
+      const auto& [key, path] = writes[i];
+      for (const Named& input : reads)
+        if (same(path, input.second))
+          throw RecipeError(key + " " + path.string() + " is " + input.first + "; refusing to overwrite an input");
+      for (size_t j = 0; j < i; ++j)
+        if (same(path, writes[j].second))
+          throw RecipeError(key + " " + path.string() + " is also " + writes[j].first +
+                            "; each output needs a path of its own");
+    }
   }
 
   // The format named by model.format, or the first (by name) that can read `path`.

@@ -187,6 +187,26 @@ TEST(Pipeline, OutputEqualToInputIsRefused) {
   EXPECT_NE(check_error(r).find("is the input model; refusing to overwrite an input"), std::string::npos);
 }
 
+// A report or page named like the artifact, or like a file the run reads, would replace
+// it: refused before any work, as output == input is.
+TEST(Pipeline, OutputsNeedPathsOfTheirOwnApartFromTheInputs) {
+  const mq::Recipe base = example("/tmp");
+  mq::Recipe r = base;
+  r.report = r.output;
+  EXPECT_EQ(check_error(r), "report " + r.output.string() + " is also format.output; each output needs a path of its own");
+  r = base;
+  r.report = "/tmp/a.json";
+  r.html_report = "/tmp/./a.json";
+  EXPECT_EQ(check_error(r), "html_report /tmp/./a.json is also report; each output needs a path of its own");
+  r = base;
+  r.report = r.model_path;
+  EXPECT_EQ(check_error(r), "report " + r.model_path.string() + " is the input model; refusing to overwrite an input");
+  r = base;
+  r.calibration = mq::Calibration{"/tmp/calibration.safetensors", std::nullopt};
+  r.html_report = "/tmp/calibration.safetensors";
+  EXPECT_EQ(check_error(r), "html_report /tmp/calibration.safetensors is the calibration data; refusing to overwrite an input");
+}
+
 TEST(Pipeline, MissingModelIsABadInput) {
   mq::test::ScratchDir dir("api-missing");
   mq::Recipe r = example(dir.path());
