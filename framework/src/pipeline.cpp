@@ -59,6 +59,27 @@ void check_reads_back(const QuantizedModel& back, const std::map<std::string, ui
   }
 }
 
+using NamedPath = std::pair<std::string, fs::path>;
+
+// Every file a run writes has its own path, and none is a file it reads (a report
+// named like the artifact replaced it); a RecipeError before any work otherwise.
+void check_paths_apart(const std::vector<NamedPath>& reads, const std::vector<NamedPath>& writes) {
+  const auto same = [](const fs::path& a, const fs::path& b) {
+    std::error_code ec;
+    return a.lexically_normal() == b.lexically_normal() || fs::equivalent(a, b, ec);
+  };
+  for (size_t i = 0; i < writes.size(); ++i) {
+    const auto& [key, path] = writes[i];
+    for (const NamedPath& input : reads)
+      if (same(path, input.second))
+        throw RecipeError(key + " " + path.string() + " is " + input.first + "; refusing to overwrite an input");
+    for (size_t j = 0; j < i; ++j)
+      if (same(path, writes[j].second))
+        throw RecipeError(key + " " + path.string() + " is also " + writes[j].first +
+                          "; each output needs a path of its own");
+  }
+}
+
 // Runs one stage of a plugin, so that every failure names the plugin and the stage.
 template <class F>
 auto guarded(const std::string& who, const std::string& stage, F&& fn) -> decltype(fn()) {
@@ -212,33 +233,13 @@ struct Pipeline::Impl {
     instantiate<Format>(format);
     for (const Resolved& v : validators) instantiate<Validator>(v);
 
-    check_paths_apart();
-    checked = true;
-  }
-
-  // Every file the run writes has its own path, and none is a file it reads (a report
-  // named like the output replaced the artifact it reported on).
-  void check_paths_apart() const {
-    using Named = std::pair<std::string, fs::path>;
-    std::vector<Named> reads{{"the input model", recipe.model_path}}, writes{{"format.output", recipe.output}};
+    std::vector<NamedPath> reads{{"the input model", recipe.model_path}}, writes{{"format.output", recipe.output}};
     if (recipe.calibration && !recipe.calibration->path.empty())
       reads.push_back({"the calibration data", recipe.calibration->path});
     if (recipe.report) writes.push_back({"report", *recipe.report});
     if (recipe.html_report) writes.push_back({"html_report", *recipe.html_report});
-    const auto same = [](const fs::path& a, const fs::path& b) {
-      std::error_code ec;
-      return a.lexically_normal() == b.lexically_normal() || fs::equivalent(a, b, ec);
-    };
-    for (size_t i = 0; i < writes.size(); ++i) {
-      const auto& [key, path] = writes[i];
-      for (const Named& input : reads)
-        if (same(path, input.second))
-          throw RecipeError(key + " " + path.string() + " is " + input.first + "; refusing to overwrite an input");
-      for (size_t j = 0; j < i; ++j)
-        if (same(path, writes[j].second))
-          throw RecipeError(key + " " + path.string() + " is also " + writes[j].first +
-                            "; each output needs a path of its own");
-    }
+    check_paths_apart(reads, writes);
+    checked = true;
   }
 
   // The format named by model.format, or the first (by name) that can read `path`.
@@ -332,6 +333,10 @@ struct Pipeline::Impl {
 
   Report validate_existing(const ValidateRequest& request) {
     Report report;
+    std::vector<NamedPath> writes;
+    if (request.report) writes.push_back({"the report", *request.report});
+    if (request.html_report) writes.push_back({"the HTML report", *request.html_report});
+    check_paths_apart({{"the artifact", request.artifact}, {"the reference", request.reference}}, writes);
     load_registry();
     std::vector<ValidatorStep> steps = request.validators;
     if (steps.empty())

@@ -227,6 +227,10 @@ TEST(Cli, ValidateChecksAnExistingArtifact) {
   EXPECT_NE(typo.err.find("(did you mean 'min_db'?)"), std::string::npos) << typo.err;
 
   const std::string bytes = mq::test::read_file(dir / "out.safetensors");
+  const auto over = run_pipeline("validate " + artifact + reference + " --report " + artifact);  // would replace it
+  EXPECT_EQ(over.exit_code, 2);
+  EXPECT_NE(over.err.find("is the artifact; refusing to overwrite an input"), std::string::npos) << over.err;
+  EXPECT_TRUE(bytes == mq::test::read_file(dir / "out.safetensors"));
   mq::test::write_file(dir / "cut.safetensors", bytes.substr(0, bytes.size() / 2));
   const auto truncated = run_pipeline("validate '" + (dir / "cut.safetensors").string() + "'" + reference);
   EXPECT_EQ(truncated.exit_code, 3);
