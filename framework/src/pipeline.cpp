@@ -61,18 +61,29 @@ void check_reads_back(const QuantizedModel& back, const std::map<std::string, ui
 
 using NamedPath = std::pair<std::string, fs::path>;
 
-// Every file a run writes has its own path, and none is a file it reads (a report
-// named like the artifact replaced it); a RecipeError before any work otherwise.
+// Every file a run writes has its own path, and none is a file it reads or lies in a
+// directory it reads (a report named like the artifact replaced it; an output inside
+// an HF model directory would join the input); a RecipeError before any work otherwise.
 void check_paths_apart(const std::vector<NamedPath>& reads, const std::vector<NamedPath>& writes) {
   const auto same = [](const fs::path& a, const fs::path& b) {
     std::error_code ec;
     return a.lexically_normal() == b.lexically_normal() || fs::equivalent(a, b, ec);
   };
+  const auto inside = [](const fs::path& path, const fs::path& dir) {
+    std::error_code ec;
+    if (!fs::is_directory(dir, ec)) return false;
+    const fs::path relative = fs::weakly_canonical(path, ec).lexically_relative(fs::weakly_canonical(dir, ec));
+    return !ec && !relative.empty() && *relative.begin() != "..";
+  };
   for (size_t i = 0; i < writes.size(); ++i) {
     const auto& [key, path] = writes[i];
-    for (const NamedPath& input : reads)
+    for (const NamedPath& input : reads) {
       if (same(path, input.second))
         throw RecipeError(key + " " + path.string() + " is " + input.first + "; refusing to overwrite an input");
+      if (inside(path, input.second))
+        throw RecipeError(key + " " + path.string() + " lies inside " + input.first + " (" + input.second.string() +
+                          "), whose files are all read; write it elsewhere");
+    }
     for (size_t j = 0; j < i; ++j)
       if (same(path, writes[j].second))
         throw RecipeError(key + " " + path.string() + " is also " + writes[j].first +

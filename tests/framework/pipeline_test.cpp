@@ -205,6 +205,18 @@ TEST(Pipeline, OutputsNeedPathsOfTheirOwnApartFromTheInputs) {
   r.calibration = mq::Calibration{"/tmp/calibration.safetensors", std::nullopt};
   r.html_report = "/tmp/calibration.safetensors";
   EXPECT_EQ(check_error(r), "html_report /tmp/calibration.safetensors is the calibration data; refusing to overwrite an input");
+  // Inside an HF model directory (all of whose files are read and hashed), even where
+  // nothing exists yet.
+  mq::test::ScratchDir dir("api-inside");
+  mq::test::write_hf_directory(dir / "model");
+  r = base;
+  r.model_path = dir / "model";
+  r.output = dir / "model/../model/quantized/out";
+  EXPECT_EQ(check_error(r), "format.output " + r.output.string() + " lies inside the input model (" +
+                                r.model_path.string() + "), whose files are all read; write it elsewhere");
+  r.output = dir / "model-quantized";  // beside it, with a name it starts with
+  r.report = dir / "model.json";
+  EXPECT_NO_THROW(mq::Pipeline(r, with_fixtures()).check());
 }
 
 TEST(Pipeline, MissingModelIsABadInput) {
