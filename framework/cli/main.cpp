@@ -1,6 +1,7 @@
 // mq-pipeline: the command line over the mq::Pipeline API.
 
 #include <CLI/CLI.hpp>
+#include <c10/util/Exception.h>
 #include <fmt/format.h>
 #include <nlohmann/json.hpp>
 
@@ -298,6 +299,8 @@ int main(int argc, char** argv) {
     return finish(pipeline.run(), json, quiet);
   } catch (const mq::Error& e) {
     return fail(e.code(), e.what());
+  } catch (const c10::Error& e) {  // its what() carries a backtrace
+    return fail(mq::ExitCode::kInternal, std::string("internal error: ") + e.what_without_backtrace());
   } catch (const std::exception& e) {
     return fail(mq::ExitCode::kInternal, std::string("internal error: ") + e.what());
   }

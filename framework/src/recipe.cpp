@@ -189,6 +189,11 @@ Recipe build(const Value& root, const fs::path& file, const std::string& name) {
       }
       if (const Value* s = optional_field(*random, "seed", Value::Kind::kInt, "calibration.random"))
         rc.seed = s->as_int();
+      int64_t elements = rc.batches;  // all batches are made up front, in float32
+      for (int64_t d : rc.shape)
+        if (__builtin_mul_overflow(elements, d, &elements) || elements > (int64_t{1} << 40))
+          fail(shape, "calibration.random: " + std::to_string(rc.batches) + " batches of this shape are more than "
+                      "2^40 values (4 TiB of float32)");
       c.random = rc;
     }
     r.calibration = c;

@@ -62,6 +62,16 @@ TEST(Recipe, UnknownNestedKeySuggests) {
   EXPECT_NE(e.find("r.yaml:3:3: unknown key 'pth' in 'model' (did you mean 'path'?)"), std::string::npos) << e;
 }
 
+// Random calibration batches are made up front: a shape whose values overflow, or
+// would need terabytes, is a recipe error, not an allocation failure later.
+TEST(Recipe, RandomCalibrationMustFitInMemory) {
+  const std::string base = std::string(kMinimal) + "calibration: {random: {shape: ";
+  EXPECT_EQ(error_of(base + "[4611686018427387904, 4], batches: 2}}\n"),
+            "/recipes/r.yaml:14:31: calibration.random: 2 batches of this shape are more than 2^40 values (4 TiB of float32)");
+  EXPECT_NE(error_of(base + "[1048577, 1048576]}}\n").find("are more than 2^40 values"), std::string::npos);
+  EXPECT_EQ(mq::parse_recipe(base + "[1024, 1024], batches: 4}}\n", "/recipes/r.yaml").calibration->random->batches, 4);
+}
+
 TEST(Recipe, WrongTypeIsAnError) {
   std::string text = kMinimal;
   text.replace(0, 10, "version: one");
