@@ -35,6 +35,8 @@ struct NamedTensor {
 class MQ_API Runnable {
  public:
   virtual ~Runnable();
+  // The output; a model that returns several tensors (a tuple, list or dict of them)
+  // gives them flattened and concatenated in order, as float32.
   virtual at::Tensor forward(const at::Tensor& input) = 0;
   // Runs every batch and returns, per batch, the input each of `layers` saw.
   virtual std::vector<std::map<std::string, at::Tensor>> layer_inputs(

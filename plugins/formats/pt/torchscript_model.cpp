@@ -3,6 +3,7 @@
 #include <torch/csrc/jit/frontend/resolver.h>
 #include <torch/csrc/jit/frontend/sugared_value.h>
 
+#include <functional>
 #include <sstream>
 
 #include "mq/error.hpp"
@@ -60,8 +61,21 @@ at::Tensor TorchScriptModel::forward(const at::Tensor& input) {
     throw InputError("the model's forward pass on an input of shape " + c10::str(input.sizes()) +
                      " failed: " + reason(e));
   }
-  if (!out.isTensor()) throw InputError("the model's forward returns " + out.tagKind() + ", not a tensor");
-  return out.toTensor();
+  if (out.isTensor()) return out.toTensor();
+  // Tuples, lists and dicts (e.g. (logits, hidden)): their tensors, flattened, in order.
+  std::vector<at::Tensor> leaves;
+  const std::function<void(const c10::IValue&)> collect = [&](const c10::IValue& v) {
+    if (v.isTensor()) leaves.push_back(v.toTensor().reshape(-1).to(at::kFloat));
+    if (v.isTuple())
+      for (const c10::IValue& e : v.toTupleRef().elements()) collect(e);
+    if (v.isList())
+      for (const c10::IValue& e : v.toListRef()) collect(e);
+    if (v.isGenericDict())
+      for (const auto& kv : v.toGenericDict()) collect(kv.value());
+  };
+  collect(out);
+  if (leaves.empty()) throw InputError("the model's forward returns " + out.tagKind() + " holding no tensor");
+  return at::cat(leaves);
 }
 
 torch::jit::Module TorchScriptModel::copy() const { return reload(module_); }

@@ -132,6 +132,29 @@ TEST(PtFormat, StateDictRefusesScalesThatDoNotFitTheTensor) {
   }
 }
 
+// A model that returns several tensors runs for the validators as all of them,
+// flattened in order; one that returns none is an input error.
+TEST(PtFormat, ForwardOfSeveralOutputsIsTheirTensorsInOrder) {
+  mq::test::ScratchDir dir("pt-tuple");
+  torch::jit::Module several("Several");
+  several.define("def forward(self, x: Tensor) -> Tuple[Tensor, List[Tensor], Dict[str, Tensor], int]:\n"
+                 "    return (x * 2, [x + 1], {'a': x}, 3)\n");
+  several.save((dir / "several.pt").string());
+  torch::jit::Module none("Scalar");
+  none.define("def forward(self, x: Tensor) -> int:\n    return 3\n");
+  none.save((dir / "none.pt").string());
+  auto format = mq::test::make_plugin<mq::Format>({mq::test::opt("trust_torchscript", mq::Value::boolean(true))});
+  const at::Tensor x = at::randn({2, 3});
+  const at::Tensor y = format->read(dir / "several.pt").runnable->forward(x);
+  EXPECT_TRUE(at::equal(y, at::cat({(x * 2).reshape(-1), (x + 1).reshape(-1), x.reshape(-1)})));
+  try {
+    format->read(dir / "none.pt").runnable->forward(x);
+    ADD_FAILURE() << "ran";
+  } catch (const mq::InputError& e) {
+    EXPECT_EQ(std::string(e.what()), "the model's forward returns Int holding no tensor");
+  }
+}
+
 // A cast entry stored as another dtype than its spec's is an input error too.
 TEST(PtFormat, StateDictRefusesACastStoredAsAnotherDtype) {
   c10::impl::GenericDict dict(c10::StringType::get(), c10::AnyType::get());
