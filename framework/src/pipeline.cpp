@@ -521,6 +521,9 @@ struct Pipeline::Impl {
     if (blocking.empty()) {
       out.promote();
       report.promoted = true;
+      if (!guarded(format.label(), "probing " + recipe.output.string(), [&] { return writer->can_read(recipe.output); }))
+        warn(report, format.label() + " wrote " + recipe.output.string() + ", a name it does not take for its own: " +
+                         "tools that go by the name (mq-pipeline inspect included) will not read it as such");
       report.output = file_info(recipe.output);
       report.message = "wrote " + recipe.output.string();
     } else {

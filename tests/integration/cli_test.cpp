@@ -287,6 +287,21 @@ TEST(Cli, InspectListsTensorsQuantizationAndProvenance) {
   EXPECT_EQ(run_pipeline("inspect '" + (dir / "absent").string() + "'").exit_code, 3);
 }
 
+// A safetensors file named model.pt is written (the recipe says so) with a warning:
+// inspect, like other tools, goes by the name.
+TEST(Cli, AnOutputNamedForAnotherFormatIsWrittenWithAWarning) {
+  mq::test::ScratchDir dir("cli-misnamed");
+  const auto r = run_pipeline(example_args(dir, "-q --set format.output='" + (dir / "model.pt").string() + "'"));
+  EXPECT_EQ(r.exit_code, 0) << r.err;
+  EXPECT_EQ(r.err, "mq-pipeline: warning: format 'safetensors' wrote " + (dir / "model.pt").string() +
+                       ", a name it does not take for its own: tools that go by the name (mq-pipeline inspect "
+                       "included) will not read it as such\n");
+  EXPECT_TRUE(fs::exists(dir / "model.pt"));
+  const auto named = run_pipeline(example_args(dir, "-q"));
+  EXPECT_EQ(named.exit_code, 0);
+  EXPECT_EQ(named.err, "");
+}
+
 TEST(Cli, HuggingFaceDirectoryInAndOutIsPromotedWhole) {
   mq::test::ScratchDir dir("cli-hf");
   mq::test::write_hf_directory(dir / "model");
