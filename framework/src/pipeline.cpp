@@ -689,18 +689,24 @@ Model load_model(const fs::path& path, const std::string& format, const Value& o
   return guarded(r.label(), "reading " + path.string(), [&] { return f->read(path); });
 }
 
-QuantizedModel load_quantized_model(const fs::path& path, const std::string& format, const Value& options) {
+namespace {
+
+QuantizedModel read_quantized_with(const fs::path& path, const std::string& format, const Value& options,
+                                   QuantizedModel (Format::*read)(const fs::path&)) {
   auto host = plugin_host();
   const Resolved r = format_for(*host, path, format, options);
   std::unique_ptr<Format> f = instantiate<Format>(r);
-  return guarded(r.label(), "reading " + path.string(), [&] { return f->read_quantized(path); });
+  return guarded(r.label(), "reading " + path.string(), [&] { return ((*f).*read)(path); });
+}
+
+}  // namespace
+
+QuantizedModel load_quantized_model(const fs::path& path, const std::string& format, const Value& options) {
+  return read_quantized_with(path, format, options, &Format::read_quantized);
 }
 
 QuantizedModel describe_quantized_model(const fs::path& path, const std::string& format, const Value& options) {
-  auto host = plugin_host();
-  const Resolved r = format_for(*host, path, format, options);
-  std::unique_ptr<Format> f = instantiate<Format>(r);
-  return guarded(r.label(), "reading " + path.string(), [&] { return f->describe(path); });
+  return read_quantized_with(path, format, options, &Format::describe);
 }
 
 void save_model(const QuantizedModel& model, const fs::path& path, const std::string& format) {
