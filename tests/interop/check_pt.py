@@ -147,6 +147,11 @@ def check_state_dict_input(exe, source, work):
     for args in (["inspect", broken], ["run", recipe, "--quiet", "--set", f"model.path={broken}"]):
         bad = subprocess.run([exe] + args, cwd=work, capture_output=True, text=True)
         assert bad.returncode == 3 and bad.stderr.count("\n") == 1, (args, bad.returncode, bad.stderr)
+    # A key Python can only pickle with a lone surrogate (not UTF-8): refused, exit 3.
+    torch.save({"fc1\udcff.weight": torch.zeros(4, 4)}, os.path.join(work, "surrogate.pt"))
+    bad = subprocess.run([exe, "run", recipe, "--quiet", "--set", "model.path=surrogate.pt"], cwd=work,
+                         capture_output=True, text=True, errors="replace")
+    assert bad.returncode == 3 and "a string is not UTF-8" in bad.stderr, (bad.returncode, bad.stderr)
     print("state dict in: OrderedDict read, code-carrying pickle refused, malformed pickle refused")
 
 

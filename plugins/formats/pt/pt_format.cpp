@@ -518,6 +518,7 @@ class PtFormat final : public mq::Format {
     for (const auto& kv : dict) {
       if (!kv.key().isString()) bad(path, "has a key that is not a string");
       const std::string name = kv.key().toStringRef();
+      if (!mq::pt::valid_utf8(name)) bad(path, "has a key that is not UTF-8");
       if (name == kMetadataKey || auxiliary.count(name)) continue;
       if (!kv.value().isTensor()) bad(path, "entry '" + name + "' is not a tensor");
       if (model.activation_spec && read_activation(name, kv.value().toTensor(), model, path)) continue;

@@ -150,7 +150,12 @@ class Unpickler {
     return s;
   }
   Ref integer(int64_t v) { auto o = make(Object::Kind::kInt); o->i = v; return o; }
-  Ref string(std::string v) { auto o = make(Object::Kind::kString); o->s = std::move(v); return o; }
+  Ref string(std::string v) {
+    if (!valid_utf8(v)) fail("a string is not UTF-8");
+    auto o = make(Object::Kind::kString);
+    o->s = std::move(v);
+    return o;
+  }
   void push(Ref r) {
     if (stack_.size() > 1000000) fail("pickle too large");
     stack_.push_back(std::move(r));
@@ -244,6 +249,28 @@ class Unpickler {
 };
 
 }  // namespace
+
+bool valid_utf8(std::string_view s) {
+  for (size_t i = 0; i < s.size();) {
+    const auto c = static_cast<unsigned char>(s[i]);
+    if (c < 0x80) {
+      ++i;
+      continue;
+    }
+    const int more = (c & 0xE0) == 0xC0 ? 1 : (c & 0xF0) == 0xE0 ? 2 : (c & 0xF8) == 0xF0 ? 3 : 0;
+    if (!more || s.size() - i <= static_cast<size_t>(more)) return false;  // a bad lead byte, or cut short
+    uint32_t code = c & (0x7F >> (more + 1));
+    for (int k = 1; k <= more; ++k) {
+      const auto next = static_cast<unsigned char>(s[i + k]);
+      if ((next & 0xC0) != 0x80) return false;
+      code = (code << 6) | (next & 0x3F);
+    }
+    const uint32_t least[] = {0, 0x80, 0x800, 0x10000};
+    if (code < least[more] || code > 0x10FFFF || (code >= 0xD800 && code <= 0xDFFF)) return false;
+    i += static_cast<size_t>(more) + 1;
+  }
+  return true;
+}
 
 std::vector<NamedTensor> read_state_dict(const std::filesystem::path& path) {
   try {

@@ -6,11 +6,16 @@
 
 #include <filesystem>
 #include <string>
+#include <string_view>
 #include <vector>
 
 #include "mq/model.hpp"
 
 namespace mq::pt {
+
+// Whether `s` is well-formed UTF-8 (no overlong forms, surrogates or code points past
+// U+10FFFF): tensor names must be, to go into a safetensors header or a JSON report.
+bool valid_utf8(std::string_view s);
 
 // The state dict's tensors in order; a saved list or tuple of tensors (calibration
 // batches) gives them named "0", "1", ... Throws InputError naming the file and the reason.

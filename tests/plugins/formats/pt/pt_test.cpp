@@ -11,6 +11,7 @@
 #include "mq/affine.hpp"
 #include "mq/error.hpp"
 #include "mq/format.hpp"
+#include "state_dict_reader.hpp"
 #include "test_support.hpp"
 
 namespace {
@@ -137,6 +138,19 @@ TEST(PtFormat, StateDictRefusesScalesThatDoNotFitTheTensor) {
       "axis": 0, "group_size": 4, "scheme": "symmetric", "reduce_range": false}}})"));
   const std::string m = read_quantized_error(dict);
   EXPECT_NE(m.find(".pt: 'w_scale' holds 4 values; int8 per_group(4) symmetric"), std::string::npos) << m;
+}
+
+// Tensor names go into safetensors headers and JSON reports: a key that is not UTF-8
+// is an input error for LibTorch's unpickler (read_quantized) as for ours (model
+// input: tests/interop/check_pt.py saves such a state dict from Python).
+TEST(PtFormat, StateDictKeysMustBeUtf8) {
+  for (const char* bad : {"w\xff", "\xc0\xaf", "\xed\xa0\x80", "\xf4\x90\x80\x80", "\xe2\x82"})
+    EXPECT_FALSE(mq::pt::valid_utf8(bad)) << bad;
+  for (const char* good : {"", "fc1.weight", "caf\xc3\xa9", "\xe2\x82\xac", "\xf0\x9f\x98\x80"})
+    EXPECT_TRUE(mq::pt::valid_utf8(good)) << good;
+  c10::impl::GenericDict dict(c10::StringType::get(), c10::AnyType::get());
+  dict.insert("fc\xff.weight", at::zeros({4, 8}));
+  EXPECT_NE(read_quantized_error(dict).find(": has a key that is not UTF-8"), std::string::npos);
 }
 
 // A model that returns several tensors runs for the validators as all of them,
