@@ -46,6 +46,7 @@ save("uint4.bin", uint4, uint4_spec)
 save("uint4-few-words.bin", dict(uint4, w_packed=("I32", [4, 1], i32(1, 2, 3, 4))), uint4_spec)
 save("uint4-shape-negative.bin", dict(uint4, w_shape=("I32", [2], i32(-4, 16))), uint4_spec)
 save("uint4-zero-points-short.bin", dict(uint4, w_zero_point=("I32", [1, 1], i32(0x8888))), uint4_spec)
+save("uint4-zero-points-3d.bin", dict(uint4, w_zero_point=("I32", [1, 1, 2], i32(0x8888, 0x7777))), uint4_spec)
 save("int8-float-data.bin", dict(int8, w=("F32", [4, 2], bytes(32))), {"w": spec("int8", "per_channel", "symmetric")})
 save("int8-scales-short.bin", dict(int8, w_scale=("F32", [3, 1], f32(1, 2, 3))),
      {"w": spec("int8", "per_channel", "symmetric")})

@@ -411,8 +411,18 @@ class SafetensorsFormat final : public mq::Format {
   mq::QuantizedModel describe(const fs::path& input) override { return read_back(input, false); }
 
  private:
-  // read_quantized(), leaving int4 data packed and undefined unless `unpack`.
+  // read_quantized(), leaving int4 data packed and undefined unless `unpack`. An ATen
+  // error on what the file holds (a check this reader lacks) is still a bad input file.
   mq::QuantizedModel read_back(const fs::path& input, bool unpack) {
+    try {
+      return read_entries(input, unpack);
+    } catch (const c10::Error& e) {
+      const std::string what = e.what_without_backtrace();
+      throw mq::InputError(input.string() + ": " + what.substr(0, what.find('\n')));
+    }
+  }
+
+  mq::QuantizedModel read_entries(const fs::path& input, bool unpack) {
     const TensorSet file = TensorSet::open(input);
     const std::string name = input.string();
     mq::QuantizedModel model;
@@ -512,7 +522,7 @@ class SafetensorsFormat final : public mq::Format {
         stored_as(zp, entry + "_zero_point", at::isIntegralType(zp.scalar_type(), false), "an integer type");
         if (packed) {  // [rows, groups] of scales, zero points packed along the rows
           const int64_t rows = scale.dim() ? scale.size(0) : 1, groups = rows ? scale.numel() / rows : 0;
-          if (!mq::packs_shape(zp.t(), {groups, rows}))
+          if (zp.dim() != 2 || !mq::packs_shape(zp.t(), {groups, rows}))
             throw mq::InputError(name + ": '" + entry + "_zero_point' is not " + std::to_string(scale.numel()) +
                                  " int4 zero points packed eight to an int32 along the rows");
           zp = mq::unpack_int4(zp.t().contiguous(), rows, mq::nibble_offset(q.spec), at::kInt).t();
