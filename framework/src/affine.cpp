@@ -336,7 +336,7 @@ at::Tensor empty_quantized(const at::Tensor& x, const QuantSpec& spec, at::Tenso
   if (out.scalar_type() != dtype || out.numel() != x.numel() || !out.is_contiguous())
     throw RecipeError(std::string("quantize output buffer must be a contiguous ") +
                       c10::toString(dtype) + " tensor of " + std::to_string(x.numel()) + " elements");
-  return out.view(x.sizes());
+  return out.sizes() == x.sizes() ? out : out.view(x.sizes());  // a view would keep `out` alive
 }
 
 QuantizedTensor make_quantized(const at::Tensor& input, at::Tensor data, QParams qparams,

@@ -199,7 +199,7 @@ std::vector<PlanRow> LayerSelector::plan(const Model& model) const {
 
 namespace mq {
 
-QuantizedTensor quantize_weight(const at::Tensor& w, const QuantSpec& spec, Observer* observer) {
+QuantizedTensor quantize_weight(const at::Tensor& w, const QuantSpec& spec, Observer* observer, at::Tensor out) {
   if (!spec.is_integer()) {
     QuantizedTensor q;
     q.data = w.to(spec.dtype == DType::kFloat16 ? at::kHalf : at::kBFloat16);
@@ -209,7 +209,7 @@ QuantizedTensor quantize_weight(const at::Tensor& w, const QuantSpec& spec, Obse
     return q;
   }
   const std::optional<float> eps = observer ? observer->min_max_eps() : kScaleEps;
-  if (eps) return quantize_min_max(w, spec, *eps);
+  if (eps) return quantize_min_max(w, spec, *eps, std::move(out));
   observer->observe(w, spec);
   QParams qp = observer->qparams(spec);
   if (w.scalar_type() != at::kFloat) {
@@ -226,6 +226,10 @@ std::vector<QuantizedEntry> quantize_planned(const Model& model, const std::vect
   for (const NamedTensor& t : model.tensors) total_bytes += t.tensor.nbytes();
   context.progress->begin("quantize", static_cast<int64_t>(model.tensors.size()), total_bytes);
   std::vector<QuantizedEntry> entries;
+  // The last integers made, written into again once nothing else holds them (a streamed
+  // entry, written and dropped): fresh buffers cost a page fault every 4 KiB, and
+  // whether glibc hands a freed one back depends on the heap's layout.
+  at::Tensor spare;
   for (size_t i = 0; i < model.tensors.size(); ++i) {
     const NamedTensor& t = model.tensors[i];
     const std::optional<QuantSpec>& spec = plan.at(i).spec;
@@ -233,11 +237,16 @@ std::vector<QuantizedEntry> quantize_planned(const Model& model, const std::vect
     if (spec) {
       std::unique_ptr<Observer> observer =
           observe_weights && spec->is_integer() ? context.make_observer() : nullptr;
+      // Ours alone: no other handle on this tensor, no other tensor on its storage.
+      const bool fits = spare.defined() && spare.use_count() == 1 && spare.storage().use_count() == 1 &&
+                        spare.sizes() == t.tensor.sizes() &&
+                        spare.scalar_type() == (spec->qmin() < 0 ? at::kChar : at::kByte);
       try {
-        entry = {t.name, at::Tensor(), quantize_weight(t.tensor, *spec, observer.get())};
+        entry = {t.name, at::Tensor(), quantize_weight(t.tensor, *spec, observer.get(), fits ? spare : at::Tensor())};
       } catch (const InputError& e) {
         throw InputError(t.name + ": " + e.what());
       }
+      if (spec->is_integer()) spare = entry.quantized->data;
     }
     if (context.emit)  // streaming: written now
       context.emit(std::move(entry));

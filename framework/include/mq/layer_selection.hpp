@@ -47,8 +47,10 @@ struct QuantizeContext;
 
 // Quantizes a weight with `spec`: integer targets with qparams from `observer` (or, when
 // null, min/max as PyTorch's weight observers compute them), scales rounded to the
-// weight's own dtype first (they are stored in it); fp16/bf16 targets are casts.
-MQ_API QuantizedTensor quantize_weight(const at::Tensor& weight, const QuantSpec& spec, Observer* observer);
+// weight's own dtype first (they are stored in it); fp16/bf16 targets are casts. With
+// min/max qparams the integers go into `out` when given (quantize_min_max()'s buffer).
+MQ_API QuantizedTensor quantize_weight(const at::Tensor& weight, const QuantSpec& spec, Observer* observer,
+                                       at::Tensor out = {});
 
 // Every tensor of `model` as `plan` says (one row per tensor, in order), with progress:
 // quantized by quantize_weight (with a fresh observer from the context when

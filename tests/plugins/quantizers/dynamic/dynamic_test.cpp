@@ -79,6 +79,50 @@ TEST(DynamicQuantizer, Int8QuantizesLinearWeightsAndSaysWhyOthersStay) {
               q.entries[i].quantized ? q.entries[i].quantized->nbytes() : q.plan[i].bytes_before);
 }
 
+// Streaming, a weight's integers go into the buffer of the entry before it once that
+// entry was written and dropped; an entry still held (kept by the caller) is never
+// written into. Either way each entry holds its own weight's integers.
+TEST(DynamicQuantizer, StreamedEntriesReuseOneBufferHeldOnesNever) {
+  at::manual_seed(3);
+  mq::Model m;
+  for (const std::string name : {"a", "b", "c"}) {
+    m.tensors.push_back({name + ".weight", at::randn({8, 16})});
+    m.layers.push_back({name, mq::LayerKind::kLinear, name + ".weight", ""});
+  }
+  auto q = quantizer();
+  const mq::QuantSpec spec = *q->plan(m)[0].spec;
+  mq::NullProgress progress;
+  mq::QuantizeContext context;
+  context.progress = &progress;
+  struct OnePass final : mq::Observer {  // as the minmax plugin: weights in one pass
+    void observe(const at::Tensor&, const mq::QuantSpec&) override {}
+    mq::QParams qparams(const mq::QuantSpec&) const override { return {}; }
+    std::optional<float> min_max_eps() const override { return mq::kScaleEps; }
+  };
+  context.make_observer = [] { return std::make_unique<OnePass>(); };
+  std::vector<const void*> buffers;
+  std::vector<at::Tensor> values;
+  context.emit = [&](mq::QuantizedEntry e) {  // written (copied) and dropped
+    buffers.push_back(e.quantized->data.data_ptr());
+    values.push_back(e.quantized->data.clone());
+  };
+  q->quantize(m, context);
+  ASSERT_EQ(buffers.size(), 3u);
+  EXPECT_EQ(buffers[0], buffers[1]);
+  EXPECT_EQ(buffers[1], buffers[2]);
+  std::vector<mq::QuantizedEntry> held;
+  context.emit = [&](mq::QuantizedEntry e) { held.push_back(std::move(e)); };
+  q->quantize(m, context);
+  ASSERT_EQ(held.size(), 3u);
+  EXPECT_NE(held[0].quantized->data.data_ptr(), held[1].quantized->data.data_ptr());
+  EXPECT_NE(held[1].quantized->data.data_ptr(), held[2].quantized->data.data_ptr());
+  for (size_t i = 0; i < 3; ++i) {
+    const at::Tensor alone = mq::quantize_min_max(m.tensors[i].tensor, spec).data;
+    EXPECT_TRUE(at::equal(values[i], alone));
+    EXPECT_TRUE(at::equal(held[i].quantized->data, alone));
+  }
+}
+
 TEST(DynamicQuantizer, Int4IsGroupWiseAndSkipsTheDefaultLowBitSet) {
   const mq::QuantizedModel q = run(*quantizer("{dtype: int4, group_size: 8, layers: {types: [Linear, Embedding]}}"), model());
   const auto r = rules(q.plan);
