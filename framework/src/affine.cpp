@@ -42,6 +42,8 @@ struct Spans {
     return grouped ? std::min(group, cols - (s % groups) * group) : inner;
   }
   int64_t param(int64_t s) const { return grouped ? s : s % channels; }
+  // The span holding element e (spans tile the tensor in order).
+  int64_t span_at(int64_t e) const { return grouped ? (e / cols) * groups + (e % cols) / group : e / inner; }
   std::vector<int64_t> param_shape() const {
     return grouped ? std::vector<int64_t>{rows, groups} : std::vector<int64_t>{channels};
   }
@@ -331,7 +333,7 @@ void parallel_pieces(const at::Tensor& x, const Pieces& pieces, F&& f) {
 }
 
 at::Tensor empty_quantized(const at::Tensor& x, const QuantSpec& spec, at::Tensor out) {
-  const at::ScalarType dtype = spec.qmin() < 0 ? at::kChar : at::kByte;
+  const at::ScalarType dtype = spec.stored_type();
   if (!out.defined()) return at::empty(x.sizes(), at::TensorOptions(dtype));
   if (out.scalar_type() != dtype || out.numel() != x.numel() || !out.is_contiguous())
     throw RecipeError(std::string("quantize output buffer must be a contiguous ") +
@@ -568,6 +570,20 @@ MQ_HOT void dequantize_span(const uint8_t* q, float* out, int64_t n, float scale
   dequantize_body(q, out, n, scale, zp);
 }
 
+// Elements [a, b) of `q` (int8 or uint8 integers over spans `v`, float qparams per span
+// parameter) dequantized into `out`, span by span.
+void dequantize_range(const at::Tensor& q, const Spans& v, const float* scale, const float* zp, int64_t a,
+                      int64_t b, float* out) {
+  for (int64_t e = a, s = a < b ? v.span_at(a) : 0; e < b; ++s) {
+    const int64_t stop = std::min(b, v.offset(s) + v.length(s));
+    if (q.scalar_type() == at::kChar)
+      dequantize_span(q.data_ptr<int8_t>() + e, out + (e - a), stop - e, scale[v.param(s)], zp[v.param(s)]);
+    else
+      dequantize_span(q.data_ptr<uint8_t>() + e, out + (e - a), stop - e, scale[v.param(s)], zp[v.param(s)]);
+    e = stop;
+  }
+}
+
 // A stored tensor's scales and zero points as float32, one per span parameter; an
 // InputError when their count does not fit (a file edited or damaged).
 std::pair<at::Tensor, at::Tensor> float_qparams(const QParams& qp, const Spans& v) {
@@ -672,13 +688,8 @@ at::Tensor QuantizedTensor::dequantize() const {
   at::Tensor out = at::empty(q.sizes(), at::kFloat);
   float* o = out.data_ptr<float>();
   at::parallel_for(0, pieces.count(), 1, [&](int64_t begin, int64_t end) {
-    for (int64_t p = begin; p < end; ++p) {
-      const int64_t at = pieces.offset(p), n = pieces.length(p), param = v.param(pieces.span(p));
-      if (q.scalar_type() == at::kChar)
-        dequantize_span(q.data_ptr<int8_t>() + at, o + at, n, scale[param], zp[param]);
-      else
-        dequantize_span(q.data_ptr<uint8_t>() + at, o + at, n, scale[param], zp[param]);
-    }
+    for (int64_t p = begin; p < end; ++p)
+      dequantize_range(q, v, scale, zp, pieces.offset(p), pieces.offset(p) + pieces.length(p), o + pieces.offset(p));
   });
   return out;
 }
@@ -767,21 +778,9 @@ at::Tensor linear(const at::Tensor& x, const QuantizedTensor& weight) {
   const float* scale = qp.first.data_ptr<float>();
   const float* zp = qp.second.data_ptr<float>();
   const int64_t k = q.size(1);
-  // Spans tile the tensor in order; the one holding element e:
-  const auto span_at = [&](int64_t e) {
-    return v.grouped ? (e / v.cols) * v.groups + (e % v.cols) / v.group : e / v.inner;
-  };
   return linear_rows(x, q.size(0), k, [&](int64_t first, int64_t count, std::vector<float>& buffer) {
     buffer.resize(static_cast<size_t>(count * k));
-    const int64_t a = first * k, b = (first + count) * k;
-    for (int64_t e = a, s = a < b ? span_at(a) : 0; e < b; ++s) {
-      const int64_t stop = std::min(b, v.offset(s) + v.length(s));
-      if (q.scalar_type() == at::kChar)
-        dequantize_span(q.data_ptr<int8_t>() + e, buffer.data() + (e - a), stop - e, scale[v.param(s)], zp[v.param(s)]);
-      else
-        dequantize_span(q.data_ptr<uint8_t>() + e, buffer.data() + (e - a), stop - e, scale[v.param(s)], zp[v.param(s)]);
-      e = stop;
-    }
+    dequantize_range(q, v, scale, zp, first * k, (first + count) * k, buffer.data());
     return static_cast<const float*>(buffer.data());
   });
 }
@@ -793,7 +792,7 @@ DequantizedComparison compare_dequantized(const at::Tensor& original, const Quan
                      " with an original of shape " + c10::str(x.sizes()));
   // A float cast is one span of scale 1 and zero point 0 over its widened values.
   const bool integer = q.spec.is_integer();
-  const at::ScalarType bytes = q.spec.qmin() < 0 ? at::kChar : at::kByte;
+  const at::ScalarType bytes = q.spec.stored_type();
   const at::Tensor data = integer ? q.data.to(bytes).contiguous() : as_readable(q.data);
   QuantSpec whole;
   whole.granularity = Granularity::kPerTensor;

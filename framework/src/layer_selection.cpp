@@ -202,7 +202,7 @@ namespace mq {
 QuantizedTensor quantize_weight(const at::Tensor& w, const QuantSpec& spec, Observer* observer, at::Tensor out) {
   if (!spec.is_integer()) {
     QuantizedTensor q;
-    q.data = w.to(spec.dtype == DType::kFloat16 ? at::kHalf : at::kBFloat16);
+    q.data = w.to(spec.stored_type());
     q.spec = spec;
     q.shape = w.sizes().vec();
     q.original_dtype = w.scalar_type();
@@ -240,7 +240,7 @@ std::vector<QuantizedEntry> quantize_planned(const Model& model, const std::vect
       // Ours alone: no other handle on this tensor, no other tensor on its storage.
       const bool fits = spare.defined() && spare.use_count() == 1 && spare.storage().use_count() == 1 &&
                         spare.sizes() == t.tensor.sizes() &&
-                        spare.scalar_type() == (spec->qmin() < 0 ? at::kChar : at::kByte);
+                        spare.scalar_type() == spec->stored_type();
       try {
         entry = {t.name, at::Tensor(), quantize_weight(t.tensor, *spec, observer.get(), fits ? spare : at::Tensor())};
       } catch (const InputError& e) {

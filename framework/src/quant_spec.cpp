@@ -53,6 +53,12 @@ std::optional<Granularity> parse_granularity(std::string_view text) {
 }
 std::optional<Scheme> parse_scheme(std::string_view text) { return lookup(kSchemes, text); }
 
+c10::ScalarType QuantSpec::stored_type() const {
+  if (dtype == DType::kFloat16) return c10::kHalf;
+  if (dtype == DType::kBFloat16) return c10::kBFloat16;
+  return qmin() < 0 ? c10::kChar : c10::kByte;
+}
+
 bool QuantSpec::is_integer() const {
   return dtype != DType::kFloat16 && dtype != DType::kBFloat16;
 }

@@ -1,6 +1,8 @@
 #pragma once
 // What a tensor is quantized to: target dtype, granularity and scheme.
 
+#include <c10/core/ScalarType.h>
+
 #include <cstdint>
 #include <optional>
 #include <string>
@@ -27,6 +29,9 @@ struct MQ_API QuantSpec {
   // Integer range of the target, after reduce_range.
   int64_t qmin() const;
   int64_t qmax() const;
+  // How the values are stored: int8 or uint8 (int4 and uint4 unpacked alike, and their
+  // zero points), or the float16 / bfloat16 of a cast.
+  c10::ScalarType stored_type() const;
   std::string to_string() const;  // e.g. "int8 per_channel(axis=0) symmetric"
   // Every field as a JSON object, for formats that record specs in their metadata.
   std::string to_json() const;

@@ -322,7 +322,7 @@ class PtFormat final : public mq::Format {
           dict.insert(e.name, q.data);
         }
         dict.insert(e.name + "_scale", q.qparams.scale.to(q.original_dtype));
-        dict.insert(e.name + "_zero_point", q.qparams.zero_point.to(q.spec.qmin() < 0 ? at::kChar : at::kByte));
+        dict.insert(e.name + "_zero_point", q.qparams.zero_point.to(q.spec.stored_type()));
       }
     }
     // Static models: each layer's input (and, for Linear, output) qparams as one-element
@@ -330,7 +330,7 @@ class PtFormat final : public mq::Format {
     for (const auto& [layer, qp] : model.activation_qparams) {
       dict.insert(layer + ".input_scale", qp.scale.reshape({1}).to(at::kFloat));
       dict.insert(layer + ".input_zero_point",
-                  qp.zero_point.reshape({1}).to(model.activation_spec->qmin() < 0 ? at::kChar : at::kByte));
+                  qp.zero_point.reshape({1}).to(model.activation_spec->stored_type()));
     }
     for (const auto& [layer, qp] : model.output_qparams) {
       dict.insert(layer + ".output_scale", qp.scale.reshape({1}).to(at::kFloat));
@@ -451,7 +451,7 @@ class PtFormat final : public mq::Format {
     };
     mq::QuantizedTensor q;
     q.spec = spec;
-    const auto dtype = spec.qmin() < 0 ? at::kChar : at::kByte;
+    const auto dtype = spec.stored_type();
     if (spec.bits() == 4) {
       const at::Tensor shape = get(name + "_shape").to(at::kLong).contiguous();
       q.shape.assign(shape.data_ptr<int64_t>(), shape.data_ptr<int64_t>() + shape.numel());
@@ -531,7 +531,7 @@ class PtFormat final : public mq::Format {
       if (t.is_quantized()) {
         model.entries.push_back({name, at::Tensor(), from_torch(t, spec)});
       } else if (spec && !spec->is_integer()) {
-        if (t.scalar_type() != (spec->dtype == mq::DType::kFloat16 ? at::kHalf : at::kBFloat16))
+        if (t.scalar_type() != spec->stored_type())
           bad(path, "entry '" + name + "' is stored as " + c10::toString(t.scalar_type()) + ", not as " +
                         spec->to_string());
         mq::QuantizedTensor q;

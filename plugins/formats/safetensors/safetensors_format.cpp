@@ -192,7 +192,7 @@ class SafetensorsStream final : public mq::EntryWriter {
     put(e.name + "_scale", q.qparams.scale.reshape(qshape).to(q.original_dtype));
     if (stores_zero_point(q.spec))
       put(e.name + "_zero_point",
-                  q.qparams.zero_point.reshape(qshape).to(q.spec.qmin() < 0 ? at::kChar : at::kByte));
+                  q.qparams.zero_point.reshape(qshape).to(q.spec.stored_type()));
   }
 
   void finish(const mq::QuantizedModel& model) override {
@@ -202,7 +202,7 @@ class SafetensorsStream final : public mq::EntryWriter {
       put(layer + ".input_scale", qp.scale.reshape({1}).to(at::kFloat));
       if (model.activation_spec && stores_zero_point(*model.activation_spec))
         put(layer + ".input_zero_point",
-                    qp.zero_point.reshape({1}).to(model.activation_spec->qmin() < 0 ? at::kChar : at::kByte));
+                    qp.zero_point.reshape({1}).to(model.activation_spec->stored_type()));
       activations[layer] = spec_json(*model.activation_spec);
     }
     std::map<std::string, std::string> metadata = model.metadata;
@@ -482,7 +482,7 @@ class SafetensorsFormat final : public mq::Format {
         return t;
       };
       if (!q.spec.is_integer()) {
-        const at::ScalarType cast = q.spec.dtype == mq::DType::kFloat16 ? at::kHalf : at::kBFloat16;
+        const at::ScalarType cast = q.spec.stored_type();
         q.data = file.tensor(info);
         stored_as(q.data, info.name, q.data.scalar_type() == cast, c10::toString(cast));
         q.shape = q.data.sizes().vec();
@@ -494,7 +494,7 @@ class SafetensorsFormat final : public mq::Format {
       stored_as(scale, entry + "_scale", at::isFloatingType(scale.scalar_type()), "a floating type");
       q.original_dtype = scale.scalar_type();
       const bool packed = q.spec.bits() == 4;
-      const auto data_dtype = q.spec.qmin() < 0 ? at::kChar : at::kByte;
+      const auto data_dtype = q.spec.stored_type();
       if (packed) {
         const at::Tensor shape = require(entry + "_shape").to(at::kLong);
         q.shape.assign(shape.data_ptr<int64_t>(), shape.data_ptr<int64_t>() + shape.numel());
