@@ -416,12 +416,12 @@ TEST(Cli, ValidateWorksOnBothPtArtifacts) {
 
 // PyTorch archives are named after their file; the output is saved under the runner's
 // temporary name, so the archive must not take it: two runs (any --threads) give the
-// same bytes, TorchScript dynamic and static, and a state dict.
+// same bytes, TorchScript dynamic and static (Linear, and Conv), and a state dict.
 TEST(Cli, PtOutputIsDeterministic) {
   mq::test::ScratchDir dir("cli-ts-determinism");
   const std::string out = (dir / "mlp.pt").string();
   for (const std::string recipe : {"example-torchscript-int8.yaml", "example-static-int8.yaml",
-                                   "example-dynamic-int8.yaml"}) {
+                                   "example-cnn-static-int8.yaml", "example-dynamic-int8.yaml"}) {
     SCOPED_TRACE(recipe);
     std::string bytes[2];
     for (int threads : {1, 2}) {

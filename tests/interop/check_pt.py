@@ -2,6 +2,8 @@
 """Interop: what the pt format writes loads in Python's torch.
  - TorchScript out: torch.jit.load runs it on the onednn engine; its output SQNR against
    the float model is reported and must reach 38 dB; the quantized layers run int8 ops.
+ - Static TorchScript out, Linear and Conv1d/Conv2d: qparams equal torch.ao's observers,
+   layers run PyTorch's quantized kernels with the float layers' geometry.
  - State dict out: torch.load gives native per-channel qint8 tensors that dequantize to
    the original weights within half a step.
 usage: check_pt.py MQ_PIPELINE SOURCE_DIR WORK_DIR
@@ -81,6 +83,7 @@ def main(exe, source, work):
     assert state["fc1.bias"].dtype == torch.float32
     check_static(exe, source, work, models)
     check_static_pt(exe, source, work, models)
+    check_static_conv(exe, source, work)
     check_state_dict_input(exe, source, work)
     check_int4_state_dict(exe, source, work, float_weights)
     print("ok: TorchScript and state-dict outputs load and run in Python torch; static scales match PyTorch")
@@ -291,6 +294,81 @@ def check_static_pt_shared_value(exe, source, work):
     print(f"TorchScript static int8, a layer output read twice: output SQNR {db:.2f} dB")
     assert db >= 30, f"static output SQNR {db:.2f} dB"
 
+
+
+class Convs(torch.nn.Module):
+    """Conv2d and Conv1d of assorted geometry; conv1 -> ReLU -> conv2 is a chain."""
+    def __init__(self, padding_mode="zeros"):
+        super().__init__()
+        self.conv1 = torch.nn.Conv2d(3, 8, 3, stride=2, padding=1)
+        self.conv2 = torch.nn.Conv2d(8, 16, 3, padding="same", dilation=2, groups=2, padding_mode=padding_mode)
+        self.conv3 = torch.nn.Conv1d(16, 16, 5, stride=2, padding=2)
+        self.fc = torch.nn.Linear(16, 10)
+
+    def forward(self, x):
+        x = self.conv2(torch.relu(self.conv1(x)))
+        x = torch.relu(self.conv3(x.flatten(2)))
+        return self.fc(x.mean(-1))
+
+    def layer_inputs(self, x):
+        """Each layer's input on the float model, as the static flow observes it."""
+        a = torch.relu(self.conv1(x))
+        b = self.conv2(a).flatten(2)
+        return {"conv1": x, "conv2": a, "conv3": b, "fc": torch.relu(self.conv3(b)).mean(-1)}
+
+
+def check_static_conv(exe, source, work):
+    """Static W8A8 Conv2d and Conv1d into TorchScript: each runs quantized::conv2d or
+    conv1d with the float layer's stride, padding ('same' included), dilation and groups;
+    input and output qparams equal torch.ao's MinMaxObservers over the same calibration;
+    conv1 and its ReLU write conv2's quantized input. A Conv that pads by reflection is
+    refused, and nothing is written."""
+    torch.manual_seed(0)
+    model = Convs().eval()
+    model_path = os.path.join(work, "convs.pt")
+    torch.jit.script(model).save(model_path)
+    batches = [torch.randn(4, 3, 16, 16) for _ in range(3)]
+    calibration = os.path.join(work, "convs.calibration.pt")
+    torch.save(batches, calibration)
+    recipe = os.path.join(source, "configs", "example-cnn-static-int8.yaml")
+    out = os.path.join(work, "convs.static.pt")
+    run(exe, recipe, out, f"model.path={model_path}", f"calibration={{path: {calibration}}}",
+        "observer.plugin=minmax", "quantizer.options.layers.types=[Conv1d, Conv2d, Linear]")
+    quantized = torch.jit.load(out)
+    assert "ops.quantized.conv2d_relu(" in quantized.code, quantized.code
+    assert "ops.quantized.conv1d(" in quantized.conv3.code, quantized.conv3.code
+    with torch.no_grad():
+        seen = [model.layer_inputs(x) for x in batches]
+        for name in ("conv1", "conv2", "conv3", "fc"):
+            layer = getattr(model, name)
+            observe_in = torch.ao.quantization.MinMaxObserver(dtype=torch.qint8, qscheme=torch.per_tensor_symmetric)
+            observe_out = torch.ao.quantization.MinMaxObserver(dtype=torch.quint8, qscheme=torch.per_tensor_affine)
+            for inputs in seen:
+                observe_in(inputs[name])
+                observe_out(layer(inputs[name]))
+            in_scale, in_zp = observe_in.calculate_qparams()
+            out_scale, out_zp = observe_out.calculate_qparams()
+            q = getattr(quantized, name)
+            assert (q.input_scale, q.input_zero_point) == (in_scale.float().item(), in_zp.item() + 128), name
+            assert (q.output_scale, q.output_zero_point) == (out_scale.float().item(), out_zp.item()), name
+            # The layer alone, on its calibration input: the float layer within int8 error.
+            x = torch.cat([inputs[name] for inputs in seen])
+            db = sqnr(layer(x), q(x))
+            print(f"TorchScript static {name} ({type(layer).__name__}): layer output SQNR {db:.2f} dB")
+            assert db >= 30, f"{name}: {db:.2f} dB"
+        x = torch.cat(batches)
+        db = sqnr(model(x), quantized(x))
+    print(f"TorchScript static Conv2d/Conv1d/Linear model: output SQNR {db:.2f} dB; qparams equal torch.ao's")
+    assert db >= 25, f"static conv output SQNR {db:.2f} dB"
+
+    reflect_path = os.path.join(work, "convs.reflect.pt")
+    torch.jit.script(Convs(padding_mode="reflect").eval()).save(reflect_path)
+    never = os.path.join(work, "convs.reflect.static.pt")
+    bad = subprocess.run([exe, "run", recipe, "--quiet", "--set", f"model.path={reflect_path}",
+                          "--set", f"format.output={never}", "--set", "report=null"], capture_output=True, text=True)
+    assert bad.returncode == 2 and "Conv layer 'conv2': PyTorch's quantized Conv pads with zeros only, not 'reflect'" \
+        in bad.stderr, (bad.returncode, bad.stderr)
+    assert not os.path.exists(never)
 
 
 if __name__ == "__main__":

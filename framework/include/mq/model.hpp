@@ -38,9 +38,16 @@ class MQ_API Runnable {
   // The output; a model that returns several tensors (a tuple, list or dict of them)
   // gives them flattened and concatenated in order, as float32.
   virtual at::Tensor forward(const at::Tensor& input) = 0;
-  // Runs every batch and returns, per batch, the input each of `layers` saw.
-  virtual std::vector<std::map<std::string, at::Tensor>> layer_inputs(
-      const std::vector<at::Tensor>& batches, const std::vector<std::string>& layers) = 0;
+  // What one of `layers` saw in a forward pass: its input and its output, each
+  // flattened to [-1, last dimension] (a layer called twice: both calls, concatenated).
+  struct Activity {
+    at::Tensor input, output;
+  };
+  using ActivityVisitor = std::function<void(size_t batch, const std::map<std::string, Activity>& seen)>;
+  // Runs the batches in order and, after each, calls `visit` with what each of `layers`
+  // saw (a layer the batch did not reach is absent); nothing is kept between batches.
+  virtual void record_layers(const std::vector<at::Tensor>& batches, const std::vector<std::string>& layers,
+                             const ActivityVisitor& visit) = 0;
 };
 
 struct MQ_API Model {

@@ -1,9 +1,9 @@
 // pt: PyTorch files. TorchScript archives in (their code runs on load, so the recipe
-// must say trust_torchscript: true) and out, with quantized Linear layers replaced by
-// modules that run PyTorch's int8 kernels (dynamic, or static with the calibrated input
-// and output qparams). State dicts in (torch.save of a dict or an OrderedDict, read by a
-// restricted unpickler that runs nothing) and out, as native quantized tensors that
-// torch.load reads, static qparams as LAYER.input_scale etc.
+// must say trust_torchscript: true) and out, with quantized Linear (and, static, Conv)
+// layers replaced by modules that run PyTorch's int8 kernels (dynamic, or static with
+// the calibrated input and output qparams). State dicts in (torch.save of a dict or an
+// OrderedDict, read by a restricted unpickler that runs nothing) and out, as native
+// quantized tensors that torch.load reads, static qparams as LAYER.input_scale etc.
 
 #include <ATen/ATen.h>
 #include <ATen/core/dispatch/Dispatcher.h>
@@ -36,8 +36,25 @@ using json = nlohmann::ordered_json;
 
 namespace {
 
-constexpr const char* kQuantizedLinear = "DynamicQuantizedLinear";
-constexpr const char* kStaticLinear = "StaticQuantizedLinear";
+// The int8 kernels PyTorch has for a layer kind: how its weight is packed and the op
+// that runs it. Our modules are named after them: StaticQuantizedConv2d etc.
+struct Kernel {
+  mq::LayerKind kind;
+  const char* name;
+  const char* prepack;
+  const char* unpack;
+  const char* op;          // static: quantized input to quantized output ("_relu": fused)
+  const char* dynamic_op;  // float in, float out; none for Conv: LibTorch 1.13's
+                           // conv2d_dynamic clips its output to the input's range
+};
+constexpr Kernel kKernels[] = {
+    {mq::LayerKind::kLinear, "Linear", "quantized::linear_prepack", "quantized::linear_unpack", "linear",
+     "linear_dynamic"},
+    {mq::LayerKind::kConv1d, "Conv1d", "quantized::conv1d_prepack", "quantized::conv1d_unpack", "conv1d", nullptr},
+    {mq::LayerKind::kConv2d, "Conv2d", "quantized::conv2d_prepack", "quantized::conv2d_unpack", "conv2d", nullptr},
+};
+constexpr const char* kStaticPrefix = "StaticQuantized";
+constexpr const char* kDynamicPrefix = "DynamicQuantized";
 constexpr const char* kActivationSpecKey = "mq.activation_spec";  // static models
 constexpr const char* kMetadataFile = "mq.json";   // TorchScript extra file
 constexpr const char* kMetadataKey = "__metadata__";  // state dict entry (a JSON string)
@@ -209,17 +226,18 @@ class PtFormat final : public mq::Format {
 
   // Where a static layer's output goes straight (or through a ReLU) into another static
   // layer's quantize, the first one writes the quantized tensor that the second reads:
-  // quantized::linear (or linear_relu) to the second layer's input qparams. One rounding
+  // quantized::linear or conv2d (or linear_relu, conv2d_relu) to the second layer's
+  // input qparams. One rounding
   // instead of two, and no dequantize + quantize between the layers, which in PyTorch
   // 1.13 take longer than the layers themselves. A value used anywhere else keeps its
   // float path (the rewriter matches only intermediates used by the pattern alone).
   static void chain_static_layers(torch::jit::Module& m) {
     std::shared_ptr<torch::jit::Graph> graph = m.get_method("forward").graph();
     torch::jit::Inline(*graph);
-    // quantized::linear, dequantize, `relu` (or nothing), quantize; and its replacement.
-    auto pattern = [](const std::string& relu) {
+    // The kernel, dequantize, `relu` (or nothing), quantize; and its replacement.
+    auto pattern = [](const std::string& op, const std::string& relu) {
       return "graph(%qx, %packed, %out_scale, %out_zp, %in_scale, %in_zp, %dtype):\n"
-             "  %qy = quantized::linear(%qx, %packed, %out_scale, %out_zp)\n"
+             "  %qy = " + op + "(%qx, %packed, %out_scale, %out_zp)\n"
              "  %y = aten::dequantize(%qy)\n" +
              (relu.empty() ? "" : "  %r = " + relu + "(%y)\n") +
              "  %q = aten::quantize_per_tensor(" + (relu.empty() ? "%y" : "%r") + ", %in_scale, %in_zp, %dtype)\n"
@@ -231,11 +249,45 @@ class PtFormat final : public mq::Format {
              "  return (%q)";
     };
     torch::jit::SubgraphRewriter rewriter;
-    for (const char* relu : {"aten::relu", "aten::relu_"})
-      rewriter.RegisterRewritePattern(pattern(relu), fused("quantized::linear_relu"));
-    rewriter.RegisterRewritePattern(pattern(""), fused("quantized::linear"));
+    for (const Kernel& k : kKernels) {
+      const std::string op = std::string("quantized::") + k.op;
+      for (const char* relu : {"aten::relu", "aten::relu_"})
+        rewriter.RegisterRewritePattern(pattern(op, relu), fused(op + "_relu"));
+      rewriter.RegisterRewritePattern(pattern(op, ""), fused(op));
+    }
     rewriter.runOnGraph(graph);
     torch::jit::EliminateDeadCode(graph);
+  }
+
+  // A Conv module's stride, padding, dilation and groups (the constants TorchScript keeps
+  // for nn.Conv1d/Conv2d), appended to `args` as quantized::conv*_prepack takes them.
+  static void conv_geometry(const torch::jit::Module& conv, const std::string& layer,
+                            const std::vector<int64_t>& weight_shape, std::vector<c10::IValue>& args) {
+    const auto refuse = [&](const std::string& why) {
+      throw mq::RecipeError("Conv layer '" + layer + "': " + why + "; write it with the safetensors format");
+    };
+    const auto constant = [&](const char* name) {
+      if (!conv.type()->hasConstant(name))
+        refuse(std::string("its module does not record its ") + name + " (a traced model?)");
+      return conv.type()->getConstant(name);
+    };
+    const auto ints = [](const c10::IValue& v) {
+      return c10::fmap(v.toTupleRef().elements(), [](const c10::IValue& i) { return i.toInt(); });
+    };
+    if (constant("padding_mode").toStringRef() != "zeros")
+      refuse("PyTorch's quantized Conv pads with zeros only, not '" + constant("padding_mode").toStringRef() + "'");
+    const std::vector<int64_t> dilation = ints(constant("dilation"));
+    std::vector<int64_t> padding;
+    if (const c10::IValue p = constant("padding"); p.isString()) {  // 'valid' or 'same'
+      for (size_t i = 0; i < dilation.size(); ++i) {
+        const int64_t total = p.toStringRef() == "valid" ? 0 : dilation[i] * (weight_shape.at(2 + i) - 1);
+        if (total % 2) refuse("padding 'same' pads this kernel unevenly, which PyTorch's quantized Conv cannot");
+        padding.push_back(total / 2);
+      }
+    } else {
+      padding = ints(p);
+    }
+    args.insert(args.end(), {ints(constant("stride")), padding, dilation, constant("groups").toInt()});
   }
 
   void write_torchscript(const mq::QuantizedModel& model, const mq::pt::TorchScriptModel& source,
@@ -246,45 +298,53 @@ class PtFormat final : public mq::Format {
       if (!e.quantized) continue;
       const std::string layer = layer_of(e.name);
       const mq::QuantSpec& s = e.quantized->spec;
-      torch::jit::Module sub;
-      bool found = false;
+      std::optional<torch::jit::Module> sub;
       for (const auto& nm : m.named_modules())
-        if (nm.name == layer) {
-          sub = nm.value;
-          found = true;
-        }
-      if (!found || mq::pt::layer_kind(sub) != mq::LayerKind::kLinear || s.dtype != mq::DType::kInt8 ||
-          s.scheme != mq::Scheme::kSymmetric || s.granularity == mq::Granularity::kPerGroup)
-        throw mq::RecipeError("tensor '" + e.name + "' (" + s.to_string() + "): TorchScript output runs "
-                              "PyTorch's int8 kernels for symmetric int8 Linear weights only; write other "
-                              "layers or dtypes with the safetensors format");
-      const mq::QuantizedEntry* bias_entry = model.find(layer + ".bias");
-      const c10::IValue bias = bias_entry ? c10::IValue(bias_entry->tensor) : c10::IValue();
-      const c10::IValue packed = call_op("quantized::linear_prepack", {to_torch(*e.quantized), bias}).at(0);
+        if (nm.name == layer) sub = nm.value;
+      const mq::LayerKind kind = sub ? mq::pt::layer_kind(*sub) : mq::LayerKind::kOther;
+      const Kernel* kernel = nullptr;
+      for (const Kernel& k : kKernels)
+        if (k.kind == kind) kernel = &k;
       const auto input = model.activation_qparams.find(layer);
       const auto output = model.output_qparams.find(layer);
       const bool static_layer = input != model.activation_qparams.end() && output != model.output_qparams.end();
-      torch::jit::Module q = mq::pt::new_module(m, static_layer ? kStaticLinear : kQuantizedLinear);
+      if (!kernel || (!static_layer && !kernel->dynamic_op) || s.dtype != mq::DType::kInt8 ||
+          s.scheme != mq::Scheme::kSymmetric || s.granularity == mq::Granularity::kPerGroup ||
+          (s.granularity == mq::Granularity::kPerChannel && s.axis != 0))
+        throw mq::RecipeError("tensor '" + e.name + "' (" + s.to_string() + "): TorchScript output runs "
+                              "PyTorch's int8 kernels for symmetric int8 weights (per channel: of output "
+                              "channels) of Linear layers, and of Conv1d/Conv2d layers in a static recipe "
+                              "(LibTorch 1.13's dynamic Conv clips its output); write other layers or "
+                              "dtypes with the safetensors format");
+      const mq::QuantizedEntry* bias_entry = model.find(layer + ".bias");
+      const c10::IValue bias = bias_entry ? c10::IValue(bias_entry->tensor) : c10::IValue();
+      std::vector<c10::IValue> pack_args{to_torch(*e.quantized), bias};
+      if (kind != mq::LayerKind::kLinear) conv_geometry(*sub, layer, e.quantized->shape, pack_args);
+      const c10::IValue packed = call_op(kernel->prepack, std::move(pack_args)).at(0);
+      torch::jit::Module q =
+          mq::pt::new_module(m, std::string(static_layer ? kStaticPrefix : kDynamicPrefix) + kernel->name);
       q.register_attribute("_packed_params", packed.type(), packed);
-      q.register_attribute("in_features", c10::IntType::get(), e.quantized->shape.at(1));
-      q.register_attribute("out_features", c10::IntType::get(), e.quantized->shape.at(0));
+      if (kind == mq::LayerKind::kLinear) {
+        q.register_attribute("in_features", c10::IntType::get(), e.quantized->shape.at(1));
+        q.register_attribute("out_features", c10::IntType::get(), e.quantized->shape.at(0));
+      }
       if (static_layer) {
         // The input quantized with the calibrated qparams as quint8 (an int8 zero point
-        // moves by 128: the same integers, shifted), quantized::linear to the calibrated
+        // moves by 128: the same integers, shifted), the kernel to the calibrated
         // output qparams, and back to float for the float layers around it.
         const int64_t shift = model.activation_spec->qmin() < 0 ? 128 : 0;
         q.register_attribute("input_scale", c10::FloatType::get(), input->second.scale.item<double>());
         q.register_attribute("input_zero_point", c10::IntType::get(), input->second.zero_point.item<int64_t>() + shift);
         q.register_attribute("output_scale", c10::FloatType::get(), output->second.scale.item<double>());
         q.register_attribute("output_zero_point", c10::IntType::get(), output->second.zero_point.item<int64_t>());
-        mq::pt::define(q, "def forward(self, x: Tensor) -> Tensor:\n"  // dtype 13: torch.quint8
-                          "    qx = torch.quantize_per_tensor(x, self.input_scale, self.input_zero_point, 13)\n"
-                          "    qy = quantized.linear(qx, self._packed_params, self.output_scale,\n"
-                          "                          self.output_zero_point)\n"
-                          "    return qy.dequantize()\n");
+        mq::pt::define(q, std::string("def forward(self, x: Tensor) -> Tensor:\n"  // dtype 13: torch.quint8
+                                      "    qx = torch.quantize_per_tensor(x, self.input_scale, self.input_zero_point, 13)\n"
+                                      "    qy = quantized.") + kernel->op + "(qx, self._packed_params, self.output_scale,\n"
+                                      "                          self.output_zero_point)\n"
+                                      "    return qy.dequantize()\n");
       } else {
-        mq::pt::define(q, "def forward(self, x: Tensor) -> Tensor:\n"
-                          "    return quantized.linear_dynamic(x, self._packed_params, False)\n");
+        mq::pt::define(q, std::string("def forward(self, x: Tensor) -> Tensor:\n"
+                                      "    return quantized.") + kernel->dynamic_op + "(x, self._packed_params, False)\n");
       }
       mq::pt::replace_submodule(m, layer, q);
     }
@@ -325,8 +385,8 @@ class PtFormat final : public mq::Format {
         dict.insert(e.name + "_zero_point", q.qparams.zero_point.to(q.spec.stored_type()));
       }
     }
-    // Static models: each layer's input (and, for Linear, output) qparams as one-element
-    // tensors, LAYER.input_scale as in the safetensors output.
+    // Static models: each layer's input (and, for Linear and Conv, output) qparams as
+    // one-element tensors, LAYER.input_scale as in the safetensors output.
     for (const auto& [layer, qp] : model.activation_qparams) {
       dict.insert(layer + ".input_scale", qp.scale.reshape({1}).to(at::kFloat));
       dict.insert(layer + ".input_zero_point",
@@ -387,13 +447,20 @@ class PtFormat final : public mq::Format {
       if (it.value().is_string()) model.metadata[it.key()] = it.value().get<std::string>();
     read_mode(meta, model);
     // Parameters in named_parameters() order, the quantized layers' weight and bias in
-    // place of the Linear parameters they replaced; then buffers.
+    // place of the parameters of the layers they replaced; then buffers.
     for (const auto& nm : m.named_modules()) {
       const std::string prefix = nm.name.empty() ? "" : nm.name + ".";
-      const auto type = nm.value.type()->name();
-      const bool is_static = type && type->name().rfind(kStaticLinear, 0) == 0;
-      if (is_static || (type && type->name().rfind(kQuantizedLinear, 0) == 0)) {
-        const auto elements = call_op("quantized::linear_unpack", {nm.value.attr("_packed_params")});
+      const Kernel* kernel = nullptr;
+      bool is_static = false;
+      if (const auto type = nm.value.type()->name())
+        for (const Kernel& k : kKernels)
+          for (const char* prefix : {kStaticPrefix, kDynamicPrefix})
+            if (type->name().rfind(prefix + std::string(k.name), 0) == 0) {
+              kernel = &k;
+              is_static = prefix == kStaticPrefix;
+            }
+      if (kernel) {
+        const auto elements = call_op(kernel->unpack, {nm.value.attr("_packed_params")});
         model.entries.push_back({prefix + "weight", at::Tensor(),
                                  from_torch(elements[0].toTensor(), spec_of(specs, prefix + "weight"))});
         if (!elements[1].isNone()) model.entries.push_back({prefix + "bias", elements[1].toTensor(), std::nullopt});
@@ -556,7 +623,7 @@ class PtFormat final : public mq::Format {
 
 }  // namespace
 
-MQ_PLUGIN(PtFormat, mq::PluginKind::kFormat, "pt", "1.2.0",
-          "PyTorch: TorchScript in and out (int8 Linear kernels), state dicts of quantized tensors out",
+MQ_PLUGIN(PtFormat, mq::PluginKind::kFormat, "pt", "1.3.0",
+          "PyTorch: TorchScript in and out (int8 Linear and Conv kernels), state dicts of quantized tensors out",
           {"trust_torchscript", mq::OptionType::kBool, "false",
            "allow loading TorchScript archives, which runs their code"})

@@ -80,10 +80,10 @@ at::Tensor TorchScriptModel::forward(const at::Tensor& input) {
 
 torch::jit::Module TorchScriptModel::copy() const { return reload(module_); }
 
-std::vector<std::map<std::string, at::Tensor>> TorchScriptModel::layer_inputs(
-    const std::vector<at::Tensor>& batches, const std::vector<std::string>& layers) {
-  // Each layer becomes a recorder that appends its input to a list and then runs the
-  // original layer, so the model's results do not change.
+void TorchScriptModel::record_layers(const std::vector<at::Tensor>& batches, const std::vector<std::string>& layers,
+                                     const ActivityVisitor& visit) {
+  // Each layer becomes a recorder that runs the original layer and appends its input and
+  // output to lists, so the model's results do not change.
   torch::jit::Module m = copy();
   for (const std::string& name : layers) {
     std::string last;
@@ -91,13 +91,25 @@ std::vector<std::map<std::string, at::Tensor>> TorchScriptModel::layer_inputs(
     torch::jit::Module original = parent.attr(last).toModule();
     torch::jit::Module recorder = new_module(m, "Recorder");
     recorder.register_module("inner", original);
-    recorder.register_attribute("inputs", c10::ListType::ofTensors(), c10::impl::GenericList(c10::TensorType::get()));
-    define(recorder, "def forward(self, x: Tensor) -> Tensor:\n    self.inputs.append(x)\n    return self.inner.forward(x)\n");
+    for (const char* list : {"inputs", "outputs"})
+      recorder.register_attribute(list, c10::ListType::ofTensors(), c10::impl::GenericList(c10::TensorType::get()));
+    define(recorder, "def forward(self, x: Tensor) -> Tensor:\n"
+                     "    y = self.inner.forward(x)\n"
+                     "    self.inputs.append(x)\n"
+                     "    self.outputs.append(y)\n"
+                     "    return y\n");
     replace_submodule(m, name, recorder);
   }
   torch::jit::Module run = reload(m);
-  std::vector<std::map<std::string, at::Tensor>> out;
   torch::NoGradGuard no_grad;
+  // A recorder's list, flattened and concatenated, and emptied for the next batch.
+  const auto take = [](torch::jit::Module& recorder, const char* list) {
+    const c10::List<c10::IValue> seen = recorder.attr(list).toList();
+    recorder.setattr(list, c10::impl::GenericList(c10::TensorType::get()));
+    return at::cat(c10::fmap(seen.vec(), [](const c10::IValue& v) {
+      return v.toTensor().reshape({-1, v.toTensor().size(-1)});
+    }));
+  };
   for (size_t b = 0; b < batches.size(); ++b) {
     try {
       run.forward({batches[b]});
@@ -105,19 +117,14 @@ std::vector<std::map<std::string, at::Tensor>> TorchScriptModel::layer_inputs(
       throw InputError("calibration batch " + std::to_string(b) + " of shape " +
                        c10::str(batches[b].sizes()) + " does not fit the model: " + reason(e));
     }
-    std::map<std::string, at::Tensor> seen;
+    std::map<std::string, Activity> seen;
     for (const std::string& name : layers) {
       std::string last;
       torch::jit::Module recorder = child(run, name, &last).attr(last).toModule();
-      c10::List<c10::IValue> inputs = recorder.attr("inputs").toList();
-      if (inputs.size() > 0) seen[name] = at::cat(c10::fmap(inputs.vec(), [](const c10::IValue& v) {
-        return v.toTensor().reshape({-1, v.toTensor().size(-1)});
-      }));
-      recorder.setattr("inputs", c10::impl::GenericList(c10::TensorType::get()));
+      if (recorder.attr("inputs").toList().size() > 0) seen[name] = {take(recorder, "inputs"), take(recorder, "outputs")};
     }
-    out.push_back(std::move(seen));
+    visit(b, seen);
   }
-  return out;
 }
 
 LayerKind layer_kind(const torch::jit::Module& module) {

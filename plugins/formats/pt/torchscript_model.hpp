@@ -20,8 +20,8 @@ class TorchScriptModel final : public Runnable {
  public:
   explicit TorchScriptModel(torch::jit::Module module) : module_(std::move(module)) {}
   at::Tensor forward(const at::Tensor& input) override;
-  std::vector<std::map<std::string, at::Tensor>> layer_inputs(
-      const std::vector<at::Tensor>& batches, const std::vector<std::string>& layers) override;
+  void record_layers(const std::vector<at::Tensor>& batches, const std::vector<std::string>& layers,
+                     const ActivityVisitor& visit) override;
   // A fresh copy (save + load) that can be rewritten without touching this one.
   torch::jit::Module copy() const;
 

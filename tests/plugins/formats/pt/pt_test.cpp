@@ -1,5 +1,6 @@
 // The pt format at its interface: static activation qparams survive write ->
-// read_quantized, in a state dict and in TorchScript (quantized::linear modules).
+// read_quantized, in a state dict and in TorchScript (quantized::linear and conv2d
+// modules); calibration records what the layers of a TorchScript model see.
 
 #include <ATen/ATen.h>
 #include <gtest/gtest.h>
@@ -110,6 +111,60 @@ TEST(PtFormat, TorchScriptStaticLinearRunsAndReadsBack) {
   const at::Tensor y = fc1.forward({x}).toTensor();
   const at::Tensor expected = at::linear(x, weight, bias).clamp(-120 * 0.0625, 135 * 0.0625);
   EXPECT_LT((y - expected).abs().max().item<float>(), 0.1f);
+}
+
+// The CNN's conv1 as a static layer: a quantized::conv2d module with the float layer's
+// geometry, read back with its 4-D weight bit for bit and its qparams.
+TEST(PtFormat, TorchScriptStaticConvRunsAndReadsBack) {
+  mq::test::ScratchDir dir("pt-static-conv");
+  auto format = mq::test::make_plugin<mq::Format>({mq::test::opt("trust_torchscript", mq::Value::boolean(true))});
+  const mq::Model model = format->read(MQ_SOURCE_DIR "/configs/models/cnn.pt");
+  const at::Tensor weight = *model.find("conv1.weight");
+  const at::Tensor bias = *model.find("conv1.bias");
+  mq::QuantizedModel q = static_model(weight, bias);
+  for (auto& e : q.entries) e.name = "conv1." + e.name.substr(3);
+  q.activation_qparams = {{"conv1", q.activation_qparams.at("fc")}};
+  q.output_qparams = {{"conv1", q.output_qparams.at("fc")}};
+  for (const mq::NamedTensor& t : model.tensors)
+    if (t.name.rfind("conv1.", 0) != 0) q.entries.push_back({t.name, t.tensor, std::nullopt});
+  q.source = model.runnable;
+  format->write(q, dir / "m.pt");
+
+  const mq::QuantizedModel back = format->read_quantized(dir / "m.pt");
+  ASSERT_EQ(back.entries.at(0).name, "conv1.weight");
+  ASSERT_TRUE(back.entries[0].quantized.has_value());
+  EXPECT_EQ(back.entries[0].quantized->shape, weight.sizes().vec());
+  EXPECT_TRUE(at::equal(back.entries[0].quantized->data, q.entries[0].quantized->data));
+  EXPECT_TRUE(at::equal(back.entries[0].quantized->qparams.scale, q.entries[0].quantized->qparams.scale));
+  EXPECT_EQ(back.activation_qparams.at("conv1").scale.item<float>(), 0.03125f);
+  EXPECT_EQ(back.output_qparams.at("conv1").zero_point.item<int>(), 120);
+
+  torch::jit::Module conv1 = torch::jit::load((dir / "m.pt").string()).attr("conv1").toModule();
+  const at::Tensor x = at::rand({2, 3, 8, 8}) * 2 - 1;
+  const at::Tensor y = conv1.forward({x}).toTensor();
+  const at::Tensor expected = at::conv2d(x, weight, bias, 1, 1).clamp(-120 * 0.0625, 135 * 0.0625);
+  EXPECT_LT((y - expected).abs().max().item<float>(), 0.1f);
+}
+
+// Calibration sees each layer's input and output as the float model computes them,
+// batch by batch in order.
+TEST(PtFormat, RecordLayersGivesEachLayersInputAndOutputPerBatch) {
+  auto format = mq::test::make_plugin<mq::Format>({mq::test::opt("trust_torchscript", mq::Value::boolean(true))});
+  const mq::Model model = format->read(MQ_SOURCE_DIR "/configs/models/cnn.pt");
+  const std::vector<at::Tensor> batches{at::randn({2, 3, 8, 8}), at::randn({3, 3, 8, 8})};
+  std::vector<size_t> visited;
+  model.runnable->record_layers(batches, {"conv1", "fc"}, [&](size_t b, const auto& seen) {
+    visited.push_back(b);
+    ASSERT_EQ(seen.size(), 2u);
+    const mq::Runnable::Activity& conv1 = seen.at("conv1");
+    const at::Tensor out = at::conv2d(batches[b], *model.find("conv1.weight"), *model.find("conv1.bias"), 1, 1);
+    EXPECT_TRUE(at::equal(conv1.input, batches[b].reshape({-1, 8})));
+    EXPECT_TRUE(at::allclose(conv1.output, out.reshape({-1, 8})));
+    const mq::Runnable::Activity& fc = seen.at("fc");
+    EXPECT_EQ(fc.input.sizes(), (at::IntArrayRef{batches[b].size(0), 256}));
+    EXPECT_TRUE(at::allclose(fc.output, model.runnable->forward(batches[b])));
+  });
+  EXPECT_EQ(visited, (std::vector<size_t>{0, 1}));
 }
 
 // `dict` saved as a state dict and read back: the InputError's message ("" if it read).
