@@ -297,32 +297,33 @@ def check_static_pt_shared_value(exe, source, work):
 
 
 class Convs(torch.nn.Module):
-    """Conv2d and Conv1d of assorted geometry; conv1 -> ReLU -> conv2 is a chain."""
+    """Conv2d and Conv1d of assorted geometry, with pools between them."""
     def __init__(self, padding_mode="zeros"):
         super().__init__()
         self.conv1 = torch.nn.Conv2d(3, 8, 3, stride=2, padding=1)
         self.conv2 = torch.nn.Conv2d(8, 16, 3, padding="same", dilation=2, groups=2, padding_mode=padding_mode)
-        self.conv3 = torch.nn.Conv1d(16, 16, 5, stride=2, padding=2)
+        self.conv3 = torch.nn.Conv1d(32, 16, 5, stride=2, padding=2)
         self.fc = torch.nn.Linear(16, 10)
 
-    def forward(self, x):
-        x = self.conv2(torch.relu(self.conv1(x)))
-        x = torch.relu(self.conv3(x.flatten(2)))
-        return self.fc(x.mean(-1))
+    def forward(self, x):  # x: [batch, 3, 16, 16]
+        x = torch.nn.functional.max_pool2d(torch.relu(self.conv1(x)), 2)
+        x = torch.nn.functional.adaptive_avg_pool2d(self.conv2(x), 2)
+        x = torch.relu(self.conv3(x.view(x.size(0), -1, x.size(3))))  # view: as float Conv gives, contiguous
+        return self.fc(x.flatten(1))
 
     def layer_inputs(self, x):
         """Each layer's input on the float model, as the static flow observes it."""
-        a = torch.relu(self.conv1(x))
-        b = self.conv2(a).flatten(2)
-        return {"conv1": x, "conv2": a, "conv3": b, "fc": torch.relu(self.conv3(b)).mean(-1)}
+        a = torch.nn.functional.max_pool2d(torch.relu(self.conv1(x)), 2)
+        b = torch.nn.functional.adaptive_avg_pool2d(self.conv2(a), 2).reshape(x.size(0), -1, 2)
+        return {"conv1": x, "conv2": a, "conv3": b, "fc": torch.relu(self.conv3(b)).flatten(1)}
 
 
 def check_static_conv(exe, source, work):
     """Static W8A8 Conv2d and Conv1d into TorchScript: each runs quantized::conv2d or
     conv1d with the float layer's stride, padding ('same' included), dilation and groups;
-    input and output qparams equal torch.ao's MinMaxObservers over the same calibration;
-    conv1 and its ReLU write conv2's quantized input. A Conv that pads by reflection is
-    refused, and nothing is written."""
+    input and output qparams (and output through a ReLU) equal torch.ao's MinMaxObservers
+    over the same calibration; quantized tensors go on through ReLU, pools and flatten. A Conv that pads by
+    reflection is refused, and nothing is written."""
     torch.manual_seed(0)
     model = Convs().eval()
     model_path = os.path.join(work, "convs.pt")
@@ -333,9 +334,19 @@ def check_static_conv(exe, source, work):
     recipe = os.path.join(source, "configs", "example-cnn-static-int8.yaml")
     out = os.path.join(work, "convs.static.pt")
     run(exe, recipe, out, f"model.path={model_path}", f"calibration={{path: {calibration}}}",
-        "observer.plugin=minmax", "quantizer.options.layers.types=[Conv1d, Conv2d, Linear]")
+        "observer.plugin=minmax", "quantizer.options.layers.types=[Conv1d, Conv2d, Linear]",
+        "validators=[{plugin: sqnr, options: {min_output_db: 30, input_shape: [4, 3, 16, 16]}},"
+        " {plugin: load_run, options: {input_shape: [4, 3, 16, 16]}}]")
     quantized = torch.jit.load(out)
-    assert "ops.quantized.conv2d_relu(" in quantized.code, quantized.code
+    # conv1 with its ReLU writes conv2's input, max-pooled quantized; conv2's output is
+    # average-pooled quantized, then dequantized for the view and quantized again for
+    # conv3 (an average of clipped values is not the clipped average); conv3 writes
+    # fc's input, through a ReLU and flatten; fc's output is dequantized.
+    code = quantized.code
+    assert "ops.quantized.conv2d_relu(qx, _packed_params, input_scale0, input_zero_point0)" in code, code
+    for pooled in ("torch.max_pool2d(_0, ", "torch.adaptive_avg_pool2d(qy, ", "torch.flatten(x2, 1)"):
+        assert pooled in code, (pooled, code)
+    assert code.count("quantize_per_tensor") == 2 and code.count("dequantize") == 2, code
     assert "ops.quantized.conv1d(" in quantized.conv3.code, quantized.conv3.code
     with torch.no_grad():
         seen = [model.layer_inputs(x) for x in batches]
@@ -343,14 +354,17 @@ def check_static_conv(exe, source, work):
             layer = getattr(model, name)
             observe_in = torch.ao.quantization.MinMaxObserver(dtype=torch.qint8, qscheme=torch.per_tensor_symmetric)
             observe_out = torch.ao.quantization.MinMaxObserver(dtype=torch.quint8, qscheme=torch.per_tensor_affine)
+            observe_relu = torch.ao.quantization.MinMaxObserver(dtype=torch.quint8, qscheme=torch.per_tensor_affine)
             for inputs in seen:
                 observe_in(inputs[name])
                 observe_out(layer(inputs[name]))
-            in_scale, in_zp = observe_in.calculate_qparams()
-            out_scale, out_zp = observe_out.calculate_qparams()
+                observe_relu(torch.relu(layer(inputs[name])))
             q = getattr(quantized, name)
-            assert (q.input_scale, q.input_zero_point) == (in_scale.float().item(), in_zp.item() + 128), name
-            assert (q.output_scale, q.output_zero_point) == (out_scale.float().item(), out_zp.item()), name
+            for got, observer, shift in (((q.input_scale, q.input_zero_point), observe_in, 128),
+                                         ((q.output_scale, q.output_zero_point), observe_out, 0),
+                                         ((q.relu_output_scale, q.relu_output_zero_point), observe_relu, 0)):
+                scale, zero_point = observer.calculate_qparams()
+                assert got == (scale.float().item(), zero_point.item() + shift), (name, got, scale, zero_point)
             # The layer alone, on its calibration input: the float layer within int8 error.
             x = torch.cat([inputs[name] for inputs in seen])
             db = sqnr(layer(x), q(x))
@@ -365,7 +379,8 @@ def check_static_conv(exe, source, work):
     torch.jit.script(Convs(padding_mode="reflect").eval()).save(reflect_path)
     never = os.path.join(work, "convs.reflect.static.pt")
     bad = subprocess.run([exe, "run", recipe, "--quiet", "--set", f"model.path={reflect_path}",
-                          "--set", f"format.output={never}", "--set", "report=null"], capture_output=True, text=True)
+                          "--set", f"calibration={{path: {calibration}}}", "--set", f"format.output={never}",
+                          "--set", "report=null"], capture_output=True, text=True)
     assert bad.returncode == 2 and "Conv layer 'conv2': PyTorch's quantized Conv pads with zeros only, not 'reflect'" \
         in bad.stderr, (bad.returncode, bad.stderr)
     assert not os.path.exists(never)

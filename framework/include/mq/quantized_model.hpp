@@ -41,10 +41,13 @@ struct MQ_API QuantizedModel {
   // Static mode: per layer name, the qparams of its input activations.
   std::map<std::string, QParams> activation_qparams;
   std::optional<QuantSpec> activation_spec;
-  // Static mode, Linear layers: the qparams of their outputs (uint8 affine per tensor,
-  // as PyTorch's static quantization has them), for formats whose int8 kernels produce
-  // quantized outputs (TorchScript's quantized::linear).
+  // Static mode, Linear and Conv layers: the qparams of their outputs (uint8 affine per
+  // tensor, as PyTorch's static quantization has them), for formats whose int8 kernels
+  // produce quantized outputs (TorchScript's quantized::linear, conv2d), and of their
+  // outputs through a ReLU, for a kernel with the ReLU fused (PyTorch observes a fused
+  // Conv+ReLU after the ReLU).
   std::map<std::string, QParams> output_qparams;
+  std::map<std::string, QParams> relu_output_qparams;
   // The model it came from, when that can run (formats that rewrite modules use it).
   std::shared_ptr<Runnable> source;
 

@@ -10,9 +10,6 @@
 #include <ATen/quantized/Quantizer.h>
 #include <caffe2/serialize/inline_container.h>
 #include <nlohmann/json.hpp>
-#include <torch/csrc/jit/passes/dead_code_elimination.h>
-#include <torch/csrc/jit/passes/inliner.h>
-#include <torch/csrc/jit/passes/subgraph_rewrite.h>
 #include <torch/csrc/jit/serialization/export.h>
 #include <torch/csrc/jit/serialization/pickler.h>
 #include <torch/csrc/jit/serialization/pickle.h>
@@ -29,6 +26,7 @@
 #include "mq/format.hpp"
 #include "mq/pack.hpp"
 #include "state_dict_reader.hpp"
+#include "static_graph.hpp"
 #include "torchscript_model.hpp"
 
 namespace fs = std::filesystem;
@@ -224,41 +222,6 @@ class PtFormat final : public mq::Format {
     }
   }
 
-  // Where a static layer's output goes straight (or through a ReLU) into another static
-  // layer's quantize, the first one writes the quantized tensor that the second reads:
-  // quantized::linear or conv2d (or linear_relu, conv2d_relu) to the second layer's
-  // input qparams. One rounding
-  // instead of two, and no dequantize + quantize between the layers, which in PyTorch
-  // 1.13 take longer than the layers themselves. A value used anywhere else keeps its
-  // float path (the rewriter matches only intermediates used by the pattern alone).
-  static void chain_static_layers(torch::jit::Module& m) {
-    std::shared_ptr<torch::jit::Graph> graph = m.get_method("forward").graph();
-    torch::jit::Inline(*graph);
-    // The kernel, dequantize, `relu` (or nothing), quantize; and its replacement.
-    auto pattern = [](const std::string& op, const std::string& relu) {
-      return "graph(%qx, %packed, %out_scale, %out_zp, %in_scale, %in_zp, %dtype):\n"
-             "  %qy = " + op + "(%qx, %packed, %out_scale, %out_zp)\n"
-             "  %y = aten::dequantize(%qy)\n" +
-             (relu.empty() ? "" : "  %r = " + relu + "(%y)\n") +
-             "  %q = aten::quantize_per_tensor(" + (relu.empty() ? "%y" : "%r") + ", %in_scale, %in_zp, %dtype)\n"
-             "  return (%q)";
-    };
-    auto fused = [](const std::string& op) {
-      return "graph(%qx, %packed, %out_scale, %out_zp, %in_scale, %in_zp, %dtype):\n"
-             "  %q = " + op + "(%qx, %packed, %in_scale, %in_zp)\n"
-             "  return (%q)";
-    };
-    torch::jit::SubgraphRewriter rewriter;
-    for (const Kernel& k : kKernels) {
-      const std::string op = std::string("quantized::") + k.op;
-      for (const char* relu : {"aten::relu", "aten::relu_"})
-        rewriter.RegisterRewritePattern(pattern(op, relu), fused(op + "_relu"));
-      rewriter.RegisterRewritePattern(pattern(op, ""), fused(op));
-    }
-    rewriter.runOnGraph(graph);
-    torch::jit::EliminateDeadCode(graph);
-  }
-
   // A Conv module's stride, padding, dilation and groups (the constants TorchScript keeps
   // for nn.Conv1d/Conv2d), appended to `args` as quantized::conv*_prepack takes them.
   static void conv_geometry(const torch::jit::Module& conv, const std::string& layer,
@@ -337,6 +300,11 @@ class PtFormat final : public mq::Format {
         q.register_attribute("input_zero_point", c10::IntType::get(), input->second.zero_point.item<int64_t>() + shift);
         q.register_attribute("output_scale", c10::FloatType::get(), output->second.scale.item<double>());
         q.register_attribute("output_zero_point", c10::IntType::get(), output->second.zero_point.item<int64_t>());
+        // For the kernel with a following ReLU fused (chain_static_layers).
+        const auto relu = model.relu_output_qparams.find(layer);
+        const mq::QParams& relu_output = relu != model.relu_output_qparams.end() ? relu->second : output->second;
+        q.register_attribute("relu_output_scale", c10::FloatType::get(), relu_output.scale.item<double>());
+        q.register_attribute("relu_output_zero_point", c10::IntType::get(), relu_output.zero_point.item<int64_t>());
         mq::pt::define(q, std::string("def forward(self, x: Tensor) -> Tensor:\n"  // dtype 13: torch.quint8
                                       "    qx = torch.quantize_per_tensor(x, self.input_scale, self.input_zero_point, 13)\n"
                                       "    qy = quantized.") + kernel->op + "(qx, self._packed_params, self.output_scale,\n"
@@ -350,7 +318,7 @@ class PtFormat final : public mq::Format {
     }
     if (!model.output_qparams.empty()) {
       m = mq::pt::reload(m);  // the graphs compiled before the swap call the float layers
-      chain_static_layers(m);
+      mq::pt::chain_static_layers(m);
     }
     // Saved to a stream, not to `path`: an archive saved to a file is named after the
     // file (here the runner's temporary name), and the same recipe must give the same bytes.
@@ -473,6 +441,8 @@ class PtFormat final : public mq::Format {
           model.activation_qparams[nm.name] =
               qparams("input_scale", "input_zero_point", model.activation_spec->qmin() < 0 ? 128 : 0);
           model.output_qparams[nm.name] = qparams("output_scale", "output_zero_point", 0);
+          if (nm.value.hasattr("relu_output_scale"))
+            model.relu_output_qparams[nm.name] = qparams("relu_output_scale", "relu_output_zero_point", 0);
         }
         continue;
       }

@@ -46,22 +46,27 @@ class StaticQuantizer final : public mq::Quantizer {
       for (const mq::Layer& l : model.layers)
         if (l.weight == model.tensors[i].name) layers.push_back(l.name);
     }
-    std::map<std::string, std::unique_ptr<mq::Observer>> observers, output_observers;
+    std::map<std::string, std::unique_ptr<mq::Observer>> observers, output_observers, relu_observers;
     for (const std::string& layer : layers) observers[layer] = context.make_observer();
-    // Linear and Conv outputs too, for the formats whose kernels produce quantized
-    // outputs (observed on the float model, as PyTorch's static flow does).
+    // Linear and Conv outputs too, as they are and through a ReLU, for the formats whose
+    // kernels produce quantized outputs (observed on the float model, as PyTorch's static
+    // flow does).
     for (const mq::Layer& l : model.layers)
       if ((l.kind == mq::LayerKind::kLinear || l.kind == mq::LayerKind::kConv1d || l.kind == mq::LayerKind::kConv2d) &&
-          observers.count(l.name))
+          observers.count(l.name)) {
         output_observers[l.name] = context.make_observer();
+        relu_observers[l.name] = context.make_observer();
+      }
     std::set<std::string> seen;
     context.progress->begin("calibrate", static_cast<int64_t>(context.calibration.size()), 0);
     model.runnable->record_layers(context.calibration, layers, [&](size_t b, const auto& activity) {
       for (const auto& [layer, a] : activity) {
         seen.insert(layer);
         observers.at(layer)->observe(a.input, activation_);
-        if (const auto it = output_observers.find(layer); it != output_observers.end())
+        if (const auto it = output_observers.find(layer); it != output_observers.end()) {
           it->second->observe(a.output, output_);
+          relu_observers.at(layer)->observe(a.output.relu(), output_);
+        }
       }
       context.progress->advance("batch " + std::to_string(b), context.calibration[b].nbytes());
     });
@@ -73,7 +78,9 @@ class StaticQuantizer final : public mq::Quantizer {
         continue;
       }
       out.activation_qparams[layer] = observers.at(layer)->qparams(activation_);
-      if (output_observers.count(layer)) out.output_qparams[layer] = output_observers.at(layer)->qparams(output_);
+      if (!output_observers.count(layer)) continue;
+      out.output_qparams[layer] = output_observers.at(layer)->qparams(output_);
+      out.relu_output_qparams[layer] = relu_observers.at(layer)->qparams(output_);
     }
 
     out.entries = mq::quantize_planned(model, out.plan, context, /*observe_weights=*/false);
