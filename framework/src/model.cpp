@@ -1,6 +1,10 @@
 #include "mq/model.hpp"
 
+#include <ATen/ATen.h>
+#include <ATen/CPUGeneratorImpl.h>
+
 #include "mq/quantized_model.hpp"
+#include "mq/validator.hpp"
 
 namespace mq {
 
@@ -54,6 +58,14 @@ std::vector<int64_t> sample_input_shape(const Model& model, int64_t batch) {
     return {};
   }
   return {};
+}
+
+at::Tensor forward_input(const ValidateContext& context, const std::vector<int64_t>& shape, int64_t batch,
+                         uint64_t seed) {
+  if (shape.empty() && !context.calibration.empty()) return context.calibration.front();
+  const std::vector<int64_t> sample = shape.empty() ? sample_input_shape(context.original, batch) : shape;
+  if (sample.empty()) return {};
+  return at::randn(sample, at::detail::createCPUGenerator(seed));
 }
 
 int64_t Model::nbytes() const {

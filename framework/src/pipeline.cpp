@@ -320,11 +320,12 @@ struct Pipeline::Impl {
   // Runs `validators` (policies alongside); returns the failures that block.
   std::vector<std::string> validate(const Model& model, const QuantizedModel& quantized,
                                     const fs::path& written, Format& format, bool read_back,
-                                    const std::vector<OnFailure>& policies, Report& report) {
+                                    const std::vector<OnFailure>& policies, Report& report,
+                                    const std::vector<at::Tensor>& calibration = {}) {
     std::vector<std::string> blocking;
     for (size_t i = 0; i < validators.size(); ++i) {
       std::unique_ptr<Validator> v = instantiate<Validator>(validators[i]);
-      ValidateContext context{model, quantized, written, format, read_back};
+      ValidateContext context{model, quantized, written, format, read_back, calibration};
       Check check = guarded(validators[i].label(), "validating", [&] { return v->validate(context); });
       const std::string name = validators[i].plugin->descriptor->name;
       if (!check.passed) {
@@ -515,7 +516,8 @@ struct Pipeline::Impl {
     std::vector<OnFailure> policies;
     for (const ValidatorStep& v : recipe.validators) policies.push_back(v.on_failure.value_or(recipe.on_failure));
     const std::vector<std::string> blocking =
-        validate(model, written ? *written : quantized, out.temp(), *writer, written.has_value(), policies, report);
+        validate(model, written ? *written : quantized, out.temp(), *writer, written.has_value(), policies, report,
+                 context.calibration);
     report.timings.push_back({"validate", seconds_since(start)});
 
     if (blocking.empty()) {

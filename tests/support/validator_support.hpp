@@ -10,11 +10,29 @@
 
 namespace mq::test {
 
+// A model whose forward pass is `fn` (the identity unless set); it keeps its last input.
+class FakeRunnable final : public Runnable {
+ public:
+  std::function<at::Tensor(const at::Tensor&)> fn = [](const at::Tensor& x) { return x; };
+  at::Tensor last_input;
+  at::Tensor forward(const at::Tensor& input) override {
+    last_input = input;
+    return fn(input);
+  }
+  void record_layers(const std::vector<at::Tensor>&, const std::vector<std::string>&,
+                     const ActivityVisitor&) override {}
+};
+
 class FakeFormat final : public Format {
  public:
   std::function<QuantizedModel()> read_back;  // what read_quantized returns (or throws)
+  std::shared_ptr<Runnable> runs;             // the runnable of the model read() gives
   bool can_read(const std::filesystem::path&) const override { return false; }
-  Model read(const std::filesystem::path&) override { return {}; }
+  Model read(const std::filesystem::path&) override {
+    Model m;
+    m.runnable = runs;
+    return m;
+  }
   void write(const QuantizedModel&, const std::filesystem::path&) override {}
   QuantizedModel read_quantized(const std::filesystem::path&) override { return read_back(); }
 };
@@ -42,9 +60,10 @@ struct ModelPair {
     }
     quantized.entries = {{"fc.weight", at::Tensor(), q}, {"fc.bias", original.tensors[1].tensor, std::nullopt}};
   }
-  Check validate(Validator& v, Format& format, bool read_back = false) const {
+  Check validate(Validator& v, Format& format, bool read_back = false,
+                 const std::vector<at::Tensor>& calibration = {}) const {
     static const std::filesystem::path kWritten = "/nonexistent/written.safetensors";
-    return v.validate({original, quantized, kWritten, format, read_back});
+    return v.validate({original, quantized, kWritten, format, read_back, calibration});
   }
 };
 

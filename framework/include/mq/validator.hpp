@@ -23,7 +23,16 @@ struct ValidateContext {
   // format.read_quantized(): a streamed run (the runner checked the read-back against
   // what was written) or `mq-pipeline validate`. Reading it again gives the same tensors.
   bool read_back = false;
+  // The recipe's calibration batches (none for a dynamic recipe or `mq-pipeline validate`).
+  std::vector<at::Tensor> calibration;
 };
+
+// The input of a validation forward pass: seeded standard normal values of `shape` when
+// it is given; else the first calibration batch (data the model is meant for); else
+// seeded normal values of sample_input_shape(original, batch). Undefined when nothing
+// says what the model takes.
+MQ_API at::Tensor forward_input(const ValidateContext& context, const std::vector<int64_t>& shape, int64_t batch,
+                                uint64_t seed);
 
 // A figure about one tensor (e.g. its SQNR), shown in the report's per-layer rows.
 struct TensorMetric {

@@ -1,8 +1,9 @@
 // load_run: re-reads the written file with the format that wrote it and compares every
 // tensor bit-exactly with what was meant to be written, then runs it: a forward pass of
-// the artifact against the original when both can run (input of `input_shape`, or
-// inferred from the first layer), and for every quantized 2-D weight a matmul on seeded
-// random inputs against its float original. Every output must be finite.
+// the artifact against the original when both can run (input of `input_shape`, else the
+// first calibration batch, else inferred from the first layer; an artifact that fails
+// where the original runs fails the check), and for every quantized 2-D weight a matmul
+// on seeded random inputs against its float original. Every output must be finite.
 // A file that cannot be read back fails the check (it does not abort the run). Where
 // `quantized` already is the file read back (context.read_back: a streamed run, whose
 // read-back the runner checked against digests of what was written), it is not read
@@ -106,8 +107,8 @@ class LoadRunValidator final : public mq::Validator {
       return check;
     }
     // The whole model: the artifact read back as a runnable model, against the original.
-    const std::vector<int64_t> shape = input_shape(context.original);
-    if (shape.empty()) {
+    const at::Tensor x = mq::forward_input(context, input_shape_, batch_, static_cast<uint64_t>(seed_));
+    if (!x.defined()) {
       check.message += ", outputs finite; no forward pass (set input_shape: the first layer says nothing)";
       return check;
     }
@@ -123,14 +124,20 @@ class LoadRunValidator final : public mq::Validator {
       check.message += ", outputs finite; the written format does not run";
       return check;
     }
-    const at::Tensor x = at::randn(shape);
-    const at::Tensor y = artifact.runnable->forward(x);
+    const at::Tensor reference = context.original.runnable->forward(x);  // fails on a wrong input_shape
+    at::Tensor y;
+    try {
+      y = artifact.runnable->forward(x);
+    } catch (const mq::Error& e) {
+      check.passed = false;
+      check.message = std::string("the written model fails where the original runs: ") + e.what();
+      return check;
+    }
     if (!at::isfinite(y).all().item<bool>()) {
       check.passed = false;
       check.message = "the written model's forward pass gives non-finite outputs";
       return check;
     }
-    const at::Tensor reference = context.original.runnable->forward(x);
     const double noise = (y.to(at::kDouble) - reference.to(at::kDouble)).pow(2).mean().item<double>();
     const double signal = reference.to(at::kDouble).pow(2).mean().item<double>();
     const double db = noise < 1e-10 ? INFINITY : 10.0 * std::log10(signal / noise);
@@ -141,9 +148,6 @@ class LoadRunValidator final : public mq::Validator {
   }
 
  private:
-  std::vector<int64_t> input_shape(const mq::Model& model) const {
-    return input_shape_.empty() ? mq::sample_input_shape(model, batch_) : input_shape_;
-  }
 
   int64_t batch_, seed_;
   std::vector<int64_t> input_shape_;
@@ -151,9 +155,10 @@ class LoadRunValidator final : public mq::Validator {
 
 }  // namespace
 
-MQ_PLUGIN(LoadRunValidator, mq::PluginKind::kValidator, "load_run", "1.0.0",
+MQ_PLUGIN(LoadRunValidator, mq::PluginKind::kValidator, "load_run", "1.1.0",
           "Re-read the artifact bit-exactly, then run every quantized layer",
           {"batch", mq::OptionType::kInt, "8", "rows of random input per layer"},
           {"seed", mq::OptionType::kInt, "0", "seed of the random inputs"},
           {"input_shape", mq::OptionType::kIntList, "[]",
-           "input of the forward pass; [] infers it from the first layer"})
+           "input of the forward pass (random normal); [] takes the first calibration batch, "
+           "or infers a shape from the first layer"})

@@ -5,8 +5,9 @@
 // (exact tensors do not pull it up; it is infinite when all are exact, and -infinite
 // when any tensor is), reported beside the worst tensor. When the original model runs
 // and the written artifact reads back as a runnable model, also the output SQNR of the
-// artifact against the original on seeded random inputs (input_shape, or inferred from
-// the first layer); option min_output_db.
+// artifact against the original on the first calibration batch, or seeded random inputs
+// (input_shape, or inferred from the first layer); option min_output_db. An artifact
+// that fails where the original runs fails the check.
 
 #include <ATen/ATen.h>
 #include <fmt/format.h>
@@ -108,9 +109,8 @@ class SqnrValidator final : public mq::Validator {
   // The whole model's output SQNR, when both the original and the artifact can run.
   void output_sqnr(const mq::ValidateContext& context, mq::Check& check) const {
     if (!context.original.runnable) return;
-    const std::vector<int64_t> shape =
-        input_shape_.empty() ? mq::sample_input_shape(context.original, 8) : input_shape_;
-    if (shape.empty()) return;
+    const at::Tensor x = mq::forward_input(context, input_shape_, 8, 0);
+    if (!x.defined()) return;
     mq::Model artifact;
     try {
       artifact = context.format.read(context.written);
@@ -118,9 +118,16 @@ class SqnrValidator final : public mq::Validator {
       return;  // load_run reports a file that does not read back
     }
     if (!artifact.runnable) return;
-    at::manual_seed(0);
-    const at::Tensor x = at::randn(shape);
-    const double v = sqnr_db(context.original.runnable->forward(x), artifact.runnable->forward(x));
+    const at::Tensor reference = context.original.runnable->forward(x);  // fails on a wrong input_shape
+    at::Tensor y;
+    try {
+      y = artifact.runnable->forward(x);
+    } catch (const mq::Error& e) {
+      check.passed = false;
+      check.message = std::string("the written model fails where the original runs: ") + e.what();
+      return;
+    }
+    const double v = sqnr_db(reference, y);
     check.metrics.push_back({"output_sqnr_db", v});
     check.message += "; output " + db(v);
   }
@@ -131,11 +138,12 @@ class SqnrValidator final : public mq::Validator {
 
 }  // namespace
 
-MQ_PLUGIN(SqnrValidator, mq::PluginKind::kValidator, "sqnr", "1.0.0",
+MQ_PLUGIN(SqnrValidator, mq::PluginKind::kValidator, "sqnr", "1.1.0",
           "Signal-to-quantization-noise ratio per tensor, mean and worst",
           {"min_db", mq::OptionType::kFloat, "-.inf", "fail when the mean SQNR is below this"},
           {"min_layer_db", mq::OptionType::kFloat, "-.inf", "fail when any tensor is below this"},
           {"min_output_db", mq::OptionType::kFloat, "-.inf",
            "fail when the model's output SQNR (runnable models) is below this"},
           {"input_shape", mq::OptionType::kIntList, "[]",
-           "input of the forward pass; [] infers it from the first layer"})
+           "input of the forward pass (random normal); [] takes the first calibration batch, "
+           "or infers a shape from the first layer"})
