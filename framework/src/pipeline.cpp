@@ -428,9 +428,15 @@ struct Pipeline::Impl {
     std::unique_ptr<Format> reader = instantiate<Format>(r);
     const Model data = guarded(r.label(), "reading calibration data", [&] { return reader->read(path); });
     for (const NamedTensor& t : data.tensors) {
-      if (!t.tensor.is_floating_point())
-        throw InputError(path.string() + ": calibration batch '" + t.name + "' is not floating point");
-      batches.push_back(t.tensor.to(at::kFloat));
+      // Floating point (as float32), or integers as they are: token ids for a model
+      // that starts with an Embedding.
+      if (t.tensor.is_floating_point())
+        batches.push_back(t.tensor.to(at::kFloat));
+      else if (at::isIntegralType(t.tensor.scalar_type(), /*includeBool=*/false))
+        batches.push_back(t.tensor);
+      else
+        throw InputError(path.string() + ": calibration batch '" + t.name + "' is " +
+                         c10::toString(t.tensor.scalar_type()) + ", neither floating point nor integer");
     }
     if (batches.empty()) throw InputError(path.string() + ": holds no calibration batches");
     report.inputs.push_back(file_info(path));

@@ -84,6 +84,7 @@ def main(exe, source, work):
     check_static(exe, source, work, models)
     check_static_pt(exe, source, work, models)
     check_static_conv(exe, source, work)
+    check_token_calibration(exe, source, work)
     check_state_dict_input(exe, source, work)
     check_int4_state_dict(exe, source, work, float_weights)
     print("ok: TorchScript and state-dict outputs load and run in Python torch; static scales match PyTorch")
@@ -383,6 +384,46 @@ def check_static_conv(exe, source, work):
     assert bad.returncode == 2 and "Conv layer 'conv2': PyTorch's quantized Conv pads with zeros only, not 'reflect'" \
         in bad.stderr, (bad.returncode, bad.stderr)
     assert not os.path.exists(never)
+
+
+def check_token_calibration(exe, source, work):
+    """A model that starts with an Embedding calibrates on token ids (int64 batches): the
+    Embedding is weight-only (no input scale), the Linear after it gets torch.ao's input
+    scale over the embedded batches. A batch of another dtype (bool) is refused."""
+    class Tokens(torch.nn.Module):
+        def __init__(self):
+            super().__init__()
+            self.emb = torch.nn.Embedding(100, 32)
+            self.fc = torch.nn.Linear(32, 8)
+
+        def forward(self, ids):
+            return self.fc(self.emb(ids))
+
+    torch.manual_seed(0)
+    model = Tokens().eval()
+    model_path, calibration = os.path.join(work, "tokens.pt"), os.path.join(work, "tokens.calibration.pt")
+    torch.jit.script(model).save(model_path)
+    batches = [torch.randint(0, 100, (4, 6)) for _ in range(3)]
+    torch.save(batches, calibration)
+    out = os.path.join(work, "tokens.static.safetensors")
+    run(exe, os.path.join(source, "configs", "example-static-int8.yaml"), out, f"model.path={model_path}",
+        f"calibration.path={calibration}", "observer.plugin=minmax", "quantizer.options.layers.types=[Embedding, Linear]",
+        "validators=[{plugin: sqnr, options: {min_db: 35}}, {plugin: load_run}]")
+    tensors = read_safetensors(out)
+    assert tensors["emb.weight"].dtype == torch.int8 and "emb.input_scale" not in tensors, sorted(tensors)
+    observer = torch.ao.quantization.MinMaxObserver(dtype=torch.qint8, qscheme=torch.per_tensor_symmetric)
+    with torch.no_grad():
+        for ids in batches:
+            observer(model.emb(ids))
+    scale, _ = observer.calculate_qparams()
+    assert torch.equal(tensors["fc.input_scale"].reshape(-1), scale.reshape(-1).float()), (tensors["fc.input_scale"], scale)
+    torch.save([torch.ones(4, 6, dtype=torch.bool)], calibration)
+    bad = subprocess.run([exe, "run", os.path.join(source, "configs", "example-static-int8.yaml"), "--quiet",
+                          "--set", f"model.path={model_path}", "--set", f"calibration.path={calibration}",
+                          "--set", f"format.output={work}/never.safetensors"], capture_output=True, text=True)
+    assert bad.returncode == 3 and "calibration batch '0' is Bool, neither floating point nor integer" in bad.stderr, \
+        (bad.returncode, bad.stderr)
+    print("static on token ids: Embedding weight-only, fc input scale equals torch.ao's")
 
 
 if __name__ == "__main__":

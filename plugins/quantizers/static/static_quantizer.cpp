@@ -1,5 +1,6 @@
-// static: calibrated quantization. Calibration batches run through the model with the
-// input of every selected layer recorded (the model's results do not change); the
+// static: calibrated quantization. Calibration batches (floats, or token ids) run
+// through the model with the input of every selected Linear and Conv layer recorded
+// (the model's results do not change; Embeddings are weight-only); the
 // recipe's observer turns those inputs into per-tensor activation qparams, stored
 // beside the weights (compressed-tensors' input_scale), and the outputs of Linear and
 // Conv layers into uint8 output qparams (for TorchScript's quantized::linear and
@@ -39,21 +40,21 @@ class StaticQuantizer final : public mq::Quantizer {
     out.plan = plan(model);
     out.activation_spec = activation_;
 
-    // The layers whose inputs are observed: those whose weight gets an integer spec.
+    // The layers whose inputs are observed: Linear and Conv layers whose weight gets an
+    // integer spec (an Embedding's input is token ids: it is weight-only).
     std::vector<std::string> layers;
     for (size_t i = 0; i < model.tensors.size(); ++i) {
       if (!out.plan[i].spec || !out.plan[i].spec->is_integer()) continue;
       for (const mq::Layer& l : model.layers)
-        if (l.weight == model.tensors[i].name) layers.push_back(l.name);
+        if (l.weight == model.tensors[i].name && has_activations(l.kind)) layers.push_back(l.name);
     }
     std::map<std::string, std::unique_ptr<mq::Observer>> observers, output_observers, relu_observers;
     for (const std::string& layer : layers) observers[layer] = context.make_observer();
-    // Linear and Conv outputs too, as they are and through a ReLU, for the formats whose
-    // kernels produce quantized outputs (observed on the float model, as PyTorch's static
-    // flow does).
+    // Their outputs too, as they are and through a ReLU, for the formats whose kernels
+    // produce quantized outputs (observed on the float model, as PyTorch's static flow
+    // does).
     for (const mq::Layer& l : model.layers)
-      if ((l.kind == mq::LayerKind::kLinear || l.kind == mq::LayerKind::kConv1d || l.kind == mq::LayerKind::kConv2d) &&
-          observers.count(l.name)) {
+      if (observers.count(l.name)) {
         output_observers[l.name] = context.make_observer();
         relu_observers[l.name] = context.make_observer();
       }
@@ -88,6 +89,10 @@ class StaticQuantizer final : public mq::Quantizer {
   }
 
  private:
+  static bool has_activations(mq::LayerKind kind) {
+    return kind == mq::LayerKind::kLinear || kind == mq::LayerKind::kConv1d || kind == mq::LayerKind::kConv2d;
+  }
+
   mq::LayerSelector selector_;
   mq::QuantSpec activation_;
   mq::QuantSpec output_ = [] {
