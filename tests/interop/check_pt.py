@@ -85,6 +85,7 @@ def main(exe, source, work):
     check_static_pt(exe, source, work, models)
     check_static_conv(exe, source, work)
     check_token_calibration(exe, source, work)
+    check_python_quantized_state_dict(exe, work)
     check_state_dict_input(exe, source, work)
     check_int4_state_dict(exe, source, work, float_weights)
     print("ok: TorchScript and state-dict outputs load and run in Python torch; static scales match PyTorch")
@@ -424,6 +425,42 @@ def check_token_calibration(exe, source, work):
     assert bad.returncode == 3 and "calibration batch '0' is Bool, neither floating point nor integer" in bad.stderr, \
         (bad.returncode, bad.stderr)
     print("static on token ids: Embedding weight-only, fc input scale equals torch.ao's")
+
+
+def check_python_quantized_state_dict(exe, work):
+    """Quantized tensors saved by Python's torch.save are read by mq's own unpickler
+    (inspect lists them with their schemes); a scale edited to be negative is refused,
+    exit 3; as model input, a quantized tensor is refused."""
+    torch.manual_seed(0)
+    w = torch.quantize_per_channel(torch.randn(4, 6), torch.rand(4) + 0.1, torch.zeros(4, dtype=torch.long), 0,
+                                   torch.qint8)
+    a = torch.quantize_per_tensor(torch.randn(3), 0.5, 3, torch.quint8)
+    path = os.path.join(work, "python.quantized.pt")
+    torch.save({"w": w, "a": a, "b": torch.randn(2)}, path)
+    listed = subprocess.run([exe, "inspect", "--json", path], capture_output=True, text=True, check=True)
+    tensors = {t["name"]: t for t in json.loads(listed.stdout)["tensors"]}
+    assert tensors["w"]["quantization"] == "int8 per_channel(axis=0) symmetric", tensors["w"]
+    assert tensors["a"]["quantization"] == "uint8 per_tensor asymmetric", tensors["a"]
+    assert tensors["b"]["dtype"] == "float32" and "quantization" not in tensors["b"], tensors["b"]
+
+    edited = os.path.join(work, "python.quantized.edited.pt")
+    with zipfile.ZipFile(path) as src, zipfile.ZipFile(edited, "w") as dst:
+        for item in src.infolist():
+            data = src.read(item)
+            if item.filename.endswith("data.pkl"):
+                assert data.count(struct.pack(">d", 0.5)) == 1
+                data = data.replace(struct.pack(">d", 0.5), struct.pack(">d", -0.5))
+            dst.writestr(item, data)
+    bad = subprocess.run([exe, "inspect", edited], capture_output=True, text=True)
+    assert bad.returncode == 3 and "a quantized tensor's scale is not positive and finite" in bad.stderr, \
+        (bad.returncode, bad.stderr)
+    recipe = os.path.join(work, "quantized-input.yaml")
+    with open(recipe, "w") as f:
+        f.write(f"version: 1\nmodel: {{path: {path}}}\nquantizer: {{plugin: dynamic}}\n"
+                f"format: {{plugin: safetensors, output: {work}/never.safetensors}}\n")
+    bad = subprocess.run([exe, "run", recipe], capture_output=True, text=True)
+    assert bad.returncode == 3 and "'w' is quantized already" in bad.stderr, (bad.returncode, bad.stderr)
+    print("Python's quantized state dict: read without LibTorch's unpickler; edited scale and model input refused")
 
 
 if __name__ == "__main__":

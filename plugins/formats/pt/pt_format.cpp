@@ -2,8 +2,9 @@
 // must say trust_torchscript: true) and out, with quantized Linear (and, static, Conv)
 // layers replaced by modules that run PyTorch's int8 kernels (dynamic, or static with
 // the calibrated input and output qparams). State dicts in (torch.save of a dict or an
-// OrderedDict, read by a restricted unpickler that runs nothing) and out, as native
-// quantized tensors that torch.load reads, static qparams as LAYER.input_scale etc.
+// OrderedDict, read by a restricted unpickler that runs nothing, also for reading our
+// own back) and out, as native quantized tensors that torch.load reads, static qparams
+// as LAYER.input_scale etc.
 
 #include <ATen/ATen.h>
 #include <ATen/core/dispatch/Dispatcher.h>
@@ -12,7 +13,6 @@
 #include <nlohmann/json.hpp>
 #include <torch/csrc/jit/serialization/export.h>
 #include <torch/csrc/jit/serialization/pickler.h>
-#include <torch/csrc/jit/serialization/pickle.h>
 #include <torch/script.h>
 
 #include <cstring>
@@ -57,7 +57,8 @@ constexpr const char* kActivationSpecKey = "mq.activation_spec";  // static mode
 constexpr const char* kMetadataFile = "mq.json";   // TorchScript extra file
 constexpr const char* kMetadataKey = "__metadata__";  // state dict entry (a JSON string)
 
-std::string first_line(const std::string& s) { return s.substr(0, s.find('\n')); }
+// The first line of a LibTorch error, which may quote bytes of the file.
+std::string first_line(const std::string& s) { return mq::pt::printable(s.substr(0, s.find('\n'))); }
 
 [[noreturn]] void bad(const fs::path& path, const std::string& problem) {
   throw mq::InputError(path.string() + ": " + problem);
@@ -132,10 +133,13 @@ mq::QuantizedTensor from_torch(const at::Tensor& t, const std::optional<mq::Quan
   }
   if (spec) {
     q.spec = *spec;
-  } else {
+  } else {  // a file not of ours: symmetric when every zero point is the middle of the range
     q.spec.dtype = t.scalar_type() == at::kQUInt8 ? mq::DType::kUInt8 : mq::DType::kInt8;
     q.spec.granularity = per_channel ? mq::Granularity::kPerChannel : mq::Granularity::kPerTensor;
     q.spec.axis = per_channel ? static_cast<int>(t.q_per_channel_axis()) : 0;
+    const int middle = q.spec.dtype == mq::DType::kUInt8 ? 128 : 0;
+    q.spec.scheme = (q.qparams.zero_point == middle).all().item<bool>() ? mq::Scheme::kSymmetric
+                                                                          : mq::Scheme::kAsymmetric;
   }
   return q;
 }
@@ -160,6 +164,8 @@ class PtFormat final : public mq::Format {
       mq::Model model;  // a state dict: read without running anything
       model.sources.push_back(path);
       model.tensors = mq::pt::read_state_dict(path);
+      for (const mq::NamedTensor& t : model.tensors)
+        if (t.tensor.is_quantized()) bad(path, "'" + t.name + "' is quantized already (mq-pipeline inspect lists it)");
       model.layers = mq::layers_from_names(model);
       return model;
     }
@@ -479,12 +485,12 @@ class PtFormat final : public mq::Format {
   }
 
   // An entry write_state_dict stored as plain tensors (int4/uint4 packed, per-group int8).
-  static mq::QuantizedTensor read_stored(const c10::impl::GenericDict& dict, const std::string& name,
+  static mq::QuantizedTensor read_stored(const std::map<std::string, at::Tensor>& dict, const std::string& name,
                                          const mq::QuantSpec& spec, const fs::path& path) {
     const auto get = [&](const std::string& key) {
-      if (!dict.contains(key) || !dict.at(key).isTensor())
-        bad(path, "quantized entry '" + name + "' needs '" + key + "', which is missing");
-      return dict.at(key).toTensor();
+      const auto it = dict.find(key);
+      if (it == dict.end()) bad(path, "quantized entry '" + name + "' needs '" + key + "', which is missing");
+      return it->second;
     };
     mq::QuantizedTensor q;
     q.spec = spec;
@@ -516,28 +522,20 @@ class PtFormat final : public mq::Format {
   }
 
   static mq::QuantizedModel read_state_dict(const fs::path& path) {
-    std::ifstream in(path, std::ios::binary);
-    std::vector<char> bytes((std::istreambuf_iterator<char>(in)), std::istreambuf_iterator<char>());
-    c10::IValue value;
-    try {
-      value = torch::jit::pickle_load(bytes);
-    } catch (const c10::Error& e) {
-      bad(path, "cannot read the state dict: " + first_line(e.what_without_backtrace()));
-    } catch (const std::exception& e) {  // LibTorch's unpickler indexes its memo and stack with at()
-      bad(path, "cannot read the state dict: " + first_line(e.what()));
-    }
-    if (!value.isGenericDict())
-      bad(path, "is not a plain dict of tensors (an OrderedDict from torch.save(model.state_dict()) "
-                "is not read by this build)");
+    std::map<std::string, std::string> strings;
+    const std::vector<mq::NamedTensor> tensors = mq::pt::read_state_dict(path, &strings);
+    std::map<std::string, at::Tensor> dict;
+    for (const mq::NamedTensor& t : tensors) dict[t.name] = t.tensor;
     mq::QuantizedModel model;
     json specs = json::object();
-    const auto dict = value.toGenericDict();
-    if (dict.contains(kMetadataKey) && dict.at(kMetadataKey).isString()) {
-      const json meta = json::parse(dict.at(kMetadataKey).toStringRef(), nullptr, false);
+    for (const auto& [name, text] : strings)
+      if (name != kMetadataKey) bad(path, "entry '" + name + "' is not a tensor");
+    if (const auto it = strings.find(kMetadataKey); it != strings.end()) {
+      const json meta = json::parse(it->second, nullptr, false);
       if (meta.is_object()) {
         if (meta.contains("mq.specs")) specs = meta["mq.specs"];
-        for (auto it = meta.begin(); it != meta.end(); ++it)
-          if (it.value().is_string()) model.metadata[it.key()] = it.value().get<std::string>();
+        for (auto m = meta.begin(); m != meta.end(); ++m)
+          if (m.value().is_string()) model.metadata[m.key()] = m.value().get<std::string>();
         read_mode(meta, model);
       }
     }
@@ -552,18 +550,13 @@ class PtFormat final : public mq::Format {
         primary[spec.bits() == 4 ? it.key() + "_packed" : it.key()] = it.key();
         for (const char* suffix : {"_shape", "_scale", "_zero_point"}) auxiliary.insert(it.key() + suffix);
       }
-    for (const auto& kv : dict) {
-      if (!kv.key().isString()) bad(path, "has a key that is not a string");
-      const std::string name = kv.key().toStringRef();
-      if (!mq::pt::valid_utf8(name)) bad(path, "has a key that is not UTF-8");
-      if (name == kMetadataKey || auxiliary.count(name)) continue;
-      if (!kv.value().isTensor()) bad(path, "entry '" + name + "' is not a tensor");
-      if (model.activation_spec && read_activation(name, kv.value().toTensor(), model, path)) continue;
+    for (const auto& [name, t] : tensors) {
+      if (auxiliary.count(name)) continue;
+      if (model.activation_spec && read_activation(name, t, model, path)) continue;
       if (const auto p = primary.find(name); p != primary.end()) {
         model.entries.push_back({p->second, at::Tensor(), read_stored(dict, p->second, *spec_of(specs, p->second), path)});
         continue;
       }
-      const at::Tensor t = kv.value().toTensor();
       const auto spec = spec_of(specs, name);
       if (t.is_quantized()) {
         model.entries.push_back({name, at::Tensor(), from_torch(t, spec)});

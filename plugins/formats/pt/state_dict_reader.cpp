@@ -3,10 +3,11 @@
 #include <ATen/ATen.h>
 #include <caffe2/serialize/inline_container.h>
 
+#include <cmath>
 #include <cstring>
 #include <map>
 #include <memory>
-#include <variant>
+#include <set>
 
 #include "mq/error.hpp"
 
@@ -29,11 +30,19 @@ struct Object {
 
 Ref make(Object::Kind kind) { return std::make_shared<Object>(Object{kind}); }
 
+// Storages as their integers: a quantized tensor's (QInt8, QUInt8) become one in
+// _rebuild_qtensor.
 const std::map<std::string, at::ScalarType> kStorages{
     {"torch.FloatStorage", at::kFloat},   {"torch.DoubleStorage", at::kDouble}, {"torch.HalfStorage", at::kHalf},
     {"torch.BFloat16Storage", at::kBFloat16}, {"torch.LongStorage", at::kLong},  {"torch.IntStorage", at::kInt},
     {"torch.ShortStorage", at::kShort},   {"torch.CharStorage", at::kChar},     {"torch.ByteStorage", at::kByte},
-    {"torch.BoolStorage", at::kBool}};
+    {"torch.BoolStorage", at::kBool},     {"torch.QInt8Storage", at::kChar},    {"torch.QUInt8Storage", at::kByte}};
+
+// Every other global the pickle may name; anything else is refused.
+const std::set<std::string> kGlobals{
+    "collections.OrderedDict", "torch._utils._rebuild_tensor_v2", "torch._utils._rebuild_parameter",
+    "torch._utils._rebuild_qtensor", "torch.per_tensor_affine", "torch.per_channel_affine",
+    "torch.jit._pickle.restore_type_tag"};  // LibTorch's pickle_save: the dict's type
 
 class Unpickler {
  public:
@@ -105,9 +114,8 @@ class Unpickler {
           std::string module = line(), name = line();
           auto g = make(Object::Kind::kGlobal);
           g->s = module + "." + name;
-          if (g->s != "collections.OrderedDict" && g->s != "torch._utils._rebuild_tensor_v2" &&
-              g->s != "torch._utils._rebuild_parameter" && !kStorages.count(g->s))
-            fail("refusing to load '" + g->s + "': a state dict holds only tensors and dicts");
+          if (!kGlobals.count(g->s) && !kStorages.count(g->s))
+            fail("refusing to load '" + printable(g->s) + "': a state dict holds only tensors and dicts");
           push(g);
           break;
         }
@@ -214,12 +222,20 @@ class Unpickler {
 
   Ref reduce(const Ref& global, const Ref& args) {
     if (global->s == "collections.OrderedDict") return make(Object::Kind::kDict);
-    if (global->s == "torch._utils._rebuild_parameter") {
-      if (args->items.empty()) fail("bad parameter");
-      return expect(args->items[0], Object::Kind::kTensor);
+    if (global->s == "torch._utils._rebuild_parameter" || global->s == "torch.jit._pickle.restore_type_tag") {
+      if (args->items.empty()) fail("bad " + global->s);
+      return args->items[0];
     }
+    if (global->s == "torch._utils._rebuild_qtensor" && args->items.size() >= 5) return qtensor(args);
     if (global->s != "torch._utils._rebuild_tensor_v2" || args->items.size() < 4)
       fail("refusing to call '" + global->s + "'");
+    auto t = make(Object::Kind::kTensor);
+    t->tensor = view(args);
+    return t;
+  }
+
+  // (storage, offset, size, stride, ...): a copy of that view of the storage.
+  at::Tensor view(const Ref& args) {
     const at::Tensor& storage = expect(args->items[0], Object::Kind::kTensor)->tensor;
     const int64_t offset = as_int(args->items[1]);
     std::vector<int64_t> size, stride;
@@ -234,8 +250,37 @@ class Unpickler {
       if (last >= 0) last += (size[k] - 1) * stride[k];
     }
     if (offset < 0 || last >= storage.numel()) fail("tensor view runs past its storage");
+    return storage.as_strided(size, stride, offset).clone();
+  }
+
+  // (storage, offset, size, stride, (qscheme, scale, zero point[, axis]), ...): the
+  // integers of a QInt8 or QUInt8 storage as a PyTorch quantized tensor, its qparams
+  // checked against its shape.
+  Ref qtensor(const Ref& args) {
+    const at::Tensor data = view(args);
+    if (data.scalar_type() != at::kChar && data.scalar_type() != at::kByte)
+      fail("a quantized tensor over a storage that is not QInt8 or QUInt8");
+    const auto& params = expect(args->items[4], Object::Kind::kTuple)->items;
+    const std::string scheme = params.empty() ? "" : expect(params[0], Object::Kind::kGlobal)->s;
     auto t = make(Object::Kind::kTensor);
-    t->tensor = storage.as_strided(size, stride, offset).clone();
+    if (scheme == "torch.per_tensor_affine" && params.size() == 3) {
+      const double scale = expect(params[1], Object::Kind::kFloat)->f;
+      if (!(scale > 0) || !std::isfinite(scale)) fail("a quantized tensor's scale is not positive and finite");
+      t->tensor = at::_make_per_tensor_quantized_tensor(data, scale, as_int(params[2]));
+    } else if (scheme == "torch.per_channel_affine" && params.size() == 4) {
+      const at::Tensor scales = expect(params[1], Object::Kind::kTensor)->tensor;
+      const at::Tensor zero_points = expect(params[2], Object::Kind::kTensor)->tensor;
+      const int64_t axis = as_int(params[3]);
+      if (axis < 0 || axis >= data.dim() || scales.dim() != 1 || zero_points.dim() != 1 ||
+          scales.numel() != data.size(axis) || zero_points.numel() != data.size(axis) ||
+          !scales.is_floating_point() || zero_points.is_floating_point())
+        fail("a per-channel quantized tensor's scales or zero points do not fit its shape");
+      if (!(scales > 0).all().item<bool>() || !at::isfinite(scales).all().item<bool>())
+        fail("a quantized tensor's scale is not positive and finite");
+      t->tensor = at::_make_per_channel_quantized_tensor(data, scales.to(at::kDouble), zero_points.to(at::kLong), axis);
+    } else {
+      fail("unsupported quantization scheme '" + scheme + "'");
+    }
     return t;
   }
 
@@ -249,6 +294,13 @@ class Unpickler {
 };
 
 }  // namespace
+
+std::string printable(std::string_view s) {
+  std::string out(s);
+  for (char& c : out)
+    if (c < 0x20 || c > 0x7e) c = '?';
+  return out;
+}
 
 bool valid_utf8(std::string_view s) {
   for (size_t i = 0; i < s.size();) {
@@ -272,7 +324,8 @@ bool valid_utf8(std::string_view s) {
   return true;
 }
 
-std::vector<NamedTensor> read_state_dict(const std::filesystem::path& path) {
+std::vector<NamedTensor> read_state_dict(const std::filesystem::path& path,
+                                         std::map<std::string, std::string>* strings) {
   try {
     caffe2::serialize::PyTorchStreamReader archive(path.string());
     if (!archive.hasRecord("data.pkl")) throw InputError(path.string() + ": no data.pkl in the archive");
@@ -290,15 +343,22 @@ std::vector<NamedTensor> read_state_dict(const std::filesystem::path& path) {
     }
     if (root->kind != Object::Kind::kDict)
       throw InputError(path.string() + ": the archive holds no dict or list of tensors (a whole pickled model?)");
+    std::set<std::string> names;
     for (const auto& [key, value] : root->entries) {
-      if (key->kind != Object::Kind::kString || value->kind != Object::Kind::kTensor)
+      if (key->kind != Object::Kind::kString) throw InputError(path.string() + ": the state dict has a key that is not a string");
+      if (!names.insert(key->s).second) throw InputError(path.string() + ": the state dict has '" + key->s + "' twice");
+      if (value->kind == Object::Kind::kString && strings)
+        (*strings)[key->s] = value->s;
+      else if (value->kind == Object::Kind::kTensor)
+        tensors.push_back({key->s, value->tensor});
+      else
         throw InputError(path.string() + ": the state dict has an entry that is not name -> tensor");
-      tensors.push_back({key->s, value->tensor});
     }
     return tensors;
   } catch (const c10::Error& e) {
     const std::string what = e.what_without_backtrace();
-    throw InputError(path.string() + ": not a readable PyTorch archive (" + what.substr(0, what.find('\n')) + ")");
+    throw InputError(path.string() + ": not a readable PyTorch archive (" + printable(what.substr(0, what.find('\n'))) +
+                     ")");
   }
 }
 

@@ -1,10 +1,13 @@
 #pragma once
 // Reads a torch.save() state dict (zip format) without running any code: a small
 // unpickler that knows dicts (OrderedDict included), tuples, lists, scalars, strings
-// and torch._utils._rebuild_tensor_v2 over the archive's storages, and refuses every
-// other global. This is how a state-dict path never executes anything.
+// and torch._utils._rebuild_tensor_v2 / _rebuild_qtensor (int8 per tensor or channel)
+// over the archive's storages, and refuses every other global. This is how a
+// state-dict path never executes anything, and how an untrusted file never reaches
+// LibTorch's unpickler.
 
 #include <filesystem>
+#include <map>
 #include <string>
 #include <string_view>
 #include <vector>
@@ -17,8 +20,14 @@ namespace mq::pt {
 // U+10FFFF): tensor names must be, to go into a safetensors header or a JSON report.
 bool valid_utf8(std::string_view s);
 
-// The state dict's tensors in order; a saved list or tuple of tensors (calibration
-// batches) gives them named "0", "1", ... Throws InputError naming the file and the reason.
-std::vector<NamedTensor> read_state_dict(const std::filesystem::path& path);
+// `s` with every byte outside printable ASCII as '?': for error messages quoting a file.
+std::string printable(std::string_view s);
+
+// The state dict's tensors in order (quantized ones as PyTorch quantized tensors); a
+// saved list or tuple of tensors (calibration batches) gives them named "0", "1", ...
+// String entries (mq's __metadata__) go to `strings`, and are refused without it.
+// Throws InputError naming the file and the reason.
+std::vector<NamedTensor> read_state_dict(const std::filesystem::path& path,
+                                         std::map<std::string, std::string>* strings = nullptr);
 
 }  // namespace mq::pt

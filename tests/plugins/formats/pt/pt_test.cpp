@@ -196,8 +196,8 @@ TEST(PtFormat, StateDictRefusesScalesThatDoNotFitTheTensor) {
 }
 
 // Tensor names go into safetensors headers and JSON reports: a key that is not UTF-8
-// is an input error for LibTorch's unpickler (read_quantized) as for ours (model
-// input: tests/interop/check_pt.py saves such a state dict from Python).
+// is an input error, in read_quantized as in model input (tests/interop/check_pt.py
+// saves such a state dict from Python).
 TEST(PtFormat, StateDictKeysMustBeUtf8) {
   for (const char* bad : {"w\xff", "\xc0\xaf", "\xed\xa0\x80", "\xf4\x90\x80\x80", "\xe2\x82"})
     EXPECT_FALSE(mq::pt::valid_utf8(bad)) << bad;
@@ -205,7 +205,7 @@ TEST(PtFormat, StateDictKeysMustBeUtf8) {
     EXPECT_TRUE(mq::pt::valid_utf8(good)) << good;
   c10::impl::GenericDict dict(c10::StringType::get(), c10::AnyType::get());
   dict.insert("fc\xff.weight", at::zeros({4, 8}));
-  EXPECT_NE(read_quantized_error(dict).find(": has a key that is not UTF-8"), std::string::npos);
+  EXPECT_NE(read_quantized_error(dict).find(": cannot read the state dict: a string is not UTF-8"), std::string::npos);
 }
 
 // A model that returns several tensors runs for the validators as all of them,
