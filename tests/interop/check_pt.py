@@ -86,6 +86,7 @@ def main(exe, source, work):
     check_static_conv(exe, source, work)
     check_token_calibration(exe, source, work)
     check_python_quantized_state_dict(exe, work)
+    check_crafted_views(exe, work)
     check_state_dict_input(exe, source, work)
     check_int4_state_dict(exe, source, work, float_weights)
     print("ok: TorchScript and state-dict outputs load and run in Python torch; static scales match PyTorch")
@@ -461,6 +462,35 @@ def check_python_quantized_state_dict(exe, work):
     bad = subprocess.run([exe, "run", recipe], capture_output=True, text=True)
     assert bad.returncode == 3 and "'w' is quantized already" in bad.stderr, (bad.returncode, bad.stderr)
     print("Python's quantized state dict: read without LibTorch's unpickler; edited scale and model input refused")
+
+
+def check_crafted_views(exe, work):
+    """Hand-made pickles whose tensor views or storages overflow 64 bits: refused by the
+    reader's own checks, exit 3, before any tensor is made."""
+    def longint(v):
+        return b"\x8a\x08" + v.to_bytes(8, "little", signed=True)
+
+    def archive(name, size, stride, numel, storage):
+        pickle = (b"\x80\x02}X\x01\x00\x00\x00wctorch._utils\n_rebuild_tensor_v2\n(("
+                  b"X\x07\x00\x00\x00storagectorch\nFloatStorage\nX\x01\x00\x00\x000X\x03\x00\x00\x00cpu" +
+                  longint(numel) + b"tQK\x00(" + b"".join(map(longint, size)) + b"t(" +
+                  b"".join(map(longint, stride)) + b"t\x89ccollections\nOrderedDict\n)RtRs.")
+        path = os.path.join(work, name)
+        with zipfile.ZipFile(path, "w") as z:
+            z.writestr("archive/data.pkl", pickle)
+            z.writestr("archive/data/0", storage)
+            z.writestr("archive/version", "3\n")
+        return subprocess.run([exe, "inspect", path], capture_output=True, text=True)
+
+    ok = archive("view.ok.pt", [2, 2], [2, 1], 4, bytes(16))
+    assert ok.returncode == 0 and "[2,2]" in ok.stdout, (ok.returncode, ok.stdout, ok.stderr)
+    for name, size, stride, numel, storage, message in (
+            ("view.wraps.pt", [2**62 + 1], [4], 4, bytes(16), "tensor view runs past its storage"),
+            ("view.overflows.pt", [2**62, 2], [4, 2**62], 4, bytes(16), "tensor view runs past its storage"),
+            ("storage.overflows.pt", [2], [1], 2**62, b"", "storage '0' holds 0 bytes, not 4611686018427387904")):
+        bad = archive(name, size, stride, numel, storage)
+        assert bad.returncode == 3 and message in bad.stderr, (name, bad.returncode, bad.stderr)
+    print("crafted state dicts: views and storages past 64 bits refused")
 
 
 if __name__ == "__main__":

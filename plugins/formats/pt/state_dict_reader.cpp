@@ -211,7 +211,8 @@ class Unpickler {
     if (key.find('/') != std::string::npos || !archive_.hasRecord(record)) fail("missing storage '" + key + "'");
     auto [bytes, size] = archive_.getRecord(record);
     const size_t element = c10::elementSize(dtype);
-    if (numel < 0 || size != static_cast<size_t>(numel) * element)
+    size_t bytes_needed = 0;
+    if (numel < 0 || __builtin_mul_overflow(static_cast<size_t>(numel), element, &bytes_needed) || size != bytes_needed)
       fail("storage '" + key + "' holds " + std::to_string(size) + " bytes, not " + std::to_string(numel) + " elements");
     auto storage = make(Object::Kind::kTensor);
     storage->tensor = at::empty({numel}, at::TensorOptions(dtype));
@@ -244,12 +245,15 @@ class Unpickler {
     if (size.size() != stride.size()) fail("tensor size and stride disagree");
     // Every element the view reaches must lie inside the storage.
     int64_t last = offset;
+    bool empty = false;
     for (size_t k = 0; k < size.size(); ++k) {
       if (size[k] < 0 || stride[k] < 0) fail("negative size or stride");
-      if (size[k] == 0) last = -1;
-      if (last >= 0) last += (size[k] - 1) * stride[k];
+      int64_t reach = 0;
+      empty = empty || size[k] == 0;
+      if (!empty && (__builtin_mul_overflow(size[k] - 1, stride[k], &reach) || __builtin_add_overflow(last, reach, &last)))
+        fail("tensor view runs past its storage");
     }
-    if (offset < 0 || last >= storage.numel()) fail("tensor view runs past its storage");
+    if (offset < 0 || (!empty && last >= storage.numel())) fail("tensor view runs past its storage");
     return storage.as_strided(size, stride, offset).clone();
   }
 
