@@ -69,7 +69,6 @@ void sink_dequantize(torch::jit::Graph& graph) {
       op->replaceInput(0, q);
       Node* after = graph.create(c10::aten::dequantize, {op->output()});
       after->insertAfter(op);
-      after->output()->setType(y->type());
       op->output()->replaceAllUsesAfterNodeWith(after, after->output());
       dq->destroy();
       moved = true;
