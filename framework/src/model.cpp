@@ -3,6 +3,7 @@
 #include <ATen/ATen.h>
 #include <ATen/CPUGeneratorImpl.h>
 
+#include "mq/error.hpp"
 #include "mq/quantized_model.hpp"
 #include "mq/validator.hpp"
 
@@ -66,6 +67,18 @@ at::Tensor forward_input(const ValidateContext& context, const std::vector<int64
   const std::vector<int64_t> sample = shape.empty() ? sample_input_shape(context.original, batch) : shape;
   if (sample.empty()) return {};
   return at::randn(sample, at::detail::createCPUGenerator(seed));
+}
+
+std::pair<at::Tensor, at::Tensor> forward_both(const Model& original, Runnable& written, const at::Tensor& x,
+                                               Check& check) {
+  at::Tensor reference = original.runnable->forward(x);
+  try {
+    return {reference, written.forward(x)};
+  } catch (const Error& e) {
+    check.passed = false;
+    check.message = std::string("the written model fails where the original runs: ") + e.what();
+    return {reference, at::Tensor()};
+  }
 }
 
 int64_t Model::nbytes() const {

@@ -27,13 +27,6 @@ struct ValidateContext {
   std::vector<at::Tensor> calibration;
 };
 
-// The input of a validation forward pass: seeded standard normal values of `shape` when
-// it is given; else the first calibration batch (data the model is meant for); else
-// seeded normal values of sample_input_shape(original, batch). Undefined when nothing
-// says what the model takes.
-MQ_API at::Tensor forward_input(const ValidateContext& context, const std::vector<int64_t>& shape, int64_t batch,
-                                uint64_t seed);
-
 // A figure about one tensor (e.g. its SQNR), shown in the report's per-layer rows.
 struct TensorMetric {
   std::string tensor;
@@ -47,6 +40,19 @@ struct Check {
   std::string message;  // one line: the figure, the threshold, the worst tensor
   std::vector<TensorMetric> tensor_metrics;
 };
+
+// The input of a validation forward pass: seeded standard normal values of `shape` when
+// it is given; else the first calibration batch (data the model is meant for); else
+// seeded normal values of sample_input_shape(original, batch). Undefined when nothing
+// says what the model takes.
+MQ_API at::Tensor forward_input(const ValidateContext& context, const std::vector<int64_t>& shape, int64_t batch,
+                                uint64_t seed);
+
+// The original's and the written model's outputs on `x`. When the written model throws
+// where the original runs, `check` fails saying so and the second output is undefined;
+// the original's own failure (a wrong input_shape) is thrown.
+MQ_API std::pair<at::Tensor, at::Tensor> forward_both(const Model& original, Runnable& written, const at::Tensor& x,
+                                                      Check& check);
 
 class MQ_API Validator : public Plugin {
  public:

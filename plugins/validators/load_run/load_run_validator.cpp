@@ -124,15 +124,8 @@ class LoadRunValidator final : public mq::Validator {
       check.message += ", outputs finite; the written format does not run";
       return check;
     }
-    const at::Tensor reference = context.original.runnable->forward(x);  // fails on a wrong input_shape
-    at::Tensor y;
-    try {
-      y = artifact.runnable->forward(x);
-    } catch (const mq::Error& e) {
-      check.passed = false;
-      check.message = std::string("the written model fails where the original runs: ") + e.what();
-      return check;
-    }
+    const auto [reference, y] = mq::forward_both(context.original, *artifact.runnable, x, check);
+    if (!y.defined()) return check;
     if (!at::isfinite(y).all().item<bool>()) {
       check.passed = false;
       check.message = "the written model's forward pass gives non-finite outputs";

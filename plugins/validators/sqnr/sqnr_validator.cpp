@@ -118,15 +118,8 @@ class SqnrValidator final : public mq::Validator {
       return;  // load_run reports a file that does not read back
     }
     if (!artifact.runnable) return;
-    const at::Tensor reference = context.original.runnable->forward(x);  // fails on a wrong input_shape
-    at::Tensor y;
-    try {
-      y = artifact.runnable->forward(x);
-    } catch (const mq::Error& e) {
-      check.passed = false;
-      check.message = std::string("the written model fails where the original runs: ") + e.what();
-      return;
-    }
+    const auto [reference, y] = mq::forward_both(context.original, *artifact.runnable, x, check);
+    if (!y.defined()) return;
     const double v = sqnr_db(reference, y);
     check.metrics.push_back({"output_sqnr_db", v});
     check.message += "; output " + db(v);

@@ -42,6 +42,18 @@ mq::QuantizedModel static_model(const at::Tensor& weight, const at::Tensor& bias
   return model;
 }
 
+// static_model() of `model`'s `layer`, the model's other tensors kept, written from it.
+mq::QuantizedModel static_layer_of(const mq::Model& model, const std::string& layer) {
+  mq::QuantizedModel q = static_model(*model.find(layer + ".weight"), *model.find(layer + ".bias"));
+  for (auto& e : q.entries) e.name = layer + "." + e.name.substr(3);
+  q.activation_qparams = {{layer, q.activation_qparams.at("fc")}};
+  q.output_qparams = {{layer, q.output_qparams.at("fc")}};
+  for (const mq::NamedTensor& t : model.tensors)
+    if (t.name.rfind(layer + ".", 0) != 0) q.entries.push_back({t.name, t.tensor, std::nullopt});
+  q.source = model.runnable;
+  return q;
+}
+
 void expect_static_qparams(const mq::QuantizedModel& back) {
   EXPECT_EQ(back.mode, "static");
   ASSERT_TRUE(back.activation_spec.has_value());
@@ -91,13 +103,7 @@ TEST(PtFormat, TorchScriptStaticLinearRunsAndReadsBack) {
   const mq::Model model = format->read(source);
   const at::Tensor weight = *model.find("fc1.weight");
   const at::Tensor bias = *model.find("fc1.bias");
-  mq::QuantizedModel q = static_model(weight, bias);
-  for (auto& e : q.entries) e.name = "fc1." + e.name.substr(3);
-  q.activation_qparams = {{"fc1", q.activation_qparams.at("fc")}};
-  q.output_qparams = {{"fc1", q.output_qparams.at("fc")}};
-  for (const mq::NamedTensor& t : model.tensors)
-    if (t.name.rfind("fc1.", 0) != 0) q.entries.push_back({t.name, t.tensor, std::nullopt});
-  q.source = model.runnable;
+  const mq::QuantizedModel q = static_layer_of(model, "fc1");
   format->write(q, dir / "m.pt");
 
   mq::QuantizedModel back = format->read_quantized(dir / "m.pt");
@@ -121,13 +127,7 @@ TEST(PtFormat, TorchScriptStaticConvRunsAndReadsBack) {
   const mq::Model model = format->read(MQ_SOURCE_DIR "/configs/models/cnn.pt");
   const at::Tensor weight = *model.find("conv1.weight");
   const at::Tensor bias = *model.find("conv1.bias");
-  mq::QuantizedModel q = static_model(weight, bias);
-  for (auto& e : q.entries) e.name = "conv1." + e.name.substr(3);
-  q.activation_qparams = {{"conv1", q.activation_qparams.at("fc")}};
-  q.output_qparams = {{"conv1", q.output_qparams.at("fc")}};
-  for (const mq::NamedTensor& t : model.tensors)
-    if (t.name.rfind("conv1.", 0) != 0) q.entries.push_back({t.name, t.tensor, std::nullopt});
-  q.source = model.runnable;
+  const mq::QuantizedModel q = static_layer_of(model, "conv1");
   format->write(q, dir / "m.pt");
 
   const mq::QuantizedModel back = format->read_quantized(dir / "m.pt");
