@@ -414,10 +414,12 @@ struct Pipeline::Impl {
     if (const auto& random = recipe.calibration->random) {
       at::Generator gen = at::make_generator<at::CPUGeneratorImpl>(static_cast<uint64_t>(random->seed));
       try {
-        for (int64_t b = 0; b < random->batches; ++b) batches.push_back(at::randn(random->shape, gen));
+        for (int64_t b = 0; b < random->batches; ++b)
+          batches.push_back(random->vocab_size ? at::randint(random->vocab_size, random->shape, gen, at::kLong)
+                                               : at::randn(random->shape, gen));
       } catch (const c10::Error&) {
         throw RecipeError("calibration.random: cannot allocate " + std::to_string(random->batches) +
-                          " batches of shape " + c10::str(c10::IntArrayRef(random->shape)) + " in float32");
+                          " batches of shape " + c10::str(c10::IntArrayRef(random->shape)));
       }
       return batches;
     }

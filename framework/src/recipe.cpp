@@ -174,7 +174,7 @@ Recipe build(const Value& root, const fs::path& file, const std::string& name) {
       fail(*cal, "'calibration' needs exactly one of 'path' or 'random'");
     if (path) c.path = resolve(base, path->as_string());
     if (random) {
-      check_keys(*random, "calibration.random", {"shape", "batches", "seed"});
+      check_keys(*random, "calibration.random", {"shape", "batches", "seed", "vocab_size"});
       RandomCalibration rc;
       const Value& shape = required_field(*random, "shape", Value::Kind::kList, "calibration.random");
       for (const Value& d : shape.as_list()) {
@@ -189,6 +189,10 @@ Recipe build(const Value& root, const fs::path& file, const std::string& name) {
       }
       if (const Value* s = optional_field(*random, "seed", Value::Kind::kInt, "calibration.random"))
         rc.seed = s->as_int();
+      if (const Value* v = optional_field(*random, "vocab_size", Value::Kind::kInt, "calibration.random")) {
+        if (v->as_int() <= 0) fail(*v, "calibration.random.vocab_size must be positive");
+        rc.vocab_size = v->as_int();
+      }
       int64_t elements = rc.batches;  // all batches are made up front, in float32
       for (int64_t d : rc.shape)
         if (__builtin_mul_overflow(elements, d, &elements) || elements > (int64_t{1} << 40))
@@ -272,6 +276,8 @@ std::string Recipe::canonical_json() const {
                            {{"shape", calibration->random->shape},
                             {"batches", calibration->random->batches},
                             {"seed", calibration->random->seed}}}};
+    if (calibration->random && calibration->random->vocab_size)
+      j["calibration"]["random"]["vocab_size"] = calibration->random->vocab_size;
     else
       j["calibration"] = {{"path", rel(calibration->path)}};
   }

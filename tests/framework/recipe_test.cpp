@@ -72,6 +72,17 @@ TEST(Recipe, RandomCalibrationMustFitInMemory) {
   EXPECT_EQ(mq::parse_recipe(base + "[1024, 1024], batches: 4}}\n", "/recipes/r.yaml").calibration->random->batches, 4);
 }
 
+// Token ids for a model that starts with an Embedding: vocab_size, positive; recipes
+// without it keep their canonical form (and hash).
+TEST(Recipe, RandomCalibrationOfTokenIds) {
+  const std::string base = std::string(kMinimal) + "calibration: {random: {shape: [2, 8]";
+  const mq::Recipe r = mq::parse_recipe(base + ", vocab_size: 32000}}\n", "/recipes/r.yaml");
+  EXPECT_EQ(r.calibration->random->vocab_size, 32000);
+  EXPECT_NE(r.canonical_json().find("\"vocab_size\":32000"), std::string::npos) << r.canonical_json();
+  EXPECT_EQ(mq::parse_recipe(base + "}}\n", "/recipes/r.yaml").canonical_json().find("vocab_size"), std::string::npos);
+  EXPECT_EQ(error_of(base + ", vocab_size: 0}}\n"), "/recipes/r.yaml:14:51: calibration.random.vocab_size must be positive");
+}
+
 TEST(Recipe, WrongTypeIsAnError) {
   std::string text = kMinimal;
   text.replace(0, 10, "version: one");

@@ -425,7 +425,12 @@ def check_token_calibration(exe, source, work):
                           "--set", f"format.output={work}/never.safetensors"], capture_output=True, text=True)
     assert bad.returncode == 3 and "calibration batch '0' is Bool, neither floating point nor integer" in bad.stderr, \
         (bad.returncode, bad.stderr)
-    print("static on token ids: Embedding weight-only, fc input scale equals torch.ao's")
+    out = os.path.join(work, "tokens.random.safetensors")
+    run(exe, os.path.join(source, "configs", "example-static-int8.yaml"), out, f"model.path={model_path}",
+        "calibration={random: {shape: [4, 6], batches: 2, vocab_size: 100}}", "validators=[{plugin: load_run}]")
+    assert "fc.input_scale" in read_safetensors(out)
+    print("static on token ids (a file, or random ids below vocab_size): Embedding weight-only, "
+          "fc input scale equals torch.ao's")
 
 
 def check_python_quantized_state_dict(exe, work):

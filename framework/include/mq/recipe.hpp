@@ -31,6 +31,7 @@ struct RandomCalibration {
   std::vector<int64_t> shape;
   int64_t batches = 1;
   int64_t seed = 0;
+  int64_t vocab_size = 0;  // > 0: token ids in [0, vocab_size) instead of normal floats
 };
 
 struct Calibration {
