@@ -34,6 +34,12 @@ for name, label in (("fp32", "fp32 (OpenBLAS)"), ("torch", "PyTorch quantize_dyn
                     ("mq_static", "mq pt output, static W8A8")):
     db = f"{ts[name + '_sqnr_db']:.2f}" if name != "fp32" else ""
     lines.append(f"| {label} | {ts[name + '_ms_batch64']:.3f} | {ts[name + '_ms_batch1']:.3f} | {db} |")
+lines += ["", "TorchScript CNN (three 3x3 Conv2d with ReLU, pooling, Linear), 16 x 3 x 64 x 64, one thread:", "",
+          "| module | ms | SQNR dB |", "|---|---|---|"]
+for name, label in (("fp32", "fp32"), ("torch_static", "PyTorch static (eager flow, Conv+ReLU fused)"),
+                    ("mq_static", "mq pt output, static W8A8")):
+    db = f"{ts['cnn_' + name + '_sqnr_db']:.2f}" if name != "fp32" else ""
+    lines.append(f"| {label} | {ts['cnn_' + name + '_ms_batch16']:.3f} | {db} |")
 open(sys.argv[1], "w").write("\n".join(lines) + "\n")
 PY
 cat "$out"
