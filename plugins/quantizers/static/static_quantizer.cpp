@@ -48,26 +48,24 @@ class StaticQuantizer final : public mq::Quantizer {
       for (const mq::Layer& l : model.layers)
         if (l.weight == model.tensors[i].name && has_activations(l.kind)) layers.push_back(l.name);
     }
-    std::map<std::string, std::unique_ptr<mq::Observer>> observers, output_observers, relu_observers;
-    for (const std::string& layer : layers) observers[layer] = context.make_observer();
-    // Their outputs too, as they are and through a ReLU, for the formats whose kernels
-    // produce quantized outputs (observed on the float model, as PyTorch's static flow
-    // does).
-    for (const mq::Layer& l : model.layers)
-      if (observers.count(l.name)) {
-        output_observers[l.name] = context.make_observer();
-        relu_observers[l.name] = context.make_observer();
-      }
+    // Each layer's input, and its output as it is and through a ReLU, for the formats
+    // whose kernels produce quantized outputs (observed on the float model, as
+    // PyTorch's static flow does).
+    struct Observed {
+      std::unique_ptr<mq::Observer> input, output, relu_output;
+    };
+    std::map<std::string, Observed> observed;
+    for (const std::string& layer : layers)
+      observed[layer] = {context.make_observer(), context.make_observer(), context.make_observer()};
     std::set<std::string> seen;
     context.progress->begin("calibrate", static_cast<int64_t>(context.calibration.size()), 0);
     model.runnable->record_layers(context.calibration, layers, [&](size_t b, const auto& activity) {
       for (const auto& [layer, a] : activity) {
         seen.insert(layer);
-        observers.at(layer)->observe(a.input, activation_);
-        if (const auto it = output_observers.find(layer); it != output_observers.end()) {
-          it->second->observe(a.output, output_);
-          relu_observers.at(layer)->observe(a.output.relu(), output_);
-        }
+        Observed& o = observed.at(layer);
+        o.input->observe(a.input, activation_);
+        o.output->observe(a.output, output_);
+        o.relu_output->observe(a.output.relu(), output_);
       }
       context.progress->advance("batch " + std::to_string(b), context.calibration[b].nbytes());
     });
@@ -78,10 +76,10 @@ class StaticQuantizer final : public mq::Quantizer {
                      "its activations are not");
         continue;
       }
-      out.activation_qparams[layer] = observers.at(layer)->qparams(activation_);
-      if (!output_observers.count(layer)) continue;
-      out.output_qparams[layer] = output_observers.at(layer)->qparams(output_);
-      out.relu_output_qparams[layer] = relu_observers.at(layer)->qparams(output_);
+      const Observed& o = observed.at(layer);
+      out.activation_qparams[layer] = o.input->qparams(activation_);
+      out.output_qparams[layer] = o.output->qparams(output_);
+      out.relu_output_qparams[layer] = o.relu_output->qparams(output_);
     }
 
     out.entries = mq::quantize_planned(model, out.plan, context, /*observe_weights=*/false);
