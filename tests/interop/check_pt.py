@@ -377,6 +377,24 @@ def check_static_conv(exe, source, work):
     print(f"TorchScript static Conv2d/Conv1d/Linear model: output SQNR {db:.2f} dB; qparams equal torch.ao's")
     assert db >= 25, f"static conv output SQNR {db:.2f} dB"
 
+    # An average pool between two layers keeps the first one's qparams: the second one's
+    # input range fits the averages, not the values averaged.
+    class Pooled(torch.nn.Module):
+        def __init__(self):
+            super().__init__()
+            self.conv_a = torch.nn.Conv2d(3, 8, 3, padding=1)
+            self.conv_b = torch.nn.Conv2d(8, 8, 3, padding=1)
+
+        def forward(self, x):
+            return self.conv_b(torch.nn.functional.avg_pool2d(torch.relu(self.conv_a(x)), 2))
+
+    pooled_path, pooled_out = os.path.join(work, "pooled.pt"), os.path.join(work, "pooled.static.pt")
+    torch.jit.script(Pooled().eval()).save(pooled_path)
+    run(exe, recipe, pooled_out, f"model.path={pooled_path}", f"calibration={{path: {calibration}}}")
+    code = torch.jit.load(pooled_out).code
+    assert "conv2d_relu(qx, _packed_params, relu_output_scale, relu_output_zero_point)" in code, code
+    assert code.count("quantize_per_tensor") == 2 and "torch.avg_pool2d(_0, " in code, code
+
     reflect_path = os.path.join(work, "convs.reflect.pt")
     torch.jit.script(Convs(padding_mode="reflect").eval()).save(reflect_path)
     never = os.path.join(work, "convs.reflect.static.pt")

@@ -5,6 +5,7 @@
 #include <torch/csrc/jit/passes/inliner.h>
 #include <torch/csrc/jit/passes/subgraph_rewrite.h>
 
+#include <initializer_list>
 #include <string>
 #include <vector>
 
@@ -25,16 +26,22 @@ bool is_kernel(const Node* n) {
   return false;
 }
 
-// Ops that PyTorch runs on a quantized tensor, keeping its qparams, with the result of
-// running them on the float values and quantizing (average pools: within rounding);
-// the tensor is their first input.
-bool keeps_qparams(const Node* n) {
-  static const c10::Symbol kOps[] = {
-      c10::aten::relu,        c10::aten::relu_,   c10::aten::max_pool1d, c10::aten::max_pool2d,
-      c10::aten::avg_pool2d,  c10::aten::flatten, c10::aten::reshape,    c10::aten::adaptive_avg_pool2d};
-  for (const c10::Symbol op : kOps)
+bool one_of(const Node* n, std::initializer_list<c10::Symbol> ops) {
+  for (const c10::Symbol op : ops)
     if (n->kind() == op) return n->outputs().size() == 1;
   return false;
+}
+
+// Ops that PyTorch runs on a quantized tensor, keeping its qparams, with the result of
+// quantizing their result on the float values: exactly (they select or move values,
+// and clipping commutes with them), or within rounding (average pools). The tensor is
+// their first input.
+bool exact(const Node* n) {
+  return one_of(n, {c10::aten::relu, c10::aten::relu_, c10::aten::max_pool1d, c10::aten::max_pool2d,
+                    c10::aten::flatten, c10::aten::reshape});
+}
+bool keeps_qparams(const Node* n) {
+  return exact(n) || one_of(n, {c10::aten::avg_pool2d, c10::aten::adaptive_avg_pool2d});
 }
 
 std::vector<Node*> nodes_of(torch::jit::Block* block, c10::Symbol kind) {
@@ -90,17 +97,20 @@ bool hoist(Value* v, Node* before) {
   return true;
 }
 
-// quantize_per_tensor(dequantize(v)) where v comes from a static kernel through ops that
-// keep qparams, each value read by the next alone: the kernel writes the quantize's
-// qparams itself and both conversions go.
+// quantize_per_tensor(dequantize(v)) to float qparams, where v comes from a static
+// kernel through exact ops, each value read by the next alone: the kernel writes the
+// quantize's qparams itself and both conversions go. Not through average pools: the
+// next layer's range fits the averages, and an average of clipped values is not the
+// clipped average.
 void chain_kernels(torch::jit::Graph& graph) {
   for (Node* quantize : nodes_of(graph.block(), c10::aten::quantize_per_tensor)) {
+    if (quantize->inputs().size() != 4 || quantize->input(1)->type()->kind() != c10::TypeKind::FloatType) continue;
     const auto dtype = torch::jit::toIValue(quantize->input(3));
-    if (quantize->inputs().size() != 4 || !dtype || *dtype != c10::IValue(13)) continue;  // torch.quint8
+    if (!dtype || *dtype != c10::IValue(13)) continue;  // torch.quint8
     Node* dq = quantize->input(0)->node();
     if (dq->kind() != c10::aten::dequantize || dq->output()->uses().size() != 1) continue;
     Value* v = dq->input(0);
-    while (keeps_qparams(v->node()) && v->uses().size() == 1) v = v->node()->input(0);
+    while (exact(v->node()) && v->uses().size() == 1) v = v->node()->input(0);
     Node* kernel = v->node();
     if (!is_kernel(kernel) || v->uses().size() != 1 || kernel->owningBlock() != quantize->owningBlock() ||
         !hoist(quantize->input(1), kernel) || !hoist(quantize->input(2), kernel))
