@@ -453,8 +453,9 @@ def check_token_calibration(exe, source, work):
 
 def check_python_quantized_state_dict(exe, work):
     """Quantized tensors saved by Python's torch.save are read by mq's own unpickler
-    (inspect lists them with their schemes); a scale edited to be negative is refused,
-    exit 3; as model input, a quantized tensor is refused."""
+    (inspect lists them with their schemes); a scale edited to be negative, or a zero
+    point outside the integers' range, is refused, exit 3; as model input, a quantized
+    tensor is refused."""
     torch.manual_seed(0)
     w = torch.quantize_per_channel(torch.randn(4, 6), torch.rand(4) + 0.1, torch.zeros(4, dtype=torch.long), 0,
                                    torch.qint8)
@@ -477,6 +478,15 @@ def check_python_quantized_state_dict(exe, work):
             dst.writestr(item, data)
     bad = subprocess.run([exe, "inspect", edited], capture_output=True, text=True)
     assert bad.returncode == 3 and "a quantized tensor's scale is not positive and finite" in bad.stderr, \
+        (bad.returncode, bad.stderr)
+    with zipfile.ZipFile(path) as src, zipfile.ZipFile(edited, "w") as dst:  # zero point 3 -> 1000
+        for item in src.infolist():
+            data = src.read(item)
+            if item.filename.endswith("data.pkl"):
+                data = data.replace(struct.pack(">d", 0.5) + b"K\x03", struct.pack(">d", 0.5) + b"M\xe8\x03")
+            dst.writestr(item, data)
+    bad = subprocess.run([exe, "inspect", edited], capture_output=True, text=True)
+    assert bad.returncode == 3 and "zero point is outside its integers' range" in bad.stderr, \
         (bad.returncode, bad.stderr)
     recipe = os.path.join(work, "quantized-input.yaml")
     with open(recipe, "w") as f:

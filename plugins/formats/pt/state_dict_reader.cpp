@@ -266,10 +266,16 @@ class Unpickler {
       fail("a quantized tensor over a storage that is not QInt8 or QUInt8");
     const auto& params = expect(args->items[4], Object::Kind::kTuple)->items;
     const std::string scheme = params.empty() ? "" : expect(params[0], Object::Kind::kGlobal)->s;
+    const int64_t lowest = data.scalar_type() == at::kChar ? -128 : 0;
+    const auto check_zero_points = [&](const at::Tensor& zp) {
+      if ((zp < lowest).any().item<bool>() || (zp > lowest + 255).any().item<bool>())
+        fail("a quantized tensor's zero point is outside its integers' range");
+    };
     auto t = make(Object::Kind::kTensor);
     if (scheme == "torch.per_tensor_affine" && params.size() == 3) {
       const double scale = expect(params[1], Object::Kind::kFloat)->f;
       if (!(scale > 0) || !std::isfinite(scale)) fail("a quantized tensor's scale is not positive and finite");
+      check_zero_points(at::scalar_tensor(as_int(params[2]), at::kLong));
       t->tensor = at::_make_per_tensor_quantized_tensor(data, scale, as_int(params[2]));
     } else if (scheme == "torch.per_channel_affine" && params.size() == 4) {
       const at::Tensor scales = expect(params[1], Object::Kind::kTensor)->tensor;
@@ -281,6 +287,7 @@ class Unpickler {
         fail("a per-channel quantized tensor's scales or zero points do not fit its shape");
       if (!(scales > 0).all().item<bool>() || !at::isfinite(scales).all().item<bool>())
         fail("a quantized tensor's scale is not positive and finite");
+      check_zero_points(zero_points);
       t->tensor = at::_make_per_channel_quantized_tensor(data, scales.to(at::kDouble), zero_points.to(at::kLong), axis);
     } else {
       fail("unsupported quantization scheme '" + scheme + "'");
