@@ -54,6 +54,7 @@ def main(exe, source, work):
         ms = (time.perf_counter() - start) / 20 * 1e3
     print(f"TorchScript int8: output SQNR {db:.2f} dB, {ms:.3f} ms per batch of 64")
     assert db >= 38, f"output SQNR {db:.2f} dB"
+    check_dynamic_shift(exe, source, work)
 
     out = os.path.join(work, "mlp.int8.state.pt")
     run(exe, os.path.join(source, "configs", "example-dynamic-int8.yaml"), out, "format.plugin=pt",
@@ -90,6 +91,34 @@ def main(exe, source, work):
     check_state_dict_input(exe, source, work)
     check_int4_state_dict(exe, source, work, float_weights)
     print("ok: TorchScript and state-dict outputs load and run in Python torch; static scales match PyTorch")
+
+
+def check_dynamic_shift(exe, source, work):
+    """A dynamic Linear shifts a negative input to start at 0 (onednn's kernel is slower for
+    other zero points) and adds the shift back through its weights' row sums, and primes
+    the kernel with a dummy call first (its first call's shape gets a slower path): the
+    output follows the float layer for signed, non-negative, 3-D and empty inputs, per
+    tensor and per channel."""
+    torch.manual_seed(0)
+    model = torch.nn.Sequential(torch.nn.Linear(64, 96), torch.nn.Linear(96, 32)).eval()
+    model_path = os.path.join(work, "linears.pt")
+    torch.jit.script(model).save(model_path)
+    for granularity in ("per_tensor", "per_channel"):
+        out = os.path.join(work, f"linears.{granularity}.pt")
+        run(exe, os.path.join(source, "configs", "example-torchscript-int8.yaml"), out, f"model.path={model_path}",
+            f"quantizer.options.granularity={granularity}", "validators=[]")
+        quantized = torch.jit.load(out)
+        first = getattr(quantized, "0")
+        assert "weight_row_sums" in first.code and not first.primed
+        with torch.no_grad():
+            for x in (torch.randn(64, 64) * 3 - 5, torch.rand(8, 64), torch.randn(2, 5, 64), torch.randn(1, 64),
+                      torch.randn(97, 64)):  # 97 rows: the priming call's shape
+                db = sqnr(model(x), quantized(x))
+                assert db >= 35, f"{granularity}, input {tuple(x.shape)}: output SQNR {db:.2f} dB"
+            assert quantized(torch.randn(0, 64)).shape == (0, 32)
+        assert first.primed
+    print("dynamic TorchScript: primed, negative inputs shifted to zero point 0; signed, non-negative, "
+          "3-D, empty inputs follow the float model (>= 35 dB)")
 
 
 def check_int4_state_dict(exe, source, work, float_weights):

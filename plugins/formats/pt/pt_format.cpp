@@ -317,8 +317,31 @@ class PtFormat final : public mq::Format {
                                       "                          self.output_zero_point)\n"
                                       "    return qy.dequantize()\n");
       } else {
-        mq::pt::define(q, std::string("def forward(self, x: Tensor) -> Tensor:\n"
-                                      "    return quantized.") + kernel->dynamic_op + "(x, self._packed_params, False)\n");
+        // Two ways around slow paths of LibTorch 1.13's onednn linear_dynamic (measured:
+        // docs/PERFORMANCE.md). It keeps a primitive for the input shape of its first
+        // call, and that primitive takes the input's zero point at run time, summing the
+        // weights again on every call: the first call here is a dummy of kPrimeRows rows,
+        // so the calls that matter build theirs with the actual qparams. And a zero point
+        // other than 0 costs the same sums: a negative input is shifted to start at 0 (the
+        // same range: the same scale), and W * shift is added back from the weights' row
+        // sums (dequantized, as the kernel sees them). Every call has zero point 0, which
+        // also keeps clear of intel/ideep#152 (primitives cached without their zero point).
+        constexpr int kPrimeRows = 97;
+        const mq::QuantizedTensor& w = *e.quantized;
+        const at::Tensor row_sums =
+            (w.data.sum(1, false, at::kLong).to(at::kDouble) * w.qparams.scale.reshape(-1).to(at::kDouble)).to(at::kFloat);
+        q.register_attribute("weight_row_sums", c10::TensorType::get(), row_sums);
+        q.register_attribute("primed", c10::BoolType::get(), false);
+        const std::string op = std::string("quantized.") + kernel->dynamic_op;
+        mq::pt::define(q, "def forward(self, x: Tensor) -> Tensor:\n"
+                          "    if not self.primed:\n"
+                          "        dummy = torch.zeros([" + std::to_string(kPrimeRows) + ", self.in_features])\n"
+                          "        self.primed = " + op + "(dummy, self._packed_params, False).numel() > 0\n"
+                          "    if x.numel() > 0:\n"
+                          "        low = float(torch.min(x))\n"
+                          "        if low < 0.0:\n"
+                          "            return " + op + "(x - low, self._packed_params, False) + low * self.weight_row_sums\n"
+                          "    return " + op + "(x, self._packed_params, False)\n");
       }
       mq::pt::replace_submodule(m, layer, q);
     }
@@ -586,7 +609,7 @@ class PtFormat final : public mq::Format {
 
 }  // namespace
 
-MQ_PLUGIN(PtFormat, mq::PluginKind::kFormat, "pt", "1.3.0",
+MQ_PLUGIN(PtFormat, mq::PluginKind::kFormat, "pt", "1.4.0",
           "PyTorch: TorchScript in and out (int8 Linear and Conv kernels), state dicts of quantized tensors out",
           {"trust_torchscript", mq::OptionType::kBool, "false",
            "allow loading TorchScript archives, which runs their code"})
