@@ -98,7 +98,7 @@ def check_dynamic_shift(exe, source, work):
     other zero points) and adds the shift back through its weights' row sums, and primes
     the kernel with a dummy call first (its first call's shape gets a slower path): the
     output follows the float layer for signed, non-negative, 3-D and empty inputs, per
-    tensor and per channel."""
+    tensor and per channel, and for batches whose qparams differ in zero point only."""
     torch.manual_seed(0)
     model = torch.nn.Sequential(torch.nn.Linear(64, 96), torch.nn.Linear(96, 32)).eval()
     model_path = os.path.join(work, "linears.pt")
@@ -116,7 +116,14 @@ def check_dynamic_shift(exe, source, work):
                 db = sqnr(model(x), quantized(x))
                 assert db >= 35, f"{granularity}, input {tuple(x.shape)}: output SQNR {db:.2f} dB"
             assert quantized(torch.randn(0, 64)).shape == (0, 32)
-        assert first.primed
+            assert first.primed
+            # Batches of one range width (one scale) and other minimums (zero points): the
+            # kernel's primitive cache ignores zero points, so each must be 0.
+            for low in (-1.0, -3.0, 0.0, -2.0):
+                x = torch.rand(4, 64) * 4 + low
+                x[0, 0], x[0, 1] = low, low + 4
+                db = sqnr(model(x), quantized(x))
+                assert db >= 35, f"{granularity}, input in [{low}, {low + 4}]: output SQNR {db:.2f} dB"
     print("dynamic TorchScript: primed, negative inputs shifted to zero point 0; signed, non-negative, "
           "3-D, empty inputs follow the float model (>= 35 dB)")
 

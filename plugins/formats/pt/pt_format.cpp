@@ -317,15 +317,16 @@ class PtFormat final : public mq::Format {
                                       "                          self.output_zero_point)\n"
                                       "    return qy.dequantize()\n");
       } else {
-        // Two ways around slow paths of LibTorch 1.13's onednn linear_dynamic (measured:
-        // docs/PERFORMANCE.md). It keeps a primitive for the input shape of its first
-        // call, and that primitive takes the input's zero point at run time, summing the
-        // weights again on every call: the first call here is a dummy of kPrimeRows rows,
-        // so the calls that matter build theirs with the actual qparams. And a zero point
-        // other than 0 costs the same sums: a negative input is shifted to start at 0 (the
-        // same range: the same scale), and W * shift is added back from the weights' row
-        // sums (dequantized, as the kernel sees them). Every call has zero point 0, which
-        // also keeps clear of intel/ideep#152 (primitives cached without their zero point).
+        // LibTorch 1.13's onednn linear_dynamic keeps a primitive for the input shape of
+        // its first call, and that primitive takes the input's zero point at run time,
+        // summing the weights again on every call (half the time at batch 64, measured:
+        // docs/PERFORMANCE.md): the first call here is a dummy of kPrimeRows rows, so the
+        // calls that matter take the other path, which builds a primitive for their
+        // qparams. That path caches primitives without their zero point (intel/ideep#152):
+        // two inputs of the same scale and different zero points share one, and the
+        // second's output is noise. So every call has zero point 0: a negative input is
+        // shifted to start at 0 (the same range: the same scale), and W * shift is added
+        // back from the weights' row sums (dequantized, as the kernel sees them).
         constexpr int kPrimeRows = 97;
         const mq::QuantizedTensor& w = *e.quantized;
         const at::Tensor row_sums =
@@ -340,7 +341,7 @@ class PtFormat final : public mq::Format {
                           "    if x.numel() > 0:\n"
                           "        low = float(torch.min(x))\n"
                           "        if low < 0.0:\n"
-                          "            return " + op + "(x - low, self._packed_params, False) + low * self.weight_row_sums\n"
+                          "            return " + op + "(x - low, self._packed_params, False).add_(self.weight_row_sums, alpha=low)\n"
                           "    return " + op + "(x, self._packed_params, False)\n");
       }
       mq::pt::replace_submodule(m, layer, q);
