@@ -137,7 +137,7 @@ void fuse_relu(std::shared_ptr<torch::jit::Graph>& graph) {
            "  %zp : int = prim::GetAttr[name=\"" + prefix + "output_zero_point\"](%layer)\n";
   };
   torch::jit::SubgraphRewriter rewriter;
-  for (const std::string kernel : {"quantized::linear", "quantized::conv2d", "quantized::conv1d"})
+  for (const std::string kernel : kKernels)
     for (const std::string relu : {"aten::relu", "aten::relu_"}) {
       const std::string unfused = "  %qy = " + kernel + "(%qx, %packed, %scale, %zp)\n  %r = " + relu + "(%qy)\n";
       const std::string fused =
