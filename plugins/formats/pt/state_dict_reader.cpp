@@ -3,6 +3,7 @@
 #include <ATen/ATen.h>
 #include <caffe2/serialize/inline_container.h>
 
+#include <algorithm>
 #include <cmath>
 #include <cstring>
 #include <map>
@@ -20,6 +21,7 @@ using Ref = std::shared_ptr<Object>;
 // A pickled value. Kinds beyond these are refused while reading.
 struct Object {
   enum class Kind { kNone, kBool, kInt, kFloat, kString, kTuple, kList, kDict, kGlobal, kTensor, kMark } kind;
+  explicit Object(Kind k) : kind(k) {}
   int64_t i = 0;
   double f = 0;
   std::string s;  // string, or "module.name" for a global
@@ -28,7 +30,7 @@ struct Object {
   at::Tensor tensor;
 };
 
-Ref make(Object::Kind kind) { return std::make_shared<Object>(Object{kind}); }
+Ref make(Object::Kind kind) { return std::make_shared<Object>(kind); }
 
 // Storages as their integers: a quantized tensor's (QInt8, QUInt8) become one in
 // _rebuild_qtensor.
@@ -48,6 +50,17 @@ class Unpickler {
  public:
   Unpickler(const std::filesystem::path& path, caffe2::serialize::PyTorchStreamReader& archive, std::string data)
       : path_(path), archive_(archive), data_(std::move(data)) {}
+  Unpickler(const Unpickler&) = delete;
+  Unpickler& operator=(const Unpickler&) = delete;
+  // A pickle may put a list or dict inside itself (through the memo): the cycle would
+  // keep it alive for good. Every list and dict still alive is emptied here.
+  ~Unpickler() {
+    for (const std::weak_ptr<Object>& w : containers_)
+      if (const Ref o = w.lock()) {
+        o->items.clear();
+        o->entries.clear();
+      }
+  }
 
   Ref run() {
     while (true) {
@@ -85,10 +98,10 @@ class Unpickler {
         case 'T': push(string(take(uint(4)))); break;  // BINSTRING
         case 'U': push(string(take(byte()))); break;   // SHORT_BINSTRING
         case ')': push(make(Object::Kind::kTuple)); break;
-        case ']': push(make(Object::Kind::kList)); break;
-        case '}': push(make(Object::Kind::kDict)); break;
+        case ']': push(container(Object::Kind::kList)); break;
+        case '}': push(container(Object::Kind::kDict)); break;
         case 't': { auto t = make(Object::Kind::kTuple); t->items = pop_to_mark(); push(t); break; }
-        case 'l': { auto t = make(Object::Kind::kList); t->items = pop_to_mark(); push(t); break; }
+        case 'l': { auto t = container(Object::Kind::kList); t->items = pop_to_mark(); push(t); break; }
         case 0x85: case 0x86: case 0x87: {
           auto t = make(Object::Kind::kTuple);
           t->items.resize(op - 0x84);
@@ -157,6 +170,20 @@ class Unpickler {
     pos_ = end + 1;
     return s;
   }
+  // A list or dict, remembered for the destructor (allocated apart from its control
+  // block, so that a dead one leaves only that behind until the list is pruned).
+  Ref container(Object::Kind kind) {
+    Ref o(new Object(kind));
+    if (containers_.size() >= 2 * live_containers_ + 64) {
+      containers_.erase(std::remove_if(containers_.begin(), containers_.end(),
+                                       [](const std::weak_ptr<Object>& w) { return w.expired(); }),
+                        containers_.end());
+      live_containers_ = containers_.size();
+    }
+    containers_.push_back(o);
+    return o;
+  }
+
   Ref integer(int64_t v) { auto o = make(Object::Kind::kInt); o->i = v; return o; }
   Ref string(std::string v) {
     if (!valid_utf8(v)) fail("a string is not UTF-8");
@@ -202,7 +229,9 @@ class Unpickler {
   Ref persistent(const Ref& id) {
     if (id->items.size() != 5 || id->items[0]->kind != Object::Kind::kString || id->items[0]->s != "storage")
       fail("unexpected persistent id");
-    const at::ScalarType dtype = kStorages.at(expect(id->items[1], Object::Kind::kGlobal)->s);
+    const auto storage_type = kStorages.find(expect(id->items[1], Object::Kind::kGlobal)->s);
+    if (storage_type == kStorages.end()) fail("a persistent id names no storage type");
+    const at::ScalarType dtype = storage_type->second;
     const std::string key = expect(id->items[2], Object::Kind::kString)->s;
     const int64_t numel = as_int(id->items[4]);
     auto cached = storages_.find(key);
@@ -222,7 +251,7 @@ class Unpickler {
   }
 
   Ref reduce(const Ref& global, const Ref& args) {
-    if (global->s == "collections.OrderedDict") return make(Object::Kind::kDict);
+    if (global->s == "collections.OrderedDict") return container(Object::Kind::kDict);
     if (global->s == "torch._utils._rebuild_parameter" || global->s == "torch.jit._pickle.restore_type_tag") {
       if (args->items.empty()) fail("bad " + global->s);
       return args->items[0];
@@ -302,6 +331,8 @@ class Unpickler {
   std::vector<Ref> stack_;
   std::map<uint64_t, Ref> memo_;
   std::map<std::string, Ref> storages_;
+  std::vector<std::weak_ptr<Object>> containers_;
+  size_t live_containers_ = 0;
 };
 
 }  // namespace
