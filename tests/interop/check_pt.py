@@ -94,11 +94,12 @@ def main(exe, source, work):
 
 
 def check_dynamic_shift(exe, source, work):
-    """A dynamic Linear shifts a negative input to start at 0 (onednn's kernel is slower for
-    other zero points) and adds the shift back through its weights' row sums, and primes
-    the kernel with a dummy call first (its first call's shape gets a slower path): the
-    output follows the float layer for signed, non-negative, 3-D and empty inputs, per
-    tensor and per channel, and for batches whose qparams differ in zero point only."""
+    """A dynamic Linear primes onednn's kernel with a dummy call first (its first call's
+    shape gets a slower path), and since the other path caches primitives without their
+    zero point, shifts a negative input to start at 0 and adds the shift back through its
+    weights' row sums: the output follows the float layer for signed, non-negative, 3-D
+    and empty inputs, per tensor and per channel, and for batches whose qparams differ
+    in zero point only."""
     torch.manual_seed(0)
     model = torch.nn.Sequential(torch.nn.Linear(64, 96), torch.nn.Linear(96, 32)).eval()
     model_path = os.path.join(work, "linears.pt")
