@@ -75,22 +75,11 @@ format: {{plugin: pt, output: {output}}}
 def static_torch(model, shape, fuse=()):
     """PyTorch's eager static flow on the same layers (onednn qconfig, quint8
     activations; `fuse`: the Conv+ReLU pairs fused first, as its tutorials do),
-    calibrated on eight random batches of `shape`, scripted. QuantStub and DeQuantStub
-    are torch.ao's markers for where convert() quantizes the input and dequantizes the
-    output."""
-    class Static(torch.nn.Module):
-        def __init__(self):
-            super().__init__()
-            self.quant = torch.ao.quantization.QuantStub()
-            self.body = copy.deepcopy(model)
-            self.dequant = torch.ao.quantization.DeQuantStub()
-
-        def forward(self, x):
-            return self.dequant(self.body(self.quant(x)))
-
-    static = Static().eval()
+    calibrated on eight random batches of `shape`, scripted. torch.ao's QuantWrapper
+    marks where convert() quantizes the input and dequantizes the output."""
+    static = torch.ao.quantization.QuantWrapper(copy.deepcopy(model)).eval()
     if fuse:
-        torch.ao.quantization.fuse_modules(static, [[f"body.{n}" for n in pair] for pair in fuse], inplace=True)
+        torch.ao.quantization.fuse_modules(static, [[f"module.{n}" for n in pair] for pair in fuse], inplace=True)
     static.qconfig = torch.ao.quantization.get_default_qconfig("onednn")
     prepared = torch.ao.quantization.prepare(static)
     with torch.no_grad():
