@@ -193,7 +193,7 @@ Recipe build(const Value& root, const fs::path& file, const std::string& name) {
         if (v->as_int() <= 0) fail(*v, "calibration.random.vocab_size must be positive");
         rc.vocab_size = v->as_int();
       }
-      int64_t elements = rc.batches;  // all batches are made up front, in float32
+      int64_t elements = rc.batches;  // all batches are made up front
       for (int64_t d : rc.shape)
         if (__builtin_mul_overflow(elements, d, &elements) || elements > (int64_t{1} << 40))
           fail(shape, "calibration.random: " + std::to_string(rc.batches) + " batches of this shape are more than "
@@ -271,15 +271,12 @@ std::string Recipe::canonical_json() const {
   j["model"] = {{"path", rel(model_path)}, {"format", model_format},
                 {"options", nlohmann::ordered_json::parse(model_options.to_json())}};
   if (calibration) {
-    if (calibration->random)
-      j["calibration"] = {{"random",
-                           {{"shape", calibration->random->shape},
-                            {"batches", calibration->random->batches},
-                            {"seed", calibration->random->seed}}}};
-    if (calibration->random && calibration->random->vocab_size)
-      j["calibration"]["random"]["vocab_size"] = calibration->random->vocab_size;
-    else
+    if (const auto& random = calibration->random) {
+      j["calibration"] = {{"random", {{"shape", random->shape}, {"batches", random->batches}, {"seed", random->seed}}}};
+      if (random->vocab_size) j["calibration"]["random"]["vocab_size"] = random->vocab_size;
+    } else {
       j["calibration"] = {{"path", rel(calibration->path)}};
+    }
   }
   j["observer"] = step_json(observer);
   j["quantizer"] = step_json(quantizer);

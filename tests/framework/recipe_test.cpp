@@ -79,7 +79,10 @@ TEST(Recipe, RandomCalibrationOfTokenIds) {
   const mq::Recipe r = mq::parse_recipe(base + ", vocab_size: 32000}}\n", "/recipes/r.yaml");
   EXPECT_EQ(r.calibration->random->vocab_size, 32000);
   EXPECT_NE(r.canonical_json().find("\"vocab_size\":32000"), std::string::npos) << r.canonical_json();
-  EXPECT_EQ(mq::parse_recipe(base + "}}\n", "/recipes/r.yaml").canonical_json().find("vocab_size"), std::string::npos);
+  const mq::Recipe floats = mq::parse_recipe(base + "}}\n", "/recipes/r.yaml");
+  EXPECT_EQ(floats.canonical_json().find("vocab_size"), std::string::npos);
+  EXPECT_NE(floats.canonical_json().find("\"seed\":0"), std::string::npos) << floats.canonical_json();
+  EXPECT_NE(floats.hash(), mq::parse_recipe(base + ", seed: 1}}\n", "/recipes/r.yaml").hash());
   EXPECT_EQ(error_of(base + ", vocab_size: 0}}\n"), "/recipes/r.yaml:14:51: calibration.random.vocab_size must be positive");
 }
 
