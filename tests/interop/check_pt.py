@@ -93,9 +93,18 @@ def main(exe, source, work):
     print("ok: TorchScript and state-dict outputs load and run in Python torch; static scales match PyTorch")
 
 
+def onednn_matmuls(path):
+    """How many matmuls onednn runs while Python loads the TorchScript `path` (onednn's
+    verbose log, in a process of its own)."""
+    code = f"import torch; torch.backends.quantized.engine = 'onednn'; torch.jit.load({path!r})"
+    log = subprocess.run([sys.executable, "-c", code], env={**os.environ, "ONEDNN_VERBOSE": "1"},
+                         capture_output=True, text=True, check=True).stdout
+    return sum(line.startswith("onednn_verbose,exec,cpu,matmul,") for line in log.splitlines())
+
+
 def check_dynamic_shift(exe, source, work):
-    """A dynamic Linear primes onednn's kernel with a dummy call first (its first call's
-    shape gets a slower path), and since the other path caches primitives without their
+    """A dynamic Linear primes onednn's kernel with a dummy call where it is loaded, also
+    when saved again after it ran (the first call's shape gets a slower path), and since the other path caches primitives without their
     zero point, shifts a negative input to start at 0 and adds the shift back through its
     weights' row sums: the output follows the float layer for signed, non-negative, 3-D
     and empty inputs, per tensor and per channel, and for batches whose qparams differ
@@ -108,16 +117,15 @@ def check_dynamic_shift(exe, source, work):
         out = os.path.join(work, f"linears.{granularity}.pt")
         run(exe, os.path.join(source, "configs", "example-torchscript-int8.yaml"), out, f"model.path={model_path}",
             f"quantizer.options.granularity={granularity}", "validators=[]")
+        assert onednn_matmuls(out) == 2, "loading should prime each layer with one call"
         quantized = torch.jit.load(out)
-        first = getattr(quantized, "0")
-        assert "weight_row_sums" in first.code and not first.primed
+        assert "weight_row_sums" in getattr(quantized, "0").code
         with torch.no_grad():
             for x in (torch.randn(64, 64) * 3 - 5, torch.rand(8, 64), torch.randn(2, 5, 64), torch.randn(1, 64),
                       torch.randn(97, 64)):  # 97 rows: the priming call's shape
                 db = sqnr(model(x), quantized(x))
                 assert db >= 35, f"{granularity}, input {tuple(x.shape)}: output SQNR {db:.2f} dB"
             assert quantized(torch.randn(0, 64)).shape == (0, 32)
-            assert first.primed
             # Batches of one range width (one scale) and other minimums (zero points): the
             # kernel's primitive cache ignores zero points, so each must be 0.
             for low in (-1.0, -3.0, 0.0, -2.0):
@@ -125,8 +133,11 @@ def check_dynamic_shift(exe, source, work):
                 x[0, 0], x[0, 1] = low, low + 4
                 db = sqnr(model(x), quantized(x))
                 assert db >= 35, f"{granularity}, input in [{low}, {low + 4}]: output SQNR {db:.2f} dB"
-    print("dynamic TorchScript: primed, negative inputs shifted to zero point 0; signed, non-negative, "
-          "3-D, empty inputs follow the float model (>= 35 dB)")
+        resaved = os.path.join(work, f"linears.{granularity}.resaved.pt")
+        torch.jit.save(quantized, resaved)  # after it ran: primed again when loaded
+        assert onednn_matmuls(resaved) == 2, "a module saved after it ran should be primed when loaded"
+    print("dynamic TorchScript: primed when loaded (saved again too), negative inputs shifted to zero point 0; "
+          "signed, non-negative, 3-D, empty inputs follow the float model (>= 35 dB)")
 
 
 def check_int4_state_dict(exe, source, work, float_weights):

@@ -320,7 +320,8 @@ class PtFormat final : public mq::Format {
         // LibTorch 1.13's onednn linear_dynamic keeps a primitive for the input shape of
         // its first call, and that primitive takes the input's zero point at run time,
         // summing the weights again on every call (half the time at batch 64, measured:
-        // docs/PERFORMANCE.md): the first call here is a dummy of kPrimeRows rows, so the
+        // docs/PERFORMANCE.md): the first call is a dummy of kPrimeRows rows made where the
+        // module is loaded (__setstate__: also when it is saved again after it ran), so the
         // calls that matter take the other path, which builds a primitive for their
         // qparams. That path caches primitives without their zero point (intel/ideep#152):
         // two inputs of the same scale and different zero points share one, and the
@@ -332,12 +333,22 @@ class PtFormat final : public mq::Format {
         const at::Tensor row_sums =
             (w.data.sum(1, false, at::kLong).to(at::kDouble) * w.qparams.scale.reshape(-1).to(at::kDouble)).to(at::kFloat);
         q.register_attribute("weight_row_sums", c10::TensorType::get(), row_sums);
-        q.register_attribute("primed", c10::BoolType::get(), false);
+        q.register_attribute("training", c10::BoolType::get(), false);
         const std::string op = std::string("quantized.") + kernel->dynamic_op;
-        mq::pt::define(q, "def forward(self, x: Tensor) -> Tensor:\n"
-                          "    if not self.primed:\n"
-                          "        dummy = torch.zeros([" + std::to_string(kPrimeRows) + ", self.in_features])\n"
-                          "        self.primed = " + op + "(dummy, self._packed_params, False).numel() > 0\n"
+        mq::pt::define(q, "def __getstate__(self):\n"
+                          "    return (self._packed_params, self.in_features, self.out_features, self.weight_row_sums,\n"
+                          "            self.training)\n"
+                          "def __setstate__(self, state: Tuple[__torch__.torch.classes.quantized.LinearPackedParamsBase,\n"
+                          "                                    int, int, Tensor, bool]):\n"
+                          "    self._packed_params = state[0]\n"
+                          "    self.in_features = state[1]\n"
+                          "    self.out_features = state[2]\n"
+                          "    self.weight_row_sums = state[3]\n"
+                          "    self.training = state[4]\n"
+                          "    dummy = torch.zeros([" + std::to_string(kPrimeRows) + ", self.in_features])\n"
+                          "    primed = " + op + "(dummy, self._packed_params, False)\n"
+                          "    assert primed.size(1) == self.out_features\n"  // used, so not compiled away
+                          "def forward(self, x: Tensor) -> Tensor:\n"
                           "    if x.numel() > 0:\n"
                           "        low = float(torch.min(x))\n"
                           "        if low < 0.0:\n"
@@ -610,7 +621,7 @@ class PtFormat final : public mq::Format {
 
 }  // namespace
 
-MQ_PLUGIN(PtFormat, mq::PluginKind::kFormat, "pt", "1.4.0",
+MQ_PLUGIN(PtFormat, mq::PluginKind::kFormat, "pt", "1.5.0",
           "PyTorch: TorchScript in and out (int8 Linear and Conv kernels), state dicts of quantized tensors out",
           {"trust_torchscript", mq::OptionType::kBool, "false",
            "allow loading TorchScript archives, which runs their code"})
