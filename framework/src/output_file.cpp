@@ -45,11 +45,12 @@ void on_signal(int) {
   _exit(130);
 }
 
-void sync_path(const fs::path& p, int flags) {
+// fsync; 0 or the errno of what failed.
+int sync_path(const fs::path& p, int flags) {
   const int fd = open(p.c_str(), flags | O_CLOEXEC);
-  if (fd < 0) return;
-  fsync(fd);
-  close(fd);
+  const int error = fd < 0 || fsync(fd) != 0 ? errno : 0;
+  if (fd >= 0) close(fd);
+  return error;
 }
 
 }  // namespace
@@ -78,11 +79,16 @@ void OutputFile::promote() {
   const bool directory = fs::is_directory(temp_, ec);
   if (!directory && !fs::is_regular_file(temp_, ec))
     throw OutputError(destination_.string() + ": nothing was written to promote");
+  // What cannot be flushed to disk must not replace anything.
+  const auto sync_file = [this](const fs::path& file) {
+    if (const int error = sync_path(file, O_RDONLY))
+      throw OutputError(destination_.string() + ": cannot flush to disk (" + std::strerror(error) + ")");
+  };
   if (directory) {
     for (const auto& entry : fs::recursive_directory_iterator(temp_, ec))
-      if (entry.is_regular_file()) sync_path(entry.path(), O_RDONLY);
+      if (entry.is_regular_file()) sync_file(entry.path());
   } else {
-    sync_path(temp_, O_RDONLY);
+    sync_file(temp_);
   }
   // A directory cannot be renamed over a non-empty one: the old one moves aside first,
   // so the destination always holds a complete artifact, old or new.
@@ -104,6 +110,7 @@ void OutputFile::promote() {
   }
   promoted_ = true;
   if (!old.empty()) fs::remove_all(old, ec);
+  // Best effort: the artifact is in place, and some file systems refuse a directory's fsync.
   sync_path(destination_.parent_path().empty() ? fs::path(".") : destination_.parent_path(),
             O_RDONLY | O_DIRECTORY);
 }

@@ -174,6 +174,22 @@ TEST(Cli, UnwritableOutputExitsSix) {
   expect_one_line_error(r);
 }
 
+// A disk that cannot flush the new artifact (every fsync fails, preloaded): nothing
+// replaces the old one and no temporary is left.
+TEST(Cli, OutputThatCannotBeFlushedExitsSixAndKeepsTheOldArtifact) {
+  mq::test::ScratchDir dir("cli-fsync-error");
+  mq::test::write_file(dir / "out.safetensors", "earlier good artifact");
+  const auto r = run_pipeline(example_args(dir, "-q"), {},
+                              "LD_PRELOAD='" MQ_FAIL_FSYNC_LIB "' ASAN_OPTIONS=verify_asan_link_order=0");
+  EXPECT_EQ(r.exit_code, 6);
+  expect_one_line_error(r);
+  EXPECT_NE(r.err.find((dir / "out.safetensors").string() + ": cannot flush to disk (Input/output error)"),
+            std::string::npos) << r.err;
+  EXPECT_TRUE(mq::test::read_file(dir / "out.safetensors") == "earlier good artifact");
+  for (const auto& e : fs::directory_iterator(dir.path()))
+    EXPECT_EQ(e.path().filename().string().find(".mq-tmp"), std::string::npos);
+}
+
 TEST(Cli, OutputEqualToInputExitsTwo) {
   const auto r = run_pipeline("run '" + kExample + "' --set format.output=models/mlp.safetensors");
   EXPECT_EQ(r.exit_code, 2);

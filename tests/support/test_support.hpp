@@ -53,14 +53,16 @@ struct CommandResult {
   std::string err;
 };
 
-// Runs mq-pipeline with `args` (already shell-quoted where needed).
-inline CommandResult run_pipeline(const std::string& args, const fs::path& workdir = fs::path()) {
+// Runs mq-pipeline with `args` (already shell-quoted where needed) and `env`
+// (NAME=value words, quoted likewise) in its environment.
+inline CommandResult run_pipeline(const std::string& args, const fs::path& workdir = fs::path(),
+                                  const std::string& env = "") {
   static int counter = 0;
   const fs::path base = fs::path(MQ_BINARY_DIR) / "scratch" /
                         ("cmd-" + std::to_string(getpid()) + "-" + std::to_string(counter++));
   fs::create_directories(base.parent_path());
   const std::string command = (workdir.empty() ? "" : "cd '" + workdir.string() + "' && ") +
-                              "MQ_PLUGIN_PATH= '" MQ_PIPELINE_EXE "' " + args + " >'" +
+                              "MQ_PLUGIN_PATH= " + env + " '" MQ_PIPELINE_EXE "' " + args + " >'" +
                               base.string() + ".out' 2>'" + base.string() + ".err' </dev/null";
   const int status = std::system(command.c_str());
   CommandResult r;
