@@ -1,6 +1,8 @@
 #pragma once
 // Min and max in sixteen-lane GCC/clang vectors, for the cloned kernels (hot.hpp).
 
+#include <c10/util/BFloat16.h>
+
 #include <cstdint>
 #include <cstring>
 #include <limits>
@@ -14,6 +16,35 @@ typedef float Lanes __attribute__((vector_size(64)));
 
 typedef float Lanes8 __attribute__((vector_size(32)));
 typedef float Lanes4 __attribute__((vector_size(16)));
+typedef uint16_t Bits16 __attribute__((vector_size(32)));  // sixteen bfloat16
+typedef uint32_t Bits32 __attribute__((vector_size(64)));
+
+// Sixteen elements from `in` as float lanes, bfloat16 widened exactly in registers (its
+// bits are a float's upper half), so that bfloat16 input is read as it is, not through a
+// widened copy.
+// (An out parameter: a returned 64-byte vector draws GCC's ABI note where AVX-512 is off.)
+inline __attribute__((always_inline)) void load16(const float* in, Lanes& v) { std::memcpy(&v, in, sizeof v); }
+
+inline __attribute__((always_inline)) void load16_shifted(const void* in, Bits32& w) {
+  Bits16 h;
+  std::memcpy(&h, in, sizeof h);
+  w = __builtin_convertvector(h, Bits32) << 16;
+}
+
+inline __attribute__((always_inline)) void load16(const c10::BFloat16* in, Lanes& v) {
+  Bits32 w;
+  load16_shifted(in, w);
+  std::memcpy(&v, &w, sizeof v);
+}
+
+// One element as float (the loop vectorizer widens these itself).
+inline __attribute__((always_inline)) float to_float(float x) { return x; }
+inline __attribute__((always_inline)) float to_float(c10::BFloat16 x) {
+  const uint32_t bits = uint32_t{x.x} << 16;
+  float f;
+  std::memcpy(&f, &bits, sizeof f);
+  return f;
+}
 
 // The lowest and highest of a vector's lanes by halving it in registers: a handful of
 // shuffles instead of sixteen scalar steps, or of the stack round trips that stall
@@ -42,7 +73,8 @@ inline __attribute__((always_inline)) void fold(const Lanes& mn, const Lanes& mx
 
 // Two pairs of accumulators over 32 elements a step, so that each min/max waits on the
 // one two steps back, not the one before (their latency, not the loads, bounded the loop).
-inline __attribute__((always_inline)) void min_max_body(const float* in, int64_t n, float* lo, float* hi) {
+template <class T>
+inline __attribute__((always_inline)) void min_max_body(const T* in, int64_t n, float* lo, float* hi) {
   Lanes mn, mx;
   for (int j = 0; j < 16; ++j) {
     mn[j] = *lo;
@@ -52,8 +84,8 @@ inline __attribute__((always_inline)) void min_max_body(const float* in, int64_t
   int64_t i = 0;
   for (; i + 32 <= n; i += 32) {
     Lanes v, w;
-    std::memcpy(&v, in + i, sizeof v);
-    std::memcpy(&w, in + i + 16, sizeof w);
+    load16(in + i, v);
+    load16(in + i + 16, w);
     mn = v < mn ? v : mn;
     mx = v > mx ? v : mx;
     mn2 = w < mn2 ? w : mn2;
@@ -63,15 +95,16 @@ inline __attribute__((always_inline)) void min_max_body(const float* in, int64_t
   mx = mx2 > mx ? mx2 : mx;
   for (; i + 16 <= n; i += 16) {
     Lanes v;
-    std::memcpy(&v, in + i, sizeof v);
+    load16(in + i, v);
     mn = v < mn ? v : mn;
     mx = v > mx ? v : mx;
   }
   float l, h;
   fold(mn, mx, &l, &h);
   for (; i < n; ++i) {
-    l = in[i] < l ? in[i] : l;
-    h = in[i] > h ? in[i] : h;
+    const float v = to_float(in[i]);
+    l = v < l ? v : l;
+    h = v > h ? v : h;
   }
   *lo = l;
   *hi = h;
@@ -111,14 +144,15 @@ inline __attribute__((always_inline)) void fold16(Lanes* v, bool lowest, float* 
 // into lo[0..15] and hi[0..15]: each span in one pair of lanes, then the sixteen lane
 // vectors folded together in four halving steps (15 shuffle pairs for all sixteen,
 // where fold() takes about as many for each one).
-inline __attribute__((always_inline)) void min_max_16_spans(const float* in, int64_t span, float* lo, float* hi) {
+template <class T>
+inline __attribute__((always_inline)) void min_max_16_spans(const T* in, int64_t span, float* lo, float* hi) {
   Lanes mins[16], maxs[16];
   for (int s = 0; s < 16; ++s) {
-    const float* p = in + s * span;
+    const T* p = in + s * span;
     Lanes mn = Lanes{} + std::numeric_limits<float>::infinity(), mx = -mn;  // NaN never enters
     for (int64_t i = 0; i < span; i += 16) {
       Lanes v;
-      std::memcpy(&v, p + i, sizeof v);
+      load16(p + i, v);
       mn = v < mn ? v : mn;
       mx = v > mx ? v : mx;
     }
