@@ -25,15 +25,10 @@ typedef uint32_t Bits32 __attribute__((vector_size(64)));
 // (An out parameter: a returned 64-byte vector draws GCC's ABI note where AVX-512 is off.)
 inline __attribute__((always_inline)) void load16(const float* in, Lanes& v) { std::memcpy(&v, in, sizeof v); }
 
-inline __attribute__((always_inline)) void load16_shifted(const void* in, Bits32& w) {
+inline __attribute__((always_inline)) void load16(const c10::BFloat16* in, Lanes& v) {
   Bits16 h;
   std::memcpy(&h, in, sizeof h);
-  w = __builtin_convertvector(h, Bits32) << 16;
-}
-
-inline __attribute__((always_inline)) void load16(const c10::BFloat16* in, Lanes& v) {
-  Bits32 w;
-  load16_shifted(in, w);
+  const Bits32 w = __builtin_convertvector(h, Bits32) << 16;
   std::memcpy(&v, &w, sizeof v);
 }
 
