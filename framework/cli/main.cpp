@@ -65,7 +65,7 @@ int list_plugins(const std::vector<fs::path>& paths, bool json) {
                      {"file", p.file.string()},
                      {"options", options}});
     }
-    fmt::print("{}\n", out.dump(2));
+    fmt::print("{}\n", out.dump(2, ' ', false, nlohmann::json::error_handler_t::replace));  // paths: U+FFFD for non-UTF-8 bytes
     return 0;
   }
   fmt::print("search path:\n");
@@ -133,7 +133,7 @@ int inspect_file(const std::string& path, const std::string& format, bool trust,
   out["total_bytes"] = total;
   out["activations"] = model.activation_qparams.size();
   if (json) {
-    fmt::print("{}\n", out.dump(2));
+    fmt::print("{}\n", out.dump(2, ' ', false, nlohmann::json::error_handler_t::replace));  // paths: U+FFFD for non-UTF-8 bytes
     return 0;
   }
   fmt::print("{}: {} bytes, {} tensors ({} quantized), mode {}\n", path, out["bytes"].get<int64_t>(),

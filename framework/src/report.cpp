@@ -63,7 +63,8 @@ std::string Report::to_json() const {
   for (const auto& [stage, seconds] : this->timings) timings[stage] = seconds;
   j["timings_s"] = timings;
   j["warnings"] = warnings;
-  return j.dump(2) + "\n";
+  // Paths need not be UTF-8 (Linux file names are bytes): invalid bytes become U+FFFD.
+  return j.dump(2, ' ', false, nlohmann::json::error_handler_t::replace) + "\n";
 }
 
 std::string Report::plan_table() const {

@@ -147,6 +147,7 @@ void Value::set(std::string key, Value value) {
   map_.push_back({std::move(key), std::move(value), {}});
 }
 
-std::string Value::to_json() const { return to_json_value(*this).dump(); }
+// Strings need not be UTF-8 (paths): invalid bytes become U+FFFD.
+std::string Value::to_json() const { return to_json_value(*this).dump(-1, ' ', false, nlohmann::json::error_handler_t::replace); }
 
 }  // namespace mq

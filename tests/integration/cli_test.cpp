@@ -165,6 +165,26 @@ TEST(Cli, RefusedPluginExitsFour) {
   EXPECT_NE(r.err.find("ABI tag"), std::string::npos);
 }
 
+// Linux file names are bytes: a model and an output whose names are not UTF-8 are read
+// and written under those names; the report (JSON) shows the bytes as U+FFFD.
+TEST(Cli, PathsThatAreNotUtf8AreReadWrittenAndReported) {
+  mq::test::ScratchDir dir("cli-not-utf8");
+  const fs::path model = dir / "m\xffx.safetensors";
+  fs::copy_file(std::string(MQ_SOURCE_DIR) + "/configs/models/mlp.safetensors", model);
+  const fs::path output = dir / "o\xff.safetensors";
+  const auto r = run_pipeline("run '" + kExample + "' -q --set model.path='" + model.string() +
+                              "' --set format.output='" + output.string() + "' --set report='" +
+                              (dir / "report.json").string() + "'");
+  ASSERT_EQ(r.exit_code, 0) << r.err;
+  EXPECT_TRUE(fs::exists(output));
+  const auto report = nlohmann::json::parse(mq::test::read_file(dir / "report.json"));
+  const std::string path = report["inputs"][0]["path"];
+  EXPECT_EQ(path, (dir / "m\xef\xbf\xbdx.safetensors").string());
+  const auto inspect = run_pipeline("inspect --json '" + output.string() + "'");
+  ASSERT_EQ(inspect.exit_code, 0) << inspect.err;
+  EXPECT_EQ(nlohmann::json::parse(inspect.out)["file"], (dir / "o\xef\xbf\xbd.safetensors").string());
+}
+
 TEST(Cli, UnwritableOutputExitsSix) {
   mq::test::ScratchDir dir("cli-output-error");
   mq::test::write_file(dir / "file", "x");
