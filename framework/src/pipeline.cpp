@@ -247,6 +247,7 @@ struct Pipeline::Impl {
     std::vector<NamedPath> reads{{"the input model", recipe.model_path}}, writes{{"format.output", recipe.output}};
     if (recipe.calibration && !recipe.calibration->path.empty())
       reads.push_back({"the calibration data", recipe.calibration->path});
+    if (!recipe.file.empty()) reads.push_back({"the recipe", recipe.file});
     if (recipe.report) writes.push_back({"report", *recipe.report});
     if (recipe.html_report) writes.push_back({"html_report", *recipe.html_report});
     check_paths_apart(reads, writes);

@@ -216,6 +216,24 @@ TEST(Cli, OutputEqualToInputExitsTwo) {
   expect_one_line_error(r);
 }
 
+// The recipe is an input too: a report (or artifact) named like it would replace the
+// user's recipe.
+TEST(Cli, OutputEqualToTheRecipeExitsTwoAndKeepsIt) {
+  mq::test::ScratchDir dir("cli-output-recipe");
+  const std::string recipe = "version: 1\nmodel: {path: '" + std::string(MQ_SOURCE_DIR) +
+                             "/configs/models/mlp.safetensors'}\nquantizer: {plugin: dynamic}\n"
+                             "format: {plugin: safetensors, output: out.safetensors}\n";
+  mq::test::write_file(dir / "recipe.yaml", recipe);
+  for (const char* key : {"report", "html_report", "format.output"}) {
+    SCOPED_TRACE(key);
+    const auto r = run_pipeline("run '" + (dir / "recipe.yaml").string() + "' -q --set " + key + "=recipe.yaml");
+    EXPECT_EQ(r.exit_code, 2);
+    expect_one_line_error(r);
+    EXPECT_NE(r.err.find("is the recipe; refusing to overwrite an input"), std::string::npos) << r.err;
+    EXPECT_EQ(mq::test::read_file(dir / "recipe.yaml"), recipe);
+  }
+}
+
 TEST(Cli, CheckResolvesPluginsWithoutWork) {
   const auto ok = run_pipeline("check '" + kExample + "'");
   EXPECT_EQ(ok.exit_code, 0) << ok.err;
