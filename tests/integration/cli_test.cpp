@@ -194,26 +194,46 @@ TEST(Cli, UnwritableOutputExitsSix) {
   expect_one_line_error(r);
 }
 
-// A disk that cannot flush the new artifact (every fsync fails, preloaded): nothing
-// replaces the old one and no temporary is left.
+// The environment that preloads a failing disk (tests/support/faulty_disk.cpp).
+std::string faulty_disk(const std::string& failing) {
+  return "LD_PRELOAD='" MQ_FAULTY_DISK_LIB "' ASAN_OPTIONS=verify_asan_link_order=0 MQ_TEST_FAIL=" + failing;
+}
+
+void expect_old_artifact_kept(const mq::test::ScratchDir& dir, const fs::path& artifact) {
+  EXPECT_TRUE(mq::test::read_file(artifact) == "earlier good artifact");
+  for (const auto& e : fs::directory_iterator(dir.path()))
+    EXPECT_EQ(e.path().filename().string().find(".mq-tmp"), std::string::npos) << e.path();
+}
+
+// A disk that cannot flush the new artifact (every fsync fails): nothing replaces the
+// old one and no temporary is left.
 TEST(Cli, OutputThatCannotBeFlushedExitsSixAndKeepsTheOldArtifact) {
   mq::test::ScratchDir dir("cli-fsync-error");
   mq::test::write_file(dir / "out.safetensors", "earlier good artifact");
-  const auto r = run_pipeline(example_args(dir, "-q"), {},
-                              "LD_PRELOAD='" MQ_FAIL_FSYNC_LIB "' ASAN_OPTIONS=verify_asan_link_order=0");
+  const auto r = run_pipeline(example_args(dir, "-q"), {}, faulty_disk("fsync"));
   EXPECT_EQ(r.exit_code, 6);
   expect_one_line_error(r);
   EXPECT_NE(r.err.find((dir / "out.safetensors").string() + ": cannot flush to disk (Input/output error)"),
             std::string::npos) << r.err;
-  EXPECT_TRUE(mq::test::read_file(dir / "out.safetensors") == "earlier good artifact");
-  for (const auto& e : fs::directory_iterator(dir.path()))
-    EXPECT_EQ(e.path().filename().string().find(".mq-tmp"), std::string::npos);
+  expect_old_artifact_kept(dir, dir / "out.safetensors");
 }
 
-TEST(Cli, OutputEqualToInputExitsTwo) {
-  const auto r = run_pipeline("run '" + kExample + "' --set format.output=models/mlp.safetensors");
-  EXPECT_EQ(r.exit_code, 2);
-  expect_one_line_error(r);
+// A full disk, for each format's writer (the pt state-dict writer aborted the process:
+// PyTorch's archive writer threw again from its destructor).
+TEST(Cli, FullDiskExitsSixAndKeepsTheOldArtifact) {
+  for (const char* format : {"safetensors", "pt"}) {
+    SCOPED_TRACE(format);
+    mq::test::ScratchDir dir("cli-full-disk");
+    const fs::path artifact = dir / (std::string("out.") + format);
+    mq::test::write_file(artifact, "earlier good artifact");
+    const auto r = run_pipeline("run '" + kExample + "' -q --set format.plugin=" + format + " --set format.output='" +
+                                    artifact.string() + "' --set report=null",
+                                {}, faulty_disk("write"));
+    EXPECT_EQ(r.exit_code, 6);
+    expect_one_line_error(r);
+    EXPECT_NE(r.err.find("write failed"), std::string::npos) << r.err;
+    expect_old_artifact_kept(dir, artifact);
+  }
 }
 
 // The recipe is an input too: a report (or artifact) named like it would replace the

@@ -419,9 +419,12 @@ class PtFormat final : public mq::Format {
     pickler.pushIValue(value);
     pickler.stop();
     std::ofstream out(path, std::ios::binary | std::ios::trunc);
+    // A failed write is reported after the archive is finished, not to the writer: it
+    // throws on a short write, and again from its destructor, which ends the process
+    // while the first exception unwinds (a full disk aborted the run).
     caffe2::serialize::PyTorchStreamWriter writer([&](const void* bytes, size_t n) -> size_t {
       out.write(static_cast<const char*>(bytes), static_cast<std::streamsize>(n));
-      return out ? n : 0;
+      return n;
     });
     try {
       torch::jit::writeArchiveAndTensors("data", pickle.data(), pickle.size(), pickler.tensorData(), writer);

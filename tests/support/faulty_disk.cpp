@@ -1,0 +1,45 @@
+// Preloaded into mq-pipeline by the CLI tests of a failing disk: with MQ_TEST_FAIL=fsync
+// every fsync fails (EIO), with MQ_TEST_FAIL=write every write to a file (a descriptor
+// above stderr) fails as on a full disk (ENOSPC). Everything else goes to the kernel.
+#include <sys/syscall.h>
+#include <sys/types.h>
+
+#include <cerrno>
+#include <cstdlib>
+#include <cstring>
+
+struct iovec;
+extern "C" long syscall(long number, ...) noexcept;
+
+namespace {
+
+bool failing(const char* what, int fd) {
+  const char* mode = std::getenv("MQ_TEST_FAIL");
+  return fd > 2 && mode && std::strcmp(mode, what) == 0;
+}
+
+}  // namespace
+
+#define MQ_EXPORT extern "C" __attribute__((visibility("default")))
+
+MQ_EXPORT int fsync(int fd) {
+  if (failing("fsync", fd)) return errno = EIO, -1;
+  return static_cast<int>(syscall(SYS_fsync, fd));
+}
+
+MQ_EXPORT ssize_t write(int fd, const void* data, size_t n) {
+  if (failing("write", fd)) return errno = ENOSPC, -1;
+  return syscall(SYS_write, fd, data, n);
+}
+
+MQ_EXPORT ssize_t writev(int fd, const iovec* parts, int count) {
+  if (failing("write", fd)) return errno = ENOSPC, -1;
+  return syscall(SYS_writev, fd, parts, count);
+}
+
+MQ_EXPORT ssize_t pwrite(int fd, const void* data, size_t n, off_t at) {
+  if (failing("write", fd)) return errno = ENOSPC, -1;
+  return syscall(SYS_pwrite64, fd, data, n, at);
+}
+
+MQ_EXPORT ssize_t pwrite64(int fd, const void* data, size_t n, off_t at) { return pwrite(fd, data, n, at); }
