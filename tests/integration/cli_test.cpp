@@ -6,6 +6,10 @@
 
 #include <set>
 
+#include <signal.h>
+#include <sys/wait.h>
+#include <unistd.h>
+
 #include "mq/files.hpp"
 #include "test_support.hpp"
 
@@ -232,6 +236,39 @@ TEST(Cli, FullDiskExitsSixAndKeepsTheOldArtifact) {
     EXPECT_EQ(r.exit_code, 6);
     expect_one_line_error(r);
     EXPECT_NE(r.err.find("write failed"), std::string::npos) << r.err;
+    expect_old_artifact_kept(dir, artifact);
+  }
+}
+
+// Interrupted while it writes (slowed down), a run exits 130 and removes its temporary
+// file; the old artifact stays. The pt writer's temporary is a named file (safetensors
+// writes an unnamed one that no signal can leave behind).
+TEST(Cli, InterruptedRunExits130AndLeavesNoTemporary) {
+  for (int sig : {SIGINT, SIGTERM, SIGHUP}) {
+    SCOPED_TRACE(sig);
+    mq::test::ScratchDir dir("cli-interrupt");
+    const fs::path artifact = dir / "out.pt";
+    mq::test::write_file(artifact, "earlier good artifact");
+    const std::string command = "exec env " + faulty_disk("slow") + " MQ_PLUGIN_PATH= '" MQ_PIPELINE_EXE "' run '" +
+                                kExample + "' -q --set format.plugin=pt --set format.output='" + artifact.string() +
+                                "' --set report=null --set validators=[] 2>/dev/null";
+    const pid_t pid = fork();
+    if (pid == 0) {
+      execl("/bin/sh", "sh", "-c", command.c_str(), static_cast<char*>(nullptr));
+      _exit(127);
+    }
+    ASSERT_GT(pid, 0);
+    bool writing = false;  // its temporary file is there
+    for (int i = 0; i < 600 && !writing; ++i) {
+      for (const auto& e : fs::directory_iterator(dir.path()))
+        writing = writing || e.path().filename().string().find(".mq-tmp") != std::string::npos;
+      if (!writing) usleep(50'000);
+    }
+    EXPECT_TRUE(writing);
+    kill(pid, sig);
+    int status = 0;
+    ASSERT_EQ(waitpid(pid, &status, 0), pid);
+    EXPECT_TRUE(WIFEXITED(status) && WEXITSTATUS(status) == 130) << status;
     expect_old_artifact_kept(dir, artifact);
   }
 }

@@ -1,12 +1,15 @@
 // Preloaded into mq-pipeline by the CLI tests of a failing disk: with MQ_TEST_FAIL=fsync
 // every fsync fails (EIO), with MQ_TEST_FAIL=write every write to a file (a descriptor
-// above stderr) fails as on a full disk (ENOSPC). Everything else goes to the kernel.
+// above stderr) fails as on a full disk (ENOSPC), with MQ_TEST_FAIL=slow each such write
+// first waits 0.2 s (a run to interrupt while it writes). Everything else goes to the
+// kernel.
 #include <sys/syscall.h>
 #include <sys/types.h>
 
 #include <cerrno>
 #include <cstdlib>
 #include <cstring>
+#include <ctime>
 
 struct iovec;
 extern "C" long syscall(long number, ...) noexcept;
@@ -16,6 +19,14 @@ namespace {
 bool failing(const char* what, int fd) {
   const char* mode = std::getenv("MQ_TEST_FAIL");
   return fd > 2 && mode && std::strcmp(mode, what) == 0;
+}
+
+bool fails_write(int fd) {
+  if (failing("slow", fd)) {
+    const timespec pause{0, 200'000'000};
+    syscall(SYS_nanosleep, &pause, nullptr);
+  }
+  return failing("write", fd);
 }
 
 }  // namespace
@@ -28,17 +39,17 @@ MQ_EXPORT int fsync(int fd) {
 }
 
 MQ_EXPORT ssize_t write(int fd, const void* data, size_t n) {
-  if (failing("write", fd)) return errno = ENOSPC, -1;
+  if (fails_write(fd)) return errno = ENOSPC, -1;
   return syscall(SYS_write, fd, data, n);
 }
 
 MQ_EXPORT ssize_t writev(int fd, const iovec* parts, int count) {
-  if (failing("write", fd)) return errno = ENOSPC, -1;
+  if (fails_write(fd)) return errno = ENOSPC, -1;
   return syscall(SYS_writev, fd, parts, count);
 }
 
 MQ_EXPORT ssize_t pwrite(int fd, const void* data, size_t n, off_t at) {
-  if (failing("write", fd)) return errno = ENOSPC, -1;
+  if (fails_write(fd)) return errno = ENOSPC, -1;
   return syscall(SYS_pwrite64, fd, data, n, at);
 }
 

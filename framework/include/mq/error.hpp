@@ -19,7 +19,7 @@ enum class ExitCode : int {
   kPlugin = 4,            // a plugin failed to load or failed while running
   kValidationFailed = 5,  // a validator with on_failure: error rejected the artifact
   kOutput = 6,            // the artifact or report could not be written
-  kInterrupted = 130,     // SIGINT/SIGTERM
+  kInterrupted = 130,     // SIGINT, SIGTERM, SIGHUP
 };
 
 class MQ_API Error : public std::runtime_error {

@@ -5,7 +5,7 @@
 
 namespace mq {
 
-// Installs SIGINT and SIGTERM handlers that remove the temporary files of runs in
+// Installs SIGINT, SIGTERM and SIGHUP handlers that remove the temporary files of runs in
 // progress and exit with status 130, so an interrupted run leaves nothing partial.
 // Call once from main(); libmq installs no handler by itself.
 MQ_API void install_interrupt_cleanup();
