@@ -4,9 +4,12 @@
 #include <signal.h>
 #include <unistd.h>
 
-#include <atomic>
+#include <cerrno>
 #include <cstring>
 #include <fstream>
+#include <mutex>
+#include <set>
+#include <thread>
 
 #include "mq/error.hpp"
 #include "mq/interrupt.hpp"
@@ -16,33 +19,19 @@ namespace fs = std::filesystem;
 namespace mq::detail {
 namespace {
 
-// Temporary paths of runs in progress, readable from a signal handler.
-constexpr int kSlots = 16;
-constexpr size_t kPathMax = 4096;
-char g_pending[kSlots][kPathMax];
-std::atomic<bool> g_used[kSlots];
-
-int reserve_slot(const fs::path& temp) {
-  const std::string s = temp.string();
-  if (s.size() >= kPathMax) return -1;
-  for (int i = 0; i < kSlots; ++i) {
-    bool expected = false;
-    if (g_used[i].compare_exchange_strong(expected, true)) {
-      std::memcpy(g_pending[i], s.c_str(), s.size() + 1);
-      return i;
-    }
-  }
-  return -1;
+// Temporary paths (files or directories) of runs in progress; the interrupt thread
+// removes them.
+std::mutex g_mutex;
+std::multiset<std::string>& pending() {
+  static auto* paths = new std::multiset<std::string>;  // never destroyed: exit may race it
+  return *paths;
 }
 
-void release_slot(int slot) {
-  if (slot >= 0) g_used[slot].store(false);
-}
+int g_wake[2] = {-1, -1};  // a pipe: the signal handler writes, the cleanup thread reads
 
 void on_signal(int) {
-  for (int i = 0; i < kSlots; ++i)
-    if (g_used[i].load()) unlink(g_pending[i]);
-  _exit(130);
+  const char byte = 1;
+  [[maybe_unused]] const ssize_t n = write(g_wake[1], &byte, 1);
 }
 
 // fsync; 0 or the errno of what failed.
@@ -63,7 +52,8 @@ OutputFile::OutputFile(fs::path destination) : destination_(std::move(destinatio
                             " (" + ec.message() + ")");
 
   temp_ = dir / ("." + destination_.filename().string() + ".mq-tmp-" + std::to_string(getpid()));
-  slot_ = reserve_slot(temp_);
+  const std::lock_guard<std::mutex> lock(g_mutex);
+  pending().insert(temp_.string());
 }
 
 OutputFile::~OutputFile() {
@@ -71,7 +61,8 @@ OutputFile::~OutputFile() {
     std::error_code ec;
     fs::remove_all(temp_, ec);
   }
-  release_slot(slot_);
+  const std::lock_guard<std::mutex> lock(g_mutex);
+  pending().erase(pending().find(temp_.string()));
 }
 
 void OutputFile::promote() {
@@ -128,11 +119,28 @@ void write_file_atomically(const fs::path& destination, const std::string& text)
 
 }  // namespace mq::detail
 
+// The signal handler only wakes a thread of our own (a handler may only unlink, which
+// left HF output directories behind), and that thread removes what runs in progress
+// wrote. Not sigwait(): a thread that LibTorch's libraries start before main() does not
+// block the signals, and the kernel may deliver them there.
 void mq::install_interrupt_cleanup() {
+  if (pipe2(detail::g_wake, O_CLOEXEC) != 0) return;  // no cleanup rather than no run
+  std::thread([] {
+    char byte = 0;
+    ssize_t n;
+    do n = read(detail::g_wake[0], &byte, 1);
+    while (n < 0 && errno == EINTR);
+    if (n != 1) return;
+    const std::lock_guard<std::mutex> lock(detail::g_mutex);
+    for (const std::string& path : detail::pending()) {
+      std::error_code ec;
+      fs::remove_all(path, ec);
+    }
+    _exit(static_cast<int>(ExitCode::kInterrupted));
+  }).detach();
   struct sigaction sa {};
   sa.sa_handler = detail::on_signal;
   sigemptyset(&sa.sa_mask);
-  sigaction(SIGINT, &sa, nullptr);
-  sigaction(SIGTERM, &sa, nullptr);
-  sigaction(SIGHUP, &sa, nullptr);  // the terminal or ssh session went away
+  sa.sa_flags = SA_RESTART;
+  for (int sig : {SIGINT, SIGTERM, SIGHUP}) sigaction(sig, &sa, nullptr);  // SIGHUP: the terminal went away
 }

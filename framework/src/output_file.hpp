@@ -24,7 +24,6 @@ class OutputFile {
  private:
   std::filesystem::path destination_;
   std::filesystem::path temp_;
-  int slot_ = -1;
   bool promoted_ = false;
 };
 

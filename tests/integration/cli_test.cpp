@@ -240,37 +240,51 @@ TEST(Cli, FullDiskExitsSixAndKeepsTheOldArtifact) {
   }
 }
 
-// Interrupted while it writes (slowed down), a run exits 130 and removes its temporary
-// file; the old artifact stays. The pt writer's temporary is a named file (safetensors
-// writes an unnamed one that no signal can leave behind).
+// Interrupted while it writes (slowed down), a run exits 130 and removes what it was
+// writing: the pt writer's temporary file, an HF model directory's temporary directory
+// (the signal handler alone could not remove a directory); the old artifact stays.
 TEST(Cli, InterruptedRunExits130AndLeavesNoTemporary) {
-  for (int sig : {SIGINT, SIGTERM, SIGHUP}) {
-    SCOPED_TRACE(sig);
-    mq::test::ScratchDir dir("cli-interrupt");
-    const fs::path artifact = dir / "out.pt";
-    mq::test::write_file(artifact, "earlier good artifact");
-    const std::string command = "exec env " + faulty_disk("slow") + " MQ_PLUGIN_PATH= '" MQ_PIPELINE_EXE "' run '" +
-                                kExample + "' -q --set format.plugin=pt --set format.output='" + artifact.string() +
-                                "' --set report=null --set validators=[] 2>/dev/null";
-    const pid_t pid = fork();
-    if (pid == 0) {
-      execl("/bin/sh", "sh", "-c", command.c_str(), static_cast<char*>(nullptr));
-      _exit(127);
+  mq::test::ScratchDir hf("cli-interrupt-hf-model");
+  mq::test::write_hf_directory(hf / "model");
+  const std::vector<std::pair<std::string, std::string>> runs = {
+      {"out.pt", "--set format.plugin=pt"},
+      {"model-int8", "--set model.path='" + (hf / "model").string() + "' --set format.plugin=safetensors"}};
+  for (int sig : {SIGINT, SIGTERM, SIGHUP})
+    for (const auto& [name, sets] : runs) {
+      SCOPED_TRACE(std::to_string(sig) + " " + name);
+      mq::test::ScratchDir dir("cli-interrupt");
+      const fs::path artifact = dir / name;
+      if (name == "model-int8") {
+        fs::create_directories(artifact);
+        mq::test::write_file(artifact / "config.json", "earlier good artifact");
+      } else {
+        mq::test::write_file(artifact, "earlier good artifact");
+      }
+      const std::string command = "exec env " + faulty_disk("slow") + " MQ_PLUGIN_PATH= '" MQ_PIPELINE_EXE "' run '" +
+                                  kExample + "' -q " + sets + " --set format.output='" + artifact.string() +
+                                  "' --set report=null --set validators=[] 2>/dev/null";
+      const pid_t pid = fork();
+      if (pid == 0) {
+        execl("/bin/sh", "sh", "-c", command.c_str(), static_cast<char*>(nullptr));
+        _exit(127);
+      }
+      ASSERT_GT(pid, 0);
+      const auto temporaries = [&] {
+        int n = 0;
+        for (const auto& e : fs::directory_iterator(dir.path()))
+          n += e.path().filename().string().find(".mq-tmp") != std::string::npos;
+        return n;
+      };
+      for (int i = 0; i < 600 && temporaries() == 0; ++i) usleep(50'000);
+      EXPECT_EQ(temporaries(), 1);  // it is writing
+      kill(pid, sig);
+      int status = 0;
+      ASSERT_EQ(waitpid(pid, &status, 0), pid);
+      EXPECT_TRUE(WIFEXITED(status) && WEXITSTATUS(status) == 130) << status;
+      EXPECT_EQ(temporaries(), 0);
+      EXPECT_TRUE(mq::test::read_file(name == "model-int8" ? artifact / "config.json" : artifact) ==
+                  "earlier good artifact");
     }
-    ASSERT_GT(pid, 0);
-    bool writing = false;  // its temporary file is there
-    for (int i = 0; i < 600 && !writing; ++i) {
-      for (const auto& e : fs::directory_iterator(dir.path()))
-        writing = writing || e.path().filename().string().find(".mq-tmp") != std::string::npos;
-      if (!writing) usleep(50'000);
-    }
-    EXPECT_TRUE(writing);
-    kill(pid, sig);
-    int status = 0;
-    ASSERT_EQ(waitpid(pid, &status, 0), pid);
-    EXPECT_TRUE(WIFEXITED(status) && WEXITSTATUS(status) == 130) << status;
-    expect_old_artifact_kept(dir, artifact);
-  }
 }
 
 // The recipe is an input too: a report (or artifact) named like it would replace the

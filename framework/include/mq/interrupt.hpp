@@ -5,9 +5,9 @@
 
 namespace mq {
 
-// Installs SIGINT, SIGTERM and SIGHUP handlers that remove the temporary files of runs in
-// progress and exit with status 130, so an interrupted run leaves nothing partial.
-// Call once from main(); libmq installs no handler by itself.
+// Handles SIGINT, SIGTERM and SIGHUP: a thread of its own removes the temporary files
+// and directories of runs in progress and exits with status 130, so an interrupted run
+// leaves nothing partial. Call once from main(); libmq installs nothing by itself.
 MQ_API void install_interrupt_cleanup();
 
 }  // namespace mq
