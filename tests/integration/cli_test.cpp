@@ -287,6 +287,12 @@ TEST(Cli, InterruptedRunExits130AndLeavesNoTemporary) {
     }
 }
 
+TEST(Cli, OutputEqualToInputExitsTwo) {
+  const auto r = run_pipeline("run '" + kExample + "' --set format.output=models/mlp.safetensors");
+  EXPECT_EQ(r.exit_code, 2);
+  expect_one_line_error(r);
+}
+
 // The recipe is an input too: a report (or artifact) named like it would replace the
 // user's recipe.
 TEST(Cli, OutputEqualToTheRecipeExitsTwoAndKeepsIt) {
