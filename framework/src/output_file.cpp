@@ -30,8 +30,10 @@ std::multiset<std::string>& pending() {
 int g_wake[2] = {-1, -1};  // a pipe: the signal handler writes, the cleanup thread reads
 
 void on_signal(int) {
+  const int saved = errno;  // of the code the signal interrupted
   const char byte = 1;
   [[maybe_unused]] const ssize_t n = write(g_wake[1], &byte, 1);
+  errno = saved;
 }
 
 // fsync; 0 or the errno of what failed.
