@@ -21,6 +21,11 @@ namespace fs = std::filesystem;
 
 namespace {
 
+// Paths need not be UTF-8 (Linux file names are bytes): invalid bytes print as U+FFFD.
+void print_json(const nlohmann::ordered_json& out) {
+  fmt::print("{}\n", out.dump(2, ' ', false, nlohmann::json::error_handler_t::replace));
+}
+
 std::string one_line(std::string text) {
   for (char& c : text)
     if (c == '\n' || c == '\r') c = ' ';
@@ -65,7 +70,7 @@ int list_plugins(const std::vector<fs::path>& paths, bool json) {
                      {"file", p.file.string()},
                      {"options", options}});
     }
-    fmt::print("{}\n", out.dump(2, ' ', false, nlohmann::json::error_handler_t::replace));  // paths: U+FFFD for non-UTF-8 bytes
+    print_json(out);
     return 0;
   }
   fmt::print("search path:\n");
@@ -133,7 +138,7 @@ int inspect_file(const std::string& path, const std::string& format, bool trust,
   out["total_bytes"] = total;
   out["activations"] = model.activation_qparams.size();
   if (json) {
-    fmt::print("{}\n", out.dump(2, ' ', false, nlohmann::json::error_handler_t::replace));  // paths: U+FFFD for non-UTF-8 bytes
+    print_json(out);
     return 0;
   }
   fmt::print("{}: {} bytes, {} tensors ({} quantized), mode {}\n", path, out["bytes"].get<int64_t>(),

@@ -493,7 +493,7 @@ void quantize_min_max_rows(const at::Tensor& x, Q* q, int64_t rows, int64_t cols
   // bfloat16 is read as it is (widened in registers, once for min/max and once to
   // quantize: 2.3 -> 3.0 G elements/s); float16 is widened a row at a time into a
   // buffer in cache (its exact widening in registers, twice, was slower than that).
-  const bool bf16 = x.scalar_type() == at::kBFloat16;
+  const c10::BFloat16* bf16 = x.scalar_type() == at::kBFloat16 ? x.data_ptr<c10::BFloat16>() : nullptr;
   at::parallel_for(0, rows, 1, [&](int64_t begin, int64_t end) {
     std::vector<float> buffer, bounds(static_cast<size_t>(2 * per_row));
     for (int64_t r = begin; r < end; ++r) {
@@ -501,7 +501,7 @@ void quantize_min_max_rows(const at::Tensor& x, Q* q, int64_t rows, int64_t cols
       float* lo = bounds.data();
       float* hi = bounds.data() + per_row;
       const bool finite =
-          bf16 ? min_max_quantize_row(x.data_ptr<c10::BFloat16>() + r * cols, next, q + r * cols, cols, span, rule,
+          bf16 ? min_max_quantize_row(bf16 + r * cols, next, q + r * cols, cols, span, rule,
                                       scale + r * per_row, zero_point + r * per_row, lo, hi)
                : min_max_quantize_row(as_float(x, r * cols, cols, buffer), next, q + r * cols, cols, span, rule,
                                       scale + r * per_row, zero_point + r * per_row, lo, hi);

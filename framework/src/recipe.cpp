@@ -6,6 +6,7 @@
 #include <sstream>
 
 #include "hash.hpp"
+#include "json_text.hpp"
 #include "mq/error.hpp"
 #include "suggest.hpp"
 #include "yaml_value.hpp"
@@ -289,7 +290,7 @@ std::string Recipe::canonical_json() const {
     j["validators"].push_back(step);
   }
   j["on_failure"] = to_string(on_failure);
-  return j.dump(-1, ' ', false, nlohmann::json::error_handler_t::replace);  // paths need not be UTF-8: invalid bytes become U+FFFD
+  return detail::json_text(j);
 }
 
 std::string Recipe::hash() const { return detail::hash_bytes(canonical_json()); }

@@ -6,6 +6,8 @@
 #include <algorithm>
 #include <cmath>
 
+#include "json_text.hpp"
+
 namespace mq {
 namespace {
 
@@ -63,8 +65,7 @@ std::string Report::to_json() const {
   for (const auto& [stage, seconds] : this->timings) timings[stage] = seconds;
   j["timings_s"] = timings;
   j["warnings"] = warnings;
-  // Paths need not be UTF-8 (Linux file names are bytes): invalid bytes become U+FFFD.
-  return j.dump(2, ' ', false, nlohmann::json::error_handler_t::replace) + "\n";
+  return detail::json_text(j, 2) + "\n";
 }
 
 std::string Report::plan_table() const {

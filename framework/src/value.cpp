@@ -2,6 +2,7 @@
 
 #include <nlohmann/json.hpp>
 
+#include "json_text.hpp"
 #include "mq/error.hpp"
 
 namespace mq {
@@ -147,7 +148,6 @@ void Value::set(std::string key, Value value) {
   map_.push_back({std::move(key), std::move(value), {}});
 }
 
-// Strings need not be UTF-8 (paths): invalid bytes become U+FFFD.
-std::string Value::to_json() const { return to_json_value(*this).dump(-1, ' ', false, nlohmann::json::error_handler_t::replace); }
+std::string Value::to_json() const { return detail::json_text(to_json_value(*this)); }
 
 }  // namespace mq
