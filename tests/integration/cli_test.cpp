@@ -497,9 +497,54 @@ validators: [{plugin: sqnr, options: {min_db: 30}}, {plugin: size}, {plugin: loa
   const auto inspect = nlohmann::json::parse(run_pipeline("inspect --json '" + (dir / "out").string() + "'").out);
   EXPECT_EQ(inspect["tensors"].size(), 5u);
   EXPECT_EQ(inspect["bytes"].get<int64_t>(), mq::path_bytes(dir / "out"));
+  // A second run reads the directory, and finds it quantized already.
   const auto again = run_pipeline("run -q '" + (dir / "recipe.yaml").string() +
                                   "' --set model.path=out --set format.output=again.safetensors --set validators=[]");
-  EXPECT_EQ(again.exit_code, 0) << again.err;
+  EXPECT_EQ(again.exit_code, 3) << again.err;
+  EXPECT_NE(again.err.find("out: is quantized already ('model.layers.0."), std::string::npos) << again.err;
+  EXPECT_FALSE(fs::exists(dir / "again.safetensors"));
+}
+
+// An artifact given as the model to quantize, or as the float reference to validate
+// against, is refused by name (it used to be read as tensors: int8 weights passed
+// through, scales taken for weights, and a confusing error at the end or none); a
+// float16 artifact is a float model, and quantizes.
+TEST(Cli, QuantizedModelAsTheInputIsRefused) {
+  mq::test::ScratchDir dir("cli-quantized-input");
+  const fs::path int8 = dir / "out.safetensors";
+  ASSERT_EQ(run_pipeline(example_args(dir, "-q")).exit_code, 0);
+  const auto reference = run_pipeline("validate '" + int8.string() + "' --reference '" + int8.string() + "'");
+  EXPECT_EQ(reference.exit_code, 3);
+  expect_one_line_error(reference);
+  EXPECT_NE(reference.err.find("reading the reference model: " + int8.string() +
+                               ": is quantized already ('fc1.weight' is int8 per_channel(axis=0) symmetric; "
+                               "mq-pipeline inspect lists it): give the float model it was made from"),
+            std::string::npos) << reference.err;
+
+  const std::string ts = (dir / "mlp.int8.pt").string(), int4 = (dir / "mlp.int4.pt").string(),
+                    fp16 = (dir / "mlp.fp16.safetensors").string();
+  ASSERT_EQ(run_pipeline("run -q '" MQ_SOURCE_DIR "/configs/example-torchscript-int8.yaml' --set report=null "
+                         "--set format.output='" + ts + "'").exit_code, 0);
+  ASSERT_EQ(run_pipeline("run -q '" MQ_SOURCE_DIR "/configs/example-int4-weight-only.yaml' --set report=null "
+                         "--set format.plugin=pt --set format.output='" + int4 + "'").exit_code, 0);
+  ASSERT_EQ(run_pipeline("run -q '" MQ_SOURCE_DIR "/configs/example-fp16.yaml' --set report=null "
+                         "--set format.output='" + fp16 + "'").exit_code, 0);
+  const std::map<std::string, std::string> refused = {
+      {int8.string(), "'fc1.weight' is int8 per_channel(axis=0) symmetric"},
+      {ts + "' --set 'model.options.trust_torchscript=true", "'fc1' is DynamicQuantizedLinear"},
+      {int4, "'fc1.weight' is int4 per_group(32) symmetric"}};
+  for (const auto& [model, why] : refused) {
+    SCOPED_TRACE(model);
+    const auto r = run_pipeline(example_args(dir, "-q --set model.path='" + model + "' --set format.output='" +
+                                                      (dir / "again.pt").string() + "'"));
+    EXPECT_EQ(r.exit_code, 3);
+    expect_one_line_error(r);
+    EXPECT_NE(r.err.find("reading the model: "), std::string::npos) << r.err;
+    EXPECT_NE(r.err.find(": is quantized already (" + why), std::string::npos) << r.err;
+    EXPECT_FALSE(fs::exists(dir / "again.pt"));
+  }
+  const auto from_fp16 = run_pipeline(example_args(dir, "-q --set model.path='" + fp16 + "' --set validators=[]"));
+  EXPECT_EQ(from_fp16.exit_code, 0) << from_fp16.err;
 }
 
 TEST(Cli, ValidateWorksOnBothPtArtifacts) {

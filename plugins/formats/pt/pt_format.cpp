@@ -163,15 +163,25 @@ class PtFormat final : public mq::Format {
     if (!is_torchscript(path)) {
       mq::Model model;  // a state dict: read without running anything
       model.sources.push_back(path);
-      model.tensors = mq::pt::read_state_dict(path);
+      std::map<std::string, std::string> strings;
+      model.tensors = mq::pt::read_state_dict(path, &strings);
       for (const mq::NamedTensor& t : model.tensors)
-        if (t.tensor.is_quantized()) bad(path, "'" + t.name + "' is quantized already (mq-pipeline inspect lists it)");
+        if (t.tensor.is_quantized()) refuse_quantized(path, t.name, c10::toString(t.tensor.scalar_type()));
+      for (const auto& [name, text] : strings) {
+        if (name != kMetadataKey) bad(path, "entry '" + name + "' is not a tensor");
+        const json meta = json::parse(text, nullptr, false);  // ours: int4 is stored as plain tensors
+        if (meta.is_object() && meta.contains("mq.specs") && meta["mq.specs"].is_object())
+          for (auto it = meta["mq.specs"].begin(); it != meta["mq.specs"].end(); ++it)
+            if (const mq::QuantSpec spec = spec_from(it.value()); spec.is_integer())
+              refuse_quantized(path, it.key(), spec.to_string());
+      }
       model.layers = mq::layers_from_names(model);
       return model;
     }
     if (!trust_ && path != written_)
       bad(path, "is a TorchScript archive, and loading it runs the code inside; if you trust it, "
-                "set model.options.trust_torchscript: true in the recipe");
+                "set model.options.trust_torchscript: true in the recipe (--trust-torchscript for inspect "
+                "and validate)");
     use_onednn();  // the engine our quantized modules' packed weights run on
     torch::jit::Module module = load(path);
     mq::Model model;
@@ -180,6 +190,8 @@ class PtFormat final : public mq::Format {
     for (const auto& b : module.named_buffers(true)) model.tensors.push_back({b.name, b.value.detach()});
     for (const auto& m : module.named_modules()) {
       if (m.name.empty()) continue;
+      if (is_ours(m.value) && path != written_ && path != read_back_)  // load_run runs an artifact
+        refuse_quantized(path, m.name, m.value.type()->name()->name());
       mq::Layer layer{m.name, mq::pt::layer_kind(m.value), "", ""};
       if (m.value.hasattr("weight") && m.value.attr("weight").isTensor()) layer.weight = m.name + ".weight";
       if (m.value.hasattr("bias") && m.value.attr("bias").isTensor()) layer.bias = m.name + ".bias";
@@ -211,7 +223,9 @@ class PtFormat final : public mq::Format {
       if (!trust_ && path != written_)
         bad(path, "is a TorchScript archive, and loading it runs the code inside; set the format "
                   "option trust_torchscript: true if you trust it");
-      return read_torchscript(path);
+      mq::QuantizedModel model = read_torchscript(path);
+      read_back_ = path;
+      return model;
     }
     return read_state_dict(path);
   }
@@ -443,6 +457,17 @@ class PtFormat final : public mq::Format {
     if (!out) throw mq::OutputError(path.string() + ": write failed");
   }
 
+  [[noreturn]] static void refuse_quantized(const fs::path& path, const std::string& name, const std::string& what) {
+    bad(path, "is quantized already ('" + name + "' is " + what +
+                  "; mq-pipeline inspect lists it): give the float model it was made from");
+  }
+
+  // Whether `m` is one of the quantized modules write_torchscript() puts in.
+  static bool is_ours(const torch::jit::Module& m) {
+    const auto type = m.type()->name();
+    return type && (type->name().rfind(kStaticPrefix, 0) == 0 || type->name().rfind(kDynamicPrefix, 0) == 0);
+  }
+
   static std::optional<mq::QuantSpec> spec_of(const json& specs, const std::string& name) {
     if (specs.is_object() && specs.contains(name)) return spec_from(specs[name]);
     return std::nullopt;
@@ -619,7 +644,9 @@ class PtFormat final : public mq::Format {
   }
 
   bool trust_;
-  fs::path written_;
+  // What this instance wrote or read back: read() loads it (load_run runs it) although
+  // it is quantized.
+  fs::path written_, read_back_;
 };
 
 }  // namespace

@@ -136,6 +136,20 @@ json read_hf_config(const std::string& dir) {
   return config;
 }
 
+// A model to quantize (or to validate against) must be float: an artifact of ours, read
+// as tensors, is integers and their scales under other names.
+void refuse_quantized(const std::string& file, const std::map<std::string, std::string>& metadata) {
+  const auto it = metadata.find(kSpecsKey);
+  if (it == metadata.end()) return;
+  const json specs = json::parse(it->second, nullptr, false);
+  if (!specs.is_object()) throw mq::InputError(file + ": malformed " + kSpecsKey + " metadata");
+  for (auto s = specs.begin(); s != specs.end(); ++s)
+    if (spec_from_json(file, s.value()).is_integer())
+      throw mq::InputError(file + ": is quantized already ('" + s.key() + "' is " +
+                           spec_from_json(file, s.value()).to_string() +
+                           "; mq-pipeline inspect lists it): give the float model it was made from");
+}
+
 // Writes entries as they come (mq::safetensors::Writer keeps only the current one in
 // memory): compressed-tensors names for quantized weights, float tensors as they are;
 // finish() adds static activation qparams and the metadata. An HF model directory in
@@ -387,6 +401,7 @@ class SafetensorsFormat final : public mq::Format {
     mq::Model model;
     model.sources = set.sources();
     model.metadata = set.metadata();
+    if (path != artifact_) refuse_quantized(path.string(), model.metadata);
     for (const auto& t : set.tensors()) model.tensors.push_back({t.name, set.tensor(t)});
     model.release = [files = set.files()](const at::Tensor& t) {
       for (const auto& f : files) f->release(t);
@@ -397,17 +412,22 @@ class SafetensorsFormat final : public mq::Format {
   }
 
   void write(const mq::QuantizedModel& model, const fs::path& path) override {
+    artifact_ = path;
     SafetensorsStream out(path, model.metadata, max_shard_bytes_, 0);
     for (const mq::QuantizedEntry& e : model.entries) out.add(e);
     out.finish(model);
   }
 
   std::unique_ptr<mq::EntryWriter> stream(const mq::Model& source, const fs::path& path) override {
+    artifact_ = path;
     return std::make_unique<SafetensorsStream>(path, source.metadata, max_shard_bytes_,
                                                SafetensorsStream::header_reserve(source));
   }
 
-  mq::QuantizedModel read_quantized(const fs::path& input) override { return read_back(input, true); }
+  mq::QuantizedModel read_quantized(const fs::path& input) override {
+    artifact_ = input;
+    return read_back(input, true);
+  }
   mq::QuantizedModel describe(const fs::path& input) override { return read_back(input, false); }
 
  private:
@@ -540,6 +560,9 @@ class SafetensorsFormat final : public mq::Format {
   }
 
   int64_t max_shard_bytes_;
+  // What this instance wrote or read back: read() reads it (load_run runs it) although
+  // it is quantized.
+  fs::path artifact_;
 };
 
 }  // namespace
