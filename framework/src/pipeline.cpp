@@ -269,8 +269,9 @@ struct Pipeline::Impl {
       }
       tried.push_back(name);
     }
-    throw InputError(path.string() + ": no format plugin can read this file (tried " +
-                     detail::quoted_list(tried) + ")");
+    std::error_code ec;
+    throw InputError(path.string() + ": no format plugin can read this " +
+                     (fs::is_directory(path, ec) ? "directory" : "file") + " (tried " + detail::quoted_list(tried) + ")");
   }
 
   void warn(Report& report, const std::string& message) {

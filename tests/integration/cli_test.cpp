@@ -505,6 +505,19 @@ validators: [{plugin: sqnr, options: {min_db: 30}}, {plugin: size}, {plugin: loa
   EXPECT_FALSE(fs::exists(dir / "again.safetensors"));
 }
 
+TEST(Cli, ModelNoFormatReadsIsNamedFileOrDirectory) {
+  mq::test::ScratchDir dir("cli-no-reader");
+  fs::create_directories(dir / "empty");
+  mq::test::write_file(dir / "weights.bin", "12345678");
+  for (const auto& [model, what] : {std::pair{dir / "empty", "directory"}, std::pair{dir / "weights.bin", "file"}}) {
+    const auto r = run_pipeline(example_args(dir, "-q --set model.path='" + model.string() + "'"));
+    EXPECT_EQ(r.exit_code, 3);
+    expect_one_line_error(r);
+    EXPECT_NE(r.err.find(model.string() + ": no format plugin can read this " + what + " (tried 'pt', 'safetensors')"),
+              std::string::npos) << r.err;
+  }
+}
+
 // An artifact given as the model to quantize, or as the float reference to validate
 // against, is refused by name (it used to be read as tensors: int8 weights passed
 // through, scales taken for weights, and a confusing error at the end or none); a
