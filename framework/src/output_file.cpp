@@ -10,6 +10,8 @@
 #include <mutex>
 #include <set>
 #include <thread>
+#include <utility>
+#include <vector>
 
 #include "mq/error.hpp"
 #include "mq/interrupt.hpp"
@@ -44,6 +46,28 @@ int sync_path(const fs::path& p, int flags) {
   return error;
 }
 
+// Temporaries of runs killed outright (SIGKILL, a crash) stay behind: a run to the same
+// destination removes those whose process is gone, and puts back a previous artifact
+// that was moved aside (".old") when nothing took its place.
+void remove_stale_temps(const fs::path& dir, const fs::path& destination) {
+  const std::string prefix = "." + destination.filename().string() + ".mq-tmp-";
+  std::vector<std::pair<fs::path, bool>> stale;  // path, moved aside
+  std::error_code ec;
+  for (const auto& entry : fs::directory_iterator(dir, ec)) {
+    std::string pid = entry.path().filename().string();
+    if (pid.rfind(prefix, 0) != 0) continue;
+    pid.erase(0, prefix.size());
+    const bool moved_aside = pid.size() > 4 && pid.compare(pid.size() - 4, 4, ".old") == 0;
+    if (moved_aside) pid.resize(pid.size() - 4);
+    if (pid.empty() || pid.size() > 9 || pid.find_first_not_of("0123456789") != std::string::npos) continue;
+    if (kill(static_cast<pid_t>(std::stol(pid)), 0) != 0 && errno == ESRCH)
+      stale.emplace_back(entry.path(), moved_aside);
+  }
+  for (const auto& [path, moved_aside] : stale)
+    if (!moved_aside || fs::exists(destination, ec) || std::rename(path.c_str(), destination.c_str()) != 0)
+      fs::remove_all(path, ec);
+}
+
 }  // namespace
 
 OutputFile::OutputFile(fs::path destination) : destination_(std::move(destination)) {
@@ -54,6 +78,7 @@ OutputFile::OutputFile(fs::path destination) : destination_(std::move(destinatio
                             " (" + ec.message() + ")");
 
   temp_ = dir / ("." + destination_.filename().string() + ".mq-tmp-" + std::to_string(getpid()));
+  remove_stale_temps(dir, destination_);
   const std::lock_guard<std::mutex> lock(g_mutex);
   pending().insert(temp_.string());
 }
@@ -83,23 +108,31 @@ void OutputFile::promote() {
   } else {
     sync_file(temp_);
   }
-  // A directory cannot be renamed over a non-empty one: the old one moves aside first,
-  // so the destination always holds a complete artifact, old or new.
+  // A directory cannot be renamed over a non-empty one: the two are exchanged, or the
+  // old one moves aside first, so the destination always holds a complete artifact.
   const bool exists = fs::exists(destination_, ec);
   if (exists && fs::is_directory(destination_, ec) != directory)
     throw OutputError(destination_.string() + ": exists as a " + (directory ? "file" : "directory") +
                       "; refusing to replace it with a " + (directory ? "directory" : "file"));
-  fs::path old;
-  if (directory && exists) {
+  fs::path old;  // the previous artifact, moved aside
+  if (directory && exists &&
+      renameat2(AT_FDCWD, temp_.c_str(), AT_FDCWD, destination_.c_str(), RENAME_EXCHANGE) == 0) {
+    old = temp_;  // in one step, where the file system can
+  } else if (directory && exists) {
+    // In two, which an interrupt does not split (its cleanup takes the lock).
+    const std::lock_guard<std::mutex> lock(g_mutex);
     old = temp_.string() + ".old";
     if (std::rename(destination_.c_str(), old.c_str()) != 0)
       throw OutputError(destination_.string() + ": cannot move the previous artifact aside (" +
                         std::strerror(errno) + ")");
-  }
-  if (std::rename(temp_.c_str(), destination_.c_str()) != 0) {
-    const std::string why = std::strerror(errno);
-    if (!old.empty()) std::rename(old.c_str(), destination_.c_str());
-    throw OutputError(destination_.string() + ": cannot move the new artifact into place (" + why + ")");
+    if (std::rename(temp_.c_str(), destination_.c_str()) != 0) {
+      const std::string why = std::strerror(errno);
+      std::rename(old.c_str(), destination_.c_str());
+      throw OutputError(destination_.string() + ": cannot move the new artifact into place (" + why + ")");
+    }
+  } else if (std::rename(temp_.c_str(), destination_.c_str()) != 0) {
+    throw OutputError(destination_.string() + ": cannot move the new artifact into place (" + std::strerror(errno) +
+                      ")");
   }
   promoted_ = true;
   if (!old.empty()) fs::remove_all(old, ec);

@@ -450,7 +450,7 @@ report: out/report.json
   const auto report = nlohmann::json::parse(mq::test::read_file(dir / "out/report.json"));
   EXPECT_EQ(report["layers"][4]["rule"], "default low-bit skip: lm_head");
   // A failing run leaves the previous directory exactly as it was, and no temporary.
-  const std::string before = mq::test::read_file(dir / "out/model-int4/model.safetensors");
+  std::string before = mq::test::read_file(dir / "out/model-int4/model.safetensors");
   const auto failed = run_pipeline("run -q '" + (dir / "recipe.yaml").string() +
                                    "' --set quantizer.options.group_size=8 --set validators.0.options.min_db=99");
   EXPECT_EQ(failed.exit_code, 5);
@@ -459,6 +459,22 @@ report: out/report.json
   for (const auto& e : fs::directory_iterator(dir / "out")) left.push_back(e.path().filename().string());
   std::sort(left.begin(), left.end());
   EXPECT_EQ(left, (std::vector<std::string>{"model-int4", "report.json"}));
+  // A successful run replaces it: the two exchanged in one step, or (a file system
+  // without RENAME_EXCHANGE) the old one moved aside first.
+  for (const std::string& env : {std::string(), faulty_disk("exchange")}) {
+    SCOPED_TRACE(env);
+    const auto again = run_pipeline("run -q '" + (dir / "recipe.yaml").string() + "' --set quantizer.options.group_size=" +
+                                        (env.empty() ? "8" : "32"),
+                                    {}, env);
+    ASSERT_EQ(again.exit_code, 0) << again.err;
+    const std::string after = mq::test::read_file(dir / "out/model-int4/model.safetensors");
+    EXPECT_FALSE(before == after);
+    before = after;
+    std::vector<std::string> now;
+    for (const auto& e : fs::directory_iterator(dir / "out")) now.push_back(e.path().filename().string());
+    std::sort(now.begin(), now.end());
+    EXPECT_EQ(now, left);
+  }
   // A file where the directory goes is not replaced.
   mq::test::write_file(dir / "out/file-instead", "keep me");
   const auto clash = run_pipeline("run -q '" + (dir / "recipe.yaml").string() + "' --set format.output=out/file-instead");
@@ -503,6 +519,43 @@ validators: [{plugin: sqnr, options: {min_db: 30}}, {plugin: size}, {plugin: loa
   EXPECT_EQ(again.exit_code, 3) << again.err;
   EXPECT_NE(again.err.find("out: is quantized already ('model.layers.0."), std::string::npos) << again.err;
   EXPECT_FALSE(fs::exists(dir / "again.safetensors"));
+}
+
+// A process id that no process has now.
+pid_t dead_pid() {
+  for (pid_t pid = 4194303;; --pid)
+    if (kill(pid, 0) != 0 && errno == ESRCH) return pid;
+}
+
+// What a run killed outright (SIGKILL) left beside its outputs: the next run to the same
+// output removes it, keeps what a live process is writing, and puts back an HF directory
+// that was moved aside to be replaced when nothing replaced it.
+TEST(Cli, TemporariesOfKilledRunsAreCleanedUp) {
+  mq::test::ScratchDir dir("cli-stale-temps");
+  const std::string dead = std::to_string(dead_pid()), live = std::to_string(getpid());
+  fs::create_directories(dir / (".out.safetensors.mq-tmp-" + dead) / "x");  // a directory, too
+  mq::test::write_file(dir / (".report.json.mq-tmp-" + dead), "killed");
+  mq::test::write_file(dir / (".out.safetensors.mq-tmp-" + live), "running");
+  mq::test::write_file(dir / (".out.safetensors.mq-tmp-x" + dead), "not ours");
+  const auto r = run_pipeline(example_args(dir, "-q"));
+  ASSERT_EQ(r.exit_code, 0) << r.err;
+  std::set<std::string> left;
+  for (const auto& entry : fs::directory_iterator(dir.path())) left.insert(entry.path().filename().string());
+  EXPECT_EQ(left, (std::set<std::string>{"out.safetensors", "report.json", ".out.safetensors.mq-tmp-" + live,
+                                         ".out.safetensors.mq-tmp-x" + dead}));
+
+  mq::test::write_hf_directory(dir / "model");
+  mq::test::write_file(dir / "recipe.yaml", R"(version: 1
+model: {path: model}
+quantizer: {plugin: dynamic, options: {dtype: int8}}
+format: {plugin: safetensors, output: hf}
+validators: [{plugin: sqnr, options: {min_db: 99}}]
+)");
+  mq::test::write_file(dir / (".hf.mq-tmp-" + dead + ".old") / "config.json", "{}");
+  const auto failed = run_pipeline("run -q '" + (dir / "recipe.yaml").string() + "'");
+  EXPECT_EQ(failed.exit_code, 5) << failed.err;  // not promoted: the previous one stays
+  EXPECT_EQ(mq::test::read_file(dir / "hf/config.json"), "{}");
+  EXPECT_FALSE(fs::exists(dir / (".hf.mq-tmp-" + dead + ".old")));
 }
 
 TEST(Cli, ModelNoFormatReadsIsNamedFileOrDirectory) {

@@ -1,8 +1,9 @@
 // Preloaded into mq-pipeline by the CLI tests of a failing disk: with MQ_TEST_FAIL=fsync
 // every fsync fails (EIO), with MQ_TEST_FAIL=write every write to a file (a descriptor
 // above stderr) fails as on a full disk (ENOSPC), with MQ_TEST_FAIL=slow each such write
-// first waits 0.2 s (a run to interrupt while it writes). Everything else goes to the
-// kernel.
+// first waits 0.2 s (a run to interrupt while it writes), with MQ_TEST_FAIL=exchange
+// renameat2 refuses RENAME_EXCHANGE as file systems without it do (EINVAL). Everything
+// else goes to the kernel.
 #include <sys/syscall.h>
 #include <sys/types.h>
 
@@ -51,6 +52,12 @@ MQ_EXPORT ssize_t writev(int fd, const iovec* parts, int count) {
 MQ_EXPORT ssize_t pwrite(int fd, const void* data, size_t n, off_t at) {
   if (fails_write(fd)) return errno = ENOSPC, -1;
   return syscall(SYS_pwrite64, fd, data, n, at);
+}
+
+MQ_EXPORT int renameat2(int from_dir, const char* from, int to_dir, const char* to, unsigned flags) {
+  const char* mode = std::getenv("MQ_TEST_FAIL");
+  if (mode && std::strcmp(mode, "exchange") == 0 && flags != 0) return errno = EINVAL, -1;
+  return static_cast<int>(syscall(SYS_renameat2, from_dir, from, to_dir, to, flags));
 }
 
 MQ_EXPORT ssize_t pwrite64(int fd, const void* data, size_t n, off_t at) { return pwrite(fd, data, n, at); }
