@@ -644,8 +644,8 @@ class PtFormat final : public mq::Format {
   }
 
   bool trust_;
-  // What this instance wrote or read back: read() loads it (load_run runs it) although
-  // it is quantized.
+  // What this instance wrote, and the TorchScript archive it read back: read() loads
+  // them (load_run runs them) although they are quantized.
   fs::path written_, read_back_;
 };
 

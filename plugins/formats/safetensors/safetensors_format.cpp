@@ -144,9 +144,8 @@ void refuse_quantized(const std::string& file, const std::map<std::string, std::
   const json specs = json::parse(it->second, nullptr, false);
   if (!specs.is_object()) throw mq::InputError(file + ": malformed " + kSpecsKey + " metadata");
   for (auto s = specs.begin(); s != specs.end(); ++s)
-    if (spec_from_json(file, s.value()).is_integer())
-      throw mq::InputError(file + ": is quantized already ('" + s.key() + "' is " +
-                           spec_from_json(file, s.value()).to_string() +
+    if (const mq::QuantSpec spec = spec_from_json(file, s.value()); spec.is_integer())
+      throw mq::InputError(file + ": is quantized already ('" + s.key() + "' is " + spec.to_string() +
                            "; mq-pipeline inspect lists it): give the float model it was made from");
 }
 
