@@ -239,7 +239,21 @@ inline __attribute__((always_inline)) bool min_max_quantize_row_body(const T* in
                                                                      float* scale, int32_t* zero_point,
                                                                      float* lo, float* hi) {
   const int64_t count = (n + span - 1) / span;
-  int64_t s = 0;
+  constexpr int64_t width = sizeof(T);
+  // The first half of the next row is fetched while this one's min/max runs (from
+  // cache), the second while it is quantized, so that memory never waits on either.
+  const int64_t half = n / 2;
+  if (count == 1) {
+    constexpr int64_t kStep = 1024;
+    lo[0] = std::numeric_limits<float>::infinity();
+    hi[0] = -lo[0];
+    for (int64_t b = 0; b < n; b += kStep) {
+      const int64_t m = std::min(kStep, n - b);
+      if (next) prefetch(next + (b / 2) * width, (m / 2) * width);
+      min_max_body(in + b, m, &lo[0], &hi[0]);
+    }
+  }
+  int64_t s = count == 1 ? 1 : 0;
   if (span % 16 == 0)  // groups, sixteen at a time while they are whole
     for (; s + 16 <= count && (s + 16) * span <= n; s += 16) min_max_16_spans(in + s * span, span, lo + s, hi + s);
   for (; s < count; ++s) {
@@ -253,7 +267,6 @@ inline __attribute__((always_inline)) bool min_max_quantize_row_body(const T* in
   if (rule.dtype != at::kFloat)
     for (int64_t s = 0; s < count; ++s) scale[s] = stored_scale(scale[s], rule.dtype);
   constexpr int64_t kBlock = 512;
-  constexpr int64_t width = sizeof(T);
   for (int64_t s = 0; s < count; ++s) {
     const int32_t zp = zero_point[s];
     const float inv = 1.0f / scale[s];
@@ -261,7 +274,8 @@ inline __attribute__((always_inline)) bool min_max_quantize_row_body(const T* in
     const int64_t length = std::min(span, n - s * span);
     for (int64_t b = 0; b < length; b += kBlock) {
       const int64_t at = s * span + b, m = std::min(kBlock, length - b);
-      if (next) prefetch(next + at * width, m * width);
+      if (next && count == 1) prefetch(next + (half + at / 2) * width, (m / 2 + 1) * width);
+      else if (next) prefetch(next + at * width, m * width);
       quantize_span_body(in + at, out + at, m, inv, qlo, qhi, zp);
     }
   }
