@@ -4,6 +4,7 @@
 
 #include <nlohmann/json.hpp>
 
+#include <array>
 #include <set>
 
 #include <signal.h>
@@ -595,14 +596,14 @@ TEST(Cli, QuantizedModelAsTheInputIsRefused) {
                          "--set format.plugin=pt --set format.output='" + int4 + "'").exit_code, 0);
   ASSERT_EQ(run_pipeline("run -q '" MQ_SOURCE_DIR "/configs/example-fp16.yaml' --set report=null "
                          "--set format.output='" + fp16 + "'").exit_code, 0);
-  const std::map<std::string, std::string> refused = {
-      {int8.string(), "'fc1.weight' is int8 per_channel(axis=0) symmetric"},
-      {ts + "' --set 'model.options.trust_torchscript=true", "'fc1' is DynamicQuantizedLinear"},
-      {int4, "'fc1.weight' is int4 per_group(32) symmetric"}};
-  for (const auto& [model, why] : refused) {
+  const std::vector<std::array<std::string, 3>> refused = {  // model, extra arguments, why
+      {int8.string(), "", "'fc1.weight' is int8 per_channel(axis=0) symmetric"},
+      {ts, "--set model.options.trust_torchscript=true", "'fc1' is DynamicQuantizedLinear"},
+      {int4, "", "'fc1.weight' is int4 per_group(32) symmetric"}};
+  for (const auto& [model, extra, why] : refused) {
     SCOPED_TRACE(model);
     const auto r = run_pipeline(example_args(dir, "-q --set model.path='" + model + "' --set format.output='" +
-                                                      (dir / "again.pt").string() + "'"));
+                                                      (dir / "again.pt").string() + "' " + extra));
     EXPECT_EQ(r.exit_code, 3);
     expect_one_line_error(r);
     EXPECT_NE(r.err.find("reading the model: "), std::string::npos) << r.err;
