@@ -24,7 +24,8 @@ const std::string kExample = std::string(MQ_SOURCE_DIR) + "/configs/example-dyna
 // The example recipe with its outputs redirected into `dir`.
 std::string example_args(const mq::test::ScratchDir& dir, const std::string& extra = "") {
   return "run '" + kExample + "' --set format.output='" + (dir / "out.safetensors").string() +
-         "' --set report='" + (dir / "report.json").string() + "' " + extra;
+         "' --set report='" + (dir / "report.json").string() + "' --set html_report='" +
+         (dir / "report.html").string() + "' " + extra;
 }
 
 void expect_one_line_error(const mq::test::CommandResult& r) {
@@ -64,7 +65,7 @@ TEST(Cli, EveryExampleRecipeRuns) {
     SCOPED_TRACE(entry.path().string());
     mq::test::ScratchDir dir("cli-configs");
     const auto r = run_pipeline("run -q '" + entry.path().string() + "' --set format.output='" +
-                                (dir / "out.safetensors").string() + "' --set report=null");
+                                (dir / "out.safetensors").string() + "' --set report=null --set html_report=null");
     EXPECT_EQ(r.exit_code, 0) << r.err;
     EXPECT_TRUE(fs::exists(dir / "out.safetensors"));
   }
@@ -179,7 +180,7 @@ TEST(Cli, PathsThatAreNotUtf8AreReadWrittenAndReported) {
   const fs::path output = dir / "o\xff.safetensors";
   const auto r = run_pipeline("run '" + kExample + "' -q --set model.path='" + model.string() +
                               "' --set format.output='" + output.string() + "' --set report='" +
-                              (dir / "report.json").string() + "'");
+                              (dir / "report.json").string() + "' --set html_report=null");
   ASSERT_EQ(r.exit_code, 0) << r.err;
   EXPECT_TRUE(fs::exists(output));
   const auto report = nlohmann::json::parse(mq::test::read_file(dir / "report.json"));
@@ -232,7 +233,7 @@ TEST(Cli, FullDiskExitsSixAndKeepsTheOldArtifact) {
     const fs::path artifact = dir / (std::string("out.") + format);
     mq::test::write_file(artifact, "earlier good artifact");
     const auto r = run_pipeline("run '" + kExample + "' -q --set format.plugin=" + format + " --set format.output='" +
-                                    artifact.string() + "' --set report=null",
+                                    artifact.string() + "' --set report=null --set html_report=null",
                                 {}, faulty_disk("write"));
     EXPECT_EQ(r.exit_code, 6);
     expect_one_line_error(r);
@@ -263,7 +264,7 @@ TEST(Cli, InterruptedRunExits130AndLeavesNoTemporary) {
       }
       const std::string command = "exec env " + faulty_disk("slow") + " MQ_PLUGIN_PATH= '" MQ_PIPELINE_EXE "' run '" +
                                   kExample + "' -q " + sets + " --set format.output='" + artifact.string() +
-                                  "' --set report=null --set validators=[] 2>/dev/null";
+                                  "' --set report=null --set html_report=null --set validators=[] 2>/dev/null";
       const pid_t pid = fork();
       if (pid == 0) {
         execl("/bin/sh", "sh", "-c", command.c_str(), static_cast<char*>(nullptr));
@@ -372,7 +373,7 @@ TEST(Cli, ValidateChecksAnExistingArtifact) {
 TEST(Cli, TorchScriptInputMustBeTrustedExplicitly) {
   mq::test::ScratchDir dir("cli-trust");
   const auto r = run_pipeline("run -q '" MQ_SOURCE_DIR "/configs/example-torchscript-int8.yaml' --set model.options={} "
-                              "--set format.output='" + (dir / "o.pt").string() + "' --set report=null");
+                              "--set format.output='" + (dir / "o.pt").string() + "' --set report=null --set html_report=null");
   EXPECT_EQ(r.exit_code, 3);
   expect_one_line_error(r);
   EXPECT_NE(r.err.find("loading it runs the code inside; if you trust it, set model.options.trust_torchscript: true"),
@@ -382,7 +383,7 @@ TEST(Cli, TorchScriptInputMustBeTrustedExplicitly) {
 
 TEST(Cli, StaticQuantizationErrorsAreClear) {
   mq::test::ScratchDir dir("cli-static");
-  const std::string base = "run -q '" MQ_SOURCE_DIR "/configs/example-static-int8.yaml' --set report=null "
+  const std::string base = "run -q '" MQ_SOURCE_DIR "/configs/example-static-int8.yaml' --set report=null --set html_report=null "
                            "--set format.output='" + (dir / "o.safetensors").string() + "' ";
   const auto no_data = run_pipeline(base + "--set calibration=null");
   EXPECT_EQ(no_data.exit_code, 2);
@@ -542,7 +543,8 @@ TEST(Cli, TemporariesOfKilledRunsAreCleanedUp) {
   ASSERT_EQ(r.exit_code, 0) << r.err;
   std::set<std::string> left;
   for (const auto& entry : fs::directory_iterator(dir.path())) left.insert(entry.path().filename().string());
-  EXPECT_EQ(left, (std::set<std::string>{"out.safetensors", "report.json", ".out.safetensors.mq-tmp-" + live,
+  EXPECT_EQ(left, (std::set<std::string>{"out.safetensors", "report.json", "report.html",
+                                         ".out.safetensors.mq-tmp-" + live,
                                          ".out.safetensors.mq-tmp-x" + dead}));
 
   mq::test::write_hf_directory(dir / "model");
@@ -590,11 +592,11 @@ TEST(Cli, QuantizedModelAsTheInputIsRefused) {
 
   const std::string ts = (dir / "mlp.int8.pt").string(), int4 = (dir / "mlp.int4.pt").string(),
                     fp16 = (dir / "mlp.fp16.safetensors").string();
-  ASSERT_EQ(run_pipeline("run -q '" MQ_SOURCE_DIR "/configs/example-torchscript-int8.yaml' --set report=null "
+  ASSERT_EQ(run_pipeline("run -q '" MQ_SOURCE_DIR "/configs/example-torchscript-int8.yaml' --set report=null --set html_report=null "
                          "--set format.output='" + ts + "'").exit_code, 0);
-  ASSERT_EQ(run_pipeline("run -q '" MQ_SOURCE_DIR "/configs/example-int4-weight-only.yaml' --set report=null "
+  ASSERT_EQ(run_pipeline("run -q '" MQ_SOURCE_DIR "/configs/example-int4-weight-only.yaml' --set report=null --set html_report=null "
                          "--set format.plugin=pt --set format.output='" + int4 + "'").exit_code, 0);
-  ASSERT_EQ(run_pipeline("run -q '" MQ_SOURCE_DIR "/configs/example-fp16.yaml' --set report=null "
+  ASSERT_EQ(run_pipeline("run -q '" MQ_SOURCE_DIR "/configs/example-fp16.yaml' --set report=null --set html_report=null "
                          "--set format.output='" + fp16 + "'").exit_code, 0);
   const std::vector<std::array<std::string, 3>> refused = {  // model, extra arguments, why
       {int8.string(), "", "'fc1.weight' is int8 per_channel(axis=0) symmetric"},
@@ -617,7 +619,7 @@ TEST(Cli, QuantizedModelAsTheInputIsRefused) {
 TEST(Cli, ValidateWorksOnBothPtArtifacts) {
   mq::test::ScratchDir dir("cli-validate-pt");
   const std::string ts = (dir / "mlp.int8.pt").string();
-  ASSERT_EQ(run_pipeline("run -q '" MQ_SOURCE_DIR "/configs/example-torchscript-int8.yaml' --set report=null "
+  ASSERT_EQ(run_pipeline("run -q '" MQ_SOURCE_DIR "/configs/example-torchscript-int8.yaml' --set report=null --set html_report=null "
                          "--set format.output='" + ts + "'").exit_code, 0);
   const std::string ts_reference = " --reference '" MQ_SOURCE_DIR "/configs/models/mlp.pt'";
   const auto untrusted = run_pipeline("validate '" + ts + "'" + ts_reference);
@@ -668,7 +670,7 @@ TEST(Cli, PtOutputIsDeterministic) {
     SCOPED_TRACE(recipe);
     std::string bytes[2];
     for (int threads : {1, 2}) {
-      const auto r = run_pipeline("run -q '" MQ_SOURCE_DIR "/configs/" + recipe + "' --set report=null "
+      const auto r = run_pipeline("run -q '" MQ_SOURCE_DIR "/configs/" + recipe + "' --set report=null --set html_report=null "
                                   "--set html_report=null --set format.plugin=pt --set format.output='" + out +
                                   "' --threads " + std::to_string(threads));
       ASSERT_EQ(r.exit_code, 0) << r.err;
