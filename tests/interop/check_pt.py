@@ -27,7 +27,8 @@ def sqnr(ref, out):
 
 
 def run(exe, recipe, out, *sets):
-    args = [exe, "run", recipe, "--quiet", "--set", f"format.output={out}", "--set", "report=null"]
+    args = [exe, "run", recipe, "--quiet", "--set", f"format.output={out}", "--set", "report=null",
+            "--set", "html_report=null"]
     for s in sets:
         args += ["--set", s]
     subprocess.run(args, check=True)
