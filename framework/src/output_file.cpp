@@ -118,21 +118,22 @@ void OutputFile::promote() {
   if (directory && exists &&
       renameat2(AT_FDCWD, temp_.c_str(), AT_FDCWD, destination_.c_str(), RENAME_EXCHANGE) == 0) {
     old = temp_;  // in one step, where the file system can
-  } else if (directory && exists) {
-    // In two, which an interrupt does not split (its cleanup takes the lock).
-    const std::lock_guard<std::mutex> lock(g_mutex);
-    old = temp_.string() + ".old";
-    if (std::rename(destination_.c_str(), old.c_str()) != 0)
-      throw OutputError(destination_.string() + ": cannot move the previous artifact aside (" +
-                        std::strerror(errno) + ")");
+  } else {
+    // Else an old directory moves aside first, in two renames that an interrupt does
+    // not split (its cleanup takes the lock).
+    std::unique_lock<std::mutex> lock(g_mutex, std::defer_lock);
+    if (directory && exists) {
+      lock.lock();
+      old = temp_.string() + ".old";
+      if (std::rename(destination_.c_str(), old.c_str()) != 0)
+        throw OutputError(destination_.string() + ": cannot move the previous artifact aside (" +
+                          std::strerror(errno) + ")");
+    }
     if (std::rename(temp_.c_str(), destination_.c_str()) != 0) {
       const std::string why = std::strerror(errno);
-      std::rename(old.c_str(), destination_.c_str());
+      if (!old.empty()) std::rename(old.c_str(), destination_.c_str());
       throw OutputError(destination_.string() + ": cannot move the new artifact into place (" + why + ")");
     }
-  } else if (std::rename(temp_.c_str(), destination_.c_str()) != 0) {
-    throw OutputError(destination_.string() + ": cannot move the new artifact into place (" + std::strerror(errno) +
-                      ")");
   }
   promoted_ = true;
   if (!old.empty()) fs::remove_all(old, ec);
