@@ -345,12 +345,51 @@ struct Pipeline::Impl {
     return out;
   }
 
-  Report validate_existing(const ValidateRequest& request) {
+  // Runs `stages` into a report and writes the reports asked for, a failed run's too
+  // (its status and message, and what it got to), so that a report left from an
+  // earlier run never stands for this one. `paths_checked` says the report paths are
+  // known not to be an input (a failure before that writes nothing).
+  template <class F>
+  Report reported(const std::optional<fs::path>& json, const std::optional<fs::path>& html,
+                  const bool& paths_checked, F&& stages) {
     Report report;
+    const auto write = [&] {
+      if (json) {
+        report.report_path = json->string();
+        detail::write_file_atomically(*json, report.to_json());
+      }
+      if (html) detail::write_file_atomically(*html, report.to_html());
+    };
+    try {
+      stages(report);
+    } catch (const std::exception& e) {
+      if (!paths_checked) throw;
+      const auto* error = dynamic_cast<const Error*>(&e);
+      report.status = error ? error->code() : ExitCode::kInternal;
+      report.message = error ? e.what() : std::string("internal error: ") + first_line(e.what());
+      try {
+        write();
+      } catch (const std::exception&) {  // the run's own error is the one to report
+      }
+      throw;
+    }
+    write();
+    return report;
+  }
+
+  Report validate_existing(const ValidateRequest& request) {
+    bool paths_checked = false;
+    return reported(request.report, request.html_report, paths_checked,
+                    [&](Report& report) { validate_existing(request, report, paths_checked); });
+  }
+
+  void validate_existing(const ValidateRequest& request, Report& report, bool& paths_checked) {
     std::vector<NamedPath> writes;
     if (request.report) writes.push_back({"the report", *request.report});
     if (request.html_report) writes.push_back({"the HTML report", *request.html_report});
     check_paths_apart({{"the artifact", request.artifact}, {"the reference", request.reference}}, writes);
+    paths_checked = true;
+    report.output.path = request.artifact.string();
     load_registry();
     std::vector<ValidatorStep> steps = request.validators;
     if (steps.empty())
@@ -400,12 +439,6 @@ struct Pipeline::Impl {
       report.status = ExitCode::kValidationFailed;
       report.message = "validation failed (" + join(blocking) + ")";
     }
-    if (request.report) {
-      report.report_path = request.report->string();
-      detail::write_file_atomically(*request.report, report.to_json());
-    }
-    if (request.html_report) detail::write_file_atomically(*request.html_report, report.to_html());
-    return report;
   }
 
   // The recipe's calibration batches: seeded random ones, or every tensor of a file
@@ -459,8 +492,12 @@ struct Pipeline::Impl {
   }
 
   Report run() {
+    return reported(recipe.report, recipe.html_report, checked, [&](Report& report) { run(report); });
+  }
+
+  void run(Report& report) {
     using clock = std::chrono::steady_clock;
-    Report report;
+    report.output.path = recipe.output.string();
     const Model model = begin(report, true);
     BackgroundHash input_hash(recipe.model_path);
     std::error_code ec;
@@ -540,16 +577,9 @@ struct Pipeline::Impl {
       report.message = "wrote " + recipe.output.string();
     } else {
       report.status = ExitCode::kValidationFailed;
-      report.output.path = recipe.output.string();
       report.message = "validation failed (" + join(blocking) + "); " + recipe.output.string() +
                        (fs::exists(recipe.output, ec) ? " left as it was" : " not written");
     }
-    if (recipe.report) {
-      report.report_path = recipe.report->string();
-      detail::write_file_atomically(*recipe.report, report.to_json());
-    }
-    if (recipe.html_report) detail::write_file_atomically(*recipe.html_report, report.to_html());
-    return report;
   }
 };
 

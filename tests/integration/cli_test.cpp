@@ -117,6 +117,31 @@ TEST(Cli, FailedValidationWithErrorExitsFiveAndKeepsTheOldArtifact) {
     EXPECT_EQ(e.path().filename().string().find(".mq-tmp"), std::string::npos);
 }
 
+// A run that fails writes its report too: one left from the run before would say "ok"
+// in CI's archive beside this run's non-zero exit.
+TEST(Cli, FailedRunReplacesTheReportOfTheRunBefore) {
+  mq::test::ScratchDir dir("cli-failed-report");
+  ASSERT_EQ(run_pipeline(example_args(dir, "-q")).exit_code, 0);
+  const std::string artifact = mq::test::read_file(dir / "out.safetensors");
+  mq::test::write_file(dir / "garbage.safetensors", "not a safetensors file");
+  const auto r = run_pipeline(example_args(dir, "-q --set model.path='" + (dir / "garbage.safetensors").string() + "'"));
+  EXPECT_EQ(r.exit_code, 3);
+  const auto report = nlohmann::json::parse(mq::test::read_file(dir / "report.json"));
+  EXPECT_EQ(report["status"], 3);
+  EXPECT_EQ("mq-pipeline: error: " + report["message"].get<std::string>() + "\n", r.err);
+  EXPECT_EQ(report["output"]["promoted"], false);
+  EXPECT_NE(mq::test::read_file(dir / "report.html").find("failed"), std::string::npos);
+  EXPECT_TRUE(artifact == mq::test::read_file(dir / "out.safetensors"));
+
+  const auto validate = [&](const char* file) {
+    return run_pipeline("validate '" + (dir / file).string() + "' --reference '" MQ_SOURCE_DIR
+                        "/configs/models/mlp.safetensors' --report '" + (dir / "report.json").string() + "'");
+  };
+  ASSERT_EQ(validate("out.safetensors").exit_code, 0);
+  EXPECT_EQ(validate("garbage.safetensors").exit_code, 3);
+  EXPECT_EQ(nlohmann::json::parse(mq::test::read_file(dir / "report.json"))["status"], 3);
+}
+
 TEST(Cli, FailedValidationWithWarnWritesAndWarns) {
   mq::test::ScratchDir dir("cli-on-failure-warn");
   const auto r = run_pipeline(
