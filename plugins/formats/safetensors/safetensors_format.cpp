@@ -136,19 +136,6 @@ json read_hf_config(const std::string& dir) {
   return config;
 }
 
-// A model to quantize (or to validate against) must be float: an artifact of ours, read
-// as tensors, is integers and their scales under other names.
-void refuse_quantized(const std::string& file, const std::map<std::string, std::string>& metadata) {
-  const auto it = metadata.find(kSpecsKey);
-  if (it == metadata.end()) return;
-  const json specs = json::parse(it->second, nullptr, false);
-  if (!specs.is_object()) throw mq::InputError(file + ": malformed " + kSpecsKey + " metadata");
-  for (auto s = specs.begin(); s != specs.end(); ++s)
-    if (const mq::QuantSpec spec = spec_from_json(file, s.value()); spec.is_integer())
-      throw mq::InputError(file + ": is quantized already ('" + s.key() + "' is " + spec.to_string() +
-                           "; mq-pipeline inspect lists it): give the float model it was made from");
-}
-
 // Writes entries as they come (mq::safetensors::Writer keeps only the current one in
 // memory): compressed-tensors names for quantized weights, float tensors as they are;
 // finish() adds static activation qparams and the metadata. An HF model directory in
@@ -376,6 +363,42 @@ class TensorSet {
   std::map<std::string, std::string> metadata_;
 };
 
+// A model to quantize (or to validate against) must be float. A quantized checkpoint is
+// known by our metadata (an artifact of ours: integers and their scales under other
+// names), by the quantization_config transformers reads from an HF directory's
+// config.json, by the names quantization libraries give their tensors, or by integer
+// weights.
+void refuse_quantized(const std::string& file, const TensorSet& set, const json& hf_config) {
+  const auto refuse = [&](const std::string& what) {
+    throw mq::InputError(file + ": is quantized already (" + what +
+                         "; mq-pipeline inspect lists it): give the float model it was made from");
+  };
+  if (const auto it = set.metadata().find(kSpecsKey); it != set.metadata().end()) {
+    const json specs = json::parse(it->second, nullptr, false);
+    if (!specs.is_object()) throw mq::InputError(file + ": malformed " + kSpecsKey + " metadata");
+    for (auto s = specs.begin(); s != specs.end(); ++s)
+      if (const mq::QuantSpec spec = spec_from_json(file, s.value()); spec.is_integer())
+        refuse("'" + s.key() + "' is " + spec.to_string());
+  }
+  if (const auto q = hf_config.find("quantization_config"); q != hf_config.end() && q->is_object()) {
+    const auto method = q->find("quant_method");
+    refuse("config.json has a quantization_config" +
+           (method != q->end() && method->is_string() ? ", quant_method '" + method->get<std::string>() + "'"
+                                                       : std::string()));
+  }
+  static const std::vector<std::pair<std::string, std::string>> kNames = {
+      {".weight_packed", "compressed-tensors"}, {".weight_scale", "compressed-tensors"},
+      {".weight_zero_point", "compressed-tensors"}, {".qweight", "GPTQ/AWQ"}, {".qzeros", "GPTQ/AWQ"},
+      {".weight.SCB", "bitsandbytes"}, {".weight.absmax", "bitsandbytes"}};
+  for (const auto& t : set.tensors()) {
+    for (const auto& [suffix, library] : kNames)
+      if (ends_with(t.name, suffix)) refuse("'" + t.name + "' is a " + library + " name");
+    const std::string& dtype = t.info->dtype;
+    if (ends_with(t.name, ".weight") && t.info->shape.size() >= 2 && (dtype[0] == 'I' || dtype[0] == 'U'))
+      refuse("'" + t.name + "' is " + dtype);
+  }
+}
+
 class SafetensorsFormat final : public mq::Format {
  public:
   explicit SafetensorsFormat(const mq::Options& options) : max_shard_bytes_(options.get_int("max_shard_bytes")) {
@@ -396,16 +419,17 @@ class SafetensorsFormat final : public mq::Format {
   mq::Model read(const fs::path& path) override {
     const TensorSet set = TensorSet::open(path);
     std::error_code ec;
-    if (fs::is_directory(path, ec)) read_hf_config(path.string());  // refused now, not after the work
+    const bool hf_dir = fs::is_directory(path, ec);
+    const json hf_config = hf_dir ? read_hf_config(path.string()) : json::object();  // refused now, not after the work
+    if (path != artifact_) refuse_quantized(path.string(), set, hf_config);
     mq::Model model;
     model.sources = set.sources();
     model.metadata = set.metadata();
-    if (path != artifact_) refuse_quantized(path.string(), model.metadata);
     for (const auto& t : set.tensors()) model.tensors.push_back({t.name, set.tensor(t)});
     model.release = [files = set.files()](const at::Tensor& t) {
       for (const auto& f : files) f->release(t);
     };
-    if (fs::is_directory(path, ec)) model.metadata[kHfDirKey] = fs::absolute(path).lexically_normal().string();
+    if (hf_dir) model.metadata[kHfDirKey] = fs::absolute(path).lexically_normal().string();
     model.layers = mq::layers_from_names(model);
     return model;
   }

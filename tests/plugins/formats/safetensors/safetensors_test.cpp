@@ -601,6 +601,41 @@ TEST(SafetensorsFormat, HuggingFaceDirectoryOutIsShardedPastTheLimit) {
   EXPECT_EQ(f->read(dir / "out").tensors.size(), 6u);  // and it reads as a sharded checkpoint
 }
 
+// Quantized checkpoints of other tools, without our metadata, are refused as models to
+// quantize: by the HF directory's quantization_config, the tensor names quantization
+// libraries write, or integer weights.
+TEST(SafetensorsFormat, ReadRefusesOtherToolsQuantizedCheckpoints) {
+  mq::test::ScratchDir dir("st-foreign");
+  const auto read_error = [&](const fs::path& path) {
+    try {
+      format()->read(path);
+    } catch (const mq::InputError& e) {
+      return std::string(e.what());
+    }
+    return std::string();
+  };
+  const std::vector<std::pair<std::vector<mq::safetensors::OutTensor>, std::string>> cases = {
+      {{{"fc.weight_packed", at::zeros({4, 1}, at::kInt)}, {"fc.weight_scale", at::ones({4, 1})}},
+       "'fc.weight_packed' is a compressed-tensors name"},
+      {{{"fc.qweight", at::zeros({1, 4}, at::kInt)}, {"fc.scales", at::ones({1, 4})}}, "'fc.qweight' is a GPTQ/AWQ name"},
+      {{{"fc.bias", at::ones({4})}, {"fc.weight", at::zeros({4, 8}, at::kChar)}}, "'fc.weight' is I8"},
+  };
+  for (const auto& [tensors, why] : cases) {
+    mq::safetensors::write(dir / "q.safetensors", tensors, {});
+    const std::string error = read_error(dir / "q.safetensors");
+    EXPECT_EQ(error, (dir / "q.safetensors").string() + ": is quantized already (" + why +
+                         "; mq-pipeline inspect lists it): give the float model it was made from");
+  }
+  mq::safetensors::write(dir / "float.safetensors", {{"fc.weight", at::ones({4, 8})}, {"ids", at::ones({4}, at::kLong)}}, {});
+  EXPECT_EQ(read_error(dir / "float.safetensors"), "");
+
+  mq::test::write_hf_directory(dir / "hf");
+  EXPECT_EQ(read_error(dir / "hf"), "");
+  mq::test::write_file(dir / "hf" / "config.json", R"({"quantization_config": {"quant_method": "gptq", "bits": 4}})");
+  EXPECT_TRUE(contains(read_error(dir / "hf"), "is quantized already (config.json has a quantization_config, "
+                                               "quant_method 'gptq'"));
+}
+
 TEST(SafetensorsFormat, MaxShardBytesMustBePositive) {
   EXPECT_THROW(mq::test::make_plugin<mq::Format>({mq::test::opt("max_shard_bytes", mq::Value::integer(0))}),
                mq::RecipeError);
