@@ -13,6 +13,7 @@
 #include <utility>
 #include <vector>
 
+#include "hash.hpp"
 #include "mq/error.hpp"
 #include "mq/interrupt.hpp"
 
@@ -46,11 +47,22 @@ int sync_path(const fs::path& p, int flags) {
   return error;
 }
 
+// The start of a temporary's name beside `destination`: ".NAME.mq-tmp-", then a PID
+// and, for a previous artifact moved aside, ".old". A NAME too long for that to fit in
+// a file name keeps its first bytes and adds a hash of the whole.
+std::string temp_prefix(const fs::path& destination) {
+  constexpr size_t kNameMax = 255, kTail = 8 + 10 + 4;  // ".mq-tmp-", a PID, ".old"
+  const std::string name = destination.filename().string();
+  if (1 + name.size() + kTail <= kNameMax) return "." + name + ".mq-tmp-";
+  const std::string hash = "~" + hash_bytes(name).substr(0, 16);
+  return "." + name.substr(0, kNameMax - 1 - hash.size() - kTail) + hash + ".mq-tmp-";
+}
+
 // Temporaries of runs killed outright (SIGKILL, a crash) stay behind: a run to the same
 // destination removes those whose process is gone, and puts back a previous artifact
 // that was moved aside (".old") when nothing took its place.
 void remove_stale_temps(const fs::path& dir, const fs::path& destination) {
-  const std::string prefix = "." + destination.filename().string() + ".mq-tmp-";
+  const std::string prefix = temp_prefix(destination);
   std::vector<std::pair<fs::path, bool>> stale;  // path, moved aside
   std::error_code ec;
   for (const auto& entry : fs::directory_iterator(dir, ec)) {
@@ -77,7 +89,7 @@ OutputFile::OutputFile(fs::path destination) : destination_(std::move(destinatio
   if (ec) throw OutputError(destination_.string() + ": cannot create directory " + dir.string() +
                             " (" + ec.message() + ")");
 
-  temp_ = dir / ("." + destination_.filename().string() + ".mq-tmp-" + std::to_string(getpid()));
+  temp_ = dir / (temp_prefix(destination_) + std::to_string(getpid()));
   remove_stale_temps(dir, destination_);
   const std::lock_guard<std::mutex> lock(g_mutex);
   pending().insert(temp_.string());

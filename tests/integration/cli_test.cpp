@@ -586,6 +586,19 @@ validators: [{plugin: sqnr, options: {min_db: 99}}]
   EXPECT_FALSE(fs::exists(dir / (".hf.mq-tmp-" + dead + ".old")));
 }
 
+// An output name close to NAME_MAX (255) fits; its temporary's name (".NAME.mq-tmp-PID")
+// would not, and is shortened (with a hash of the name) rather than refused.
+TEST(Cli, OutputNameNearTheFileNameLimitIsWritten) {
+  mq::test::ScratchDir dir("cli-long-name");
+  const std::string name = std::string(255 - 12, 'm') + ".safetensors";
+  const auto r = run_pipeline(example_args(dir, "-q --set report=null --set html_report=null --set format.output='" +
+                                                    (dir / name).string() + "'"));
+  ASSERT_EQ(r.exit_code, 0) << r.err;
+  std::set<std::string> left;
+  for (const auto& entry : fs::directory_iterator(dir.path())) left.insert(entry.path().filename().string());
+  EXPECT_EQ(left, std::set<std::string>{name});
+}
+
 TEST(Cli, ModelNoFormatReadsIsNamedFileOrDirectory) {
   mq::test::ScratchDir dir("cli-no-reader");
   fs::create_directories(dir / "empty");
