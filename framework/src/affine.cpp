@@ -2,6 +2,10 @@
 
 #include <ATen/ATen.h>
 #include <ATen/Parallel.h>
+#if defined(__x86_64__)
+#include <cpuid.h>
+#include <immintrin.h>
+#endif
 
 #include <algorithm>
 #include <cmath>
@@ -299,8 +303,32 @@ MQ_HOT void widen(const c10::BFloat16* in, float* out, int64_t n) {
   for (int64_t i = 0; i < n; ++i) out[i] = static_cast<float>(in[i]);
 }
 
-MQ_HOT void widen(const c10::Half* in, float* out, int64_t n) {
+MQ_HOT void widen_exact(const c10::Half* in, float* out, int64_t n) {
   for (int64_t i = 0; i < n; ++i) out[i] = c10::detail::fp16_ieee_to_fp32_value(in[i].x);
+}
+
+#if defined(__x86_64__)
+// F16C's conversion is exact (subnormals included; NaN stays NaN, quieted).
+__attribute__((target("avx,f16c"))) void widen_f16c(const c10::Half* in, float* out, int64_t n) {
+  int64_t i = 0;
+  for (; i + 8 <= n; i += 8)
+    _mm256_storeu_ps(out + i, _mm256_cvtph_ps(_mm_loadu_si128(reinterpret_cast<const __m128i*>(in + i))));
+  for (; i < n; ++i) out[i] = c10::detail::fp16_ieee_to_fp32_value(in[i].x);
+}
+#endif
+
+// float16 rows go through F16C where the CPU has it (chosen here: the cloned kernels'
+// baseline clone cannot hold it, and GCC 12 widens _Float16 vectors an element at a
+// time): 5.4 -> 7.4 G elements/s in cache on an AMD EPYC, about bfloat16's speed.
+void widen(const c10::Half* in, float* out, int64_t n) {
+#if defined(__x86_64__)
+  static const bool f16c = [] {  // "avx" checks that the OS saves YMM registers too
+    unsigned a = 0, b = 0, c = 0, d = 0;
+    return __builtin_cpu_supports("avx") && __get_cpuid(1, &a, &b, &c, &d) && (c & bit_F16C) != 0;
+  }();
+  if (f16c) return widen_f16c(in, out, n);
+#endif
+  widen_exact(in, out, n);
 }
 
 // The fast kernels' unit of work: a span, or a piece of at most kPiece elements of a

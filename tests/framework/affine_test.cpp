@@ -191,6 +191,20 @@ TEST(Affine, OnePassMinMaxQuantizeMatchesTheComposedReference) {
             }
 }
 
+// float16 input is widened by F16C where the CPU has it, by c10's bit algorithm where
+// not: every finite float16 (subnormals included), in rows of neighbouring bit patterns,
+// quantizes as ATen's conversion to float32 gives it.
+TEST(Affine, EveryFiniteFloat16IsWidenedExactly) {
+  at::Tensor bits = at::arange(0, 65536, at::kInt);
+  bits = bits.masked_select((bits & 0x7c00) != 0x7c00).to(at::kShort);  // no infinities or NaN
+  const at::Tensor half = bits.view(at::kHalf).reshape({-1, 1024});
+  for (auto g : {mq::Granularity::kPerChannel, mq::Granularity::kPerGroup, mq::Granularity::kPerTensor}) {
+    SCOPED_TRACE(static_cast<int>(g));
+    const mq::QuantSpec s = spec(mq::DType::kInt8, g, mq::Scheme::kAsymmetric);
+    expect_same(mq::quantize_min_max(half, s), mq::quantize_min_max_ref(half, s));
+  }
+}
+
 // Rows of sixteen or more whole groups take the kernel's sixteen-at-a-time min/max
 // (lanes folded across groups); the rest of a row the one-group path. NaN in a group,
 // extremes in every lane position, partial last groups.
