@@ -91,6 +91,16 @@ void check_paths_apart(const std::vector<NamedPath>& reads, const std::vector<Na
   }
 }
 
+// Reports are files: a directory in a report's place is refused before any work (at
+// the end of a run it failed after the artifact had been promoted).
+void check_not_directories(const std::vector<NamedPath>& files) {
+  for (const auto& [key, path] : files) {
+    std::error_code ec;
+    if (fs::is_directory(path, ec))
+      throw RecipeError(key + " " + path.string() + " is a directory; a report is written as a file");
+  }
+}
+
 // Runs one stage of a plugin, so that every failure names the plugin and the stage.
 template <class F>
 auto guarded(const std::string& who, const std::string& stage, F&& fn) -> decltype(fn()) {
@@ -251,6 +261,7 @@ struct Pipeline::Impl {
     if (recipe.report) writes.push_back({"report", *recipe.report});
     if (recipe.html_report) writes.push_back({"html_report", *recipe.html_report});
     check_paths_apart(reads, writes);
+    check_not_directories({writes.begin() + 1, writes.end()});
     checked = true;
   }
 
@@ -388,6 +399,7 @@ struct Pipeline::Impl {
     if (request.report) writes.push_back({"the report", *request.report});
     if (request.html_report) writes.push_back({"the HTML report", *request.html_report});
     check_paths_apart({{"the artifact", request.artifact}, {"the reference", request.reference}}, writes);
+    check_not_directories(writes);
     paths_checked = true;
     report.output.path = request.artifact.string();
     load_registry();

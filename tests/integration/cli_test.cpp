@@ -338,6 +338,28 @@ TEST(Cli, OutputEqualToTheRecipeExitsTwoAndKeepsIt) {
   }
 }
 
+// A directory where a report goes is refused before any work: at the end of the run it
+// failed after the artifact had replaced the previous one.
+TEST(Cli, ReportPathThatIsADirectoryExitsTwoBeforeAnyWork) {
+  mq::test::ScratchDir dir("cli-report-directory");
+  fs::create_directories(dir / "reports");
+  for (const char* key : {"report", "html_report"}) {
+    SCOPED_TRACE(key);
+    const auto r = run_pipeline(example_args(dir, std::string("-q --set ") + key + "='" + (dir / "reports").string() + "'"));
+    EXPECT_EQ(r.exit_code, 2);
+    expect_one_line_error(r);
+    EXPECT_NE(r.err.find(key + std::string(" ") + (dir / "reports").string() + " is a directory"), std::string::npos)
+        << r.err;
+    EXPECT_FALSE(fs::exists(dir / "out.safetensors"));
+  }
+  mq::test::write_file(dir / "out.safetensors", "earlier artifact");
+  const auto validate = run_pipeline("validate '" + (dir / "out.safetensors").string() + "' --reference '" MQ_SOURCE_DIR
+                                     "/configs/models/mlp.safetensors' --html '" + (dir / "reports").string() + "'");
+  EXPECT_EQ(validate.exit_code, 2);
+  EXPECT_NE(validate.err.find("the HTML report " + (dir / "reports").string() + " is a directory"), std::string::npos)
+      << validate.err;
+}
+
 TEST(Cli, CheckResolvesPluginsWithoutWork) {
   const auto ok = run_pipeline("check '" + kExample + "'");
   EXPECT_EQ(ok.exit_code, 0) << ok.err;
