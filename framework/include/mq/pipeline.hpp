@@ -85,6 +85,8 @@ class MQ_API Pipeline {
   // Resolves every plugin and checks every step's options; no work.
   void check();
   // Runs every stage. Only promotes the artifact when no blocking validator failed.
+  // Throws mq::Error on errors, after writing the recipe's reports with the error as
+  // their status and message (once the paths are checked).
   Report run();
   // Reads the model and asks the quantizer what it would do to every tensor, with
   // predicted sizes; quantizes and writes nothing (`run --dry-run`).
