@@ -219,7 +219,7 @@ TEST(Cli, PathsThatAreNotUtf8AreReadWrittenAndReported) {
 TEST(Cli, UnwritableOutputExitsSix) {
   mq::test::ScratchDir dir("cli-output-error");
   mq::test::write_file(dir / "file", "x");
-  const auto r = run_pipeline("run '" + kExample + "' -q --set format.output='" +
+  const auto r = run_pipeline("run '" + kExample + "' -q --set report=null --set html_report=null --set format.output='" +
                               (dir / "file" / "out.safetensors").string() + "'");
   EXPECT_EQ(r.exit_code, 6);
   expect_one_line_error(r);
@@ -315,7 +315,8 @@ TEST(Cli, InterruptedRunExits130AndLeavesNoTemporary) {
 }
 
 TEST(Cli, OutputEqualToInputExitsTwo) {
-  const auto r = run_pipeline("run '" + kExample + "' --set format.output=models/mlp.safetensors");
+  const auto r = run_pipeline("run '" + kExample + "' --set format.output=models/mlp.safetensors --set report=null "
+                              "--set html_report=null");
   EXPECT_EQ(r.exit_code, 2);
   expect_one_line_error(r);
 }
