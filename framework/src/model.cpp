@@ -49,6 +49,24 @@ std::vector<Layer> layers_from_names(const Model& model) {
   return layers;
 }
 
+std::string quantized_checkpoint_sign(const std::vector<NamedTensor>& tensors) {
+  static const std::pair<const char*, const char*> kNames[] = {
+      {".weight_packed", "compressed-tensors"}, {".weight_scale", "compressed-tensors"},
+      {".weight_zero_point", "compressed-tensors"}, {".qweight", "GPTQ/AWQ"}, {".qzeros", "GPTQ/AWQ"},
+      {".weight.SCB", "bitsandbytes"}, {".weight.absmax", "bitsandbytes"}};
+  const auto ends_with = [](const std::string& s, const std::string& suffix) {
+    return s.size() >= suffix.size() && s.compare(s.size() - suffix.size(), suffix.size(), suffix) == 0;
+  };
+  for (const NamedTensor& t : tensors) {
+    for (const auto& [suffix, library] : kNames)
+      if (ends_with(t.name, suffix)) return "'" + t.name + "' is a " + library + " name";
+    const at::ScalarType type = t.tensor.scalar_type();
+    if (ends_with(t.name, ".weight") && t.tensor.dim() >= 2 && at::isIntegralType(type, /*includeBool=*/false))
+      return "'" + t.name + "' is " + (type == at::kChar ? "int8" : type == at::kByte ? "uint8" : c10::toString(type));
+  }
+  return "";
+}
+
 std::vector<int64_t> sample_input_shape(const Model& model, int64_t batch) {
   for (const Layer& layer : model.layers) {
     const at::Tensor* w = model.find(layer.weight);

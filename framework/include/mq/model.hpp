@@ -71,6 +71,12 @@ struct MQ_API Model {
 // Embedding when the prefix names one ("embed", "wte"); 1-D "norm" weights LayerNorm.
 MQ_API std::vector<Layer> layers_from_names(const Model& model);
 
+// Why a checkpoint's tensors show that another tool quantized it already: a tensor
+// named as compressed-tensors, GPTQ/AWQ or bitsandbytes name quantized weights
+// ("'fc.qweight' is a GPTQ/AWQ name"), or an integer weight matrix ("'fc.weight' is
+// int8"); "" when none does. Formats refuse such a file as a model to quantize.
+MQ_API std::string quantized_checkpoint_sign(const std::vector<NamedTensor>& tensors);
+
 // An input shape for a forward pass, from the first layer: [batch, in] for Linear,
 // [batch, in, 32, 32] for Conv2d, [batch, in, 64] for Conv1d; empty when unknown.
 MQ_API std::vector<int64_t> sample_input_shape(const Model& model, int64_t batch);

@@ -166,15 +166,18 @@ class PtFormat final : public mq::Format {
       std::map<std::string, std::string> strings;
       model.tensors = mq::pt::read_state_dict(path, &strings);
       for (const mq::NamedTensor& t : model.tensors)
-        if (t.tensor.is_quantized()) refuse_quantized(path, t.name, c10::toString(t.tensor.scalar_type()));
+        if (t.tensor.is_quantized())
+          refuse_quantized(path, "'" + t.name + "' is " + c10::toString(t.tensor.scalar_type()));
       for (const auto& [name, text] : strings) {
         if (name != kMetadataKey) bad(path, "entry '" + name + "' is not a tensor");
         const json meta = json::parse(text, nullptr, false);  // ours: int4 is stored as plain tensors
         if (meta.is_object() && meta.contains("mq.specs") && meta["mq.specs"].is_object())
           for (auto it = meta["mq.specs"].begin(); it != meta["mq.specs"].end(); ++it)
             if (const mq::QuantSpec spec = spec_from(it.value()); spec.is_integer())
-              refuse_quantized(path, it.key(), spec.to_string());
+              refuse_quantized(path, "'" + it.key() + "' is " + spec.to_string());
       }
+      if (const std::string sign = mq::quantized_checkpoint_sign(model.tensors); !sign.empty())
+        refuse_quantized(path, sign);  // another tool's
       model.layers = mq::layers_from_names(model);
       return model;
     }
@@ -191,7 +194,7 @@ class PtFormat final : public mq::Format {
     for (const auto& m : module.named_modules()) {
       if (m.name.empty()) continue;
       if (is_ours(m.value) && path != written_ && path != read_back_)  // load_run runs an artifact
-        refuse_quantized(path, m.name, m.value.type()->name()->name());
+        refuse_quantized(path, "'" + m.name + "' is " + m.value.type()->name()->name());
       mq::Layer layer{m.name, mq::pt::layer_kind(m.value), "", ""};
       if (m.value.hasattr("weight") && m.value.attr("weight").isTensor()) layer.weight = m.name + ".weight";
       if (m.value.hasattr("bias") && m.value.attr("bias").isTensor()) layer.bias = m.name + ".bias";
@@ -457,9 +460,8 @@ class PtFormat final : public mq::Format {
     if (!out) throw mq::OutputError(path.string() + ": write failed");
   }
 
-  [[noreturn]] static void refuse_quantized(const fs::path& path, const std::string& name, const std::string& what) {
-    bad(path, "is quantized already ('" + name + "' is " + what +
-                  "; mq-pipeline inspect lists it): give the float model it was made from");
+  [[noreturn]] static void refuse_quantized(const fs::path& path, const std::string& why) {
+    bad(path, "is quantized already (" + why + "; mq-pipeline inspect lists it): give the float model it was made from");
   }
 
   // Whether `m` is one of the quantized modules write_torchscript() puts in.

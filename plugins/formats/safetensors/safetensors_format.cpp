@@ -366,9 +366,9 @@ class TensorSet {
 // A model to quantize (or to validate against) must be float. A quantized checkpoint is
 // known by our metadata (an artifact of ours: integers and their scales under other
 // names), by the quantization_config transformers reads from an HF directory's
-// config.json, by the names quantization libraries give their tensors, or by integer
-// weights.
-void refuse_quantized(const std::string& file, const TensorSet& set, const json& hf_config) {
+// config.json, or by its tensors (mq::quantized_checkpoint_sign).
+void refuse_quantized(const std::string& file, const TensorSet& set, const json& hf_config,
+                      const std::vector<mq::NamedTensor>& tensors) {
   const auto refuse = [&](const std::string& what) {
     throw mq::InputError(file + ": is quantized already (" + what +
                          "; mq-pipeline inspect lists it): give the float model it was made from");
@@ -386,17 +386,7 @@ void refuse_quantized(const std::string& file, const TensorSet& set, const json&
            (method != q->end() && method->is_string() ? ", quant_method '" + method->get<std::string>() + "'"
                                                        : std::string()));
   }
-  static const std::vector<std::pair<std::string, std::string>> kNames = {
-      {".weight_packed", "compressed-tensors"}, {".weight_scale", "compressed-tensors"},
-      {".weight_zero_point", "compressed-tensors"}, {".qweight", "GPTQ/AWQ"}, {".qzeros", "GPTQ/AWQ"},
-      {".weight.SCB", "bitsandbytes"}, {".weight.absmax", "bitsandbytes"}};
-  for (const auto& t : set.tensors()) {
-    for (const auto& [suffix, library] : kNames)
-      if (ends_with(t.name, suffix)) refuse("'" + t.name + "' is a " + library + " name");
-    const std::string& dtype = t.info->dtype;
-    if (ends_with(t.name, ".weight") && t.info->shape.size() >= 2 && (dtype[0] == 'I' || dtype[0] == 'U'))
-      refuse("'" + t.name + "' is " + dtype);
-  }
+  if (const std::string sign = mq::quantized_checkpoint_sign(tensors); !sign.empty()) refuse(sign);
 }
 
 class SafetensorsFormat final : public mq::Format {
@@ -421,11 +411,11 @@ class SafetensorsFormat final : public mq::Format {
     std::error_code ec;
     const bool hf_dir = fs::is_directory(path, ec);
     const json hf_config = hf_dir ? read_hf_config(path.string()) : json::object();  // refused now, not after the work
-    if (path != artifact_) refuse_quantized(path.string(), set, hf_config);
     mq::Model model;
+    for (const auto& t : set.tensors()) model.tensors.push_back({t.name, set.tensor(t)});
+    if (path != artifact_) refuse_quantized(path.string(), set, hf_config, model.tensors);
     model.sources = set.sources();
     model.metadata = set.metadata();
-    for (const auto& t : set.tensors()) model.tensors.push_back({t.name, set.tensor(t)});
     model.release = [files = set.files()](const at::Tensor& t) {
       for (const auto& f : files) f->release(t);
     };

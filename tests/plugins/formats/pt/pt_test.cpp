@@ -241,4 +241,26 @@ TEST(PtFormat, StateDictRefusesACastStoredAsAnotherDtype) {
   EXPECT_NE(m.find(".pt: entry 'w' is stored as Float, not as fp16"), std::string::npos) << m;
 }
 
+// Another tool's quantized state dict (GPTQ names, integer weights) is refused as a
+// model to quantize, as safetensors files are.
+TEST(PtFormat, StateDictOfAnotherToolsQuantizedModelIsRefused) {
+  mq::test::ScratchDir dir("pt-foreign");
+  auto format = mq::test::make_plugin<mq::Format>();
+  const std::vector<std::pair<std::vector<mq::QuantizedEntry>, std::string>> cases = {
+      {{{"fc.qweight", at::zeros({2, 8}, at::kInt), std::nullopt}, {"fc.scales", at::ones({1, 8}), std::nullopt}},
+       "'fc.qweight' is a GPTQ/AWQ name"},
+      {{{"fc.weight", at::zeros({8, 8}, at::kChar), std::nullopt}}, "'fc.weight' is int8"}};
+  for (const auto& [entries, why] : cases) {
+    mq::QuantizedModel model;
+    model.entries = entries;
+    format->write(model, dir / "q.pt");
+    try {
+      format->read(dir / "q.pt");
+      ADD_FAILURE() << why;
+    } catch (const mq::InputError& e) {
+      EXPECT_NE(std::string(e.what()).find(": is quantized already (" + why + ";"), std::string::npos) << e.what();
+    }
+  }
+}
+
 }  // namespace

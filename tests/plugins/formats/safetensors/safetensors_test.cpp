@@ -618,7 +618,7 @@ TEST(SafetensorsFormat, ReadRefusesOtherToolsQuantizedCheckpoints) {
       {{{"fc.weight_packed", at::zeros({4, 1}, at::kInt)}, {"fc.weight_scale", at::ones({4, 1})}},
        "'fc.weight_packed' is a compressed-tensors name"},
       {{{"fc.qweight", at::zeros({1, 4}, at::kInt)}, {"fc.scales", at::ones({1, 4})}}, "'fc.qweight' is a GPTQ/AWQ name"},
-      {{{"fc.bias", at::ones({4})}, {"fc.weight", at::zeros({4, 8}, at::kChar)}}, "'fc.weight' is I8"},
+      {{{"fc.bias", at::ones({4})}, {"fc.weight", at::zeros({4, 8}, at::kChar)}}, "'fc.weight' is int8"},
   };
   for (const auto& [tensors, why] : cases) {
     mq::safetensors::write(dir / "q.safetensors", tensors, {});
