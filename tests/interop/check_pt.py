@@ -260,7 +260,8 @@ def check_pt_calibration(exe, source, work, batches, expected):
     data = os.path.join(work, "calibration.mixed.pt")
     torch.save([batches[0], 3], data)
     bad = subprocess.run([exe, "run", os.path.join(source, "configs", "example-static-int8.yaml"), "--quiet",
-                          "--set", f"calibration.path={data}", "--set", f"format.output={work}/never.safetensors"],
+                          "--set", f"calibration.path={data}", "--set", f"format.output={work}/never.safetensors",
+                          "--set", "report=null"],
                          capture_output=True, text=True)
     assert bad.returncode == 3 and "the list has an item that is not a tensor" in bad.stderr, (bad.returncode, bad.stderr)
     assert not os.path.exists(os.path.join(work, "never.safetensors"))
@@ -489,7 +490,8 @@ def check_token_calibration(exe, source, work):
     torch.save([torch.ones(4, 6, dtype=torch.bool)], calibration)
     bad = subprocess.run([exe, "run", os.path.join(source, "configs", "example-static-int8.yaml"), "--quiet",
                           "--set", f"model.path={model_path}", "--set", f"calibration.path={calibration}",
-                          "--set", f"format.output={work}/never.safetensors"], capture_output=True, text=True)
+                          "--set", f"format.output={work}/never.safetensors", "--set", "report=null"],
+                         capture_output=True, text=True)
     assert bad.returncode == 3 and "calibration batch '0' is Bool, neither floating point nor integer" in bad.stderr, \
         (bad.returncode, bad.stderr)
     out = os.path.join(work, "tokens.random.safetensors")
