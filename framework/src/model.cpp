@@ -67,6 +67,10 @@ std::string quantized_checkpoint_sign(const std::vector<NamedTensor>& tensors) {
   return "";
 }
 
+std::string quantized_already(const std::string& why) {
+  return "is quantized already (" + why + "; mq-pipeline inspect lists it): give the float model it was made from";
+}
+
 std::vector<int64_t> sample_input_shape(const Model& model, int64_t batch) {
   for (const Layer& layer : model.layers) {
     const at::Tensor* w = model.find(layer.weight);

@@ -254,14 +254,16 @@ struct Pipeline::Impl {
     instantiate<Format>(format);
     for (const Resolved& v : validators) instantiate<Validator>(v);
 
-    std::vector<NamedPath> reads{{"the input model", recipe.model_path}}, writes{{"format.output", recipe.output}};
+    std::vector<NamedPath> reads{{"the input model", recipe.model_path}}, reports;
     if (recipe.calibration && !recipe.calibration->path.empty())
       reads.push_back({"the calibration data", recipe.calibration->path});
     if (!recipe.file.empty()) reads.push_back({"the recipe", recipe.file});
-    if (recipe.report) writes.push_back({"report", *recipe.report});
-    if (recipe.html_report) writes.push_back({"html_report", *recipe.html_report});
+    if (recipe.report) reports.push_back({"report", *recipe.report});
+    if (recipe.html_report) reports.push_back({"html_report", *recipe.html_report});
+    std::vector<NamedPath> writes{{"format.output", recipe.output}};
+    writes.insert(writes.end(), reports.begin(), reports.end());
     check_paths_apart(reads, writes);
-    check_not_directories({writes.begin() + 1, writes.end()});
+    check_not_directories(reports);
     checked = true;
   }
 

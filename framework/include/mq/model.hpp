@@ -77,6 +77,11 @@ MQ_API std::vector<Layer> layers_from_names(const Model& model);
 // int8"); "" when none does. Formats refuse such a file as a model to quantize.
 MQ_API std::string quantized_checkpoint_sign(const std::vector<NamedTensor>& tensors);
 
+// The message formats give when they refuse a quantized file as a model to quantize,
+// after "FILE: ": "is quantized already (WHY; mq-pipeline inspect lists it): give the
+// float model it was made from".
+MQ_API std::string quantized_already(const std::string& why);
+
 // An input shape for a forward pass, from the first layer: [batch, in] for Linear,
 // [batch, in, 32, 32] for Conv2d, [batch, in, 64] for Conv1d; empty when unknown.
 MQ_API std::vector<int64_t> sample_input_shape(const Model& model, int64_t batch);

@@ -461,7 +461,7 @@ class PtFormat final : public mq::Format {
   }
 
   [[noreturn]] static void refuse_quantized(const fs::path& path, const std::string& why) {
-    bad(path, "is quantized already (" + why + "; mq-pipeline inspect lists it): give the float model it was made from");
+    bad(path, mq::quantized_already(why));
   }
 
   // Whether `m` is one of the quantized modules write_torchscript() puts in.

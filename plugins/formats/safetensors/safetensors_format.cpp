@@ -369,10 +369,7 @@ class TensorSet {
 // config.json, or by its tensors (mq::quantized_checkpoint_sign).
 void refuse_quantized(const std::string& file, const TensorSet& set, const json& hf_config,
                       const std::vector<mq::NamedTensor>& tensors) {
-  const auto refuse = [&](const std::string& what) {
-    throw mq::InputError(file + ": is quantized already (" + what +
-                         "; mq-pipeline inspect lists it): give the float model it was made from");
-  };
+  const auto refuse = [&](const std::string& why) { throw mq::InputError(file + ": " + mq::quantized_already(why)); };
   if (const auto it = set.metadata().find(kSpecsKey); it != set.metadata().end()) {
     const json specs = json::parse(it->second, nullptr, false);
     if (!specs.is_object()) throw mq::InputError(file + ": malformed " + kSpecsKey + " metadata");
