@@ -40,6 +40,16 @@ std::string check_error(mq::Recipe r) {
   return "";
 }
 
+// XXH3-128 of a file's bytes as 32 hex digits, in one call.
+std::string xxh3_128_hex(const fs::path& file) {
+  const std::string bytes = mq::test::read_file(file);
+  const XXH128_hash_t h = XXH3_128bits(bytes.data(), bytes.size());
+  char hex[33];
+  std::snprintf(hex, sizeof hex, "%016llx%016llx", static_cast<unsigned long long>(h.high64),
+                static_cast<unsigned long long>(h.low64));
+  return hex;
+}
+
 TEST(Pipeline, RecipeBuiltInCodeRunsAndReportsAsAValue) {
   mq::test::ScratchDir dir("api-run");
   mq::Recipe r = example(dir.path());
@@ -57,16 +67,24 @@ TEST(Pipeline, RecipeBuiltInCodeRunsAndReportsAsAValue) {
   EXPECT_EQ(report.recipe_hash, r.hash());
   // The input's hash (computed beside quantization) is XXH3-128 of its bytes, in the
   // report and in the output's provenance.
-  const std::string input = mq::test::read_file(r.model_path);
-  const XXH128_hash_t h = XXH3_128bits(input.data(), input.size());
-  char hex[33];
-  std::snprintf(hex, sizeof hex, "%016llx%016llx", static_cast<unsigned long long>(h.high64),
-                static_cast<unsigned long long>(h.low64));
+  const std::string hex = xxh3_128_hex(r.model_path);
   ASSERT_EQ(report.inputs.size(), 1u);
   EXPECT_EQ(report.inputs[0].hash, hex);
   EXPECT_NE(mq::test::read_file(r.output).find(std::string(R"("mq.input_hash":")") + hex + '"'), std::string::npos);
   // Nothing but the artifact is left in the output directory.
   EXPECT_EQ(std::distance(fs::directory_iterator(dir.path()), fs::directory_iterator()), 1);
+}
+
+// The hash streams the file through a buffer of a few MiB: a larger input is hashed whole.
+TEST(Pipeline, InputHashCoversAFileLargerThanTheReadBuffer) {
+  mq::test::ScratchDir dir("api-hash");
+  mq::Recipe r = example(dir.path());
+  r.model_path = dir.path() / "large.safetensors";
+  mq::test::write_safetensors(r.model_path, {{"fc.weight", at::randn({3000, 1024})}});  // 12 MB
+  r.validators.clear();
+  const mq::Report report = mq::Pipeline(r, with_fixtures()).run();
+  ASSERT_EQ(report.inputs.size(), 1u);
+  EXPECT_EQ(report.inputs[0].hash, xxh3_128_hex(r.model_path));
 }
 
 TEST(Pipeline, ValidateArtifactRunsTheDefaultValidators) {
