@@ -126,7 +126,7 @@ json quantization_config(const std::vector<EntrySummary>& entries, const mq::Qua
 }
 
 // An HF model directory's config.json (an empty object when it has none).
-json read_hf_config(const std::string& dir) {
+json read_hf_config(const fs::path& dir) {
   const fs::path file = fs::path(dir) / "config.json";
   std::error_code ec;
   if (!fs::exists(file, ec)) return json::object();
@@ -301,10 +301,15 @@ class TensorSet {
     const mq::safetensors::TensorInfo* info;
   };
 
+  // The file an HF model directory is read from: its index, else model.safetensors.
+  static fs::path model_file(const fs::path& dir) {
+    std::error_code ec;
+    return fs::exists(dir / kIndexName, ec) ? dir / kIndexName : dir / kSingleName;
+  }
+
   static TensorSet open(const fs::path& input) {
     std::error_code ec;
-    fs::path file = input;
-    if (fs::is_directory(input, ec)) file = fs::exists(input / kIndexName, ec) ? input / kIndexName : input / kSingleName;
+    const fs::path file = fs::is_directory(input, ec) ? model_file(input) : input;
     TensorSet set;
     if (!ends_with(file.filename().string(), ".safetensors.index.json")) {
       const auto f = mq::safetensors::File::open(file);
@@ -407,7 +412,11 @@ class SafetensorsFormat final : public mq::Format {
     const TensorSet set = TensorSet::open(path);
     std::error_code ec;
     const bool hf_dir = fs::is_directory(path, ec);
-    const json hf_config = hf_dir ? read_hf_config(path.string()) : json::object();  // refused now, not after the work
+    // The directory's config.json, also where the path is the file that directory reads
+    // (its index or model.safetensors): refused now, not after the work.
+    const fs::path dir = hf_dir ? path : path.parent_path();
+    const bool dir_file = hf_dir || TensorSet::model_file(dir).filename() == path.filename();
+    const json hf_config = dir_file ? read_hf_config(dir) : json::object();
     mq::Model model;
     for (const auto& t : set.tensors()) model.tensors.push_back({t.name, set.tensor(t)});
     if (path != artifact_) refuse_quantized(path.string(), set, hf_config, model.tensors);

@@ -634,6 +634,15 @@ TEST(SafetensorsFormat, ReadRefusesOtherToolsQuantizedCheckpoints) {
   mq::test::write_file(dir / "hf" / "config.json", R"({"quantization_config": {"quant_method": "gptq", "bits": 4}})");
   EXPECT_TRUE(contains(read_error(dir / "hf"), "is quantized already (config.json has a quantization_config, "
                                                "quant_method 'gptq'"));
+  // The same directory by the file it is read from; a safetensors file there that the
+  // directory does not read is a model of its own.
+  EXPECT_TRUE(contains(read_error(dir / "hf" / "model.safetensors.index.json"),
+                       "is quantized already (config.json has a quantization_config"));
+  EXPECT_EQ(read_error(dir / "hf" / "model-00002-of-00002.safetensors"), "");
+  fs::remove(dir / "hf" / "model.safetensors.index.json");
+  fs::rename(dir / "float.safetensors", dir / "hf" / "model.safetensors");
+  EXPECT_TRUE(contains(read_error(dir / "hf" / "model.safetensors"),
+                       "is quantized already (config.json has a quantization_config"));
 }
 
 TEST(SafetensorsFormat, MaxShardBytesMustBePositive) {
