@@ -4,9 +4,11 @@
 #include <signal.h>
 #include <unistd.h>
 
+#include <algorithm>
 #include <cerrno>
 #include <cstring>
 #include <fstream>
+#include <map>
 #include <mutex>
 #include <set>
 #include <thread>
@@ -28,6 +30,12 @@ std::mutex g_mutex;
 std::multiset<std::string>& pending() {
   static auto* paths = new std::multiset<std::string>;  // never destroyed: exit may race it
   return *paths;
+}
+
+// What an interrupt writes, by the WrittenOnInterrupt that asked for it.
+std::map<const WrittenOnInterrupt*, WrittenOnInterrupt::Files>& on_interrupt() {
+  static auto* files = new std::map<const WrittenOnInterrupt*, WrittenOnInterrupt::Files>;  // as pending()
+  return *files;
 }
 
 int g_wake[2] = {-1, -1};  // a pipe: the signal handler writes, the cleanup thread reads
@@ -58,6 +66,28 @@ std::string temp_prefix(const fs::path& destination) {
   return "." + name.substr(0, kNameMax - 1 - hash.size() - kTail) + hash + ".mq-tmp-";
 }
 
+// The end of the temporary an interrupt writes a report through: not the run's own
+// temporary, which the run may be renaming into place at that moment.
+constexpr const char* kInterruptSuffix = ".int";
+
+// Writes `text` to `destination` by a temporary renamed over it, from the interrupt
+// thread: system calls alone, errors ignored (the run is ending with 130 either way).
+void write_on_interrupt(const fs::path& destination, const std::string& text) {
+  const fs::path dir = destination.parent_path().empty() ? fs::path(".") : destination.parent_path();
+  const fs::path temp = dir / (temp_prefix(destination) + std::to_string(getpid()) + kInterruptSuffix);
+  const int fd = open(temp.c_str(), O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, 0644);
+  if (fd < 0) return;
+  bool ok = true;
+  for (size_t done = 0; ok && done < text.size();) {
+    const ssize_t n = write(fd, text.data() + done, text.size() - done);
+    ok = n > 0 || (n < 0 && errno == EINTR);
+    if (n > 0) done += static_cast<size_t>(n);
+  }
+  ok = fsync(fd) == 0 && ok;
+  close(fd);
+  if (!ok || std::rename(temp.c_str(), destination.c_str()) != 0) unlink(temp.c_str());
+}
+
 // Temporaries of runs killed outright (SIGKILL, a crash) stay behind: a run to the same
 // destination removes those whose process is gone, and puts back a previous artifact
 // that was moved aside (".old") when nothing took its place.
@@ -69,8 +99,10 @@ void remove_stale_temps(const fs::path& dir, const fs::path& destination) {
     std::string pid = entry.path().filename().string();
     if (pid.rfind(prefix, 0) != 0) continue;
     pid.erase(0, prefix.size());
-    const bool moved_aside = pid.size() > 4 && pid.compare(pid.size() - 4, 4, ".old") == 0;
-    if (moved_aside) pid.resize(pid.size() - 4);
+    const std::string suffix = pid.substr(std::min(pid.size(), pid.find('.')));
+    const bool moved_aside = suffix == ".old";
+    if (!suffix.empty() && !moved_aside && suffix != kInterruptSuffix) continue;
+    pid.resize(pid.size() - suffix.size());
     if (pid.empty() || pid.size() > 9 || pid.find_first_not_of("0123456789") != std::string::npos) continue;
     if (kill(static_cast<pid_t>(std::stol(pid)), 0) != 0 && errno == ESRCH)
       stale.emplace_back(entry.path(), moved_aside);
@@ -154,6 +186,16 @@ void OutputFile::promote() {
             O_RDONLY | O_DIRECTORY);
 }
 
+WrittenOnInterrupt::WrittenOnInterrupt(Files files) {
+  const std::lock_guard<std::mutex> lock(g_mutex);
+  on_interrupt()[this] = std::move(files);
+}
+
+WrittenOnInterrupt::~WrittenOnInterrupt() {
+  const std::lock_guard<std::mutex> lock(g_mutex);
+  on_interrupt().erase(this);
+}
+
 void write_file_atomically(const fs::path& destination, const std::string& text) {
   OutputFile out(destination);
   {
@@ -184,6 +226,8 @@ void mq::install_interrupt_cleanup() {
       std::error_code ec;
       fs::remove_all(path, ec);
     }
+    for (const auto& [owner, files] : detail::on_interrupt())
+      for (const auto& [path, text] : files) detail::write_on_interrupt(path, text);
     _exit(static_cast<int>(ExitCode::kInterrupted));
   }).detach();
   struct sigaction sa {};

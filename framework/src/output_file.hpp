@@ -4,6 +4,8 @@
 
 #include <filesystem>
 #include <string>
+#include <utility>
+#include <vector>
 
 namespace mq::detail {
 
@@ -25,6 +27,18 @@ class OutputFile {
   std::filesystem::path destination_;
   std::filesystem::path temp_;
   bool promoted_ = false;
+};
+
+// While one lives, an interrupt (install_interrupt_cleanup) writes its files, each
+// atomically, once the temporaries are removed: the reports of a run that was stopped,
+// so that an earlier run's report does not stand for it.
+class WrittenOnInterrupt {
+ public:
+  using Files = std::vector<std::pair<std::filesystem::path, std::string>>;  // path, text
+  explicit WrittenOnInterrupt(Files files);
+  ~WrittenOnInterrupt();
+  WrittenOnInterrupt(const WrittenOnInterrupt&) = delete;
+  WrittenOnInterrupt& operator=(const WrittenOnInterrupt&) = delete;
 };
 
 // Writes `text` to `destination` atomically.

@@ -215,6 +215,7 @@ struct Pipeline::Impl {
   RunOptions options;
   detail::PluginRegistry registry;
   bool checked = false;
+  std::unique_ptr<detail::WrittenOnInterrupt> on_interrupt;  // the reports of a run stopped
   Resolved observer, quantizer, format, model_format;
   std::vector<Resolved> validators;
 
@@ -367,12 +368,12 @@ struct Pipeline::Impl {
                   const bool& paths_checked, F&& stages) {
     Report report;
     const auto write = [&] {
-      if (json) {
-        report.report_path = json->string();
-        detail::write_file_atomically(*json, report.to_json());
-      }
-      if (html) detail::write_file_atomically(*html, report.to_html());
+      for (const auto& [path, text] : report_files(report, json, html)) detail::write_file_atomically(path, text);
     };
+    struct Disarm {  // once the reports are written, whatever happened
+      std::unique_ptr<detail::WrittenOnInterrupt>& armed;
+      ~Disarm() { armed.reset(); }
+    } disarm{on_interrupt};
     try {
       stages(report);
     } catch (const std::exception& e) {
@@ -390,6 +391,26 @@ struct Pipeline::Impl {
     return report;
   }
 
+  // The reports asked for, as texts.
+  static detail::WrittenOnInterrupt::Files report_files(Report& report, const std::optional<fs::path>& json,
+                                                        const std::optional<fs::path>& html) {
+    detail::WrittenOnInterrupt::Files files;
+    if (json) {
+      report.report_path = json->string();
+      files.emplace_back(*json, report.to_json());
+    }
+    if (html) files.emplace_back(*html, report.to_html());
+    return files;
+  }
+
+  // From now until reported() has written the reports, an interrupt writes them as
+  // `report` stands, with status 130 (the run's own writing needs the main thread).
+  void report_if_interrupted(Report report, const std::optional<fs::path>& json, const std::optional<fs::path>& html) {
+    report.status = ExitCode::kInterrupted;
+    report.message = "interrupted by a signal";
+    on_interrupt = std::make_unique<detail::WrittenOnInterrupt>(report_files(report, json, html));
+  }
+
   Report validate_existing(const ValidateRequest& request) {
     bool paths_checked = false;
     return reported(request.report, request.html_report, paths_checked,
@@ -404,6 +425,7 @@ struct Pipeline::Impl {
     check_not_directories(writes);
     paths_checked = true;
     report.output.path = request.artifact.string();
+    report_if_interrupted(report, request.report, request.html_report);
     load_registry();
     std::vector<ValidatorStep> steps = request.validators;
     if (steps.empty())
@@ -513,6 +535,7 @@ struct Pipeline::Impl {
     using clock = std::chrono::steady_clock;
     report.output.path = recipe.output.string();
     const Model model = begin(report, true);
+    report_if_interrupted(report, recipe.report, recipe.html_report);
     BackgroundHash input_hash(recipe.model_path);
     std::error_code ec;
 

@@ -287,9 +287,13 @@ TEST(Cli, InterruptedRunExits130AndLeavesNoTemporary) {
       } else {
         mq::test::write_file(artifact, "earlier good artifact");
       }
+      // The reports of an earlier run give way to ones that say this run was stopped.
+      mq::test::write_file(dir / "report.json", "earlier report");
+      mq::test::write_file(dir / "report.html", "earlier report");
       const std::string command = "exec env " + faulty_disk("slow") + " MQ_PLUGIN_PATH= '" MQ_PIPELINE_EXE "' run '" +
                                   kExample + "' -q " + sets + " --set format.output='" + artifact.string() +
-                                  "' --set report=null --set html_report=null --set validators=[] 2>/dev/null";
+                                  "' --set report='" + (dir / "report.json").string() + "' --set html_report='" +
+                                  (dir / "report.html").string() + "' --set validators=[] 2>/dev/null";
       const pid_t pid = fork();
       if (pid == 0) {
         execl("/bin/sh", "sh", "-c", command.c_str(), static_cast<char*>(nullptr));
@@ -311,6 +315,10 @@ TEST(Cli, InterruptedRunExits130AndLeavesNoTemporary) {
       EXPECT_EQ(temporaries(), 0);
       EXPECT_TRUE(mq::test::read_file(name == "model-int8" ? artifact / "config.json" : artifact) ==
                   "earlier good artifact");
+      const std::string report = mq::test::read_file(dir / "report.json");
+      EXPECT_NE(report.find("\"status\": 130,\n  \"message\": \"interrupted by a signal\""), std::string::npos) << report;
+      EXPECT_NE(report.find("\"recipe_hash\""), std::string::npos) << report;
+      EXPECT_NE(mq::test::read_file(dir / "report.html").find("interrupted by a signal"), std::string::npos);
     }
 }
 
@@ -585,15 +593,18 @@ TEST(Cli, TemporariesOfKilledRunsAreCleanedUp) {
   const std::string dead = std::to_string(dead_pid()), live = std::to_string(getpid());
   fs::create_directories(dir / (".out.safetensors.mq-tmp-" + dead) / "x");  // a directory, too
   mq::test::write_file(dir / (".report.json.mq-tmp-" + dead), "killed");
+  mq::test::write_file(dir / (".report.html.mq-tmp-" + dead + ".int"), "killed while interrupted");
   mq::test::write_file(dir / (".out.safetensors.mq-tmp-" + live), "running");
   mq::test::write_file(dir / (".out.safetensors.mq-tmp-x" + dead), "not ours");
+  mq::test::write_file(dir / (".out.safetensors.mq-tmp-" + dead + ".x"), "not ours either");
   const auto r = run_pipeline(example_args(dir, "-q"));
   ASSERT_EQ(r.exit_code, 0) << r.err;
   std::set<std::string> left;
   for (const auto& entry : fs::directory_iterator(dir.path())) left.insert(entry.path().filename().string());
   EXPECT_EQ(left, (std::set<std::string>{"out.safetensors", "report.json", "report.html",
                                          ".out.safetensors.mq-tmp-" + live,
-                                         ".out.safetensors.mq-tmp-x" + dead}));
+                                         ".out.safetensors.mq-tmp-x" + dead,
+                                         ".out.safetensors.mq-tmp-" + dead + ".x"}));
 
   mq::test::write_hf_directory(dir / "model");
   mq::test::write_file(dir / "recipe.yaml", R"(version: 1

@@ -86,7 +86,9 @@ class MQ_API Pipeline {
   void check();
   // Runs every stage. Only promotes the artifact when no blocking validator failed.
   // Throws mq::Error on errors, after writing the recipe's reports with the error as
-  // their status and message (once the paths are checked).
+  // their status and message (once the paths are checked). Where
+  // install_interrupt_cleanup() is in place, an interrupt once the model is read
+  // writes them with status 130.
   Report run();
   // Reads the model and asks the quantizer what it would do to every tensor, with
   // predicted sizes; quantizes and writes nothing (`run --dry-run`).
