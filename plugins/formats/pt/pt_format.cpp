@@ -102,6 +102,22 @@ mq::QuantSpec spec_from(const json& j) {
   }
 }
 
+// A state dict's metadata: its __metadata__ entry, our JSON (any other entry that is not
+// a tensor is refused); an empty object when there is none.
+json state_dict_metadata(const fs::path& path, const std::map<std::string, std::string>& strings) {
+  for (const auto& [name, text] : strings)
+    if (name != kMetadataKey) bad(path, "entry '" + name + "' is not a tensor");
+  const auto it = strings.find(kMetadataKey);
+  const json meta = it == strings.end() ? json::object() : json::parse(it->second, nullptr, false);
+  return meta.is_object() ? meta : json::object();
+}
+
+// The metadata's specs by tensor name (an empty object when it has none).
+json specs_in(const json& meta) {
+  const auto it = meta.find("mq.specs");
+  return it != meta.end() && it->is_object() ? *it : json::object();
+}
+
 // Whether PyTorch has a quantized tensor type for `spec` (8 bits, per tensor or channel).
 bool native(const mq::QuantSpec& spec) {
   return spec.is_integer() && spec.bits() == 8 && spec.granularity != mq::Granularity::kPerGroup;
@@ -168,14 +184,10 @@ class PtFormat final : public mq::Format {
       for (const mq::NamedTensor& t : model.tensors)
         if (t.tensor.is_quantized())
           refuse_quantized(path, "'" + t.name + "' is " + c10::toString(t.tensor.scalar_type()));
-      for (const auto& [name, text] : strings) {
-        if (name != kMetadataKey) bad(path, "entry '" + name + "' is not a tensor");
-        const json meta = json::parse(text, nullptr, false);  // ours: int4 is stored as plain tensors
-        if (meta.is_object() && meta.contains("mq.specs") && meta["mq.specs"].is_object())
-          for (auto it = meta["mq.specs"].begin(); it != meta["mq.specs"].end(); ++it)
-            if (const mq::QuantSpec spec = spec_from(it.value()); spec.is_integer())
-              refuse_quantized(path, "'" + it.key() + "' is " + spec.to_string());
-      }
+      const json specs = specs_in(state_dict_metadata(path, strings));  // ours: int4 is stored as plain tensors
+      for (auto it = specs.begin(); it != specs.end(); ++it)
+        if (const mq::QuantSpec spec = spec_from(it.value()); spec.is_integer())
+          refuse_quantized(path, "'" + it.key() + "' is " + spec.to_string());
       if (const std::string sign = mq::quantized_checkpoint_sign(model.tensors); !sign.empty())
         refuse_quantized(path, sign);  // another tool's
       model.layers = mq::layers_from_names(model);
@@ -471,7 +483,7 @@ class PtFormat final : public mq::Format {
   }
 
   static std::optional<mq::QuantSpec> spec_of(const json& specs, const std::string& name) {
-    if (specs.is_object() && specs.contains(name)) return spec_from(specs[name]);
+    if (specs.contains(name)) return spec_from(specs[name]);
     return std::nullopt;
   }
 
@@ -481,7 +493,7 @@ class PtFormat final : public mq::Format {
     mq::QuantizedModel model;
     json meta = json::parse(extra[kMetadataFile].empty() ? "{}" : extra[kMetadataFile], nullptr, false);
     if (!meta.is_object()) bad(path, "malformed mq.json");
-    const json specs = meta.contains("mq.specs") ? meta["mq.specs"] : json::object();
+    const json specs = specs_in(meta);
     for (auto it = meta.begin(); it != meta.end(); ++it)
       if (it.value().is_string()) model.metadata[it.key()] = it.value().get<std::string>();
     read_mode(meta, model);
@@ -592,29 +604,21 @@ class PtFormat final : public mq::Format {
     std::map<std::string, at::Tensor> dict;
     for (const mq::NamedTensor& t : tensors) dict[t.name] = t.tensor;
     mq::QuantizedModel model;
-    json specs = json::object();
-    for (const auto& [name, text] : strings)
-      if (name != kMetadataKey) bad(path, "entry '" + name + "' is not a tensor");
-    if (const auto it = strings.find(kMetadataKey); it != strings.end()) {
-      const json meta = json::parse(it->second, nullptr, false);
-      if (meta.is_object()) {
-        if (meta.contains("mq.specs")) specs = meta["mq.specs"];
-        for (auto m = meta.begin(); m != meta.end(); ++m)
-          if (m.value().is_string()) model.metadata[m.key()] = m.value().get<std::string>();
-        read_mode(meta, model);
-      }
-    }
+    const json meta = state_dict_metadata(path, strings);
+    const json specs = specs_in(meta);
+    for (auto m = meta.begin(); m != meta.end(); ++m)
+      if (m.value().is_string()) model.metadata[m.key()] = m.value().get<std::string>();
+    read_mode(meta, model);
     // Entries PyTorch has no quantized type for, stored under the names write_state_dict
     // gives them: the key that marks an entry's place, and the keys that only belong to it.
     std::map<std::string, std::string> primary;  // key -> entry
     std::set<std::string> auxiliary;
-    if (specs.is_object())
-      for (auto it = specs.begin(); it != specs.end(); ++it) {
-        const mq::QuantSpec spec = spec_from(it.value());
-        if (!spec.is_integer() || native(spec)) continue;
-        primary[spec.bits() == 4 ? it.key() + "_packed" : it.key()] = it.key();
-        for (const char* suffix : {"_shape", "_scale", "_zero_point"}) auxiliary.insert(it.key() + suffix);
-      }
+    for (auto it = specs.begin(); it != specs.end(); ++it) {
+      const mq::QuantSpec spec = spec_from(it.value());
+      if (!spec.is_integer() || native(spec)) continue;
+      primary[spec.bits() == 4 ? it.key() + "_packed" : it.key()] = it.key();
+      for (const char* suffix : {"_shape", "_scale", "_zero_point"}) auxiliary.insert(it.key() + suffix);
+    }
     for (const auto& [name, t] : tensors) {
       if (auxiliary.count(name)) continue;
       if (model.activation_spec && read_activation(name, t, model, path)) continue;
