@@ -127,7 +127,7 @@ json quantization_config(const std::vector<EntrySummary>& entries, const mq::Qua
 
 // An HF model directory's config.json (an empty object when it has none).
 json read_hf_config(const fs::path& dir) {
-  const fs::path file = fs::path(dir) / "config.json";
+  const fs::path file = dir / "config.json";
   std::error_code ec;
   if (!fs::exists(file, ec)) return json::object();
   std::ifstream in(file);
