@@ -55,6 +55,11 @@ int sync_path(const fs::path& p, int flags) {
   return error;
 }
 
+// The directory `destination` is in ("." for a bare name).
+fs::path directory_of(const fs::path& destination) {
+  return destination.parent_path().empty() ? fs::path(".") : destination.parent_path();
+}
+
 // The start of a temporary's name beside `destination`: ".NAME.mq-tmp-", then a PID
 // and, for a previous artifact moved aside, ".old". A NAME too long for that to fit in
 // a file name keeps its first bytes and adds a hash of the whole.
@@ -73,8 +78,7 @@ constexpr const char* kInterruptSuffix = ".int";
 // Writes `text` to `destination` by a temporary renamed over it, from the interrupt
 // thread: system calls alone, errors ignored (the run is ending with 130 either way).
 void write_on_interrupt(const fs::path& destination, const std::string& text) {
-  const fs::path dir = destination.parent_path().empty() ? fs::path(".") : destination.parent_path();
-  const fs::path temp = dir / (temp_prefix(destination) + std::to_string(getpid()) + kInterruptSuffix);
+  const fs::path temp = directory_of(destination) / (temp_prefix(destination) + std::to_string(getpid()) + kInterruptSuffix);
   const int fd = open(temp.c_str(), O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, 0644);
   if (fd < 0) return;
   bool ok = true;
@@ -116,7 +120,7 @@ void remove_stale_temps(const fs::path& dir, const fs::path& destination) {
 
 OutputFile::OutputFile(fs::path destination) : destination_(std::move(destination)) {
   std::error_code ec;
-  const fs::path dir = destination_.parent_path().empty() ? fs::path(".") : destination_.parent_path();
+  const fs::path dir = directory_of(destination_);
   fs::create_directories(dir, ec);
   if (ec) throw OutputError(destination_.string() + ": cannot create directory " + dir.string() +
                             " (" + ec.message() + ")");
@@ -182,8 +186,7 @@ void OutputFile::promote() {
   promoted_ = true;
   if (!old.empty()) fs::remove_all(old, ec);
   // Best effort: the artifact is in place, and some file systems refuse a directory's fsync.
-  sync_path(destination_.parent_path().empty() ? fs::path(".") : destination_.parent_path(),
-            O_RDONLY | O_DIRECTORY);
+  sync_path(directory_of(destination_), O_RDONLY | O_DIRECTORY);
 }
 
 WrittenOnInterrupt::WrittenOnInterrupt(Files files) {
