@@ -140,12 +140,11 @@ OutputFile::~OutputFile() {
   pending().erase(pending().find(temp_.string()));
 }
 
-void OutputFile::promote() {
+void OutputFile::sync() {
   std::error_code ec;
   const bool directory = fs::is_directory(temp_, ec);
   if (!directory && !fs::is_regular_file(temp_, ec))
     throw OutputError(destination_.string() + ": nothing was written to promote");
-  // What cannot be flushed to disk must not replace anything.
   const auto sync_file = [this](const fs::path& file) {
     if (const int error = sync_path(file, O_RDONLY))
       throw OutputError(destination_.string() + ": cannot flush to disk (" + std::strerror(error) + ")");
@@ -156,6 +155,13 @@ void OutputFile::promote() {
   } else {
     sync_file(temp_);
   }
+  synced_ = true;
+}
+
+void OutputFile::promote() {
+  if (!synced_) sync();  // what cannot be flushed to disk must not replace anything
+  std::error_code ec;
+  const bool directory = fs::is_directory(temp_, ec);
   // A directory cannot be renamed over a non-empty one: the two are exchanged, or the
   // old one moves aside first, so the destination always holds a complete artifact.
   const bool exists = fs::exists(destination_, ec);

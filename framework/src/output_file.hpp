@@ -20,12 +20,15 @@ class OutputFile {
 
   const std::filesystem::path& temp() const { return temp_; }
   const std::filesystem::path& destination() const { return destination_; }
+  // fsync what was written (promote does, unless this did). Throws OutputError.
+  void sync();
   // fsync, rename over the destination, fsync the directory. Throws OutputError.
   void promote();
 
  private:
   std::filesystem::path destination_;
   std::filesystem::path temp_;
+  bool synced_ = false;
   bool promoted_ = false;
 };
 

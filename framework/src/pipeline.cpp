@@ -156,9 +156,10 @@ double seconds_since(std::chrono::steady_clock::time_point start) {
 
 FileInfo file_info(const fs::path& p) { return {p.string(), path_bytes(p), detail::hash_path(p)}; }
 
-// The input's hash, computed on a thread beside quantization (it is needed only for the
-// output's provenance, at the end). A run that ends early does not wait for the rest
-// of the file: the destructor cancels before the future's waits.
+// A file's hash, computed on a thread beside other work: the input's beside quantization
+// (it is needed only for the output's provenance, at the end), the artifact's beside its
+// fsync. A run that ends early does not wait for the rest of the file: the destructor
+// cancels before the future's waits.
 class BackgroundHash {
  public:
   explicit BackgroundHash(fs::path path)
@@ -605,12 +606,18 @@ struct Pipeline::Impl {
     report.timings.push_back({"validate", seconds_since(start)});
 
     if (blocking.empty()) {
+      std::string hash;
+      {  // taken while the disk flushes the artifact, before it is renamed into place
+        BackgroundHash hashing(out.temp());
+        out.sync();
+        hash = hashing.get();
+      }
       out.promote();
       report.promoted = true;
       if (!guarded(format.label(), "probing " + recipe.output.string(), [&] { return writer->can_read(recipe.output); }))
         warn(report, format.label() + " wrote " + recipe.output.string() + ", a name it does not take for its own: " +
                          "tools that go by the name (mq-pipeline inspect included) will not read it as such");
-      report.output = file_info(recipe.output);
+      report.output = {recipe.output.string(), path_bytes(recipe.output), hash};
       report.message = "wrote " + recipe.output.string();
     } else {
       report.status = ExitCode::kValidationFailed;

@@ -71,6 +71,9 @@ TEST(Pipeline, RecipeBuiltInCodeRunsAndReportsAsAValue) {
   ASSERT_EQ(report.inputs.size(), 1u);
   EXPECT_EQ(report.inputs[0].hash, hex);
   EXPECT_NE(mq::test::read_file(r.output).find(std::string(R"("mq.input_hash":")") + hex + '"'), std::string::npos);
+  // The artifact's (taken before it was renamed into place) is that of the file as it stands.
+  EXPECT_EQ(report.output.path, r.output.string());
+  EXPECT_EQ(report.output.hash, xxh3_128_hex(r.output));
   // Nothing but the artifact is left in the output directory.
   EXPECT_EQ(std::distance(fs::directory_iterator(dir.path()), fs::directory_iterator()), 1);
 }
