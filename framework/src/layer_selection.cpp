@@ -4,6 +4,7 @@
 #include <fnmatch.h>
 
 #include <algorithm>
+#include <array>
 
 #include "mq/affine.hpp"
 #include "mq/error.hpp"
@@ -226,10 +227,12 @@ std::vector<QuantizedEntry> quantize_planned(const Model& model, const std::vect
   for (const NamedTensor& t : model.tensors) total_bytes += t.tensor.nbytes();
   context.progress->begin("quantize", static_cast<int64_t>(model.tensors.size()), total_bytes);
   std::vector<QuantizedEntry> entries;
-  // The last integers made, written into again once nothing else holds them (a streamed
-  // entry, written and dropped): fresh buffers cost a page fault every 4 KiB, and
-  // whether glibc hands a freed one back depends on the heap's layout.
-  at::Tensor spare;
+  // The integers of the last two entries made, each written into again once nothing else
+  // holds it (a streamed entry, written and dropped; the writer may still hold the last
+  // one): fresh buffers cost a page fault every 4 KiB, and whether glibc hands a freed
+  // one back depends on the heap's layout.
+  std::array<at::Tensor, 2> spares;
+  size_t made = 0;  // integer entries
   for (size_t i = 0; i < model.tensors.size(); ++i) {
     const NamedTensor& t = model.tensors[i];
     const std::optional<QuantSpec>& spec = plan.at(i).spec;
@@ -237,6 +240,7 @@ std::vector<QuantizedEntry> quantize_planned(const Model& model, const std::vect
     if (spec) {
       std::unique_ptr<Observer> observer =
           observe_weights && spec->is_integer() ? context.make_observer() : nullptr;
+      at::Tensor& spare = spares[made % spares.size()];
       // Ours alone: no other handle on this tensor, no other tensor on its storage.
       const bool fits = spare.defined() && spare.use_count() == 1 && spare.storage().use_count() == 1 &&
                         spare.sizes() == t.tensor.sizes() &&
@@ -246,7 +250,7 @@ std::vector<QuantizedEntry> quantize_planned(const Model& model, const std::vect
       } catch (const InputError& e) {
         throw InputError(t.name + ": " + e.what());
       }
-      if (spec->is_integer()) spare = entry.quantized->data;
+      if (spec->is_integer()) spare = entry.quantized->data, ++made;
     }
     if (context.emit)  // streaming: written now
       context.emit(std::move(entry));

@@ -8,6 +8,8 @@
 #include <cstdio>
 
 #include "mq/error.hpp"
+#include "mq/layer_selection.hpp"
+#include "mq/quantize.hpp"
 #include "test_support.hpp"
 
 namespace {
@@ -88,6 +90,30 @@ TEST(Pipeline, InputHashCoversAFileLargerThanTheReadBuffer) {
   const mq::Report report = mq::Pipeline(r, with_fixtures()).run();
   ASSERT_EQ(report.inputs.size(), 1u);
   EXPECT_EQ(report.inputs[0].hash, xxh3_128_hex(r.model_path));
+}
+
+// Entries of 1 MiB or more are written behind the quantizer, on a thread of their own,
+// while the next ones are quantized into reused buffers: each reads back as quantizing
+// it alone gives.
+TEST(Pipeline, EntriesWrittenBehindTheQuantizerReadBackAsQuantized) {
+  mq::test::ScratchDir dir("api-write-behind");
+  mq::Recipe r = example(dir.path());
+  r.model_path = dir.path() / "large.safetensors";
+  std::vector<std::pair<std::string, at::Tensor>> tensors;
+  for (int i = 0; i < 6; ++i)
+    tensors.emplace_back("fc" + std::to_string(i) + ".weight", at::randn({1200, 1024}) * (i + 1));
+  mq::test::write_safetensors(r.model_path, tensors);
+  r.validators.clear();
+  const mq::Report report = mq::Pipeline(r).run();
+  ASSERT_EQ(report.status, mq::ExitCode::kOk) << report.message;
+  const mq::QuantizedModel back = mq::load_quantized_model(r.output);
+  for (const auto& [name, weight] : tensors) {
+    const mq::QuantizedEntry* e = back.find(name);
+    ASSERT_TRUE(e && e->quantized) << name;
+    const mq::QuantizedTensor expected = mq::quantize_weight(weight, e->quantized->spec, nullptr);
+    EXPECT_TRUE(at::equal(e->quantized->data, expected.data)) << name;
+    EXPECT_TRUE(at::equal(e->quantized->qparams.scale, expected.qparams.scale)) << name;
+  }
 }
 
 TEST(Pipeline, ValidateArtifactRunsTheDefaultValidators) {

@@ -267,6 +267,23 @@ TEST(Cli, FullDiskExitsSixAndKeepsTheOldArtifact) {
   }
 }
 
+// A disk that fills up while a large entry is written, which happens behind the
+// quantizer on a thread of its own: the model's last entry here, so the error comes out
+// after quantizing.
+TEST(Cli, FullDiskDuringALargeEntryExitsSixAndKeepsTheOldArtifact) {
+  mq::test::ScratchDir dir("cli-full-disk-large");
+  const fs::path model = dir / "model.safetensors", artifact = dir / "out.safetensors";
+  mq::test::write_safetensors(model, {{"a.weight", at::randn({16, 16})}, {"b.weight", at::randn({1200, 1024})}});
+  mq::test::write_file(artifact, "earlier good artifact");
+  const auto r = run_pipeline("run '" + kExample + "' -q --set model.path='" + model.string() + "' --set format.output='" +
+                                  artifact.string() + "' --set validators=[] --set report=null --set html_report=null",
+                              {}, faulty_disk("large"));
+  EXPECT_EQ(r.exit_code, 6);
+  expect_one_line_error(r);
+  EXPECT_NE(r.err.find("write failed (No space left on device)"), std::string::npos) << r.err;
+  expect_old_artifact_kept(dir, artifact);
+}
+
 // Interrupted while it writes (slowed down), a run exits 130 and removes what it was
 // writing: the pt writer's temporary file, an HF model directory's temporary directory
 // (the signal handler alone could not remove a directory); the old artifact stays.

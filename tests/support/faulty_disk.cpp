@@ -1,7 +1,8 @@
 // Preloaded into mq-pipeline by the CLI tests of a failing disk: with MQ_TEST_FAIL=fsync
 // every fsync fails (EIO), with MQ_TEST_FAIL=write every write to a file (a descriptor
-// above stderr) fails as on a full disk (ENOSPC), with MQ_TEST_FAIL=slow each such write
-// first waits 0.2 s (a run to interrupt while it writes), with MQ_TEST_FAIL=exchange
+// above stderr) fails as on a full disk (ENOSPC), with MQ_TEST_FAIL=large only writes of
+// 1 MiB or more do, with MQ_TEST_FAIL=slow each write to a file first waits 0.2 s (a run
+// to interrupt while it writes), with MQ_TEST_FAIL=exchange
 // renameat2 refuses RENAME_EXCHANGE as file systems without it do (EINVAL). Everything
 // else goes to the kernel.
 #include <sys/syscall.h>
@@ -22,12 +23,12 @@ bool failing(const char* what, int fd) {
   return fd > 2 && mode && std::strcmp(mode, what) == 0;
 }
 
-bool fails_write(int fd) {
+bool fails_write(int fd, size_t n) {
   if (failing("slow", fd)) {
     const timespec pause{0, 200'000'000};
     syscall(SYS_nanosleep, &pause, nullptr);
   }
-  return failing("write", fd);
+  return failing("write", fd) || (failing("large", fd) && n >= (size_t{1} << 20));
 }
 
 }  // namespace
@@ -40,17 +41,17 @@ MQ_EXPORT int fsync(int fd) {
 }
 
 MQ_EXPORT ssize_t write(int fd, const void* data, size_t n) {
-  if (fails_write(fd)) return errno = ENOSPC, -1;
+  if (fails_write(fd, n)) return errno = ENOSPC, -1;
   return syscall(SYS_write, fd, data, n);
 }
 
 MQ_EXPORT ssize_t writev(int fd, const iovec* parts, int count) {
-  if (fails_write(fd)) return errno = ENOSPC, -1;
+  if (fails_write(fd, 0)) return errno = ENOSPC, -1;
   return syscall(SYS_writev, fd, parts, count);
 }
 
 MQ_EXPORT ssize_t pwrite(int fd, const void* data, size_t n, off_t at) {
-  if (fails_write(fd)) return errno = ENOSPC, -1;
+  if (fails_write(fd, n)) return errno = ENOSPC, -1;
   return syscall(SYS_pwrite64, fd, data, n, at);
 }
 

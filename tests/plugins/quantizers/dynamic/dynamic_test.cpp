@@ -79,13 +79,14 @@ TEST(DynamicQuantizer, Int8QuantizesLinearWeightsAndSaysWhyOthersStay) {
               q.entries[i].quantized ? q.entries[i].quantized->nbytes() : q.plan[i].bytes_before);
 }
 
-// Streaming, a weight's integers go into the buffer of the entry before it once that
-// entry was written and dropped; an entry still held (kept by the caller) is never
-// written into. Either way each entry holds its own weight's integers.
-TEST(DynamicQuantizer, StreamedEntriesReuseOneBufferHeldOnesNever) {
+// Streaming, a weight's integers go into the buffer of the entry two before it once that
+// entry was written and dropped (the one just before may still be in the writer's
+// hands); an entry still held (kept by the caller) is never written into. Either way
+// each entry holds its own weight's integers.
+TEST(DynamicQuantizer, StreamedEntriesReuseTwoBuffersInTurnHeldOnesNever) {
   at::manual_seed(3);
   mq::Model m;
-  for (const std::string name : {"a", "b", "c"}) {
+  for (const std::string name : {"a", "b", "c", "d"}) {
     m.tensors.push_back({name + ".weight", at::randn({8, 16})});
     m.layers.push_back({name, mq::LayerKind::kLinear, name + ".weight", ""});
   }
@@ -107,16 +108,17 @@ TEST(DynamicQuantizer, StreamedEntriesReuseOneBufferHeldOnesNever) {
     values.push_back(e.quantized->data.clone());
   };
   q->quantize(m, context);
-  ASSERT_EQ(buffers.size(), 3u);
-  EXPECT_EQ(buffers[0], buffers[1]);
-  EXPECT_EQ(buffers[1], buffers[2]);
+  ASSERT_EQ(buffers.size(), 4u);
+  EXPECT_NE(buffers[0], buffers[1]);
+  EXPECT_EQ(buffers[0], buffers[2]);
+  EXPECT_EQ(buffers[1], buffers[3]);
   std::vector<mq::QuantizedEntry> held;
   context.emit = [&](mq::QuantizedEntry e) { held.push_back(std::move(e)); };
   q->quantize(m, context);
-  ASSERT_EQ(held.size(), 3u);
-  EXPECT_NE(held[0].quantized->data.data_ptr(), held[1].quantized->data.data_ptr());
-  EXPECT_NE(held[1].quantized->data.data_ptr(), held[2].quantized->data.data_ptr());
-  for (size_t i = 0; i < 3; ++i) {
+  ASSERT_EQ(held.size(), 4u);
+  for (size_t i = 0; i < 4; ++i)
+    for (size_t j = 0; j < i; ++j) EXPECT_NE(held[i].quantized->data.data_ptr(), held[j].quantized->data.data_ptr());
+  for (size_t i = 0; i < 4; ++i) {
     const at::Tensor alone = mq::quantize_min_max(m.tensors[i].tensor, spec).data;
     EXPECT_TRUE(at::equal(values[i], alone));
     EXPECT_TRUE(at::equal(held[i].quantized->data, alone));
