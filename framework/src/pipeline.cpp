@@ -335,13 +335,15 @@ struct Pipeline::Impl {
     return out;
   }
 
-  // The stages every run shares: check, then read the model. The input's hash is left
-  // to the caller when `hash_later` (report.inputs.front().hash stays empty).
-  Model begin(Report& report, bool hash_later = false) {
+  // The stages every run shares: check, then read the model. A run that writes
+  // (`writing`) has an interrupt write its reports from the check on, and leaves the
+  // input's hash to the caller (report.inputs.front().hash stays empty).
+  Model begin(Report& report, bool writing = false) {
     auto start = std::chrono::steady_clock::now();
     report.recipe_hash = recipe.hash();
     report.canonical_recipe = recipe.canonical_json();
     check();
+    if (writing) report_if_interrupted(report, recipe.report, recipe.html_report);
     if (options.threads > 0) at::set_num_threads(options.threads);
     report.timings.push_back({"check", seconds_since(start)});
 
@@ -353,7 +355,7 @@ struct Pipeline::Impl {
     std::unique_ptr<Format> reader = instantiate<Format>(reader_plugin);
     Model model = guarded(reader_plugin.label(), "reading the model",
                           [&] { return reader->read(recipe.model_path); });
-    report.inputs.push_back(hash_later ? FileInfo{recipe.model_path.string(), path_bytes(recipe.model_path), ""}
+    report.inputs.push_back(writing ? FileInfo{recipe.model_path.string(), path_bytes(recipe.model_path), ""}
                                        : file_info(recipe.model_path));
     report.original_bytes = model.nbytes();
     report.timings.push_back({"read", seconds_since(start)});
@@ -562,7 +564,7 @@ struct Pipeline::Impl {
     using clock = std::chrono::steady_clock;
     report.output.path = recipe.output.string();
     const Model model = begin(report, true);
-    report_if_interrupted(report, recipe.report, recipe.html_report);
+    report_if_interrupted(report, recipe.report, recipe.html_report);  // now with the model's
     BackgroundHash input_hash(recipe.model_path);
     std::error_code ec;
 

@@ -339,6 +339,40 @@ TEST(Cli, InterruptedRunExits130AndLeavesNoTemporary) {
     }
 }
 
+// Interrupted while it reads its model (each read slowed down), a run's reports say so:
+// an earlier run's report does not stand for it.
+TEST(Cli, RunInterruptedWhileReadingTheModelReportsIt) {
+  mq::test::ScratchDir dir("cli-interrupt-read");
+  const std::string recipe = std::string(MQ_SOURCE_DIR) + "/configs/example-torchscript-int8.yaml";
+  const fs::path model = fs::canonical(std::string(MQ_SOURCE_DIR) + "/configs/models/mlp.pt");
+  mq::test::write_file(dir / "report.json", "earlier report");
+  const std::string command = "exec env " + faulty_disk("slowread") + " MQ_PLUGIN_PATH= '" MQ_PIPELINE_EXE "' run '" +
+                              recipe + "' -q --set format.output='" + (dir / "out.pt").string() +
+                              "' --set report='" + (dir / "report.json").string() +
+                              "' --set html_report=null --set validators=[] 2>/dev/null";
+  const pid_t pid = fork();
+  if (pid == 0) {
+    execl("/bin/sh", "sh", "-c", command.c_str(), static_cast<char*>(nullptr));
+    _exit(127);
+  }
+  ASSERT_GT(pid, 0);
+  const auto reading_model = [&] {
+    std::error_code ec;
+    for (const auto& fd : fs::directory_iterator("/proc/" + std::to_string(pid) + "/fd", ec))
+      if (fs::read_symlink(fd.path(), ec) == model) return true;
+    return false;
+  };
+  for (int i = 0; i < 600 && !reading_model(); ++i) usleep(20'000);
+  EXPECT_TRUE(reading_model());
+  kill(pid, SIGINT);
+  int status = 0;
+  ASSERT_EQ(waitpid(pid, &status, 0), pid);
+  EXPECT_TRUE(WIFEXITED(status) && WEXITSTATUS(status) == 130) << status;
+  const std::string report = mq::test::read_file(dir / "report.json");
+  EXPECT_NE(report.find("\"status\": 130,\n  \"message\": \"interrupted by a signal\""), std::string::npos) << report;
+  EXPECT_FALSE(fs::exists(dir / "out.pt"));
+}
+
 TEST(Cli, OutputEqualToInputExitsTwo) {
   const auto r = run_pipeline("run '" + kExample + "' --set format.output=models/mlp.safetensors --set report=null "
                               "--set html_report=null");

@@ -2,7 +2,8 @@
 // every fsync fails (EIO), with MQ_TEST_FAIL=write every write to a file (a descriptor
 // above stderr) fails as on a full disk (ENOSPC), with MQ_TEST_FAIL=large only writes of
 // 1 MiB or more do, with MQ_TEST_FAIL=slow each write to a file first waits 0.2 s (a run
-// to interrupt while it writes), with MQ_TEST_FAIL=exchange
+// to interrupt while it writes), with MQ_TEST_FAIL=slowread each read() does (a run to
+// interrupt while it reads its model), with MQ_TEST_FAIL=exchange
 // renameat2 refuses RENAME_EXCHANGE as file systems without it do (EINVAL). Everything
 // else goes to the kernel.
 #include <sys/syscall.h>
@@ -23,11 +24,13 @@ bool failing(const char* what, int fd) {
   return fd > 2 && mode && std::strcmp(mode, what) == 0;
 }
 
+void slow_down() {
+  const timespec pause{0, 200'000'000};
+  syscall(SYS_nanosleep, &pause, nullptr);
+}
+
 bool fails_write(int fd, size_t n) {
-  if (failing("slow", fd)) {
-    const timespec pause{0, 200'000'000};
-    syscall(SYS_nanosleep, &pause, nullptr);
-  }
+  if (failing("slow", fd)) slow_down();
   return failing("write", fd) || (failing("large", fd) && n >= (size_t{1} << 20));
 }
 
@@ -53,6 +56,11 @@ MQ_EXPORT ssize_t writev(int fd, const iovec* parts, int count) {
 MQ_EXPORT ssize_t pwrite(int fd, const void* data, size_t n, off_t at) {
   if (fails_write(fd, n)) return errno = ENOSPC, -1;
   return syscall(SYS_pwrite64, fd, data, n, at);
+}
+
+MQ_EXPORT ssize_t read(int fd, void* data, size_t n) {
+  if (failing("slowread", fd)) slow_down();
+  return syscall(SYS_read, fd, data, n);
 }
 
 MQ_EXPORT int renameat2(int from_dir, const char* from, int to_dir, const char* to, unsigned flags) {

@@ -87,8 +87,8 @@ class MQ_API Pipeline {
   // Runs every stage. Only promotes the artifact when no blocking validator failed.
   // Throws mq::Error on errors, after writing the recipe's reports with the error as
   // their status and message (once the paths are checked). Where
-  // install_interrupt_cleanup() is in place, an interrupt once the model is read
-  // writes them with status 130.
+  // install_interrupt_cleanup() is in place, an interrupt after that writes them with
+  // status 130.
   Report run();
   // Reads the model and asks the quantizer what it would do to every tensor, with
   // predicted sizes; quantizes and writes nothing (`run --dry-run`).
