@@ -250,7 +250,10 @@ std::vector<QuantizedEntry> quantize_planned(const Model& model, const std::vect
       } catch (const InputError& e) {
         throw InputError(t.name + ": " + e.what());
       }
-      if (spec->is_integer()) spare = entry.quantized->data, ++made;
+      if (spec->is_integer()) {
+        spare = entry.quantized->data;
+        ++made;
+      }
     }
     if (context.emit)  // streaming: written now
       context.emit(std::move(entry));

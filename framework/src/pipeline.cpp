@@ -356,7 +356,7 @@ struct Pipeline::Impl {
     Model model = guarded(reader_plugin.label(), "reading the model",
                           [&] { return reader->read(recipe.model_path); });
     report.inputs.push_back(writing ? FileInfo{recipe.model_path.string(), path_bytes(recipe.model_path), ""}
-                                       : file_info(recipe.model_path));
+                                    : file_info(recipe.model_path));
     report.original_bytes = model.nbytes();
     report.timings.push_back({"read", seconds_since(start)});
     return model;
