@@ -284,6 +284,19 @@ TEST(Cli, FullDiskDuringALargeEntryExitsSixAndKeepsTheOldArtifact) {
   expect_old_artifact_kept(dir, artifact);
 }
 
+// Runs `command` with /bin/sh in a process of its own, to be signalled; its pid.
+pid_t spawn(const std::string& command) {
+  const pid_t pid = fork();
+  if (pid == 0) {
+    execl("/bin/sh", "sh", "-c", command.c_str(), static_cast<char*>(nullptr));
+    _exit(127);
+  }
+  return pid;
+}
+
+// What the JSON report of an interrupted run says.
+const char* const kInterruptedReport = "\"status\": 130,\n  \"message\": \"interrupted by a signal\"";
+
 // Interrupted while it writes (slowed down), a run exits 130 and removes what it was
 // writing: the pt writer's temporary file, an HF model directory's temporary directory
 // (the signal handler alone could not remove a directory); the old artifact stays.
@@ -311,11 +324,7 @@ TEST(Cli, InterruptedRunExits130AndLeavesNoTemporary) {
                                   kExample + "' -q " + sets + " --set format.output='" + artifact.string() +
                                   "' --set report='" + (dir / "report.json").string() + "' --set html_report='" +
                                   (dir / "report.html").string() + "' --set validators=[] 2>/dev/null";
-      const pid_t pid = fork();
-      if (pid == 0) {
-        execl("/bin/sh", "sh", "-c", command.c_str(), static_cast<char*>(nullptr));
-        _exit(127);
-      }
+      const pid_t pid = spawn(command);
       ASSERT_GT(pid, 0);
       const auto temporaries = [&] {
         int n = 0;
@@ -333,7 +342,7 @@ TEST(Cli, InterruptedRunExits130AndLeavesNoTemporary) {
       EXPECT_TRUE(mq::test::read_file(name == "model-int8" ? artifact / "config.json" : artifact) ==
                   "earlier good artifact");
       const std::string report = mq::test::read_file(dir / "report.json");
-      EXPECT_NE(report.find("\"status\": 130,\n  \"message\": \"interrupted by a signal\""), std::string::npos) << report;
+      EXPECT_NE(report.find(kInterruptedReport), std::string::npos) << report;
       EXPECT_NE(report.find("\"recipe_hash\""), std::string::npos) << report;
       EXPECT_NE(mq::test::read_file(dir / "report.html").find("interrupted by a signal"), std::string::npos);
     }
@@ -350,11 +359,7 @@ TEST(Cli, RunInterruptedWhileReadingTheModelReportsIt) {
                               recipe + "' -q --set format.output='" + (dir / "out.pt").string() +
                               "' --set report='" + (dir / "report.json").string() +
                               "' --set html_report=null --set validators=[] 2>/dev/null";
-  const pid_t pid = fork();
-  if (pid == 0) {
-    execl("/bin/sh", "sh", "-c", command.c_str(), static_cast<char*>(nullptr));
-    _exit(127);
-  }
+  const pid_t pid = spawn(command);
   ASSERT_GT(pid, 0);
   const auto reading_model = [&] {
     std::error_code ec;
@@ -369,7 +374,7 @@ TEST(Cli, RunInterruptedWhileReadingTheModelReportsIt) {
   ASSERT_EQ(waitpid(pid, &status, 0), pid);
   EXPECT_TRUE(WIFEXITED(status) && WEXITSTATUS(status) == 130) << status;
   const std::string report = mq::test::read_file(dir / "report.json");
-  EXPECT_NE(report.find("\"status\": 130,\n  \"message\": \"interrupted by a signal\""), std::string::npos) << report;
+  EXPECT_NE(report.find(kInterruptedReport), std::string::npos) << report;
   EXPECT_FALSE(fs::exists(dir / "out.pt"));
 }
 
