@@ -187,6 +187,15 @@ def check_state_dict_input(exe, source, work):
     state = torch.load(os.path.join(work, "state.int8.pt"))
     assert state["fc1.weight"].is_quantized and tuple(state["fc1.weight"].shape) == (128, 64)
     assert torch.equal(state["fc1.bias"], model.fc1.bias.detach())
+    # transformers' pytorch_model.bin (save_pretrained without safetensors) is the same
+    # torch.save'd state dict: found by its name as a .pt is, and quantized alike.
+    torch.save(model.state_dict(), os.path.join(work, "pytorch_model.bin"))
+    subprocess.run([exe, "run", recipe, "--quiet", "--set", "model.path=pytorch_model.bin",
+                    "--set", "format.output=bin.int8.pt"], check=True)
+    from_bin = torch.load(os.path.join(work, "bin.int8.pt"))
+    assert torch.equal(from_bin["fc1.weight"].int_repr(), state["fc1.weight"].int_repr())
+    listed = subprocess.run([exe, "inspect", os.path.join(work, "pytorch_model.bin")], capture_output=True, text=True)
+    assert listed.returncode == 0 and "fc2.weight" in listed.stdout, (listed.returncode, listed.stderr)
     torch.save({"w": Evil()}, os.path.join(work, "evil.pt"))
     bad = subprocess.run([exe, "run", recipe, "--quiet", "--set", "model.path=evil.pt"], cwd=work,
                          capture_output=True, text=True)
@@ -207,7 +216,8 @@ def check_state_dict_input(exe, source, work):
     bad = subprocess.run([exe, "run", recipe, "--quiet", "--set", "model.path=surrogate.pt"], cwd=work,
                          capture_output=True, text=True, errors="replace")
     assert bad.returncode == 3 and "a string is not UTF-8" in bad.stderr, (bad.returncode, bad.stderr)
-    print("state dict in: OrderedDict read, code-carrying pickle refused, malformed pickle refused")
+    print("state dict in: OrderedDict read (as .pt and as pytorch_model.bin), code-carrying pickle refused, "
+          "malformed pickle refused")
 
 
 def read_safetensors(path):

@@ -171,7 +171,8 @@ class PtFormat final : public mq::Format {
 
   bool can_read(const fs::path& path) const override {
     const auto ext = path.extension();
-    return (ext == ".pt" || ext == ".pth") && fs::is_regular_file(path) && is_zip(path);
+    // .bin: transformers' pytorch_model.bin, a torch.save'd state dict
+    return (ext == ".pt" || ext == ".pth" || ext == ".bin") && fs::is_regular_file(path) && is_zip(path);
   }
 
   mq::Model read(const fs::path& path) override {
