@@ -103,7 +103,7 @@ TEST(DynamicQuantizer, StreamedEntriesReuseTwoBuffersInTurnHeldOnesNever) {
   context.make_observer = [] { return std::make_unique<OnePass>(); };
   std::vector<const void*> buffers;
   std::vector<at::Tensor> values;
-  context.emit = [&](mq::QuantizedEntry e) {  // written (copied) and dropped
+  context.emit = [&](const mq::QuantizedEntry& e) {  // written (copied) and dropped
     buffers.push_back(e.quantized->data.data_ptr());
     values.push_back(e.quantized->data.clone());
   };
