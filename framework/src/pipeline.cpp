@@ -336,8 +336,9 @@ struct Pipeline::Impl {
   }
 
   // The stages every run shares: check, then read the model. A run that writes
-  // (`writing`) has an interrupt write its reports from the check on, and leaves the
-  // input's hash to the caller (report.inputs.front().hash stays empty).
+  // (`writing`) has an interrupt write its reports from the check on (with the model's
+  // figures once it is read), and leaves the input's hash to the caller
+  // (report.inputs.front().hash stays empty).
   Model begin(Report& report, bool writing = false) {
     auto start = std::chrono::steady_clock::now();
     report.recipe_hash = recipe.hash();
@@ -359,6 +360,7 @@ struct Pipeline::Impl {
                                     : file_info(recipe.model_path));
     report.original_bytes = model.nbytes();
     report.timings.push_back({"read", seconds_since(start)});
+    if (writing) report_if_interrupted(report, recipe.report, recipe.html_report);
     return model;
   }
 
@@ -564,7 +566,6 @@ struct Pipeline::Impl {
     using clock = std::chrono::steady_clock;
     report.output.path = recipe.output.string();
     const Model model = begin(report, true);
-    report_if_interrupted(report, recipe.report, recipe.html_report);  // now with the model's
     BackgroundHash input_hash(recipe.model_path);
     std::error_code ec;
 
