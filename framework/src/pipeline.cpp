@@ -7,12 +7,14 @@
 #define BOOST_DLL_USE_STD_FS
 #include <boost/dll/runtime_symbol_info.hpp>
 
+#include <fcntl.h>
 #include <unistd.h>
 
 #include <atomic>
 #include <chrono>
 #include <cstdio>
 #include <cstdlib>
+#include <cstring>
 #include <future>
 #include <map>
 #include <optional>
@@ -91,13 +93,23 @@ void check_paths_apart(const std::vector<NamedPath>& reads, const std::vector<Na
   }
 }
 
-// Reports are files: a directory in a report's place is refused before any work (at
-// the end of a run it failed after the artifact had been promoted).
-void check_not_directories(const std::vector<NamedPath>& files) {
-  for (const auto& [key, path] : files) {
-    std::error_code ec;
+// Every output can be written where it goes, checked before any work: a report in a
+// directory's place, a file where a directory must be, or a directory this process
+// cannot write in (a report's failed at the end of a run, after the artifact had been
+// promoted). `reports` are files, a subset of `writes`.
+void check_output_places(const std::vector<NamedPath>& writes, const std::vector<NamedPath>& reports) {
+  std::error_code ec;
+  for (const auto& [key, path] : reports)
     if (fs::is_directory(path, ec))
       throw RecipeError(key + " " + path.string() + " is a directory; a report is written as a file");
+  for (const auto& [key, path] : writes) {
+    fs::path dir = path.parent_path();  // the nearest that exists: the run creates the rest
+    while (!dir.empty() && fs::status(dir, ec).type() == fs::file_type::not_found) dir = dir.parent_path();
+    if (dir.empty()) dir = ".";
+    const char* why = !fs::is_directory(dir, ec)                                 ? "not a directory"
+                      : faccessat(AT_FDCWD, dir.c_str(), W_OK | X_OK, AT_EACCESS) ? std::strerror(errno)
+                                                                                  : nullptr;
+    if (why) throw OutputError(key + " " + path.string() + ": cannot write in " + dir.string() + " (" + why + ")");
   }
 }
 
@@ -291,7 +303,7 @@ struct Pipeline::Impl {
     std::vector<NamedPath> writes{{"format.output", recipe.output}};
     writes.insert(writes.end(), reports.begin(), reports.end());
     check_paths_apart(reads, writes);
-    check_not_directories(reports);
+    check_output_places(writes, reports);
     checked = true;
   }
 
@@ -453,7 +465,7 @@ struct Pipeline::Impl {
     if (request.report) writes.push_back({"the report", *request.report});
     if (request.html_report) writes.push_back({"the HTML report", *request.html_report});
     check_paths_apart({{"the artifact", request.artifact}, {"the reference", request.reference}}, writes);
-    check_not_directories(writes);
+    check_output_places(writes, writes);
     paths_checked = true;
     report.output.path = request.artifact.string();
     report_if_interrupted(report, request.report, request.html_report);

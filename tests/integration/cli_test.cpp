@@ -425,6 +425,42 @@ TEST(Cli, ReportPathThatIsADirectoryExitsTwoBeforeAnyWork) {
       << validate.err;
 }
 
+// A report that cannot be written where it goes (a file where its directory must be,
+// a directory the user cannot write in) is refused before any work: at the end of the
+// run it failed after the artifact had replaced the previous one.
+TEST(Cli, ReportThatCannotBeWrittenExitsSixBeforeAnyWork) {
+  mq::test::ScratchDir dir("cli-report-unwritable");
+  mq::test::write_file(dir / "file", "x");
+  fs::create_directory(dir / "read-only");
+  fs::permissions(dir / "read-only", fs::perms::owner_read | fs::perms::owner_exec);
+  // root writes anywhere: the run is then the nobody user's, in a directory of its own.
+  std::string user;
+  if (geteuid() == 0) {
+    ASSERT_EQ(chown(dir.path().c_str(), 65534, 65534), 0);
+    ASSERT_EQ(chown((dir / "read-only").c_str(), 65534, 65534), 0);
+    user = "setpriv --reuid=65534 --regid=65534 --clear-groups";
+  }
+  const std::pair<fs::path, std::string> places[] = {{dir / "file", "not a directory"},
+                                                    {dir / "read-only", "Permission denied"}};
+  for (const auto& [place, why] : places) {
+    for (const char* key : {"report", "html_report"}) {
+      SCOPED_TRACE(place.string() + " " + key);
+      mq::test::write_file(dir / "out.safetensors", "earlier good artifact");
+      const fs::path report = place / "reports" / "report";
+      const auto r = run_pipeline(example_args(dir, std::string("-q --set ") + key + "='" + report.string() + "'"), {},
+                                  user);
+      EXPECT_EQ(r.exit_code, 6);
+      expect_one_line_error(r);
+      EXPECT_NE(r.err.find(key + std::string(" ") + report.string() + ": cannot write in " + place.string() + " (" +
+                           why + ")"),
+                std::string::npos)
+          << r.err;
+      expect_old_artifact_kept(dir, dir / "out.safetensors");
+      EXPECT_FALSE(fs::exists(dir / "report.json"));
+    }
+  }
+}
+
 TEST(Cli, CheckResolvesPluginsWithoutWork) {
   const auto ok = run_pipeline("check '" + kExample + "'");
   EXPECT_EQ(ok.exit_code, 0) << ok.err;
