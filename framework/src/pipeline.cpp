@@ -304,6 +304,12 @@ struct Pipeline::Impl {
     writes.insert(writes.end(), reports.begin(), reports.end());
     check_paths_apart(reads, writes);
     check_output_places(writes, reports);
+    // A model file gives a file artifact: a directory in its place was refused only when
+    // the artifact was promoted, after all the work.
+    std::error_code ec;
+    if (!fs::is_directory(recipe.model_path, ec) && fs::is_directory(recipe.output, ec))
+      throw OutputError("format.output " + recipe.output.string() +
+                        " exists as a directory; refusing to replace it with a file");
     checked = true;
   }
 

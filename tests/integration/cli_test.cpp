@@ -461,6 +461,22 @@ TEST(Cli, ReportThatCannotBeWrittenExitsSixBeforeAnyWork) {
   }
 }
 
+// A model file gives a file: a directory where it goes is refused before any work (no
+// report: a failure after the recipe's check writes one) and left as it was.
+TEST(Cli, DirectoryInTheArtifactsPlaceExitsSixBeforeAnyWork) {
+  mq::test::ScratchDir dir("cli-artifact-directory");
+  mq::test::write_file(dir / "out.safetensors" / "kept", "x");
+  const auto r = run_pipeline(example_args(dir, "-q"));
+  EXPECT_EQ(r.exit_code, 6);
+  expect_one_line_error(r);
+  EXPECT_NE(r.err.find("format.output " + (dir / "out.safetensors").string() +
+                       " exists as a directory; refusing to replace it with a file"),
+            std::string::npos)
+      << r.err;
+  EXPECT_FALSE(fs::exists(dir / "report.json"));
+  EXPECT_EQ(mq::test::read_file(dir / "out.safetensors" / "kept"), "x");
+}
+
 TEST(Cli, CheckResolvesPluginsWithoutWork) {
   const auto ok = run_pipeline("check '" + kExample + "'");
   EXPECT_EQ(ok.exit_code, 0) << ok.err;
