@@ -16,7 +16,10 @@
 #include "mq/error.hpp"
 
 namespace fs = std::filesystem;
-using json = nlohmann::ordered_json;
+using json = nlohmann::ordered_json;  // what we write: keys in our order
+// What we read: keys sorted (an ordered_json object finds a key by a linear search,
+// quadratic over a model's 100,000 tensors); their order is taken while parsing.
+using Json = nlohmann::json;
 
 namespace mq::safetensors {
 namespace {
@@ -47,6 +50,61 @@ const DTypeInfo* find_dtype(const std::string& name) {
   throw InputError(name + ": " + problem);
 }
 
+// parse_json's checks, in a pass of their own before the parse into a value (nlohmann's
+// callback parser scans the enclosing object at the end of each nested one: quadratic
+// over a header's 100,000 tensors).
+class KeyCheck final : public nlohmann::json_sax<Json> {
+ public:
+  KeyCheck(std::string file, std::string problem, size_t max_depth, std::string inner_name = "")
+      : file_(std::move(file)), problem_(std::move(problem)), max_depth_(max_depth), inner_name_(std::move(inner_name)) {}
+
+  std::vector<std::string> top, inner;
+  std::optional<std::string> error;  // the syntax error that ended the parse
+
+  bool start_object(std::size_t) override { return open(); }
+  bool start_array(std::size_t) override { return open(); }
+  bool end_object() override { return close(); }
+  bool end_array() override { return close(); }
+  bool key(string_t& key) override {
+    if (!keys_.back().insert(key).second) bad(file_, problem_ + ": duplicate key '" + key + "'");
+    if (keys_.size() == 1) {
+      top.push_back(key);
+      in_inner_ = key == inner_name_;
+    } else if (keys_.size() == 2 && in_inner_) {
+      inner.push_back(key);
+    }
+    return true;
+  }
+  bool null() override { return true; }
+  bool boolean(bool) override { return true; }
+  bool number_integer(number_integer_t) override { return true; }
+  bool number_unsigned(number_unsigned_t) override { return true; }
+  bool number_float(number_float_t, const string_t&) override { return true; }
+  bool string(string_t&) override { return true; }
+  bool binary(binary_t&) override { return true; }
+  bool parse_error(std::size_t, const std::string&, const nlohmann::detail::exception& e) override {
+    error = e.what();
+    return false;
+  }
+
+ private:
+  bool open() {
+    if (keys_.size() > max_depth_) bad(file_, problem_ + ": nested deeper than its schema");
+    keys_.emplace_back();
+    return true;
+  }
+  bool close() {
+    keys_.pop_back();
+    return true;
+  }
+
+  std::string file_, problem_;
+  size_t max_depth_;
+  std::string inner_name_;
+  bool in_inner_ = false;
+  std::vector<std::set<std::string>> keys_;  // per open container (an array's stays empty)
+};
+
 uint64_t read_u64_le(const uint8_t* p) {
   uint64_t v = 0;
   for (int i = 7; i >= 0; --i) v = (v << 8) | p[i];
@@ -55,42 +113,31 @@ uint64_t read_u64_le(const uint8_t* p) {
 
 }  // namespace
 
+ParsedJson parse_json(const std::string& file, const std::string& what, std::string_view text, size_t max_depth,
+                      const std::string& inner) {
+  KeyCheck check(file, what, max_depth, inner);
+  ParsedJson out;
+  try {
+    if (Json::sax_parse(text.begin(), text.end(), &check)) out.value = Json::parse(text.begin(), text.end());
+  } catch (const Json::exception& e) {
+    bad(file, what + ": not valid UTF-8 JSON (" + e.what() + ")");
+  }
+  if (check.error) bad(file, what + ": not valid UTF-8 JSON (" + *check.error + ")");
+  out.keys = std::move(check.top);
+  out.inner_keys = std::move(check.inner);
+  return out;
+}
+
 void parse_header(const std::string& name, const char* text, size_t text_bytes,
                   uint64_t buffer_bytes, std::vector<TensorInfo>& tensors,
                   std::map<std::string, std::string>& metadata) {
   tensors.clear();
   metadata.clear();
-  std::vector<std::set<std::string>> keys;
-  const auto callback = [&](int depth, json::parse_event_t event, json& parsed) {
-    switch (event) {
-      case json::parse_event_t::object_start:
-      case json::parse_event_t::array_start:
-        if (depth > 2) bad(name, "invalid header: nested deeper than the safetensors schema");
-        if (event == json::parse_event_t::object_start) keys.emplace_back();
-        break;
-      case json::parse_event_t::object_end:
-        keys.pop_back();
-        break;
-      case json::parse_event_t::key:
-        if (!keys.back().insert(parsed.get<std::string>()).second)
-          bad(name, "invalid header: duplicate key '" + parsed.get<std::string>() + "'");
-        break;
-      default:
-        break;
-    }
-    return true;
-  };
-  json header;
-  try {
-    header = json::parse(text, text + text_bytes, callback);
-  } catch (const json::exception& e) {
-    bad(name, std::string("invalid header: not valid UTF-8 JSON (") + e.what() + ")");
-  }
-  if (!header.is_object()) bad(name, "invalid header: not a JSON object");
+  const ParsedJson header = parse_json(name, "invalid header", {text, text_bytes}, 2);
+  if (!header.value.is_object()) bad(name, "invalid header: not a JSON object");
 
-  for (auto it = header.begin(); it != header.end(); ++it) {
-    const std::string& key = it.key();
-    const json& value = it.value();
+  for (const std::string& key : header.keys) {
+    const Json& value = header.value.at(key);
     if (key == "__metadata__") {
       if (!value.is_object()) bad(name, "invalid header: __metadata__ is not an object");
       for (auto m = value.begin(); m != value.end(); ++m) {
@@ -101,9 +148,9 @@ void parse_header(const std::string& name, const char* text, size_t text_bytes,
       continue;
     }
     if (!value.is_object()) bad(name, "invalid header: tensor '" + key + "' is not an object");
-    const json* dtype = value.contains("dtype") ? &value["dtype"] : nullptr;
-    const json* shape = value.contains("shape") ? &value["shape"] : nullptr;
-    const json* offsets = value.contains("data_offsets") ? &value["data_offsets"] : nullptr;
+    const Json* dtype = value.contains("dtype") ? &value["dtype"] : nullptr;
+    const Json* shape = value.contains("shape") ? &value["shape"] : nullptr;
+    const Json* offsets = value.contains("data_offsets") ? &value["data_offsets"] : nullptr;
     if (!dtype || !dtype->is_string() || !shape || !shape->is_array() || !offsets ||
         !offsets->is_array() || offsets->size() != 2)
       bad(name, "invalid header: tensor '" + key +
@@ -112,7 +159,7 @@ void parse_header(const std::string& name, const char* text, size_t text_bytes,
     info.name = key;
     info.dtype = dtype->get<std::string>();
     if (!find_dtype(info.dtype)) bad(name, "tensor '" + key + "' has unknown dtype '" + info.dtype + "'");
-    for (const json& d : *shape) {
+    for (const Json& d : *shape) {
       if (!d.is_number_unsigned() || d.get<uint64_t>() > static_cast<uint64_t>(INT64_MAX))
         bad(name, "invalid header: tensor '" + key + "' has a shape entry that is not a size");
       info.shape.push_back(static_cast<int64_t>(d.get<uint64_t>()));
@@ -153,31 +200,16 @@ void parse_header(const std::string& name, const char* text, size_t text_bytes,
 }
 
 std::vector<IndexEntry> parse_index(const std::string& name, const std::string& text) {
-  std::vector<std::set<std::string>> keys;
-  const auto callback = [&](int depth, json::parse_event_t event, json& parsed) {
-    if (event == json::parse_event_t::object_start || event == json::parse_event_t::array_start) {
-      if (depth > 3) bad(name, "invalid index: nested deeper than its schema");
-      if (event == json::parse_event_t::object_start) keys.emplace_back();
-    } else if (event == json::parse_event_t::object_end) {
-      keys.pop_back();
-    } else if (event == json::parse_event_t::key &&
-               !keys.back().insert(parsed.get<std::string>()).second) {
-      bad(name, "invalid index: duplicate key '" + parsed.get<std::string>() + "'");
-    }
-    return true;
-  };
-  json index;
-  try {
-    index = json::parse(text, callback);
-  } catch (const json::exception& e) {
-    bad(name, std::string("invalid index: not valid UTF-8 JSON (") + e.what() + ")");
-  }
+  const ParsedJson parsed = parse_json(name, "invalid index", text, 3, "weight_map");
+  const Json& index = parsed.value;
   if (!index.is_object() || !index.contains("weight_map") || !index["weight_map"].is_object())
     bad(name, "invalid index: no weight_map object");
+  const Json& weight_map = index["weight_map"];
   std::vector<IndexEntry> out;
-  for (auto it = index["weight_map"].begin(); it != index["weight_map"].end(); ++it) {
-    if (!it.value().is_string()) bad(name, "invalid index: the shard of '" + it.key() + "' is not a string");
-    out.push_back({it.key(), it.value().get<std::string>()});
+  for (const std::string& tensor : parsed.inner_keys) {
+    const Json& shard = weight_map.at(tensor);
+    if (!shard.is_string()) bad(name, "invalid index: the shard of '" + tensor + "' is not a string");
+    out.push_back({tensor, shard.get<std::string>()});
   }
   return out;
 }
@@ -362,8 +394,7 @@ Writer::~Writer() {
 void Writer::add(const std::string& name, const at::Tensor& tensor) {
   if (name == "__metadata__")
     throw InputError("cannot write a tensor named __metadata__: safetensors reserves the name");
-  if (std::any_of(tensors_.begin(), tensors_.end(), [&](const TensorInfo& t) { return t.name == name; }))
-    throw InputError("cannot write two tensors named '" + name + "'");
+  if (!names_.insert(name).second) throw InputError("cannot write two tensors named '" + name + "'");
   const at::Tensor data = tensor.contiguous();
   const uint64_t bytes = data.nbytes();
   tensors_.push_back({name, dtype_name(data.scalar_type()), data.sizes().vec(), offset_, offset_ + bytes});
@@ -384,7 +415,7 @@ void Writer::finish(const std::map<std::string, std::string>& metadata, const fs
   json header = json::object();
   if (!metadata.empty()) header["__metadata__"] = metadata;
   for (const TensorInfo& t : tensors_)
-    header[t.name] = {{"dtype", t.dtype}, {"shape", t.shape}, {"data_offsets", {t.begin, t.end}}};
+    append_new(header, t.name, {{"dtype", t.dtype}, {"shape", t.shape}, {"data_offsets", {t.begin, t.end}}});
   std::string text = header.dump();
   const bool in_place = reserve_ >= 8 + text.size();
   text.append(in_place ? reserve_ - 8 - text.size() : (8 - text.size() % 8) % 8, ' ');

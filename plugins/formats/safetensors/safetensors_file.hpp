@@ -3,12 +3,15 @@
 // checks, plus duplicate keys) over a read-only mmap, and a deterministic writer.
 
 #include <ATen/core/Tensor.h>
+#include <nlohmann/json.hpp>
 
 #include <cstdint>
 #include <filesystem>
 #include <map>
 #include <memory>
 #include <string>
+#include <string_view>
+#include <unordered_set>
 #include <vector>
 
 namespace mq::safetensors {
@@ -50,6 +53,19 @@ class File : public std::enable_shared_from_this<File> {
   std::map<std::string, std::string> metadata_;
 };
 
+// A JSON text, parsed as the reference implementation reads headers: no key twice in an
+// object, containers nested no deeper than `max_depth` (the top level is 0). `value` is
+// a map-based json (an ordered_json object finds a key by a linear search: quadratic
+// over a model's 100,000 tensors), so the keys' order in the text is kept apart: those
+// of the top level, and of the top-level object named `inner`. Throws InputError
+// "FILE: WHAT: ...".
+struct ParsedJson {
+  nlohmann::json value;
+  std::vector<std::string> keys, inner_keys;
+};
+ParsedJson parse_json(const std::string& file, const std::string& what, std::string_view text, size_t max_depth,
+                      const std::string& inner = "");
+
 // Validates a header (the JSON text) against a byte buffer of `buffer_bytes`.
 // Exposed for tests and the fuzz target. Throws InputError naming `name`.
 void parse_header(const std::string& name, const char* json, size_t json_bytes,
@@ -60,6 +76,12 @@ struct OutTensor {
   std::string name;
   at::Tensor tensor;  // any layout; written contiguous, little-endian
 };
+
+// Adds `key`, which must be new, to an ordered_json object without the search for an
+// existing one that operator[] makes (linear: quadratic over a model's 100,000 tensors).
+inline void append_new(nlohmann::ordered_json& object, std::string key, nlohmann::ordered_json value) {
+  object.get_ref<nlohmann::ordered_json::object_t&>().emplace_back(std::move(key), std::move(value));
+}
 
 // Writes a safetensors file tensor by tensor: add() appends each tensor's bytes to an
 // unnamed scratch file beside `path` (nothing is left behind if the process dies), after
@@ -89,6 +111,7 @@ class Writer {
   uint64_t offset_ = 0;
   uint64_t written_back_ = 0;  // tensor data handed to writeback so far
   std::vector<TensorInfo> tensors_;
+  std::unordered_set<std::string> names_;  // of tensors_
 };
 
 // All of a file at once, through Writer.

@@ -16,7 +16,8 @@
 #include "safetensors_file.hpp"
 
 namespace fs = std::filesystem;
-using json = nlohmann::ordered_json;
+using json = nlohmann::ordered_json;  // what we write: keys in our order
+using Json = nlohmann::json;          // what we read: keys found in log time, not linearly
 
 namespace {
 
@@ -32,12 +33,19 @@ bool ends_with(const std::string& s, const std::string& suffix) {
 
 json spec_json(const mq::QuantSpec& s) { return json::parse(s.to_json()); }
 
-mq::QuantSpec spec_from_json(const std::string& file, const json& j) {
+mq::QuantSpec spec_from_json(const std::string& file, const Json& j) {
   try {
     return mq::QuantSpec::from_json(j.dump());
   } catch (const std::invalid_argument& e) {
     throw mq::InputError(file + ": malformed " + kSpecsKey + " metadata (" + e.what() + ")");
   }
+}
+
+// Our per-tensor specs metadata: an object, in model order.
+mq::safetensors::ParsedJson parse_specs(const std::string& file, const std::string& text) {
+  mq::safetensors::ParsedJson specs = mq::safetensors::parse_json(file, std::string("malformed ") + kSpecsKey + " metadata", text, 2);
+  if (!specs.value.is_object()) throw mq::InputError(file + ": malformed " + kSpecsKey + " metadata");
+  return specs;
 }
 
 bool stores_zero_point(const mq::QuantSpec& spec) {
@@ -171,7 +179,7 @@ class SafetensorsStream final : public mq::EntryWriter {
       return;
     }
     const mq::QuantizedTensor& q = *e.quantized;
-    specs_[e.name] = spec_json(q.spec);
+    mq::safetensors::append_new(specs_, e.name, spec_json(q.spec));
     if (!q.spec.is_integer()) {
       put(e.name, q.data);
       return;
@@ -203,7 +211,7 @@ class SafetensorsStream final : public mq::EntryWriter {
       if (model.activation_spec && stores_zero_point(*model.activation_spec))
         put(layer + ".input_zero_point",
                     qp.zero_point.reshape({1}).to(model.activation_spec->stored_type()));
-      activations[layer] = spec_json(*model.activation_spec);
+      mq::safetensors::append_new(activations, layer, spec_json(*model.activation_spec));
     }
     std::map<std::string, std::string> metadata = model.metadata;
     metadata.erase(kHfDirKey);
@@ -218,7 +226,7 @@ class SafetensorsStream final : public mq::EntryWriter {
     } else {  // every shard carries the metadata; the index maps tensors to shards
       json weight_map = json::object();
       uint64_t total = 0;
-      for (const auto& [tensor, shard] : placed_) weight_map[tensor] = shard_name(shard);
+      for (const auto& [tensor, shard] : placed_) mq::safetensors::append_new(weight_map, tensor, shard_name(shard));
       for (size_t i = 0; i < shards_.size(); ++i) {
         shards_[i]->finish(metadata, path_ / shard_name(i));
         total += shards_[i]->bytes();
@@ -376,11 +384,10 @@ void refuse_quantized(const std::string& file, const TensorSet& set, const json&
                       const std::vector<mq::NamedTensor>& tensors) {
   const auto refuse = [&](const std::string& why) { throw mq::InputError(file + ": " + mq::quantized_already(why)); };
   if (const auto it = set.metadata().find(kSpecsKey); it != set.metadata().end()) {
-    const json specs = json::parse(it->second, nullptr, false);
-    if (!specs.is_object()) throw mq::InputError(file + ": malformed " + kSpecsKey + " metadata");
-    for (auto s = specs.begin(); s != specs.end(); ++s)
-      if (const mq::QuantSpec spec = spec_from_json(file, s.value()); spec.is_integer())
-        refuse("'" + s.key() + "' is " + spec.to_string());
+    const mq::safetensors::ParsedJson specs = parse_specs(file, it->second);
+    for (const std::string& entry : specs.keys)  // the first in model order
+      if (const mq::QuantSpec spec = spec_from_json(file, specs.value.at(entry)); spec.is_integer())
+        refuse("'" + entry + "' is " + spec.to_string());
   }
   if (const auto q = hf_config.find("quantization_config"); q != hf_config.end() && q->is_object()) {
     const auto method = q->find("quant_method");
@@ -466,11 +473,8 @@ class SafetensorsFormat final : public mq::Format {
     const std::string name = input.string();
     mq::QuantizedModel model;
     model.metadata = file.metadata();
-    json specs = json::object();
-    if (auto it = model.metadata.find(kSpecsKey); it != model.metadata.end()) {
-      specs = json::parse(it->second, nullptr, false);
-      if (!specs.is_object()) throw mq::InputError(name + ": malformed " + kSpecsKey + " metadata");
-    }
+    Json specs = Json::object();
+    if (auto it = model.metadata.find(kSpecsKey); it != model.metadata.end()) specs = parse_specs(name, it->second).value;
     if (auto it = model.metadata.find("mq.mode"); it != model.metadata.end()) model.mode = it->second;
 
     // Tensors that belong to a quantized entry, and the one that marks its position.
@@ -484,7 +488,7 @@ class SafetensorsFormat final : public mq::Format {
       for (const char* suffix : {"_scale", "_zero_point", "_shape"}) auxiliary.insert(entry + suffix);
     }
     if (auto it = model.metadata.find(kActivationsKey); it != model.metadata.end()) {
-      const json activations = json::parse(it->second, nullptr, false);
+      const Json activations = Json::parse(it->second, nullptr, false);
       if (!activations.is_object()) throw mq::InputError(name + ": malformed " + kActivationsKey + " metadata");
       for (auto a = activations.begin(); a != activations.end(); ++a) {
         const mq::QuantSpec spec = spec_from_json(name, a.value());

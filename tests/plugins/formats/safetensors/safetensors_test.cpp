@@ -134,6 +134,21 @@ TEST(SafetensorsReader, UnalignedDataIsReadCorrectly) {
   EXPECT_EQ(t[1].item<float>(), -2.25f);
 }
 
+// Tensors are in data order; empty ones at the same offset keep the header's order (the
+// header is parsed into a map, sorted by name).
+TEST(SafetensorsReader, EmptyTensorsAtOneOffsetKeepTheHeadersOrder) {
+  const std::string header = R"({"z":{"dtype":"F32","shape":[0],"data_offsets":[0,0]},)"
+                             R"("b":{"dtype":"F32","shape":[1],"data_offsets":[0,4]},)"
+                             R"("y":{"dtype":"F32","shape":[0],"data_offsets":[0,0]},)"
+                             R"("a":{"dtype":"F32","shape":[0],"data_offsets":[4,4]}})";
+  mq::test::ScratchDir dir("st-order");
+  mq::test::write_file(dir / "o.safetensors", file_bytes(header, 4));
+  const auto file = mq::safetensors::File::open(dir / "o.safetensors");
+  std::vector<std::string> names;
+  for (const auto& t : file->tensors()) names.push_back(t.name);
+  EXPECT_EQ(names, (std::vector<std::string>{"z", "y", "b", "a"}));
+}
+
 TEST(SafetensorsWriter, RefusesATensorNamedMetadata) {
   mq::test::ScratchDir dir("st-meta");
   EXPECT_THROW(mq::safetensors::write(dir / "x.safetensors", {{"__metadata__", at::ones({1})}}, {}),
