@@ -5,6 +5,8 @@
 
 #include <algorithm>
 #include <array>
+#include <string_view>
+#include <unordered_map>
 
 #include "mq/affine.hpp"
 #include "mq/error.hpp"
@@ -128,12 +130,13 @@ LayerSelector::LayerSelector(const Options& options) {
 }
 
 std::vector<PlanRow> LayerSelector::plan(const Model& model) const {
+  std::unordered_map<std::string_view, const Layer*> by_weight;
+  for (const Layer& l : model.layers) by_weight[l.weight] = &l;  // the last, where two share one
   std::vector<PlanRow> rows;
   for (const NamedTensor& t : model.tensors) {
     PlanRow row{t.name, "", std::nullopt, static_cast<int64_t>(t.tensor.nbytes()), 0};
-    const Layer* layer = nullptr;
-    for (const Layer& l : model.layers)
-      if (l.weight == t.name) layer = &l;
+    const auto found = by_weight.find(t.name);
+    const Layer* layer = found == by_weight.end() ? nullptr : found->second;
     std::optional<QuantSpec> spec;
     if (!layer) {
       row.rule = "not a layer weight";

@@ -29,7 +29,17 @@ const at::Tensor* Model::find(const std::string& name) const {
   return nullptr;
 }
 
+TensorIndex::TensorIndex(const Model& model) {
+  for (const NamedTensor& t : model.tensors) by_name_.emplace(t.name, &t.tensor);  // the first, as Model::find
+}
+
+const at::Tensor* TensorIndex::find(const std::string& name) const {
+  const auto it = by_name_.find(name);
+  return it == by_name_.end() ? nullptr : it->second;
+}
+
 std::vector<Layer> layers_from_names(const Model& model) {
+  const TensorIndex index(model);
   std::vector<Layer> layers;
   const std::string suffix = ".weight";
   for (const NamedTensor& t : model.tensors) {
@@ -38,7 +48,7 @@ std::vector<Layer> layers_from_names(const Model& model) {
     Layer layer;
     layer.name = t.name.substr(0, t.name.size() - suffix.size());
     layer.weight = t.name;
-    if (model.find(layer.name + ".bias")) layer.bias = layer.name + ".bias";
+    if (index.find(layer.name + ".bias")) layer.bias = layer.name + ".bias";
     const bool embedding = layer.name.find("embed") != std::string::npos || layer.name.find("wte") != std::string::npos;
     if (t.tensor.dim() == 2)
       layer.kind = embedding ? LayerKind::kEmbedding : LayerKind::kLinear;

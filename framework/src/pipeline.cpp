@@ -509,8 +509,9 @@ struct Pipeline::Impl {
     report.promoted = true;  // it is where it is; validate never moves it
     report.original_bytes = model.nbytes();
     report.quantized_bytes = quantized.nbytes();
+    const TensorIndex originals(model);
     for (const QuantizedEntry& e : quantized.entries) {
-      const at::Tensor* original = model.find(e.name);
+      const at::Tensor* original = originals.find(e.name);
       report.plan.push_back({e.name, e.quantized ? "quantized in the artifact" : "float in the artifact",
                              e.quantized ? std::optional<QuantSpec>(e.quantized->spec) : std::nullopt,
                              original ? static_cast<int64_t>(original->nbytes()) : 0,

@@ -5,6 +5,8 @@
 
 #include <algorithm>
 #include <cmath>
+#include <string_view>
+#include <unordered_map>
 
 #include "json_text.hpp"
 
@@ -38,6 +40,9 @@ std::string Report::to_json() const {
   j["size"] = {{"original_bytes", original_bytes},
                {"quantized_bytes", quantized_bytes},
                {"ratio", number(quantized_bytes ? double(original_bytes) / quantized_bytes : 0.0)}};
+  std::unordered_map<std::string_view, std::vector<const TensorMetric*>> metrics_of;
+  for (const ValidatorResult& v : validators)
+    for (const TensorMetric& m : v.check.tensor_metrics) metrics_of[m.tensor].push_back(&m);
   j["layers"] = nlohmann::ordered_json::array();
   for (const PlanRow& row : plan) {
     nlohmann::ordered_json layer = {{"tensor", row.tensor},
@@ -46,9 +51,8 @@ std::string Report::to_json() const {
                                                       : nlohmann::ordered_json(nullptr)},
                                     {"bytes_before", row.bytes_before},
                                     {"bytes_after", row.bytes_after}};
-    for (const ValidatorResult& v : validators)
-      for (const TensorMetric& m : v.check.tensor_metrics)
-        if (m.tensor == row.tensor) layer[m.name] = number(m.value);
+    if (const auto found = metrics_of.find(row.tensor); found != metrics_of.end())
+      for (const TensorMetric* m : found->second) layer[m->name] = number(m->value);
     j["layers"].push_back(layer);
   }
   j["validators"] = nlohmann::ordered_json::array();

@@ -5,6 +5,8 @@
 
 #include <algorithm>
 #include <cmath>
+#include <string_view>
+#include <unordered_map>
 
 #include "mq/report.hpp"
 
@@ -127,10 +129,11 @@ td.n{text-align:right;font-variant-numeric:tabular-nums}
                         escape(v.check.message));
   html += "</table>\n<h2>Tensors</h2>\n<table><tr><th>tensor</th><th>rule</th><th>spec</th>"
           "<th>bytes before</th><th>bytes after</th><th>SQNR</th></tr>\n";
+  std::unordered_map<std::string_view, double> sqnr_of;
+  for (const Bar& b : sqnr) sqnr_of[b.label] = b.value;  // the last, where two validators give one
   for (const PlanRow& row : plan) {
-    std::string value = "";
-    for (const Bar& b : sqnr)
-      if (b.label == row.tensor) value = db(b.value);
+    const auto found = sqnr_of.find(row.tensor);
+    const std::string value = found == sqnr_of.end() ? "" : db(found->second);
     html += fmt::format("<tr><td>{}</td><td>{}</td><td>{}</td><td class=\"n\">{}</td><td class=\"n\">{}</td>"
                         "<td class=\"n\">{}</td></tr>\n",
                         escape(row.tensor), escape(row.rule), row.spec ? escape(row.spec->to_string()) : "float",

@@ -8,6 +8,8 @@
 #include <map>
 #include <memory>
 #include <string>
+#include <string_view>
+#include <unordered_map>
 #include <vector>
 
 #include "mq/export.hpp"
@@ -61,9 +63,21 @@ struct MQ_API Model {
   // read again), so that streaming a model keeps one tensor resident, not all.
   std::function<void(const at::Tensor&)> release;
 
+  // Searches the list: for many lookups, a TensorIndex.
   const at::Tensor* find(const std::string& name) const;
   // Bytes of all tensors as stored in memory.
   int64_t nbytes() const;
+};
+
+// A model's tensors by name, for code that looks many up (a model may have 100,000).
+// Valid while the model's tensor list is unchanged.
+class MQ_API TensorIndex {
+ public:
+  explicit TensorIndex(const Model& model);
+  const at::Tensor* find(const std::string& name) const;  // null when absent
+
+ private:
+  std::unordered_map<std::string_view, const at::Tensor*> by_name_;
 };
 
 // The layer table of a checkpoint without module structure: each "<prefix>.weight" is

@@ -79,6 +79,7 @@ class LoadRunValidator final : public mq::Validator {
 
     at::manual_seed(static_cast<uint64_t>(seed_));
     int64_t ran = 0;
+    const mq::TensorIndex originals(context.original);
     for (const mq::QuantizedEntry& e : back.entries) {
       if (!e.quantized || e.quantized->shape.size() != 2) continue;
       const at::Tensor x = at::randn({batch_, e.quantized->shape[1]});
@@ -89,7 +90,7 @@ class LoadRunValidator final : public mq::Validator {
         check.message = fmt::format("{}: matmul on the read-back weight gives non-finite outputs", e.name);
         return check;
       }
-      if (const at::Tensor* original = context.original.find(e.name)) {
+      if (const at::Tensor* original = originals.find(e.name)) {
         const at::Tensor reference = mq::linear(x, *original);
         if (context.original.release) context.original.release(*original);  // one resident at a time
         const double noise = (y - reference).pow(2).mean().item<double>();

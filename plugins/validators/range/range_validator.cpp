@@ -25,6 +25,7 @@ class RangeValidator final : public mq::Validator {
   mq::Check validate(const mq::ValidateContext& context) override {
     std::vector<std::string> problems;
     int64_t checked = 0;
+    const mq::TensorIndex originals(context.original);
     for (const mq::QuantizedEntry& e : context.quantized.entries) {
       ++checked;
       if (!e.quantized) {
@@ -32,7 +33,7 @@ class RangeValidator final : public mq::Validator {
           problems.push_back(e.name + " holds NaN or infinite values");
         continue;
       }
-      const at::Tensor* original = context.original.find(e.name);
+      const at::Tensor* original = originals.find(e.name);
       check_tensor(e.name, *e.quantized, original, problems);
       if (original && context.original.release) context.original.release(*original);  // one resident at a time
     }

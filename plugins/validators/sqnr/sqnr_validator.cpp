@@ -57,9 +57,10 @@ class SqnrValidator final : public mq::Validator {
     double sum = 0.0, worst = kInf;
     int finite = 0, tensors = 0;
     std::string worst_name;
+    const mq::TensorIndex originals(context.original);
     for (const mq::QuantizedEntry& e : context.quantized.entries) {
       if (!e.quantized) continue;
-      const at::Tensor* original = context.original.find(e.name);
+      const at::Tensor* original = originals.find(e.name);
       if (!original)
         throw mq::InputError("quantized tensor '" + e.name + "' has no counterpart in the original model");
       const double v = sqnr_db(*original, *e.quantized);
