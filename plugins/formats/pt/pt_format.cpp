@@ -30,7 +30,8 @@
 #include "torchscript_model.hpp"
 
 namespace fs = std::filesystem;
-using json = nlohmann::ordered_json;
+using json = nlohmann::ordered_json;  // what we write: keys in our order
+using Json = nlohmann::json;          // what we read: an ordered_json finds a key by a linear search
 
 namespace {
 
@@ -94,7 +95,7 @@ void use_onednn() {
 
 json spec_json(const mq::QuantSpec& s) { return json::parse(s.to_json()); }
 
-mq::QuantSpec spec_from(const json& j) {
+mq::QuantSpec spec_from(const Json& j) {
   try {
     return mq::QuantSpec::from_json(j.dump());
   } catch (const std::invalid_argument& e) {
@@ -104,18 +105,18 @@ mq::QuantSpec spec_from(const json& j) {
 
 // A state dict's metadata: its __metadata__ entry, our JSON (any other entry that is not
 // a tensor is refused); an empty object when there is none.
-json state_dict_metadata(const fs::path& path, const std::map<std::string, std::string>& strings) {
+Json state_dict_metadata(const fs::path& path, const std::map<std::string, std::string>& strings) {
   for (const auto& [name, text] : strings)
     if (name != kMetadataKey) bad(path, "entry '" + name + "' is not a tensor");
   const auto it = strings.find(kMetadataKey);
-  const json meta = it == strings.end() ? json::object() : json::parse(it->second, nullptr, false);
-  return meta.is_object() ? meta : json::object();
+  const Json meta = it == strings.end() ? Json::object() : Json::parse(it->second, nullptr, false);
+  return meta.is_object() ? meta : Json::object();
 }
 
 // The metadata's specs by tensor name (an empty object when it has none).
-json specs_in(const json& meta) {
+Json specs_in(const Json& meta) {
   const auto it = meta.find("mq.specs");
-  return it != meta.end() && it->is_object() ? *it : json::object();
+  return it != meta.end() && it->is_object() ? *it : Json::object();
 }
 
 // Whether PyTorch has a quantized tensor type for `spec` (8 bits, per tensor or channel).
@@ -185,7 +186,7 @@ class PtFormat final : public mq::Format {
       for (const mq::NamedTensor& t : model.tensors)
         if (t.tensor.is_quantized())
           refuse_quantized(path, "'" + t.name + "' is " + c10::toString(t.tensor.scalar_type()));
-      const json specs = specs_in(state_dict_metadata(path, strings));  // ours: int4 is stored as plain tensors
+      const Json specs = specs_in(state_dict_metadata(path, strings));  // ours: int4 is stored as plain tensors
       for (auto it = specs.begin(); it != specs.end(); ++it)
         if (const mq::QuantSpec spec = spec_from(it.value()); spec.is_integer())
           refuse_quantized(path, "'" + it.key() + "' is " + spec.to_string());
@@ -220,7 +221,8 @@ class PtFormat final : public mq::Format {
   void write(const mq::QuantizedModel& model, const fs::path& path) override {
     json specs = json::object();
     for (const auto& e : model.entries)
-      if (e.quantized) specs[e.name] = spec_json(e.quantized->spec);
+      if (e.quantized)  // names are unique: appended without operator[]'s linear search
+        specs.get_ref<json::object_t&>().emplace_back(e.name, spec_json(e.quantized->spec));
     json meta(model.metadata);
     meta["mq.specs"] = specs;
     meta["mq.mode"] = model.mode;
@@ -483,7 +485,7 @@ class PtFormat final : public mq::Format {
     return type && (type->name().rfind(kStaticPrefix, 0) == 0 || type->name().rfind(kDynamicPrefix, 0) == 0);
   }
 
-  static std::optional<mq::QuantSpec> spec_of(const json& specs, const std::string& name) {
+  static std::optional<mq::QuantSpec> spec_of(const Json& specs, const std::string& name) {
     if (specs.contains(name)) return spec_from(specs[name]);
     return std::nullopt;
   }
@@ -492,9 +494,9 @@ class PtFormat final : public mq::Format {
     torch::jit::ExtraFilesMap extra{{kMetadataFile, ""}};
     torch::jit::Module m = load(path, &extra);
     mq::QuantizedModel model;
-    json meta = json::parse(extra[kMetadataFile].empty() ? "{}" : extra[kMetadataFile], nullptr, false);
+    const Json meta = Json::parse(extra[kMetadataFile].empty() ? "{}" : extra[kMetadataFile], nullptr, false);
     if (!meta.is_object()) bad(path, "malformed mq.json");
-    const json specs = specs_in(meta);
+    const Json specs = specs_in(meta);
     for (auto it = meta.begin(); it != meta.end(); ++it)
       if (it.value().is_string()) model.metadata[it.key()] = it.value().get<std::string>();
     read_mode(meta, model);
@@ -537,7 +539,7 @@ class PtFormat final : public mq::Format {
   }
 
   // mq.mode and, for static models, the activation spec, from our metadata.
-  static void read_mode(const json& meta, mq::QuantizedModel& model) {
+  static void read_mode(const Json& meta, mq::QuantizedModel& model) {
     if (meta.contains("mq.mode") && meta["mq.mode"].is_string()) model.mode = meta["mq.mode"].get<std::string>();
     if (meta.contains(kActivationSpecKey)) model.activation_spec = spec_from(meta[kActivationSpecKey]);
   }
@@ -605,8 +607,8 @@ class PtFormat final : public mq::Format {
     std::map<std::string, at::Tensor> dict;
     for (const mq::NamedTensor& t : tensors) dict[t.name] = t.tensor;
     mq::QuantizedModel model;
-    const json meta = state_dict_metadata(path, strings);
-    const json specs = specs_in(meta);
+    const Json meta = state_dict_metadata(path, strings);
+    const Json specs = specs_in(meta);
     for (auto m = meta.begin(); m != meta.end(); ++m)
       if (m.value().is_string()) model.metadata[m.key()] = m.value().get<std::string>();
     read_mode(meta, model);

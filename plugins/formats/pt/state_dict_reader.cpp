@@ -206,12 +206,11 @@ class Unpickler {
     return stack_.back();
   }
   std::vector<Ref> pop_to_mark() {
-    std::vector<Ref> items;
-    while (true) {
-      Ref r = pop();
-      if (r->kind == Object::Kind::kMark) break;
-      items.insert(items.begin(), r);
-    }
+    auto mark = stack_.end();
+    while (mark != stack_.begin() && (*(mark - 1))->kind != Object::Kind::kMark) --mark;
+    if (mark == stack_.begin()) fail("malformed pickle (stack underflow)");
+    std::vector<Ref> items(std::make_move_iterator(mark), std::make_move_iterator(stack_.end()));
+    stack_.erase(mark - 1, stack_.end());
     return items;
   }
   Ref memo(uint64_t k) {
