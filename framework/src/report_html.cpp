@@ -104,9 +104,20 @@ td.n{text-align:right;font-variant-numeric:tabular-nums}
   html += fmt::format("<p>artifact <code>{}</code>{} &middot; recipe hash <code>{}</code></p>\n",
                       escape(output.path), promoted ? "" : " (not written)", escape(recipe_hash));
 
-  html += "<h2>SQNR per tensor</h2>\n";
+  // Past a screenful of bars the chart shows the lowest (a model may have 100,000
+  // tensors); the table below lists every one.
+  constexpr size_t kChartBars = 64;
+  std::vector<Bar> chart = sqnr;
+  std::string heading = "SQNR per tensor";
+  if (chart.size() > kChartBars) {
+    const auto key = [](const Bar& b) { return std::isnan(b.value) ? -INFINITY : b.value; };
+    std::stable_sort(chart.begin(), chart.end(), [&](const Bar& a, const Bar& b) { return key(a) < key(b); });
+    chart.resize(kChartBars);
+    heading = fmt::format("SQNR per tensor: the {} lowest of {}", kChartBars, sqnr.size());
+  }
+  html += "<h2>" + heading + "</h2>\n";
   html += sqnr.empty() ? std::string("<p>No sqnr validator ran.</p>\n")
-                       : bar_chart(sqnr, min_layer, "SQNR per tensor in dB");
+                       : bar_chart(chart, min_layer, "SQNR per tensor in dB");
 
   html += fmt::format("<h2>Size</h2>\n<p>{} &rarr; {} ({:.2f}x)</p>\n", mb(original_bytes),
                       mb(quantized_bytes), ratio);
