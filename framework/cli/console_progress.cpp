@@ -18,18 +18,23 @@ void ConsoleProgress::begin(const std::string& stage, int64_t total_items, int64
 void ConsoleProgress::advance(const std::string& item, int64_t bytes) {
   ++items_;
   bytes_ += bytes;
-  const double elapsed =
-      std::chrono::duration<double>(std::chrono::steady_clock::now() - start_).count();
+  // The first and last items, and between them at most ten redraws a second on a
+  // terminal and a line a second otherwise: a model may have 100,000 tensors.
+  const auto now = std::chrono::steady_clock::now();
+  const auto every = terminal_ ? std::chrono::milliseconds(100) : std::chrono::milliseconds(1000);
+  if (items_ != 1 && items_ != total_items_ && now - shown_ < every) return;
+  shown_ = now;
+  const double elapsed = std::chrono::duration<double>(now - start_).count();
   const double rate = elapsed > 0 ? bytes_ / elapsed : 0.0;
-  const std::string counter = fmt::format("[{}/{}]", items_, total_items_);
-  if (!terminal_) {
-    fmt::print(out_, "{} {} {}\n", stage_, counter, item);
-    return;
-  }
   const double eta = rate > 0 ? (total_bytes_ - bytes_) / rate : 0.0;
-  fmt::print(out_, "\r\033[K{} {} {:.1f} MB/s ETA {:.0f}s {}", stage_, counter, rate / 1e6, eta,
-             item);
-  std::fflush(out_);
+  const std::string line =
+      fmt::format("{} [{}/{}] {:.1f} MB/s ETA {:.0f}s {}", stage_, items_, total_items_, rate / 1e6, eta, item);
+  if (terminal_) {
+    fmt::print(out_, "\r\033[K{}", line);
+    std::fflush(out_);
+  } else {
+    fmt::print(out_, "{}\n", line);
+  }
 }
 
 void ConsoleProgress::end() {

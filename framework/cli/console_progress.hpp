@@ -8,8 +8,9 @@
 
 namespace mq::cli {
 
-// Per-item progress on stderr: one rewritten line with rate and ETA on a terminal,
-// plain lines otherwise (CI logs).
+// Progress on stderr, with rate and ETA: one line rewritten on a terminal, plain lines
+// otherwise (CI logs); the first and last items, and at most ten updates a second on a
+// terminal and one line a second otherwise between them.
 class ConsoleProgress final : public Progress {
  public:
   explicit ConsoleProgress(std::FILE* out);
@@ -22,7 +23,7 @@ class ConsoleProgress final : public Progress {
   bool terminal_;
   std::string stage_;
   int64_t total_items_ = 0, total_bytes_ = 0, items_ = 0, bytes_ = 0;
-  std::chrono::steady_clock::time_point start_;
+  std::chrono::steady_clock::time_point start_, shown_;
 };
 
 }  // namespace mq::cli
