@@ -307,7 +307,7 @@ struct Pipeline::Impl {
     // A model file gives a file artifact: a directory in its place was refused only when
     // the artifact was promoted, after all the work.
     std::error_code ec;
-    if (!fs::is_directory(recipe.model_path, ec) && fs::is_directory(recipe.output, ec))
+    if (fs::is_regular_file(recipe.model_path, ec) && fs::is_directory(recipe.output, ec))
       throw OutputError("format.output " + recipe.output.string() +
                         " exists as a directory; refusing to replace it with a file");
     checked = true;

@@ -477,6 +477,9 @@ TEST(Cli, DirectoryInTheArtifactsPlaceExitsSixBeforeAnyWork) {
       << r.err;
   EXPECT_FALSE(fs::exists(dir / "report.json"));
   EXPECT_EQ(mq::test::read_file(dir / "out.safetensors" / "kept"), "x");
+  // A model that is missing is what the user hears of first.
+  const auto missing = run_pipeline(example_args(dir, "-q --set model.path='" + (dir / "missing.safetensors").string() + "'"));
+  EXPECT_EQ(missing.exit_code, 3) << missing.err;
 }
 
 TEST(Cli, CheckResolvesPluginsWithoutWork) {
