@@ -253,6 +253,17 @@ class SafetensorsStream final : public mq::EntryWriter {
     return path / kSingleName;
   }
 
+  // Weights in any format (transformers' pytorch_model*.bin, tf_model*.h5,
+  // flax_model*.msgpack, rust_model.ot, model.ckpt.*, their indexes; .pt, .pth, .gguf)
+  // are the unquantized model again: copied, they would be loaded by whatever prefers
+  // them (from_pretrained(use_safetensors=False), a TF or Flax class) against a config
+  // that says compressed-tensors, and would make the artifact as large as its input.
+  static bool weights_file(const std::string& name) {
+    for (const char* ext : {".safetensors", ".bin", ".pt", ".pth", ".h5", ".msgpack", ".ot", ".gguf", ".index.json"})
+      if (ends_with(name, ext)) return true;
+    return name.rfind("model.ckpt", 0) == 0;
+  }
+
   static void write_hf_directory(const std::string& input_dir, const json& config, const fs::path& out) {
     std::error_code ec;
     json hf_config = read_hf_config(input_dir);
@@ -263,9 +274,7 @@ class SafetensorsStream final : public mq::EntryWriter {
     if (!file) throw mq::OutputError((out / "config.json").string() + ": cannot be written");
     for (const auto& entry : fs::directory_iterator(input_dir, ec)) {
       const std::string name = entry.path().filename().string();
-      if (!entry.is_regular_file() || name == "config.json" || ends_with(name, ".safetensors") ||
-          ends_with(name, ".safetensors.index.json"))
-        continue;
+      if (!entry.is_regular_file() || name == "config.json" || weights_file(name)) continue;
       fs::copy_file(entry.path(), out / name, fs::copy_options::overwrite_existing, ec);
       if (ec) throw mq::OutputError((out / name).string() + ": " + ec.message());
     }

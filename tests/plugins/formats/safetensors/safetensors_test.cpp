@@ -566,6 +566,12 @@ TEST(SafetensorsFormat, RefusesMalformedIndexes) {
 TEST(SafetensorsFormat, HuggingFaceDirectoryInGivesOneOut) {
   mq::test::ScratchDir dir("st-hf-out");
   mq::test::write_hf_directory(dir / "in");
+  // The same model in other formats, as many hub repositories ship it
+  const std::vector<std::string> other_weights{"pytorch_model-00001-of-00001.bin", "pytorch_model.bin.index.json",
+                                               "tf_model.h5", "flax_model.msgpack", "model.ckpt.index",
+                                               "consolidated.00.pth"};
+  for (const std::string& name : other_weights) mq::test::write_file(dir / "in" / name, "weights");
+  mq::test::write_file(dir / "in" / "generation_config.json", "{}");
   auto f = format();
   const mq::Model m = f->read(dir / "in");
   mq::QuantSpec spec;
@@ -578,6 +584,8 @@ TEST(SafetensorsFormat, HuggingFaceDirectoryInGivesOneOut) {
   f->write(q, dir / "out");
   EXPECT_TRUE(fs::exists(dir / "out" / "model.safetensors"));
   EXPECT_TRUE(fs::exists(dir / "out" / "tokenizer.json"));
+  EXPECT_TRUE(fs::exists(dir / "out" / "generation_config.json"));
+  for (const std::string& name : other_weights) EXPECT_FALSE(fs::exists(dir / "out" / name)) << name;
   const std::string config = mq::test::read_file(dir / "out" / "config.json");
   EXPECT_TRUE(contains(config, "\"quant_method\": \"compressed-tensors\"")) << config;
   EXPECT_TRUE(contains(config, "\"LlamaForCausalLM\"")) << config;
