@@ -1,5 +1,9 @@
 #include "mq/files.hpp"
 
+#include <algorithm>
+
+#include "mq/error.hpp"
+
 namespace mq {
 
 int64_t path_bytes(const std::filesystem::path& path) {
@@ -12,6 +16,25 @@ int64_t path_bytes(const std::filesystem::path& path) {
   for (const auto& e : std::filesystem::recursive_directory_iterator(path, ec))
     if (e.is_regular_file(ec)) total += static_cast<int64_t>(e.file_size(ec));
   return total;
+}
+
+std::filesystem::path confined_shard(const std::filesystem::path& dir, const std::string& shard,
+                                     const std::string& index) {
+  namespace fs = std::filesystem;
+  const auto bad = [&](const std::string& problem) { throw InputError(index + ": shard '" + shard + "' " + problem); };
+  const fs::path relative(shard);
+  bool escapes = shard.empty() || relative.is_absolute();
+  for (const fs::path& part : relative) escapes = escapes || part == "..";
+  if (!escapes) {
+    std::error_code ec;
+    const fs::path root = fs::canonical(dir, ec);
+    const fs::path target = fs::canonical(dir / relative, ec);
+    if (ec) bad("cannot be opened (" + ec.message() + ")");
+    const auto mismatch = std::mismatch(root.begin(), root.end(), target.begin(), target.end());
+    escapes = mismatch.first != root.end();
+  }
+  if (escapes) bad("is outside the model directory; refusing to read it");
+  return dir / relative;
 }
 
 }  // namespace mq

@@ -52,10 +52,17 @@ class MQ_API Runnable {
                              const ActivityVisitor& visit) = 0;
 };
 
+// Model::metadata's key for the Hugging Face model directory (an absolute path) a
+// format's reader read the model from: a writer of HF directories gives one back, with
+// that directory's config.json and other files. No writer stores it in an artifact.
+inline constexpr const char* kHfDirectoryKey = "mq.hf_dir";
+
 struct MQ_API Model {
   std::vector<NamedTensor> tensors;  // file order
   std::vector<Layer> layers;
   std::vector<std::filesystem::path> sources;
+  // The file's own metadata, and kHfDirectoryKey where the model was read from an HF
+  // model directory.
   std::map<std::string, std::string> metadata;
   std::shared_ptr<Runnable> runnable;  // null for checkpoints that cannot run
   // Set by formats that map files: drops a tensor's pages from the process once the

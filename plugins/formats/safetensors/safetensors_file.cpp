@@ -214,22 +214,6 @@ std::vector<IndexEntry> parse_index(const std::string& name, const std::string& 
   return out;
 }
 
-fs::path confined_shard(const fs::path& dir, const std::string& shard, const std::string& index) {
-  const fs::path relative(shard);
-  bool escapes = shard.empty() || relative.is_absolute();
-  for (const fs::path& part : relative) escapes = escapes || part == "..";
-  if (!escapes) {
-    std::error_code ec;
-    const fs::path root = fs::canonical(dir, ec);
-    const fs::path target = fs::canonical(dir / relative, ec);
-    if (ec) bad(index, "shard '" + shard + "' cannot be opened (" + ec.message() + ")");
-    const auto mismatch = std::mismatch(root.begin(), root.end(), target.begin(), target.end());
-    escapes = mismatch.first != root.end();
-  }
-  if (escapes) bad(index, "shard '" + shard + "' is outside the model directory; refusing to read it");
-  return dir / relative;
-}
-
 std::shared_ptr<File> File::open(const fs::path& path) {
   const std::string name = path.string();
   const int fd = ::open(path.c_str(), O_RDONLY | O_CLOEXEC);

@@ -126,11 +126,6 @@ struct IndexEntry {
 };
 std::vector<IndexEntry> parse_index(const std::string& name, const std::string& text);
 
-// `dir / shard` when it stays inside `dir` (no absolute path, no "..", no symlink out of
-// it); throws InputError naming `index` otherwise.
-std::filesystem::path confined_shard(const std::filesystem::path& dir, const std::string& shard,
-                                     const std::string& index);
-
 // "F32" for at::kFloat, ...; throws InputError for dtypes safetensors lacks.
 std::string dtype_name(at::ScalarType type);
 

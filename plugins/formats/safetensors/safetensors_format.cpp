@@ -11,6 +11,7 @@
 #include <set>
 
 #include "mq/error.hpp"
+#include "mq/files.hpp"
 #include "mq/format.hpp"
 #include "mq/pack.hpp"
 #include "safetensors_file.hpp"
@@ -23,7 +24,6 @@ namespace {
 
 constexpr const char* kSpecsKey = "mq.quantized";  // per-tensor QuantSpec, for read_quantized
 constexpr const char* kActivationsKey = "mq.activations";  // per-layer activation QuantSpec
-constexpr const char* kHfDirKey = "mq.hf_dir";  // the HF model directory the model came from
 constexpr const char* kIndexName = "model.safetensors.index.json";
 constexpr const char* kSingleName = "model.safetensors";
 
@@ -214,7 +214,7 @@ class SafetensorsStream final : public mq::EntryWriter {
       mq::safetensors::append_new(activations, layer, spec_json(*model.activation_spec));
     }
     std::map<std::string, std::string> metadata = model.metadata;
-    metadata.erase(kHfDirKey);
+    metadata.erase(mq::kHfDirectoryKey);
     metadata["format"] = "pt";  // transformers refuses files without it
     metadata["mq.mode"] = model.mode;
     if (!activations.empty()) metadata[kActivationsKey] = activations.dump();
@@ -241,7 +241,7 @@ class SafetensorsStream final : public mq::EntryWriter {
 
  private:
   static std::optional<std::string> hf_dir_of(const std::map<std::string, std::string>& metadata) {
-    const auto it = metadata.find(kHfDirKey);
+    const auto it = metadata.find(mq::kHfDirectoryKey);
     return it == metadata.end() ? std::nullopt : std::optional<std::string>(it->second);
   }
 
@@ -344,7 +344,7 @@ class TensorSet {
       wanted[e.shard].insert(e.tensor);
     }
     for (const std::string& shard : shards) {
-      const fs::path path = mq::safetensors::confined_shard(file.parent_path(), shard, file.string());
+      const fs::path path = mq::confined_shard(file.parent_path(), shard, file.string());
       const auto f = mq::safetensors::File::open(path);
       for (const std::string& t : wanted[shard])
         if (!f->find(t))
@@ -441,7 +441,7 @@ class SafetensorsFormat final : public mq::Format {
     model.release = [files = set.files()](const at::Tensor& t) {
       for (const auto& f : files) f->release(t);
     };
-    if (hf_dir) model.metadata[kHfDirKey] = fs::absolute(path).lexically_normal().string();
+    if (hf_dir) model.metadata[mq::kHfDirectoryKey] = fs::absolute(path).lexically_normal().string();
     model.layers = mq::layers_from_names(model);
     return model;
   }
@@ -599,7 +599,7 @@ class SafetensorsFormat final : public mq::Format {
 
 }  // namespace
 
-MQ_PLUGIN(SafetensorsFormat, mq::PluginKind::kFormat, "safetensors", "1.1.0",
+MQ_PLUGIN(SafetensorsFormat, mq::PluginKind::kFormat, "safetensors", "1.2.0",
           "safetensors files: strict reader; compressed-tensors writer (vLLM, transformers)",
           {"max_shard_bytes", mq::OptionType::kInt, "5000000000",
            "HF directory output: tensor bytes per shard before a new one starts (transformers: 5GB)"})
