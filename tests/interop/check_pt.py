@@ -196,6 +196,7 @@ def check_state_dict_input(exe, source, work):
     assert torch.equal(from_bin["fc1.weight"].int_repr(), state["fc1.weight"].int_repr())
     listed = subprocess.run([exe, "inspect", os.path.join(work, "pytorch_model.bin")], capture_output=True, text=True)
     assert listed.returncode == 0 and "fc2.weight" in listed.stdout, (listed.returncode, listed.stderr)
+    check_hf_bin_directory(exe, recipe, work, model.state_dict(), state)
     torch.save({"w": Evil()}, os.path.join(work, "evil.pt"))
     bad = subprocess.run([exe, "run", recipe, "--quiet", "--set", "model.path=evil.pt"], cwd=work,
                          capture_output=True, text=True)
@@ -218,6 +219,39 @@ def check_state_dict_input(exe, source, work):
     assert bad.returncode == 3 and "a string is not UTF-8" in bad.stderr, (bad.returncode, bad.stderr)
     print("state dict in: OrderedDict read (as .pt and as pytorch_model.bin), code-carrying pickle refused, "
           "malformed pickle refused")
+
+
+def check_hf_bin_directory(exe, recipe, work, state, quantized):
+    """An HF directory saved without safetensors (save_pretrained(safe_serialization=False)
+    past its shard size): the .bin shards and their index in, an HF directory of
+    safetensors out, its config.json gaining the quantization_config, the shards left
+    behind, the other files copied."""
+    hf = os.path.join(work, "hf-bin")
+    os.makedirs(hf, exist_ok=True)
+    shards = {"pytorch_model-00001-of-00002.bin": ["fc1.weight", "fc1.bias"],
+              "pytorch_model-00002-of-00002.bin": ["fc2.weight", "fc2.bias"]}
+    for shard, names in shards.items():
+        torch.save({name: state[name] for name in names}, os.path.join(hf, shard))
+    with open(os.path.join(hf, "pytorch_model.bin.index.json"), "w") as f:
+        json.dump({"metadata": {}, "weight_map": {n: shard for shard, names in shards.items() for n in names}}, f)
+    with open(os.path.join(hf, "config.json"), "w") as f:
+        json.dump({"architectures": ["TwoLayers"]}, f)
+    with open(os.path.join(hf, "tokenizer.json"), "w") as f:
+        f.write("{}")
+    subprocess.run([exe, "run", recipe, "--quiet", "--set", "model.path=hf-bin", "--set", "format.plugin=safetensors",
+                    "--set", "format.output=hf-bin.int8"], check=True)
+    out = os.path.join(work, "hf-bin.int8")
+    assert sorted(os.listdir(out)) == ["config.json", "model.safetensors", "tokenizer.json"], os.listdir(out)
+    with open(os.path.join(out, "config.json")) as f:
+        config = json.load(f)
+    assert config["architectures"] == ["TwoLayers"], config
+    assert config["quantization_config"]["quant_method"] == "compressed-tensors", config
+    tensors = read_safetensors(os.path.join(out, "model.safetensors"))
+    assert torch.equal(tensors["fc1.weight"], quantized["fc1.weight"].int_repr()), "not the int8 of the .pt output"
+    assert torch.equal(tensors["fc2.bias"], state["fc2.bias"])
+    listed = subprocess.run([exe, "inspect", hf], capture_output=True, text=True)
+    assert listed.returncode == 0 and "fc2.weight" in listed.stdout, (listed.returncode, listed.stderr)
+    print("HF directory of pytorch_model.bin shards in: an HF directory of safetensors out")
 
 
 def read_safetensors(path):

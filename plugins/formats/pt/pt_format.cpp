@@ -4,7 +4,9 @@
 // the calibrated input and output qparams). State dicts in (torch.save of a dict or an
 // OrderedDict, read by a restricted unpickler that runs nothing, also for reading our
 // own back) and out, as native quantized tensors that torch.load reads, static qparams
-// as LAYER.input_scale etc.
+// as LAYER.input_scale etc. Hugging Face model directories whose weights are
+// pytorch_model.bin, or shards of it listed by pytorch_model.bin.index.json, are read
+// as one state dict.
 
 #include <ATen/ATen.h>
 #include <ATen/core/dispatch/Dispatcher.h>
@@ -23,6 +25,7 @@
 #include <string_view>
 
 #include "mq/error.hpp"
+#include "mq/files.hpp"
 #include "mq/format.hpp"
 #include "mq/pack.hpp"
 #include "state_dict_reader.hpp"
@@ -57,6 +60,8 @@ constexpr const char* kDynamicPrefix = "DynamicQuantized";
 constexpr const char* kActivationSpecKey = "mq.activation_spec";  // static models
 constexpr const char* kMetadataFile = "mq.json";   // TorchScript extra file
 constexpr const char* kMetadataKey = "__metadata__";  // state dict entry (a JSON string)
+constexpr const char* kBinName = "pytorch_model.bin";  // an HF model directory's weights
+constexpr const char* kBinIndexName = "pytorch_model.bin.index.json";  // ... in shards
 
 // The first line of a LibTorch error, which may quote bytes of the file.
 std::string first_line(const std::string& s) { return mq::pt::printable(s.substr(0, s.find('\n'))); }
@@ -161,6 +166,36 @@ mq::QuantizedTensor from_torch(const at::Tensor& t, const std::optional<mq::Quan
   return q;
 }
 
+bool ends_with(const std::string& s, const std::string& suffix) {
+  return s.size() >= suffix.size() && s.compare(s.size() - suffix.size(), suffix.size(), suffix) == 0;
+}
+
+// An HF model directory whose weights are transformers' pytorch_model.bin, whole or in
+// shards. One that has safetensors weights is the safetensors format's: transformers
+// prefers those too.
+bool bin_directory(const fs::path& dir) {
+  std::error_code ec;
+  if (fs::exists(dir / "model.safetensors", ec) || fs::exists(dir / "model.safetensors.index.json", ec)) return false;
+  return fs::is_regular_file(dir / kBinIndexName, ec) || fs::is_regular_file(dir / kBinName, ec);
+}
+
+// The shards a pytorch_model.bin.index.json lists, each with the tensors it holds, by
+// shard name (transformers reads the weight_map as Python's json does: a name listed
+// twice is where it is listed last).
+std::map<fs::path, std::set<std::string>> bin_shards(const fs::path& index) {
+  std::ifstream in(index);
+  const Json parsed = Json::parse(in, nullptr, false);
+  const auto map = parsed.is_object() ? parsed.find("weight_map") : parsed.end();
+  if (map == parsed.end() || !map->is_object() || map->empty())
+    bad(index, "not an index of shards (no weight_map object listing tensors)");
+  std::map<fs::path, std::set<std::string>> shards;
+  for (auto it = map->begin(); it != map->end(); ++it) {
+    if (!it->is_string()) bad(index, "the shard of '" + it.key() + "' is not a string");
+    shards[mq::confined_shard(index.parent_path(), it->get<std::string>(), index.string())].insert(it.key());
+  }
+  return shards;
+}
+
 std::string layer_of(const std::string& tensor) {
   return tensor.size() > 7 && tensor.compare(tensor.size() - 7, 7, ".weight") == 0
              ? tensor.substr(0, tensor.size() - 7) : "";
@@ -170,28 +205,26 @@ class PtFormat final : public mq::Format {
  public:
   explicit PtFormat(const mq::Options& options) : trust_(options.get_bool("trust_torchscript")) {}
 
+  // A .pt, .pth or .bin state dict or TorchScript archive; an HF model directory of
+  // pytorch_model.bin weights, or their index.
   bool can_read(const fs::path& path) const override {
+    std::error_code ec;
+    if (fs::is_directory(path, ec)) return bin_directory(path);
+    if (ends_with(path.filename().string(), ".bin.index.json")) return fs::is_regular_file(path, ec);
     const auto ext = path.extension();
     // .bin: transformers' pytorch_model.bin, a torch.save'd state dict
     return (ext == ".pt" || ext == ".pth" || ext == ".bin") && fs::is_regular_file(path) && is_zip(path);
   }
 
   mq::Model read(const fs::path& path) override {
+    std::error_code ec;
+    if (fs::is_directory(path, ec) || ends_with(path.filename().string(), ".bin.index.json"))
+      return read_bin_directory(path);
     if (!is_zip(path)) bad(path, "not a PyTorch zip archive (legacy torch.save files are not read)");
     if (!is_torchscript(path)) {
       mq::Model model;  // a state dict: read without running anything
       model.sources.push_back(path);
-      std::map<std::string, std::string> strings;
-      model.tensors = mq::pt::read_state_dict(path, &strings);
-      for (const mq::NamedTensor& t : model.tensors)
-        if (t.tensor.is_quantized())
-          refuse_quantized(path, "'" + t.name + "' is " + c10::toString(t.tensor.scalar_type()));
-      const Json specs = specs_in(state_dict_metadata(path, strings));  // ours: int4 is stored as plain tensors
-      for (auto it = specs.begin(); it != specs.end(); ++it)
-        if (const mq::QuantSpec spec = spec_from(it.value()); spec.is_integer())
-          refuse_quantized(path, "'" + it.key() + "' is " + spec.to_string());
-      if (const std::string sign = mq::quantized_checkpoint_sign(model.tensors); !sign.empty())
-        refuse_quantized(path, sign);  // another tool's
+      model.tensors = read_float_state_dict(path);
       model.layers = mq::layers_from_names(model);
       return model;
     }
@@ -224,6 +257,7 @@ class PtFormat final : public mq::Format {
       if (e.quantized)  // names are unique: appended without operator[]'s linear search
         specs.get_ref<json::object_t&>().emplace_back(e.name, spec_json(e.quantized->spec));
     json meta(model.metadata);
+    meta.erase(mq::kHfDirectoryKey);  // a local path; a state dict is one file, not a directory
     meta["mq.specs"] = specs;
     meta["mq.mode"] = model.mode;
     if (!model.activation_qparams.empty()) meta[kActivationSpecKey] = spec_json(*model.activation_spec);
@@ -236,6 +270,9 @@ class PtFormat final : public mq::Format {
   }
 
   mq::QuantizedModel read_quantized(const fs::path& path) override {
+    std::error_code ec;
+    if (fs::is_directory(path, ec) || ends_with(path.filename().string(), ".bin.index.json"))
+      return read_quantized_bin_directory(path);
     if (!is_zip(path)) bad(path, "not a PyTorch zip archive");
     if (is_torchscript(path)) {
       if (!trust_ && path != written_)
@@ -479,6 +516,96 @@ class PtFormat final : public mq::Format {
     bad(path, mq::quantized_already(why));
   }
 
+  // A state dict's tensors, refused if any is quantized (by us or by another tool).
+  static std::vector<mq::NamedTensor> read_float_state_dict(const fs::path& path) {
+    if (!is_zip(path)) bad(path, "not a PyTorch zip archive (legacy torch.save files are not read)");
+    std::map<std::string, std::string> strings;
+    std::vector<mq::NamedTensor> tensors = mq::pt::read_state_dict(path, &strings);
+    for (const mq::NamedTensor& t : tensors)
+      if (t.tensor.is_quantized()) refuse_quantized(path, "'" + t.name + "' is " + c10::toString(t.tensor.scalar_type()));
+    const Json specs = specs_in(state_dict_metadata(path, strings));  // ours: int4 is stored as plain tensors
+    for (auto it = specs.begin(); it != specs.end(); ++it)
+      if (const mq::QuantSpec spec = spec_from(it.value()); spec.is_integer())
+        refuse_quantized(path, "'" + it.key() + "' is " + spec.to_string());
+    if (const std::string sign = mq::quantized_checkpoint_sign(tensors); !sign.empty())
+      refuse_quantized(path, sign);  // another tool's
+    return tensors;
+  }
+
+  // An HF model directory of pytorch_model.bin weights, or the index of its shards:
+  // which shards hold which tensors (none listed: all of the one file).
+  struct BinShards {
+    fs::path index;
+    bool hf_dir = false;
+    std::map<fs::path, std::set<std::string>> shards;
+  };
+  static BinShards bin_shards_of(const fs::path& path) {
+    std::error_code ec;
+    BinShards s;
+    s.hf_dir = fs::is_directory(path, ec);
+    s.index = s.hf_dir ? path / kBinIndexName : path;
+    if (s.hf_dir && !bin_directory(path)) bad(path, "holds neither " + std::string(kBinName) + " nor " + kBinIndexName);
+    if (!s.hf_dir || fs::exists(s.index, ec))
+      s.shards = bin_shards(s.index);
+    else
+      s.shards[path / kBinName];
+    return s;
+  }
+
+  // The shards' tensors (NamedTensor) or entries (QuantizedEntry) in shard order, each
+  // shard holding what the index lists (as the safetensors format reads
+  // model.safetensors.index.json). State dicts are read into memory.
+  template <class Item, class ReadShard>
+  static std::vector<Item> read_shards(const BinShards& s, ReadShard read_shard) {
+    std::vector<Item> out;
+    std::set<std::string> names;
+    for (const auto& [shard, listed] : s.shards) {
+      for (Item& item : read_shard(shard)) {
+        if (!listed.empty() && !listed.count(item.name)) continue;
+        if (!names.insert(item.name).second) bad(shard, "holds '" + item.name + "', which another shard holds too");
+        out.push_back(std::move(item));
+      }
+      for (const std::string& name : listed)
+        if (!names.count(name))
+          bad(s.index, "lists '" + name + "' in shard '" + shard.filename().string() + "', which does not hold it");
+    }
+    return out;
+  }
+
+  static mq::Model read_bin_directory(const fs::path& path) {
+    const BinShards s = bin_shards_of(path);
+    const fs::path dir = s.index.parent_path();
+    std::error_code ec;
+    if (fs::exists(dir / "config.json", ec)) {  // a quantized model's config says so
+      std::ifstream in(dir / "config.json");
+      const Json config = Json::parse(in, nullptr, false);
+      if (!config.is_object()) bad(dir / "config.json", "not a JSON object");
+      if (const auto q = config.find("quantization_config"); q != config.end() && q->is_object()) {
+        const auto method = q->find("quant_method");
+        refuse_quantized(path, "config.json has a quantization_config" +
+                                   (method != q->end() && method->is_string()
+                                        ? ", quant_method '" + method->get<std::string>() + "'" : std::string()));
+      }
+    }
+    mq::Model model;
+    model.tensors = read_shards<mq::NamedTensor>(s, read_float_state_dict);
+    for (const auto& [shard, listed] : s.shards) model.sources.push_back(shard);
+    if (s.hf_dir) model.metadata[mq::kHfDirectoryKey] = fs::absolute(dir).lexically_normal().string();
+    model.layers = mq::layers_from_names(model);
+    return model;
+  }
+
+  static mq::QuantizedModel read_quantized_bin_directory(const fs::path& path) {
+    mq::QuantizedModel model;
+    model.entries = read_shards<mq::QuantizedEntry>(bin_shards_of(path), [&](const fs::path& shard) {
+      if (!is_zip(shard)) bad(shard, "not a PyTorch zip archive (legacy torch.save files are not read)");
+      mq::QuantizedModel part = read_state_dict(shard);
+      model.metadata.insert(part.metadata.begin(), part.metadata.end());
+      return std::move(part.entries);
+    });
+    return model;
+  }
+
   // Whether `m` is one of the quantized modules write_torchscript() puts in.
   static bool is_ours(const torch::jit::Module& m) {
     const auto type = m.type()->name();
@@ -660,7 +787,8 @@ class PtFormat final : public mq::Format {
 
 }  // namespace
 
-MQ_PLUGIN(PtFormat, mq::PluginKind::kFormat, "pt", "1.5.0",
-          "PyTorch: TorchScript in and out (int8 Linear and Conv kernels), state dicts of quantized tensors out",
+MQ_PLUGIN(PtFormat, mq::PluginKind::kFormat, "pt", "1.6.0",
+          "PyTorch: TorchScript in and out (int8 Linear and Conv kernels), state dicts (and HF directories of "
+          "pytorch_model.bin shards) in, state dicts of quantized tensors out",
           {"trust_torchscript", mq::OptionType::kBool, "false",
            "allow loading TorchScript archives, which runs their code"})

@@ -263,4 +263,71 @@ TEST(PtFormat, StateDictOfAnotherToolsQuantizedModelIsRefused) {
   }
 }
 
+// `tensors` saved as a state dict at `path`, as torch.save would.
+void save_state_dict(const fs::path& path, const std::vector<std::pair<std::string, at::Tensor>>& tensors) {
+  c10::impl::GenericDict dict(c10::StringType::get(), c10::AnyType::get());
+  for (const auto& [name, t] : tensors) dict.insert(name, t);
+  const std::vector<char> bytes = torch::jit::pickle_save(dict);
+  std::ofstream(path, std::ios::binary).write(bytes.data(), static_cast<std::streamsize>(bytes.size()));
+}
+
+// An HF model directory saved without safetensors: pytorch_model.bin shards and their
+// index are read as one model, whose metadata names the directory (so that the
+// safetensors format writes an HF directory back); each index error names the index.
+TEST(PtFormat, HuggingFaceDirectoryOfBinShardsIsOneModel) {
+  mq::test::ScratchDir dir("pt-hf-bin");
+  const at::Tensor a = at::randn({4, 8}), b = at::randn({8, 4}), bias = at::randn({8});
+  save_state_dict(dir / "pytorch_model-00001-of-00002.bin", {{"a.weight", a}, {"unlisted", at::zeros({2})}});
+  save_state_dict(dir / "pytorch_model-00002-of-00002.bin", {{"b.weight", b}, {"b.bias", bias}});
+  const auto index = [&](const std::string& weight_map) {
+    mq::test::write_file(dir / "pytorch_model.bin.index.json", R"({"metadata": {}, "weight_map": {)" + weight_map + "}}");
+  };
+  index(R"("b.bias": "pytorch_model-00002-of-00002.bin", "a.weight": "pytorch_model-00001-of-00002.bin",
+           "b.weight": "pytorch_model-00002-of-00002.bin")");
+  mq::test::write_file(dir / "config.json", R"({"architectures": ["LlamaForCausalLM"]})");
+  auto format = mq::test::make_plugin<mq::Format>();
+  ASSERT_TRUE(format->can_read(dir.path()));
+  ASSERT_TRUE(format->can_read(dir / "pytorch_model.bin.index.json"));
+  const mq::Model m = format->read(dir.path());
+  ASSERT_EQ(m.tensors.size(), 3u);
+  EXPECT_EQ(m.tensors[0].name, "a.weight");
+  EXPECT_EQ(m.tensors[1].name, "b.weight");
+  EXPECT_EQ(m.tensors[2].name, "b.bias");
+  EXPECT_TRUE(at::equal(m.tensors[0].tensor, a) && at::equal(m.tensors[1].tensor, b) && at::equal(m.tensors[2].tensor, bias));
+  EXPECT_EQ(m.sources.size(), 2u);
+  EXPECT_EQ(m.metadata.at(mq::kHfDirectoryKey), fs::absolute(dir.path()).lexically_normal().string());
+  EXPECT_EQ(format->read_quantized(dir.path()).entries.size(), 3u);  // what inspect lists
+  mq::QuantizedModel copy;
+  for (const mq::NamedTensor& t : m.tensors) copy.entries.push_back({t.name, t.tensor, std::nullopt});
+  copy.metadata = m.metadata;
+  format->write(copy, dir / "out.pt");
+  EXPECT_EQ(format->read_quantized(dir / "out.pt").metadata.count(mq::kHfDirectoryKey), 0u);  // no local paths
+
+  const auto error = [&] {
+    try {
+      format->read(dir.path());
+    } catch (const mq::InputError& e) {
+      return std::string(e.what());
+    }
+    return std::string("read");
+  };
+  index(R"("a.weight": "pytorch_model-00002-of-00002.bin")");
+  EXPECT_EQ(error(), (dir / "pytorch_model.bin.index.json").string() +
+                         ": lists 'a.weight' in shard 'pytorch_model-00002-of-00002.bin', which does not hold it");
+  index(R"("a.weight": "../pytorch_model-00001-of-00002.bin")");
+  EXPECT_NE(error().find("shard '../pytorch_model-00001-of-00002.bin' is outside the model directory"), std::string::npos);
+  index("");
+  EXPECT_NE(error().find("not an index of shards"), std::string::npos);
+  fs::remove(dir / "pytorch_model.bin.index.json");
+  EXPECT_FALSE(format->can_read(dir.path()));  // shards without their index
+  save_state_dict(dir / "pytorch_model.bin", {{"a.weight", a}});
+  ASSERT_TRUE(format->can_read(dir.path()));
+  EXPECT_EQ(format->read(dir.path()).tensors.size(), 1u);
+  mq::test::write_file(dir / "config.json", R"({"quantization_config": {"quant_method": "gptq"}})");
+  EXPECT_NE(error().find(": is quantized already (config.json has a quantization_config, quant_method 'gptq';"),
+            std::string::npos);
+  mq::test::write_file(dir / "model.safetensors", "");
+  EXPECT_FALSE(format->can_read(dir.path()));  // the safetensors format's, as transformers prefers it
+}
+
 }  // namespace
