@@ -571,6 +571,7 @@ struct Pipeline::Impl {
     const Model model = begin(report);
     std::unique_ptr<Quantizer> q = instantiate<Quantizer>(quantizer);
     report.plan = guarded(quantizer.label(), "planning", [&] { return q->plan(model); });
+    guarded(format.label(), "checking the plan", [&] { instantiate<Format>(format)->check_plan(model, report.plan); });
     for (const PlanRow& row : report.plan) report.quantized_bytes += row.bytes_after;
     report.output.path = recipe.output.string();
     report.message = "dry run: nothing quantized or written";
@@ -599,6 +600,10 @@ struct Pipeline::Impl {
     // Formats that write entry by entry get each one as it is quantized, so that the
     // quantized model is never in memory whole.
     std::unique_ptr<Format> writer = instantiate<Format>(format);
+    {  // a plan the format would refuse is refused before the work
+      const std::vector<PlanRow> plan = guarded(quantizer.label(), "planning", [&] { return q->plan(model); });
+      guarded(format.label(), "checking the plan", [&] { writer->check_plan(model, plan); });
+    }
     detail::OutputFile out(recipe.output);
     const std::string writing = "writing " + recipe.output.string();
     std::unique_ptr<EntryWriter> stream =

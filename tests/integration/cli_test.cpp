@@ -90,6 +90,25 @@ TEST(Cli, DryRunShowsRuleSpecAndPredictedBytesAndWritesNothing) {
   EXPECT_EQ(nlohmann::json::parse(json.out)["layers"][0]["bytes_after"], 8192 + 128 * 4);
 }
 
+// A plan TorchScript output cannot run (int4) is refused before any work (nothing
+// quantized: no progress line), by --dry-run too; nothing is written.
+TEST(Cli, TorchScriptOutputRefusesAPlanItCannotRunBeforeAnyWork) {
+  mq::test::ScratchDir dir("cli-ts-plan");
+  const std::string args = "run '" MQ_SOURCE_DIR "/configs/example-torchscript-int8.yaml' --set format.output='" +
+                           (dir / "out.pt").string() + "' --set report=null --set html_report=null " +
+                           "--set quantizer.options.dtype=int4 --set quantizer.options.granularity=per_group " +
+                           "--set quantizer.options.group_size=32";
+  for (const std::string extra : {"", " --dry-run"}) {
+    const auto r = run_pipeline(args + extra);
+    EXPECT_EQ(r.exit_code, 2) << extra;
+    expect_one_line_error(r);
+    EXPECT_NE(r.err.find("format 'pt', checking the plan: tensor 'fc1.weight' (int4 per_group(32) symmetric): "
+                         "TorchScript output runs PyTorch's int8 kernels"),
+              std::string::npos) << r.err;
+    EXPECT_FALSE(fs::exists(dir / "out.pt"));
+  }
+}
+
 TEST(Cli, JsonPrintsTheReportOnStdout) {
   mq::test::ScratchDir dir("cli-json");
   const auto r = run_pipeline(example_args(dir, "--json --quiet"));

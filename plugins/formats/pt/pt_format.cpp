@@ -269,6 +269,20 @@ class PtFormat final : public mq::Format {
     written_ = path;
   }
 
+  // TorchScript output: what write_torchscript() refuses whatever the calibration (a
+  // dynamic Conv, or a static one whose layer calibration never reached, is refused
+  // only there).
+  void check_plan(const mq::Model& source, const std::vector<mq::PlanRow>& plan) const override {
+    if (!dynamic_cast<const mq::pt::TorchScriptModel*>(source.runnable.get())) return;
+    std::map<std::string, mq::LayerKind> kinds;
+    for (const mq::Layer& l : source.layers) kinds.emplace(l.name, l.kind);
+    for (const mq::PlanRow& row : plan) {
+      if (!row.spec) continue;
+      const auto kind = kinds.find(layer_of(row.tensor));
+      if (kind == kinds.end() || !kernel_for(kind->second) || !runs_int8(*row.spec)) refuse_torchscript(row.tensor, *row.spec);
+    }
+  }
+
   mq::QuantizedModel read_quantized(const fs::path& path) override {
     std::error_code ec;
     if (fs::is_directory(path, ec) || ends_with(path.filename().string(), ".bin.index.json"))
@@ -328,6 +342,26 @@ class PtFormat final : public mq::Format {
     args.insert(args.end(), {ints(constant("stride")), padding, dilation, constant("groups").toInt()});
   }
 
+  static const Kernel* kernel_for(mq::LayerKind kind) {
+    for (const Kernel& k : kKernels)
+      if (k.kind == kind) return &k;
+    return nullptr;
+  }
+
+  // Whether PyTorch's int8 kernels take a weight of `s`.
+  static bool runs_int8(const mq::QuantSpec& s) {
+    return s.dtype == mq::DType::kInt8 && s.scheme == mq::Scheme::kSymmetric &&
+           s.granularity != mq::Granularity::kPerGroup && (s.granularity != mq::Granularity::kPerChannel || s.axis == 0);
+  }
+
+  [[noreturn]] static void refuse_torchscript(const std::string& tensor, const mq::QuantSpec& s) {
+    throw mq::RecipeError("tensor '" + tensor + "' (" + s.to_string() + "): TorchScript output runs "
+                          "PyTorch's int8 kernels for symmetric int8 weights (per channel: of output "
+                          "channels) of Linear layers, and of Conv1d/Conv2d layers in a static recipe "
+                          "(LibTorch 1.13's dynamic Conv clips its output); write other layers or "
+                          "dtypes with the safetensors format");
+  }
+
   void write_torchscript(const mq::QuantizedModel& model, const mq::pt::TorchScriptModel& source,
                          const json& meta, const fs::path& path) {
     torch::jit::Module m = source.copy();
@@ -339,21 +373,12 @@ class PtFormat final : public mq::Format {
       std::optional<torch::jit::Module> sub;
       for (const auto& nm : m.named_modules())
         if (nm.name == layer) sub = nm.value;
-      const mq::LayerKind kind = sub ? mq::pt::layer_kind(*sub) : mq::LayerKind::kOther;
-      const Kernel* kernel = nullptr;
-      for (const Kernel& k : kKernels)
-        if (k.kind == kind) kernel = &k;
+      const Kernel* kernel = kernel_for(sub ? mq::pt::layer_kind(*sub) : mq::LayerKind::kOther);
       const auto input = model.activation_qparams.find(layer);
       const auto output = model.output_qparams.find(layer);
       const bool static_layer = input != model.activation_qparams.end() && output != model.output_qparams.end();
-      if (!kernel || (!static_layer && !kernel->dynamic_op) || s.dtype != mq::DType::kInt8 ||
-          s.scheme != mq::Scheme::kSymmetric || s.granularity == mq::Granularity::kPerGroup ||
-          (s.granularity == mq::Granularity::kPerChannel && s.axis != 0))
-        throw mq::RecipeError("tensor '" + e.name + "' (" + s.to_string() + "): TorchScript output runs "
-                              "PyTorch's int8 kernels for symmetric int8 weights (per channel: of output "
-                              "channels) of Linear layers, and of Conv1d/Conv2d layers in a static recipe "
-                              "(LibTorch 1.13's dynamic Conv clips its output); write other layers or "
-                              "dtypes with the safetensors format");
+      if (!kernel || (!static_layer && !kernel->dynamic_op) || !runs_int8(s)) refuse_torchscript(e.name, s);
+      const mq::LayerKind kind = kernel->kind;
       const mq::QuantizedEntry* bias_entry = model.find(layer + ".bias");
       const c10::IValue bias = bias_entry ? c10::IValue(bias_entry->tensor) : c10::IValue();
       std::vector<c10::IValue> pack_args{to_torch(*e.quantized), bias};
