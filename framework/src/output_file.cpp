@@ -27,8 +27,8 @@ namespace {
 // Temporary paths (files or directories) of runs in progress; the interrupt thread
 // removes them.
 std::mutex g_mutex;
-std::multiset<std::string>& pending() {
-  static auto* paths = new std::multiset<std::string>;  // never destroyed: exit may race it
+std::set<std::string>& pending() {
+  static auto* paths = new std::set<std::string>;  // never destroyed: exit may race it
   return *paths;
 }
 
@@ -53,6 +53,11 @@ int sync_path(const fs::path& p, int flags) {
   const int error = fd < 0 || fsync(fd) != 0 ? errno : 0;
   if (fd >= 0) close(fd);
   return error;
+}
+
+bool is_pending(const fs::path& temp) {
+  const std::lock_guard<std::mutex> lock(g_mutex);
+  return pending().count(temp.string()) > 0;
 }
 
 // The directory `destination` is in ("." for a bare name).
@@ -94,7 +99,9 @@ void write_on_interrupt(const fs::path& destination, const std::string& text) {
 
 // Temporaries of runs killed outright (SIGKILL, a crash) stay behind: a run to the same
 // destination removes those whose process is gone, and puts back a previous artifact
-// that was moved aside (".old") when nothing took its place.
+// that was moved aside (".old") when nothing took its place. One of this process's id
+// that is not a temporary of its own is stale too: in a container each run may get the
+// same id, and the killed run's directory would be written into and promoted.
 void remove_stale_temps(const fs::path& dir, const fs::path& destination) {
   const std::string prefix = temp_prefix(destination);
   std::vector<std::pair<fs::path, bool>> stale;  // path, moved aside
@@ -108,8 +115,10 @@ void remove_stale_temps(const fs::path& dir, const fs::path& destination) {
     if (!suffix.empty() && !moved_aside && suffix != kInterruptSuffix) continue;
     pid.resize(pid.size() - suffix.size());
     if (pid.empty() || pid.size() > 9 || pid.find_first_not_of("0123456789") != std::string::npos) continue;
-    if (kill(static_cast<pid_t>(std::stol(pid)), 0) != 0 && errno == ESRCH)
-      stale.emplace_back(entry.path(), moved_aside);
+    const pid_t owner = static_cast<pid_t>(std::stol(pid));
+    const bool gone = owner == getpid() ? !is_pending(dir / (prefix + pid))
+                                        : kill(owner, 0) != 0 && errno == ESRCH;
+    if (gone) stale.emplace_back(entry.path(), moved_aside);
   }
   for (const auto& [path, moved_aside] : stale)
     if (!moved_aside || fs::exists(destination, ec) || std::rename(path.c_str(), destination.c_str()) != 0)
@@ -126,7 +135,11 @@ OutputFile::OutputFile(fs::path destination) : destination_(std::move(destinatio
                             " (" + ec.message() + ")");
 
   temp_ = dir / (temp_prefix(destination_) + std::to_string(getpid()));
+  if (is_pending(temp_))
+    throw OutputError(destination_.string() + ": is being written by another run in this process");
   remove_stale_temps(dir, destination_);
+  if (fs::exists(temp_, ec))
+    throw OutputError(destination_.string() + ": cannot remove " + temp_.string() + ", left by an earlier run");
   const std::lock_guard<std::mutex> lock(g_mutex);
   pending().insert(temp_.string());
 }
@@ -137,7 +150,7 @@ OutputFile::~OutputFile() {
     fs::remove_all(temp_, ec);
   }
   const std::lock_guard<std::mutex> lock(g_mutex);
-  pending().erase(pending().find(temp_.string()));
+  pending().erase(temp_.string());
 }
 
 void OutputFile::sync() {

@@ -718,6 +718,24 @@ validators: [{plugin: sqnr, options: {min_db: 30}}, {plugin: size}, {plugin: loa
   EXPECT_FALSE(fs::exists(dir / "again.safetensors"));
 }
 
+// In a container each run may get the same process id: what a killed run left under
+// this run's own id is stale too, not written into and promoted with the new artifact.
+TEST(Cli, TemporaryLeftUnderThisRunsProcessIdIsNotPromoted) {
+  mq::test::ScratchDir dir("cli-same-pid");
+  mq::test::write_hf_directory(dir / "model");
+  mq::test::write_file(dir / "recipe.yaml", "version: 1\nmodel: {path: model}\nquantizer: {plugin: dynamic}\n"
+                                            "format: {plugin: safetensors, output: hf}\n");
+  // The shell leaves a killed run's shard under its own id, then becomes mq-pipeline.
+  const std::string killed_run = "sh -c 'mkdir .hf.mq-tmp-$$ && echo junk >.hf.mq-tmp-$$/model-00009-of-00009.safetensors "
+                                 "&& exec \"$0\" \"$@\"'";
+  const auto r = run_pipeline("run -q recipe.yaml", dir.path(), killed_run);
+  ASSERT_EQ(r.exit_code, 0) << r.err;
+  EXPECT_TRUE(fs::exists(dir / "hf" / "model.safetensors"));
+  EXPECT_FALSE(fs::exists(dir / "hf" / "model-00009-of-00009.safetensors"));
+  for (const auto& e : fs::directory_iterator(dir.path()))
+    EXPECT_EQ(e.path().filename().string().find(".mq-tmp"), std::string::npos) << e.path();
+}
+
 // A process id that no process has now.
 pid_t dead_pid() {
   for (pid_t pid = 4194303;; --pid)
