@@ -1,8 +1,9 @@
 #!/usr/bin/env bash
 # Whole-run throughput and peak RSS of `mq-pipeline run` (safetensors fp32 -> int8
 # per-channel safetensors; a pt state dict with FORMAT=pt; int4 group-128 with
-# DTYPE=int4; no validators) on a generated checkpoint, warm page cache.
-#   cmake --preset default && cmake --build --preset default && [FORMAT=pt] [DTYPE=int4] bench/whole_run.sh [GiB]
+# DTYPE=int4; from a torch.save'd pytorch_model.bin with INPUT=bin; no validators) on a
+# generated checkpoint, warm page cache.
+#   cmake --preset default && cmake --build --preset default && [FORMAT=pt] [DTYPE=int4] [INPUT=bin] bench/whole_run.sh [GiB]
 set -euo pipefail
 cd "$(dirname "$0")/.."
 build=${BUILD_DIR:-build}
@@ -13,16 +14,17 @@ granularity=$([ "$dtype" = int4 ] && echo per_group || echo per_channel)
 output=model.$dtype.$format
 work=$(realpath -m "${WORK_DIR:-$build/bench-whole-run}")
 mkdir -p "$work"
-[ -f "$work/model.safetensors" ] || /usr/bin/python3 bench/make_checkpoint.py "$work/model.safetensors" "$gib"
+model=$([ "${INPUT:-}" = bin ] && echo pytorch_model.bin || echo model.safetensors)
+[ -f "$work/$model" ] || /usr/bin/python3 bench/make_checkpoint.py "$work/$model" "$gib"
 cat > "$work/recipe.yaml" <<YAML
 version: 1
-model: {path: model.safetensors}
+model: {path: $model}
 quantizer: {plugin: dynamic, options: {dtype: $dtype, granularity: $granularity, scheme: symmetric}}
 format: {plugin: $format, output: $output}
 YAML
 rm -f "$work/$output"
-cat "$work/model.safetensors" > /dev/null  # warm the page cache
-bytes=$(stat -c %s "$work/model.safetensors")
+cat "$work/$model" > /dev/null  # warm the page cache
+bytes=$(stat -c %s "$work/$model")
 /usr/bin/time -f "%e %M" -o "$work/time.txt" \
   "$build/bin/mq-pipeline" run "$work/recipe.yaml" --quiet --set report=report.json
 read -r seconds rss_kib < "$work/time.txt"

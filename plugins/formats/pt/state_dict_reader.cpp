@@ -242,9 +242,9 @@ class Unpickler {
     size_t bytes_needed = 0;
     if (numel < 0 || __builtin_mul_overflow(static_cast<size_t>(numel), element, &bytes_needed) || size != bytes_needed)
       fail("storage '" + key + "' holds " + std::to_string(size) + " bytes, not " + std::to_string(numel) + " elements");
-    auto storage = make(Object::Kind::kTensor);
-    storage->tensor = at::empty({numel}, at::TensorOptions(dtype));
-    if (size) std::memcpy(storage->tensor.data_ptr(), bytes.get(), size);
+    auto storage = make(Object::Kind::kTensor);  // over the bytes read, not a copy of them
+    storage->tensor = at::empty({0}, at::TensorOptions(dtype))
+                          .set_(c10::Storage(c10::Storage::use_byte_size_t(), size, std::move(bytes)), 0, {numel}, {1});
     storages_[key] = storage;
     return storage;
   }
@@ -263,7 +263,8 @@ class Unpickler {
     return t;
   }
 
-  // (storage, offset, size, stride, ...): a copy of that view of the storage.
+  // (storage, offset, size, stride, ...): that view of the storage; a copy unless it is
+  // all of the storage, in order (so that a small view keeps no large storage alive).
   at::Tensor view(const Ref& args) {
     const at::Tensor& storage = expect(args->items[0], Object::Kind::kTensor)->tensor;
     const int64_t offset = as_int(args->items[1]);
@@ -282,7 +283,8 @@ class Unpickler {
         fail("tensor view runs past its storage");
     }
     if (offset < 0 || (!empty && last >= storage.numel())) fail("tensor view runs past its storage");
-    return storage.as_strided(size, stride, offset).clone();
+    const at::Tensor v = storage.as_strided(size, stride, offset);
+    return v.is_contiguous() && v.numel() == storage.numel() ? v : v.clone();
   }
 
   // (storage, offset, size, stride, (qscheme, scale, zero point[, axis]), ...): the
