@@ -197,6 +197,16 @@ def check_state_dict_input(exe, source, work):
     listed = subprocess.run([exe, "inspect", os.path.join(work, "pytorch_model.bin")], capture_output=True, text=True)
     assert listed.returncode == 0 and "fc2.weight" in listed.stdout, (listed.returncode, listed.stderr)
     check_hf_bin_directory(exe, recipe, work, model.state_dict(), state)
+    # The same archive with its records deflated (not what torch.save writes, but a zip
+    # all the same): its storages cannot be mapped, and are read.
+    with zipfile.ZipFile(os.path.join(work, "state.pt")) as src, \
+            zipfile.ZipFile(os.path.join(work, "deflated.pt"), "w", zipfile.ZIP_DEFLATED) as dst:
+        for item in src.infolist():
+            dst.writestr(item.filename, src.read(item.filename))
+    subprocess.run([exe, "run", recipe, "--quiet", "--set", "model.path=deflated.pt",
+                    "--set", "format.output=deflated.int8.pt"], check=True)
+    from_deflated = torch.load(os.path.join(work, "deflated.int8.pt"))
+    assert torch.equal(from_deflated["fc1.weight"].int_repr(), state["fc1.weight"].int_repr())
     torch.save({"w": Evil()}, os.path.join(work, "evil.pt"))
     bad = subprocess.run([exe, "run", recipe, "--quiet", "--set", "model.path=evil.pt"], cwd=work,
                          capture_output=True, text=True)

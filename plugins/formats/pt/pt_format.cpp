@@ -224,7 +224,7 @@ class PtFormat final : public mq::Format {
     if (!is_torchscript(path)) {
       mq::Model model;  // a state dict: read without running anything
       model.sources.push_back(path);
-      model.tensors = read_float_state_dict(path);
+      model.tensors = read_float_state_dict(path, model);
       model.layers = mq::layers_from_names(model);
       return model;
     }
@@ -541,11 +541,13 @@ class PtFormat final : public mq::Format {
     bad(path, mq::quantized_already(why));
   }
 
-  // A state dict's tensors, refused if any is quantized (by us or by another tool).
-  static std::vector<mq::NamedTensor> read_float_state_dict(const fs::path& path) {
+  // A state dict's tensors, refused if any is quantized (by us or by another tool); the
+  // file's Model::release added to `model`'s.
+  static std::vector<mq::NamedTensor> read_float_state_dict(const fs::path& path, mq::Model& model) {
     if (!is_zip(path)) bad(path, "not a PyTorch zip archive (legacy torch.save files are not read)");
     std::map<std::string, std::string> strings;
-    std::vector<mq::NamedTensor> tensors = mq::pt::read_state_dict(path, &strings);
+    std::function<void(const at::Tensor&)> release;
+    std::vector<mq::NamedTensor> tensors = mq::pt::read_state_dict(path, &strings, &release);
     for (const mq::NamedTensor& t : tensors)
       if (t.tensor.is_quantized()) refuse_quantized(path, "'" + t.name + "' is " + c10::toString(t.tensor.scalar_type()));
     const Json specs = specs_in(state_dict_metadata(path, strings));  // ours: int4 is stored as plain tensors
@@ -554,6 +556,11 @@ class PtFormat final : public mq::Format {
         refuse_quantized(path, "'" + it.key() + "' is " + spec.to_string());
     if (const std::string sign = mq::quantized_checkpoint_sign(tensors); !sign.empty())
       refuse_quantized(path, sign);  // another tool's
+    if (release)
+      model.release = [before = std::move(model.release), release](const at::Tensor& t) {
+        if (before) before(t);
+        release(t);
+      };
     return tensors;
   }
 
@@ -613,7 +620,7 @@ class PtFormat final : public mq::Format {
       }
     }
     mq::Model model;
-    model.tensors = read_shards<mq::NamedTensor>(s, read_float_state_dict);
+    model.tensors = read_shards<mq::NamedTensor>(s, [&](const fs::path& shard) { return read_float_state_dict(shard, model); });
     for (const auto& [shard, listed] : s.shards) model.sources.push_back(shard);
     if (s.hf_dir) model.metadata[mq::kHfDirectoryKey] = fs::absolute(dir).lexically_normal().string();
     model.layers = mq::layers_from_names(model);

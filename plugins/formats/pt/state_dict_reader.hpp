@@ -7,6 +7,7 @@
 // LibTorch's unpickler.
 
 #include <filesystem>
+#include <functional>
 #include <map>
 #include <string>
 #include <string_view>
@@ -26,8 +27,11 @@ std::string printable(std::string_view s);
 // The state dict's tensors in order (quantized ones as PyTorch quantized tensors); a
 // saved list or tuple of tensors (calibration batches) gives them named "0", "1", ...
 // String entries (mq's __metadata__) go to `strings`, and are refused without it.
-// Throws InputError naming the file and the reason.
+// Tensors that torch.save stored plainly lie in the file, mapped; `release`, when
+// given, gets a Model::release for them. Throws InputError naming the file and the
+// reason.
 std::vector<NamedTensor> read_state_dict(const std::filesystem::path& path,
-                                         std::map<std::string, std::string>* strings = nullptr);
+                                         std::map<std::string, std::string>* strings = nullptr,
+                                         std::function<void(const at::Tensor&)>* release = nullptr);
 
 }  // namespace mq::pt

@@ -330,4 +330,30 @@ TEST(PtFormat, HuggingFaceDirectoryOfBinShardsIsOneModel) {
   EXPECT_FALSE(format->can_read(dir.path()));  // the safetensors format's, as transformers prefers it
 }
 
+// The file /proc/self/maps says holds `address` in this process ("" for none).
+std::string mapped_file(const void* address) {
+  std::ifstream maps("/proc/self/maps");
+  for (std::string line; std::getline(maps, line);) {
+    uintptr_t begin = 0, end = 0;
+    if (std::sscanf(line.c_str(), "%lx-%lx", &begin, &end) != 2) continue;
+    const auto a = reinterpret_cast<uintptr_t>(address);
+    if (a >= begin && a < end) return line.find('/') == std::string::npos ? "" : line.substr(line.find('/'));
+  }
+  return "";
+}
+
+// A state dict's tensors lie in the file, mapped, not read into memory (torch.save
+// stores them uncompressed and aligned); one that is a part of its storage is a copy.
+TEST(PtFormat, StateDictTensorsAreTheMappedFile) {
+  mq::test::ScratchDir dir("pt-mapped");
+  const at::Tensor w = at::randn({64, 64}), big = at::randn({1024});
+  save_state_dict(dir / "m.pt", {{"w", w}, {"part", big.slice(0, 0, 16)}});
+  const std::vector<mq::NamedTensor> read = mq::pt::read_state_dict(dir / "m.pt");
+  ASSERT_EQ(read.size(), 2u);
+  EXPECT_TRUE(at::equal(read[0].tensor, w));
+  EXPECT_EQ(mapped_file(read[0].tensor.data_ptr()), fs::canonical(dir / "m.pt").string());
+  EXPECT_TRUE(at::equal(read[1].tensor, big.slice(0, 0, 16)));
+  EXPECT_EQ(mapped_file(read[1].tensor.data_ptr()), "");
+}
+
 }  // namespace
