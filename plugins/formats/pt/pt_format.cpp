@@ -586,7 +586,7 @@ class PtFormat final : public mq::Format {
 
   // The shards' tensors (NamedTensor) or entries (QuantizedEntry) in shard order, each
   // shard holding what the index lists (as the safetensors format reads
-  // model.safetensors.index.json). State dicts are read into memory.
+  // model.safetensors.index.json).
   template <class Item, class ReadShard>
   static std::vector<Item> read_shards(const BinShards& s, ReadShard read_shard) {
     std::vector<Item> out;
