@@ -56,7 +56,7 @@ at::Tensor TorchScriptModel::forward(const at::Tensor& input) {
   torch::NoGradGuard no_grad;
   c10::IValue out;
   try {
-    out = module_.forward({input});
+    out = module_.forward({input.clone()});  // see record_layers()
   } catch (const std::exception& e) {
     throw InputError("the model's forward pass on an input of shape " + c10::str(input.sizes()) +
                      " failed: " + reason(e));
@@ -112,7 +112,9 @@ void TorchScriptModel::record_layers(const std::vector<at::Tensor>& batches, con
   };
   for (size_t b = 0; b < batches.size(); ++b) {
     try {
-      run.forward({batches[b]});
+      // A copy: a model may change its input in place, and a batch may lie in a
+      // read-only mapped file (a calibration .safetensors or .pt) or be used again.
+      run.forward({batches[b].clone()});
     } catch (const std::exception& e) {
       throw InputError("calibration batch " + std::to_string(b) + " of shape " +
                        c10::str(batches[b].sizes()) + " does not fit the model: " + reason(e));

@@ -356,4 +356,21 @@ TEST(PtFormat, StateDictTensorsAreTheMappedFile) {
   EXPECT_EQ(mapped_file(read[1].tensor.data_ptr()), "");
 }
 
+// A model that changes its input in place changes a copy: the caller's batch (which
+// may lie in a read-only mapped calibration file) stays as it was.
+TEST(PtFormat, ForwardLeavesTheInputAsItWas) {
+  mq::test::ScratchDir dir("pt-in-place");
+  torch::jit::Module m("InPlace");
+  m.register_module("fc", torch::jit::Module("Fc"));
+  m.define("def forward(self, x: Tensor) -> Tensor:\n    x.mul_(2.0)\n    return x + 1\n");
+  m.save((dir / "m.pt").string());
+  auto format = mq::test::make_plugin<mq::Format>({mq::test::opt("trust_torchscript", mq::Value::boolean(true))});
+  const mq::Model model = format->read(dir / "m.pt");
+  const at::Tensor x = at::ones({2, 3}), before = x.clone();
+  EXPECT_TRUE(at::equal(model.runnable->forward(x), at::full({2, 3}, 3.0f)));
+  EXPECT_TRUE(at::equal(x, before));
+  model.runnable->record_layers({x}, {}, [](size_t, const auto&) {});
+  EXPECT_TRUE(at::equal(x, before));
+}
+
 }  // namespace
