@@ -576,7 +576,8 @@ class PtFormat final : public mq::Format {
     BinShards s;
     s.hf_dir = fs::is_directory(path, ec);
     s.index = s.hf_dir ? path / kBinIndexName : path;
-    if (s.hf_dir && !bin_directory(path)) bad(path, "holds neither " + std::string(kBinName) + " nor " + kBinIndexName);
+    if (s.hf_dir && !fs::is_regular_file(s.index, ec) && !fs::is_regular_file(path / kBinName, ec))
+      bad(path, "holds neither " + std::string(kBinName) + " nor " + kBinIndexName);
     if (!s.hf_dir || fs::exists(s.index, ec))
       s.shards = bin_shards(s.index);
     else

@@ -326,8 +326,10 @@ TEST(PtFormat, HuggingFaceDirectoryOfBinShardsIsOneModel) {
   mq::test::write_file(dir / "config.json", R"({"quantization_config": {"quant_method": "gptq"}})");
   EXPECT_NE(error().find(": is quantized already (config.json has a quantization_config, quant_method 'gptq';"),
             std::string::npos);
+  mq::test::write_file(dir / "config.json", "{}");
   mq::test::write_file(dir / "model.safetensors", "");
   EXPECT_FALSE(format->can_read(dir.path()));  // the safetensors format's, as transformers prefers it
+  EXPECT_EQ(format->read(dir.path()).tensors.size(), 1u);  // unless the recipe says model.format: pt
 }
 
 // The file /proc/self/maps says holds `address` in this process ("" for none).
