@@ -1,5 +1,8 @@
 #include "mq/files.hpp"
 
+#include <sys/mman.h>
+#include <unistd.h>
+
 #include <algorithm>
 
 #include "mq/error.hpp"
@@ -16,6 +19,13 @@ int64_t path_bytes(const std::filesystem::path& path) {
   for (const auto& e : std::filesystem::recursive_directory_iterator(path, ec))
     if (e.is_regular_file(ec)) total += static_cast<int64_t>(e.file_size(ec));
   return total;
+}
+
+void release_mapped(const void* data, size_t bytes) {
+  const uintptr_t page = static_cast<uintptr_t>(sysconf(_SC_PAGESIZE));
+  const uintptr_t first = (reinterpret_cast<uintptr_t>(data) + page - 1) / page * page;
+  const uintptr_t last = (reinterpret_cast<uintptr_t>(data) + bytes) / page * page;
+  if (last > first) madvise(reinterpret_cast<void*>(first), last - first, MADV_DONTNEED);
 }
 
 std::filesystem::path confined_shard(const std::filesystem::path& dir, const std::string& shard,

@@ -15,6 +15,7 @@
 #include <set>
 
 #include "mq/error.hpp"
+#include "mq/files.hpp"
 
 namespace mq::pt {
 namespace {
@@ -56,15 +57,10 @@ struct Mapping {
   ~Mapping() {
     if (data) munmap(const_cast<uint8_t*>(data), size);
   }
-  // Drops the whole pages of `t` that lie in the mapping from the process (they fault
-  // back in from the page cache if read again), as the safetensors format does.
+  // Lets `t`'s pages go where it lies in the mapping.
   void release(const at::Tensor& t) const {
     const auto* begin = static_cast<const uint8_t*>(t.defined() ? t.data_ptr() : nullptr);
-    if (!begin || begin < data || begin + t.nbytes() > data + size) return;
-    const uintptr_t page = static_cast<uintptr_t>(sysconf(_SC_PAGESIZE));
-    const uintptr_t first = (reinterpret_cast<uintptr_t>(begin) + page - 1) / page * page;
-    const uintptr_t last = (reinterpret_cast<uintptr_t>(begin) + t.nbytes()) / page * page;
-    if (last > first) madvise(reinterpret_cast<void*>(first), last - first, MADV_DONTNEED);
+    if (begin && begin >= data && begin + t.nbytes() <= data + size) mq::release_mapped(begin, t.nbytes());
   }
   Mapping(const Mapping&) = delete;
   Mapping& operator=(const Mapping&) = delete;

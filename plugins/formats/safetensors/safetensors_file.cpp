@@ -14,6 +14,7 @@
 #include <set>
 
 #include "mq/error.hpp"
+#include "mq/files.hpp"
 
 namespace fs = std::filesystem;
 using json = nlohmann::ordered_json;  // what we write: keys in our order
@@ -280,12 +281,8 @@ at::Tensor File::tensor(const TensorInfo& info) const {
 
 void File::release(const at::Tensor& tensor) const {
   const auto* begin = static_cast<const uint8_t*>(tensor.data_ptr());
-  if (!tensor.defined() || begin < buffer_ || begin + tensor.nbytes() > map_ + size_) return;
-  const uintptr_t page = static_cast<uintptr_t>(sysconf(_SC_PAGESIZE));
-  // Whole pages only: the ones at either end may hold a neighbour's bytes in use.
-  const uintptr_t first = (reinterpret_cast<uintptr_t>(begin) + page - 1) / page * page;
-  const uintptr_t last = (reinterpret_cast<uintptr_t>(begin) + tensor.nbytes()) / page * page;
-  if (last > first) madvise(reinterpret_cast<void*>(first), last - first, MADV_DONTNEED);
+  if (tensor.defined() && begin >= buffer_ && begin + tensor.nbytes() <= map_ + size_)
+    mq::release_mapped(begin, tensor.nbytes());
 }
 
 std::string dtype_name(at::ScalarType type) {
