@@ -142,6 +142,8 @@ std::vector<PlanRow> LayerSelector::plan(const Model& model) const {
       row.rule = "not a layer weight";
     } else if (!t.tensor.is_floating_point()) {
       row.rule = "not a floating-point tensor";
+    } else if (t.tensor.numel() == 0) {
+      row.rule = "empty tensor, nothing to quantize";
     } else {
       const auto exact = std::find_if(overrides_.begin(), overrides_.end(), [&](const auto& o) {
         return o.first == layer->name || o.first == t.name;

@@ -39,6 +39,7 @@ double sqnr_db(const at::Tensor& x, const at::Tensor& x_hat) {
 double sqnr_db(const at::Tensor& x, const mq::QuantizedTensor& q) {
   const mq::DequantizedComparison c = mq::compare_dequantized(x, q);
   const double n = static_cast<double>(x.numel());
+  if (n == 0) return kInf;  // nothing to lose
   return sqnr_db(c.signal / n, c.noise / n);
 }
 
@@ -132,7 +133,7 @@ class SqnrValidator final : public mq::Validator {
 
 }  // namespace
 
-MQ_PLUGIN(SqnrValidator, mq::PluginKind::kValidator, "sqnr", "1.1.0",
+MQ_PLUGIN(SqnrValidator, mq::PluginKind::kValidator, "sqnr", "1.1.1",
           "Signal-to-quantization-noise ratio per tensor, mean and worst",
           {"min_db", mq::OptionType::kFloat, "-.inf", "fail when the mean SQNR is below this"},
           {"min_layer_db", mq::OptionType::kFloat, "-.inf", "fail when any tensor is below this"},

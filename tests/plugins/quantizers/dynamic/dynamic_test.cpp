@@ -79,6 +79,18 @@ TEST(DynamicQuantizer, Int8QuantizesLinearWeightsAndSaysWhyOthersStay) {
               q.entries[i].quantized ? q.entries[i].quantized->nbytes() : q.plan[i].bytes_before);
 }
 
+// A weight with no elements has nothing to quantize: it stays as it is, and says so.
+TEST(DynamicQuantizer, EmptyWeightIsKept) {
+  mq::Model m;
+  m.tensors = {{"empty.weight", at::zeros({0, 16})}};
+  m.layers = {{"empty", mq::LayerKind::kLinear, "empty.weight", ""}};
+  for (const std::string options : {"{}", "{dtype: int4, granularity: per_group, group_size: 16}", "{dtype: fp16}"}) {
+    const mq::QuantizedModel q = run(*quantizer(options), m);
+    EXPECT_EQ(rules(q.plan), std::vector<std::string>{"empty tensor, nothing to quantize => float"}) << options;
+    EXPECT_FALSE(q.entries[0].quantized) << options;
+  }
+}
+
 // Streaming, a weight's integers go into the buffer of the entry two before it once that
 // entry was written and dropped (the one just before may still be in the writer's
 // hands); an entry still held (kept by the caller) is never written into. Either way

@@ -76,6 +76,16 @@ TEST(SqnrValidator, AllZeroTensorIsExactSoInfinite) {
   EXPECT_TRUE(std::isinf(metric(c, "mean_db")) && metric(c, "mean_db") > 0);
 }
 
+// A tensor with no elements (a [0, 16] weight) loses nothing; it used to be 0/0, NaN,
+// so -inf dB, which failed any min_db for the whole model.
+TEST(SqnrValidator, EmptyTensorIsExact) {
+  mq::test::ModelPair m({}, at::zeros({0, 16}));
+  mq::test::FakeFormat format;
+  const mq::Check c = m.validate(*sqnr(100, 100), format);
+  EXPECT_TRUE(c.passed) << c.message;
+  EXPECT_TRUE(std::isinf(metric(c, "worst_db")) && metric(c, "worst_db") > 0);
+}
+
 TEST(SqnrValidator, ZeroSignalWithNoiseIsMinusInfinite) {
   mq::test::ModelPair m({}, at::zeros({4, 4}));
   m.quantized.entries[0].quantized->data.fill_(3);  // noise where the signal is 0
