@@ -19,6 +19,7 @@
 #include <map>
 #include <optional>
 #include <sstream>
+#include <unordered_set>
 
 #include "hash.hpp"
 #include "mq/error.hpp"
@@ -504,6 +505,7 @@ struct Pipeline::Impl {
     std::unique_ptr<Format> format = instantiate<Format>(artifact_format);
     const QuantizedModel quantized = guarded(artifact_format.label(), "reading the artifact",
                                              [&] { return format->read_quantized(request.artifact); });
+    check_same_tensors(model, quantized, request);
     report.inputs = {file_info(request.reference)};
     report.output = file_info(request.artifact);
     report.promoted = true;  // it is where it is; validate never moves it
@@ -525,6 +527,28 @@ struct Pipeline::Impl {
       report.status = ExitCode::kValidationFailed;
       report.message = "validation failed (" + join(blocking) + ")";
     }
+  }
+
+  // An artifact is checked against the model it was made from: the same tensor names,
+  // each of the same shape. Validators only look at what they compare, so a tensor the
+  // artifact lacks, or one it has that the reference does not, went unnoticed.
+  static void check_same_tensors(const Model& model, const QuantizedModel& quantized, const ValidateRequest& request) {
+    const auto fail = [&](const std::string& why) {
+      throw InputError(request.artifact.string() + " is not a quantization of " + request.reference.string() + ": " + why);
+    };
+    const TensorIndex originals(model);
+    std::unordered_set<std::string_view> seen;
+    for (const QuantizedEntry& e : quantized.entries) {
+      const at::Tensor* original = originals.find(e.name);
+      if (!original) fail("its tensor '" + e.name + "' is not in the reference");
+      const std::vector<int64_t> shape = e.quantized ? e.quantized->shape : e.tensor.sizes().vec();
+      if (original->sizes() != c10::IntArrayRef(shape))
+        fail("its tensor '" + e.name + "' has shape " + c10::str(c10::IntArrayRef(shape)) + ", the reference's " +
+             c10::str(original->sizes()));
+      seen.insert(e.name);
+    }
+    for (const NamedTensor& t : model.tensors)
+      if (!seen.count(t.name)) fail("the reference's tensor '" + t.name + "' is not in it");
   }
 
   // The recipe's calibration batches: seeded random ones, or every tensor of a file

@@ -563,6 +563,30 @@ TEST(Cli, ValidateChecksAnExistingArtifact) {
   const auto truncated = run_pipeline("validate '" + (dir / "cut.safetensors").string() + "'" + reference);
   EXPECT_EQ(truncated.exit_code, 3);
   expect_one_line_error(truncated);
+
+  // A reference that is not the model the artifact was made from: each difference is
+  // named (validators compare only what they look at, and passed these).
+  const auto other = [&](const std::vector<std::pair<std::string, at::Tensor>>& tensors, const std::string& more_args = "") {
+    mq::test::write_safetensors(dir / "other.safetensors", tensors);
+    return run_pipeline("validate " + artifact + " --reference '" + (dir / "other.safetensors").string() + "'" + more_args);
+  };
+  const std::vector<std::pair<std::string, at::Tensor>> mlp{
+      {"fc1.weight", at::randn({128, 64})}, {"fc1.bias", at::randn({128})}, {"fc2.weight", at::randn({64, 128})},
+      {"fc2.bias", at::randn({64})}, {"norm.weight", at::randn({64})}};
+  auto more = mlp, fewer = mlp, wider = mlp;
+  more.push_back({"head.weight", at::randn({8, 64})});
+  fewer.pop_back();
+  wider[2].second = at::randn({64, 256});
+  for (const auto& [tensors, why] : {std::pair{more, "the reference's tensor 'head.weight' is not in it"},
+                                     std::pair{fewer, "its tensor 'norm.weight' is not in the reference"},
+                                     std::pair{wider, "its tensor 'fc2.weight' has shape [64, 128], the reference's [64, 256]"}}) {
+    const auto r = other(tensors);
+    EXPECT_EQ(r.exit_code, 3) << why;
+    expect_one_line_error(r);
+    EXPECT_NE(r.err.find("out.safetensors is not a quantization of " + (dir / "other.safetensors").string() + ": " + why),
+              std::string::npos) << r.err;
+  }
+  EXPECT_EQ(other(mlp, " --validators size").exit_code, 0);  // same names and shapes: validators judge
 }
 
 TEST(Cli, TorchScriptInputMustBeTrustedExplicitly) {
