@@ -69,6 +69,9 @@ struct MQ_API Model {
   // caller is done with it (it stays valid, and faults back in from the page cache if
   // read again), so that streaming a model keeps one tensor resident, not all.
   std::function<void(const at::Tensor&)> release;
+  // Set by formats that map files: copies one of `tensors` into `into` (contiguous, of its
+  // size) by reading the file rather than touching the mapping; false where it cannot.
+  std::function<bool(const at::Tensor& tensor, const at::Tensor& into)> read_into;
 
   // Searches the list: for many lookups, a TensorIndex.
   const at::Tensor* find(const std::string& name) const;

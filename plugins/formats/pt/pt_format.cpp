@@ -542,12 +542,12 @@ class PtFormat final : public mq::Format {
   }
 
   // A state dict's tensors, refused if any is quantized (by us or by another tool); the
-  // file's Model::release added to `model`'s.
+  // file's mapping added to `model`'s hooks.
   static std::vector<mq::NamedTensor> read_float_state_dict(const fs::path& path, mq::Model& model) {
     if (!is_zip(path)) bad(path, "not a PyTorch zip archive (legacy torch.save files are not read)");
     std::map<std::string, std::string> strings;
-    std::function<void(const at::Tensor&)> release;
-    std::vector<mq::NamedTensor> tensors = mq::pt::read_state_dict(path, &strings, &release);
+    std::shared_ptr<const mq::MappedFile> mapped;
+    std::vector<mq::NamedTensor> tensors = mq::pt::read_state_dict(path, &strings, &mapped);
     for (const mq::NamedTensor& t : tensors)
       if (t.tensor.is_quantized()) refuse_quantized(path, "'" + t.name + "' is " + c10::toString(t.tensor.scalar_type()));
     const Json specs = specs_in(state_dict_metadata(path, strings));  // ours: int4 is stored as plain tensors
@@ -556,11 +556,7 @@ class PtFormat final : public mq::Format {
         refuse_quantized(path, "'" + it.key() + "' is " + spec.to_string());
     if (const std::string sign = mq::quantized_checkpoint_sign(tensors); !sign.empty())
       refuse_quantized(path, sign);  // another tool's
-    if (release)
-      model.release = [before = std::move(model.release), release](const at::Tensor& t) {
-        if (before) before(t);
-        release(t);
-      };
+    if (mapped) mq::add_mapped_file(model, mapped);
     return tensors;
   }
 

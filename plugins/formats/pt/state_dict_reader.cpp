@@ -2,10 +2,6 @@
 
 #include <ATen/ATen.h>
 #include <caffe2/serialize/inline_container.h>
-#include <fcntl.h>
-#include <sys/mman.h>
-#include <sys/stat.h>
-#include <unistd.h>
 
 #include <algorithm>
 #include <cmath>
@@ -36,40 +32,6 @@ struct Object {
 };
 
 Ref make(Object::Kind kind) { return std::make_shared<Object>(kind); }
-
-// The archive file mapped read-only, for storages read where they lie; empty where it
-// cannot be mapped.
-struct Mapping {
-  const uint8_t* data = nullptr;
-  size_t size = 0;
-  explicit Mapping(const std::filesystem::path& path) {
-    const int fd = ::open(path.c_str(), O_RDONLY | O_CLOEXEC);
-    struct stat st {};
-    if (fd >= 0 && fstat(fd, &st) == 0 && st.st_size > 0) {
-      void* map = mmap(nullptr, static_cast<size_t>(st.st_size), PROT_READ, MAP_PRIVATE, fd, 0);
-      if (map != MAP_FAILED) {
-        data = static_cast<const uint8_t*>(map);
-        size = static_cast<size_t>(st.st_size);
-      }
-    }
-    if (fd >= 0) ::close(fd);
-  }
-  ~Mapping() {
-    if (data) munmap(const_cast<uint8_t*>(data), size);
-  }
-  // Lets `t`'s pages go where it lies in the mapping.
-  void release(const at::Tensor& t) const {
-    const auto* begin = static_cast<const uint8_t*>(t.defined() ? t.data_ptr() : nullptr);
-    if (begin && begin >= data && begin + t.nbytes() <= data + size) mq::release_mapped(begin, t.nbytes());
-  }
-  Mapping(const Mapping&) = delete;
-  Mapping& operator=(const Mapping&) = delete;
-  uint64_t le(size_t at, int bytes) const {
-    uint64_t v = 0;
-    for (int b = bytes - 1; b >= 0; --b) v = v << 8 | data[at + static_cast<size_t>(b)];
-    return v;
-  }
-};
 
 // Storages as their integers: a quantized tensor's (QInt8, QUInt8) become one in
 // _rebuild_qtensor.
@@ -102,7 +64,7 @@ class Unpickler {
   }
 
   // The archive's mapping, when a storage lies in it.
-  std::shared_ptr<const Mapping> mapping() const { return map_ && map_->data ? map_ : nullptr; }
+  std::shared_ptr<const MappedFile> mapping() const { return map_ && map_->data() ? map_ : nullptr; }
 
   Ref run() {
     while (true) {
@@ -300,30 +262,42 @@ class Unpickler {
   // copied. Undefined where the record is anything else (compressed, another size,
   // misaligned, or its header not found near its data): getRecord() reads those.
   at::Tensor mapped(const std::string& record, size_t bytes, int64_t numel, at::ScalarType dtype) {
-    if (!map_) map_ = std::make_shared<Mapping>(path_);
-    const Mapping& m = *map_;
+    if (!map_tried_) {
+      map_tried_ = true;
+      try {
+        map_ = MappedFile::open(path_);
+      } catch (const InputError&) {  // getRecord() reads them all
+      }
+    }
+    if (!map_) return {};
+    const MappedFile& m = *map_;
+    const auto le = [&m](size_t at, int bytes) {
+      uint64_t v = 0;
+      for (int b = bytes - 1; b >= 0; --b) v = v << 8 | m.data()[at + static_cast<size_t>(b)];
+      return v;
+    };
     const size_t data = archive_.getRecordOffset(record);
-    if (!m.data || data > m.size || bytes > m.size - data || data % c10::elementSize(dtype) != 0) return {};
+    if (!m.data() || data > m.size() || bytes > m.size() - data || data % c10::elementSize(dtype) != 0) return {};
     const std::string tail = "/" + record;  // the header names ARCHIVE/data/KEY
     constexpr size_t kHeader = 30;          // then the name, then the extra field
     for (size_t names = tail.size(); names <= 4096 && kHeader + names <= data; ++names) {
       const size_t at = data - kHeader - names;
-      if (m.le(at, 4) != 0x04034b50 || m.le(at + 26, 2) + m.le(at + 28, 2) != names) continue;
-      const size_t name = m.le(at + 26, 2);
-      if (name < tail.size() || std::memcmp(m.data + at + kHeader + name - tail.size(), tail.data(), tail.size()) != 0)
+      if (le(at, 4) != 0x04034b50 || le(at + 26, 2) + le(at + 28, 2) != names) continue;
+      const size_t name = le(at + 26, 2);
+      if (name < tail.size() || std::memcmp(m.data() + at + kHeader + name - tail.size(), tail.data(), tail.size()) != 0)
         continue;
-      if (m.le(at + 8, 2) != 0) return {};  // compressed
+      if (le(at + 8, 2) != 0) return {};  // compressed
       // The sizes: in the header, or (flag 8) in a descriptor after the data: [signature,]
       // CRC, then both sizes in 4 bytes each, or in 8 (zip64).
-      bool sized = (m.le(at + 6, 2) & 8) == 0 && m.le(at + 18, 4) == bytes && m.le(at + 22, 4) == bytes;
-      if (!sized && (m.le(at + 6, 2) & 8) != 0) {
+      bool sized = (le(at + 6, 2) & 8) == 0 && le(at + 18, 4) == bytes && le(at + 22, 4) == bytes;
+      if (!sized && (le(at + 6, 2) & 8) != 0) {
         size_t d = data + bytes;
-        if (m.size - d >= 4 && m.le(d, 4) == 0x08074b50) d += 4;
-        sized = (m.size - d >= 12 && m.le(d + 4, 4) == bytes && m.le(d + 8, 4) == bytes) ||
-                (m.size - d >= 20 && m.le(d + 4, 8) == bytes && m.le(d + 12, 8) == bytes);
+        if (m.size() - d >= 4 && le(d, 4) == 0x08074b50) d += 4;
+        sized = (m.size() - d >= 12 && le(d + 4, 4) == bytes && le(d + 8, 4) == bytes) ||
+                (m.size() - d >= 20 && le(d + 4, 8) == bytes && le(d + 12, 8) == bytes);
       }
       if (!sized) return {};
-      return at::from_blob(const_cast<uint8_t*>(m.data + data), {numel}, [keep = map_](void*) {},
+      return at::from_blob(const_cast<uint8_t*>(m.data() + data), {numel}, [keep = map_](void*) {},
                            at::TensorOptions(dtype));
     }
     return {};
@@ -412,7 +386,8 @@ class Unpickler {
   std::vector<Ref> stack_;
   std::map<uint64_t, Ref> memo_;
   std::map<std::string, Ref> storages_;
-  std::shared_ptr<const Mapping> map_;  // the archive, mapped at the first storage
+  std::shared_ptr<const MappedFile> map_;  // the archive, mapped at the first storage
+  bool map_tried_ = false;
   std::vector<std::weak_ptr<Object>> containers_;
   size_t live_containers_ = 0;
 };
@@ -450,15 +425,14 @@ bool valid_utf8(std::string_view s) {
 
 std::vector<NamedTensor> read_state_dict(const std::filesystem::path& path,
                                          std::map<std::string, std::string>* strings,
-                                         std::function<void(const at::Tensor&)>* release) {
+                                         std::shared_ptr<const MappedFile>* mapped) {
   try {
     caffe2::serialize::PyTorchStreamReader archive(path.string());
     if (!archive.hasRecord("data.pkl")) throw InputError(path.string() + ": no data.pkl in the archive");
     auto [bytes, size] = archive.getRecord("data.pkl");
     Unpickler unpickler(path, archive, std::string(static_cast<const char*>(bytes.get()), size));
     const Ref root = unpickler.run();
-    if (release)
-      if (auto mapping = unpickler.mapping()) *release = [mapping](const at::Tensor& t) { mapping->release(t); };
+    if (mapped) *mapped = unpickler.mapping();
     std::vector<NamedTensor> tensors;
     if (root->kind == Object::Kind::kList || root->kind == Object::Kind::kTuple) {  // e.g. calibration batches
       for (const Ref& value : root->items) {

@@ -7,12 +7,13 @@
 // LibTorch's unpickler.
 
 #include <filesystem>
-#include <functional>
 #include <map>
+#include <memory>
 #include <string>
 #include <string_view>
 #include <vector>
 
+#include "mq/files.hpp"
 #include "mq/model.hpp"
 
 namespace mq::pt {
@@ -27,11 +28,11 @@ std::string printable(std::string_view s);
 // The state dict's tensors in order (quantized ones as PyTorch quantized tensors); a
 // saved list or tuple of tensors (calibration batches) gives them named "0", "1", ...
 // String entries (mq's __metadata__) go to `strings`, and are refused without it.
-// Tensors that torch.save stored plainly lie in the file, mapped; `release`, when
-// given, gets a Model::release for them. Throws InputError naming the file and the
-// reason.
+// Tensors that torch.save stored plainly lie in the file, mapped; `mapped`, when given,
+// gets that mapping (null where none does), for mq::add_mapped_file. Throws InputError
+// naming the file and the reason.
 std::vector<NamedTensor> read_state_dict(const std::filesystem::path& path,
                                          std::map<std::string, std::string>* strings = nullptr,
-                                         std::function<void(const at::Tensor&)>* release = nullptr);
+                                         std::shared_ptr<const MappedFile>* mapped = nullptr);
 
 }  // namespace mq::pt

@@ -3,8 +3,6 @@
 #include <ATen/ATen.h>
 #include <fcntl.h>
 #include <nlohmann/json.hpp>
-#include <sys/mman.h>
-#include <sys/stat.h>
 #include <unistd.h>
 
 #include <algorithm>
@@ -217,41 +215,22 @@ std::vector<IndexEntry> parse_index(const std::string& name, const std::string& 
 
 std::shared_ptr<File> File::open(const fs::path& path) {
   const std::string name = path.string();
-  const int fd = ::open(path.c_str(), O_RDONLY | O_CLOEXEC);
-  if (fd < 0) bad(name, std::string("cannot open (") + std::strerror(errno) + ")");
-  struct stat st {};
-  if (fstat(fd, &st) != 0 || !S_ISREG(st.st_mode)) {
-    ::close(fd);
-    bad(name, "not a regular file");
-  }
-  const uint64_t size = static_cast<uint64_t>(st.st_size);
-  if (size < 8) {
-    ::close(fd);
-    bad(name, "file is " + std::to_string(size) + " bytes, too short for a safetensors header");
-  }
-  void* map = mmap(nullptr, size, PROT_READ, MAP_PRIVATE, fd, 0);
-  ::close(fd);
-  if (map == MAP_FAILED) bad(name, std::string("cannot map (") + std::strerror(errno) + ")");
-
   std::shared_ptr<File> file(new File);
   file->path_ = path;
-  file->map_ = static_cast<const uint8_t*>(map);
-  file->size_ = size;
-  const uint64_t n = read_u64_le(file->map_);
+  file->mapped_ = mq::MappedFile::open(path);
+  const uint8_t* map = file->mapped_->data();
+  const uint64_t size = file->mapped_->size();
+  if (size < 8) bad(name, "file is " + std::to_string(size) + " bytes, too short for a safetensors header");
+  const uint64_t n = read_u64_le(map);
   if (n > kMaxHeaderBytes)
     bad(name, "header length " + std::to_string(n) + " exceeds the limit of " +
                   std::to_string(kMaxHeaderBytes) + " bytes");
   if (8 + n > size)
     bad(name, "header length " + std::to_string(n) + " runs past the end of the file (" +
                   std::to_string(size) + " bytes)");
-  file->buffer_ = file->map_ + 8 + n;
-  parse_header(name, reinterpret_cast<const char*>(file->map_ + 8), n, size - 8 - n,
-               file->tensors_, file->metadata_);
+  file->buffer_ = map + 8 + n;
+  parse_header(name, reinterpret_cast<const char*>(map + 8), n, size - 8 - n, file->tensors_, file->metadata_);
   return file;
-}
-
-File::~File() {
-  if (map_) munmap(const_cast<uint8_t*>(map_), size_);
 }
 
 const TensorInfo* File::find(const std::string& name) const {
@@ -268,21 +247,12 @@ at::Tensor File::tensor(const TensorInfo& info) const {
   const at::TensorOptions options(*d->torch);
   const uint8_t* data = buffer_ + info.begin;
   const size_t element = c10::elementSize(*d->torch);
-  if (reinterpret_cast<uintptr_t>(data) % element == 0) {
-    std::shared_ptr<const File> keep = shared_from_this();
-    return at::from_blob(const_cast<uint8_t*>(data), info.shape,
-                         [keep](void*) mutable { keep.reset(); }, options);
-  }
+  if (reinterpret_cast<uintptr_t>(data) % element == 0)
+    return at::from_blob(const_cast<uint8_t*>(data), info.shape, [keep = mapped_](void*) {}, options);
   // Third-party files promise no alignment; copy rather than read misaligned.
   at::Tensor copy = at::empty(info.shape, options);
   std::memcpy(copy.data_ptr(), data, info.end - info.begin);
   return copy;
-}
-
-void File::release(const at::Tensor& tensor) const {
-  const auto* begin = static_cast<const uint8_t*>(tensor.data_ptr());
-  if (tensor.defined() && begin >= buffer_ && begin + tensor.nbytes() <= map_ + size_)
-    mq::release_mapped(begin, tensor.nbytes());
 }
 
 std::string dtype_name(at::ScalarType type) {

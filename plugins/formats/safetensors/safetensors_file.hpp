@@ -14,6 +14,8 @@
 #include <unordered_set>
 #include <vector>
 
+#include "mq/files.hpp"
+
 namespace mq::safetensors {
 
 constexpr uint64_t kMaxHeaderBytes = 100'000'000;
@@ -27,27 +29,23 @@ struct TensorInfo {
 };
 
 // A validated, memory-mapped safetensors file. Tensors it hands out share the mapping.
-class File : public std::enable_shared_from_this<File> {
+class File {
  public:
   // Throws InputError "<path>: <problem>" for every malformed or unsafe file.
   static std::shared_ptr<File> open(const std::filesystem::path& path);
-  ~File();
 
   const std::vector<TensorInfo>& tensors() const { return tensors_; }  // file order
   const std::map<std::string, std::string>& metadata() const { return metadata_; }
   const TensorInfo* find(const std::string& name) const;
-  // Drops the pages of a tensor this file handed out from the process (the tensor stays
-  // valid: reading it faults them back in from the page cache). Other tensors: no-op.
-  void release(const at::Tensor& tensor) const;
-  // The tensor's bytes as a CPU tensor: zero-copy when aligned, copied otherwise.
-  // Throws InputError for a dtype this LibTorch cannot represent.
+  // The tensor's bytes as a CPU tensor: zero-copy (lying in mapped()) when aligned,
+  // copied otherwise. Throws InputError for a dtype this LibTorch cannot represent.
   at::Tensor tensor(const TensorInfo& info) const;
+  const std::shared_ptr<const MappedFile>& mapped() const { return mapped_; }
 
  private:
   File() = default;
   std::filesystem::path path_;
-  const uint8_t* map_ = nullptr;
-  size_t size_ = 0;
+  std::shared_ptr<const MappedFile> mapped_;
   const uint8_t* buffer_ = nullptr;
   std::vector<TensorInfo> tensors_;
   std::map<std::string, std::string> metadata_;

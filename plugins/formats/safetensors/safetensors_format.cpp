@@ -438,9 +438,7 @@ class SafetensorsFormat final : public mq::Format {
     if (path != artifact_) refuse_quantized(path.string(), set, hf_config, model.tensors);
     model.sources = set.sources();
     model.metadata = set.metadata();
-    model.release = [files = set.files()](const at::Tensor& t) {
-      for (const auto& f : files) f->release(t);
-    };
+    for (const auto& f : set.files()) mq::add_mapped_file(model, f->mapped());
     if (hf_dir) model.metadata[mq::kHfDirectoryKey] = fs::absolute(path).lexically_normal().string();
     model.layers = mq::layers_from_names(model);
     return model;

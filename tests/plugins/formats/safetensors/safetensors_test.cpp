@@ -212,15 +212,46 @@ TEST(SafetensorsReader, ReleasedTensorsStayReadable) {
   const at::Tensor big = at::randn({256, 1024});  // 1 MiB: whole pages to drop
   mq::safetensors::write(dir / "x.safetensors", {{"a", at::ones({3})}, {"big", big}}, {});
   auto file = mq::safetensors::File::open(dir / "x.safetensors");
+  mq::Model model;
+  mq::add_mapped_file(model, file->mapped());
   const at::Tensor mapped = file->tensor(*file->find("big"));
   ASSERT_TRUE(at::equal(mapped, big));
-  file->release(mapped);
-  file->release(at::ones({4}));  // not the file's: nothing happens
+  model.release(mapped);
+  model.release(at::ones({4}));  // not the file's: nothing happens
   EXPECT_TRUE(at::equal(mapped, big));
   EXPECT_EQ(file->tensor(*file->find("a")).sum().item<float>(), 3.0f);
 }
 
 std::unique_ptr<mq::Format> format() { return mq::test::make_plugin<mq::Format>(); }
+
+// The quantizer reads weights through read_into (pread into its own buffer), not the
+// mapping: the same bytes, from whichever shard holds the tensor; a tensor of no file is
+// not read; a shard cut short under the run is an error where the mapping would have
+// been SIGBUS.
+TEST(SafetensorsFormat, ReadIntoCopiesATensorFromItsFile) {
+  mq::test::ScratchDir dir("st-read-into");
+  mq::test::write_hf_directory(dir.path());
+  const mq::Model model = format()->read(dir.path());
+  ASSERT_TRUE(model.read_into);
+  for (const mq::NamedTensor& t : model.tensors) {
+    const at::Tensor into = at::zeros_like(t.tensor);
+    ASSERT_TRUE(model.read_into(t.tensor, into)) << t.name;
+    EXPECT_TRUE(at::equal(into, t.tensor)) << t.name;
+  }
+  const at::Tensor other = at::randn({3, 5});
+  EXPECT_FALSE(model.read_into(other, at::empty_like(other)));
+  const fs::path second = dir / "model-00002-of-00002.safetensors";
+  fs::resize_file(second, fs::file_size(second) - 100);
+  const at::Tensor& last = model.tensors.back().tensor;
+  try {
+    model.read_into(last, at::empty_like(last));
+    ADD_FAILURE() << "read past the end";
+  } catch (const mq::InputError& e) {
+    EXPECT_EQ(std::string(e.what()), second.string() + ": cannot read (the file shrank)");
+  }
+  const at::Tensor& first = model.tensors.front().tensor;
+  EXPECT_TRUE(model.read_into(first, at::empty_like(first)));
+}
 
 TEST(SafetensorsFormat, WriteThenReadQuantizedIsBitExactForEveryDtypeAndGranularity) {
   using G = mq::Granularity;

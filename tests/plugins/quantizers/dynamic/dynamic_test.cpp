@@ -1,6 +1,8 @@
 #include <ATen/ATen.h>
 #include <gtest/gtest.h>
 
+#include <algorithm>
+
 #include "mq/affine.hpp"
 #include "mq/error.hpp"
 #include "mq/quantizer.hpp"
@@ -89,6 +91,31 @@ TEST(DynamicQuantizer, EmptyWeightIsKept) {
     EXPECT_EQ(rules(q.plan), std::vector<std::string>{"empty tensor, nothing to quantize => float"}) << options;
     EXPECT_FALSE(q.entries[0].quantized) << options;
   }
+}
+
+// Where the model's format reads a tensor from its file (read_into), the weight is
+// quantized from what it read, into one buffer used again while it is large enough;
+// where it cannot, from the tensor itself.
+TEST(DynamicQuantizer, QuantizesWhatTheFormatReadsInto) {
+  at::manual_seed(4);
+  mq::Model m;
+  for (const auto& [name, rows] : {std::pair{"a", 16}, {"b", 8}, {"c", 16}, {"d", 4}}) {
+    m.tensors.push_back({std::string(name) + ".weight", at::randn({rows, 8})});
+    m.layers.push_back({name, mq::LayerKind::kLinear, std::string(name) + ".weight", ""});
+  }
+  mq::Model negated = m;
+  for (mq::NamedTensor& t : negated.tensors) t.tensor = t.name == "b.weight" ? t.tensor : -t.tensor;
+  std::vector<const void*> buffers;
+  m.read_into = [&](const at::Tensor& t, const at::Tensor& into) {
+    if (t.data_ptr() == m.tensors[1].tensor.data_ptr()) return false;  // b: read where it lies
+    buffers.push_back(into.data_ptr());
+    into.copy_(-t);
+    return true;
+  };
+  const mq::QuantizedModel q = run(*quantizer(), m), expected = run(*quantizer(), negated);
+  EXPECT_EQ(buffers, std::vector<const void*>(3, buffers.at(0)));
+  for (size_t i = 0; i < 4; ++i)
+    EXPECT_TRUE(at::equal(q.entries[i].quantized->data, expected.entries[i].quantized->data)) << i;
 }
 
 // Streaming, a weight's integers go into the buffer of the entry two before it once that
