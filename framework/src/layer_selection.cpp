@@ -238,11 +238,7 @@ std::vector<QuantizedEntry> quantize_planned(const Model& model, const std::vect
   // one back depends on the heap's layout.
   std::array<at::Tensor, 2> spares;
   size_t made = 0;  // integer entries
-  // Where the model's format can read a tensor from its file into memory of ours, a
-  // weight is read into one buffer used again and again: faulting a mapping in page by
-  // page costs more than the copy (twice as much in a virtual machine), and the mapped
-  // pages never become resident.
-  at::Tensor staging;
+  at::Tensor staging;  // each weight read into it (read_staged), not faulted in from a mapping
   for (size_t i = 0; i < model.tensors.size(); ++i) {
     const NamedTensor& t = model.tensors[i];
     const std::optional<QuantSpec>& spec = plan.at(i).spec;
@@ -255,13 +251,7 @@ std::vector<QuantizedEntry> quantize_planned(const Model& model, const std::vect
       const bool fits = spare.defined() && spare.use_count() == 1 && spare.storage().use_count() == 1 &&
                         spare.sizes() == t.tensor.sizes() &&
                         spare.scalar_type() == spec->stored_type();
-      at::Tensor w = t.tensor;
-      if (model.read_into && w.is_contiguous()) {
-        if (!staging.defined() || staging.storage().use_count() > 1 || staging.nbytes() < w.nbytes())
-          staging = at::empty({static_cast<int64_t>(w.nbytes())}, at::kByte);
-        const at::Tensor into = staging.narrow(0, 0, w.nbytes()).view(w.scalar_type()).view(w.sizes());
-        if (model.read_into(w, into)) w = into;
-      }
+      const at::Tensor w = read_staged(model, t.tensor, staging);
       try {
         entry = {t.name, at::Tensor(), quantize_weight(w, *spec, observer.get(), fits ? spare : at::Tensor())};
       } catch (const InputError& e) {

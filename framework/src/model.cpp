@@ -113,6 +113,15 @@ std::pair<at::Tensor, at::Tensor> forward_both(const Model& original, Runnable& 
   }
 }
 
+at::Tensor read_staged(const Model& model, const at::Tensor& tensor, at::Tensor& buffer) {
+  if (!model.read_into || !tensor.defined() || !tensor.is_contiguous()) return tensor;
+  const auto bytes = static_cast<int64_t>(tensor.nbytes());
+  if (!buffer.defined() || buffer.storage().use_count() > 1 || buffer.numel() < bytes)
+    buffer = at::empty({bytes}, at::kByte);
+  const at::Tensor into = buffer.narrow(0, 0, bytes).view(tensor.scalar_type()).view(tensor.sizes());
+  return model.read_into(tensor, into) ? into : tensor;
+}
+
 int64_t Model::nbytes() const {
   int64_t total = 0;
   for (const NamedTensor& t : tensors) total += t.tensor.nbytes();

@@ -37,6 +37,15 @@ class FakeFormat final : public Format {
   QuantizedModel read_quantized(const std::filesystem::path&) override { return read_back(); }
 };
 
+// Makes `model`'s format read each original as `as(original)` (Model::read_into), so a
+// test sees whether a validator compares what the format reads.
+inline void read_originals_as(Model& model, std::function<at::Tensor(const at::Tensor&)> as) {
+  model.read_into = [as = std::move(as)](const at::Tensor& t, const at::Tensor& into) {
+    into.copy_(as(t));
+    return true;
+  };
+}
+
 inline QuantizedTensor quantize_with_minmax(const at::Tensor& w, QuantSpec spec) {
   auto [mn, mx] = min_max(w, spec);
   return quantize(w, qparams_from_min_max(mn, mx, spec), spec);

@@ -79,6 +79,12 @@ struct MQ_API Model {
   int64_t nbytes() const;
 };
 
+// `tensor`, one of `model`'s, read into memory of the caller's where the model's format
+// can (Model::read_into; `tensor` contiguous): into `buffer`, made or grown as needed and
+// used again while nothing else holds it. `tensor` itself otherwise. For code that reads
+// a model's tensors one after another: faulting a mapping in costs more than the copy.
+MQ_API at::Tensor read_staged(const Model& model, const at::Tensor& tensor, at::Tensor& buffer);
+
 // A model's tensors by name, for code that looks many up (a model may have 100,000).
 // Valid while the model's tensor list is unchanged.
 class MQ_API TensorIndex {

@@ -80,6 +80,7 @@ class LoadRunValidator final : public mq::Validator {
     at::manual_seed(static_cast<uint64_t>(seed_));
     int64_t ran = 0;
     const mq::TensorIndex originals(context.original);
+    at::Tensor staging;
     for (const mq::QuantizedEntry& e : back.entries) {
       if (!e.quantized || e.quantized->shape.size() != 2) continue;
       const at::Tensor x = at::randn({batch_, e.quantized->shape[1]});
@@ -91,7 +92,7 @@ class LoadRunValidator final : public mq::Validator {
         return check;
       }
       if (const at::Tensor* original = originals.find(e.name)) {
-        const at::Tensor reference = mq::linear(x, *original);
+        const at::Tensor reference = mq::linear(x, mq::read_staged(context.original, *original, staging));
         if (context.original.release) context.original.release(*original);  // one resident at a time
         const double noise = (y - reference).pow(2).mean().item<double>();
         const double signal = reference.pow(2).mean().item<double>();

@@ -26,6 +26,7 @@ class RangeValidator final : public mq::Validator {
     std::vector<std::string> problems;
     int64_t checked = 0;
     const mq::TensorIndex originals(context.original);
+    at::Tensor staging;
     for (const mq::QuantizedEntry& e : context.quantized.entries) {
       ++checked;
       if (!e.quantized) {
@@ -34,7 +35,8 @@ class RangeValidator final : public mq::Validator {
         continue;
       }
       const at::Tensor* original = originals.find(e.name);
-      check_tensor(e.name, *e.quantized, original, problems);
+      const at::Tensor staged = original ? mq::read_staged(context.original, *original, staging) : at::Tensor();
+      check_tensor(e.name, *e.quantized, original ? &staged : nullptr, problems);
       if (original && context.original.release) context.original.release(*original);  // one resident at a time
     }
     mq::Check check;

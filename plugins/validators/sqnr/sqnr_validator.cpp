@@ -59,12 +59,13 @@ class SqnrValidator final : public mq::Validator {
     int finite = 0, tensors = 0;
     std::string worst_name;
     const mq::TensorIndex originals(context.original);
+    at::Tensor staging;
     for (const mq::QuantizedEntry& e : context.quantized.entries) {
       if (!e.quantized) continue;
       const at::Tensor* original = originals.find(e.name);
       if (!original)
         throw mq::InputError("quantized tensor '" + e.name + "' has no counterpart in the original model");
-      const double v = sqnr_db(*original, *e.quantized);
+      const double v = sqnr_db(mq::read_staged(context.original, *original, staging), *e.quantized);
       if (context.original.release) context.original.release(*original);  // one tensor resident at a time
       check.tensor_metrics.push_back({e.name, "sqnr_db", v});
       ++tensors;

@@ -21,6 +21,16 @@ TEST(LoadRunValidator, PassesWhenTheFileReadsBackAsWrittenAndRuns) {
   EXPECT_GT(c.tensor_metrics[0].value, 30);  // output SQNR of the layer
 }
 
+// The layer's reference output comes from the original as the model's format reads it
+// (Model::read_into): an all-zero reference has no output SQNR to give.
+TEST(LoadRunValidator, RunsTheOriginalTheFormatReads) {
+  mq::test::ModelPair m;
+  mq::test::read_originals_as(m.original, [](const at::Tensor& t) { return at::zeros_like(t); });
+  const mq::Check c = load_run(m, [&] { return m.quantized; });
+  EXPECT_TRUE(c.passed) << c.message;
+  EXPECT_TRUE(c.tensor_metrics.empty());
+}
+
 TEST(LoadRunValidator, FailsOnATruncatedFile) {
   mq::test::ModelPair m;
   const mq::Check c = load_run(m, []() -> mq::QuantizedModel {

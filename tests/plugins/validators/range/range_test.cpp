@@ -59,6 +59,14 @@ TEST(RangeValidator, CatchesValuesOutsideTheOriginalRangeAndMaxAbs) {
   EXPECT_NE(failure(mq::test::ModelPair(), 0.5).find("above max_abs 0.5"), std::string::npos);
 }
 
+// Originals are read through the model's format where it can (Model::read_into): the
+// range is what it reads.
+TEST(RangeValidator, ComparesWithWhatTheFormatReads) {
+  mq::test::ModelPair m;
+  mq::test::read_originals_as(m.original, [](const at::Tensor& t) { return t * 0.01; });
+  EXPECT_NE(failure(m).find("fc.weight dequantizes to"), std::string::npos) << failure(m);
+}
+
 TEST(RangeValidator, CatchesNonFiniteFloatTensors) {
   mq::test::ModelPair m;
   m.quantized.entries[1].tensor = at::full({8}, NAN);

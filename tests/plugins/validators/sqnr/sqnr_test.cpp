@@ -86,6 +86,17 @@ TEST(SqnrValidator, EmptyTensorIsExact) {
   EXPECT_TRUE(std::isinf(metric(c, "worst_db")) && metric(c, "worst_db") > 0);
 }
 
+// Originals are read through the model's format where it can (Model::read_into, not
+// faulted in from a mapping): what it reads is what is compared.
+TEST(SqnrValidator, ComparesWhatTheFormatReads) {
+  mq::test::ModelPair m;
+  const at::Tensor x_hat = m.quantized.entries[0].quantized->dequantize();
+  mq::test::read_originals_as(m.original, [&](const at::Tensor&) { return x_hat; });
+  mq::test::FakeFormat format;
+  const mq::Check c = m.validate(*sqnr(), format);
+  EXPECT_TRUE(std::isinf(metric(c, "worst_db")) && metric(c, "worst_db") > 0) << c.message;
+}
+
 TEST(SqnrValidator, ZeroSignalWithNoiseIsMinusInfinite) {
   mq::test::ModelPair m({}, at::zeros({4, 4}));
   m.quantized.entries[0].quantized->data.fill_(3);  // noise where the signal is 0
