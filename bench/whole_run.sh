@@ -1,9 +1,9 @@
 #!/usr/bin/env bash
 # Whole-run throughput and peak RSS of `mq-pipeline run` (safetensors fp32 -> int8
 # per-channel safetensors; a pt state dict with FORMAT=pt; int4 group-128 with
-# DTYPE=int4; from a torch.save'd pytorch_model.bin with INPUT=bin; no validators) on a
-# generated checkpoint, warm page cache.
-#   cmake --preset default && cmake --build --preset default && [FORMAT=pt] [DTYPE=int4] [INPUT=bin] bench/whole_run.sh [GiB]
+# DTYPE=int4; from a torch.save'd pytorch_model.bin with INPUT=bin; no validators, or
+# sqnr, range and load_run with VALIDATE=1) on a generated checkpoint, warm page cache.
+#   cmake --preset default && cmake --build --preset default && [FORMAT=pt] [DTYPE=int4] [INPUT=bin] [VALIDATE=1] bench/whole_run.sh [GiB]
 set -euo pipefail
 cd "$(dirname "$0")/.."
 build=${BUILD_DIR:-build}
@@ -21,6 +21,7 @@ version: 1
 model: {path: $model}
 quantizer: {plugin: dynamic, options: {dtype: $dtype, granularity: $granularity, scheme: symmetric}}
 format: {plugin: $format, output: $output}
+validators: $([ -n "${VALIDATE:-}" ] && echo "[{plugin: sqnr}, {plugin: range}, {plugin: load_run}]" || echo "[]")
 YAML
 rm -f "$work/$output"
 cat "$work/$model" > /dev/null  # warm the page cache
