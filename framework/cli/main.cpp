@@ -4,6 +4,7 @@
 #include <c10/util/Exception.h>
 #include <fmt/format.h>
 #include <nlohmann/json.hpp>
+#include <sys/resource.h>
 
 #include <algorithm>
 #include <cstdio>
@@ -320,6 +321,13 @@ int command(int argc, char** argv) {
 // LibTorch's static destructors would unregister each of its thousands of operators
 // first (0.1 s a run). Sanitized builds exit normally, for LeakSanitizer's check.
 int main(int argc, char** argv) {
+  // A sharded model keeps a descriptor open per shard (its tensors are read through it):
+  // the soft limit on open files, often 1024, goes up to the hard one, as systemd advises
+  // programs that need many (nothing here uses select()).
+  if (rlimit files{}; getrlimit(RLIMIT_NOFILE, &files) == 0 && files.rlim_cur < files.rlim_max) {
+    files.rlim_cur = files.rlim_max;
+    setrlimit(RLIMIT_NOFILE, &files);
+  }
   const int code = command(argc, argv);
 #if defined(__SANITIZE_ADDRESS__)
   return code;

@@ -9,6 +9,7 @@
 #include <set>
 
 #include <signal.h>
+#include <sys/resource.h>
 #include <sys/wait.h>
 #include <unistd.h>
 
@@ -714,6 +715,31 @@ report: out/report.json
 
 // Past max_shard_bytes an HF directory out is sharded with an index; validators, inspect
 // and a second run read it as they read one file.
+// Each shard's descriptor stays open while its tensors are read (Model::read_into): a
+// model of more shards than the soft limit on open files (1024 on many desktops) runs,
+// the limit raised to the hard one.
+TEST(Cli, ModelOfMoreShardsThanTheSoftFileLimitRuns) {
+  rlimit files{};
+  ASSERT_EQ(getrlimit(RLIMIT_NOFILE, &files), 0);
+  if (files.rlim_max != RLIM_INFINITY && files.rlim_max < 512) GTEST_SKIP() << "hard limit " << files.rlim_max;
+  mq::test::ScratchDir dir("cli-many-shards");
+  fs::create_directories(dir / "model");
+  nlohmann::json weight_map;
+  for (int i = 0; i < 100; ++i) {
+    const std::string shard = "model-" + std::to_string(i) + ".safetensors", name = "l" + std::to_string(i) + ".weight";
+    mq::test::write_safetensors(dir / "model" / shard, {{name, at::randn({8, 8})}});
+    weight_map[name] = shard;
+  }
+  mq::test::write_file(dir / "model/model.safetensors.index.json", nlohmann::json{{"weight_map", weight_map}}.dump());
+  mq::test::write_file(dir / "recipe.yaml", "version: 1\nmodel: {path: model/model.safetensors.index.json}\n"
+                                            "quantizer: {plugin: dynamic}\nformat: {plugin: safetensors, output: out.safetensors}\n"
+                                            "validators: [{plugin: sqnr}, {plugin: load_run}]\n");
+  const auto r = run_pipeline("run -q '" + (dir / "recipe.yaml").string() + "'", {},
+                              "sh -c 'ulimit -Sn 64 && exec \"$0\" \"$@\"' ");
+  EXPECT_EQ(r.exit_code, 0) << r.err;
+  EXPECT_TRUE(fs::exists(dir / "out.safetensors"));
+}
+
 TEST(Cli, HuggingFaceDirectoryOutShardsAndReadsBack) {
   mq::test::ScratchDir dir("cli-hf-shards");
   mq::test::write_hf_directory(dir / "model");
