@@ -505,19 +505,34 @@ struct Pipeline::Impl {
     std::unique_ptr<Format> format = instantiate<Format>(artifact_format);
     const QuantizedModel quantized = guarded(artifact_format.label(), "reading the artifact",
                                              [&] { return format->read_quantized(request.artifact); });
-    check_same_tensors(model, quantized, request);
     report.inputs = {file_info(request.reference)};
     report.output = file_info(request.artifact);
     report.promoted = true;  // it is where it is; validate never moves it
     report.original_bytes = model.nbytes();
     report.quantized_bytes = quantized.nbytes();
+    // The artifact must hold the reference's tensors, by name and shape: validators look
+    // only at what they compare, and a tensor missing on either side went unnoticed.
+    const auto not_made_from = [&](const std::string& why) {
+      throw InputError(request.artifact.string() + " is not a quantization of " + request.reference.string() + ": " + why);
+    };
     const TensorIndex originals(model);
     for (const QuantizedEntry& e : quantized.entries) {
       const at::Tensor* original = originals.find(e.name);
+      if (!original) not_made_from("its tensor '" + e.name + "' is not in the reference");
+      const std::vector<int64_t> shape = e.quantized ? e.quantized->shape : e.tensor.sizes().vec();
+      if (original->sizes() != c10::IntArrayRef(shape))
+        not_made_from("its tensor '" + e.name + "' has shape " + c10::str(c10::IntArrayRef(shape)) +
+                      ", the reference's " + c10::str(original->sizes()));
       report.plan.push_back({e.name, e.quantized ? "quantized in the artifact" : "float in the artifact",
                              e.quantized ? std::optional<QuantSpec>(e.quantized->spec) : std::nullopt,
-                             original ? static_cast<int64_t>(original->nbytes()) : 0,
+                             static_cast<int64_t>(original->nbytes()),
                              e.quantized ? e.quantized->nbytes() : static_cast<int64_t>(e.tensor.nbytes())});
+    }
+    if (quantized.entries.size() != model.tensors.size()) {  // names are unique on both sides
+      std::unordered_set<std::string_view> held;
+      for (const QuantizedEntry& e : quantized.entries) held.insert(e.name);
+      for (const NamedTensor& t : model.tensors)
+        if (!held.count(t.name)) not_made_from("the reference's tensor '" + t.name + "' is not in it");
     }
     const std::vector<std::string> blocking =
         validate(model, quantized, request.artifact, *format, true, policies, report);
@@ -527,28 +542,6 @@ struct Pipeline::Impl {
       report.status = ExitCode::kValidationFailed;
       report.message = "validation failed (" + join(blocking) + ")";
     }
-  }
-
-  // An artifact is checked against the model it was made from: the same tensor names,
-  // each of the same shape. Validators only look at what they compare, so a tensor the
-  // artifact lacks, or one it has that the reference does not, went unnoticed.
-  static void check_same_tensors(const Model& model, const QuantizedModel& quantized, const ValidateRequest& request) {
-    const auto fail = [&](const std::string& why) {
-      throw InputError(request.artifact.string() + " is not a quantization of " + request.reference.string() + ": " + why);
-    };
-    const TensorIndex originals(model);
-    std::unordered_set<std::string_view> seen;
-    for (const QuantizedEntry& e : quantized.entries) {
-      const at::Tensor* original = originals.find(e.name);
-      if (!original) fail("its tensor '" + e.name + "' is not in the reference");
-      const std::vector<int64_t> shape = e.quantized ? e.quantized->shape : e.tensor.sizes().vec();
-      if (original->sizes() != c10::IntArrayRef(shape))
-        fail("its tensor '" + e.name + "' has shape " + c10::str(c10::IntArrayRef(shape)) + ", the reference's " +
-             c10::str(original->sizes()));
-      seen.insert(e.name);
-    }
-    for (const NamedTensor& t : model.tensors)
-      if (!seen.count(t.name)) fail("the reference's tensor '" + t.name + "' is not in it");
   }
 
   // The recipe's calibration batches: seeded random ones, or every tensor of a file
