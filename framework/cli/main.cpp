@@ -124,11 +124,17 @@ int inspect_file(const std::string& path, const std::string& format, bool trust,
     const at::Tensor& t = e.quantized ? e.quantized->data : e.tensor;
     const int64_t bytes = e.quantized ? e.quantized->nbytes() : static_cast<int64_t>(e.tensor.nbytes());
     total += bytes;
-    auto row = nlohmann::ordered_json{{"name", e.name},
-                                      {"dtype", e.quantized ? std::string(mq::to_string(e.quantized->spec.dtype))
-                                                            : dtype_name(t)},
-                                      {"shape", e.quantized ? e.quantized->shape : t.sizes().vec()},
-                                      {"bytes", bytes}};
+    const auto foreign = model.foreign.find(e.name);
+    const bool raw = !e.quantized && foreign != model.foreign.end();
+    auto row = nlohmann::ordered_json{
+        {"name", e.name},
+        {"dtype", e.quantized ? std::string(mq::to_string(e.quantized->spec.dtype))
+                  : raw       ? foreign->second.dtype
+                              : dtype_name(t)},
+        {"shape", e.quantized ? e.quantized->shape
+                  : raw       ? foreign->second.shape
+                              : t.sizes().vec()},
+        {"bytes", bytes}};
     if (e.quantized) {
       ++quantized;
       row["quantization"] = e.quantized->spec.to_string();

@@ -570,6 +570,9 @@ struct Pipeline::Impl {
     for (const NamedTensor& t : data.tensors) {
       // Floating point (as float32), or integers as they are: token ids for a model
       // that starts with an Embedding.
+      if (const auto foreign = data.foreign.find(t.name); foreign != data.foreign.end())
+        throw InputError(path.string() + ": calibration batch '" + t.name + "' is " +
+                         foreign->second.dtype + ", which LibTorch cannot represent");
       if (t.tensor.is_floating_point())
         batches.push_back(t.tensor.to(at::kFloat));
       else if (at::isIntegralType(t.tensor.scalar_type(), /*includeBool=*/false))
@@ -640,6 +643,7 @@ struct Pipeline::Impl {
         guarded(quantizer.label(), "quantizing", [&] { return q->quantize(model, context); });
     behind.drain();
     quantized.source = model.runnable;
+    quantized.foreign = model.foreign;
     for (const auto& [key, value] : model.metadata) quantized.metadata.emplace(key, value);
     quantized.metadata["mq.version"] = MQ_VERSION_STRING;
     quantized.metadata["mq.recipe_hash"] = report.recipe_hash;
@@ -768,6 +772,7 @@ QuantizeResult quantize_with(const std::string& plugin, const Model& model, std:
   result.model = guarded(quantizer.label(), "quantizing", [&] { return q->quantize(model, context); });
   result.info.plan = result.model.plan;
   result.model.source = model.runnable;
+  result.model.foreign = model.foreign;
   if (run_validation) {
     result.info.validation = validate_quantization(model, result.model, on_failure);
     result.info.validated = true;

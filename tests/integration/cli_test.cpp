@@ -640,6 +640,45 @@ TEST(Cli, InspectListsTensorsQuantizationAndProvenance) {
   EXPECT_EQ(run_pipeline("inspect '" + (dir / "absent").string() + "'").exit_code, 3);
 }
 
+// A tensor of a dtype LibTorch lacks goes through a run untouched, inspect lists it as
+// the file has it; pt, which cannot hold it, is refused before any work, and so is a
+// calibration batch of such a dtype (its values cannot be read).
+TEST(Cli, DtypesLibTorchLacksArePassedThroughOrRefused) {
+  mq::test::ScratchDir dir("cli-foreign-dtypes");
+  const at::Tensor w = at::randn({32, 64});
+  const std::string weight(static_cast<const char*>(w.data_ptr()), w.nbytes());
+  mq::test::write_safetensors(dir / "in.safetensors",
+                              {{"fc.weight", "F32", {32, 64}, weight},
+                               {"ids", "U16", {3}, std::string("\x01\x00\x02\x00\xff\xff", 6)}});
+  const std::string model = " --set model.path='" + (dir / "in.safetensors").string() + "'";
+  ASSERT_EQ(run_pipeline(example_args(dir, "-q" + model)).exit_code, 0);
+  const auto listed = run_pipeline("inspect '" + (dir / "out.safetensors").string() + "'");
+  EXPECT_NE(listed.out.find("ids        U16         [3]                          6"),
+            std::string::npos)
+      << listed.out;
+
+  const auto pt = run_pipeline(
+      example_args(dir, "-q" + model + " --set format.plugin=pt --set format.output='" +
+                            (dir / "out.pt").string() + "'"));
+  EXPECT_EQ(pt.exit_code, 2);
+  expect_one_line_error(pt);
+  EXPECT_NE(pt.err.find("pt cannot store 'ids' (U16, a dtype LibTorch 1.13 lacks)"),
+            std::string::npos)
+      << pt.err;
+  EXPECT_FALSE(fs::exists(dir / "out.pt"));
+  EXPECT_EQ(
+      run_pipeline(example_args(dir, "--dry-run" + model + " --set format.plugin=pt")).exit_code,
+      2);
+
+  const auto calibration = run_pipeline(
+      example_args(dir, "-q --set calibration.path='" + (dir / "in.safetensors").string() + "'"));
+  EXPECT_EQ(calibration.exit_code, 3);
+  expect_one_line_error(calibration);
+  EXPECT_NE(calibration.err.find("calibration batch 'ids' is U16, which LibTorch cannot represent"),
+            std::string::npos)
+      << calibration.err;
+}
+
 // A safetensors file named model.pt is written (the recipe says so) with a warning:
 // inspect, like other tools, goes by the name.
 TEST(Cli, AnOutputNamedForAnotherFormatIsWrittenWithAWarning) {

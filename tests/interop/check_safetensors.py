@@ -12,8 +12,9 @@ import struct
 import subprocess
 import sys
 
-SIZES = {"F32": 4, "F16": 2, "BF16": 2, "I8": 1, "U8": 1, "I32": 4, "I64": 8}
-CODES = {"F32": "f", "I8": "b", "U8": "B", "I32": "i"}
+BITS = {"F32": 32, "F16": 16, "BF16": 16, "I8": 8, "U8": 8, "I32": 32, "I64": 64,
+        "U16": 16, "F8_E4M3": 8, "F8_E8M0": 8, "F4": 4}
+CODES = {"F32": "f", "I8": "b", "U8": "B", "I32": "i"}  # others are read as their bytes
 
 
 def read_safetensors(path):
@@ -33,10 +34,11 @@ def read_safetensors(path):
         begin, end = info["data_offsets"]
         assert begin == expected and end >= begin, f"{name}: offsets not contiguous"
         count = math.prod(info["shape"])
-        assert count * SIZES[info["dtype"]] == end - begin, f"{name}: size mismatch"
+        assert count * BITS[info["dtype"]] == 8 * (end - begin), f"{name}: size mismatch"
         expected = end
-        code = CODES[info["dtype"]]
-        tensors[name] = (info["dtype"], info["shape"], struct.unpack(f"<{count}{code}", buffer[begin:end]))
+        code = CODES.get(info["dtype"])
+        data = struct.unpack(f"<{count}{code}", buffer[begin:end]) if code else buffer[begin:end]
+        tensors[name] = (info["dtype"], info["shape"], data)
     assert expected == len(buffer), "trailing bytes or truncated buffer"
     return tensors, meta
 
@@ -117,6 +119,31 @@ def check_large(exe, source, work):
     assert db > 35, f"large: SQNR {db:.1f} dB"
 
 
+def check_foreign(exe, source, work):
+    """Tensors of dtypes LibTorch lacks (U16, FP8, FP4) come out as they went in."""
+    import torch  # only to make the weight
+    torch.manual_seed(4)
+    parts = [("fc.weight", "F32", [32, 64], torch.randn(32, 64).numpy().tobytes()),
+             ("ids", "U16", [3], bytes(range(6))), ("codes", "F4", [2, 3], b"\x01\x2f\xa3"),
+             ("norm.weight", "F8_E4M3", [4], b"\x38\x40\xb8\x00"), ("e8", "F8_E8M0", [2], b"\x7f\x80")]
+    header, data = {}, b""
+    for name, dtype, shape, raw in parts:
+        header[name] = {"dtype": dtype, "shape": shape, "data_offsets": [len(data), len(data) + len(raw)]}
+        data += raw
+    text = json.dumps(header).encode()
+    text += b" " * (-len(text) % 8)
+    path = os.path.join(work, "foreign.safetensors")
+    with open(path, "wb") as f:
+        f.write(struct.pack("<Q", len(text)) + text + data)
+    out = os.path.join(work, "foreign.int8.safetensors")
+    run(exe, os.path.join(source, "configs", "example-dynamic-int8.yaml"), out, f"model.path={path}")
+    quantized, _ = read_safetensors(out)
+    assert quantized["fc.weight"][0] == "I8", quantized["fc.weight"]
+    for name, dtype, shape, raw in parts[1:]:
+        assert quantized[name] == (dtype, shape, raw), (name, quantized[name])
+    print("U16, F4, F8_E4M3 and F8_E8M0 tensors passed through")
+
+
 def main(exe, source, work):
     shutil.rmtree(work, ignore_errors=True)
     os.makedirs(work)
@@ -145,6 +172,7 @@ def main(exe, source, work):
         assert quantized[name][2] == original[name][2], f"{name} not copied bit-exactly"
     check_int4(exe, source, work, original)
     check_large(exe, source, work)
+    check_foreign(exe, source, work)
     print("ok: compressed-tensors int8 and int4 files checked by an independent reader")
 
 

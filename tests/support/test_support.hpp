@@ -107,24 +107,42 @@ inline MapEntry opt(std::string key, Value value) { return {std::move(key), std:
 
 namespace mq::test {
 
-// Writes float32 tensors as a safetensors file, by hand (for tests that do not link the
-// safetensors plugin).
-inline void write_safetensors(const fs::path& path, const std::vector<std::pair<std::string, at::Tensor>>& tensors) {
+// A safetensors file's tensor as it lies there: for dtypes LibTorch lacks.
+struct RawTensor {
+  std::string name, dtype;
+  std::vector<int64_t> shape;
+  std::string bytes;
+};
+
+// Writes a safetensors file by hand (for tests that do not link the safetensors plugin).
+inline void write_safetensors(const fs::path& path, const std::vector<RawTensor>& tensors) {
   std::string header = "{", data;
-  for (const auto& [name, t] : tensors) {
-    const at::Tensor c = t.to(at::kFloat).contiguous();
+  for (const RawTensor& t : tensors) {
     std::string shape;
-    for (int64_t d : c.sizes()) shape += (shape.empty() ? "" : ",") + std::to_string(d);
-    header += (header.size() > 1 ? "," : "") + std::string("\"") + name + "\":{\"dtype\":\"F32\",\"shape\":[" +
-              shape + "],\"data_offsets\":[" + std::to_string(data.size()) + "," +
-              std::to_string(data.size() + c.nbytes()) + "]}";
-    data.append(static_cast<const char*>(c.data_ptr()), c.nbytes());
+    for (int64_t d : t.shape) shape += (shape.empty() ? "" : ",") + std::to_string(d);
+    header += (header.size() > 1 ? "," : "") + std::string("\"") + t.name + "\":{\"dtype\":\"" +
+              t.dtype + "\",\"shape\":[" + shape + "],\"data_offsets\":[" +
+              std::to_string(data.size()) + "," + std::to_string(data.size() + t.bytes.size()) +
+              "]}";
+    data += t.bytes;
   }
   header += "}";
   header.append((8 - header.size() % 8) % 8, ' ');
   std::string bytes(8, '\0');
   for (int i = 0; i < 8; ++i) bytes[i] = static_cast<char>(static_cast<uint64_t>(header.size()) >> (8 * i));
   write_file(path, bytes + header + data);
+}
+
+// Writes tensors as float32.
+inline void write_safetensors(const fs::path& path,
+                              const std::vector<std::pair<std::string, at::Tensor>>& tensors) {
+  std::vector<RawTensor> raw;
+  for (const auto& [name, t] : tensors) {
+    const at::Tensor c = t.to(at::kFloat).contiguous();
+    raw.push_back({name, "F32", c.sizes().vec(),
+                   std::string(static_cast<const char*>(c.data_ptr()), c.nbytes())});
+  }
+  write_safetensors(path, raw);
 }
 
 // A small Hugging Face model directory: two shards, an index, config.json, a tokenizer file.

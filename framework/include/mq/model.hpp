@@ -32,6 +32,15 @@ struct NamedTensor {
   at::Tensor tensor;
 };
 
+// A tensor of a dtype LibTorch has no type for (safetensors' F8_E4M3, U16, F4, ...):
+// read as its bytes, a 1-D uint8 tensor, and passed through untouched. A format that
+// can store the dtype writes the bytes back as this says; one that cannot refuses the
+// model in Format::check_plan.
+struct ForeignDType {
+  std::string dtype;  // as the file names it, e.g. "F8_E4M3"
+  std::vector<int64_t> shape;
+};
+
 // A model that can run (a TorchScript module): forward passes for calibration,
 // validation and output SQNR.
 class MQ_API Runnable {
@@ -64,6 +73,7 @@ struct MQ_API Model {
   // The file's own metadata, and kHfDirectoryKey where the model was read from an HF
   // model directory.
   std::map<std::string, std::string> metadata;
+  std::map<std::string, ForeignDType> foreign;  // by tensor name: tensors held as bytes
   std::shared_ptr<Runnable> runnable;  // null for checkpoints that cannot run
   // Set by formats that map files: drops a tensor's pages from the process once the
   // caller is done with it (it stays valid, and faults back in from the page cache if

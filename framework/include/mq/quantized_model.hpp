@@ -38,6 +38,8 @@ struct MQ_API QuantizedModel {
   std::map<std::string, std::string> metadata;
   // "dynamic" or "static": how activations are quantized at run time.
   std::string mode = "dynamic";
+  // Kept entries of a dtype LibTorch has no type for, as the model's (Model::foreign).
+  std::map<std::string, ForeignDType> foreign;
   // Static mode: per layer name, the qparams of its input activations.
   std::map<std::string, QParams> activation_qparams;
   std::optional<QuantSpec> activation_spec;

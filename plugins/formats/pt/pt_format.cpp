@@ -252,6 +252,7 @@ class PtFormat final : public mq::Format {
   }
 
   void write(const mq::QuantizedModel& model, const fs::path& path) override {
+    refuse_foreign(model.foreign);
     json specs = json::object();
     for (const auto& e : model.entries)
       if (e.quantized)  // names are unique: appended without operator[]'s linear search
@@ -273,6 +274,7 @@ class PtFormat final : public mq::Format {
   // dynamic Conv, or a static one whose layer calibration never reached, is refused
   // only there).
   void check_plan(const mq::Model& source, const std::vector<mq::PlanRow>& plan) const override {
+    refuse_foreign(source.foreign);
     if (!dynamic_cast<const mq::pt::TorchScriptModel*>(source.runnable.get())) return;
     std::map<std::string, mq::LayerKind> kinds;
     for (const mq::Layer& l : source.layers) kinds.emplace(l.name, l.kind);
@@ -352,6 +354,15 @@ class PtFormat final : public mq::Format {
   static bool runs_int8(const mq::QuantSpec& s) {
     return s.dtype == mq::DType::kInt8 && s.scheme == mq::Scheme::kSymmetric &&
            s.granularity != mq::Granularity::kPerGroup && (s.granularity != mq::Granularity::kPerChannel || s.axis == 0);
+  }
+
+  // Tensors of a dtype LibTorch 1.13 lacks: a state dict or archive cannot hold them.
+  static void refuse_foreign(const std::map<std::string, mq::ForeignDType>& foreign) {
+    if (foreign.empty()) return;
+    const auto& [name, f] = *foreign.begin();
+    throw mq::RecipeError(
+        "pt cannot store '" + name + "' (" + f.dtype +
+        ", a dtype LibTorch 1.13 lacks): use the safetensors format, which keeps it as it is");
   }
 
   [[noreturn]] static void refuse_torchscript(const std::string& tensor, const mq::QuantSpec& s) {
@@ -816,7 +827,7 @@ class PtFormat final : public mq::Format {
 
 }  // namespace
 
-MQ_PLUGIN(PtFormat, mq::PluginKind::kFormat, "pt", "1.6.0",
+MQ_PLUGIN(PtFormat, mq::PluginKind::kFormat, "pt", "1.6.1",
           "PyTorch: TorchScript in and out (int8 Linear and Conv kernels), state dicts (and HF directories of "
           "pytorch_model.bin shards) in, state dicts of quantized tensors out",
           {"trust_torchscript", mq::OptionType::kBool, "false",

@@ -239,13 +239,16 @@ const TensorInfo* File::find(const std::string& name) const {
   return nullptr;
 }
 
+bool File::foreign(const TensorInfo& info) { return !find_dtype(info.dtype)->torch; }
+
 at::Tensor File::tensor(const TensorInfo& info) const {
   const DTypeInfo* d = find_dtype(info.dtype);
-  if (!d->torch)
-    bad(path_.string(), "tensor '" + info.name + "' has dtype " + info.dtype +
-                            ", which this build of LibTorch cannot represent");
-  const at::TensorOptions options(*d->torch);
   const uint8_t* data = buffer_ + info.begin;
+  if (!d->torch)
+    return at::from_blob(
+        const_cast<uint8_t*>(data), {static_cast<int64_t>(info.end - info.begin)},
+        [keep = mapped_](void*) {}, at::kByte);
+  const at::TensorOptions options(*d->torch);
   const size_t element = c10::elementSize(*d->torch);
   if (reinterpret_cast<uintptr_t>(data) % element == 0)
     return at::from_blob(const_cast<uint8_t*>(data), info.shape, [keep = mapped_](void*) {}, options);
@@ -342,13 +345,26 @@ Writer::~Writer() {
   if (scratch_ >= 0) ::close(scratch_);
 }
 
-void Writer::add(const std::string& name, const at::Tensor& tensor) {
+void Writer::add(const std::string& name, const at::Tensor& tensor, const ForeignDType* as) {
   if (name == "__metadata__")
     throw InputError("cannot write a tensor named __metadata__: safetensors reserves the name");
   if (!names_.insert(name).second) throw InputError("cannot write two tensors named '" + name + "'");
   const at::Tensor data = tensor.contiguous();
   const uint64_t bytes = data.nbytes();
-  tensors_.push_back({name, dtype_name(data.scalar_type()), data.sizes().vec(), offset_, offset_ + bytes});
+  if (as) {
+    const DTypeInfo* d = find_dtype(as->dtype);
+    if (!d) throw InputError("cannot write '" + name + "': safetensors has no dtype " + as->dtype);
+    uint64_t bits = static_cast<uint64_t>(d->bits);
+    for (int64_t n : as->shape)
+      if (n < 0 || __builtin_mul_overflow(bits, static_cast<uint64_t>(n), &bits)) bits = UINT64_MAX;
+    if (data.scalar_type() != at::kByte || data.dim() != 1 || bits != bytes * 8)
+      throw InputError("cannot write '" + name + "' as " + as->dtype + " " +
+                       c10::str(c10::IntArrayRef(as->shape)) + ": it holds " +
+                       c10::toString(data.scalar_type()) + " " + c10::str(data.sizes()) +
+                       ", not that many bytes");
+  }
+  tensors_.push_back({name, as ? as->dtype : dtype_name(data.scalar_type()),
+                      as ? as->shape : data.sizes().vec(), offset_, offset_ + bytes});
   write_all(scratch_, data.data_ptr(), bytes, path_);
   offset_ += bytes;
   // Writeback starts as the data comes (the output is fsynced before it replaces

@@ -15,6 +15,7 @@
 #include <vector>
 
 #include "mq/files.hpp"
+#include "mq/model.hpp"
 
 namespace mq::safetensors {
 
@@ -38,8 +39,10 @@ class File {
   const std::map<std::string, std::string>& metadata() const { return metadata_; }
   const TensorInfo* find(const std::string& name) const;
   // The tensor's bytes as a CPU tensor: zero-copy (lying in mapped()) when aligned,
-  // copied otherwise. Throws InputError for a dtype this LibTorch cannot represent.
+  // copied otherwise. A foreign dtype's tensor is its bytes, 1-D uint8.
   at::Tensor tensor(const TensorInfo& info) const;
+  // Whether the tensor's dtype is one LibTorch has no type for (mq::ForeignDType).
+  static bool foreign(const TensorInfo& info);
   const std::shared_ptr<const MappedFile>& mapped() const { return mapped_; }
 
  private:
@@ -96,7 +99,8 @@ class Writer {
   Writer(const Writer&) = delete;
   Writer& operator=(const Writer&) = delete;
 
-  void add(const std::string& name, const at::Tensor& tensor);  // any layout
+  // Any layout; `as` (when given) says what the bytes of a foreign dtype's tensor are.
+  void add(const std::string& name, const at::Tensor& tensor, const ForeignDType* as = nullptr);
   uint64_t bytes() const { return offset_; }                     // of tensor data so far
   // Writes the file at `path`, or at `as` when given (a shard gets its name once the
   // number of shards is known; it must be in the same directory).

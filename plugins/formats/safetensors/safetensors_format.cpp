@@ -153,8 +153,13 @@ json read_hf_config(const fs::path& dir) {
 class SafetensorsStream final : public mq::EntryWriter {
  public:
   SafetensorsStream(const fs::path& path, const std::map<std::string, std::string>& source_metadata,
-                    int64_t max_shard_bytes, uint64_t reserve)
-      : path_(path), hf_dir_(hf_dir_of(source_metadata)), max_shard_bytes_(max_shard_bytes), reserve_(reserve) {
+                    std::map<std::string, mq::ForeignDType> foreign, int64_t max_shard_bytes,
+                    uint64_t reserve)
+      : path_(path),
+        hf_dir_(hf_dir_of(source_metadata)),
+        foreign_(std::move(foreign)),
+        max_shard_bytes_(max_shard_bytes),
+        reserve_(reserve) {
     shards_.push_back(std::make_unique<mq::safetensors::Writer>(file_for(path, hf_dir_), reserve_));
   }
 
@@ -175,7 +180,8 @@ class SafetensorsStream final : public mq::EntryWriter {
     summaries_.push_back({e.name, e.quantized ? std::optional<mq::QuantSpec>(e.quantized->spec) : std::nullopt,
                           e.quantized ? static_cast<int64_t>(e.quantized->shape.size()) : e.tensor.dim()});
     if (!e.quantized) {
-      put(e.name, e.tensor);
+      const auto foreign = foreign_.find(e.name);
+      put(e.name, e.tensor, foreign == foreign_.end() ? nullptr : &foreign->second);
       return;
     }
     const mq::QuantizedTensor& q = *e.quantized;
@@ -282,12 +288,13 @@ class SafetensorsStream final : public mq::EntryWriter {
 
   // A new shard starts where a tensor would take an HF directory's current one past
   // the limit; a tensor larger than the limit gets a shard of its own.
-  void put(const std::string& name, const at::Tensor& tensor) {
+  void put(const std::string& name, const at::Tensor& tensor,
+           const mq::ForeignDType* as = nullptr) {
     const uint64_t bytes = tensor.nbytes();
     if (hf_dir_ && shards_.back()->bytes() > 0 &&
         shards_.back()->bytes() + bytes > static_cast<uint64_t>(max_shard_bytes_))
       shards_.push_back(std::make_unique<mq::safetensors::Writer>(path_ / kSingleName, reserve_));
-    shards_.back()->add(name, tensor);
+    shards_.back()->add(name, tensor, as);
     placed_.emplace_back(name, shards_.size() - 1);
   }
 
@@ -299,6 +306,7 @@ class SafetensorsStream final : public mq::EntryWriter {
 
   fs::path path_;
   std::optional<std::string> hf_dir_;
+  std::map<std::string, mq::ForeignDType> foreign_;
   int64_t max_shard_bytes_;
   uint64_t reserve_;
   std::vector<std::unique_ptr<mq::safetensors::Writer>> shards_;
@@ -388,9 +396,10 @@ class TensorSet {
 // A model to quantize (or to validate against) must be float. A quantized checkpoint is
 // known by our metadata (an artifact of ours: integers and their scales under other
 // names), by the quantization_config transformers reads from an HF directory's
-// config.json, or by its tensors (mq::quantized_checkpoint_sign).
+// config.json, or by its tensors (mq::quantized_checkpoint_sign; a layer weight of a
+// foreign dtype: FP8, FP4 and FP6 checkpoints).
 void refuse_quantized(const std::string& file, const TensorSet& set, const json& hf_config,
-                      const std::vector<mq::NamedTensor>& tensors) {
+                      const mq::Model& model) {
   const auto refuse = [&](const std::string& why) { throw mq::InputError(file + ": " + mq::quantized_already(why)); };
   if (const auto it = set.metadata().find(kSpecsKey); it != set.metadata().end()) {
     const mq::safetensors::ParsedJson specs = parse_specs(file, it->second);
@@ -404,7 +413,11 @@ void refuse_quantized(const std::string& file, const TensorSet& set, const json&
            (method != q->end() && method->is_string() ? ", quant_method '" + method->get<std::string>() + "'"
                                                        : std::string()));
   }
-  if (const std::string sign = mq::quantized_checkpoint_sign(tensors); !sign.empty()) refuse(sign);
+  if (const std::string sign = mq::quantized_checkpoint_sign(model.tensors); !sign.empty())
+    refuse(sign);
+  for (const auto& [name, foreign] : model.foreign)
+    if (ends_with(name, ".weight") && foreign.shape.size() >= 2)
+      refuse("'" + name + "' is " + foreign.dtype);
 }
 
 class SafetensorsFormat final : public mq::Format {
@@ -434,8 +447,12 @@ class SafetensorsFormat final : public mq::Format {
     const bool dir_file = hf_dir || TensorSet::model_file(dir).filename() == path.filename();
     const json hf_config = dir_file ? read_hf_config(dir) : json::object();
     mq::Model model;
-    for (const auto& t : set.tensors()) model.tensors.push_back({t.name, set.tensor(t)});
-    if (path != artifact_) refuse_quantized(path.string(), set, hf_config, model.tensors);
+    for (const auto& t : set.tensors()) {
+      model.tensors.push_back({t.name, set.tensor(t)});
+      if (mq::safetensors::File::foreign(*t.info))
+        model.foreign[t.name] = {t.info->dtype, t.info->shape};
+    }
+    if (path != artifact_) refuse_quantized(path.string(), set, hf_config, model);
     model.sources = set.sources();
     model.metadata = set.metadata();
     for (const auto& f : set.files()) mq::add_mapped_file(model, f->mapped());
@@ -446,14 +463,15 @@ class SafetensorsFormat final : public mq::Format {
 
   void write(const mq::QuantizedModel& model, const fs::path& path) override {
     artifact_ = path;
-    SafetensorsStream out(path, model.metadata, max_shard_bytes_, 0);
+    SafetensorsStream out(path, model.metadata, model.foreign, max_shard_bytes_, 0);
     for (const mq::QuantizedEntry& e : model.entries) out.add(e);
     out.finish(model);
   }
 
   std::unique_ptr<mq::EntryWriter> stream(const mq::Model& source, const fs::path& path) override {
     artifact_ = path;
-    return std::make_unique<SafetensorsStream>(path, source.metadata, max_shard_bytes_,
+    return std::make_unique<SafetensorsStream>(path, source.metadata, source.foreign,
+                                               max_shard_bytes_,
                                                SafetensorsStream::header_reserve(source));
   }
 
@@ -517,7 +535,10 @@ class SafetensorsFormat final : public mq::Format {
     for (const auto& info : file.tensors()) {
       const auto p = primary.find(info.name);
       if (p == primary.end()) {
-        if (!auxiliary.count(info.name)) model.entries.push_back({info.name, file.tensor(info), std::nullopt});
+        if (auxiliary.count(info.name)) continue;
+        model.entries.push_back({info.name, file.tensor(info), std::nullopt});
+        if (mq::safetensors::File::foreign(*info.info))
+          model.foreign[info.name] = {info.info->dtype, info.info->shape};
         continue;
       }
       const std::string& entry = p->second;
@@ -597,7 +618,8 @@ class SafetensorsFormat final : public mq::Format {
 
 }  // namespace
 
-MQ_PLUGIN(SafetensorsFormat, mq::PluginKind::kFormat, "safetensors", "1.2.0",
-          "safetensors files: strict reader; compressed-tensors writer (vLLM, transformers)",
-          {"max_shard_bytes", mq::OptionType::kInt, "5000000000",
-           "HF directory output: tensor bytes per shard before a new one starts (transformers: 5GB)"})
+MQ_PLUGIN(
+    SafetensorsFormat, mq::PluginKind::kFormat, "safetensors", "1.3.0",
+    "safetensors files: strict reader; compressed-tensors writer (vLLM, transformers)",
+    {"max_shard_bytes", mq::OptionType::kInt, "5000000000",
+     "HF directory output: tensor bytes per shard before a new one starts (transformers: 5GB)"})

@@ -699,6 +699,56 @@ TEST(SafetensorsFormat, ReadRefusesOtherToolsQuantizedCheckpoints) {
                        "is quantized already (config.json has a quantization_config"));
 }
 
+// Dtypes LibTorch 1.13 lacks are read as their bytes and written back as they were: the
+// file written streaming, and read back, says the same dtype and shape over the same
+// bytes. A layer weight of such a dtype marks an FP8/FP4 checkpoint: quantized already.
+TEST(SafetensorsFormat, PassesDtypesLibTorchLacksThroughAsBytes) {
+  mq::test::ScratchDir dir("st-foreign-dtypes");
+  const std::vector<mq::test::RawTensor> raw = {
+      {"ids", "U16", {3}, std::string("\x01\x00\x02\x00\xff\xff", 6)},
+      {"codes", "F4", {2, 3}, "\x12\x34\x56"},
+      {"norm.weight", "F8_E4M3", {4}, "\x38\x40\xb8\x01"},
+      {"big", "U64", {1}, "abcdefgh"}};
+  std::vector<mq::test::RawTensor> with_weight = raw;
+  with_weight.insert(with_weight.begin(), {"fc.weight", "F32", {1, 2}, std::string(8, '\0')});
+  mq::test::write_safetensors(dir / "in.safetensors", with_weight);
+  const mq::Model model = format()->read(dir / "in.safetensors");
+  ASSERT_EQ(model.foreign.size(), raw.size());
+  std::unique_ptr<mq::EntryWriter> out = format()->stream(model, dir / "out.safetensors");
+  for (const mq::NamedTensor& t : model.tensors) out->add({t.name, t.tensor, std::nullopt});
+  out->finish(mq::QuantizedModel());
+
+  const auto file = mq::safetensors::File::open(dir / "out.safetensors");
+  const mq::QuantizedModel back = format()->read_quantized(dir / "out.safetensors");
+  for (const mq::test::RawTensor& r : raw) {
+    const mq::safetensors::TensorInfo* info = file->find(r.name);
+    ASSERT_TRUE(info) << r.name;
+    EXPECT_EQ(info->dtype, r.dtype);
+    EXPECT_EQ(info->shape, r.shape);
+    const at::Tensor bytes = back.find(r.name)->tensor;
+    EXPECT_EQ(bytes.scalar_type(), at::kByte);
+    EXPECT_EQ(std::string(static_cast<const char*>(bytes.data_ptr()), bytes.nbytes()), r.bytes)
+        << r.name;
+    EXPECT_EQ(back.foreign.at(r.name).dtype, r.dtype);
+    EXPECT_EQ(back.foreign.at(r.name).shape, r.shape);
+  }
+  EXPECT_EQ(file->find("fc.weight")->dtype, "F32");
+
+  mq::safetensors::Writer writer(dir / "bad.safetensors");
+  const mq::ForeignDType u16{"U16", {4}};
+  EXPECT_THROW(writer.add("ids", at::zeros({6}, at::kByte), &u16),
+               mq::InputError);  // 8 bytes, not 6
+
+  with_weight.push_back({"fc2.weight", "F8_E4M3", {2, 2}, "\x38\x40\xb8\x01"});
+  mq::test::write_safetensors(dir / "fp8.safetensors", with_weight);
+  try {
+    format()->read(dir / "fp8.safetensors");
+    ADD_FAILURE() << "an FP8 checkpoint read as a model to quantize";
+  } catch (const mq::InputError& e) {
+    EXPECT_TRUE(contains(e.what(), "is quantized already ('fc2.weight' is F8_E4M3;")) << e.what();
+  }
+}
+
 TEST(SafetensorsFormat, MaxShardBytesMustBePositive) {
   EXPECT_THROW(mq::test::make_plugin<mq::Format>({mq::test::opt("max_shard_bytes", mq::Value::integer(0))}),
                mq::RecipeError);
