@@ -127,7 +127,20 @@ void remove_stale_temps(const fs::path& dir, const fs::path& destination) {
 
 }  // namespace
 
+const char* special_file(const fs::path& path) {
+  std::error_code ec;
+  switch (fs::status(path, ec).type()) {
+    case fs::file_type::character: return "a character device";
+    case fs::file_type::block: return "a block device";
+    case fs::file_type::fifo: return "a pipe";
+    case fs::file_type::socket: return "a socket";
+    default: return nullptr;
+  }
+}
+
 OutputFile::OutputFile(fs::path destination) : destination_(std::move(destination)) {
+  if (const char* kind = special_file(destination_))
+    throw OutputError(destination_.string() + ": is " + kind + ", which a written file would replace");
   std::error_code ec;
   const fs::path dir = directory_of(destination_);
   fs::create_directories(dir, ec);

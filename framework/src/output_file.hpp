@@ -9,10 +9,15 @@
 
 namespace mq::detail {
 
+// What `path` is when a promote must not replace it: "a character device", "a block
+// device", "a pipe" or "a socket" (a rename would put a file where it was, /dev/null
+// included); null when it is absent, a file or a directory. Symlinks are followed.
+const char* special_file(const std::filesystem::path& path);
+
 class OutputFile {
  public:
   // Creates the destination's directory if needed and reserves a temporary path
-  // beside it. Throws OutputError.
+  // beside it. Throws OutputError, also for a destination that is a special_file().
   explicit OutputFile(std::filesystem::path destination);
   ~OutputFile();  // removes the temporary file unless promoted
   OutputFile(const OutputFile&) = delete;

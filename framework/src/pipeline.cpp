@@ -104,6 +104,9 @@ void check_output_places(const std::vector<NamedPath>& writes, const std::vector
     if (fs::is_directory(path, ec))
       throw RecipeError(key + " " + path.string() + " is a directory; a report is written as a file");
   for (const auto& [key, path] : writes) {
+    if (const char* kind = detail::special_file(path))
+      throw OutputError(key + " " + path.string() + " is " + kind + ", which a written file would replace" +
+                        (key == "report" || key == "html_report" ? " (" + key + ": null writes none)" : ""));
     fs::path dir = path.parent_path();  // the nearest that exists: the run creates the rest
     while (!dir.empty() && fs::status(dir, ec).type() == fs::file_type::not_found) dir = dir.parent_path();
     if (dir.empty()) dir = ".";

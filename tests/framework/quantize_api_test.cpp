@@ -7,6 +7,8 @@
 
 #include <limits>
 
+#include <sys/stat.h>
+
 #include "mq/error.hpp"
 #include "test_support.hpp"
 
@@ -73,6 +75,11 @@ TEST(QuantizeApi, SaveAndLoadGoThroughTheFormatPlugins) {
   ASSERT_EQ(back.entries.size(), r.model.entries.size());
   EXPECT_TRUE(at::equal(back.entries[0].quantized->data, r.model.entries[0].quantized->data));
   EXPECT_THROW(mq::load_model(dir / "absent.safetensors"), mq::InputError);
+  // A file is written beside its destination and renamed over it: over a pipe (or
+  // /dev/null) that would put a file in its place.
+  ASSERT_EQ(::mkfifo((dir / "pipe").c_str(), 0644), 0);
+  EXPECT_THROW(mq::save_model(r.model, dir / "pipe"), mq::OutputError);
+  EXPECT_TRUE(std::filesystem::is_fifo(dir / "pipe"));
 }
 
 TEST(QuantizeApi, ValidateQuantizationAppliesOnFailure) {

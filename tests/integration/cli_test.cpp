@@ -9,6 +9,7 @@
 #include <set>
 
 #include <signal.h>
+#include <sys/stat.h>
 #include <sys/resource.h>
 #include <sys/wait.h>
 #include <unistd.h>
@@ -507,6 +508,31 @@ TEST(Cli, DirectoryInTheArtifactsPlaceExitsSixBeforeAnyWork) {
   // A model that is missing is what the user hears of first.
   const auto missing = run_pipeline(example_args(dir, "-q --set model.path='" + (dir / "missing.safetensors").string() + "'"));
   EXPECT_EQ(missing.exit_code, 3) << missing.err;
+}
+
+// A run writes beside each output and renames over it: where one is a pipe or a device
+// (/dev/null: not tested here, for a regression would replace the machine's), the run
+// is refused before any work and the pipe left as it was.
+TEST(Cli, PipeWhereAnOutputGoesExitsSixBeforeAnyWork) {
+  mq::test::ScratchDir dir("cli-output-pipe");
+  const fs::path pipe = dir / "pipe";
+  ASSERT_EQ(::mkfifo(pipe.c_str(), 0644), 0);
+  for (const std::string key : {"format.output", "report", "html_report"}) {
+    const auto r = run_pipeline(example_args(dir, "-q --set " + key + "='" + pipe.string() + "'"));
+    EXPECT_EQ(r.exit_code, 6) << key;
+    expect_one_line_error(r);
+    EXPECT_NE(r.err.find(key + " " + pipe.string() + " is a pipe, which a written file would replace"),
+              std::string::npos)
+        << r.err;
+    EXPECT_TRUE(fs::is_fifo(pipe)) << key;
+    EXPECT_FALSE(fs::exists(dir / "out.safetensors")) << key;
+  }
+  fs::copy_file(MQ_SOURCE_DIR "/configs/models/mlp.safetensors", dir / "copy.safetensors");
+  const auto validate = run_pipeline("validate '" + (dir / "copy.safetensors").string() + "' --reference '" +
+                                     MQ_SOURCE_DIR "/configs/models/mlp.safetensors' --report '" + pipe.string() +
+                                     "'");
+  EXPECT_EQ(validate.exit_code, 6) << validate.err;
+  EXPECT_TRUE(fs::is_fifo(pipe));
 }
 
 TEST(Cli, CheckResolvesPluginsWithoutWork) {
