@@ -298,6 +298,15 @@ struct Pipeline::Impl {
     instantiate<Format>(format);
     for (const Resolved& v : validators) instantiate<Validator>(v);
 
+    // "out/" names a directory: where an HF model directory's artifact goes (as "out");
+    // a model file's artifact is a file, which such a name cannot be.
+    std::error_code ec;
+    if (recipe.output.filename().empty() && recipe.output.has_relative_path()) {
+      if (!fs::is_directory(recipe.model_path, ec))
+        throw RecipeError("format.output " + recipe.output.string() +
+                          " names a directory, and a model file gives a file: name the file");
+      recipe.output = recipe.output.parent_path();
+    }
     std::vector<NamedPath> reads{{"the input model", recipe.model_path}}, reports;
     if (recipe.calibration && !recipe.calibration->path.empty())
       reads.push_back({"the calibration data", recipe.calibration->path});
@@ -310,7 +319,6 @@ struct Pipeline::Impl {
     check_output_places(writes, reports);
     // A model file gives a file artifact: a directory in its place was refused only when
     // the artifact was promoted, after all the work.
-    std::error_code ec;
     if (fs::is_regular_file(recipe.model_path, ec) && fs::is_directory(recipe.output, ec))
       throw OutputError("format.output " + recipe.output.string() +
                         " exists as a directory; refusing to replace it with a file");

@@ -720,6 +720,26 @@ TEST(Cli, AnOutputNamedForAnotherFormatIsWrittenWithAWarning) {
   EXPECT_EQ(named.err, "");
 }
 
+// "out/" names a directory: an HF directory's artifact goes there (it failed after the
+// work: the trailing slash made the promote's rename fail); a model file's is refused
+// before any, and nothing is made.
+TEST(Cli, OutputEndingInASlashIsADirectory) {
+  mq::test::ScratchDir dir("cli-output-slash");
+  mq::test::write_hf_directory(dir / "model");
+  const std::string hf = "-q --set model.path='" + (dir / "model").string() + "' --set validators=[]";
+  for (int run = 0; run < 2; ++run) {  // the second replaces the first
+    const auto r = run_pipeline(example_args(dir, hf + " --set format.output='" + (dir / "out").string() + "/'"));
+    EXPECT_EQ(r.exit_code, 0) << r.err;
+    EXPECT_TRUE(fs::exists(dir / "out" / "config.json"));
+  }
+  const auto file = run_pipeline(example_args(dir, "-q --set format.output='" + (dir / "file").string() + "/'"));
+  EXPECT_EQ(file.exit_code, 2);
+  expect_one_line_error(file);
+  EXPECT_NE(file.err.find("names a directory, and a model file gives a file: name the file"), std::string::npos)
+      << file.err;
+  EXPECT_FALSE(fs::exists(dir / "file"));
+}
+
 TEST(Cli, HuggingFaceDirectoryInAndOutIsPromotedWhole) {
   mq::test::ScratchDir dir("cli-hf");
   mq::test::write_hf_directory(dir / "model");
