@@ -415,9 +415,10 @@ void refuse_quantized(const std::string& file, const TensorSet& set, const json&
   }
   if (const std::string sign = mq::quantized_checkpoint_sign(model.tensors); !sign.empty())
     refuse(sign);
-  for (const auto& [name, foreign] : model.foreign)
-    if (ends_with(name, ".weight") && foreign.shape.size() >= 2)
-      refuse("'" + name + "' is " + foreign.dtype);
+  for (const mq::NamedTensor& t : model.tensors)  // the first in file order
+    if (const auto f = model.foreign.find(t.name);
+        f != model.foreign.end() && ends_with(t.name, ".weight") && f->second.shape.size() >= 2)
+      refuse("'" + t.name + "' is " + f->second.dtype);
 }
 
 class SafetensorsFormat final : public mq::Format {

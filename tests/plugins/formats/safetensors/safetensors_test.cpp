@@ -740,6 +740,7 @@ TEST(SafetensorsFormat, PassesDtypesLibTorchLacksThroughAsBytes) {
                mq::InputError);  // 8 bytes, not 6
 
   with_weight.push_back({"fc2.weight", "F8_E4M3", {2, 2}, "\x38\x40\xb8\x01"});
+  with_weight.push_back({"fc1.weight", "F8_E4M3", {2, 2}, "\x38\x40\xb8\x01"});  // named first, lies after
   mq::test::write_safetensors(dir / "fp8.safetensors", with_weight);
   try {
     format()->read(dir / "fp8.safetensors");
