@@ -255,6 +255,7 @@ std::vector<PluginInfo> discover_plugins(const std::vector<fs::path>& first,
 
 struct Pipeline::Impl {
   Recipe recipe;
+  bool output_names_directory = false;  // format.output was "out/", now "out"
   RunOptions options;
   detail::PluginRegistry registry;
   bool checked = false;
@@ -298,15 +299,11 @@ struct Pipeline::Impl {
     instantiate<Format>(format);
     for (const Resolved& v : validators) instantiate<Validator>(v);
 
-    // "out/" names a directory: where an HF model directory's artifact goes (as "out");
-    // a model file's artifact is a file, which such a name cannot be.
+    // A model file's artifact is a file, which "out/" cannot name.
     std::error_code ec;
-    if (recipe.output.filename().empty() && recipe.output.has_relative_path()) {
-      if (!fs::is_directory(recipe.model_path, ec))
-        throw RecipeError("format.output " + recipe.output.string() +
-                          " names a directory, and a model file gives a file: name the file");
-      recipe.output = recipe.output.parent_path();
-    }
+    if (output_names_directory && !fs::is_directory(recipe.model_path, ec))
+      throw RecipeError("format.output " + recipe.output.string() +
+                        "/ names a directory, and a model file gives a file: name the file");
     std::vector<NamedPath> reads{{"the input model", recipe.model_path}}, reports;
     if (recipe.calibration && !recipe.calibration->path.empty())
       reads.push_back({"the calibration data", recipe.calibration->path});
@@ -717,6 +714,13 @@ struct Pipeline::Impl {
 Pipeline::Pipeline(Recipe recipe, RunOptions options) : impl_(std::make_unique<Impl>()) {
   impl_->recipe = std::move(recipe);
   impl_->options = std::move(options);
+  // "out/" names a directory: where an HF model directory's artifact goes, as "out" (the
+  // same recipe, and the same hash, as "out").
+  fs::path& output = impl_->recipe.output;
+  while (output.filename().empty() && output.has_relative_path()) {
+    output = output.parent_path();
+    impl_->output_names_directory = true;
+  }
 }
 Pipeline::~Pipeline() = default;
 Pipeline::Pipeline(Pipeline&&) noexcept = default;

@@ -732,6 +732,13 @@ TEST(Cli, OutputEndingInASlashIsADirectory) {
     EXPECT_EQ(r.exit_code, 0) << r.err;
     EXPECT_TRUE(fs::exists(dir / "out" / "config.json"));
   }
+  const auto hash = [&](const std::string& output) {  // "out/" is the same recipe as "out"
+    const auto r = run_pipeline("check '" + kExample + "' --set model.path='" + (dir / "model").string() +
+                                "' --set format.output='" + output + "'");
+    EXPECT_EQ(r.exit_code, 0) << r.err;
+    return r.out.substr(r.out.find("recipe hash"));
+  };
+  EXPECT_EQ(hash((dir / "out").string() + "/"), hash((dir / "out").string()));
   const auto file = run_pipeline(example_args(dir, "-q --set format.output='" + (dir / "file").string() + "/'"));
   EXPECT_EQ(file.exit_code, 2);
   expect_one_line_error(file);
