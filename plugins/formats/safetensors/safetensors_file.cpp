@@ -104,6 +104,16 @@ class KeyCheck final : public nlohmann::json_sax<Json> {
   std::vector<std::set<std::string>> keys_;  // per open container (an array's stays empty)
 };
 
+// Bits of `shape` elements of `bits` bits each; none where a size is negative or the
+// product overflows.
+std::optional<uint64_t> shape_bits(int bits, const std::vector<int64_t>& shape) {
+  uint64_t total = static_cast<uint64_t>(bits);
+  for (int64_t d : shape)
+    if (d < 0 || __builtin_mul_overflow(total, static_cast<uint64_t>(d), &total))
+      return std::nullopt;
+  return total;
+}
+
 uint64_t read_u64_le(const uint8_t* p) {
   uint64_t v = 0;
   for (int i = 7; i >= 0; --i) v = (v << 8) | p[i];
@@ -181,10 +191,9 @@ void parse_header(const std::string& name, const char* text, size_t text_bytes,
                     std::to_string(t.end) + ") but the data must continue at " +
                     std::to_string(expected) + " (gap, overlap or reversed range)");
     expected = t.end;
-    uint64_t bits = static_cast<uint64_t>(find_dtype(t.dtype)->bits);
-    for (int64_t d : t.shape)
-      if (__builtin_mul_overflow(bits, static_cast<uint64_t>(d), &bits))
-        bad(name, "tensor '" + t.name + "' has a shape whose size overflows");
+    const std::optional<uint64_t> shape = shape_bits(find_dtype(t.dtype)->bits, t.shape);
+    if (!shape) bad(name, "tensor '" + t.name + "' has a shape whose size overflows");
+    const uint64_t bits = *shape;
     if (bits % 8 != 0)
       bad(name, "tensor '" + t.name + "' is not a whole number of bytes (" + std::to_string(bits) +
                     " bits)");
@@ -242,18 +251,16 @@ const TensorInfo* File::find(const std::string& name) const {
 bool File::foreign(const TensorInfo& info) { return !find_dtype(info.dtype)->torch; }
 
 at::Tensor File::tensor(const TensorInfo& info) const {
-  const DTypeInfo* d = find_dtype(info.dtype);
+  const std::optional<at::ScalarType> type = find_dtype(info.dtype)->torch;
+  const at::TensorOptions options(type.value_or(at::kByte));  // a foreign dtype: its bytes
+  const std::vector<int64_t> shape =
+      type ? info.shape : std::vector<int64_t>{static_cast<int64_t>(info.end - info.begin)};
   const uint8_t* data = buffer_ + info.begin;
-  if (!d->torch)
+  if (reinterpret_cast<uintptr_t>(data) % options.dtype().itemsize() == 0)
     return at::from_blob(
-        const_cast<uint8_t*>(data), {static_cast<int64_t>(info.end - info.begin)},
-        [keep = mapped_](void*) {}, at::kByte);
-  const at::TensorOptions options(*d->torch);
-  const size_t element = c10::elementSize(*d->torch);
-  if (reinterpret_cast<uintptr_t>(data) % element == 0)
-    return at::from_blob(const_cast<uint8_t*>(data), info.shape, [keep = mapped_](void*) {}, options);
+        const_cast<uint8_t*>(data), shape, [keep = mapped_](void*) {}, options);
   // Third-party files promise no alignment; copy rather than read misaligned.
-  at::Tensor copy = at::empty(info.shape, options);
+  at::Tensor copy = at::empty(shape, options);
   std::memcpy(copy.data_ptr(), data, info.end - info.begin);
   return copy;
 }
@@ -354,10 +361,8 @@ void Writer::add(const std::string& name, const at::Tensor& tensor, const Foreig
   if (as) {
     const DTypeInfo* d = find_dtype(as->dtype);
     if (!d) throw InputError("cannot write '" + name + "': safetensors has no dtype " + as->dtype);
-    uint64_t bits = static_cast<uint64_t>(d->bits);
-    for (int64_t n : as->shape)
-      if (n < 0 || __builtin_mul_overflow(bits, static_cast<uint64_t>(n), &bits)) bits = UINT64_MAX;
-    if (data.scalar_type() != at::kByte || data.dim() != 1 || bits != bytes * 8)
+    if (data.scalar_type() != at::kByte || data.dim() != 1 ||
+        shape_bits(d->bits, as->shape) != bytes * 8)
       throw InputError("cannot write '" + name + "' as " + as->dtype + " " +
                        c10::str(c10::IntArrayRef(as->shape)) + ": it holds " +
                        c10::toString(data.scalar_type()) + " " + c10::str(data.sizes()) +
