@@ -3,6 +3,8 @@
 #include <fmt/format.h>
 #include <unistd.h>
 
+#include <algorithm>
+
 namespace mq::cli {
 
 ConsoleProgress::ConsoleProgress(std::FILE* out) : out_(out), terminal_(isatty(fileno(out))) {}
@@ -26,7 +28,11 @@ void ConsoleProgress::advance(const std::string& item, int64_t bytes) {
   shown_ = now;
   const double elapsed = std::chrono::duration<double>(now - start_).count();
   const double rate = elapsed > 0 ? bytes_ / elapsed : 0.0;
-  const double eta = rate > 0 ? (total_bytes_ - bytes_) / rate : 0.0;
+  // From the bytes when their total is known, else from the items (a stage may not know
+  // its bytes up front); never below zero, whatever a plugin reports.
+  const bool by_bytes = total_bytes_ > 0;
+  const double done = by_bytes ? bytes_ : items_, total = by_bytes ? total_bytes_ : total_items_;
+  const double eta = done > 0 ? std::max(0.0, elapsed * (total - done) / done) : 0.0;
   const std::string line =
       fmt::format("{} [{}/{}] {:.1f} MB/s ETA {:.0f}s {}", stage_, items_, total_items_, rate / 1e6, eta, item);
   if (terminal_) {

@@ -58,7 +58,10 @@ class StaticQuantizer final : public mq::Quantizer {
     for (const std::string& layer : layers)
       observed[layer] = {context.make_observer(), context.make_observer(), context.make_observer()};
     std::set<std::string> seen;
-    context.progress->begin("calibrate", static_cast<int64_t>(context.calibration.size()), 0);
+    int64_t calibration_bytes = 0;
+    for (const at::Tensor& batch : context.calibration) calibration_bytes += batch.nbytes();
+    context.progress->begin("calibrate", static_cast<int64_t>(context.calibration.size()),
+                            calibration_bytes);
     model.runnable->record_layers(context.calibration, layers, [&](size_t b, const auto& activity) {
       for (const auto& [layer, a] : activity) {
         seen.insert(layer);
