@@ -79,9 +79,13 @@ class RangeValidator final : public mq::Validator {
     // original is compared with itself: only x_hat's figures are used).
     const mq::DequantizedComparison x_hat = mq::compare_dequantized(original ? *original : q.dequantize(), q);
     if (x_hat.non_finite) {
-      problems.push_back(name + (q.spec.is_integer() ? " dequantizes to NaN or infinite values"
-                                                     : " overflows " + q.spec.to_string() +
-                                                           " (values beyond its range became infinite)"));
+      if (original && !at::isfinite(*original).all().item<bool>())
+        problems.push_back(name + " holds NaN or infinite values, as the original does");
+      else
+        problems.push_back(name + (q.spec.is_integer()
+                                       ? " dequantizes to NaN or infinite values"
+                                       : " overflows " + q.spec.to_string() +
+                                             " (values beyond its range became infinite)"));
       return;
     }
     const double reach = std::max(std::abs(double{x_hat.min}), std::abs(double{x_hat.max}));
@@ -109,6 +113,6 @@ class RangeValidator final : public mq::Validator {
 
 }  // namespace
 
-MQ_PLUGIN(RangeValidator, mq::PluginKind::kValidator, "range", "1.0.0",
+MQ_PLUGIN(RangeValidator, mq::PluginKind::kValidator, "range", "1.0.1",
           "Integers, scales, zero points and dequantized values inside their ranges",
           {"max_abs", mq::OptionType::kFloat, ".inf", "largest |dequantized value| allowed"})

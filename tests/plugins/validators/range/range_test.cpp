@@ -52,6 +52,14 @@ TEST(RangeValidator, CatchesAnFp16OverflowNamingTheTensor) {
   EXPECT_NE(failure(m).find("fc.weight overflows fp16"), std::string::npos) << failure(m);
 }
 
+// A cast keeps the original's NaN and inf: the artifact fails, but not as an overflow.
+TEST(RangeValidator, SaysANonFiniteCastComesFromTheOriginal) {
+  mq::QuantSpec fp16;
+  fp16.dtype = mq::DType::kFloat16;
+  mq::test::ModelPair m(fp16, at::tensor({1.0f, NAN, 2.0f, 3.0f}).view({2, 2}));
+  EXPECT_EQ(failure(m), "fc.weight holds NaN or infinite values, as the original does");
+}
+
 TEST(RangeValidator, CatchesValuesOutsideTheOriginalRangeAndMaxAbs) {
   mq::test::ModelPair m;
   m.quantized.entries[0].quantized->qparams.scale.mul_(3);  // consistent, but far too wide
