@@ -122,6 +122,31 @@ at::Tensor read_staged(const Model& model, const at::Tensor& tensor, at::Tensor&
   return model.read_into(tensor, into) ? into : tensor;
 }
 
+void for_each_entry(
+    const ValidateContext& context,
+    const std::function<void(const QuantizedEntry&, const at::Tensor* original)>& visit) {
+  const TensorIndex originals(context.original);
+  at::Tensor staging;
+  for (const QuantizedEntry& e : context.quantized.entries) {
+    const at::Tensor* original = e.quantized ? originals.find(e.name) : nullptr;
+    if (!original) {
+      visit(e, nullptr);
+      continue;
+    }
+    const at::Tensor staged = read_staged(context.original, *original, staging);
+    visit(e, &staged);
+    if (context.original.release) context.original.release(*original);  // one resident at a time
+  }
+}
+
+Check run_validator(Validator& validator, const ValidateContext& context) {
+  if (validator.per_entry())
+    for_each_entry(context, [&](const QuantizedEntry& e, const at::Tensor* o) {
+      validator.entry(context, e, o);
+    });
+  return validator.validate(context);
+}
+
 int64_t Model::nbytes() const {
   int64_t total = 0;
   for (const NamedTensor& t : tensors) total += t.tensor.nbytes();

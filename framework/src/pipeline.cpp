@@ -397,10 +397,24 @@ struct Pipeline::Impl {
                                     const std::vector<OnFailure>& policies, Report& report,
                                     const std::vector<at::Tensor>& calibration = {}) {
     std::vector<std::string> blocking;
+    const ValidateContext context{model, quantized, written, format, read_back, calibration};
+    std::vector<std::unique_ptr<Validator>> instances;
+    std::vector<size_t> per_entry;
+    for (const Resolved& v : validators) {
+      instances.push_back(instantiate<Validator>(v));
+      if (instances.back()->per_entry()) per_entry.push_back(instances.size() - 1);
+    }
+    // One read of each original for all the validators that look at them: run_validator's
+    // pass, shared.
+    if (!per_entry.empty())
+      for_each_entry(context, [&](const QuantizedEntry& e, const at::Tensor* original) {
+        for (size_t i : per_entry)
+          guarded(validators[i].label(), "validating",
+                  [&] { instances[i]->entry(context, e, original); });
+      });
     for (size_t i = 0; i < validators.size(); ++i) {
-      std::unique_ptr<Validator> v = instantiate<Validator>(validators[i]);
-      ValidateContext context{model, quantized, written, format, read_back, calibration};
-      Check check = guarded(validators[i].label(), "validating", [&] { return v->validate(context); });
+      Check check = guarded(validators[i].label(), "validating",
+                            [&] { return instances[i]->validate(context); });
       const std::string name = validators[i].plugin->descriptor->name;
       if (!check.passed) {
         if (policies[i] == OnFailure::kError) blocking.push_back(name + ": " + check.message);

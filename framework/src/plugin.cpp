@@ -19,6 +19,9 @@ Format::~Format() = default;
 EntryWriter::~EntryWriter() = default;
 Validator::~Validator() = default;
 
+bool Validator::per_entry() const { return false; }
+void Validator::entry(const ValidateContext&, const QuantizedEntry&, const at::Tensor*) {}
+
 const char* to_string(PluginKind kind) {
   switch (kind) {
     case PluginKind::kObserver: return "observer";

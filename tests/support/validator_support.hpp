@@ -72,7 +72,7 @@ struct ModelPair {
   Check validate(Validator& v, Format& format, bool read_back = false,
                  const std::vector<at::Tensor>& calibration = {}) const {
     static const std::filesystem::path kWritten = "/nonexistent/written.safetensors";
-    return v.validate({original, quantized, kWritten, format, read_back, calibration});
+    return run_validator(v, {original, quantized, kWritten, format, read_back, calibration});
   }
 };
 

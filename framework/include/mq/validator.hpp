@@ -3,6 +3,7 @@
 // model is a normal outcome (passed = false), not an exception.
 
 #include <filesystem>
+#include <functional>
 #include <string>
 #include <utility>
 #include <vector>
@@ -57,7 +58,26 @@ MQ_API std::pair<at::Tensor, at::Tensor> forward_both(const Model& original, Run
 class MQ_API Validator : public Plugin {
  public:
   ~Validator() override;
+  // Validators that look at each entry beside its original return true: the runner then
+  // reads every original once for all of them (for_each_entry) and hands each entry to
+  // their entry(), in model order, before it calls validate(), which sums up. Reading a
+  // multi-GB model once instead of once a validator is most of what validation costs.
+  virtual bool per_entry() const;
+  virtual void entry(const ValidateContext& context, const QuantizedEntry& entry,
+                     const at::Tensor* original);
   virtual Check validate(const ValidateContext& context) = 0;
 };
+
+// Calls `visit` with each of context.quantized's entries, in order, and the original of a
+// quantized one, read into a buffer used again for the next (read_staged; copy what you
+// keep) and released after the visit; null for an entry kept in float, or one the
+// original model lacks.
+MQ_API void for_each_entry(
+    const ValidateContext& context,
+    const std::function<void(const QuantizedEntry&, const at::Tensor* original)>& visit);
+
+// A validator's check as the runner makes it: for_each_entry() into entry() when it is
+// per_entry(), then validate().
+MQ_API Check run_validator(Validator& validator, const ValidateContext& context);
 
 }  // namespace mq

@@ -22,32 +22,28 @@ class RangeValidator final : public mq::Validator {
       throw mq::RecipeError(options.where("max_abs") + ": max_abs must be positive");
   }
 
-  mq::Check validate(const mq::ValidateContext& context) override {
-    std::vector<std::string> problems;
-    int64_t checked = 0;
-    const mq::TensorIndex originals(context.original);
-    at::Tensor staging;
-    for (const mq::QuantizedEntry& e : context.quantized.entries) {
-      ++checked;
-      if (!e.quantized) {
-        if (e.tensor.is_floating_point() && !at::isfinite(e.tensor).all().item<bool>())
-          problems.push_back(e.name + " holds NaN or infinite values");
-        continue;
-      }
-      const at::Tensor* original = originals.find(e.name);
-      const at::Tensor staged = original ? mq::read_staged(context.original, *original, staging) : at::Tensor();
-      check_tensor(e.name, *e.quantized, original ? &staged : nullptr, problems);
-      if (original && context.original.release) context.original.release(*original);  // one resident at a time
-    }
+  bool per_entry() const override { return true; }
+
+  void entry(const mq::ValidateContext&, const mq::QuantizedEntry& e,
+             const at::Tensor* original) override {
+    ++checked_;
+    if (e.quantized)
+      check_tensor(e.name, *e.quantized, original, problems_);
+    else if (e.tensor.is_floating_point() && !at::isfinite(e.tensor).all().item<bool>())
+      problems_.push_back(e.name + " holds NaN or infinite values");
+  }
+
+  mq::Check validate(const mq::ValidateContext&) override {
     mq::Check check;
-    check.passed = problems.empty();
-    check.metrics = {{"tensors", static_cast<double>(checked)},
-                     {"violations", static_cast<double>(problems.size())}};
+    check.passed = problems_.empty();
+    check.metrics = {{"tensors", static_cast<double>(checked_)},
+                     {"violations", static_cast<double>(problems_.size())}};
     if (check.passed)
-      check.message = fmt::format("{} tensors in range", checked);
+      check.message = fmt::format("{} tensors in range", checked_);
     else
-      check.message = problems.front() +
-                      (problems.size() > 1 ? fmt::format(" (and {} more)", problems.size() - 1) : "");
+      check.message =
+          problems_.front() +
+          (problems_.size() > 1 ? fmt::format(" (and {} more)", problems_.size() - 1) : "");
     return check;
   }
 
@@ -109,10 +105,13 @@ class RangeValidator final : public mq::Validator {
   }
 
   double max_abs_;
+  // Gathered by entry().
+  std::vector<std::string> problems_;
+  int64_t checked_ = 0;
 };
 
 }  // namespace
 
-MQ_PLUGIN(RangeValidator, mq::PluginKind::kValidator, "range", "1.0.1",
+MQ_PLUGIN(RangeValidator, mq::PluginKind::kValidator, "range", "1.1.0",
           "Integers, scales, zero points and dequantized values inside their ranges",
           {"max_abs", mq::OptionType::kFloat, ".inf", "largest |dequantized value| allowed"})

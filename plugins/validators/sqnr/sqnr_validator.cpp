@@ -53,51 +53,52 @@ class SqnrValidator final : public mq::Validator {
         min_output_db_(options.get_float("min_output_db")),
         input_shape_(options.get_int_list("input_shape")) {}
 
+  bool per_entry() const override { return true; }
+
+  void entry(const mq::ValidateContext&, const mq::QuantizedEntry& e,
+             const at::Tensor* original) override {
+    if (!e.quantized) return;
+    if (!original)
+      throw mq::InputError("quantized tensor '" + e.name +
+                           "' has no counterpart in the original model");
+    const double v = sqnr_db(*original, *e.quantized);
+    per_tensor_.push_back({e.name, "sqnr_db", v});
+    if (std::isfinite(v)) {
+      sum_ += v;
+      ++finite_;
+    }
+    if (v < worst_ || per_tensor_.size() == 1) {
+      worst_ = v;
+      worst_name_ = e.name;
+    }
+  }
+
   mq::Check validate(const mq::ValidateContext& context) override {
     mq::Check check;
-    double sum = 0.0, worst = kInf;
-    int finite = 0, tensors = 0;
-    std::string worst_name;
-    const mq::TensorIndex originals(context.original);
-    at::Tensor staging;
-    for (const mq::QuantizedEntry& e : context.quantized.entries) {
-      if (!e.quantized) continue;
-      const at::Tensor* original = originals.find(e.name);
-      if (!original)
-        throw mq::InputError("quantized tensor '" + e.name + "' has no counterpart in the original model");
-      const double v = sqnr_db(mq::read_staged(context.original, *original, staging), *e.quantized);
-      if (context.original.release) context.original.release(*original);  // one tensor resident at a time
-      check.tensor_metrics.push_back({e.name, "sqnr_db", v});
-      ++tensors;
-      if (std::isfinite(v)) {
-        sum += v;
-        ++finite;
-      }
-      if (v < worst || worst_name.empty()) {
-        worst = v;
-        worst_name = e.name;
-      }
-    }
-    double mean = finite ? sum / finite : (tensors ? kInf : 0.0);
-    if (worst == -kInf) mean = -kInf;
-    check.metrics = {{"mean_db", mean}, {"worst_db", tensors ? worst : 0.0},
+    check.tensor_metrics = per_tensor_;
+    const auto tensors = static_cast<int>(per_tensor_.size());
+    double mean = finite_ ? sum_ / finite_ : (tensors ? kInf : 0.0);
+    if (worst_ == -kInf) mean = -kInf;
+    check.metrics = {{"mean_db", mean},
+                     {"worst_db", tensors ? worst_ : 0.0},
                      {"tensors", static_cast<double>(tensors)},
-                     {"min_db", min_db_}, {"min_layer_db", min_layer_db_}};
+                     {"min_db", min_db_},
+                     {"min_layer_db", min_layer_db_}};
     if (tensors == 0) {
       check.message = "no quantized tensors to compare";
       return check;
     }
-    check.message = fmt::format("mean {} over {} tensors, worst {} ({})", db(mean), tensors, db(worst),
-                                worst_name);
+    check.message = fmt::format("mean {} over {} tensors, worst {} ({})", db(mean), tensors,
+                                db(worst_), worst_name_);
     output_sqnr(context, check);
     if (mean < min_db_) {
       check.passed = false;
-      check.message = fmt::format("mean SQNR {} is below min_db {}; worst tensor {} at {}", db(mean),
-                                  db(min_db_), worst_name, db(worst));
-    } else if (worst < min_layer_db_) {
+      check.message = fmt::format("mean SQNR {} is below min_db {}; worst tensor {} at {}",
+                                  db(mean), db(min_db_), worst_name_, db(worst_));
+    } else if (worst_ < min_layer_db_) {
       check.passed = false;
-      check.message = fmt::format("tensor {} has SQNR {}, below min_layer_db {} (mean {})", worst_name,
-                                  db(worst), db(min_layer_db_), db(mean));
+      check.message = fmt::format("tensor {} has SQNR {}, below min_layer_db {} (mean {})",
+                                  worst_name_, db(worst_), db(min_layer_db_), db(mean));
     }
     if (check.passed && !check.metrics.empty() && check.metrics.back().first == "output_sqnr_db" &&
         check.metrics.back().second < min_output_db_) {
@@ -130,11 +131,16 @@ class SqnrValidator final : public mq::Validator {
 
   double min_db_, min_layer_db_, min_output_db_;
   std::vector<int64_t> input_shape_;
+  // Summed by entry().
+  std::vector<mq::TensorMetric> per_tensor_;
+  double sum_ = 0.0, worst_ = kInf;
+  int finite_ = 0;
+  std::string worst_name_;
 };
 
 }  // namespace
 
-MQ_PLUGIN(SqnrValidator, mq::PluginKind::kValidator, "sqnr", "1.1.1",
+MQ_PLUGIN(SqnrValidator, mq::PluginKind::kValidator, "sqnr", "1.2.0",
           "Signal-to-quantization-noise ratio per tensor, mean and worst",
           {"min_db", mq::OptionType::kFloat, "-.inf", "fail when the mean SQNR is below this"},
           {"min_layer_db", mq::OptionType::kFloat, "-.inf", "fail when any tensor is below this"},
