@@ -662,6 +662,8 @@ TEST(Cli, InspectListsTensorsQuantizationAndProvenance) {
   const auto model = run_pipeline("inspect '" MQ_SOURCE_DIR "/configs/models/mlp.pt'");
   EXPECT_EQ(model.exit_code, 3);
   expect_one_line_error(model);
+  EXPECT_NE(model.err.find("(--trust-torchscript for inspect and validate)"), std::string::npos)
+      << model.err;
   EXPECT_EQ(run_pipeline("inspect --trust-torchscript '" MQ_SOURCE_DIR "/configs/models/mlp.pt'").exit_code, 0);
   EXPECT_EQ(run_pipeline("inspect '" + (dir / "absent").string() + "'").exit_code, 3);
 }

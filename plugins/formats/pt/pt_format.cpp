@@ -228,10 +228,7 @@ class PtFormat final : public mq::Format {
       model.layers = mq::layers_from_names(model);
       return model;
     }
-    if (!trust_ && path != written_)
-      bad(path, "is a TorchScript archive, and loading it runs the code inside; if you trust it, "
-                "set model.options.trust_torchscript: true in the recipe (--trust-torchscript for inspect "
-                "and validate)");
+    refuse_untrusted(path);
     use_onednn();  // the engine our quantized modules' packed weights run on
     torch::jit::Module module = load(path);
     mq::Model model;
@@ -291,9 +288,7 @@ class PtFormat final : public mq::Format {
       return read_quantized_bin_directory(path);
     if (!is_zip(path)) bad(path, "not a PyTorch zip archive");
     if (is_torchscript(path)) {
-      if (!trust_ && path != written_)
-        bad(path, "is a TorchScript archive, and loading it runs the code inside; set the format "
-                  "option trust_torchscript: true if you trust it");
+      refuse_untrusted(path);
       mq::QuantizedModel model = read_torchscript(path);
       read_back_ = path;
       return model;
@@ -302,6 +297,16 @@ class PtFormat final : public mq::Format {
   }
 
  private:
+  // Loading a TorchScript archive runs its code: only when the user said so, or the file
+  // is the one this run wrote.
+  void refuse_untrusted(const fs::path& path) const {
+    if (!trust_ && path != written_)
+      bad(path,
+          "is a TorchScript archive, and loading it runs the code inside; if you trust it, "
+          "set model.options.trust_torchscript: true in the recipe (--trust-torchscript for "
+          "inspect and validate)");
+  }
+
   static torch::jit::Module load(const fs::path& path, torch::jit::ExtraFilesMap* extra = nullptr) {
     try {
       torch::jit::ExtraFilesMap none;
@@ -827,7 +832,7 @@ class PtFormat final : public mq::Format {
 
 }  // namespace
 
-MQ_PLUGIN(PtFormat, mq::PluginKind::kFormat, "pt", "1.6.1",
+MQ_PLUGIN(PtFormat, mq::PluginKind::kFormat, "pt", "1.6.2",
           "PyTorch: TorchScript in and out (int8 Linear and Conv kernels), state dicts (and HF directories of "
           "pytorch_model.bin shards) in, state dicts of quantized tensors out",
           {"trust_torchscript", mq::OptionType::kBool, "false",
