@@ -1,14 +1,16 @@
 // The Python original's API in C++: load, dynamic_quantize, validate, save.
 
+#include "mq/quantize.hpp"
+
 #include <ATen/ATen.h>
 #include <gtest/gtest.h>
-#include <sys/stat.h>
 
 #include <algorithm>
 #include <limits>
 
+#include <sys/stat.h>
+
 #include "mq/error.hpp"
-#include "mq/quantize.hpp"
 #include "test_support.hpp"
 
 namespace {
