@@ -106,7 +106,8 @@ std::string Report::summary() const {
     const char* verdict = v.check.passed ? "pass" : (v.policy == OnFailure::kError ? "FAIL" : v.policy == OnFailure::kWarn ? "warn" : "ignored");
     out += fmt::format("  {:<11} {:<7} {}\n", v.plugin, verdict, v.check.message);
   }
-  out += fmt::format("  artifact    {}{}\n", output.path, promoted ? "" : " (not written)");
+  out += fmt::format("  artifact    {}{}\n", output.path,
+                     promoted ? "" : " (not written by this run)");
   if (!report_path.empty()) out += fmt::format("  report      {}\n", report_path);
   return out;
 }

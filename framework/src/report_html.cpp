@@ -102,7 +102,8 @@ td.n{text-align:right;font-variant-numeric:tabular-nums}
                       status == ExitCode::kOk ? "ok" : "fail", status == ExitCode::kOk ? "passed" : "failed",
                       escape(message));
   html += fmt::format("<p>artifact <code>{}</code>{} &middot; recipe hash <code>{}</code></p>\n",
-                      escape(output.path), promoted ? "" : " (not written)", escape(recipe_hash));
+                      escape(output.path), promoted ? "" : " (not written by this run)",
+                      escape(recipe_hash));
 
   // Past a screenful of bars the chart shows the lowest (a model may have 100,000
   // tensors); the table below lists every one.

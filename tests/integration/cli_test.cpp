@@ -137,6 +137,9 @@ TEST(Cli, FailedValidationWithErrorExitsFiveAndKeepsTheOldArtifact) {
   EXPECT_NE(r.err.find("size: ratio"), std::string::npos) << r.err;
   EXPECT_EQ(mq::test::read_file(dir / "out.safetensors"), "earlier good artifact");
   EXPECT_EQ(nlohmann::json::parse(mq::test::read_file(dir / "report.json"))["status"], 5);
+  // The file there is the earlier run's, which "(not written)" beside its name left unsaid.
+  EXPECT_NE(mq::test::read_file(dir / "report.html").find("(not written by this run)"),
+            std::string::npos);
   for (const auto& e : fs::directory_iterator(dir.path()))  // no temporary left behind
     EXPECT_EQ(e.path().filename().string().find(".mq-tmp"), std::string::npos);
 }
