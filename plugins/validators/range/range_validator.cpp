@@ -1,6 +1,7 @@
 // range: every stored value is one the artifact's readers can use. Integers inside
 // their range (int4 checked unpacked), scales finite and > 0, zero points in range,
-// float tensors finite (an fp16/bf16 cast that overflowed names its tensor), and every
+// float tensors finite (an fp16/bf16 cast that overflowed names its tensor), no NaN in
+// the original of an integer tensor (it would be stored as the lowest integer), and every
 // dequantized value inside the original tensor's range (widened to include zero, as
 // the qparams are) plus one quantization step; optionally |x_hat| <= max_abs.
 
@@ -84,6 +85,12 @@ class RangeValidator final : public mq::Validator {
                                              " (values beyond its range became infinite)"));
       return;
     }
+    // An integer has no NaN: rounding (PyTorch's and ours) stores one as the lowest, a value
+    // the original never had there. (The sum of x^2 is NaN exactly when x holds a NaN.)
+    if (original && std::isnan(x_hat.signal)) {
+      problems.push_back(name + ": the original holds NaN, stored as the lowest integer");
+      return;
+    }
     const double reach = std::max(std::abs(double{x_hat.min}), std::abs(double{x_hat.max}));
     if (q.data.numel() && reach > max_abs_)
       problems.push_back(fmt::format("{} reaches |x| = {:.6g}, above max_abs {:.6g}", name, reach, max_abs_));
@@ -112,6 +119,6 @@ class RangeValidator final : public mq::Validator {
 
 }  // namespace
 
-MQ_PLUGIN(RangeValidator, mq::PluginKind::kValidator, "range", "1.1.0",
+MQ_PLUGIN(RangeValidator, mq::PluginKind::kValidator, "range", "1.2.0",
           "Integers, scales, zero points and dequantized values inside their ranges",
           {"max_abs", mq::OptionType::kFloat, ".inf", "largest |dequantized value| allowed"})

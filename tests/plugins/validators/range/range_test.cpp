@@ -60,6 +60,17 @@ TEST(RangeValidator, SaysANonFiniteCastComesFromTheOriginal) {
   EXPECT_EQ(failure(m), "fc.weight holds NaN or infinite values, as the original does");
 }
 
+// A NaN in a weight (a damaged checkpoint) is stored as the lowest integer: the artifact
+// reads finite, and only the original says what happened.
+TEST(RangeValidator, CatchesNaNInTheOriginalOfAnIntegerTensor) {
+  at::Tensor w = at::randn({8, 16});
+  w[2][3] = NAN;
+  const mq::test::ModelPair m(mq::QuantSpec{}, w);
+  EXPECT_EQ(m.quantized.entries[0].quantized->data[2][3].item<int>(), -128);
+  EXPECT_EQ(failure(m), "fc.weight: the original holds NaN, stored as the lowest integer");
+  EXPECT_EQ(failure(mq::test::ModelPair(int4(), w)), failure(m));
+}
+
 TEST(RangeValidator, CatchesValuesOutsideTheOriginalRangeAndMaxAbs) {
   mq::test::ModelPair m;
   m.quantized.entries[0].quantized->qparams.scale.mul_(3);  // consistent, but far too wide
