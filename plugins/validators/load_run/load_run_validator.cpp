@@ -14,6 +14,7 @@
 #include <fmt/format.h>
 
 #include <cmath>
+#include <utility>
 
 #include "mq/affine.hpp"
 #include "mq/error.hpp"
@@ -106,7 +107,7 @@ class LoadRunValidator final : public mq::Validator {
           fmt::format("{}: matmul on the read-back weight gives non-finite outputs", non_finite_);
       return check;
     }
-    check.tensor_metrics = layer_sqnr_;
+    check.tensor_metrics = std::move(layer_sqnr_);
     check.metrics = {{"tensors_compared", static_cast<double>(expected.size())},
                      {"layers_run", static_cast<double>(ran_)}};
     check.message = fmt::format("read back {} tensors bit-exactly; ran {} layer matmuls (batch {})",

@@ -14,6 +14,7 @@
 
 #include <cmath>
 #include <limits>
+#include <utility>
 
 #include "mq/affine.hpp"
 #include "mq/error.hpp"
@@ -75,8 +76,8 @@ class SqnrValidator final : public mq::Validator {
 
   mq::Check validate(const mq::ValidateContext& context) override {
     mq::Check check;
-    check.tensor_metrics = per_tensor_;
     const auto tensors = static_cast<int>(per_tensor_.size());
+    check.tensor_metrics = std::move(per_tensor_);  // a row a tensor: up to 100,000
     double mean = finite_ ? sum_ / finite_ : (tensors ? kInf : 0.0);
     if (worst_ == -kInf) mean = -kInf;
     check.metrics = {{"mean_db", mean},
