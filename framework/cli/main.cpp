@@ -183,7 +183,8 @@ mq::ValidateRequest validation_request(const std::string& artifact, const std::s
   if (!report.empty()) request.report = report;
   if (!html.empty()) request.html_report = html;
   std::vector<std::string> chosen = names;
-  if (chosen.empty()) chosen = {"sqnr", "size", "load_run", "range"};
+  if (chosen.empty())
+    for (const mq::ValidatorStep& v : mq::default_validators()) chosen.push_back(v.step.plugin);
   // The validators' options go through the recipe parser, so they are typed and checked
   // the same way: "validators.<i>.options.<key>=<value>".
   std::string yaml = "version: 1\nmodel: {path: x}\nquantizer: {plugin: x}\nformat: {plugin: x, output: y}\nvalidators:\n";

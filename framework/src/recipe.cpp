@@ -293,6 +293,12 @@ std::string Recipe::canonical_json() const {
   return detail::json_text(j);
 }
 
+std::vector<ValidatorStep> default_validators() {
+  std::vector<ValidatorStep> steps;
+  for (const char* name : {"sqnr", "size", "load_run", "range"}) steps.push_back({{name, Value::map(), {}}, std::nullopt});
+  return steps;
+}
+
 std::string Recipe::hash() const { return detail::hash_bytes(canonical_json()); }
 
 Recipe parse_recipe(const std::string& text, const fs::path& file,

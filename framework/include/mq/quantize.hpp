@@ -19,6 +19,9 @@
 
 namespace mq {
 
+// The format save_model() writes by default, and validate_quantization() validates with.
+inline constexpr const char* kApiFormat = "safetensors";
+
 struct QuantizationConfig {
   DType dtype = DType::kInt8;
   std::string granularity = "auto";  // auto | per_tensor | per_channel | per_group
@@ -86,6 +89,6 @@ MQ_API QuantizedModel describe_quantized_model(const std::filesystem::path& path
                                                const Value& options = Value::map());
 // Writes to a temporary file beside `path` and renames it into place.
 MQ_API void save_model(const QuantizedModel& model, const std::filesystem::path& path,
-                       const std::string& format = "safetensors");
+                       const std::string& format = kApiFormat);
 
 }  // namespace mq

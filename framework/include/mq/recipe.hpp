@@ -63,6 +63,10 @@ struct MQ_API Recipe {
   std::string hash() const;
 };
 
+// What `mq-pipeline validate` and validate_quantization() run when no validators are
+// named: sqnr, size, load_run and range, with their defaults and no policy of their own.
+MQ_API std::vector<ValidatorStep> default_validators();
+
 // Loads and checks a recipe. `overrides` are "dotted.key=yaml-value" strings applied
 // before checking, as `--set` does. Relative paths resolve against the recipe's
 // directory. Throws RecipeError naming file:line:col.
