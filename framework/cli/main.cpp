@@ -21,6 +21,8 @@
 
 namespace fs = std::filesystem;
 
+const char* mq_build_commit();  // build_info.cpp, generated
+
 namespace {
 
 // Paths need not be UTF-8 (Linux file names are bytes): invalid bytes print as U+FFFD.
@@ -145,12 +147,13 @@ int inspect_file(const std::string& path, const std::string& format, bool trust,
   out["tensors"] = tensors;
   out["total_bytes"] = total;
   out["activations"] = model.activation_qparams.size();
+  if (!quantized) out["mode"] = nullptr;  // a float model has no mode
   if (json) {
     print_json(out);
     return 0;
   }
-  fmt::print("{}: {} bytes, {} tensors ({} quantized), mode {}\n", path, out["bytes"].get<int64_t>(),
-             model.entries.size(), quantized, model.mode);
+  fmt::print("{}: {} bytes, {} tensors ({} quantized{})\n", path, out["bytes"].get<int64_t>(), model.entries.size(),
+             quantized, quantized ? ", mode " + model.mode : std::string());
   for (const auto& [key, value] : model.metadata)
     if (key.rfind("mq.", 0) == 0 && key != "mq.quantized" && key != "mq.activations" && key != "mq.specs")
       fmt::print("  {:<16} {}\n", key, value);
@@ -164,6 +167,26 @@ int inspect_file(const std::string& path, const std::string& format, bool trust,
                row["dtype"].get<std::string>(), row["shape"].dump(), row["bytes"].get<int64_t>(),
                row.contains("quantization") ? row["quantization"].get<std::string>() : "");
   fmt::print("total {} bytes\n", total);
+  return 0;
+}
+
+// `check`'s answer: the recipe would run (what it would quantize, in figures).
+int print_check(const std::string& recipe, const mq::Report& plan, bool json) {
+  int64_t quantized = 0;
+  for (const mq::PlanRow& row : plan.plan) quantized += row.spec.has_value();
+  if (json) {
+    print_json({{"recipe", recipe},
+                {"status", 0},
+                {"recipe_hash", plan.recipe_hash},
+                {"tensors", plan.plan.size()},
+                {"quantized", quantized},
+                {"original_bytes", plan.original_bytes},
+                {"quantized_bytes", plan.quantized_bytes},
+                {"warnings", plan.warnings}});
+    return 0;
+  }
+  fmt::print("{}: ok: {} of {} tensors quantized, {} -> {} bytes (recipe hash {})\n", recipe, quantized,
+             plan.plan.size(), plan.original_bytes, plan.quantized_bytes, plan.recipe_hash);
   return 0;
 }
 
@@ -220,7 +243,7 @@ int command(int argc, char** argv) {
   int threads = 0;
 
   CLI::App* run = app.add_subcommand("run", "Run a recipe: quantize, write, validate, report");
-  CLI::App* check = app.add_subcommand("check", "Check a recipe and resolve its plugins; no work");
+  CLI::App* check = app.add_subcommand("check", "Check a recipe as a run would before its work (plugins, options, the model, the plan); nothing quantized or written");
   CLI::App* plugins = app.add_subcommand("plugins", "List the plugins found on the search path");
   CLI::App* validate = app.add_subcommand(
       "validate", "Run validators on an existing artifact against its original model");
@@ -240,6 +263,13 @@ int command(int argc, char** argv) {
   bool validate_trust = false;
   validate->add_flag("--trust-torchscript", validate_trust, "Allow loading TorchScript archives (runs their code)");
   validate->add_option("--html", html_path, "Write the HTML report here");
+  std::vector<int64_t> input_shape;
+  int64_t vocab_size = 0;
+  validate->add_option("--input-shape", input_shape, "What a runnable reference takes: --input-shape 1,3,224,224")
+      ->delimiter(',')
+      ->check(CLI::PositiveNumber);
+  validate->add_option("--vocab-size", vocab_size, "With --input-shape: token ids in [0, N) instead of floats")
+      ->check(CLI::PositiveNumber);
   validate->add_flag("--json", json, "Print the JSON report on stdout");
   validate->add_flag("--quiet,-q", quiet, "No summary");
   CLI::App* inspect = app.add_subcommand("inspect", "List a model file's tensors, quantization and provenance");
@@ -249,6 +279,7 @@ int command(int argc, char** argv) {
   inspect->add_option("--format", inspect_format, "The file's format plugin (default: the first that reads it)");
   inspect->add_flag("--trust-torchscript", trust, "Allow loading a TorchScript archive (runs its code)");
   inspect->add_flag("--json", json, "Machine-readable output");
+  check->add_flag("--json", json, "Machine-readable result");
   for (CLI::App* sub : {run, check}) {
     sub->add_option("recipe", recipe_path, "Recipe file (YAML)")->required();
     sub->add_option("--set", overrides, "Override a recipe key: --set quantizer.options.dtype=int8");
@@ -273,8 +304,8 @@ int command(int argc, char** argv) {
   }
 
   if (version) {
-    fmt::print("mq-pipeline {} (plugin API {}, ABI {})\n", MQ_VERSION_STRING, MQ_API_VERSION,
-               mq::abi_tag());
+    fmt::print("mq-pipeline {} (commit {}, {} build; plugin API {}, ABI {})\n", MQ_VERSION_STRING,
+               mq_build_commit(), MQ_BUILD_TYPE, MQ_API_VERSION, mq::abi_tag());
     return 0;
   }
 
@@ -289,6 +320,7 @@ int command(int argc, char** argv) {
       mq::ValidateRequest request = validation_request(artifact, reference, validator_names, validator_options,
                                                        on_failure, artifact_format, report_path, html_path);
       if (validate_trust) request.format_options.set("trust_torchscript", mq::Value::boolean(true));
+      if (!input_shape.empty()) request.input = mq::ModelInput{input_shape, vocab_size};
       return finish(mq::validate_artifact(request, options), json, quiet);
     }
     if (!run->parsed() && !check->parsed()) {
@@ -302,10 +334,9 @@ int command(int argc, char** argv) {
     options.progress = quiet || check->parsed() ? nullptr : &progress;
     options.warn = [](const std::string& m) { fmt::print(stderr, "mq-pipeline: warning: {}\n", one_line(m)); };
     mq::Pipeline pipeline(mq::load_recipe(recipe_path, overrides), options);
-    if (check->parsed()) {
-      pipeline.check();
-      fmt::print("{}: ok (recipe hash {})\n", recipe_path, pipeline.recipe().hash());
-      return 0;
+    if (check->parsed()) {  // the dry run's checks, quietly
+      const mq::Report plan = pipeline.plan();
+      return print_check(recipe_path, plan, json);
     }
     if (dry_run) {
       const mq::Report plan = pipeline.plan();

@@ -81,24 +81,25 @@ bool matches(const std::string& pattern, const std::string& name) {
   return fnmatch(pattern.c_str(), name.c_str(), 0) == 0;
 }
 
-// Why the default low-bit skip set keeps `layer` in float, or "".
-std::string default_skip(const Layer& layer) {
-  if (layer.kind == LayerKind::kEmbedding) return "embedding";
+// Why the default skip set keeps `layer` in float for a target of `bits`, or "".
+std::string default_skip(const Layer& layer, int bits) {
+  if (matches("lm_head", layer.name) || matches("*.lm_head", layer.name)) return "default skip: lm_head";
+  if (bits != 4) return "";
+  if (layer.kind == LayerKind::kEmbedding) return "default low-bit skip: embedding";
   if (layer.kind == LayerKind::kLayerNorm || layer.name.find("norm") != std::string::npos)
-    return "norm";
-  if (matches("lm_head", layer.name) || matches("*.lm_head", layer.name)) return "lm_head";
+    return "default low-bit skip: norm";
   return "";
 }
 
 }  // namespace
 
-LayerSelector::LayerSelector(const Options& options) {
+LayerSelector::LayerSelector(const Options& options, std::vector<LayerKind> default_types)
+    : types_(std::move(default_types)) {
   Value fields = Value::map();
   for (const std::string& key : kSpecKeys) fields.set(key, options.get(key));
   base_ = apply(QuantSpec{}, fields, "options");
 
   const Value& layers = expect(options.get("layers"), Value::Kind::kMap, "options.layers");
-  types_ = {LayerKind::kLinear};
   for (const MapEntry& e : layers.as_map()) {
     if (e.key == "types") {
       types_.clear();
@@ -170,10 +171,10 @@ std::vector<PlanRow> LayerSelector::plan(const Model& model) const {
         } else {
           row.rule = std::string("type ") + to_string(layer->kind) + " not in layers.types";
         }
-        const std::string skip = default_skip(*layer);
+        const std::string skip = default_skip(*layer, candidate.bits());
         if (pattern != overrides_.end() || typed) {
-          if (candidate.bits() == 4 && !replace_skips_ && !skip.empty())
-            row.rule = "default low-bit skip: " + skip;
+          if (!replace_skips_ && !skip.empty())
+            row.rule = skip;
           else
             spec = candidate;
         }

@@ -93,14 +93,6 @@ std::vector<int64_t> sample_input_shape(const Model& model, int64_t batch) {
   return {};
 }
 
-at::Tensor forward_input(const ValidateContext& context, const std::vector<int64_t>& shape, int64_t batch,
-                         uint64_t seed) {
-  if (shape.empty() && !context.calibration.empty()) return context.calibration.front();
-  const std::vector<int64_t> sample = shape.empty() ? sample_input_shape(context.original, batch) : shape;
-  if (sample.empty()) return {};
-  return at::randn(sample, at::detail::createCPUGenerator(seed));
-}
-
 std::pair<at::Tensor, at::Tensor> forward_both(const Model& original, Runnable& written, const at::Tensor& x,
                                                Check& check) {
   at::Tensor reference = original.runnable->forward(x);

@@ -4,6 +4,7 @@
 #include <ATen/CPUGeneratorImpl.h>
 #include <ATen/Parallel.h>
 
+#include <algorithm>
 #include <chrono>
 #include <map>
 #include <optional>
@@ -183,12 +184,42 @@ struct Pipeline::Impl {
     return batches;
   }
 
+  // The context quantize() gets (plan() too), with the calibration batches read.
+  QuantizeContext quantize_context(Report& report, NullProgress& silent) {
+    QuantizeContext context;
+    context.make_observer = [this] { return host->make<Observer>(observer); };
+    context.progress = options.progress ? options.progress : &silent;
+    context.warn = [this, &report](const std::string& m) { warn(report, m); };
+    context.calibration = calibration_batches(report);
+    return context;
+  }
+
+  // The plan settled before any work: the quantizer's, checked by the format (which may
+  // keep in float what it cannot store as planned).
+  std::vector<PlanRow> settle_plan(const Quantizer& q, const Format& writer, const Model& model,
+                                   const QuantizeContext& context, Report& report) {
+    std::vector<PlanRow> plan = guarded(quantizer.label(), "planning", [&] { return q.plan(model, context); });
+    guarded(format.label(), "checking the plan", [&] { writer.check_plan(model, plan); });
+    if (std::none_of(plan.begin(), plan.end(), [](const PlanRow& row) { return row.spec.has_value(); }))
+      warn(report, "nothing is quantized: every tensor is kept as it is (the rules that kept them: " +
+                       std::string("mq-pipeline run --dry-run)"));
+    return plan;
+  }
+
+  at::Tensor forward_input(const Model& model, const QuantizeContext& context, Report& report) {
+    return detail::forward_input(model, recipe.model_input, context.calibration,
+                                 [&](const std::string& m) { warn(report, m); });
+  }
+
+  // What a run would do, with every refusal known before the work: no quantizing, nothing
+  // written (`run --dry-run`, `check`).
   Report plan() {
     Report report;
     const Model model = begin(report);
-    std::unique_ptr<Quantizer> q = host->make<Quantizer>(quantizer);
-    report.plan = guarded(quantizer.label(), "planning", [&] { return q->plan(model); });
-    guarded(format.label(), "checking the plan", [&] { host->make<Format>(format)->check_plan(model, report.plan); });
+    NullProgress silent;
+    const QuantizeContext context = quantize_context(report, silent);
+    report.plan = settle_plan(*host->make<Quantizer>(quantizer), *host->make<Format>(format), model, context, report);
+    forward_input(model, context, report);
     for (const PlanRow& row : report.plan) report.quantized_bytes += row.bytes_after;
     report.output.path = recipe.output.string();
     report.message = "dry run: nothing quantized or written";
@@ -208,20 +239,14 @@ struct Pipeline::Impl {
     std::error_code ec;
 
     NullProgress silent;
-    QuantizeContext context;
-    context.make_observer = [&] { return host->make<Observer>(observer); };
-    context.progress = options.progress ? options.progress : &silent;
-    context.warn = [&](const std::string& m) { warn(report, m); };
-    context.calibration = calibration_batches(report);
+    QuantizeContext context = quantize_context(report, silent);
     std::unique_ptr<Quantizer> q = host->make<Quantizer>(quantizer);
+    std::unique_ptr<Format> writer = host->make<Format>(format);
+    context.plan = settle_plan(*q, *writer, model, context, report);
+    const at::Tensor input = forward_input(model, context, report);
 
     // Formats that write entry by entry get each one as it is quantized, so that the
     // quantized model is never in memory whole.
-    std::unique_ptr<Format> writer = host->make<Format>(format);
-    {  // a plan the format would refuse is refused before the work
-      const std::vector<PlanRow> plan = guarded(quantizer.label(), "planning", [&] { return q->plan(model); });
-      guarded(format.label(), "checking the plan", [&] { writer->check_plan(model, plan); });
-    }
     detail::OutputFile out(recipe.output);
     const std::string writing = "writing " + recipe.output.string();
     std::unique_ptr<EntryWriter> stream =
@@ -271,10 +296,13 @@ struct Pipeline::Impl {
       written->source = quantized.source;
       check_reads_back(*written, digests, recipe.output);
     }
-    const ValidateContext validate_context{model, written ? *written : quantized, out.temp(), *writer,
-                                           written.has_value(), context.calibration};
-    const std::vector<std::string> blocking = detail::run_validators(
-        *host, validators, validate_context, report, options.warn);
+    ValidateContext validate_context{model,   written ? *written : quantized, out.temp(), *writer,
+                                     written.has_value(), context.calibration, input, nullptr};
+    // A runnable model's artifact loads and runs before it is promoted, validators or not.
+    std::string failure;
+    if (model.runnable) validate_context.artifact = detail::load_artifact(*writer, out.temp(), input, failure);
+    std::vector<std::string> blocking{failure};
+    if (failure.empty()) blocking = detail::run_validators(*host, validators, validate_context, report, options.warn);
     report.timings.push_back({"validate", seconds_since(start)});
 
     if (blocking.empty()) {

@@ -33,7 +33,8 @@ const char* to_string(PluginKind kind) {
 }
 
 std::unique_ptr<EntryWriter> Format::stream(const Model&, const std::filesystem::path&) { return nullptr; }
-void Format::check_plan(const Model&, const std::vector<PlanRow>&) const {}
+void Format::check_plan(const Model&, std::vector<PlanRow>&) const {}
+void Observer::check_spec(const QuantSpec&) const {}
 QuantizedModel Format::describe(const std::filesystem::path& path) { return read_quantized(path); }
 
 const char* abi_tag() { return MQ_ABI_TAG; }

@@ -98,7 +98,7 @@ ValidationResult validate_quantization(const Model& original, const QuantizedMod
   std::unique_ptr<Format> format = host.make<Format>(format_plugin);
   guarded(format_plugin.label(), "saving for validation", [&] { format->write(quantized, temp.temp()); });
   Report report;
-  const ValidateContext context{original, quantized, temp.temp(), *format, false, {}};
+  const ValidateContext context{original, quantized, temp.temp(), *format, false, {}, {}, nullptr};
   detail::run_validators(host, steps, context, report, nullptr);
   fs::remove(temp.temp(), ec);
   fs::remove(dir, ec);
@@ -126,7 +126,7 @@ Model load_model(const fs::path& path, const std::string& format, const Value& o
   if (!fs::exists(path, ec)) throw InputError(path.string() + ": no such file or directory");
   const PluginHost host;
   const Resolved r = host.reader_for(path, format, options);
-  return guarded(r.label(), "reading " + path.string(), [&] { return host.make<Format>(r)->read(path); });
+  return guarded(r.label(), "reading the model", [&] { return host.make<Format>(r)->read(path); });
 }
 
 namespace {
@@ -138,7 +138,7 @@ QuantizedModel read_quantized_with(const fs::path& path, const std::string& form
   const PluginHost host;
   const Resolved r = host.reader_for(path, format, options);
   std::unique_ptr<Format> f = host.make<Format>(r);
-  return guarded(r.label(), "reading " + path.string(), [&] { return ((*f).*read)(path); });
+  return guarded(r.label(), "reading the file", [&] { return ((*f).*read)(path); });
 }
 
 }  // namespace

@@ -139,6 +139,18 @@ void apply_override(Value& root, const std::string& assignment) {
   }
 }
 
+// A list of positive integers, not empty.
+std::vector<int64_t> positive_shape(const Value& list, const std::string& what) {
+  std::vector<int64_t> shape;
+  for (const Value& d : list.as_list()) {
+    const int64_t n = expect(d, Value::Kind::kInt, what + "[]").as_int();
+    if (n <= 0) fail(d, what + " dimensions must be positive");
+    shape.push_back(n);
+  }
+  if (shape.empty()) fail(list, what + " must not be empty");
+  return shape;
+}
+
 Recipe build(const Value& root, const fs::path& file, const std::string& name) {
   const fs::path base = file.empty() ? fs::current_path() : file.parent_path();
   if (root.is_null()) throw RecipeError(name + ": recipe is empty");
@@ -159,11 +171,25 @@ Recipe build(const Value& root, const fs::path& file, const std::string& name) {
   const Value* model = present(root, "model");
   if (!model) throw RecipeError(name + ": 'model' is required");
   expect(*model, Value::Kind::kMap, "model");
-  check_keys(*model, "model", {"path", "format", "options"});
+  check_keys(*model, "model", {"path", "format", "options", "input"});
   r.model_path = resolve(base, required_field(*model, "path", Value::Kind::kString, "model").as_string());
   if (const Value* f = optional_field(*model, "format", Value::Kind::kString, "model"))
     r.model_format = f->as_string();
   if (const Value* o = optional_field(*model, "options", Value::Kind::kMap, "model")) r.model_options = *o;
+  if (const Value* input = optional_field(*model, "input", Value::Kind::kMap, "model")) {
+    check_keys(*input, "model.input", {"shape", "vocab_size"});
+    ModelInput in;
+    in.shape = positive_shape(required_field(*input, "shape", Value::Kind::kList, "model.input"), "model.input.shape");
+    if (const Value* v = optional_field(*input, "vocab_size", Value::Kind::kInt, "model.input")) {
+      if (v->as_int() <= 0) fail(*v, "model.input.vocab_size must be positive");
+      in.vocab_size = v->as_int();
+    }
+    int64_t elements = 1;
+    for (int64_t d : in.shape)
+      if (__builtin_mul_overflow(elements, d, &elements) || elements > (int64_t{1} << 32))
+        fail(*input, "model.input: more than 2^32 values");
+    r.model_input = in;
+  }
 
   if (const Value* cal = present(root, "calibration")) {
     expect(*cal, Value::Kind::kMap, "calibration");
@@ -178,12 +204,7 @@ Recipe build(const Value& root, const fs::path& file, const std::string& name) {
       check_keys(*random, "calibration.random", {"shape", "batches", "seed", "vocab_size"});
       RandomCalibration rc;
       const Value& shape = required_field(*random, "shape", Value::Kind::kList, "calibration.random");
-      for (const Value& d : shape.as_list()) {
-        const int64_t n = expect(d, Value::Kind::kInt, "calibration.random.shape[]").as_int();
-        if (n <= 0) fail(d, "calibration.random.shape dimensions must be positive");
-        rc.shape.push_back(n);
-      }
-      if (rc.shape.empty()) fail(shape, "calibration.random.shape must not be empty");
+      rc.shape = positive_shape(shape, "calibration.random.shape");
       if (const Value* b = optional_field(*random, "batches", Value::Kind::kInt, "calibration.random")) {
         if (b->as_int() <= 0) fail(*b, "calibration.random.batches must be positive");
         rc.batches = b->as_int();
@@ -271,6 +292,10 @@ std::string Recipe::canonical_json() const {
   j["version"] = version;
   j["model"] = {{"path", rel(model_path)}, {"format", model_format},
                 {"options", nlohmann::ordered_json::parse(model_options.to_json())}};
+  if (model_input) {
+    j["model"]["input"] = {{"shape", model_input->shape}};
+    if (model_input->vocab_size) j["model"]["input"]["vocab_size"] = model_input->vocab_size;
+  }
   if (calibration) {
     if (const auto& random = calibration->random) {
       j["calibration"] = {{"random", {{"shape", random->shape}, {"batches", random->batches}, {"seed", random->seed}}}};

@@ -1,5 +1,8 @@
 #include "validation.hpp"
 
+#include <ATen/ATen.h>
+#include <ATen/CPUGeneratorImpl.h>
+
 #include <unordered_set>
 
 #include "mq/format.hpp"
@@ -11,6 +14,62 @@ namespace fs = std::filesystem;
 
 namespace mq {
 namespace detail {
+
+at::Tensor forward_input(const Model& model, const std::optional<ModelInput>& given,
+                         const std::vector<at::Tensor>& calibration,
+                         const std::function<void(const std::string&)>& warn) {
+  if (!model.runnable) return {};
+  const auto random = [](const std::vector<int64_t>& shape, int64_t vocab_size) {
+    const at::Generator gen = at::detail::createCPUGenerator(0);
+    return vocab_size ? at::randint(vocab_size, shape, gen, at::kLong) : at::randn(shape, gen);
+  };
+  enum class Source { kGiven, kCalibration, kGuessed } source = Source::kGiven;
+  at::Tensor x;
+  if (given) {
+    x = random(given->shape, given->vocab_size);
+  } else if (!calibration.empty()) {
+    x = calibration.front();
+    source = Source::kCalibration;
+  } else {
+    const std::vector<int64_t> shape = sample_input_shape(model, 8);
+    if (shape.empty()) return {};
+    x = random(shape, 0);
+    source = Source::kGuessed;
+    if (shape.size() > 2 && warn)
+      warn("forward passes run on random inputs of shape " + c10::str(x.sizes()) +
+           ", guessed from the first layer; set model.input.shape to what the model takes");
+  }
+  try {
+    model.runnable->forward(x);
+  } catch (const std::exception& e) {
+    const std::string shape = c10::str(x.sizes()), why = first_line(e.what());
+    if (source == Source::kCalibration)
+      throw InputError("calibration batch 0 of shape " + shape + " does not fit the model: " + why);
+    if (source == Source::kGiven) throw RecipeError("model.input of shape " + shape + " does not fit the model: " + why);
+    throw RecipeError("the model does not run on random inputs of shape " + shape + ", guessed from its first layer (" +
+                      why + "): set model.input: {shape: [...]} (with vocab_size: N for token ids)");
+  }
+  return x;
+}
+
+std::shared_ptr<Runnable> load_artifact(Format& format, const fs::path& written, const at::Tensor& input,
+                                        std::string& failure) {
+  Model artifact;
+  try {
+    artifact = format.read(written);
+  } catch (const std::exception& e) {
+    failure = "the written model does not load: " + first_line(e.what());
+    return nullptr;
+  }
+  if (!artifact.runnable || !input.defined()) return artifact.runnable;
+  try {
+    artifact.runnable->forward(input);
+  } catch (const std::exception& e) {
+    failure = "the written model does not run where the original runs: " + first_line(e.what());
+    return nullptr;
+  }
+  return artifact.runnable;
+}
 
 std::string join(const std::vector<std::string>& parts) {
   std::string out;
@@ -111,8 +170,18 @@ void validate_existing(const ValidateRequest& request, const RunOptions& options
     for (const NamedTensor& t : model.tensors)
       if (!held.count(t.name)) not_made_from("the reference's tensor '" + t.name + "' is not in it");
   }
-  const ValidateContext context{model, quantized, request.artifact, *format, true, {}};
-  const std::vector<std::string> blocking = run_validators(host, steps, context, report, options.warn);
+  ValidateContext context{model, quantized, request.artifact, *format, true, {}, {}, nullptr};
+  context.input = forward_input(model, request.input, {}, [&](const std::string& m) {
+    report.warnings.push_back(m);
+    if (options.warn) options.warn(m);
+  });
+  std::string failure;
+  if (model.runnable) context.artifact = load_artifact(*format, request.artifact, context.input, failure);
+  std::vector<std::string> blocking;
+  if (!failure.empty())
+    blocking.push_back(failure);
+  else
+    blocking = run_validators(host, steps, context, report, options.warn);
   if (blocking.empty()) {
     report.message = request.artifact.string() + ": all validators passed";
   } else {

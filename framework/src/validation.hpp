@@ -2,7 +2,10 @@
 // Running validators on an artifact: for a run, for `mq-pipeline validate` and for the
 // C++ API's validate_quantization.
 
+#include <filesystem>
 #include <functional>
+#include <memory>
+#include <optional>
 #include <string>
 #include <vector>
 
@@ -24,6 +27,23 @@ struct ValidatorSteps {
 std::vector<std::string> run_validators(const PluginHost& host, const ValidatorSteps& steps,
                                         const ValidateContext& context, Report& report,
                                         const std::function<void(const std::string&)>& warn);
+
+// The input of a runnable model's forward passes outside calibration: `given`
+// (model.input), else the first calibration batch, else seeded random values of a shape
+// guessed from the first layer; the original runs on it once here, so that a shape that
+// does not fit is a usage error before any work (RecipeError naming model.input; an
+// InputError for a calibration batch). Undefined when `model` cannot run or nothing
+// says what it takes. `warn` hears of a guess that invents dimensions (a Conv's).
+at::Tensor forward_input(const Model& model, const std::optional<ModelInput>& given,
+                         const std::vector<at::Tensor>& calibration,
+                         const std::function<void(const std::string&)>& warn);
+
+// The written model, loaded with `format` to run, for a runnable original: it must load
+// and run on `input` (when defined), or `failure` says why and the result is null (the
+// artifact must not be promoted). Null with no failure when the format writes no
+// runnable model.
+std::shared_ptr<Runnable> load_artifact(Format& format, const std::filesystem::path& written,
+                                        const at::Tensor& input, std::string& failure);
 
 // "a; b; c".
 std::string join(const std::vector<std::string>& parts);

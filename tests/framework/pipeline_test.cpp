@@ -176,6 +176,58 @@ TEST(Pipeline, AFileThatReadsBackDifferentlyIsNeverPromoted) {
   EXPECT_EQ(std::distance(fs::directory_iterator(dir.path()), fs::directory_iterator()), 1);
 }
 
+// The artifact of a runnable model loads and runs once on the model's input before it is
+// promoted, validators or not: one that does not is a failed check (exit 5), and the
+// previous artifact stays.
+TEST(Pipeline, ARunnableModelsArtifactThatDoesNotLoadAndRunIsNeverPromoted) {
+  for (const std::string artifact : {"fails_to_load", "fails_to_run", "runs"}) {
+    SCOPED_TRACE(artifact);
+    mq::test::ScratchDir dir("api-runnable");
+    mq::Recipe r = example(dir.path());
+    r.model_path = dir / "model.fixture";
+    mq::test::write_file(r.model_path, "fixture");
+    r.model_format = "fixture_runnable";
+    r.model_input = mq::ModelInput{{2, 4}, 0};
+    r.format = {"fixture_runnable", mq::Value::map(), {}};
+    r.format.options.set("artifact", mq::Value::string(artifact));
+    r.validators.clear();
+    mq::test::write_file(r.output, "previous good artifact");
+    mq::RunOptions o;
+    o.plugin_paths = {fs::path(MQ_FIXTURE_DIR) / "runnable"};
+    const mq::Report report = mq::Pipeline(r, o).run();
+    if (artifact == "runs") {
+      EXPECT_EQ(report.status, mq::ExitCode::kOk) << report.message;
+      EXPECT_EQ(mq::test::read_file(r.output), "fixture");
+      continue;
+    }
+    EXPECT_EQ(report.status, mq::ExitCode::kValidationFailed);
+    EXPECT_NE(report.message.find(artifact == "fails_to_load" ? "the written model does not load: "
+                                                               : "the written model does not run where the original "
+                                                                 "runs: no kernel for this"),
+              std::string::npos)
+        << report.message;
+    EXPECT_EQ(mq::test::read_file(r.output), "previous good artifact");
+  }
+}
+
+// A model.input the model does not take is a usage error before any work, as a guessed
+// shape that does not fit is (it says to set model.input).
+TEST(Pipeline, AModelInputThatDoesNotFitIsARecipeError) {
+  mq::test::ScratchDir dir("api-input");
+  mq::Recipe r = example(dir.path());
+  r.model_path = fs::path(MQ_SOURCE_DIR) / "configs/models/mlp.pt";
+  r.model_options.set("trust_torchscript", mq::Value::boolean(true));
+  r.model_input = mq::ModelInput{{2, 5}, 0};
+  try {
+    mq::Pipeline(r).plan();
+    ADD_FAILURE() << "planned";
+  } catch (const mq::RecipeError& e) {
+    EXPECT_NE(std::string(e.what()).find("model.input of shape [2, 5] does not fit the model: "), std::string::npos)
+        << e.what();
+  }
+  EXPECT_FALSE(fs::exists(r.output));
+}
+
 TEST(Pipeline, OnFailureWarnPromotesAndWarns) {
   mq::test::ScratchDir dir("api-warn");
   mq::Recipe r = example(dir.path());

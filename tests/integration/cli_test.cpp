@@ -539,12 +539,53 @@ TEST(Cli, PipeWhereAnOutputGoesExitsSixBeforeAnyWork) {
 }
 
 TEST(Cli, CheckResolvesPluginsWithoutWork) {
-  const auto ok = run_pipeline("check '" + kExample + "'");
+  mq::test::ScratchDir dir("cli-check");
+  const auto ok = run_pipeline("check '" + kExample + "' --set format.output='" + (dir / "o.safetensors").string() + "'");
   EXPECT_EQ(ok.exit_code, 0) << ok.err;
-  EXPECT_NE(ok.out.find(": ok (recipe hash "), std::string::npos);
+  EXPECT_NE(ok.out.find(": ok: 2 of 5 tensors quantized, 66560 -> "), std::string::npos) << ok.out;
+  EXPECT_FALSE(fs::exists(dir / "o.safetensors"));
+  const auto json = run_pipeline("check --json '" + kExample + "'");
+  ASSERT_EQ(json.exit_code, 0) << json.err;
+  const auto answer = nlohmann::json::parse(json.out);
+  EXPECT_EQ(answer["status"], 0);
+  EXPECT_EQ(answer["quantized"], 2);
+  EXPECT_EQ(answer["recipe_hash"].get<std::string>().size(), 32u);
   const auto bad = run_pipeline("check '" + kExample + "' --set quantizer.options.dtype=int3");
   EXPECT_EQ(bad.exit_code, 2);
   EXPECT_NE(bad.err.find("got 'int3' (did you mean 'int8'?)"), std::string::npos) << bad.err;
+}
+
+// What a run refuses for reasons known before its work, `check` and `run --dry-run`
+// refuse too, with the same message and exit code.
+TEST(Cli, CheckAndDryRunRefuseWhatARunWouldRefuse) {
+  mq::test::ScratchDir dir("cli-check-parity");
+  const std::string torchscript = std::string(MQ_SOURCE_DIR) + "/configs/example-torchscript-int8.yaml";
+  const std::string output = " --set format.output='" + (dir / "out.pt").string() + "' --set report=null";
+  const struct {
+    std::string args, message;
+    int code;
+  } cases[] = {
+      {"'" + kExample + "' --set model.path=missing.safetensors", "missing.safetensors: no such file or directory (model)", 3},
+      {"'" + kExample + "' --set observer.plugin=histogram",
+       "the histogram observer is per tensor (as PyTorch's); use minmax, moving_average or percentile for per_channel", 2},
+      {"'" + torchscript + "' --set quantizer.options.scheme=asymmetric",
+       "TorchScript output runs PyTorch's int8 kernels for symmetric int8 weights", 2},
+      {"'" + kExample + "' --set quantizer.plugin=static --set calibration.random.shape=[2,64]",
+       "static quantization runs calibration batches through the model, and this model cannot run", 2},
+      {"'" + torchscript + "' --set quantizer.plugin=static",
+       "static quantization needs calibration data: set calibration.path or calibration.random", 2},
+      {"'" + torchscript + "' --set model.input.shape=[3,5]", "model.input of shape [3, 5] does not fit the model", 2},
+  };
+  for (const auto& c : cases) {
+    for (const std::string command : {"check ", "run --dry-run ", "run "}) {
+      SCOPED_TRACE(command + c.args);
+      const auto r = run_pipeline(command + c.args + output);
+      EXPECT_EQ(r.exit_code, c.code) << r.err;
+      EXPECT_NE(r.err.find(c.message), std::string::npos) << r.err;
+      expect_one_line_error(r);
+      EXPECT_FALSE(fs::exists(dir / "out.pt"));
+    }
+  }
 }
 
 TEST(Cli, PluginsListsTheBuiltInsAsJson) {
@@ -625,7 +666,7 @@ TEST(Cli, TorchScriptInputMustBeTrustedExplicitly) {
                               "--set format.output='" + (dir / "o.pt").string() + "' --set report=null --set html_report=null");
   EXPECT_EQ(r.exit_code, 3);
   expect_one_line_error(r);
-  EXPECT_NE(r.err.find("loading it runs the code inside; if you trust it, set model.options.trust_torchscript: true"),
+  EXPECT_NE(r.err.find("loading it runs the code inside; if you trust it, say so: --trust-torchscript (inspect, validate), or model.options.trust_torchscript: true in a recipe"),
             std::string::npos) << r.err;
   EXPECT_FALSE(fs::exists(dir / "o.pt"));
 }
@@ -655,7 +696,7 @@ TEST(Cli, InspectListsTensorsQuantizationAndProvenance) {
   ASSERT_EQ(run_pipeline(example_args(dir, "-q --set quantizer.options.dtype=int4 --set quantizer.options.granularity=auto --set validators=[]")).exit_code, 0);
   const auto text = run_pipeline("inspect '" + (dir / "out.safetensors").string() + "'");
   ASSERT_EQ(text.exit_code, 0) << text.err;
-  EXPECT_NE(text.out.find("5 tensors (2 quantized), mode dynamic"), std::string::npos) << text.out;
+  EXPECT_NE(text.out.find("5 tensors (2 quantized, mode dynamic)"), std::string::npos) << text.out;
   EXPECT_NE(text.out.find("mq.recipe_hash"), std::string::npos);
   EXPECT_NE(text.out.find("fc1.weight   int4        [128,64]"), std::string::npos) << text.out;
   const auto json = nlohmann::json::parse(run_pipeline("inspect --json '" + (dir / "out.safetensors").string() + "'").out);
@@ -665,7 +706,7 @@ TEST(Cli, InspectListsTensorsQuantizationAndProvenance) {
   const auto model = run_pipeline("inspect '" MQ_SOURCE_DIR "/configs/models/mlp.pt'");
   EXPECT_EQ(model.exit_code, 3);
   expect_one_line_error(model);
-  EXPECT_NE(model.err.find("(--trust-torchscript for inspect and validate)"), std::string::npos)
+  EXPECT_NE(model.err.find("if you trust it, say so: --trust-torchscript (inspect, validate)"), std::string::npos)
       << model.err;
   EXPECT_EQ(run_pipeline("inspect --trust-torchscript '" MQ_SOURCE_DIR "/configs/models/mlp.pt'").exit_code, 0);
   EXPECT_EQ(run_pipeline("inspect '" + (dir / "absent").string() + "'").exit_code, 3);
@@ -767,7 +808,7 @@ report: out/report.json
   EXPECT_TRUE(fs::exists(dir / "out/model-int4/model.safetensors"));
   EXPECT_TRUE(fs::exists(dir / "out/model-int4/config.json"));
   const auto report = nlohmann::json::parse(mq::test::read_file(dir / "out/report.json"));
-  EXPECT_EQ(report["layers"][4]["rule"], "default low-bit skip: lm_head");
+  EXPECT_EQ(report["layers"][4]["rule"], "default skip: lm_head");
   // A failing run leaves the previous directory exactly as it was, and no temporary.
   std::string before = mq::test::read_file(dir / "out/model-int4/model.safetensors");
   const auto failed = run_pipeline("run -q '" + (dir / "recipe.yaml").string() +

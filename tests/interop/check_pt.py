@@ -86,6 +86,7 @@ def main(exe, source, work):
     check_static(exe, source, work, models)
     check_static_pt(exe, source, work, models)
     check_static_conv(exe, source, work)
+    check_transformer_encoder(exe, source, work)
     check_token_calibration(exe, source, work)
     check_python_quantized_state_dict(exe, work)
     check_crafted_views(exe, work)
@@ -423,6 +424,47 @@ class Convs(torch.nn.Module):
         a = torch.nn.functional.max_pool2d(torch.relu(self.conv1(x)), 2)
         b = torch.nn.functional.adaptive_avg_pool2d(self.conv2(a), 2).reshape(x.size(0), -1, 2)
         return {"conv1": x, "conv2": a, "conv3": b, "fc": torch.relu(self.conv3(b)).flatten(1)}
+
+
+class Encoder(torch.nn.Module):
+    def __init__(self):
+        super().__init__()
+        layer = torch.nn.TransformerEncoderLayer(32, 4, 64, batch_first=True)
+        self.enc = torch.nn.TransformerEncoder(layer, 2)
+        self.head = torch.nn.Linear(32, 8)
+
+    def forward(self, x):
+        return self.head(self.enc(x))
+
+
+def check_transformer_encoder(exe, source, work):
+    """nn.TransformerEncoder: its layers read linear1/linear2's and MultiheadAttention's
+    out_proj's weights themselves, so the TorchScript artifact keeps those Linears in
+    float (as PyTorch keeps out_proj) and quantizes the rest; the artifact loads and runs
+    in Python, also when written with no validators."""
+    torch.manual_seed(0)
+    model = Encoder().eval()
+    model_path = os.path.join(work, "encoder.pt")
+    torch.jit.script(model).save(model_path)
+    recipe = os.path.join(source, "configs", "example-torchscript-int8.yaml")
+    for validators in ("validators=[]", "validators=[{plugin: load_run}, {plugin: sqnr}]"):
+        out = os.path.join(work, "encoder.int8.pt")
+        report = os.path.join(work, "encoder.report.json")
+        subprocess.run([exe, "run", recipe, "--quiet", "--set", f"model.path={model_path}", "--set",
+                        f"format.output={out}", "--set", f"report={report}", "--set", "html_report=null",
+                        "--set", "model.input={shape: [2, 5, 32]}", "--set", validators], check=True)
+        quantized = torch.jit.load(out)
+        assert "ops.quantized.linear_dynamic" in quantized.head.code, quantized.head.code
+        layer = getattr(quantized.enc.layers, "0")
+        assert layer.linear1.original_name == "Linear", layer.linear1.original_name
+        x = torch.randn(2, 5, 32)
+        with torch.no_grad():
+            db = sqnr(model(x), quantized(x))
+        assert db > 35, db
+        rules = {row["tensor"]: row["rule"] for row in json.load(open(report))["layers"]}
+        for name in ("enc.layers.0.linear1.weight", "enc.layers.1.self_attn.out_proj.weight"):
+            assert "kept in float: TorchScript code reads its 'bias', 'weight'" in rules[name], rules[name]
+    print(f"TorchScript TransformerEncoder int8: loads and runs in Python, {db:.2f} dB, weight-reading Linears float")
 
 
 def check_static_conv(exe, source, work):

@@ -69,10 +69,11 @@ struct ModelPair {
     }
     quantized.entries = {{"fc.weight", at::Tensor(), q}, {"fc.bias", original.tensors[1].tensor, std::nullopt}};
   }
-  Check validate(Validator& v, Format& format, bool read_back = false,
-                 const std::vector<at::Tensor>& calibration = {}) const {
+  // `input` and `artifact` as the runner hands them to validators of a runnable model.
+  Check validate(Validator& v, Format& format, bool read_back = false, const std::vector<at::Tensor>& calibration = {},
+                 const at::Tensor& input = {}, std::shared_ptr<Runnable> artifact = nullptr) const {
     static const std::filesystem::path kWritten = "/nonexistent/written.safetensors";
-    return run_validator(v, {original, quantized, kWritten, format, read_back, calibration});
+    return run_validator(v, {original, quantized, kWritten, format, read_back, calibration, input, std::move(artifact)});
   }
 };
 

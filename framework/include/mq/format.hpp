@@ -36,10 +36,12 @@ class MQ_API Format : public Plugin {
   // from `source`, and the runner streams: each entry is written as soon as it is
   // quantized. The default, null, has the runner call write() with the whole model.
   virtual std::unique_ptr<EntryWriter> stream(const Model& source, const std::filesystem::path& path);
-  // Refuses a plan this format could not write for a model read from `source`, as
-  // write() would refuse it (RecipeError), but before any work: the runner calls it
-  // before quantizing, and `run --dry-run` after planning. The default accepts any plan.
-  virtual void check_plan(const Model& source, const std::vector<PlanRow>& plan) const;
+  // Settles the plan for a model read from `source` before any work (every run,
+  // `run --dry-run` and `check`): refuses a plan this format could not write, as write()
+  // would (RecipeError), and keeps in float a tensor it cannot store as planned where
+  // that is what users expect (a row's spec reset, its rule saying why). The quantizer
+  // then follows the plan as settled. The default accepts any plan as it is.
+  virtual void check_plan(const Model& source, std::vector<PlanRow>& plan) const;
   // Reads back a file written by write(); the result compares bit-exactly.
   virtual QuantizedModel read_quantized(const std::filesystem::path& path) = 0;
   // read_quantized() for listing a file (`mq-pipeline inspect`): the same entries,

@@ -5,10 +5,12 @@
 //
 // Precedence, highest first (docs/quantization.md):
 //   1. an override keyed by the exact layer or tensor name;
-//   2. patterns: `layers.exclude`, then the default low-bit skip set (embeddings, norms,
-//      lm_head, for 4-bit targets; `layers.replace: true` drops it), then overrides
-//      keyed by a glob, first match in recipe order;
-//   3. the layer's type in `layers.types` (default [Linear]);
+//   2. patterns: `layers.exclude`, then the default skip set (`lm_head` for every
+//      target, as the recipes of llm-compressor and vLLM keep it; embeddings and norms
+//      for 4-bit targets; `layers.replace: true` drops it), then overrides keyed by a
+//      glob, first match in recipe order;
+//   3. the layer's type in `layers.types` (the quantizer's default: [Linear] for
+//      dynamic, [Linear, Conv1d, Conv2d] for static, as PyTorch's mappings);
 //   4. otherwise the tensor stays in float.
 // A per_group spec applies to 2-D weights only; other shapes stay in float and the plan
 // says so. When group_size does not divide the input dimension the last group of each
@@ -27,8 +29,9 @@ namespace mq {
 
 class MQ_API LayerSelector {
  public:
-  // Throws RecipeError naming the option's place in the recipe.
-  explicit LayerSelector(const Options& options);
+  // Throws RecipeError naming the option's place in the recipe. `default_types` apply
+  // when the recipe sets no `layers.types`.
+  explicit LayerSelector(const Options& options, std::vector<LayerKind> default_types = {LayerKind::kLinear});
 
   const QuantSpec& base() const { return base_; }
   // One row per tensor of `model`, in order, with the predicted bytes.

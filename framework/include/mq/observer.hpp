@@ -18,6 +18,9 @@ namespace mq {
 class MQ_API Observer : public Plugin {
  public:
   ~Observer() override;
+  // Throws RecipeError when this observer cannot fit `spec` (the histogram observer is
+  // per tensor), as observe() would: quantizers ask while planning, before any work.
+  virtual void check_spec(const QuantSpec& spec) const;
   // Records statistics of `tensor`; called once per weight or calibration batch.
   // For per-channel specs the channel axis is the spec's axis.
   virtual void observe(const at::Tensor& tensor, const QuantSpec& spec) = 0;

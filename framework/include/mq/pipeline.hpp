@@ -66,6 +66,8 @@ struct ValidateRequest {
   OnFailure on_failure = OnFailure::kError;
   std::string format;  // the artifact's format plugin; "" = the first that can read it
   Value format_options = Value::map();  // for reading both files, e.g. {trust_torchscript: true}
+  // What a runnable reference takes; a shape guessed from its first layer when empty.
+  std::optional<ModelInput> input;
   std::optional<std::filesystem::path> report;       // JSON
   std::optional<std::filesystem::path> html_report;  // one self-contained page
 };

@@ -34,6 +34,14 @@ struct RandomCalibration {
   int64_t vocab_size = 0;  // > 0: token ids in [0, vocab_size) instead of normal floats
 };
 
+// What a runnable model takes: random normal values of `shape`, or token ids in
+// [0, vocab_size) when vocab_size > 0 (seeded). Forward passes outside calibration
+// (validation, the check that a written model runs) use it.
+struct ModelInput {
+  std::vector<int64_t> shape;
+  int64_t vocab_size = 0;
+};
+
 struct Calibration {
   std::filesystem::path path;               // tensors, one per batch
   std::optional<RandomCalibration> random;  // instead of a path
@@ -45,6 +53,9 @@ struct MQ_API Recipe {
   std::filesystem::path model_path;
   std::string model_format;  // format plugin reading the model; "" = first that can
   Value model_options = Value::map();  // that format's options (e.g. trust_torchscript)
+  // model.input; when absent, the first calibration batch, else a shape guessed from the
+  // first layer.
+  std::optional<ModelInput> model_input;
   std::optional<Calibration> calibration;
   PluginStep observer{"minmax", Value::map(), {}};
   PluginStep quantizer;

@@ -4,6 +4,7 @@
 
 #include <filesystem>
 #include <functional>
+#include <memory>
 #include <string>
 #include <utility>
 #include <vector>
@@ -26,6 +27,13 @@ struct ValidateContext {
   bool read_back = false;
   // The recipe's calibration batches (none for a dynamic recipe or `mq-pipeline validate`).
   std::vector<at::Tensor> calibration;
+  // For a runnable original: the input of whole-model forward passes (model.input, else
+  // the first calibration batch, else random values of a shape guessed from the first
+  // layer), which the original runs on; undefined when nothing says what it takes.
+  at::Tensor input;
+  // The written model, loaded to run (the runner checked that it loads and runs on
+  // `input`); null when the original cannot run or the format writes no runnable model.
+  std::shared_ptr<Runnable> artifact;
 };
 
 // A figure about one tensor (e.g. its SQNR), shown in the report's per-layer rows.
@@ -42,16 +50,9 @@ struct Check {
   std::vector<TensorMetric> tensor_metrics;
 };
 
-// The input of a validation forward pass: seeded standard normal values of `shape` when
-// it is given; else the first calibration batch (data the model is meant for); else
-// seeded normal values of sample_input_shape(original, batch). Undefined when nothing
-// says what the model takes.
-MQ_API at::Tensor forward_input(const ValidateContext& context, const std::vector<int64_t>& shape, int64_t batch,
-                                uint64_t seed);
-
 // The original's and the written model's outputs on `x`. When the written model throws
 // where the original runs, `check` fails saying so and the second output is undefined;
-// the original's own failure (a wrong input_shape) is thrown.
+// the original's own failure is thrown.
 MQ_API std::pair<at::Tensor, at::Tensor> forward_both(const Model& original, Runnable& written, const at::Tensor& x,
                                                       Check& check);
 

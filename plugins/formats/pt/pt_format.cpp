@@ -269,17 +269,42 @@ class PtFormat final : public mq::Format {
 
   // TorchScript output: what write_torchscript() refuses whatever the calibration (a
   // dynamic Conv, or a static one whose layer calibration never reached, is refused
-  // only there).
-  void check_plan(const mq::Model& source, const std::vector<mq::PlanRow>& plan) const override {
+  // only there); a layer whose module other code uses beyond what its quantized
+  // replacement offers (TransformerEncoderLayer reads linear1.weight, MultiheadAttention
+  // its out_proj's) stays in float, as PyTorch keeps it.
+  void check_plan(const mq::Model& source, std::vector<mq::PlanRow>& plan) const override {
     refuse_foreign(source.foreign);
-    if (!dynamic_cast<const mq::pt::TorchScriptModel*>(source.runnable.get())) return;
+    const auto* script = dynamic_cast<const mq::pt::TorchScriptModel*>(source.runnable.get());
+    if (!script) return;
     std::map<std::string, mq::LayerKind> kinds;
     for (const mq::Layer& l : source.layers) kinds.emplace(l.name, l.kind);
-    for (const mq::PlanRow& row : plan) {
+    const std::map<std::string, mq::pt::OutsideUses> uses = mq::pt::outside_uses(script->module());
+    for (mq::PlanRow& row : plan) {
       if (!row.spec) continue;
-      const auto kind = kinds.find(layer_of(row.tensor));
-      if (kind == kinds.end() || !kernel_for(kind->second) || !runs_int8(*row.spec)) refuse_torchscript(row.tensor, *row.spec);
+      const std::string layer = layer_of(row.tensor);
+      const auto kind = kinds.find(layer);
+      const Kernel* kernel = kind == kinds.end() ? nullptr : kernel_for(kind->second);
+      if (!kernel || !runs_int8(*row.spec)) refuse_torchscript(row.tensor, *row.spec);
+      if (const auto u = uses.find(layer); u != uses.end()) {
+        const std::string why = beyond_replacement(*kernel, u->second);
+        if (why.empty()) continue;
+        row.rule += "; kept in float: TorchScript code " + why;
+        row.spec.reset();
+        row.bytes_after = row.bytes_before;
+      }
     }
+  }
+
+  // What code outside a layer uses of it that its quantized module lacks, or "".
+  static std::string beyond_replacement(const Kernel& kernel, const mq::pt::OutsideUses& uses) {
+    if (uses.escapes) return "passes the module itself around";
+    for (const std::string& m : uses.methods)
+      if (m != "forward") return "calls its method '" + m + "'";
+    std::string read;
+    for (const std::string& a : uses.attributes)
+      if (a != "training" && (kernel.kind != mq::LayerKind::kLinear || (a != "in_features" && a != "out_features")))
+        read += (read.empty() ? "'" : ", '") + a + "'";
+    return read.empty() ? "" : "reads its " + read;
   }
 
   mq::QuantizedModel read_quantized(const fs::path& path) override {
@@ -302,9 +327,8 @@ class PtFormat final : public mq::Format {
   void refuse_untrusted(const fs::path& path) const {
     if (!trust_ && path != written_)
       bad(path,
-          "is a TorchScript archive, and loading it runs the code inside; if you trust it, "
-          "set model.options.trust_torchscript: true in the recipe (--trust-torchscript for "
-          "inspect and validate)");
+          "is a TorchScript archive, and loading it runs the code inside; if you trust it, say so: "
+          "--trust-torchscript (inspect, validate), or model.options.trust_torchscript: true in a recipe");
   }
 
   static torch::jit::Module load(const fs::path& path, torch::jit::ExtraFilesMap* extra = nullptr) {

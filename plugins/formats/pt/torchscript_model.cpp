@@ -3,6 +3,7 @@
 #include <torch/csrc/jit/frontend/resolver.h>
 #include <torch/csrc/jit/frontend/sugared_value.h>
 
+#include <algorithm>
 #include <functional>
 #include <sstream>
 
@@ -58,8 +59,7 @@ at::Tensor TorchScriptModel::forward(const at::Tensor& input) {
   try {
     out = module_.forward({input.clone()});  // see record_layers()
   } catch (const std::exception& e) {
-    throw InputError("the model's forward pass on an input of shape " + c10::str(input.sizes()) +
-                     " failed: " + reason(e));
+    throw InputError(reason(e));  // callers say which input
   }
   if (out.isTensor()) return out.toTensor();
   // Tuples, lists and dicts (e.g. (logits, hidden)): their tensors, flattened, in order.
@@ -83,14 +83,32 @@ torch::jit::Module TorchScriptModel::copy() const { return reload(module_); }
 void TorchScriptModel::record_layers(const std::vector<at::Tensor>& batches, const std::vector<std::string>& layers,
                                      const ActivityVisitor& visit) {
   // Each layer becomes a recorder that runs the original layer and appends its input and
-  // output to lists, so the model's results do not change.
+  // output to lists, so the model's results do not change. What other code reads of the
+  // layer (MultiheadAttention reads its out_proj's weight and runs the matmul itself) the
+  // recorder holds too; a layer whose other methods are called is left as it is, and
+  // records nothing.
   torch::jit::Module m = copy();
+  const std::map<std::string, OutsideUses> uses = outside_uses(m);
+  std::vector<std::string> recorded;
   for (const std::string& name : layers) {
+    const auto used = uses.find(name);
+    if (used != uses.end() &&
+        (used->second.escapes || std::any_of(used->second.methods.begin(), used->second.methods.end(),
+                                             [](const std::string& m) { return m != "forward"; })))
+      continue;
+    recorded.push_back(name);
     std::string last;
     torch::jit::Module parent = child(m, name, &last);
     torch::jit::Module original = parent.attr(last).toModule();
     torch::jit::Module recorder = new_module(m, "Recorder");
     recorder.register_module("inner", original);
+    if (used != uses.end())
+      for (const std::string& a : used->second.attributes) {
+        const c10::ClassTypePtr type = original.type();
+        if (!type->hasAttribute(a)) continue;
+        const size_t slot = type->getAttributeSlot(a);
+        recorder.register_attribute(a, type->getAttribute(slot), original.attr(a), type->is_parameter(slot));
+      }
     for (const char* list : {"inputs", "outputs"})
       recorder.register_attribute(list, c10::ListType::ofTensors(), c10::impl::GenericList(c10::TensorType::get()));
     define(recorder, "def forward(self, x: Tensor) -> Tensor:\n"
@@ -120,7 +138,7 @@ void TorchScriptModel::record_layers(const std::vector<at::Tensor>& batches, con
                        c10::str(batches[b].sizes()) + " does not fit the model: " + reason(e));
     }
     std::map<std::string, Activity> seen;
-    for (const std::string& name : layers) {
+    for (const std::string& name : recorded) {
       std::string last;
       torch::jit::Module recorder = child(run, name, &last).attr(last).toModule();
       if (recorder.attr("inputs").toList().size() > 0) seen[name] = {take(recorder, "inputs"), take(recorder, "outputs")};
@@ -129,11 +147,49 @@ void TorchScriptModel::record_layers(const std::vector<at::Tensor>& batches, con
   }
 }
 
+std::map<std::string, OutsideUses> outside_uses(const torch::jit::Module& root) {
+  std::map<std::string, OutsideUses> uses;
+  for (const auto& owner : root.named_modules()) {
+    for (const torch::jit::Method& method : owner.value.get_methods()) {
+      const std::shared_ptr<torch::jit::Graph> graph = method.graph();
+      // Values that are submodules of `owner`, by path: self, then GetAttr chains from it.
+      std::map<const torch::jit::Value*, std::string> modules{{graph->inputs().at(0), owner.name}};
+      const std::function<void(torch::jit::Block*)> walk = [&](torch::jit::Block* block) {
+        for (torch::jit::Node* node : block->nodes()) {
+          if (node->kind() == c10::prim::GetAttr) {
+            const auto base = modules.find(node->input(0));
+            const auto type = node->output()->type()->cast<c10::ClassType>();
+            if (base != modules.end() && type && type->is_module())
+              modules[node->output()] = (base->second.empty() ? "" : base->second + ".") + node->s(c10::attr::name);
+          }
+          for (size_t i = 0; i < node->inputs().size(); ++i) {
+            const auto found = modules.find(node->input(i));
+            if (found == modules.end() || found->second == owner.name) continue;
+            OutsideUses& u = uses[found->second];
+            if (i == 0 && node->kind() == c10::prim::GetAttr) {
+              if (!modules.count(node->output())) u.attributes.insert(node->s(c10::attr::name));
+            } else if (i == 0 && node->kind() == c10::prim::CallMethod) {
+              u.methods.insert(node->s(c10::attr::name));
+            } else {
+              u.escapes = true;
+            }
+          }
+          for (torch::jit::Block* b : node->blocks()) walk(b);
+        }
+      };
+      walk(graph->block());
+    }
+  }
+  return uses;
+}
+
 LayerKind layer_kind(const torch::jit::Module& module) {
   const auto name = module.type()->name();
   if (!name) return LayerKind::kOther;
   const std::string n = name->name();
-  if (n == "Linear") return LayerKind::kLinear;
+  // MultiheadAttention's out_proj is a NonDynamicallyQuantizableLinear: a Linear whose
+  // weight the attention reads itself (check_plan keeps such layers float in TorchScript).
+  if (n == "Linear" || n == "NonDynamicallyQuantizableLinear") return LayerKind::kLinear;
   if (n == "Conv1d") return LayerKind::kConv1d;
   if (n == "Conv2d") return LayerKind::kConv2d;
   if (n == "Embedding") return LayerKind::kEmbedding;

@@ -9,6 +9,7 @@
 
 #include <filesystem>
 #include <map>
+#include <set>
 #include <string>
 #include <vector>
 
@@ -24,10 +25,22 @@ class TorchScriptModel final : public Runnable {
                      const ActivityVisitor& visit) override;
   // A fresh copy (save + load) that can be rewritten without touching this one.
   torch::jit::Module copy() const;
+  const torch::jit::Module& module() const { return module_; }
 
  private:
   torch::jit::Module module_;
 };
+
+// How the code of other modules uses a submodule: the attributes it reads on it, the
+// methods it calls, and whether the module value goes anywhere else (passed to a
+// function, returned, stored). A replacement must offer all of them.
+struct OutsideUses {
+  std::set<std::string> attributes, methods;
+  bool escapes = false;
+};
+// By submodule path ("enc.layers.0.linear1"), from the graphs of every method of every
+// module of `root`.
+std::map<std::string, OutsideUses> outside_uses(const torch::jit::Module& root);
 
 // The kind of a submodule from its class name (mangled names included).
 LayerKind layer_kind(const torch::jit::Module& module);

@@ -37,10 +37,14 @@ class HistogramObserver final : public mq::Observer {
     max_val_ = at::scalar_tensor(-std::numeric_limits<float>::infinity());
   }
 
-  void observe(const at::Tensor& input, const mq::QuantSpec& spec) override {
+  void check_spec(const mq::QuantSpec& spec) const override {
     if (spec.granularity != mq::Granularity::kPerTensor)
       throw mq::RecipeError("the histogram observer is per tensor (as PyTorch's); use minmax, "
                             "moving_average or percentile for " + std::string(mq::to_string(spec.granularity)));
+  }
+
+  void observe(const at::Tensor& input, const mq::QuantSpec& spec) override {
+    check_spec(spec);
     if (input.numel() == 0) return;
     const at::Tensor x = input.detach().to(at::kFloat).contiguous();
     if (uninitialized() || min_val_.item<float>() == max_val_.item<float>()) {

@@ -23,10 +23,14 @@ class PercentileObserver final : public mq::Observer {
       throw mq::RecipeError(options.where("percentile") + ": percentile must be in (50, 100]");
   }
 
-  void observe(const at::Tensor& tensor, const mq::QuantSpec& spec) override {
-    if (tensor.numel() == 0) return;
+  void check_spec(const mq::QuantSpec& spec) const override {
     if (spec.granularity == mq::Granularity::kPerGroup)
       throw mq::RecipeError("the percentile observer works per tensor or per channel, not per group");
+  }
+
+  void observe(const at::Tensor& tensor, const mq::QuantSpec& spec) override {
+    check_spec(spec);
+    if (tensor.numel() == 0) return;
     at::Tensor x = tensor.to(at::kFloat);
     if (spec.granularity == mq::Granularity::kPerChannel && x.dim() > 0)
       x = x.movedim(spec.axis, 0).reshape({x.size(spec.axis), -1});

@@ -4,6 +4,8 @@
 
 #include <ATen/ATen.h>
 
+#include <set>
+
 #include "mq/affine.hpp"
 #include "mq/error.hpp"
 #include "mq/layer_selection.hpp"
@@ -15,14 +17,20 @@ class DynamicQuantizer final : public mq::Quantizer {
  public:
   explicit DynamicQuantizer(const mq::Options& options) : selector_(options) {}
 
-  std::vector<mq::PlanRow> plan(const mq::Model& model) const override {
-    return selector_.plan(model);
+  // Weights are observed with the recipe's observer: it must fit every spec planned.
+  std::vector<mq::PlanRow> plan(const mq::Model& model, const mq::QuantizeContext& context) const override {
+    std::vector<mq::PlanRow> rows = selector_.plan(model);
+    std::set<std::string> checked;
+    for (const mq::PlanRow& row : rows)
+      if (row.spec && row.spec->is_integer() && checked.insert(row.spec->to_string()).second)
+        context.make_observer()->check_spec(*row.spec);
+    return rows;
   }
 
   mq::QuantizedModel quantize(const mq::Model& model, mq::QuantizeContext& context) override {
     mq::QuantizedModel out;
     out.mode = "dynamic";
-    out.plan = plan(model);
+    out.plan = planned(model, context);
     out.entries = mq::quantize_planned(model, out.plan, context, /*observe_weights=*/true);
     return out;
   }

@@ -19,25 +19,31 @@ namespace {
 
 class StaticQuantizer final : public mq::Quantizer {
  public:
-  explicit StaticQuantizer(const mq::Options& options) : selector_(options) {
+  explicit StaticQuantizer(const mq::Options& options)
+      : selector_(options, {mq::LayerKind::kLinear, mq::LayerKind::kConv1d, mq::LayerKind::kConv2d}) {
     activation_.dtype = *mq::parse_dtype(options.get_string("activation_dtype"));
     activation_.scheme = *mq::parse_scheme(options.get_string("activation_scheme"));
     activation_.granularity = mq::Granularity::kPerTensor;
     activation_.reduce_range = options.get_bool("activation_reduce_range");
   }
 
-  std::vector<mq::PlanRow> plan(const mq::Model& model) const override { return selector_.plan(model); }
-
-  mq::QuantizedModel quantize(const mq::Model& model, mq::QuantizeContext& context) override {
+  // Activations are observed with the recipe's observer (weights with min/max, as
+  // PyTorch's weight observers): it must fit the activation specs.
+  std::vector<mq::PlanRow> plan(const mq::Model& model, const mq::QuantizeContext& context) const override {
     if (!model.runnable)
       throw mq::RecipeError("static quantization runs calibration batches through the model, and this "
                             "model cannot run (use a TorchScript model, or the dynamic quantizer)");
     if (context.calibration.empty())
       throw mq::RecipeError("static quantization needs calibration data: set calibration.path or "
                             "calibration.random in the recipe");
+    for (const mq::QuantSpec& spec : {activation_, output_}) context.make_observer()->check_spec(spec);
+    return selector_.plan(model);
+  }
+
+  mq::QuantizedModel quantize(const mq::Model& model, mq::QuantizeContext& context) override {
     mq::QuantizedModel out;
     out.mode = "static";
-    out.plan = plan(model);
+    out.plan = planned(model, context);
     out.activation_spec = activation_;
 
     // The layers whose inputs are observed: Linear and Conv layers whose weight gets an

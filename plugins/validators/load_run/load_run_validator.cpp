@@ -1,8 +1,8 @@
 // load_run: re-reads the written file with the format that wrote it and compares every
 // tensor bit-exactly with what was meant to be written, then runs it: a forward pass of
-// the artifact against the original when both can run (input of `input_shape`, else the
-// first calibration batch, else inferred from the first layer; an artifact that fails
-// where the original runs fails the check), and for every quantized 2-D weight a matmul
+// the artifact against the original when both can run (on the model's input:
+// model.input, else the first calibration batch, else a shape guessed from the first
+// layer; an artifact that fails where the original runs fails the check), and for every quantized 2-D weight a matmul
 // on seeded random inputs against its float original. Every output must be finite.
 // A file that cannot be read back fails the check (it does not abort the run). Where
 // `quantized` already is the file read back (context.read_back: a streamed run, whose
@@ -46,11 +46,8 @@ class LoadRunValidator final : public mq::Validator {
   explicit LoadRunValidator(const mq::Options& options)
       : batch_(options.get_int("batch")),
         seed_(options.get_int("seed")),
-        input_shape_(options.get_int_list("input_shape")),
         generator_(at::detail::createCPUGenerator(static_cast<uint64_t>(seed_))) {
     if (batch_ <= 0) throw mq::RecipeError(options.where("batch") + ": batch must be positive");
-    for (int64_t d : input_shape_)
-      if (d <= 0) throw mq::RecipeError(options.where("input_shape") + ": dimensions must be positive");
   }
 
   bool per_entry() const override { return true; }
@@ -116,25 +113,17 @@ class LoadRunValidator final : public mq::Validator {
       check.message += ", outputs finite";
       return check;
     }
-    // The whole model: the artifact read back as a runnable model, against the original.
-    const at::Tensor x = mq::forward_input(context, input_shape_, batch_, static_cast<uint64_t>(seed_));
+    // The whole model: the artifact as loaded to run, against the original.
+    const at::Tensor& x = context.input;
     if (!x.defined()) {
-      check.message += ", outputs finite; no forward pass (set input_shape: the first layer says nothing)";
+      check.message += ", outputs finite; no forward pass (set model.input: the first layer says nothing)";
       return check;
     }
-    mq::Model artifact;
-    try {
-      artifact = context.format.read(context.written);
-    } catch (const mq::Error& e) {
-      check.passed = false;
-      check.message = std::string("cannot load the written file as a model: ") + e.what();
-      return check;
-    }
-    if (!artifact.runnable) {
+    if (!context.artifact) {
       check.message += ", outputs finite; the written format does not run";
       return check;
     }
-    const auto [reference, y] = mq::forward_both(context.original, *artifact.runnable, x, check);
+    const auto [reference, y] = mq::forward_both(context.original, *context.artifact, x, check);
     if (!y.defined()) return check;
     if (!at::isfinite(y).all().item<bool>()) {
       check.passed = false;
@@ -153,7 +142,6 @@ class LoadRunValidator final : public mq::Validator {
  private:
 
   int64_t batch_, seed_;
-  std::vector<int64_t> input_shape_;
   // Gathered by entry().
   at::Generator generator_;
   int64_t ran_ = 0;
@@ -166,7 +154,4 @@ class LoadRunValidator final : public mq::Validator {
 MQ_PLUGIN(LoadRunValidator, mq::PluginKind::kValidator, "load_run", "1.2.0",
           "Re-read the artifact bit-exactly, then run every quantized layer",
           {"batch", mq::OptionType::kInt, "8", "rows of random input per layer"},
-          {"seed", mq::OptionType::kInt, "0", "seed of the random inputs"},
-          {"input_shape", mq::OptionType::kIntList, "[]",
-           "input of the forward pass (random normal); [] takes the first calibration batch, "
-           "or infers a shape from the first layer"})
+          {"seed", mq::OptionType::kInt, "0", "seed of the random inputs"})

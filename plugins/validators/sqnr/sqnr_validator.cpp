@@ -4,10 +4,9 @@
 // noise is -infinite. The model figure is the mean over tensors with a finite SQNR
 // (exact tensors do not pull it up; it is infinite when all are exact, and -infinite
 // when any tensor is), reported beside the worst tensor. When the original model runs
-// and the written artifact reads back as a runnable model, also the output SQNR of the
-// artifact against the original on the first calibration batch, or seeded random inputs
-// (input_shape, or inferred from the first layer); option min_output_db. An artifact
-// that fails where the original runs fails the check.
+// and the written artifact loads as a runnable model, also the output SQNR of the
+// artifact against the original on the model's input (ValidateContext::input); option
+// min_output_db. An artifact that fails where the original runs fails the check.
 
 #include <ATen/ATen.h>
 #include <fmt/format.h>
@@ -51,8 +50,7 @@ class SqnrValidator final : public mq::Validator {
   explicit SqnrValidator(const mq::Options& options)
       : min_db_(options.get_float("min_db")),
         min_layer_db_(options.get_float("min_layer_db")),
-        min_output_db_(options.get_float("min_output_db")),
-        input_shape_(options.get_int_list("input_shape")) {}
+        min_output_db_(options.get_float("min_output_db")) {}
 
   bool per_entry() const override { return true; }
 
@@ -113,17 +111,8 @@ class SqnrValidator final : public mq::Validator {
  private:
   // The whole model's output SQNR, when both the original and the artifact can run.
   void output_sqnr(const mq::ValidateContext& context, mq::Check& check) const {
-    if (!context.original.runnable) return;
-    const at::Tensor x = mq::forward_input(context, input_shape_, 8, 0);
-    if (!x.defined()) return;
-    mq::Model artifact;
-    try {
-      artifact = context.format.read(context.written);
-    } catch (const mq::Error&) {
-      return;  // load_run reports a file that does not read back
-    }
-    if (!artifact.runnable) return;
-    const auto [reference, y] = mq::forward_both(context.original, *artifact.runnable, x, check);
+    if (!context.input.defined() || !context.artifact) return;
+    const auto [reference, y] = mq::forward_both(context.original, *context.artifact, context.input, check);
     if (!y.defined()) return;
     const double v = sqnr_db(reference, y);
     check.metrics.push_back({"output_sqnr_db", v});
@@ -131,7 +120,6 @@ class SqnrValidator final : public mq::Validator {
   }
 
   double min_db_, min_layer_db_, min_output_db_;
-  std::vector<int64_t> input_shape_;
   // Summed by entry().
   std::vector<mq::TensorMetric> per_tensor_;
   double sum_ = 0.0, worst_ = kInf;
@@ -146,7 +134,4 @@ MQ_PLUGIN(SqnrValidator, mq::PluginKind::kValidator, "sqnr", "1.2.0",
           {"min_db", mq::OptionType::kFloat, "-.inf", "fail when the mean SQNR is below this"},
           {"min_layer_db", mq::OptionType::kFloat, "-.inf", "fail when any tensor is below this"},
           {"min_output_db", mq::OptionType::kFloat, "-.inf",
-           "fail when the model's output SQNR (runnable models) is below this"},
-          {"input_shape", mq::OptionType::kIntList, "[]",
-           "input of the forward pass (random normal); [] takes the first calibration batch, "
-           "or infers a shape from the first layer"})
+           "fail when the model's output SQNR (runnable models) is below this"})

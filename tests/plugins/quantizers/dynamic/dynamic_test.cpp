@@ -50,6 +50,12 @@ mq::Model model(at::ScalarType dtype = at::kFloat) {
   return m;
 }
 
+std::vector<mq::PlanRow> plan(const mq::Quantizer& q, const mq::Model& m) {
+  mq::QuantizeContext context;
+  context.make_observer = [] { return std::make_unique<MinMax>(); };
+  return q.plan(m, context);
+}
+
 mq::QuantizedModel run(mq::Quantizer& q, const mq::Model& m) {
   mq::NullProgress progress;
   mq::QuantizeContext context;
@@ -72,7 +78,7 @@ TEST(DynamicQuantizer, Int8QuantizesLinearWeightsAndSaysWhyOthersStay) {
                                "not a layer weight => float",
                                "type Linear => int8 per_channel(axis=0) symmetric",
                                "type LayerNorm not in layers.types => float",
-                               "type Linear => int8 per_channel(axis=0) symmetric",
+                               "default skip: lm_head => float",  // for every dtype, as W8A8 recipes have it
                                "type Linear => int8 per_channel(axis=0) symmetric"}));
   EXPECT_TRUE(at::equal(q.entries[2].tensor, model().tensors[2].tensor));  // kept bit-exact
   EXPECT_EQ(q.entries[1].quantized->qparams.scale.numel(), 16);
@@ -130,7 +136,7 @@ TEST(DynamicQuantizer, StreamedEntriesReuseTwoBuffersInTurnHeldOnesNever) {
     m.layers.push_back({name, mq::LayerKind::kLinear, name + ".weight", ""});
   }
   auto q = quantizer();
-  const mq::QuantSpec spec = *q->plan(m)[0].spec;
+  const mq::QuantSpec spec = *plan(*q, m)[0].spec;
   mq::NullProgress progress;
   mq::QuantizeContext context;
   context.progress = &progress;
@@ -169,7 +175,7 @@ TEST(DynamicQuantizer, Int4IsGroupWiseAndSkipsTheDefaultLowBitSet) {
   const auto r = rules(q.plan);
   EXPECT_EQ(r[0], "default low-bit skip: embedding => float");
   EXPECT_EQ(r[1], "type Linear => int4 per_group(8) symmetric");
-  EXPECT_EQ(r[5], "default low-bit skip: lm_head => float");
+  EXPECT_EQ(r[5], "default skip: lm_head => float");
   EXPECT_EQ(r[6], "type Linear; last group partial (100 % 8) => int4 per_group(8) symmetric");
   const mq::QuantizedTensor& w = *q.entries[1].quantized;
   EXPECT_EQ(w.qparams.scale.sizes(), (at::IntArrayRef{16, 1}));
@@ -195,7 +201,7 @@ TEST(DynamicQuantizer, PrecedenceIsNameThenPatternThenType) {
   const auto q = quantizer(
       "{dtype: int4, group_size: 8, layers: {exclude: ['he*']},"
       " overrides: {lm_head: {dtype: int8}, 'h*': {dtype: fp16}, 'f*': {granularity: per_tensor, dtype: int8}}}");
-  const auto r = rules(q->plan(model()));
+  const auto r = rules(plan(*q, model()));
   EXPECT_EQ(r[1], "override 'f*' => int8 per_tensor symmetric");
   EXPECT_EQ(r[3], "exclude 'he*' => float");                       // exclude beats a pattern override
   EXPECT_EQ(r[5], "override 'lm_head' => int8 per_channel(axis=0) symmetric");  // name beats the skip set

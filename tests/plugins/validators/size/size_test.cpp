@@ -33,7 +33,7 @@ mq::Check validate(double min_ratio, const std::filesystem::path& file) {
   Fixture f;
   NoFormat format;
   auto v = mq::test::make_plugin<mq::Validator>({opt("min_ratio", mq::Value::floating(min_ratio))});
-  return v->validate({f.original, f.quantized, file, format, false, {}});
+  return v->validate({f.original, f.quantized, file, format, false, {}, {}, nullptr});
 }
 
 TEST(SizeValidator, ReportsBytesFileSizeAndRatio) {

@@ -36,23 +36,22 @@ TEST(SqnrValidator, ComputesTheDefinitionPerTensorAndForTheModel) {
   EXPECT_GT(expected, 35);  // int8 per-channel on a Gaussian
 }
 
-// The output SQNR runs both models on the first calibration batch; an artifact that
-// fails where the original runs fails the check.
-TEST(SqnrValidator, OutputSqnrOnTheFirstCalibrationBatch) {
+// The output SQNR runs both models on the model's input, the artifact as the runner
+// loaded it; an artifact that fails where the original runs fails the check.
+TEST(SqnrValidator, OutputSqnrOnTheModelInput) {
   mq::test::ModelPair m;
   auto original = std::make_shared<mq::test::FakeRunnable>();
   auto written = std::make_shared<mq::test::FakeRunnable>();
   written->fn = [](const at::Tensor& x) { return x * 1.01; };
   m.original.runnable = original;
   mq::test::FakeFormat format;
-  format.runs = written;
-  const std::vector<at::Tensor> calibration{at::randn({4, 3})};
-  mq::Check c = m.validate(*sqnr(), format, false, calibration);
+  const at::Tensor input = at::randn({4, 3});
+  mq::Check c = m.validate(*sqnr(), format, false, {}, input, written);
   EXPECT_TRUE(c.passed) << c.message;
-  EXPECT_TRUE(written->last_input.is_same(calibration[0]));
+  EXPECT_TRUE(written->last_input.is_same(input));
   EXPECT_NEAR(metric(c, "output_sqnr_db"), 40.0, 1e-4);  // x * 1.01 in float
   written->fn = [](const at::Tensor&) -> at::Tensor { throw mq::InputError("no kernel for this"); };
-  c = m.validate(*sqnr(), format, false, calibration);
+  c = m.validate(*sqnr(), format, false, {}, input, written);
   EXPECT_FALSE(c.passed);
   EXPECT_EQ(c.message, "the written model fails where the original runs: no kernel for this");
 }
