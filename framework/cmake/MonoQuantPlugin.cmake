@@ -19,6 +19,9 @@ function(mq_add_plugin)
     POSITION_INDEPENDENT_CODE ON CXX_VISIBILITY_PRESET hidden VISIBILITY_INLINES_HIDDEN ON)
   target_compile_features(${target}_objects PUBLIC cxx_std_17)
   target_link_libraries(${target}_objects PUBLIC mq::framework ${ARG_LIBRARIES})
+  # MQ_PLUGIN checks its NAME and KIND against these at compile time.
+  target_compile_definitions(${target}_objects PRIVATE MQ_PLUGIN_TARGET_NAME="${ARG_NAME}"
+    MQ_PLUGIN_TARGET_KIND="${ARG_KIND}")
   if(TARGET mq_pch)
     target_precompile_headers(${target}_objects REUSE_FROM mq_pch)
   endif()

@@ -13,6 +13,7 @@
 #include <torch/version.h>
 
 #include <memory>
+#include <type_traits>
 #include <vector>
 
 #include "mq/export.hpp"
@@ -24,6 +25,26 @@ namespace mq {
 enum class PluginKind : int { kObserver = 1, kQuantizer = 2, kFormat = 3, kValidator = 4 };
 
 MQ_API const char* to_string(PluginKind kind);
+
+class Observer;
+class Quantizer;
+class Format;
+class Validator;
+
+namespace detail {
+// The interface a plugin of each kind implements, and the kind's name, for MQ_PLUGIN's
+// compile-time checks.
+template <PluginKind K> struct InterfaceOf;
+template <> struct InterfaceOf<PluginKind::kObserver> { using type = Observer; static constexpr const char* name = "observer"; };
+template <> struct InterfaceOf<PluginKind::kQuantizer> { using type = Quantizer; static constexpr const char* name = "quantizer"; };
+template <> struct InterfaceOf<PluginKind::kFormat> { using type = Format; static constexpr const char* name = "format"; };
+template <> struct InterfaceOf<PluginKind::kValidator> { using type = Validator; static constexpr const char* name = "validator"; };
+
+constexpr bool same_text(const char* a, const char* b) {
+  while (*a && *a == *b) ++a, ++b;
+  return *a == *b;
+}
+}  // namespace detail
 
 // Base of every plugin instance.
 class MQ_API Plugin {
@@ -79,19 +100,36 @@ MQ_API Options resolve_options(const PluginDescriptor& descriptor, const Value& 
 #define MQ_COMPILER_TAG "unknown"
 #endif
 
-// mq version, compiler and major version, libstdc++ string ABI, LibTorch version.
-#define MQ_ABI_TAG                                                               \
-  "mq-" MQ_VERSION_STRING "/" MQ_COMPILER_TAG "/cxx11abi-" MQ_STRINGIFY(        \
-      _GLIBCXX_USE_CXX11_ABI) "/torch-" MQ_STRINGIFY(TORCH_VERSION_MAJOR) "." \
-      MQ_STRINGIFY(TORCH_VERSION_MINOR)
+// What makes C++ binaries incompatible whatever our interfaces say: the compiler and
+// its major version, libstdc++'s string ABI, the LibTorch version (its types cross the
+// boundary). Our interfaces are MQ_API_VERSION's business.
+#define MQ_ABI_TAG                                                                         \
+  MQ_COMPILER_TAG "/cxx11abi-" MQ_STRINGIFY(_GLIBCXX_USE_CXX11_ABI) "/torch-" MQ_STRINGIFY( \
+      TORCH_VERSION_MAJOR) "." MQ_STRINGIFY(TORCH_VERSION_MINOR)
 
 #define MQ_PLUGIN_ENTRY_POINT mq_plugin_descriptor
 #define MQ_PLUGIN_ENTRY_POINT_NAME "mq_plugin_descriptor"
 
+// mq_add_plugin(NAME n KIND k) defines these, and MQ_PLUGIN checks its own NAME and KIND
+// against them at compile time: the two places that state them cannot disagree.
+#ifndef MQ_PLUGIN_TARGET_NAME
+#define MQ_PLUGIN_TARGET_NAME nullptr
+#define MQ_PLUGIN_TARGET_KIND nullptr
+#endif
+
 // Defines the entry point. TYPE is constructed from `const mq::Options&` once per
-// recipe step (per observed tensor for observers). The trailing arguments are
-// mq::OptionDecl initializers.
+// recipe step (per observed tensor for observers); it must implement KIND's interface.
+// The trailing arguments are mq::OptionDecl initializers.
 #define MQ_PLUGIN(TYPE, KIND, NAME, VERSION, DESCRIPTION, ...)                          \
+  static_assert(std::is_base_of_v<::mq::detail::InterfaceOf<KIND>::type, TYPE>,        \
+                "MQ_PLUGIN: TYPE does not implement the interface of KIND");           \
+  static_assert(MQ_PLUGIN_TARGET_NAME == nullptr ||                                    \
+                    ::mq::detail::same_text(NAME, MQ_PLUGIN_TARGET_NAME),              \
+                "MQ_PLUGIN: NAME differs from mq_add_plugin's NAME");                  \
+  static_assert(MQ_PLUGIN_TARGET_KIND == nullptr ||                                    \
+                    ::mq::detail::same_text(::mq::detail::InterfaceOf<KIND>::name,     \
+                                            MQ_PLUGIN_TARGET_KIND),                    \
+                "MQ_PLUGIN: KIND differs from mq_add_plugin's KIND");                  \
   extern "C" __attribute__((visibility("default"))) const ::mq::PluginDescriptor*     \
   MQ_PLUGIN_ENTRY_POINT() noexcept {                                                 \
     try {                                                                             \
