@@ -21,6 +21,14 @@ import zipfile
 import torch
 
 
+def state_dict_metadata(path):
+    """mq's metadata of a state dict it wrote: a record of its own in the archive, beside
+    the pickled dict, which holds tensors only."""
+    with zipfile.ZipFile(path) as z:
+        name = next(n for n in z.namelist() if n.endswith("/extra/mq.json"))
+        return json.loads(z.read(name))
+
+
 def sqnr(ref, out):
     noise = (ref.double() - out.double()).pow(2).mean().item()
     return math.inf if noise < 1e-10 else 10 * math.log10(ref.double().pow(2).mean().item() / noise)
@@ -62,7 +70,9 @@ def main(exe, source, work):
         "validators=[]")
     state = torch.load(out)
     weights = {}
-    assert json.loads(state["__metadata__"])["mq.recipe_hash"]
+    assert all(isinstance(v, torch.Tensor) for v in state.values()), [k for k, v in state.items()
+                                                                      if not isinstance(v, torch.Tensor)]
+    assert state_dict_metadata(out)["mq.recipe_hash"]
     for name in ("fc1.weight", "fc2.weight"):
         q = state[name]
         assert q.is_quantized and q.qscheme() in (torch.per_channel_symmetric, torch.per_channel_affine)
@@ -151,7 +161,7 @@ def check_int4_state_dict(exe, source, work, float_weights):
         "quantizer.options.dtype=int4", "quantizer.options.granularity=per_group",
         "quantizer.options.group_size=32", "validators=[]")
     state = torch.load(out)
-    meta = json.loads(state["__metadata__"])
+    meta = state_dict_metadata(out)
     for name, w in float_weights.items():
         assert meta["mq.specs"][name]["dtype"] == "int4", meta["mq.specs"]
         packed, shape = state[name + "_packed"], state[name + "_shape"].tolist()

@@ -59,7 +59,7 @@ constexpr const char* kStaticPrefix = "StaticQuantized";
 constexpr const char* kDynamicPrefix = "DynamicQuantized";
 constexpr const char* kActivationSpecKey = "mq.activation_spec";  // static models
 constexpr const char* kMetadataFile = "mq.json";   // TorchScript extra file
-constexpr const char* kMetadataKey = "__metadata__";  // state dict entry (a JSON string)
+constexpr const char* kMetadataKey = "__metadata__";  // state dict entry of files mq wrote before
 constexpr const char* kBinName = "pytorch_model.bin";  // an HF model directory's weights
 constexpr const char* kBinIndexName = "pytorch_model.bin.index.json";  // ... in shards
 
@@ -108,12 +108,14 @@ mq::QuantSpec spec_from(const Json& j) {
   }
 }
 
-// A state dict's metadata: its __metadata__ entry, our JSON (any other entry that is not
-// a tensor is refused); an empty object when there is none.
+// A state dict's metadata: our JSON, in its archive's kMetadataRecord (or, in files mq
+// wrote before, its __metadata__ entry; any other entry that is not a tensor is
+// refused); an empty object when there is none.
 Json state_dict_metadata(const fs::path& path, const std::map<std::string, std::string>& strings) {
   for (const auto& [name, text] : strings)
-    if (name != kMetadataKey) bad(path, "entry '" + name + "' is not a tensor");
-  const auto it = strings.find(kMetadataKey);
+    if (name != kMetadataKey && name != mq::pt::kMetadataRecord) bad(path, "entry '" + name + "' is not a tensor");
+  auto it = strings.find(mq::pt::kMetadataRecord);
+  if (it == strings.end()) it = strings.find(kMetadataKey);
   const Json meta = it == strings.end() ? Json::object() : Json::parse(it->second, nullptr, false);
   return meta.is_object() ? meta : Json::object();
 }
@@ -539,14 +541,13 @@ class PtFormat final : public mq::Format {
       dict.insert(layer + ".output_scale", qp.scale.reshape({1}).to(at::kFloat));
       dict.insert(layer + ".output_zero_point", qp.zero_point.reshape({1}).to(at::kByte));
     }
-    dict.insert(kMetadataKey, meta.dump());
-    save_archive(dict, path);
+    save_archive(dict, meta.dump(), path);
   }
 
   // torch::jit::pickle_save's archive (the zip torch.save writes), written to the file
   // as it is made: pickle_save builds it whole in memory first, a second copy of the
   // output (and most of the time of a large write, growing that buffer).
-  static void save_archive(const c10::IValue& value, const fs::path& path) {
+  static void save_archive(const c10::IValue& value, const std::string& metadata, const fs::path& path) {
     std::vector<char> pickle;
     torch::jit::Pickler pickler([&](const char* bytes, size_t n) { pickle.insert(pickle.end(), bytes, bytes + n); });
     pickler.protocol();
@@ -562,6 +563,7 @@ class PtFormat final : public mq::Format {
     });
     try {
       torch::jit::writeArchiveAndTensors("data", pickle.data(), pickle.size(), pickler.tensorData(), writer);
+      writer.writeRecord(mq::pt::kMetadataRecord, metadata.data(), metadata.size());
       writer.writeEndOfFile();
     } catch (const c10::Error& e) {
       throw mq::OutputError(path.string() + ": write failed (" + first_line(e.what_without_backtrace()) + ")");

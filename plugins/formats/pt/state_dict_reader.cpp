@@ -430,6 +430,10 @@ std::vector<NamedTensor> read_state_dict(const std::filesystem::path& path,
     caffe2::serialize::PyTorchStreamReader archive(path.string());
     if (!archive.hasRecord("data.pkl")) throw InputError(path.string() + ": no data.pkl in the archive");
     auto [bytes, size] = archive.getRecord("data.pkl");
+    if (strings && archive.hasRecord(kMetadataRecord)) {
+      auto [text, length] = archive.getRecord(kMetadataRecord);
+      (*strings)[kMetadataRecord] = std::string(static_cast<const char*>(text.get()), length);
+    }
     Unpickler unpickler(path, archive, std::string(static_cast<const char*>(bytes.get()), size));
     const Ref root = unpickler.run();
     if (mapped) *mapped = unpickler.mapping();

@@ -25,9 +25,15 @@ bool valid_utf8(std::string_view s);
 // `s` with every byte outside printable ASCII as '?': for error messages quoting a file.
 std::string printable(std::string_view s);
 
+// The archive record where mq keeps a state dict's metadata (JSON), beside the pickled
+// dict rather than in it, so that the dict holds tensors only (PyTorch's torch.load
+// reads the dict and leaves other records alone).
+inline constexpr const char* kMetadataRecord = "extra/mq.json";
+
 // The state dict's tensors in order (quantized ones as PyTorch quantized tensors); a
 // saved list or tuple of tensors (calibration batches) gives them named "0", "1", ...
-// String entries (mq's __metadata__) go to `strings`, and are refused without it.
+// String entries (the __metadata__ entry of state dicts mq wrote before) go to
+// `strings`, and are refused without it; so does the kMetadataRecord, under that name.
 // Tensors that torch.save stored plainly lie in the file, mapped; `mapped`, when given,
 // gets that mapping (null where none does), for mq::add_mapped_file. Throws InputError
 // naming the file and the reason.
