@@ -19,8 +19,12 @@ namespace {
 
 const std::vector<std::string> kSpecKeys{"dtype", "granularity", "group_size", "scheme",
                                          "reduce_range"};
-const std::vector<std::string> kLayerKinds{"Linear", "Conv1d", "Conv2d", "Embedding",
-                                           "LayerNorm", "Other"};
+// Every kind's name, in the enum's order.
+const std::vector<std::string> kLayerKinds = [] {
+  std::vector<std::string> names;
+  for (int k = 0; k <= static_cast<int>(LayerKind::kOther); ++k) names.push_back(to_string(static_cast<LayerKind>(k)));
+  return names;
+}();
 
 [[noreturn]] void fail(const SourceLocation& at, const std::string& message) {
   const std::string where = at.to_string();

@@ -1,5 +1,7 @@
 #include "mq/model.hpp"
 
+#include <cctype>
+
 #include <ATen/ATen.h>
 #include <ATen/CPUGeneratorImpl.h>
 
@@ -16,9 +18,18 @@ const char* to_string(LayerKind kind) {
     case LayerKind::kConv2d: return "Conv2d";
     case LayerKind::kEmbedding: return "Embedding";
     case LayerKind::kLayerNorm: return "LayerNorm";
+    case LayerKind::kLSTM: return "LSTM";
+    case LayerKind::kGRU: return "GRU";
+    case LayerKind::kLSTMCell: return "LSTMCell";
+    case LayerKind::kGRUCell: return "GRUCell";
     case LayerKind::kOther: return "Other";
   }
   return "Other";
+}
+
+bool is_recurrent(LayerKind kind) {
+  return kind == LayerKind::kLSTM || kind == LayerKind::kGRU || kind == LayerKind::kLSTMCell ||
+         kind == LayerKind::kGRUCell;
 }
 
 Runnable::~Runnable() = default;
@@ -38,11 +49,43 @@ const at::Tensor* TensorIndex::find(const std::string& name) const {
   return it == by_name_.end() ? nullptr : it->second;
 }
 
+namespace {
+
+// "<prefix>.weight_ih_l0_reverse" -> {prefix, "ih", "_l0_reverse"}; false for other names.
+bool recurrent_weight(const std::string& name, std::string& prefix, std::string& gate, std::string& suffix) {
+  for (const char* g : {".weight_ih", ".weight_hh"}) {
+    const size_t at = name.rfind(g);
+    if (at == std::string::npos || at == 0) continue;
+    suffix = name.substr(at + 10);
+    const bool layered = suffix.size() > 2 && suffix.compare(0, 2, "_l") == 0 &&
+                         std::isdigit(static_cast<unsigned char>(suffix[2]));
+    if (!suffix.empty() && !layered) continue;
+    prefix = name.substr(0, at);
+    gate = g + 8;
+    return true;
+  }
+  return false;
+}
+
+}  // namespace
+
 std::vector<Layer> layers_from_names(const Model& model) {
   const TensorIndex index(model);
   std::vector<Layer> layers;
   const std::string suffix = ".weight";
   for (const NamedTensor& t : model.tensors) {
+    std::string prefix, gate, layer_suffix;
+    if (t.tensor.dim() == 2 && recurrent_weight(t.name, prefix, gate, layer_suffix)) {
+      const at::Tensor* hh = index.find(prefix + ".weight_hh" + layer_suffix);
+      const int64_t gates = hh && hh->dim() == 2 && hh->size(1) > 0 && hh->size(0) % hh->size(1) == 0
+                                ? hh->size(0) / hh->size(1) : 0;
+      Layer layer{prefix, LayerKind::kOther, t.name, ""};
+      if (gates == 4) layer.kind = layer_suffix.empty() ? LayerKind::kLSTMCell : LayerKind::kLSTM;
+      if (gates == 3) layer.kind = layer_suffix.empty() ? LayerKind::kGRUCell : LayerKind::kGRU;
+      if (index.find(prefix + ".bias_" + gate + layer_suffix)) layer.bias = prefix + ".bias_" + gate + layer_suffix;
+      layers.push_back(std::move(layer));
+      continue;
+    }
     if (t.name.size() <= suffix.size() || t.name.compare(t.name.size() - suffix.size(), suffix.size(), suffix) != 0)
       continue;
     Layer layer;

@@ -98,11 +98,6 @@ std::string Report::summary() const {
                      megabytes(quantized_bytes),
                      quantized_bytes ? double(original_bytes) / quantized_bytes : 0.0);
   for (const ValidatorResult& v : validators) {
-    if (v.plugin != "sqnr" || v.check.metrics.size() < 2) continue;
-    out += fmt::format("  SQNR        mean {:.2f} dB, worst {:.2f} dB\n", v.check.metrics[0].second,
-                       v.check.metrics[1].second);
-  }
-  for (const ValidatorResult& v : validators) {
     const char* verdict = v.check.passed ? "pass" : (v.policy == OnFailure::kError ? "FAIL" : v.policy == OnFailure::kWarn ? "warn" : "ignored");
     out += fmt::format("  {:<11} {:<7} {}\n", v.plugin, verdict, v.check.message);
   }

@@ -32,4 +32,26 @@ TEST(LayersFromNames, PairsEachWeightWithItsBias) {
   EXPECT_EQ(layers[2].bias, "");
 }
 
+// PyTorch's recurrent weights name their layer and gate; the gates tell LSTM (4) from
+// GRU (3), and a missing layer suffix a cell.
+TEST(LayersFromNames, RecurrentWeightsAreLstmAndGruLayers) {
+  mq::Model model;
+  model.tensors = {{"rnn.weight_ih_l0", at::zeros({32, 5})},        {"rnn.weight_hh_l0", at::zeros({32, 8})},
+                   {"rnn.bias_ih_l0", at::zeros({32})},             {"rnn.weight_ih_l0_reverse", at::zeros({32, 5})},
+                   {"rnn.weight_hh_l0_reverse", at::zeros({32, 8})}, {"gru.weight_ih", at::zeros({12, 3})},
+                   {"gru.weight_hh", at::zeros({12, 4})},           {"odd.weight_ih_lx", at::zeros({4, 4})}};
+  const std::vector<mq::Layer> layers = mq::layers_from_names(model);
+  ASSERT_EQ(layers.size(), 6u);
+  for (int i = 0; i < 4; ++i) {
+    EXPECT_EQ(layers[i].name, "rnn");
+    EXPECT_EQ(layers[i].kind, mq::LayerKind::kLSTM);
+  }
+  EXPECT_EQ(layers[0].weight, "rnn.weight_ih_l0");
+  EXPECT_EQ(layers[0].bias, "rnn.bias_ih_l0");
+  EXPECT_EQ(layers[1].bias, "");  // rnn.bias_hh_l0 is not there
+  EXPECT_EQ(layers[2].weight, "rnn.weight_ih_l0_reverse");
+  EXPECT_EQ(layers[4].kind, mq::LayerKind::kGRUCell);
+  EXPECT_EQ(layers[5].name, "gru");
+}
+
 }  // namespace

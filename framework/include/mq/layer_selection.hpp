@@ -9,8 +9,9 @@
 //      target, as the recipes of llm-compressor and vLLM keep it; embeddings and norms
 //      for 4-bit targets; `layers.replace: true` drops it), then overrides keyed by a
 //      glob, first match in recipe order;
-//   3. the layer's type in `layers.types` (the quantizer's default: [Linear] for
-//      dynamic, [Linear, Conv1d, Conv2d] for static, as PyTorch's mappings);
+//   3. the layer's type in `layers.types` (the quantizer's default, as PyTorch's
+//      mappings: Linear and the recurrent layers for dynamic, Linear and Conv1d/2d for
+//      static);
 //   4. otherwise the tensor stays in float.
 // A per_group spec applies to 2-D weights only; other shapes stay in float and the plan
 // says so. When group_size does not divide the input dimension the last group of each

@@ -16,10 +16,17 @@
 
 namespace mq {
 
-enum class LayerKind { kLinear, kConv1d, kConv2d, kEmbedding, kLayerNorm, kOther };
+// kOther last: the kinds before it are every kind there is, in order.
+enum class LayerKind { kLinear, kConv1d, kConv2d, kEmbedding, kLayerNorm, kLSTM, kGRU, kLSTMCell, kGRUCell, kOther };
 
 MQ_API const char* to_string(LayerKind kind);
 
+// Recurrent layers (LSTM, GRU and their cells): several weight matrices each, which
+// PyTorch's dynamic int8 kernels take together.
+MQ_API bool is_recurrent(LayerKind kind);
+
+// One weight of a layer: a layer with several (an LSTM's weight_ih_l0, weight_hh_l0, ...)
+// has a row for each, under the same name.
 struct Layer {
   std::string name;    // module path, e.g. "encoder.fc1"
   LayerKind kind = LayerKind::kOther;
@@ -109,6 +116,9 @@ class MQ_API TensorIndex {
 // The layer table of a checkpoint without module structure: each "<prefix>.weight" is
 // layer <prefix> (bias "<prefix>.bias" when present); 2-D weights are Linear, or
 // Embedding when the prefix names one ("embed", "wte"); 1-D "norm" weights LayerNorm.
+// PyTorch's recurrent weights, "<prefix>.weight_ih_l0" etc. (bias "<prefix>.bias_ih_l0"),
+// are LSTM or GRU layers <prefix> (LSTMCell, GRUCell for "weight_ih" without a layer
+// suffix) by their gates: weight_hh has 4 (LSTM) or 3 (GRU) times as many rows as columns.
 MQ_API std::vector<Layer> layers_from_names(const Model& model);
 
 // Why a checkpoint's tensors show that another tool quantized it already: a tensor

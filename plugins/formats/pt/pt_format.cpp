@@ -30,6 +30,7 @@
 #include "mq/pack.hpp"
 #include "state_dict_reader.hpp"
 #include "static_graph.hpp"
+#include "recurrent.hpp"
 #include "torchscript_model.hpp"
 
 namespace fs = std::filesystem;
@@ -84,13 +85,6 @@ bool is_torchscript(const fs::path& path) {
   } catch (const c10::Error& e) {
     bad(path, "not a readable PyTorch archive (" + first_line(e.what_without_backtrace()) + ")");
   }
-}
-
-// Calls a registered op by name; the stack comes back holding its outputs.
-std::vector<c10::IValue> call_op(const char* name, std::vector<c10::IValue> stack) {
-  const auto op = c10::Dispatcher::singleton().findSchemaOrThrow(name, "");
-  op.callBoxed(&stack);
-  return stack;
 }
 
 void use_onednn() {
@@ -242,6 +236,11 @@ class PtFormat final : public mq::Format {
       if (is_ours(m.value) && path != written_ && path != read_back_)  // load_run runs an artifact
         refuse_quantized(path, "'" + m.name + "' is " + m.value.type()->name()->name());
       mq::Layer layer{m.name, mq::pt::layer_kind(m.value), "", ""};
+      if (mq::is_recurrent(layer.kind)) {  // a row per weight matrix
+        for (const auto& [weight, bias] : mq::pt::recurrent_weights(m.value))
+          model.layers.push_back({m.name, layer.kind, m.name + "." + weight, bias.empty() ? "" : m.name + "." + bias});
+        continue;
+      }
       if (m.value.hasattr("weight") && m.value.attr("weight").isTensor()) layer.weight = m.name + ".weight";
       if (m.value.hasattr("bias") && m.value.attr("bias").isTensor()) layer.bias = m.name + ".bias";
       if (!layer.weight.empty()) model.layers.push_back(layer);
@@ -278,35 +277,71 @@ class PtFormat final : public mq::Format {
     refuse_foreign(source.foreign);
     const auto* script = dynamic_cast<const mq::pt::TorchScriptModel*>(source.runnable.get());
     if (!script) return;
-    std::map<std::string, mq::LayerKind> kinds;
-    for (const mq::Layer& l : source.layers) kinds.emplace(l.name, l.kind);
+    std::map<std::string, const mq::Layer*> by_weight;
+    for (const mq::Layer& l : source.layers) by_weight.emplace(l.weight, &l);
     const std::map<std::string, mq::pt::OutsideUses> uses = mq::pt::outside_uses(script->module());
+    std::map<std::string, std::vector<mq::PlanRow*>> recurrent;  // by layer: its weights' rows
     for (mq::PlanRow& row : plan) {
-      if (!row.spec) continue;
-      const std::string layer = layer_of(row.tensor);
-      const auto kind = kinds.find(layer);
-      const Kernel* kernel = kind == kinds.end() ? nullptr : kernel_for(kind->second);
-      if (!kernel || !runs_int8(*row.spec)) refuse_torchscript(row.tensor, *row.spec);
-      if (const auto u = uses.find(layer); u != uses.end()) {
-        const std::string why = beyond_replacement(*kernel, u->second);
-        if (why.empty()) continue;
-        row.rule += "; kept in float: TorchScript code " + why;
-        row.spec.reset();
-        row.bytes_after = row.bytes_before;
+      const auto found = by_weight.find(row.tensor);
+      const mq::Layer* layer = found == by_weight.end() ? nullptr : found->second;
+      if (layer && mq::is_recurrent(layer->kind)) {
+        recurrent[layer->name].push_back(&row);
+        continue;
       }
+      if (!row.spec) continue;
+      const Kernel* kernel = layer ? kernel_for(layer->kind) : nullptr;
+      if (!kernel || !runs_int8(*row.spec)) refuse_torchscript(row.tensor, *row.spec);
+      if (const auto u = uses.find(layer->name); u != uses.end())
+        keep_float({&row}, beyond_replacement(*kernel, u->second));
     }
+    for (const auto& [layer, rows] : recurrent) {
+      const auto planned = std::count_if(rows.begin(), rows.end(), [](const mq::PlanRow* r) { return r->spec.has_value(); });
+      if (planned == 0) continue;
+      for (const mq::PlanRow* r : rows)
+        if (!r->spec || !runs_int8(*r->spec))
+          throw mq::RecipeError("recurrent layer '" + layer + "': TorchScript output runs PyTorch's dynamic int8 "
+                                "kernels on all its weights together, as symmetric int8; '" + r->tensor + "' is " +
+                                (r->spec ? r->spec->to_string() : "kept in float") +
+                                " (select or exclude the layer whole, or write it with the safetensors format)");
+      torch::jit::Module module = script->module();
+      std::stringstream path(layer);
+      for (std::string part; std::getline(path, part, '.');) module = module.attr(part).toModule();
+      std::string why = mq::pt::recurrent_unsupported(module, mq::pt::layer_kind(module));
+      if (const auto u = uses.find(layer); why.empty() && u != uses.end()) why = beyond_recurrent(u->second);
+      keep_float(rows, why.empty() ? why : "TorchScript: " + why);
+    }
+  }
+
+  // Keeps `rows` in float for reason `why` (nothing when it is empty).
+  static void keep_float(const std::vector<mq::PlanRow*>& rows, const std::string& why) {
+    if (why.empty()) return;
+    for (mq::PlanRow* row : rows) {
+      row->rule += "; kept in float: " + why;
+      row->spec.reset();
+      row->bytes_after = row->bytes_before;
+    }
+  }
+
+  // What code outside a recurrent layer uses of it that its quantized module lacks, or "".
+  static std::string beyond_recurrent(const mq::pt::OutsideUses& uses) {
+    if (uses.escapes) return "other code passes the module itself around";
+    for (const std::string& m : uses.methods)
+      if (m != "forward" && m != "forward__0") return "other code calls its method '" + m + "' (a PackedSequence input?)";
+    for (const std::string& a : uses.attributes)
+      if (a != "training") return "other code reads its '" + a + "'";
+    return "";
   }
 
   // What code outside a layer uses of it that its quantized module lacks, or "".
   static std::string beyond_replacement(const Kernel& kernel, const mq::pt::OutsideUses& uses) {
-    if (uses.escapes) return "passes the module itself around";
+    if (uses.escapes) return "TorchScript code passes the module itself around";
     for (const std::string& m : uses.methods)
-      if (m != "forward") return "calls its method '" + m + "'";
+      if (m != "forward") return "TorchScript code calls its method '" + m + "'";
     std::string read;
     for (const std::string& a : uses.attributes)
       if (a != "training" && (kernel.kind != mq::LayerKind::kLinear || (a != "in_features" && a != "out_features")))
         read += (read.empty() ? "'" : ", '") + a + "'";
-    return read.empty() ? "" : "reads its " + read;
+    return read.empty() ? "" : "TorchScript code reads its " + read;
   }
 
   mq::QuantizedModel read_quantized(const fs::path& path) override {
@@ -404,12 +439,39 @@ class PtFormat final : public mq::Format {
                           "dtypes with the safetensors format");
   }
 
+  // The recurrent layers of `m` whose weights `model` quantized, replaced by modules that
+  // run PyTorch's dynamic int8 kernels; returns those weights' names.
+  static std::set<std::string> write_recurrent(const mq::QuantizedModel& model, torch::jit::Module& m) {
+    std::set<std::string> written;
+    const std::map<std::string, mq::pt::OutsideUses> uses = mq::pt::outside_uses(m);
+    std::vector<std::pair<std::string, torch::jit::Module>> modules;
+    for (const auto& nm : m.named_modules())
+      if (!nm.name.empty() && mq::is_recurrent(mq::pt::layer_kind(nm.value))) modules.emplace_back(nm.name, nm.value);
+    for (const auto& [name, module] : modules) {
+      std::map<std::string, at::Tensor> weights;
+      for (const auto& [weight, bias] : mq::pt::recurrent_weights(module)) {
+        const mq::QuantizedEntry* e = model.find(name + "." + weight);
+        if (!e || !e->quantized) continue;
+        if (!runs_int8(e->quantized->spec)) refuse_torchscript(e->name, e->quantized->spec);
+        weights[weight] = to_torch(*e->quantized);
+        written.insert(e->name);
+      }
+      if (weights.empty()) continue;
+      const auto u = uses.find(name);
+      const torch::jit::Module q = mq::pt::quantized_recurrent(m, module, mq::pt::layer_kind(module), weights,
+                                                               u == uses.end() ? std::set<std::string>() : u->second.methods);
+      mq::pt::replace_submodule(m, name, q);
+    }
+    return written;
+  }
+
   void write_torchscript(const mq::QuantizedModel& model, const mq::pt::TorchScriptModel& source,
                          const json& meta, const fs::path& path) {
     torch::jit::Module m = source.copy();
     use_onednn();
+    const std::set<std::string> recurrent = write_recurrent(model, m);
     for (const auto& e : model.entries) {
-      if (!e.quantized) continue;
+      if (!e.quantized || recurrent.count(e.name)) continue;
       const std::string layer = layer_of(e.name);
       const mq::QuantSpec& s = e.quantized->spec;
       std::optional<torch::jit::Module> sub;
@@ -425,7 +487,7 @@ class PtFormat final : public mq::Format {
       const c10::IValue bias = bias_entry ? c10::IValue(bias_entry->tensor) : c10::IValue();
       std::vector<c10::IValue> pack_args{to_torch(*e.quantized), bias};
       if (kind != mq::LayerKind::kLinear) conv_geometry(*sub, layer, e.quantized->shape, pack_args);
-      const c10::IValue packed = call_op(kernel->prepack, std::move(pack_args)).at(0);
+      const c10::IValue packed = mq::pt::call_op(kernel->prepack, std::move(pack_args)).at(0);
       torch::jit::Module q =
           mq::pt::new_module(m, std::string(static_layer ? kStaticPrefix : kDynamicPrefix) + kernel->name);
       q.register_attribute("_packed_params", packed.type(), packed);
@@ -712,7 +774,7 @@ class PtFormat final : public mq::Format {
               is_static = prefix == kStaticPrefix;
             }
       if (kernel) {
-        const auto elements = call_op(kernel->unpack, {nm.value.attr("_packed_params")});
+        const auto elements = mq::pt::call_op(kernel->unpack, {nm.value.attr("_packed_params")});
         model.entries.push_back({prefix + "weight", at::Tensor(),
                                  from_torch(elements[0].toTensor(), spec_of(specs, prefix + "weight"))});
         if (!elements[1].isNone()) model.entries.push_back({prefix + "bias", elements[1].toTensor(), std::nullopt});
@@ -729,6 +791,12 @@ class PtFormat final : public mq::Format {
             model.relu_output_qparams[nm.name] = qparams("relu_output_scale", "relu_output_zero_point", 0);
         }
         continue;
+      }
+      for (const auto& [name, t] : mq::pt::unpack_recurrent(nm.value)) {
+        if (t.is_quantized())
+          model.entries.push_back({prefix + name, at::Tensor(), from_torch(t, spec_of(specs, prefix + name))});
+        else
+          model.entries.push_back({prefix + name, t, std::nullopt});
       }
       for (const auto& p : nm.value.named_parameters(false)) model.entries.push_back({prefix + p.name, p.value.detach(), std::nullopt});
     }

@@ -1,5 +1,6 @@
 #include "torchscript_model.hpp"
 
+#include <ATen/core/dispatch/Dispatcher.h>
 #include <torch/csrc/jit/frontend/resolver.h>
 #include <torch/csrc/jit/frontend/sugared_value.h>
 
@@ -45,6 +46,12 @@ std::string reason(const std::exception& e) {
     if (line.find_first_not_of(" \t") != std::string::npos) last = line;
   const size_t start = last.find_first_not_of(" \t");
   return start == std::string::npos ? "unknown error" : last.substr(start);
+}
+
+std::vector<c10::IValue> call_op(const char* name, std::vector<c10::IValue> stack) {
+  const auto op = c10::Dispatcher::singleton().findSchemaOrThrow(name, "");
+  op.callBoxed(&stack);
+  return stack;
 }
 
 torch::jit::Module reload(const torch::jit::Module& module) {
@@ -194,6 +201,10 @@ LayerKind layer_kind(const torch::jit::Module& module) {
   if (n == "Conv2d") return LayerKind::kConv2d;
   if (n == "Embedding") return LayerKind::kEmbedding;
   if (n == "LayerNorm") return LayerKind::kLayerNorm;
+  if (n == "LSTM") return LayerKind::kLSTM;
+  if (n == "GRU") return LayerKind::kGRU;
+  if (n == "LSTMCell") return LayerKind::kLSTMCell;
+  if (n == "GRUCell") return LayerKind::kGRUCell;
   return LayerKind::kOther;
 }
 

@@ -55,6 +55,10 @@ void define(torch::jit::Module& module, const std::string& source);
 
 torch::jit::Module reload(const torch::jit::Module& module);
 
+// Calls a registered op by name ("quantized::linear_prepack"); the stack comes back
+// holding its outputs.
+std::vector<c10::IValue> call_op(const char* name, std::vector<c10::IValue> stack);
+
 // One line saying why a LibTorch or TorchScript call failed.
 std::string reason(const std::exception& e);
 

@@ -15,7 +15,10 @@ namespace {
 
 class DynamicQuantizer final : public mq::Quantizer {
  public:
-  explicit DynamicQuantizer(const mq::Options& options) : selector_(options) {}
+  // PyTorch's quantize_dynamic default set: Linear and the recurrent layers.
+  explicit DynamicQuantizer(const mq::Options& options)
+      : selector_(options, {mq::LayerKind::kLinear, mq::LayerKind::kLSTM, mq::LayerKind::kGRU,
+                            mq::LayerKind::kLSTMCell, mq::LayerKind::kGRUCell}) {}
 
   // Weights are observed with the recipe's observer: it must fit every spec planned.
   std::vector<mq::PlanRow> plan(const mq::Model& model, const mq::QuantizeContext& context) const override {

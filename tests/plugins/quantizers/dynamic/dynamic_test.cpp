@@ -87,6 +87,19 @@ TEST(DynamicQuantizer, Int8QuantizesLinearWeightsAndSaysWhyOthersStay) {
               q.entries[i].quantized ? q.entries[i].quantized->nbytes() : q.plan[i].bytes_before);
 }
 
+// Recurrent layers are PyTorch's dynamic defaults too, and `types` names them.
+TEST(DynamicQuantizer, RecurrentLayersAreQuantizedByDefaultAndNamedInTypes) {
+  mq::Model m;
+  m.tensors = {{"rnn.weight_ih_l0", at::randn({32, 5})}, {"rnn.weight_hh_l0", at::randn({32, 8})},
+               {"fc.weight", at::randn({4, 8})}};
+  m.layers = mq::layers_from_names(m);
+  EXPECT_EQ(rules(plan(*quantizer(), m)),
+            (std::vector<std::string>{"type LSTM => int8 per_channel(axis=0) symmetric",
+                                      "type LSTM => int8 per_channel(axis=0) symmetric",
+                                      "type Linear => int8 per_channel(axis=0) symmetric"}));
+  EXPECT_EQ(rules(plan(*quantizer("{layers: {types: [LSTM]}}"), m))[2], "type Linear not in layers.types => float");
+}
+
 // A weight with no elements has nothing to quantize: it stays as it is, and says so.
 TEST(DynamicQuantizer, EmptyWeightIsKept) {
   mq::Model m;
@@ -237,7 +250,8 @@ TEST(DynamicQuantizer, BadSelectionOptionsAreRecipeErrorsWithPlaces) {
   };
   EXPECT_EQ(error("{layers: {types: [Linaer]}}"),
             "/t/r.yaml:6:30: unknown layer type 'Linaer' (did you mean 'Linear'?); types are "
-            "'Linear', 'Conv1d', 'Conv2d', 'Embedding', 'LayerNorm', 'Other'");
+            "'Linear', 'Conv1d', 'Conv2d', 'Embedding', 'LayerNorm', 'LSTM', 'GRU', 'LSTMCell', "
+            "'GRUCell', 'Other'");
   EXPECT_NE(error("{layers: {exlude: []}}").find("unknown key 'exlude' in 'layers' (did you mean 'exclude'?)"),
             std::string::npos);
   EXPECT_NE(error("{overrides: {fc: {dtyp: int8}}}").find("unknown key 'dtyp' in 'overrides.fc'"),
