@@ -138,6 +138,7 @@ struct Pipeline::Impl {
     report.inputs.push_back(writing ? FileInfo{recipe.model_path.string(), path_bytes(recipe.model_path), ""}
                                     : detail::file_info(recipe.model_path));
     report.original_bytes = model.nbytes();
+    report.model_changes = model.changes;
     report.timings.push_back({"read", seconds_since(start)});
     if (writing) reports->arm(report);
     return model;

@@ -69,6 +69,7 @@ std::string Report::to_json() const {
   for (const auto& [stage, seconds] : this->timings) timings[stage] = seconds;
   j["timings_s"] = timings;
   j["warnings"] = warnings;
+  j["model_changes"] = model_changes;
   return detail::json_text(j, 2) + "\n";
 }
 
@@ -94,6 +95,9 @@ std::string Report::summary() const {
   int quantized = 0;
   for (const PlanRow& row : plan) quantized += row.spec.has_value();
   out += fmt::format("  tensors     {} quantized, {} kept\n", quantized, plan.size() - quantized);
+  if (!model_changes.empty())
+    out += fmt::format("  model       {}{}\n", model_changes.front(),
+                       model_changes.size() > 1 ? fmt::format(" and {} more", model_changes.size() - 1) : "");
   out += fmt::format("  size        {} -> {} ({:.2f}x)\n", megabytes(original_bytes),
                      megabytes(quantized_bytes),
                      quantized_bytes ? double(original_bytes) / quantized_bytes : 0.0);

@@ -152,6 +152,11 @@ td.n{text-align:right;font-variant-numeric:tabular-nums}
                         row.bytes_before, row.bytes_after, value);
   }
   html += "</table>\n";
+  if (!model_changes.empty()) {
+    html += "<h2>Model changes</h2>\n<ul>\n";
+    for (const std::string& c : model_changes) html += "<li>" + escape(c) + "</li>\n";
+    html += "</ul>\n";
+  }
   if (!warnings.empty()) {
     html += "<h2>Warnings</h2>\n<ul>\n";
     for (const std::string& w : warnings) html += "<li>" + escape(w) + "</li>\n";

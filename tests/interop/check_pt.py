@@ -8,6 +8,7 @@
    the original weights within half a step.
 usage: check_pt.py MQ_PIPELINE SOURCE_DIR WORK_DIR
 """
+import copy
 import json
 import math
 import os
@@ -98,6 +99,7 @@ def main(exe, source, work):
     check_static_conv(exe, source, work)
     check_transformer_encoder(exe, source, work)
     check_recurrent(exe, source, work)
+    check_batchnorm(exe, source, work)
     check_token_calibration(exe, source, work)
     check_python_quantized_state_dict(exe, work)
     check_crafted_views(exe, work)
@@ -531,6 +533,63 @@ def check_recurrent(exe, source, work):
             assert a.shape == b.shape and sqnr(a, b) > 30, (name, a.shape, b.shape)
     print(f"TorchScript recurrent int8: {ours:.2f} dB (PyTorch's quantize_dynamic: {theirs:.2f} dB)")
     assert ours > 35 and ours > theirs - 3, (ours, theirs)
+
+
+class Residual(torch.nn.Module):
+    """Conv2d -> BatchNorm2d twice with a skip, as ResNet's blocks; Conv1d -> BatchNorm1d."""
+
+    def __init__(self):
+        super().__init__()
+        self.stem, self.bn = torch.nn.Conv2d(3, 8, 3, padding=1), torch.nn.BatchNorm2d(8)
+        self.conv1, self.bn1 = torch.nn.Conv2d(8, 8, 3, padding=1, bias=False), torch.nn.BatchNorm2d(8)
+        self.conv2, self.bn2 = torch.nn.Conv2d(8, 8, 3, padding=1), torch.nn.BatchNorm2d(8)
+        self.conv3, self.bn3 = torch.nn.Conv1d(8, 8, 3), torch.nn.BatchNorm1d(8)
+        self.fc = torch.nn.Linear(8, 4)
+        for bn in (self.bn, self.bn1, self.bn2, self.bn3):  # trained statistics, not the identity
+            bn.running_mean.uniform_(-1, 1)
+            bn.running_var.uniform_(0.5, 2)
+            bn.weight.data.uniform_(0.5, 1.5)
+            bn.bias.data.uniform_(-0.5, 0.5)
+
+    def forward(self, x):
+        x = torch.relu(self.bn(self.stem(x)))
+        x = torch.relu(self.bn2(self.conv2(torch.relu(self.bn1(self.conv1(x))))) + x)
+        return self.fc(self.bn3(self.conv3(x.mean(3))).mean(2))
+
+
+def check_batchnorm(exe, source, work):
+    """Static int8 folds each BatchNorm2d into the Conv2d before it, as torch.ao's
+    fuse_modules does: the artifact has no BatchNorm2d left, its Conv weights and biases
+    are PyTorch's fused ones within int8 rounding, the report lists the folds, and the
+    model follows the float one. `fold_batchnorm: false` keeps them."""
+    torch.manual_seed(0)
+    model = Residual().eval()
+    model_path = os.path.join(work, "residual.pt")
+    torch.jit.script(model).save(model_path)
+    recipe = os.path.join(source, "configs", "example-cnn-static-int8.yaml")
+    out, report = os.path.join(work, "residual.static.pt"), os.path.join(work, "residual.report.json")
+    run(exe, recipe, out, f"model.path={model_path}", "quantizer.options.layers={}", f"report={report}")
+    with open(report) as f:
+        changes = json.load(f)["model_changes"]
+    assert changes == [f"folded BatchNorm '{bn}' into Conv '{conv}'"
+                       for conv, bn in (("stem", "bn"), ("conv1", "bn1"), ("conv2", "bn2"))], changes
+    quantized = torch.jit.load(out)
+    children = dict(quantized.named_children())
+    assert not {"bn", "bn1", "bn2"} & children.keys() and "bn3" in children, children.keys()
+    fused = torch.ao.quantization.fuse_modules(copy.deepcopy(model), [["stem", "bn"], ["conv1", "bn1"],
+                                                                      ["conv2", "bn2"]])
+    for name in ("stem", "conv1", "conv2"):
+        weight, bias = getattr(quantized, name)._packed_params.unpack()
+        assert sqnr(getattr(fused, name).weight, weight.dequantize()) >= 35, name
+        assert torch.allclose(getattr(fused, name).bias, bias, atol=1e-5), name
+    with torch.no_grad():
+        x = torch.randn(16, 3, 32, 32)
+        db = sqnr(model(x), quantized(x))
+    print(f"TorchScript static with BatchNorm folded: output SQNR {db:.2f} dB")
+    assert db >= 25, f"{db:.2f} dB"
+    kept = os.path.join(work, "residual.unfolded.pt")
+    run(exe, recipe, kept, f"model.path={model_path}", "model.options.fold_batchnorm=false", "validators=[]")
+    assert {"bn", "bn1", "bn2"} <= dict(torch.jit.load(kept).named_children()).keys()
 
 
 def check_static_conv(exe, source, work):

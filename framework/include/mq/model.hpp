@@ -82,6 +82,9 @@ struct MQ_API Model {
   std::map<std::string, std::string> metadata;
   std::map<std::string, ForeignDType> foreign;  // by tensor name: tensors held as bytes
   std::shared_ptr<Runnable> runnable;  // null for checkpoints that cannot run
+  // What the reader changed in the model as read, one line each ("folded BatchNorm
+  // 'bn' into Conv2d 'stem'"): the report lists them.
+  std::vector<std::string> changes;
   // Set by formats that map files: drops a tensor's pages from the process once the
   // caller is done with it (it stays valid, and faults back in from the page cache if
   // read again), so that streaming a model keeps one tensor resident, not all.

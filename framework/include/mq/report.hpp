@@ -38,6 +38,7 @@ struct MQ_API Report {
   std::string report_path;  // where the JSON report was written, if anywhere
   int64_t original_bytes = 0;
   int64_t quantized_bytes = 0;
+  std::vector<std::string> model_changes;  // Model::changes
   std::vector<PlanRow> plan;
   std::vector<ValidatorResult> validators;
   std::vector<std::pair<std::string, double>> timings;  // stage, seconds

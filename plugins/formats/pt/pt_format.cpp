@@ -28,9 +28,10 @@
 #include "mq/files.hpp"
 #include "mq/format.hpp"
 #include "mq/pack.hpp"
+#include "batchnorm.hpp"
+#include "recurrent.hpp"
 #include "state_dict_reader.hpp"
 #include "static_graph.hpp"
-#include "recurrent.hpp"
 #include "torchscript_model.hpp"
 
 namespace fs = std::filesystem;
@@ -199,7 +200,8 @@ std::string layer_of(const std::string& tensor) {
 
 class PtFormat final : public mq::Format {
  public:
-  explicit PtFormat(const mq::Options& options) : trust_(options.get_bool("trust_torchscript")) {}
+  explicit PtFormat(const mq::Options& options)
+      : trust_(options.get_bool("trust_torchscript")), fold_batchnorm_(options.get_bool("fold_batchnorm")) {}
 
   // A .pt, .pth or .bin state dict or TorchScript archive; an HF model directory of
   // pytorch_model.bin weights, or their index.
@@ -226,8 +228,14 @@ class PtFormat final : public mq::Format {
     }
     refuse_untrusted(path);
     use_onednn();  // the engine our quantized modules' packed weights run on
-    torch::jit::Module module = load(path);
     mq::Model model;
+    torch::jit::Module module = load(path);
+    if (fold_batchnorm_) {
+      std::vector<mq::pt::Fold> folds;
+      module = mq::pt::fold_batchnorm(module, folds);
+      for (const mq::pt::Fold& f : folds)
+        model.changes.push_back("folded BatchNorm '" + f.batchnorm + "' into Conv '" + f.conv + "'");
+    }
     model.sources.push_back(path);
     for (const auto& p : module.named_parameters(true)) model.tensors.push_back({p.name, p.value.detach()});
     for (const auto& b : module.named_buffers(true)) model.tensors.push_back({b.name, b.value.detach()});
@@ -919,6 +927,7 @@ class PtFormat final : public mq::Format {
   }
 
   bool trust_;
+  bool fold_batchnorm_;
   // What this instance wrote, and the TorchScript archive it read back: read() loads
   // them (load_run runs them) although they are quantized.
   fs::path written_, read_back_;
@@ -930,4 +939,6 @@ MQ_PLUGIN(PtFormat, mq::PluginKind::kFormat, "pt", "1.6.2",
           "PyTorch: TorchScript in and out (int8 Linear and Conv kernels), state dicts (and HF directories of "
           "pytorch_model.bin shards) in, state dicts of quantized tensors out",
           {"trust_torchscript", mq::OptionType::kBool, "false",
-           "allow loading TorchScript archives, which runs their code"})
+           "allow loading TorchScript archives, which runs their code"},
+          {"fold_batchnorm", mq::OptionType::kBool, "true",
+           "fold a TorchScript model's BatchNorm2d into the Conv2d before it on reading, as PyTorch's fusion does"})
