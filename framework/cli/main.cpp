@@ -12,6 +12,7 @@
 #include <iostream>
 
 #include "console_progress.hpp"
+#include "init_recipe.hpp"
 #include "mq/error.hpp"
 #include "mq/files.hpp"
 #include "mq/interrupt.hpp"
@@ -104,17 +105,20 @@ std::string dtype_name(const at::Tensor& t) {
   }
 }
 
+// --plugin-path for the commands that read models through mq's API, which searches
+// MQ_PLUGIN_PATH: the paths go first in it.
+void search_first(const std::vector<fs::path>& plugin_paths) {
+  if (plugin_paths.empty()) return;
+  std::string joined;
+  for (const fs::path& p : plugin_paths) joined += (joined.empty() ? "" : ":") + p.string();
+  const char* env = std::getenv("MQ_PLUGIN_PATH");
+  setenv("MQ_PLUGIN_PATH", (joined + (env ? std::string(":") + env : "")).c_str(), 1);
+}
+
 int inspect_file(const std::string& path, const std::string& format, bool trust, bool json,
                  const std::vector<fs::path>& plugin_paths) {
-  if (!plugin_paths.empty()) {
-    std::string joined;
-    for (const fs::path& p : plugin_paths) joined += (joined.empty() ? "" : ":") + p.string();
-    const char* env = std::getenv("MQ_PLUGIN_PATH");
-    setenv("MQ_PLUGIN_PATH", (joined + (env ? std::string(":") + env : "")).c_str(), 1);
-  }
-  mq::Value options = mq::Value::map();
-  if (trust) options.set("trust_torchscript", mq::Value::boolean(true));
-  const mq::QuantizedModel model = mq::describe_quantized_model(path, format, options);
+  search_first(plugin_paths);
+  const mq::QuantizedModel model = mq::describe_quantized_model(path, format, mq::cli::reader_options(path, trust));
   auto out = nlohmann::ordered_json::object();
   out["file"] = path;
   out["bytes"] = mq::path_bytes(path);
@@ -272,6 +276,20 @@ int command(int argc, char** argv) {
       ->check(CLI::PositiveNumber);
   validate->add_flag("--json", json, "Print the JSON report on stdout");
   validate->add_flag("--quiet,-q", quiet, "No summary");
+  CLI::App* init = app.add_subcommand("init", "Write a commented recipe for a model from a preset; it runs as written");
+  mq::cli::InitRequest init_request;
+  bool list_presets = false;
+  init->add_option("model", init_request.model, "The model: an HF directory, TorchScript, a state dict, safetensors");
+  init->add_option("--preset", init_request.preset, "What to make (default w8a8-dynamic; --list shows them)");
+  init->add_option("-o,--output", init_request.recipe, "Where to write the recipe (default recipe.yaml)");
+  init->add_flag("--force", init_request.force, "Replace an existing recipe file");
+  init->add_flag("--trust-torchscript", init_request.trust_torchscript,
+                 "Allow loading a TorchScript archive (runs its code); the recipe says so too");
+  init->add_option("--input-shape", init_request.input_shape, "What a TorchScript model takes: --input-shape 8,3,224,224")
+      ->delimiter(',')
+      ->check(CLI::PositiveNumber);
+  init->add_flag("--list", list_presets, "List the presets");
+  init->add_flag("--json", json, "With --list: machine-readable");
   CLI::App* inspect = app.add_subcommand("inspect", "List a model file's tensors, quantization and provenance");
   std::string inspect_path, inspect_format;
   bool trust = false;
@@ -284,7 +302,7 @@ int command(int argc, char** argv) {
     sub->add_option("recipe", recipe_path, "Recipe file (YAML)")->required();
     sub->add_option("--set", overrides, "Override a recipe key: --set quantizer.options.dtype=int8");
   }
-  for (CLI::App* sub : {run, check, plugins, validate, inspect})
+  for (CLI::App* sub : {run, check, plugins, validate, inspect, init})
     sub->add_option("--plugin-path", plugin_paths, "Directory or library searched first for plugins");
   run->add_flag("--json", json, "Print the JSON report on stdout");
   run->add_flag("--dry-run", dry_run,
@@ -312,6 +330,12 @@ int command(int argc, char** argv) {
   std::vector<fs::path> paths(plugin_paths.begin(), plugin_paths.end());
   try {
     if (plugins->parsed()) return list_plugins(paths, json);
+    if (init->parsed()) {
+      if (list_presets) return mq::cli::list_presets(json);
+      if (init_request.model.empty()) return fail(mq::ExitCode::kUsage, "init: give a model, or --list");
+      search_first(paths);
+      return mq::cli::init_recipe(init_request);
+    }
     if (inspect->parsed()) return inspect_file(inspect_path, inspect_format, trust, json, paths);
     if (validate->parsed()) {
       mq::RunOptions options;

@@ -131,6 +131,9 @@ std::vector<int64_t> sample_input_shape(const Model& model, int64_t batch) {
     if (layer.kind == LayerKind::kLinear) return {batch, w->size(1)};
     if (layer.kind == LayerKind::kConv2d) return {batch, w->size(1), 32, 32};
     if (layer.kind == LayerKind::kConv1d) return {batch, w->size(1), 64};
+    // [sequence, batch, features] or batch first: either way 8 steps of 8 rows.
+    if (layer.kind == LayerKind::kLSTM || layer.kind == LayerKind::kGRU) return {batch, 8, w->size(1)};
+    if (layer.kind == LayerKind::kLSTMCell || layer.kind == LayerKind::kGRUCell) return {batch, w->size(1)};
     return {};
   }
   return {};

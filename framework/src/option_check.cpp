@@ -41,8 +41,8 @@ Options check_options(const PluginStep& step, const PluginDescriptor& d) {
   const std::string who =
       std::string(to_string(d.kind)) + " '" + d.name + "'";
   const auto fail = [&](const SourceLocation& at, const std::string& message) {
-    const std::string where = at.to_string();
-    throw RecipeError((where.empty() ? step.location.to_string() : where) + ": " + message);
+    const std::string where = at.to_string().empty() ? step.location.to_string() : at.to_string();
+    throw RecipeError(where.empty() ? message : where + ": " + message);  // no place: options from code
   };
   std::vector<std::string> declared;
   for (size_t i = 0; i < d.option_count; ++i) declared.push_back(d.options[i].name);

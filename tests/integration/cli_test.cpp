@@ -666,7 +666,7 @@ TEST(Cli, TorchScriptInputMustBeTrustedExplicitly) {
                               "--set format.output='" + (dir / "o.pt").string() + "' --set report=null --set html_report=null");
   EXPECT_EQ(r.exit_code, 3);
   expect_one_line_error(r);
-  EXPECT_NE(r.err.find("loading it runs the code inside; if you trust it, say so: --trust-torchscript (inspect, validate), or model.options.trust_torchscript: true in a recipe"),
+  EXPECT_NE(r.err.find("loading it runs the code inside; if you trust it, say so: --trust-torchscript (inspect, validate, init), or model.options.trust_torchscript: true in a recipe"),
             std::string::npos) << r.err;
   EXPECT_FALSE(fs::exists(dir / "o.pt"));
 }
@@ -706,7 +706,7 @@ TEST(Cli, InspectListsTensorsQuantizationAndProvenance) {
   const auto model = run_pipeline("inspect '" MQ_SOURCE_DIR "/configs/models/mlp.pt'");
   EXPECT_EQ(model.exit_code, 3);
   expect_one_line_error(model);
-  EXPECT_NE(model.err.find("if you trust it, say so: --trust-torchscript (inspect, validate)"), std::string::npos)
+  EXPECT_NE(model.err.find("if you trust it, say so: --trust-torchscript (inspect, validate, init)"), std::string::npos)
       << model.err;
   EXPECT_EQ(run_pipeline("inspect --trust-torchscript '" MQ_SOURCE_DIR "/configs/models/mlp.pt'").exit_code, 0);
   EXPECT_EQ(run_pipeline("inspect '" + (dir / "absent").string() + "'").exit_code, 3);

@@ -100,6 +100,7 @@ def main(exe, source, work):
     check_transformer_encoder(exe, source, work)
     check_recurrent(exe, source, work)
     check_batchnorm(exe, source, work)
+    check_init(exe, work)
     check_token_calibration(exe, source, work)
     check_python_quantized_state_dict(exe, work)
     check_crafted_views(exe, work)
@@ -590,6 +591,31 @@ def check_batchnorm(exe, source, work):
     kept = os.path.join(work, "residual.unfolded.pt")
     run(exe, recipe, kept, f"model.path={model_path}", "model.options.fold_batchnorm=false", "validators=[]")
     assert {"bn", "bn1", "bn2"} <= dict(torch.jit.load(kept).named_children()).keys()
+
+
+def check_init(exe, work):
+    """`mq-pipeline init` on the kinds the C++ tests cannot make: a state dict saved by
+    torch.save and a TorchScript LSTM. Each preset's recipe runs as written, and PyTorch
+    loads what it made."""
+    torch.manual_seed(0)
+    state_path = os.path.join(work, "init-mlp.pth")
+    torch.save(torch.nn.Sequential(torch.nn.Linear(64, 128), torch.nn.Linear(128, 64)).state_dict(), state_path)
+    recurrent_path = os.path.join(work, "init-recurrent.pt")
+    torch.jit.script(Recurrent().eval()).save(recurrent_path)
+    for model, presets in ((state_path, ("w8a8-dynamic", "int4-weight-only", "fp16")),
+                           (recurrent_path, ("w8a8-dynamic", "w8a8-static", "fp16"))):
+        for preset in presets:
+            recipe = os.path.join(work, f"init-{os.path.basename(model)}-{preset}.yaml")
+            subprocess.run([exe, "init", model, "--preset", preset, "-o", recipe, "--trust-torchscript", "--force"],
+                           check=True, capture_output=True)
+            ran = subprocess.run([exe, "run", "-q", "--json", recipe], capture_output=True, text=True)
+            assert ran.returncode == 0, (model, preset, ran.stderr)
+            out = json.loads(ran.stdout)["output"]["path"]
+            if out.endswith(".pt") and model == recurrent_path:
+                torch.jit.load(out)(torch.randn(3, 5, 16))
+            elif out.endswith(".pt"):
+                assert all(isinstance(v, torch.Tensor) for v in torch.load(out).values()), out
+    print("init: each preset's recipe runs on a state dict and a TorchScript LSTM; PyTorch loads the results")
 
 
 def check_static_conv(exe, source, work):

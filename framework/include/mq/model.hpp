@@ -136,7 +136,8 @@ MQ_API std::string quantized_checkpoint_sign(const std::vector<NamedTensor>& ten
 MQ_API std::string quantized_already(const std::string& why);
 
 // An input shape for a forward pass, from the first layer: [batch, in] for Linear,
-// [batch, in, 32, 32] for Conv2d, [batch, in, 64] for Conv1d; empty when unknown.
+// [batch, in, 32, 32] for Conv2d, [batch, in, 64] for Conv1d, [batch, 8, in] for LSTM and
+// GRU, [batch, in] for their cells; empty when unknown.
 MQ_API std::vector<int64_t> sample_input_shape(const Model& model, int64_t batch);
 
 }  // namespace mq

@@ -373,7 +373,7 @@ class PtFormat final : public mq::Format {
     if (!trust_ && path != written_)
       bad(path,
           "is a TorchScript archive, and loading it runs the code inside; if you trust it, say so: "
-          "--trust-torchscript (inspect, validate), or model.options.trust_torchscript: true in a recipe");
+          "--trust-torchscript (inspect, validate, init), or model.options.trust_torchscript: true in a recipe");
   }
 
   static torch::jit::Module load(const fs::path& path, torch::jit::ExtraFilesMap* extra = nullptr) {
