@@ -80,9 +80,8 @@ std::string Report::to_html() const {
   for (const ValidatorResult& v : validators) {
     for (const TensorMetric& m : v.check.tensor_metrics)
       if (m.name == "sqnr_db") sqnr.push_back({m.tensor, m.value});
-    if (v.plugin == "sqnr")
-      for (const auto& [name, value] : v.check.metrics)
-        if (name == "min_layer_db") min_layer = value;
+    for (const auto& [name, value] : v.check.metrics)  // a threshold for the rows above
+      if (name == "min_layer_db") min_layer = value;
   }
   const double ratio = quantized_bytes ? double(original_bytes) / quantized_bytes : 0.0;
   std::string html = R"(<!DOCTYPE html>
