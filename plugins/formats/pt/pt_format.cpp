@@ -27,6 +27,7 @@
 #include "mq/error.hpp"
 #include "mq/files.hpp"
 #include "mq/format.hpp"
+#include "mq/hf_checkpoint.hpp"
 #include "mq/pack.hpp"
 #include "batchnorm.hpp"
 #include "recurrent.hpp"
@@ -174,23 +175,6 @@ bool bin_directory(const fs::path& dir) {
   std::error_code ec;
   if (fs::exists(dir / "model.safetensors", ec) || fs::exists(dir / "model.safetensors.index.json", ec)) return false;
   return fs::is_regular_file(dir / kBinIndexName, ec) || fs::is_regular_file(dir / kBinName, ec);
-}
-
-// The shards a pytorch_model.bin.index.json lists, each with the tensors it holds, by
-// shard name (transformers reads the weight_map as Python's json does: a name listed
-// twice is where it is listed last).
-std::map<fs::path, std::set<std::string>> bin_shards(const fs::path& index) {
-  std::ifstream in(index);
-  const Json parsed = Json::parse(in, nullptr, false);
-  const auto map = parsed.is_object() ? parsed.find("weight_map") : parsed.end();
-  if (map == parsed.end() || !map->is_object() || map->empty())
-    bad(index, "not an index of shards (no weight_map object listing tensors)");
-  std::map<fs::path, std::set<std::string>> shards;
-  for (auto it = map->begin(); it != map->end(); ++it) {
-    if (!it->is_string()) bad(index, "the shard of '" + it.key() + "' is not a string");
-    shards[mq::confined_shard(index.parent_path(), it->get<std::string>(), index.string())].insert(it.key());
-  }
-  return shards;
 }
 
 std::string layer_of(const std::string& tensor) {
@@ -677,7 +661,7 @@ class PtFormat final : public mq::Format {
   struct BinShards {
     fs::path index;
     bool hf_dir = false;
-    std::map<fs::path, std::set<std::string>> shards;
+    std::vector<mq::hf::Shard> shards;  // in the order the index first names them
   };
   static BinShards bin_shards_of(const fs::path& path) {
     std::error_code ec;
@@ -687,9 +671,9 @@ class PtFormat final : public mq::Format {
     if (s.hf_dir && !fs::is_regular_file(s.index, ec) && !fs::is_regular_file(path / kBinName, ec))
       bad(path, "holds neither " + std::string(kBinName) + " nor " + kBinIndexName);
     if (!s.hf_dir || fs::exists(s.index, ec))
-      s.shards = bin_shards(s.index);
+      s.shards = mq::hf::read_index(s.index);
     else
-      s.shards[path / kBinName];
+      s.shards.push_back({path / kBinName, {}});
     return s;
   }
 
@@ -700,15 +684,15 @@ class PtFormat final : public mq::Format {
   static std::vector<Item> read_shards(const BinShards& s, ReadShard read_shard) {
     std::vector<Item> out;
     std::set<std::string> names;
-    for (const auto& [shard, listed] : s.shards) {
-      for (Item& item : read_shard(shard)) {
+    for (const mq::hf::Shard& shard : s.shards) {
+      const std::set<std::string> listed(shard.tensors.begin(), shard.tensors.end());
+      for (Item& item : read_shard(shard.path)) {
         if (!listed.empty() && !listed.count(item.name)) continue;
-        if (!names.insert(item.name).second) bad(shard, "holds '" + item.name + "', which another shard holds too");
+        if (!names.insert(item.name).second) bad(shard.path, "holds '" + item.name + "', which another shard holds too");
         out.push_back(std::move(item));
       }
       for (const std::string& name : listed)
-        if (!names.count(name))
-          bad(s.index, "lists '" + name + "' in shard '" + shard.filename().string() + "', which does not hold it");
+        if (!names.count(name)) throw mq::hf::not_in_shard(s.index, name, shard.path);
     }
     return out;
   }
@@ -717,20 +701,10 @@ class PtFormat final : public mq::Format {
     const BinShards s = bin_shards_of(path);
     const fs::path dir = s.index.parent_path();
     std::error_code ec;
-    if (fs::exists(dir / "config.json", ec)) {  // a quantized model's config says so
-      std::ifstream in(dir / "config.json");
-      const Json config = Json::parse(in, nullptr, false);
-      if (!config.is_object()) bad(dir / "config.json", "not a JSON object");
-      if (const auto q = config.find("quantization_config"); q != config.end() && q->is_object()) {
-        const auto method = q->find("quant_method");
-        refuse_quantized(path, "config.json has a quantization_config" +
-                                   (method != q->end() && method->is_string()
-                                        ? ", quant_method '" + method->get<std::string>() + "'" : std::string()));
-      }
-    }
+    if (const std::string sign = mq::hf::quantized_config(dir); !sign.empty()) refuse_quantized(path, sign);
     mq::Model model;
     model.tensors = read_shards<mq::NamedTensor>(s, [&](const fs::path& shard) { return read_float_state_dict(shard, model); });
-    for (const auto& [shard, listed] : s.shards) model.sources.push_back(shard);
+    for (const mq::hf::Shard& shard : s.shards) model.sources.push_back(shard.path);
     if (s.hf_dir) model.metadata[mq::kHfDirectoryKey] = fs::absolute(dir).lexically_normal().string();
     model.layers = mq::layers_from_names(model);
     return model;

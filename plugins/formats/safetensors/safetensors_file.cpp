@@ -13,6 +13,7 @@
 
 #include "mq/error.hpp"
 #include "mq/files.hpp"
+#include "mq/hf_checkpoint.hpp"
 
 namespace fs = std::filesystem;
 using json = nlohmann::ordered_json;  // what we write: keys in our order
@@ -49,61 +50,6 @@ const DTypeInfo* find_dtype(const std::string& name) {
   throw InputError(name + ": " + problem);
 }
 
-// parse_json's checks, in a pass of their own before the parse into a value (nlohmann's
-// callback parser scans the enclosing object at the end of each nested one: quadratic
-// over a header's 100,000 tensors).
-class KeyCheck final : public nlohmann::json_sax<Json> {
- public:
-  KeyCheck(std::string file, std::string problem, size_t max_depth, std::string inner_name = "")
-      : file_(std::move(file)), problem_(std::move(problem)), max_depth_(max_depth), inner_name_(std::move(inner_name)) {}
-
-  std::vector<std::string> top, inner;
-  std::optional<std::string> error;  // the syntax error that ended the parse
-
-  bool start_object(std::size_t) override { return open(); }
-  bool start_array(std::size_t) override { return open(); }
-  bool end_object() override { return close(); }
-  bool end_array() override { return close(); }
-  bool key(string_t& key) override {
-    if (!keys_.back().insert(key).second) bad(file_, problem_ + ": duplicate key '" + key + "'");
-    if (keys_.size() == 1) {
-      top.push_back(key);
-      in_inner_ = key == inner_name_;
-    } else if (keys_.size() == 2 && in_inner_) {
-      inner.push_back(key);
-    }
-    return true;
-  }
-  bool null() override { return true; }
-  bool boolean(bool) override { return true; }
-  bool number_integer(number_integer_t) override { return true; }
-  bool number_unsigned(number_unsigned_t) override { return true; }
-  bool number_float(number_float_t, const string_t&) override { return true; }
-  bool string(string_t&) override { return true; }
-  bool binary(binary_t&) override { return true; }
-  bool parse_error(std::size_t, const std::string&, const nlohmann::detail::exception& e) override {
-    error = e.what();
-    return false;
-  }
-
- private:
-  bool open() {
-    if (keys_.size() > max_depth_) bad(file_, problem_ + ": nested deeper than its schema");
-    keys_.emplace_back();
-    return true;
-  }
-  bool close() {
-    keys_.pop_back();
-    return true;
-  }
-
-  std::string file_, problem_;
-  size_t max_depth_;
-  std::string inner_name_;
-  bool in_inner_ = false;
-  std::vector<std::set<std::string>> keys_;  // per open container (an array's stays empty)
-};
-
 // Bits of `shape` elements of `bits` bits each; none where a size is negative or the
 // product overflows.
 std::optional<uint64_t> shape_bits(int bits, const std::vector<int64_t>& shape) {
@@ -124,16 +70,11 @@ uint64_t read_u64_le(const uint8_t* p) {
 
 ParsedJson parse_json(const std::string& file, const std::string& what, std::string_view text, size_t max_depth,
                       const std::string& inner) {
-  KeyCheck check(file, what, max_depth, inner);
+  mq::JsonKeys keys = mq::check_json(file, what, text, max_depth, inner);
   ParsedJson out;
-  try {
-    if (Json::sax_parse(text.begin(), text.end(), &check)) out.value = Json::parse(text.begin(), text.end());
-  } catch (const Json::exception& e) {
-    bad(file, what + ": not valid UTF-8 JSON (" + e.what() + ")");
-  }
-  if (check.error) bad(file, what + ": not valid UTF-8 JSON (" + *check.error + ")");
-  out.keys = std::move(check.top);
-  out.inner_keys = std::move(check.inner);
+  out.value = Json::parse(text.begin(), text.end());
+  out.keys = std::move(keys.top);
+  out.inner_keys = std::move(keys.inner);
   return out;
 }
 
@@ -205,21 +146,6 @@ void parse_header(const std::string& name, const char* text, size_t text_bytes,
   if (expected != buffer_bytes)
     bad(name, "the tensors cover " + std::to_string(expected) + " bytes but the data buffer has " +
                   std::to_string(buffer_bytes) + (expected < buffer_bytes ? " (trailing bytes)" : ""));
-}
-
-std::vector<IndexEntry> parse_index(const std::string& name, const std::string& text) {
-  const ParsedJson parsed = parse_json(name, "invalid index", text, 3, "weight_map");
-  const Json& index = parsed.value;
-  if (!index.is_object() || !index.contains("weight_map") || !index["weight_map"].is_object())
-    bad(name, "invalid index: no weight_map object");
-  const Json& weight_map = index["weight_map"];
-  std::vector<IndexEntry> out;
-  for (const std::string& tensor : parsed.inner_keys) {
-    const Json& shard = weight_map.at(tensor);
-    if (!shard.is_string()) bad(name, "invalid index: the shard of '" + tensor + "' is not a string");
-    out.push_back({tensor, shard.get<std::string>()});
-  }
-  return out;
 }
 
 std::shared_ptr<File> File::open(const fs::path& path) {

@@ -54,8 +54,8 @@ class File {
   std::map<std::string, std::string> metadata_;
 };
 
-// A JSON text, parsed as the reference implementation reads headers: no key twice in an
-// object, containers nested no deeper than `max_depth` (the top level is 0). `value` is
+// A JSON text, parsed as the reference implementation reads headers (mq::check_json:
+// no key twice in an object, containers nested no deeper than `max_depth`). `value` is
 // a map-based json (an ordered_json object finds a key by a linear search: quadratic
 // over a model's 100,000 tensors), so the keys' order in the text is kept apart: those
 // of the top level, and of the top-level object named `inner`. Throws InputError
@@ -120,13 +120,6 @@ class Writer {
 void write(const std::filesystem::path& path, const std::vector<OutTensor>& tensors,
            const std::map<std::string, std::string>& metadata);
 
-// model.safetensors.index.json: the weight_map's (tensor, shard file) pairs in file
-// order. Throws InputError for malformed JSON, duplicate keys, non-string shards.
-struct IndexEntry {
-  std::string tensor;
-  std::string shard;
-};
-std::vector<IndexEntry> parse_index(const std::string& name, const std::string& text);
 
 // "F32" for at::kFloat, ...; throws InputError for dtypes safetensors lacks.
 std::string dtype_name(at::ScalarType type);

@@ -13,6 +13,7 @@
 #include "mq/error.hpp"
 #include "mq/files.hpp"
 #include "mq/format.hpp"
+#include "mq/hf_checkpoint.hpp"
 #include "mq/pack.hpp"
 #include "safetensors_file.hpp"
 
@@ -338,26 +339,15 @@ class TensorSet {
     TensorSet set;
     if (!ends_with(file.filename().string(), ".safetensors.index.json")) {
       const auto f = mq::safetensors::File::open(file);
-      set.add(file, f, nullptr);
+      set.add(file, f, {});
       return set;
     }
-    const auto size = fs::file_size(file, ec);
-    if (ec || size > mq::safetensors::kMaxHeaderBytes) throw mq::InputError(file.string() + ": unreadable or too large");
-    std::ifstream in(file, std::ios::binary);
-    const std::string text((std::istreambuf_iterator<char>(in)), std::istreambuf_iterator<char>());
-    std::vector<std::string> shards;
-    std::map<std::string, std::set<std::string>> wanted;
-    for (const auto& e : mq::safetensors::parse_index(file.string(), text)) {
-      if (!wanted.count(e.shard)) shards.push_back(e.shard);
-      wanted[e.shard].insert(e.tensor);
-    }
-    for (const std::string& shard : shards) {
-      const fs::path path = mq::confined_shard(file.parent_path(), shard, file.string());
-      const auto f = mq::safetensors::File::open(path);
-      for (const std::string& t : wanted[shard])
-        if (!f->find(t))
-          throw mq::InputError(file.string() + ": lists '" + t + "' in shard '" + shard + "', which does not hold it");
-      set.add(path, f, &wanted[shard]);
+    for (const mq::hf::Shard& shard : mq::hf::read_index(file)) {
+      const auto f = mq::safetensors::File::open(shard.path);
+      for (const std::string& t : shard.tensors)
+        if (!f->find(t)) throw mq::hf::not_in_shard(file, t, shard.path);
+      const std::set<std::string> listed(shard.tensors.begin(), shard.tensors.end());
+      set.add(shard.path, f, listed);
     }
     return set;
   }
@@ -375,9 +365,9 @@ class TensorSet {
  private:
   // The file's tensors, or those of them in `listed` (a shard holds only what the
   // index says it holds).
-  void add(const fs::path& path, std::shared_ptr<mq::safetensors::File> file, const std::set<std::string>* listed) {
+  void add(const fs::path& path, std::shared_ptr<mq::safetensors::File> file, const std::set<std::string>& listed) {
     for (const auto& info : file->tensors())
-      if (!listed || listed->count(info.name)) {
+      if (listed.empty() || listed.count(info.name)) {
         by_name_.emplace(info.name, tensors_.size());
         tensors_.push_back({info.name, file.get(), &info});
       }
@@ -398,7 +388,7 @@ class TensorSet {
 // names), by the quantization_config transformers reads from an HF directory's
 // config.json, or by its tensors (mq::quantized_checkpoint_sign; a layer weight of a
 // foreign dtype: FP8, FP4 and FP6 checkpoints).
-void refuse_quantized(const std::string& file, const TensorSet& set, const json& hf_config,
+void refuse_quantized(const std::string& file, const TensorSet& set, const std::optional<fs::path>& hf_dir,
                       const mq::Model& model) {
   const auto refuse = [&](const std::string& why) { throw mq::InputError(file + ": " + mq::quantized_already(why)); };
   if (const auto it = set.metadata().find(kSpecsKey); it != set.metadata().end()) {
@@ -407,12 +397,8 @@ void refuse_quantized(const std::string& file, const TensorSet& set, const json&
       if (const mq::QuantSpec spec = spec_from_json(file, specs.value.at(entry)); spec.is_integer())
         refuse("'" + entry + "' is " + spec.to_string());
   }
-  if (const auto q = hf_config.find("quantization_config"); q != hf_config.end() && q->is_object()) {
-    const auto method = q->find("quant_method");
-    refuse("config.json has a quantization_config" +
-           (method != q->end() && method->is_string() ? ", quant_method '" + method->get<std::string>() + "'"
-                                                       : std::string()));
-  }
+  if (hf_dir)
+    if (const std::string sign = mq::hf::quantized_config(*hf_dir); !sign.empty()) refuse(sign);
   if (const std::string sign = mq::quantized_checkpoint_sign(model.tensors); !sign.empty())
     refuse(sign);
   for (const mq::NamedTensor& t : model.tensors)  // the first in file order
@@ -446,14 +432,14 @@ class SafetensorsFormat final : public mq::Format {
     // (its index or model.safetensors): refused now, not after the work.
     const fs::path dir = hf_dir ? path : path.parent_path();
     const bool dir_file = hf_dir || TensorSet::model_file(dir).filename() == path.filename();
-    const json hf_config = dir_file ? read_hf_config(dir) : json::object();
+    const std::optional<fs::path> config_dir = dir_file ? std::optional<fs::path>(dir) : std::nullopt;
     mq::Model model;
     for (const auto& t : set.tensors()) {
       model.tensors.push_back({t.name, set.tensor(t)});
       if (mq::safetensors::File::foreign(*t.info))
         model.foreign[t.name] = {t.info->dtype, t.info->shape};
     }
-    if (path != artifact_) refuse_quantized(path.string(), set, hf_config, model);
+    if (path != artifact_) refuse_quantized(path.string(), set, config_dir, model);
     model.sources = set.sources();
     model.metadata = set.metadata();
     for (const auto& f : set.files()) mq::add_mapped_file(model, f->mapped());
