@@ -15,6 +15,7 @@
 
 #include "hot.hpp"
 #include "lanes.hpp"
+#include "spans.hpp"
 #include "mq/error.hpp"
 
 namespace mq {
@@ -27,80 +28,6 @@ float stored_scale(float scale, at::ScalarType dtype) {
 }
 
 namespace {
-
-// The tensor as spans of contiguous elements that share one (scale, zero point):
-// per channel, [outer, channels, inner] around the axis (span = one inner run);
-// per group, [rows, cols] with each row cut into groups of group_size (the last one
-// partial when group_size does not divide cols).
-struct Spans {
-  bool grouped = false;
-  int64_t outer = 1, channels = 1, inner = 1;  // per tensor / per channel
-  int64_t rows = 1, cols = 1, group = 1, groups = 1;  // per group
-
-  int64_t count() const { return grouped ? rows * groups : outer * channels; }
-  int64_t params() const { return grouped ? rows * groups : channels; }
-  int64_t offset(int64_t s) const {
-    return grouped ? (s / groups) * cols + (s % groups) * group : s * inner;
-  }
-  int64_t length(int64_t s) const {
-    return grouped ? std::min(group, cols - (s % groups) * group) : inner;
-  }
-  int64_t param(int64_t s) const { return grouped ? s : s % channels; }
-  // The span holding element e (spans tile the tensor in order).
-  int64_t span_at(int64_t e) const { return grouped ? (e / cols) * groups + (e % cols) / group : e / inner; }
-  std::vector<int64_t> param_shape() const {
-    return grouped ? std::vector<int64_t>{rows, groups} : std::vector<int64_t>{channels};
-  }
-};
-
-Spans spans_of(const at::Tensor& x, const QuantSpec& spec) {
-  Spans v;
-  v.inner = x.numel();
-  const int64_t rank = x.dim();
-  if (spec.granularity == Granularity::kPerTensor) return v;
-  if (rank == 0)
-    throw RecipeError(std::string(to_string(spec.granularity)) + " needs a tensor of rank >= 1");
-  if (spec.granularity == Granularity::kPerGroup) {
-    if (spec.group_size <= 0)
-      throw RecipeError("group_size must be positive, got " + std::to_string(spec.group_size));
-    v.grouped = true;
-    v.cols = x.size(rank - 1);
-    v.rows = v.cols ? x.numel() / v.cols : 0;
-    v.group = spec.group_size;
-    v.groups = (v.cols + v.group - 1) / v.group;
-    return v;
-  }
-  const int64_t axis = spec.axis < 0 ? spec.axis + rank : spec.axis;
-  if (axis < 0 || axis >= rank)
-    throw RecipeError("channel axis " + std::to_string(spec.axis) + " is out of range for a " +
-                      std::to_string(rank) + "-D tensor");
-  v.outer = 1;
-  for (int64_t d = 0; d < axis; ++d) v.outer *= x.size(d);
-  v.channels = x.size(axis);
-  v.inner = 1;
-  for (int64_t d = axis + 1; d < rank; ++d) v.inner *= x.size(d);
-  return v;
-}
-
-void check_floating(const at::Tensor& x) {
-  if (!x.is_floating_point())
-    throw InputError(std::string("cannot quantize a tensor of dtype ") +
-                     std::string(c10::toString(x.scalar_type())));
-}
-
-at::Tensor as_float_contiguous(const at::Tensor& x) {
-  check_floating(x);
-  return x.to(at::kFloat).contiguous();
-}
-
-// `x` as the fast kernels read it: contiguous float32, bfloat16 or float16, widened
-// piece by piece (other floating dtypes are converted to float32 first).
-at::Tensor as_readable(const at::Tensor& x) {
-  check_floating(x);
-  const at::ScalarType t = x.scalar_type();
-  if (t == at::kFloat || t == at::kBFloat16 || t == at::kHalf) return x.contiguous();
-  return x.to(at::kFloat).contiguous();
-}
 
 void check_integer(const QuantSpec& spec) {
   if (!spec.is_integer())
@@ -117,8 +44,7 @@ void qparams_one(float mn, float mx, const QuantSpec& spec, float eps, float* sc
     const float bound = std::max(-min_neg, max_pos);
     *scale = std::max(bound / (static_cast<float>(qmax - qmin) / 2.0f), eps);
     // PyTorch: quint8 symmetric uses 128 whatever the range (reduce_range included).
-    *zero_point = qmin < 0 ? 0 : 128;
-    if (spec.dtype == DType::kUInt4) *zero_point = 8;
+    *zero_point = traits(spec.dtype).symmetric_zero_point;
   } else {
     *scale = std::max((max_pos - min_neg) / static_cast<float>(qmax - qmin), eps);
     const int64_t zp = qmin - static_cast<int64_t>(std::nearbyint(min_neg / *scale));
@@ -206,7 +132,7 @@ inline __attribute__((always_inline)) void qparams_row(const float* lo, const fl
   const float levels = static_cast<float>(qmax - qmin);
   const float eps = rule.eps;
   if (rule.spec.scheme == Scheme::kSymmetric) {
-    const int32_t zp = qmin < 0 ? 0 : (rule.spec.dtype == DType::kUInt4 ? 8 : 128);
+    const int32_t zp = traits(rule.spec.dtype).symmetric_zero_point;
     const float half = levels / 2.0f;
     for (int64_t s = 0; s < count; ++s) {
       const float min_neg = 0.0f < lo[s] ? 0.0f : lo[s];
@@ -329,52 +255,6 @@ void widen(const c10::Half* in, float* out, int64_t n) {
   if (f16c) return widen_f16c(in, out, n);
 #endif
   widen_exact(in, out, n);
-}
-
-// The fast kernels' unit of work: a span, or a piece of at most kPiece elements of a
-// longer one, so that one large span (per tensor) still spreads over threads and the
-// buffer that 16-bit input is widened into stays in cache.
-constexpr int64_t kPiece = int64_t{1} << 16;
-
-struct Pieces {
-  const Spans& v;
-  int64_t per_span;
-
-  explicit Pieces(const Spans& spans)
-      : v(spans), per_span(std::max<int64_t>(1, ((spans.grouped ? spans.group : spans.inner) + kPiece - 1) / kPiece)) {}
-  int64_t count() const { return v.count() * per_span; }
-  int64_t span(int64_t p) const { return p / per_span; }
-  int64_t offset(int64_t p) const { return v.offset(span(p)) + (p % per_span) * kPiece; }
-  int64_t length(int64_t p) const {
-    return std::clamp<int64_t>(v.length(span(p)) - (p % per_span) * kPiece, 0, kPiece);
-  }
-};
-
-// `n` elements of `x` (as_readable()) from `offset` as float32: in place for float32
-// input, widened into `buffer` otherwise.
-const float* as_float(const at::Tensor& x, int64_t offset, int64_t n, std::vector<float>& buffer) {
-  const at::ScalarType dtype = x.scalar_type();
-  if (dtype == at::kFloat) return x.data_ptr<float>() + offset;
-  if (static_cast<int64_t>(buffer.size()) < n) buffer.resize(static_cast<size_t>(n));
-  if (dtype == at::kBFloat16)
-    widen(x.data_ptr<c10::BFloat16>() + offset, buffer.data(), n);
-  else
-    widen(x.data_ptr<c10::Half>() + offset, buffer.data(), n);
-  return buffer.data();
-}
-
-// Calls f(p, data) for pieces [begin, end) of `x`, `data` being the piece in float32.
-template <class F>
-void for_pieces(const at::Tensor& x, const Pieces& pieces, int64_t begin, int64_t end, F&& f) {
-  std::vector<float> buffer;
-  for (int64_t p = begin; p < end; ++p) f(p, as_float(x, pieces.offset(p), pieces.length(p), buffer));
-}
-
-template <class F>
-void parallel_pieces(const at::Tensor& x, const Pieces& pieces, F&& f) {
-  at::parallel_for(0, pieces.count(), 1, [&](int64_t begin, int64_t end) {
-    for_pieces(x, pieces, begin, end, f);
-  });
 }
 
 at::Tensor empty_quantized(const at::Tensor& x, const QuantSpec& spec, at::Tensor out) {
@@ -553,66 +433,6 @@ void quantize_min_max_rows(const at::Tensor& x, Q* q, int64_t rows, int64_t cols
   });
 }
 
-// compare_dequantized() over a piece: x_hat = (float(q) - zp) * scale as dequantize()
-// computes it (or the widened values of a float cast, scale 1 and zp 0), in lanes of
-// eight: float for x_hat, double for the sums (folded in lane order at the end).
-
-typedef float Floats8 __attribute__((vector_size(32)));
-typedef double Doubles8 __attribute__((vector_size(64)));
-typedef int32_t Ints8 __attribute__((vector_size(32)));
-
-template <class Q>
-inline __attribute__((always_inline)) void compare_body(const float* x, const Q* q, int64_t n, float scale,
-                                                        float zp, DequantizedComparison* out) {
-  typedef Q Values8 __attribute__((vector_size(8 * sizeof(Q))));
-  Doubles8 signal = {}, noise = {};
-  Floats8 lo = out->min - Floats8{}, hi = out->max - Floats8{};
-  Ints8 finite = {};  // -1 a lane for each finite x_hat
-  // Lanes past the end of a short last step are zero in x and ignored for x_hat.
-  auto step = [&](const Floats8& xv, const Floats8& qv, const Ints8& valid, auto partial) {
-    Floats8 h = (qv - zp) * scale;
-    if constexpr (decltype(partial)::value) h = valid ? h : xv;  // (x - x) is 0 there
-    const Doubles8 xd = __builtin_convertvector(xv, Doubles8), d = xd - __builtin_convertvector(h, Doubles8);
-    signal += xd * xd;
-    noise += d * d;
-    const Floats8 h_lo = valid ? h : lo, h_hi = valid ? h : hi;
-    lo = h_lo < lo ? h_lo : lo;
-    hi = h_hi > hi ? h_hi : hi;
-    const Floats8 magnitude = h < 0 ? -h : h;
-    finite += (magnitude <= std::numeric_limits<float>::max()) & valid;
-  };
-  const Ints8 all = Ints8{} - 1;
-  int64_t i = 0;
-  for (; i + 8 <= n; i += 8) {
-    Floats8 xv;
-    Values8 qv;
-    std::memcpy(&xv, x + i, sizeof xv);
-    std::memcpy(&qv, q + i, sizeof qv);
-    if constexpr (std::is_same_v<Q, float>)
-      step(xv, qv, all, std::false_type{});
-    else  // through int32 lanes: GCC 12 converts int8 lanes to float one at a time
-      step(xv, __builtin_convertvector(__builtin_convertvector(qv, Ints8), Floats8), all, std::false_type{});
-  }
-  if (i < n) {  // the last few, in the first lanes
-    Floats8 xv = {}, qv = {};
-    Ints8 valid = {};
-    for (int j = 0; i + j < n; ++j) {
-      xv[j] = x[i + j];
-      qv[j] = static_cast<float>(q[i + j]);
-      valid[j] = -1;
-    }
-    step(xv, qv, valid, std::true_type{});
-  }
-  for (int j = 0; j < 8; ++j) {
-    out->signal += signal[j];
-    out->noise += noise[j];
-    out->min = lo[j] < out->min ? lo[j] : out->min;
-    out->max = hi[j] > out->max ? hi[j] : out->max;
-    out->non_finite += finite[j];  // minus the finite ones
-  }
-  out->non_finite += n;
-}
-
 template <class Q>
 inline __attribute__((always_inline)) void dequantize_body(const Q* q, float* out, int64_t n, float scale, float zp) {
   for (int64_t i = 0; i < n; ++i) out[i] = (static_cast<float>(q[i]) - zp) * scale;
@@ -625,8 +445,66 @@ MQ_HOT void dequantize_span(const uint8_t* q, float* out, int64_t n, float scale
   dequantize_body(q, out, n, scale, zp);
 }
 
-// Elements [a, b) of `q` (int8 or uint8 integers over spans `v`, float qparams per span
-// parameter) dequantized into `out`, span by span.
+}  // namespace
+
+Spans spans_of(const at::Tensor& x, const QuantSpec& spec) {
+  Spans v;
+  v.inner = x.numel();
+  const int64_t rank = x.dim();
+  if (spec.granularity == Granularity::kPerTensor) return v;
+  if (rank == 0)
+    throw RecipeError(std::string(to_string(spec.granularity)) + " needs a tensor of rank >= 1");
+  if (spec.granularity == Granularity::kPerGroup) {
+    if (spec.group_size <= 0)
+      throw RecipeError("group_size must be positive, got " + std::to_string(spec.group_size));
+    v.grouped = true;
+    v.cols = x.size(rank - 1);
+    v.rows = v.cols ? x.numel() / v.cols : 0;
+    v.group = spec.group_size;
+    v.groups = (v.cols + v.group - 1) / v.group;
+    return v;
+  }
+  const int64_t axis = spec.axis < 0 ? spec.axis + rank : spec.axis;
+  if (axis < 0 || axis >= rank)
+    throw RecipeError("channel axis " + std::to_string(spec.axis) + " is out of range for a " +
+                      std::to_string(rank) + "-D tensor");
+  v.outer = 1;
+  for (int64_t d = 0; d < axis; ++d) v.outer *= x.size(d);
+  v.channels = x.size(axis);
+  v.inner = 1;
+  for (int64_t d = axis + 1; d < rank; ++d) v.inner *= x.size(d);
+  return v;
+}
+
+void check_floating(const at::Tensor& x) {
+  if (!x.is_floating_point())
+    throw InputError(std::string("cannot quantize a tensor of dtype ") +
+                     std::string(c10::toString(x.scalar_type())));
+}
+
+at::Tensor as_float_contiguous(const at::Tensor& x) {
+  check_floating(x);
+  return x.to(at::kFloat).contiguous();
+}
+
+at::Tensor as_readable(const at::Tensor& x) {
+  check_floating(x);
+  const at::ScalarType t = x.scalar_type();
+  if (t == at::kFloat || t == at::kBFloat16 || t == at::kHalf) return x.contiguous();
+  return x.to(at::kFloat).contiguous();
+}
+
+const float* as_float(const at::Tensor& x, int64_t offset, int64_t n, std::vector<float>& buffer) {
+  const at::ScalarType dtype = x.scalar_type();
+  if (dtype == at::kFloat) return x.data_ptr<float>() + offset;
+  if (static_cast<int64_t>(buffer.size()) < n) buffer.resize(static_cast<size_t>(n));
+  if (dtype == at::kBFloat16)
+    widen(x.data_ptr<c10::BFloat16>() + offset, buffer.data(), n);
+  else
+    widen(x.data_ptr<c10::Half>() + offset, buffer.data(), n);
+  return buffer.data();
+}
+
 void dequantize_range(const at::Tensor& q, const Spans& v, const float* scale, const float* zp, int64_t a,
                       int64_t b, float* out) {
   for (int64_t e = a, s = a < b ? v.span_at(a) : 0; e < b; ++s) {
@@ -639,8 +517,6 @@ void dequantize_range(const at::Tensor& q, const Spans& v, const float* scale, c
   }
 }
 
-// A stored tensor's scales and zero points as float32, one per span parameter; an
-// InputError when their count does not fit (a file edited or damaged).
 std::pair<at::Tensor, at::Tensor> float_qparams(const QParams& qp, const Spans& v) {
   const at::Tensor scale = qp.scale.to(at::kFloat).contiguous();
   const at::Tensor zp = qp.zero_point.to(at::kFloat).contiguous();
@@ -649,21 +525,6 @@ std::pair<at::Tensor, at::Tensor> float_qparams(const QParams& qp, const Spans& 
                      std::to_string(v.params()) + " channels or groups");
   return {scale, zp};
 }
-
-MQ_HOT void compare_span(const float* x, const int8_t* q, int64_t n, float scale, float zp,
-                         DequantizedComparison* out) {
-  compare_body(x, q, n, scale, zp, out);
-}
-MQ_HOT void compare_span(const float* x, const uint8_t* q, int64_t n, float scale, float zp,
-                         DequantizedComparison* out) {
-  compare_body(x, q, n, scale, zp, out);
-}
-MQ_HOT void compare_span(const float* x, const float* h, int64_t n, float scale, float zp,
-                         DequantizedComparison* out) {
-  compare_body(x, h, n, scale, zp, out);
-}
-
-}  // namespace
 
 std::pair<at::Tensor, at::Tensor> min_max(const at::Tensor& x, const QuantSpec& spec) {
   return min_max_fast(x, spec);
@@ -746,143 +607,6 @@ at::Tensor QuantizedTensor::dequantize() const {
     for (int64_t p = begin; p < end; ++p)
       dequantize_range(q, v, scale, zp, pieces.offset(p), pieces.offset(p) + pieces.length(p), o + pieces.offset(p));
   });
-  return out;
-}
-
-namespace {
-
-// y[m * ldy] = x[m] . w for R rows of x (`k` apart): lane j of each sum takes the
-// elements j mod 16 in order, the lanes are then added in order, then the tail. R
-// rows at once share each load of w (and keep R sums in flight).
-template <int R>
-inline __attribute__((always_inline)) void dot_rows_body(const float* x, int64_t k, const float* w, float* y,
-                                                         int64_t ldy) {
-  Lanes acc[R] = {};
-  int64_t i = 0;
-  for (; i + 16 <= k; i += 16) {
-    Lanes v;
-    std::memcpy(&v, w + i, sizeof v);
-    for (int r = 0; r < R; ++r) {
-      Lanes u;
-      std::memcpy(&u, x + r * k + i, sizeof u);
-      acc[r] += u * v;
-    }
-  }
-  for (int r = 0; r < R; ++r) {
-    float s = 0;
-    for (int j = 0; j < 16; ++j) s += acc[r][j];
-    for (int64_t t = i; t < k; ++t) s += x[r * k + t] * w[t];
-    y[r * ldy] = s;
-  }
-}
-
-MQ_HOT void dot_rows8(const float* x, int64_t k, const float* w, float* y, int64_t ldy) {
-  dot_rows_body<8>(x, k, w, y, ldy);
-}
-MQ_HOT void dot_rows1(const float* x, int64_t k, const float* w, float* y, int64_t ldy) {
-  dot_rows_body<1>(x, k, w, y, ldy);
-}
-
-// linear() over weight rows that `rows(first, count, buffer)` hands out in float32.
-template <class Rows>
-at::Tensor linear_rows(const at::Tensor& input, int64_t n, int64_t k, Rows&& rows) {
-  if (input.dim() != 2 || input.size(1) != k)
-    throw InputError("linear: an input of shape " + c10::str(input.sizes()) + " does not fit a weight of " +
-                     std::to_string(k) + " columns");
-  const at::Tensor x = input.to(at::kFloat).contiguous();
-  const int64_t m = x.size(0);
-  at::Tensor y = at::empty({m, n}, at::kFloat);
-  const float* xs = x.data_ptr<float>();
-  float* ys = y.data_ptr<float>();
-  constexpr int64_t kBlock = 16;  // weight rows widened or dequantized at a time (in cache)
-  at::parallel_for(0, (n + kBlock - 1) / kBlock, 1, [&](int64_t begin, int64_t end) {
-    std::vector<float> buffer;
-    for (int64_t b = begin; b < end; ++b) {
-      const int64_t first = b * kBlock, count = std::min(kBlock, n - first);
-      const float* w = rows(first, count, buffer);
-      for (int64_t r = 0; r < count; ++r) {
-        int64_t i = 0;
-        for (; i + 8 <= m; i += 8) dot_rows8(xs + i * k, k, w + r * k, ys + i * n + first + r, n);
-        for (; i < m; ++i) dot_rows1(xs + i * k, k, w + r * k, ys + i * n + first + r, n);
-      }
-    }
-  });
-  return y;
-}
-
-}  // namespace
-
-at::Tensor linear(const at::Tensor& x, const at::Tensor& weight) {
-  if (weight.dim() != 2) throw InputError("linear: the weight must be 2-D, not " + c10::str(weight.sizes()));
-  const at::Tensor w = as_readable(weight);
-  const int64_t k = w.size(1);
-  return linear_rows(x, w.size(0), k, [&](int64_t first, int64_t count, std::vector<float>& buffer) {
-    return as_float(w, first * k, count * k, buffer);
-  });
-}
-
-at::Tensor linear(const at::Tensor& x, const QuantizedTensor& weight) {
-  if (weight.shape.size() != 2)
-    throw InputError("linear: the weight must be 2-D, not " + c10::str(c10::IntArrayRef(weight.shape)));
-  const bool bytes = weight.data.scalar_type() == at::kChar || weight.data.scalar_type() == at::kByte;
-  if (!weight.spec.is_integer()) return mq::linear(x, weight.data);  // a cast: its values, widened
-  if (!bytes) return mq::linear(x, weight.dequantize());
-  const at::Tensor q = weight.data.contiguous();
-  const Spans v = spans_of(q, weight.spec);
-  const std::pair<at::Tensor, at::Tensor> qp = float_qparams(weight.qparams, v);
-  const float* scale = qp.first.data_ptr<float>();
-  const float* zp = qp.second.data_ptr<float>();
-  const int64_t k = q.size(1);
-  return linear_rows(x, q.size(0), k, [&](int64_t first, int64_t count, std::vector<float>& buffer) {
-    buffer.resize(static_cast<size_t>(count * k));
-    dequantize_range(q, v, scale, zp, first * k, (first + count) * k, buffer.data());
-    return static_cast<const float*>(buffer.data());
-  });
-}
-
-DequantizedComparison compare_dequantized(const at::Tensor& original, const QuantizedTensor& q) {
-  const at::Tensor x = as_readable(original);
-  if (x.sizes() != q.data.sizes())
-    throw InputError("cannot compare a quantized tensor of shape " + c10::str(q.data.sizes()) +
-                     " with an original of shape " + c10::str(x.sizes()));
-  // A float cast is one span of scale 1 and zero point 0 over its widened values.
-  const bool integer = q.spec.is_integer();
-  const at::ScalarType bytes = q.spec.stored_type();
-  const at::Tensor data = integer ? q.data.to(bytes).contiguous() : as_readable(q.data);
-  QuantSpec whole;
-  whole.granularity = Granularity::kPerTensor;
-  const Spans v = spans_of(data, integer ? q.spec : whole);
-  const Pieces pieces(v);
-  const std::pair<at::Tensor, at::Tensor> qp =
-      integer ? float_qparams(q.qparams, v) : std::pair<at::Tensor, at::Tensor>{at::ones({1}), at::zeros({1})};
-  const float* scale = qp.first.data_ptr<float>();
-  const float* zp = qp.second.data_ptr<float>();
-  DequantizedComparison none;
-  none.min = std::numeric_limits<float>::infinity();
-  none.max = -none.min;
-  std::vector<DequantizedComparison> parts(static_cast<size_t>(pieces.count()), none);
-  at::parallel_for(0, pieces.count(), 1, [&](int64_t begin, int64_t end) {
-    std::vector<float> buffer, hats;
-    for (int64_t p = begin; p < end; ++p) {
-      const int64_t at = pieces.offset(p), n = pieces.length(p), param = pieces.v.param(pieces.span(p));
-      const float* xs = as_float(x, at, n, buffer);
-      const float sc = scale[param], z = zp[param];
-      if (!integer)
-        compare_span(xs, as_float(data, at, n, hats), n, sc, z, &parts[p]);
-      else if (data.scalar_type() == at::kChar)
-        compare_span(xs, data.data_ptr<int8_t>() + at, n, sc, z, &parts[p]);
-      else
-        compare_span(xs, data.data_ptr<uint8_t>() + at, n, sc, z, &parts[p]);
-    }
-  });
-  DequantizedComparison out = none;
-  for (const DequantizedComparison& c : parts) {
-    out.signal += c.signal;
-    out.noise += c.noise;
-    out.min = c.min < out.min ? c.min : out.min;
-    out.max = c.max > out.max ? c.max : out.max;
-    out.non_finite += c.non_finite;
-  }
   return out;
 }
 

@@ -24,14 +24,6 @@ std::string_view name_of(const std::array<std::pair<std::string_view, E>, N>& ta
   return "?";
 }
 
-constexpr std::array<std::pair<std::string_view, DType>, 6> kDTypes{{
-    {"int8", DType::kInt8},
-    {"uint8", DType::kUInt8},
-    {"int4", DType::kInt4},
-    {"uint4", DType::kUInt4},
-    {"fp16", DType::kFloat16},
-    {"bf16", DType::kBFloat16},
-}};
 constexpr std::array<std::pair<std::string_view, Granularity>, 3> kGranularities{{
     {"per_tensor", Granularity::kPerTensor},
     {"per_channel", Granularity::kPerChannel},
@@ -44,49 +36,28 @@ constexpr std::array<std::pair<std::string_view, Scheme>, 2> kSchemes{{
 
 }  // namespace
 
-std::string_view to_string(DType dtype) { return name_of(kDTypes, dtype); }
+std::string_view to_string(DType dtype) { return traits(dtype).name; }
 std::string_view to_string(Granularity granularity) { return name_of(kGranularities, granularity); }
 std::string_view to_string(Scheme scheme) { return name_of(kSchemes, scheme); }
-std::optional<DType> parse_dtype(std::string_view text) { return lookup(kDTypes, text); }
+std::optional<DType> parse_dtype(std::string_view text) {
+  for (const DTypeTraits& t : kDTypeTraits)
+    if (t.name == text) return t.dtype;
+  return std::nullopt;
+}
 std::optional<Granularity> parse_granularity(std::string_view text) {
   return lookup(kGranularities, text);
 }
 std::optional<Scheme> parse_scheme(std::string_view text) { return lookup(kSchemes, text); }
 
-c10::ScalarType QuantSpec::stored_type() const {
-  if (dtype == DType::kFloat16) return c10::kHalf;
-  if (dtype == DType::kBFloat16) return c10::kBFloat16;
-  return qmin() < 0 ? c10::kChar : c10::kByte;
-}
+c10::ScalarType QuantSpec::stored_type() const { return traits(dtype).stored; }
+bool QuantSpec::is_integer() const { return traits(dtype).integer; }
+int QuantSpec::bits() const { return traits(dtype).bits; }
 
-bool QuantSpec::is_integer() const {
-  return dtype != DType::kFloat16 && dtype != DType::kBFloat16;
-}
-
-int QuantSpec::bits() const {
-  switch (dtype) {
-    case DType::kInt4:
-    case DType::kUInt4:
-      return 4;
-    case DType::kFloat16:
-    case DType::kBFloat16:
-      return 16;
-    default:
-      return 8;
-  }
-}
-
-int64_t QuantSpec::qmin() const {
-  const bool is_signed = dtype == DType::kInt8 || dtype == DType::kInt4;
-  if (!is_integer() || !is_signed) return 0;
-  return -(int64_t{1} << (bits() - 1 - (reduce_range ? 1 : 0)));
-}
-
+// reduce_range: one bit less of range.
+int64_t QuantSpec::qmin() const { return reduce_range ? traits(dtype).qmin() / 2 : traits(dtype).qmin(); }
 int64_t QuantSpec::qmax() const {
-  const bool is_signed = dtype == DType::kInt8 || dtype == DType::kInt4;
-  if (!is_integer()) return 0;
-  const int magnitude_bits = bits() - (is_signed ? 1 : 0) - (reduce_range ? 1 : 0);
-  return (int64_t{1} << magnitude_bits) - 1;
+  const DTypeTraits& t = traits(dtype);
+  return reduce_range && t.integer ? (t.qmax() + 1) / 2 - 1 : t.qmax();
 }
 
 std::string QuantSpec::to_string() const {

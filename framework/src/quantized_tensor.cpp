@@ -59,12 +59,13 @@ int64_t storage_bytes(const QuantSpec& spec, const std::vector<int64_t>& shape,
   const int64_t params = qparam_count(spec, shape);
   const bool asymmetric = spec.scheme == Scheme::kAsymmetric || spec.qmin() == 0;
   int64_t bytes = params * static_cast<int64_t>(c10::elementSize(original_dtype));
-  if (spec.bits() == 4) {
-    bytes += rows * ((cols + 7) / 8) * 4 + 8;
-    if (asymmetric) {  // packed eight to an int32 along dim 0
+  if (spec.packed()) {
+    const int64_t per_word = traits(spec.dtype).per_word;
+    bytes += rows * ((cols + per_word - 1) / per_word) * 4 + 8;
+    if (asymmetric) {  // packed into int32 words along dim 0
       const int64_t zp_rows = spec.granularity == Granularity::kPerTensor ? 1 : rows;
       const int64_t zp_cols = zp_rows ? params / zp_rows : 0;
-      bytes += (zp_rows + 7) / 8 * zp_cols * 4;
+      bytes += (zp_rows + per_word - 1) / per_word * zp_cols * 4;
     }
   } else {
     bytes += numel;

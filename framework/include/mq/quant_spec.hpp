@@ -16,6 +16,52 @@ enum class DType { kInt8, kUInt8, kInt4, kUInt4, kFloat16, kBFloat16 };
 enum class Granularity { kPerTensor, kPerChannel, kPerGroup };
 enum class Scheme { kSymmetric, kAsymmetric };
 
+// What mq knows about each target dtype, in one table every question about bits,
+// ranges, packing and names reads (checked at compile time below).
+struct DTypeTraits {
+  DType dtype;
+  std::string_view name;  // as recipes spell it
+  int bits;
+  bool integer;
+  bool is_signed;
+  // Integers: the zero point of a symmetric scheme (PyTorch's: 128 for quint8, 0 for
+  // signed), and how many values one int32 word packs (1: stored a byte each).
+  int32_t symmetric_zero_point;
+  int per_word;
+  // Casts: explicit mantissa bits (one unit in the last place is 2^-mantissa of 1.0).
+  int mantissa;
+  c10::ScalarType stored;  // int8/uint8 for integers (4-bit ones unpacked alike), or the cast's
+
+  constexpr int64_t qmin() const { return integer && is_signed ? -(int64_t{1} << (bits - 1)) : 0; }
+  constexpr int64_t qmax() const { return integer ? (int64_t{1} << (bits - (is_signed ? 1 : 0))) - 1 : 0; }
+};
+
+inline constexpr DTypeTraits kDTypeTraits[] = {
+    {DType::kInt8, "int8", 8, true, true, 0, 1, 0, c10::kChar},
+    {DType::kUInt8, "uint8", 8, true, false, 128, 1, 0, c10::kByte},
+    {DType::kInt4, "int4", 4, true, true, 0, 8, 0, c10::kChar},
+    {DType::kUInt4, "uint4", 4, true, false, 8, 8, 0, c10::kByte},
+    {DType::kFloat16, "fp16", 16, false, true, 0, 0, 10, c10::kHalf},
+    {DType::kBFloat16, "bf16", 16, false, true, 0, 0, 7, c10::kBFloat16},
+};
+
+constexpr const DTypeTraits& traits(DType dtype) { return kDTypeTraits[static_cast<int>(dtype)]; }
+
+constexpr bool dtype_table_is_consistent() {
+  int i = 0;
+  for (const DTypeTraits& t : kDTypeTraits) {
+    if (static_cast<int>(t.dtype) != i++) return false;  // indexed by the enum
+    if (t.integer && (32 % t.bits != 0 || t.per_word != (t.bits < 8 ? 32 / t.bits : 1))) return false;
+    if (t.integer && t.symmetric_zero_point != (t.is_signed ? 0 : int32_t{1} << (t.bits - 1))) return false;
+    if (t.integer != (t.stored == c10::kChar || t.stored == c10::kByte)) return false;
+    if (t.integer && (t.stored == c10::kChar) != t.is_signed) return false;
+  }
+  return i == static_cast<int>(DType::kBFloat16) + 1;
+}
+static_assert(dtype_table_is_consistent(), "kDTypeTraits: one row per DType, in order, each consistent");
+static_assert(traits(DType::kInt4).qmin() == -8 && traits(DType::kInt4).qmax() == 7);
+static_assert(traits(DType::kUInt8).qmin() == 0 && traits(DType::kUInt8).qmax() == 255);
+
 struct MQ_API QuantSpec {
   DType dtype = DType::kInt8;
   Granularity granularity = Granularity::kPerChannel;
@@ -26,6 +72,7 @@ struct MQ_API QuantSpec {
 
   bool is_integer() const;
   int bits() const;
+  bool packed() const { return traits(dtype).per_word > 1; }  // several values an int32 word (4-bit)
   // Integer range of the target, after reduce_range.
   int64_t qmin() const;
   int64_t qmax() const;

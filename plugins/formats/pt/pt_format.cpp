@@ -574,7 +574,7 @@ class PtFormat final : public mq::Format {
         dict.insert(e.name, to_torch(*e.quantized));
       } else {  // int4/uint4 and per-group int8: plain tensors under documented names
         const mq::QuantizedTensor& q = *e.quantized;
-        if (q.spec.bits() == 4) {
+        if (q.spec.packed()) {
           dict.insert(e.name + "_packed", mq::pack_int4(q.data, mq::nibble_offset(q.spec)));
           dict.insert(e.name + "_shape", at::tensor(q.shape, at::kLong));
         } else {
@@ -823,7 +823,7 @@ class PtFormat final : public mq::Format {
     mq::QuantizedTensor q;
     q.spec = spec;
     const auto dtype = spec.stored_type();
-    if (spec.bits() == 4) {
+    if (spec.packed()) {
       const at::Tensor shape = get(name + "_shape").to(at::kLong).contiguous();
       q.shape.assign(shape.data_ptr<int64_t>(), shape.data_ptr<int64_t>() + shape.numel());
       const at::Tensor packed = get(name + "_packed");
@@ -867,7 +867,7 @@ class PtFormat final : public mq::Format {
     for (auto it = specs.begin(); it != specs.end(); ++it) {
       const mq::QuantSpec spec = spec_from(it.value());
       if (!spec.is_integer() || native(spec)) continue;
-      primary[spec.bits() == 4 ? it.key() + "_packed" : it.key()] = it.key();
+      primary[spec.packed() ? it.key() + "_packed" : it.key()] = it.key();
       for (const char* suffix : {"_shape", "_scale", "_zero_point"}) auxiliary.insert(it.key() + suffix);
     }
     for (const auto& [name, t] : tensors) {

@@ -88,7 +88,7 @@ json quantization_config(const std::vector<EntrySummary>& entries, const mq::Qua
     const std::string key = s.to_string();
     auto it = std::find_if(groups.begin(), groups.end(), [&](const auto& g) { return g.first == key; });
     if (it == groups.end()) {
-      const char* format = s.bits() == 4 ? "pack-quantized" : "int-quantized";
+      const char* format = s.packed() ? "pack-quantized" : "int-quantized";
       formats.insert(format);
       const char* strategy = s.granularity == mq::Granularity::kPerGroup     ? "group"
                              : s.granularity == mq::Granularity::kPerChannel ? "channel"
@@ -192,7 +192,7 @@ class SafetensorsStream final : public mq::EntryWriter {
       return;
     }
     const std::vector<int64_t> qshape = stored_qparam_shape(q);
-    if (q.spec.bits() == 4) {
+    if (q.spec.packed()) {
       const int offset = mq::nibble_offset(q.spec);
       put(e.name + "_packed", mq::pack_int4(q.data, offset));
       put(e.name + "_shape", at::tensor(q.shape, at::kLong).to(at::kInt));
@@ -495,7 +495,7 @@ class SafetensorsFormat final : public mq::Format {
     for (auto it = specs.begin(); it != specs.end(); ++it) {
       const std::string& entry = it.key();
       const mq::QuantSpec spec = spec_from_json(name, it.value());
-      const bool packed = spec.is_integer() && spec.bits() == 4;
+      const bool packed = spec.packed();
       primary[packed ? entry + "_packed" : entry] = entry;
       for (const char* suffix : {"_scale", "_zero_point", "_shape"}) auxiliary.insert(entry + suffix);
     }
@@ -551,7 +551,7 @@ class SafetensorsFormat final : public mq::Format {
       const at::Tensor scale = require(entry + "_scale");
       stored_as(scale, entry + "_scale", at::isFloatingType(scale.scalar_type()), "a floating type");
       q.original_dtype = scale.scalar_type();
-      const bool packed = q.spec.bits() == 4;
+      const bool packed = q.spec.packed();
       const auto data_dtype = q.spec.stored_type();
       if (packed) {
         const at::Tensor shape = require(entry + "_shape").to(at::kLong);

@@ -101,7 +101,7 @@ class RangeValidator final : public mq::Validator {
     const double lo = std::min(min.item<double>(), 0.0);
     const double hi = std::max(max.item<double>(), 0.0);
     // One step: the largest scale, or one unit in the last place of a float cast.
-    const double ulp = q.spec.dtype == mq::DType::kFloat16 ? std::ldexp(1.0, -10) : std::ldexp(1.0, -7);
+    const double ulp = std::ldexp(1.0, -mq::traits(q.spec.dtype).mantissa);
     const double step = q.spec.is_integer() ? q.qparams.scale.to(at::kDouble).max().item<double>()
                                             : ulp * std::max(std::abs(lo), std::abs(hi));
     const double tolerance = step + 1e-6 * std::max(std::abs(lo), std::abs(hi));
