@@ -48,6 +48,11 @@ std::string reason(const std::exception& e) {
   return start == std::string::npos ? "unknown error" : last.substr(start);
 }
 
+void use_onednn() {
+  for (at::QEngine e : at::globalContext().supportedQEngines())
+    if (e == at::QEngine::ONEDNN) at::globalContext().setQEngine(e);
+}
+
 std::vector<c10::IValue> call_op(const char* name, std::vector<c10::IValue> stack) {
   const auto op = c10::Dispatcher::singleton().findSchemaOrThrow(name, "");
   op.callBoxed(&stack);

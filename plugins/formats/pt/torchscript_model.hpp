@@ -59,6 +59,10 @@ torch::jit::Module reload(const torch::jit::Module& module);
 // holding its outputs.
 std::vector<c10::IValue> call_op(const char* name, std::vector<c10::IValue> stack);
 
+// Makes onednn the quantized engine (where LibTorch has it): the one our quantized
+// modules' packed weights are made for and run on.
+void use_onednn();
+
 // One line saying why a LibTorch or TorchScript call failed.
 std::string reason(const std::exception& e);
 
