@@ -1,0 +1,231 @@
+// mq-pipeline run as a user runs it: recipes, dry runs, validation policies, determinism; the real binary, real files.
+
+#include <gtest/gtest.h>
+
+#include <nlohmann/json.hpp>
+
+#include <array>
+#include <iostream>
+#include <set>
+
+#include <signal.h>
+#include <sys/stat.h>
+#include <sys/resource.h>
+#include <sys/wait.h>
+#include <unistd.h>
+
+#include "cli_support.hpp"
+#include "mq/files.hpp"
+#include "test_support.hpp"
+
+namespace {
+
+namespace fs = std::filesystem;
+using mq::test::run_pipeline;
+using namespace mq::test::cli;
+
+TEST(Cli, ExampleRecipeRunsEndToEnd) {
+  mq::test::ScratchDir dir("cli-example");
+  const auto r = run_pipeline(example_args(dir));
+  ASSERT_EQ(r.exit_code, 0) << r.err;
+  EXPECT_TRUE(fs::exists(dir / "out.safetensors"));
+  EXPECT_NE(r.out.find("2 quantized, 3 kept"), std::string::npos) << r.out;
+  const auto report = nlohmann::json::parse(mq::test::read_file(dir / "report.json"));
+  EXPECT_EQ(report["status"], 0);
+  EXPECT_EQ(report["output"]["promoted"], true);
+  std::vector<std::string> validators;
+  for (const auto& v : report["validators"]) validators.push_back(v["plugin"]);
+  EXPECT_EQ(validators, (std::vector<std::string>{"sqnr", "size", "load_run", "range"}));
+  EXPECT_GT(report["layers"][0]["sqnr_db"].get<double>(), 35.0);
+  EXPECT_EQ(report["layers"].size(), 5u);
+  EXPECT_EQ(report["inputs"][0]["hash"].get<std::string>().size(), 32u);
+  // safetensors output streams: entries are written as they are quantized, and the
+  // validators above saw the file as written.
+  EXPECT_TRUE(report["timings_s"].contains("quantize and write")) << report["timings_s"].dump();
+  int64_t planned = 0;
+  for (const auto& layer : report["layers"]) planned += layer["bytes_after"].get<int64_t>();
+  EXPECT_EQ(report["size"]["quantized_bytes"].get<int64_t>(), planned);
+  // Progress goes to stderr as plain lines when it is not a terminal (the first and the
+  // last item at least: console_progress_test.cpp).
+  EXPECT_NE(r.err.find("quantize [1/5] "), std::string::npos) << r.err;
+  EXPECT_NE(r.err.find(" MB/s ETA 0s norm.weight\n"), std::string::npos) << r.err;
+}
+
+// Every recipe in configs/ runs as it is (outputs redirected).
+TEST(Cli, EveryExampleRecipeRuns) {
+  for (const auto& entry : fs::directory_iterator(std::string(MQ_SOURCE_DIR) + "/configs")) {
+    if (entry.path().extension() != ".yaml") continue;
+    SCOPED_TRACE(entry.path().string());
+    mq::test::ScratchDir dir("cli-configs");
+    const auto r = run_pipeline("run -q '" + entry.path().string() + "' --set format.output='" +
+                                (dir / "out.safetensors").string() + "' --set report=null --set html_report=null");
+    EXPECT_EQ(r.exit_code, 0) << r.err;
+    EXPECT_TRUE(fs::exists(dir / "out.safetensors"));
+  }
+}
+
+TEST(Cli, DryRunShowsRuleSpecAndPredictedBytesAndWritesNothing) {
+  mq::test::ScratchDir dir("cli-dry-run");
+  const auto r = run_pipeline(example_args(dir, "--dry-run --set quantizer.options.dtype=int4 "
+                                                "--set quantizer.options.granularity=per_group "
+                                                "--set quantizer.options.group_size=48"));
+  ASSERT_EQ(r.exit_code, 0) << r.err;
+  EXPECT_NE(r.out.find("fc1.weight   type Linear; last group partial (64 % 48)   int4 per_group(48) symmetric"),
+            std::string::npos) << r.out;
+  EXPECT_NE(r.out.find("norm.weight  type LayerNorm not in layers.types"), std::string::npos) << r.out;
+  EXPECT_NE(r.out.find("total: 66560 -> 11024 bytes"), std::string::npos) << r.out;
+  EXPECT_FALSE(fs::exists(dir / "out.safetensors"));
+  EXPECT_FALSE(fs::exists(dir / "report.json"));
+  const auto json = run_pipeline(example_args(dir, "--dry-run --json"));
+  EXPECT_EQ(nlohmann::json::parse(json.out)["layers"][0]["bytes_after"], 8192 + 128 * 4);
+}
+
+// A plan TorchScript output cannot run (int4) is refused before any work (nothing
+// quantized: no progress line), by --dry-run too; nothing is written.
+TEST(Cli, TorchScriptOutputRefusesAPlanItCannotRunBeforeAnyWork) {
+  mq::test::ScratchDir dir("cli-ts-plan");
+  const std::string args = "run '" MQ_SOURCE_DIR "/configs/example-torchscript-int8.yaml' --set format.output='" +
+                           (dir / "out.pt").string() + "' --set report=null --set html_report=null " +
+                           "--set quantizer.options.dtype=int4 --set quantizer.options.granularity=per_group " +
+                           "--set quantizer.options.group_size=32";
+  for (const std::string extra : {"", " --dry-run"}) {
+    const auto r = run_pipeline(args + extra);
+    EXPECT_EQ(r.exit_code, 2) << extra;
+    expect_one_line_error(r);
+    EXPECT_NE(r.err.find("format 'pt', checking the plan: tensor 'fc1.weight' (int4 per_group(32) symmetric): "
+                         "TorchScript output runs PyTorch's int8 kernels"),
+              std::string::npos) << r.err;
+    EXPECT_FALSE(fs::exists(dir / "out.pt"));
+  }
+}
+
+TEST(Cli, JsonPrintsTheReportOnStdout) {
+  mq::test::ScratchDir dir("cli-json");
+  const auto r = run_pipeline(example_args(dir, "--json --quiet"));
+  ASSERT_EQ(r.exit_code, 0) << r.err;
+  const auto report = nlohmann::json::parse(r.out);
+  EXPECT_GT(report["size"]["ratio"].get<double>(), 3.0);
+  EXPECT_EQ(r.err, "");
+}
+
+TEST(Cli, ThreadCountDoesNotChangeTheBytes) {
+  mq::test::ScratchDir dir("cli-threads");
+  ASSERT_EQ(run_pipeline(example_args(dir, "--threads 1 -q")).exit_code, 0);
+  const std::string one = mq::test::read_file(dir / "out.safetensors");
+  ASSERT_EQ(run_pipeline(example_args(dir, "--threads 2 -q")).exit_code, 0);
+  EXPECT_TRUE(one == mq::test::read_file(dir / "out.safetensors"));
+}
+
+TEST(Cli, FailedValidationWithErrorExitsFiveAndKeepsTheOldArtifact) {
+  mq::test::ScratchDir dir("cli-on-failure-error");
+  mq::test::write_file(dir / "out.safetensors", "earlier good artifact");
+  const auto r = run_pipeline(example_args(dir, "-q --set validators.1.options.min_ratio=100"));
+  EXPECT_EQ(r.exit_code, 5);
+  expect_one_line_error(r);
+  EXPECT_NE(r.err.find("size: ratio"), std::string::npos) << r.err;
+  EXPECT_EQ(mq::test::read_file(dir / "out.safetensors"), "earlier good artifact");
+  EXPECT_EQ(nlohmann::json::parse(mq::test::read_file(dir / "report.json"))["status"], 5);
+  // The file there is the earlier run's, which "(not written)" beside its name left unsaid.
+  EXPECT_NE(mq::test::read_file(dir / "report.html").find("(not written by this run)"),
+            std::string::npos);
+  for (const auto& e : fs::directory_iterator(dir.path()))  // no temporary left behind
+    EXPECT_EQ(e.path().filename().string().find(".mq-tmp"), std::string::npos);
+}
+
+// A run that fails writes its report too: one left from the run before would say "ok"
+// in CI's archive beside this run's non-zero exit.
+TEST(Cli, FailedRunReplacesTheReportOfTheRunBefore) {
+  mq::test::ScratchDir dir("cli-failed-report");
+  ASSERT_EQ(run_pipeline(example_args(dir, "-q")).exit_code, 0);
+  const std::string artifact = mq::test::read_file(dir / "out.safetensors");
+  mq::test::write_file(dir / "garbage.safetensors", "not a safetensors file");
+  const auto r = run_pipeline(example_args(dir, "-q --set model.path='" + (dir / "garbage.safetensors").string() + "'"));
+  EXPECT_EQ(r.exit_code, 3);
+  const auto report = nlohmann::json::parse(mq::test::read_file(dir / "report.json"));
+  EXPECT_EQ(report["status"], 3);
+  EXPECT_EQ("mq-pipeline: error: " + report["message"].get<std::string>() + "\n", r.err);
+  EXPECT_EQ(report["output"]["promoted"], false);
+  EXPECT_NE(mq::test::read_file(dir / "report.html").find("failed"), std::string::npos);
+  EXPECT_TRUE(artifact == mq::test::read_file(dir / "out.safetensors"));
+
+  const auto validate = [&](const char* file) {
+    return run_pipeline("validate '" + (dir / file).string() + "' --reference '" MQ_SOURCE_DIR
+                        "/configs/models/mlp.safetensors' --report '" + (dir / "report.json").string() + "'");
+  };
+  ASSERT_EQ(validate("out.safetensors").exit_code, 0);
+  EXPECT_EQ(validate("garbage.safetensors").exit_code, 3);
+  EXPECT_EQ(nlohmann::json::parse(mq::test::read_file(dir / "report.json"))["status"], 3);
+}
+
+TEST(Cli, FailedValidationWithWarnWritesAndWarns) {
+  mq::test::ScratchDir dir("cli-on-failure-warn");
+  const auto r = run_pipeline(
+      example_args(dir, "-q --set validators.1.options.min_ratio=100 --set on_failure=warn"));
+  EXPECT_EQ(r.exit_code, 0) << r.err;
+  EXPECT_NE(r.err.find("mq-pipeline: warning: validator size failed"), std::string::npos) << r.err;
+  EXPECT_TRUE(fs::exists(dir / "out.safetensors"));
+}
+
+TEST(Cli, FailedValidationWithIgnoreWritesSilently) {
+  mq::test::ScratchDir dir("cli-on-failure-ignore");
+  const auto r = run_pipeline(example_args(
+      dir, "-q --set validators.1.options.min_ratio=100 --set validators.1.on_failure=ignore"));
+  EXPECT_EQ(r.exit_code, 0) << r.err;
+  EXPECT_EQ(r.err, "");
+  EXPECT_TRUE(fs::exists(dir / "out.safetensors"));
+}
+
+// PyTorch archives are named after their file; the output is saved under the runner's
+// temporary name, so the archive must not take it: two runs (any --threads) give the
+// same bytes, TorchScript dynamic and static (Linear, and Conv), and a state dict.
+TEST(Cli, PtOutputIsDeterministic) {
+  mq::test::ScratchDir dir("cli-ts-determinism");
+  const std::string out = (dir / "mlp.pt").string();
+  for (const std::string recipe : {"example-torchscript-int8.yaml", "example-static-int8.yaml",
+                                   "example-cnn-static-int8.yaml", "example-dynamic-int8.yaml"}) {
+    SCOPED_TRACE(recipe);
+    std::string bytes[2];
+    for (int threads : {1, 2}) {
+      const auto r = run_pipeline("run -q '" MQ_SOURCE_DIR "/configs/" + recipe + "' --set report=null --set html_report=null "
+                                  "--set html_report=null --set format.plugin=pt --set format.output='" + out +
+                                  "' --threads " + std::to_string(threads));
+      ASSERT_EQ(r.exit_code, 0) << r.err;
+      bytes[threads - 1] = mq::test::read_file(out);
+    }
+    EXPECT_EQ(bytes[0], bytes[1]);
+    EXPECT_EQ(bytes[0].find(".mq-tmp-"), std::string::npos);
+  }
+}
+
+TEST(Cli, StaticQuantizationErrorsAreClear) {
+  mq::test::ScratchDir dir("cli-static");
+  const std::string base = "run -q '" MQ_SOURCE_DIR "/configs/example-static-int8.yaml' --set report=null --set html_report=null "
+                           "--set format.output='" + (dir / "o.safetensors").string() + "' ";
+  const auto no_data = run_pipeline(base + "--set calibration=null");
+  EXPECT_EQ(no_data.exit_code, 2);
+  EXPECT_NE(no_data.err.find("static quantization needs calibration data"), std::string::npos) << no_data.err;
+  const auto wrong_shape = run_pipeline(base + "--set 'calibration={random: {shape: [4, 7], batches: 2}}'");
+  EXPECT_EQ(wrong_shape.exit_code, 3);
+  expect_one_line_error(wrong_shape);
+  EXPECT_NE(wrong_shape.err.find("calibration batch 0 of shape [4, 7] does not fit the model"), std::string::npos)
+      << wrong_shape.err;
+  const auto checkpoint = run_pipeline(base + "--set model.path=models/mlp.safetensors --set model.options={}");
+  EXPECT_EQ(checkpoint.exit_code, 2);
+  EXPECT_NE(checkpoint.err.find("this model cannot run"), std::string::npos) << checkpoint.err;
+  const auto random = run_pipeline(base + "--set 'calibration={random: {shape: [4, 64], batches: 3, seed: 1}}'");
+  EXPECT_EQ(random.exit_code, 0) << random.err;
+  EXPECT_TRUE(fs::exists(dir / "o.safetensors"));
+}
+
+TEST(Cli, TorchScriptInputMustBeTrustedExplicitly) {
+  mq::test::ScratchDir dir("cli-trust");
+  const auto r = run_pipeline("run -q '" MQ_SOURCE_DIR "/configs/example-torchscript-int8.yaml' --set model.options={} "
+                              "--set format.output='" + (dir / "o.pt").string() + "' --set report=null --set html_report=null");
+  EXPECT_EQ(r.exit_code, 3);
+  expect_one_line_error(r);
+  EXPECT_NE(r.err.find("loading it runs the code inside; if you trust it, say so: --trust-torchscript (inspect, validate, init), or model.options.trust_torchscript: true in a recipe"),
+            std::string::npos) << r.err;
+  EXPECT_FALSE(fs::exists(dir / "o.pt"));
+}
+
+}  // namespace
