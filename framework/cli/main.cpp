@@ -159,7 +159,7 @@ int inspect_file(const std::string& path, const std::string& format, bool trust,
   fmt::print("{}: {} bytes, {} tensors ({} quantized{})\n", path, out["bytes"].get<int64_t>(), model.entries.size(),
              quantized, quantized ? ", mode " + model.mode : std::string());
   for (const auto& [key, value] : model.metadata)
-    if (key.rfind("mq.", 0) == 0 && key != "mq.quantized" && key != "mq.activations" && key != "mq.specs")
+    if (key.rfind("mq.", 0) == 0 && key != "mq.quantized" && key != "mq.activations" && key != mq::kSpecsKey)
       fmt::print("  {:<16} {}\n", key, value);
   if (!model.activation_qparams.empty())
     fmt::print("  static activation scales for {} layers\n", model.activation_qparams.size());

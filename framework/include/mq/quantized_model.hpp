@@ -15,6 +15,10 @@
 
 namespace mq {
 
+// The metadata key under which every format of ours records each quantized tensor's
+// QuantSpec (QuantSpec::to_json), by tensor name in model order, for reading it back.
+inline constexpr const char* kSpecsKey = "mq.specs";
+
 struct QuantizedEntry {
   std::string name;
   at::Tensor tensor;                        // set when kept as it was

@@ -93,7 +93,7 @@ Json state_dict_metadata(const fs::path& path, const std::map<std::string, std::
 
 // The metadata's specs by tensor name (an empty object when it has none).
 Json specs_in(const Json& meta) {
-  const auto it = meta.find("mq.specs");
+  const auto it = meta.find(mq::kSpecsKey);
   return it != meta.end() && it->is_object() ? *it : Json::object();
 }
 
@@ -205,7 +205,7 @@ class PtFormat final : public mq::Format {
         specs.get_ref<json::object_t&>().emplace_back(e.name, spec_json(e.quantized->spec));
     json meta(model.metadata);
     meta.erase(mq::kHfDirectoryKey);  // a local path; a state dict is one file, not a directory
-    meta["mq.specs"] = specs;
+    meta[mq::kSpecsKey] = specs;
     meta["mq.mode"] = model.mode;
     if (!model.activation_qparams.empty()) meta[kActivationSpecKey] = spec_json(*model.activation_spec);
     auto* source = dynamic_cast<mq::pt::TorchScriptModel*>(model.source.get());

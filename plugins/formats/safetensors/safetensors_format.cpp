@@ -23,7 +23,9 @@ using Json = nlohmann::json;          // what we read: keys found in log time, n
 
 namespace {
 
-constexpr const char* kSpecsKey = "mq.quantized";  // per-tensor QuantSpec, for read_quantized
+// mq::kSpecsKey, as files of ours written before it was the same in every format
+// named it (still read).
+constexpr const char* kOldSpecsKey = "mq.quantized";
 constexpr const char* kActivationsKey = "mq.activations";  // per-layer activation QuantSpec
 constexpr const char* kIndexName = "model.safetensors.index.json";
 constexpr const char* kSingleName = "model.safetensors";
@@ -38,14 +40,20 @@ mq::QuantSpec spec_from_json(const std::string& file, const Json& j) {
   try {
     return mq::QuantSpec::from_json(j.dump());
   } catch (const std::invalid_argument& e) {
-    throw mq::InputError(file + ": malformed " + kSpecsKey + " metadata (" + e.what() + ")");
+    throw mq::InputError(file + ": malformed " + std::string(mq::kSpecsKey) + " metadata (" + e.what() + ")");
   }
+}
+
+// Our per-tensor specs metadata, under its name now or before; end() when absent.
+std::map<std::string, std::string>::const_iterator specs_metadata(const std::map<std::string, std::string>& metadata) {
+  const auto it = metadata.find(mq::kSpecsKey);
+  return it != metadata.end() ? it : metadata.find(kOldSpecsKey);
 }
 
 // Our per-tensor specs metadata: an object, in model order.
 mq::safetensors::ParsedJson parse_specs(const std::string& file, const std::string& text) {
-  mq::safetensors::ParsedJson specs = mq::safetensors::parse_json(file, std::string("malformed ") + kSpecsKey + " metadata", text, 2);
-  if (!specs.value.is_object()) throw mq::InputError(file + ": malformed " + kSpecsKey + " metadata");
+  mq::safetensors::ParsedJson specs = mq::safetensors::parse_json(file, std::string("malformed ") + mq::kSpecsKey + " metadata", text, 2);
+  if (!specs.value.is_object()) throw mq::InputError(file + ": malformed " + std::string(mq::kSpecsKey) + " metadata");
   return specs;
 }
 
@@ -225,7 +233,7 @@ class SafetensorsStream final : public mq::EntryWriter {
     metadata["format"] = "pt";  // transformers refuses files without it
     metadata["mq.mode"] = model.mode;
     if (!activations.empty()) metadata[kActivationsKey] = activations.dump();
-    if (!specs_.empty()) metadata[kSpecsKey] = specs_.dump();
+    if (!specs_.empty()) metadata[mq::kSpecsKey] = specs_.dump();
     const json config = quantization_config(summaries_, model);
     if (!config.is_null()) metadata["quantization_config"] = config.dump();
     if (shards_.size() == 1) {
@@ -391,7 +399,7 @@ class TensorSet {
 void refuse_quantized(const std::string& file, const TensorSet& set, const std::optional<fs::path>& hf_dir,
                       const mq::Model& model) {
   const auto refuse = [&](const std::string& why) { throw mq::InputError(file + ": " + mq::quantized_already(why)); };
-  if (const auto it = set.metadata().find(kSpecsKey); it != set.metadata().end()) {
+  if (const auto it = specs_metadata(set.metadata()); it != set.metadata().end()) {
     const mq::safetensors::ParsedJson specs = parse_specs(file, it->second);
     for (const std::string& entry : specs.keys)  // the first in model order
       if (const mq::QuantSpec spec = spec_from_json(file, specs.value.at(entry)); spec.is_integer())
@@ -486,7 +494,7 @@ class SafetensorsFormat final : public mq::Format {
     mq::QuantizedModel model;
     model.metadata = file.metadata();
     Json specs = Json::object();
-    if (auto it = model.metadata.find(kSpecsKey); it != model.metadata.end()) specs = parse_specs(name, it->second).value;
+    if (auto it = specs_metadata(model.metadata); it != model.metadata.end()) specs = parse_specs(name, it->second).value;
     if (auto it = model.metadata.find("mq.mode"); it != model.metadata.end()) model.mode = it->second;
 
     // Tensors that belong to a quantized entry, and the one that marks its position.

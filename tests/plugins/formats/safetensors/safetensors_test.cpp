@@ -545,6 +545,10 @@ TEST(SafetensorsFormat, WritesTheCompressedTensorsLayout) {
   EXPECT_EQ(file->find("fc.weight_zero_point")->dtype, "I8");
   EXPECT_TRUE(contains(file->metadata().at("quantization_config"), "\"format\":\"int-quantized\""));
   EXPECT_TRUE(contains(file->metadata().at("quantization_config"), "\"targets\":[\"fc\"]"));
+  // Our specs under the key every format of ours uses (files that name it mq.quantized,
+  // as this one did before, are read too: the tests above write such files).
+  EXPECT_TRUE(contains(file->metadata().at(mq::kSpecsKey), "\"fc.weight\""));
+  EXPECT_EQ(file->metadata().count("mq.quantized"), 0u);
 }
 
 TEST(SafetensorsFormat, ReadsAShardedHuggingFaceDirectory) {
