@@ -33,6 +33,16 @@ const char* to_string(PluginKind kind) {
 }
 
 std::unique_ptr<EntryWriter> Format::stream(const Model&, const std::filesystem::path&) { return nullptr; }
+
+void Format::write(const QuantizedModel& model, const std::filesystem::path& path) {
+  Model source;  // what a writer may want of the model read: its metadata and foreign dtypes
+  source.metadata = model.metadata;
+  source.foreign = model.foreign;
+  const std::unique_ptr<EntryWriter> out = stream(source, path);
+  if (!out) throw PluginError("a format that does not stream must implement write()");
+  for (const QuantizedEntry& e : model.entries) out->add(e);
+  out->finish(model);
+}
 void Format::check_plan(const Model&, std::vector<PlanRow>&) const {}
 void Observer::check_spec(const QuantSpec&) const {}
 QuantizedModel Format::describe(const std::filesystem::path& path) { return read_quantized(path); }

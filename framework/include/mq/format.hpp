@@ -30,8 +30,9 @@ class MQ_API Format : public Plugin {
   // Reads an input model. Throws InputError on a malformed or unsafe file.
   virtual Model read(const std::filesystem::path& path) = 0;
   // Writes `model` to `path` (a temporary file the runner promotes later).
-  // Throws OutputError when it cannot be written.
-  virtual void write(const QuantizedModel& model, const std::filesystem::path& path) = 0;
+  // Throws OutputError when it cannot be written. The default hands every entry to
+  // stream()'s writer: a format implements one of the two.
+  virtual void write(const QuantizedModel& model, const std::filesystem::path& path);
   // Formats that can write entry by entry return a writer to `path` for a model read
   // from `source`, and the runner streams: each entry is written as soon as it is
   // quantized. The default, null, has the runner call write() with the whole model.

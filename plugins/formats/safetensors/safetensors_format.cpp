@@ -456,13 +456,6 @@ class SafetensorsFormat final : public mq::Format {
     return model;
   }
 
-  void write(const mq::QuantizedModel& model, const fs::path& path) override {
-    artifact_ = path;
-    SafetensorsStream out(path, model.metadata, model.foreign, max_shard_bytes_, 0);
-    for (const mq::QuantizedEntry& e : model.entries) out.add(e);
-    out.finish(model);
-  }
-
   std::unique_ptr<mq::EntryWriter> stream(const mq::Model& source, const fs::path& path) override {
     artifact_ = path;
     return std::make_unique<SafetensorsStream>(path, source.metadata, source.foreign,
