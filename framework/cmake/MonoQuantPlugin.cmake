@@ -1,4 +1,4 @@
-# mq_add_plugin(NAME <name> KIND <observer|quantizer|format|validator>
+# mq_add_plugin(NAME <name> KIND <observer|quantizer|format|validator|architecture>
 #               SOURCES <src>... [LIBRARIES <lib>...] [OUTPUT_DIRECTORY <dir>] [NO_INSTALL])
 #
 # Builds one plugin from the same sources twice over (DuckDB's loadable/static split):
@@ -10,8 +10,8 @@ function(mq_add_plugin)
   if(NOT ARG_NAME OR NOT ARG_KIND OR NOT ARG_SOURCES)
     message(FATAL_ERROR "mq_add_plugin needs NAME, KIND and SOURCES")
   endif()
-  if(NOT ARG_KIND MATCHES "^(observer|quantizer|format|validator)$")
-    message(FATAL_ERROR "mq_add_plugin: KIND must be observer, quantizer, format or validator")
+  if(NOT ARG_KIND MATCHES "^(observer|quantizer|format|validator|architecture)$")
+    message(FATAL_ERROR "mq_add_plugin: KIND must be observer, quantizer, format, validator or architecture")
   endif()
   set(target mq_${ARG_KIND}_${ARG_NAME})
   add_library(${target}_objects OBJECT ${ARG_SOURCES})

@@ -1,5 +1,6 @@
 #include "mq/plugin.hpp"
 
+#include "mq/architecture.hpp"
 #include "mq/format.hpp"
 #include "mq/observer.hpp"
 #include "mq/progress.hpp"
@@ -18,6 +19,7 @@ Quantizer::~Quantizer() = default;
 Format::~Format() = default;
 EntryWriter::~EntryWriter() = default;
 Validator::~Validator() = default;
+Architecture::~Architecture() = default;
 
 bool Validator::per_entry() const { return false; }
 void Validator::entry(const ValidateContext&, const QuantizedEntry&, const at::Tensor*) {}
@@ -28,6 +30,7 @@ const char* to_string(PluginKind kind) {
     case PluginKind::kQuantizer: return "quantizer";
     case PluginKind::kFormat: return "format";
     case PluginKind::kValidator: return "validator";
+    case PluginKind::kArchitecture: return "architecture";
   }
   return "unknown";
 }

@@ -5,8 +5,11 @@
 
 #include <algorithm>
 #include <cstdlib>
+#include <fstream>
+#include <iterator>
 #include <sstream>
 
+#include "mq/architecture.hpp"
 #include "mq/format.hpp"
 #include "mq/pipeline.hpp"
 #include "option_check.hpp"
@@ -87,6 +90,23 @@ Resolved PluginHost::resolve(PluginKind kind, const PluginStep& step) const {
                       "; available: " + quoted_list(registry_.names(kind)));
   }
   return {p, check_options(step, *p->descriptor)};
+}
+
+std::string PluginHost::attach_architecture(Model& model) const {
+  const auto dir = model.metadata.find(kHfDirectoryKey);
+  if (model.runnable || dir == model.metadata.end()) return "";
+  const fs::path config_file = fs::path(dir->second) / "config.json";
+  std::ifstream in(config_file, std::ios::binary);
+  if (!in) return "";
+  const std::string config((std::istreambuf_iterator<char>(in)), std::istreambuf_iterator<char>());
+  for (const std::string& name : registry_.names(PluginKind::kArchitecture)) {
+    const Resolved r = resolve(PluginKind::kArchitecture, {name, Value::map(), {}});
+    const std::unique_ptr<Architecture> architecture = make<Architecture>(r);
+    if (!guarded(r.label(), "reading " + config_file.string(), [&] { return architecture->runs(config); })) continue;
+    model.runnable = guarded(r.label(), "building the model", [&] { return architecture->build(model, config); });
+    return r.label();
+  }
+  return "";
 }
 
 Resolved PluginHost::reader_for(const fs::path& path, const std::string& format, const Value& options) const {

@@ -10,6 +10,7 @@
 #include <vector>
 
 #include "mq/error.hpp"
+#include "mq/model.hpp"
 #include "mq/recipe.hpp"
 #include "plugin_registry.hpp"
 
@@ -81,6 +82,11 @@ class PluginHost {
                       const Value& options = Value::map()) const;
 
   const PluginRegistry& registry() const { return registry_; }
+
+  // Makes `model`, read from a Hugging Face model directory, runnable with the first
+  // architecture plugin (by name) that runs its config.json: that plugin's label, or ""
+  // when none does or the model is no such directory (it stays a checkpoint).
+  std::string attach_architecture(Model& model) const;
 
  private:
   PluginRegistry registry_;

@@ -83,7 +83,7 @@ LoadedPlugin load_plugin_library(const fs::path& path) {
     refuse(file, "ABI tag '" + tag + "' does not match this mq's '" + abi_tag() +
                      "'; rebuild the plugin against this SDK");
   const int kind = static_cast<int>(d->kind);
-  if (kind < static_cast<int>(PluginKind::kObserver) || kind > static_cast<int>(PluginKind::kValidator))
+  if (kind < static_cast<int>(PluginKind::kObserver) || kind > static_cast<int>(PluginKind::kArchitecture))
     refuse(file, "unknown plugin kind " + std::to_string(kind));
   if (!d->name || !*d->name) refuse(file, "descriptor has no name");
   if (!d->factory) refuse(file, "descriptor has no factory");

@@ -212,6 +212,16 @@ TEST(Cli, StaticQuantizationErrorsAreClear) {
   const auto checkpoint = run_pipeline(base + "--set model.path=models/mlp.safetensors --set model.options={}");
   EXPECT_EQ(checkpoint.exit_code, 2);
   EXPECT_NE(checkpoint.err.find("this model cannot run"), std::string::npos) << checkpoint.err;
+  // An HF directory whose config.json the llama architecture cannot build (it lists no
+  // layers): a warning says why it does not run, then the refusal.
+  mq::test::write_hf_directory(dir / "llama");
+  const auto unbuildable = run_pipeline(base + "--set model.path='" + (dir / "llama").string() +
+                                        "' --set model.options={} --set 'calibration={random: {shape: [2, 8], vocab_size: 100}}'");
+  EXPECT_EQ(unbuildable.exit_code, 2);
+  EXPECT_NE(unbuildable.err.find("warning: architecture 'llama', building the model: config.json: "
+                                 "'num_hidden_layers' must be a positive integer (the model does not run)"),
+            std::string::npos) << unbuildable.err;
+  EXPECT_NE(unbuildable.err.find("this model cannot run"), std::string::npos) << unbuildable.err;
   const auto random = run_pipeline(base + "--set 'calibration={random: {shape: [4, 64], batches: 3, seed: 1}}'");
   EXPECT_EQ(random.exit_code, 0) << random.err;
   EXPECT_TRUE(fs::exists(dir / "o.safetensors"));

@@ -22,7 +22,7 @@
 
 namespace mq {
 
-enum class PluginKind : int { kObserver = 1, kQuantizer = 2, kFormat = 3, kValidator = 4 };
+enum class PluginKind : int { kObserver = 1, kQuantizer = 2, kFormat = 3, kValidator = 4, kArchitecture = 5 };
 
 MQ_API const char* to_string(PluginKind kind);
 
@@ -30,6 +30,7 @@ class Observer;
 class Quantizer;
 class Format;
 class Validator;
+class Architecture;
 
 namespace detail {
 // The interface a plugin of each kind implements, and the kind's name, for MQ_PLUGIN's
@@ -39,6 +40,7 @@ template <> struct InterfaceOf<PluginKind::kObserver> { using type = Observer; s
 template <> struct InterfaceOf<PluginKind::kQuantizer> { using type = Quantizer; static constexpr const char* name = "quantizer"; };
 template <> struct InterfaceOf<PluginKind::kFormat> { using type = Format; static constexpr const char* name = "format"; };
 template <> struct InterfaceOf<PluginKind::kValidator> { using type = Validator; static constexpr const char* name = "validator"; };
+template <> struct InterfaceOf<PluginKind::kArchitecture> { using type = Architecture; static constexpr const char* name = "architecture"; };
 
 constexpr bool same_text(const char* a, const char* b) {
   while (*a && *a == *b) ++a, ++b;

@@ -32,7 +32,9 @@ class StaticQuantizer final : public mq::Quantizer {
   std::vector<mq::PlanRow> plan(const mq::Model& model, const mq::QuantizeContext& context) const override {
     if (!model.runnable)
       throw mq::RecipeError("static quantization runs calibration batches through the model, and this "
-                            "model cannot run (use a TorchScript model, or the dynamic quantizer)");
+                            "model cannot run: mq runs TorchScript models, and Hugging Face directories of a "
+                            "family an architecture plugin runs (mq-pipeline plugins lists them; llama, mistral "
+                            "and qwen2 are built in); or use the dynamic quantizer");
     if (context.calibration.empty())
       throw mq::RecipeError("static quantization needs calibration data: set calibration.path or "
                             "calibration.random in the recipe");

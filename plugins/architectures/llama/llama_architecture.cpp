@@ -1,0 +1,245 @@
+// llama: decoder-only transformers of the Llama family, run in float32 as transformers'
+// eager code runs them: LlamaForCausalLM (Llama 2 and 3.x: GQA, tied embeddings, rope
+// scaling "llama3" and "linear", attention_bias, mlp_bias), MistralForCausalLM (within
+// its sliding window) and Qwen2ForCausalLM (q/k/v biases). Weights are read from the
+// model's tensors where the format left them (mapped), converted per use.
+
+#include <ATen/ATen.h>
+#include <nlohmann/json.hpp>
+
+#include <cmath>
+#include <map>
+#include <set>
+
+#include "mq/architecture.hpp"
+#include "mq/error.hpp"
+
+namespace {
+
+using Json = nlohmann::json;
+
+const std::set<std::string> kArchitectures = {"LlamaForCausalLM", "MistralForCausalLM", "Qwen2ForCausalLM"};
+const std::set<std::string> kModelTypes = {"llama", "mistral", "qwen2"};
+
+struct Config {
+  int64_t hidden = 0, layers = 0, heads = 0, kv_heads = 0, head_dim = 0, vocab = 0;
+  double eps = 1e-6, theta = 10000.0;
+  int64_t sliding_window = 0;  // 0: none
+  bool tied = false;
+  at::Tensor inv_freq;  // rotary frequencies, float32, after scaling
+};
+
+int64_t positive(const Json& config, const char* field) {
+  const auto it = config.find(field);
+  if (it == config.end() || !it->is_number_integer() || it->get<int64_t>() <= 0)
+    throw mq::InputError(std::string("config.json: '") + field + "' must be a positive integer");
+  return it->get<int64_t>();
+}
+
+double number(const Json& j, const char* field, double fallback) {
+  const auto it = j.find(field);
+  if (it == j.end() || it->is_null()) return fallback;
+  if (!it->is_number()) throw mq::InputError(std::string("config.json: '") + field + "' must be a number");
+  return it->get<double>();
+}
+
+// transformers' rotary inverse frequencies (float32, as it computes them), with the
+// config's rope_scaling applied.
+at::Tensor rotary_frequencies(const Json& config, int64_t dim, double theta) {
+  at::Tensor inv = 1.0 / at::pow(theta, at::arange(0, dim, 2, at::kLong).to(at::kFloat) / static_cast<float>(dim));
+  const auto scaling = config.find("rope_scaling");
+  if (scaling == config.end() || scaling->is_null()) return inv;
+  if (!scaling->is_object()) throw mq::InputError("config.json: 'rope_scaling' must be an object");
+  const std::string type = scaling->value("rope_type", scaling->value("type", std::string("default")));
+  const double factor = number(*scaling, "factor", 1.0);
+  if (type == "default") return inv;
+  if (type == "linear") return inv / factor;
+  if (type != "llama3")
+    throw mq::RecipeError("config.json: rope_scaling type '" + type + "' is not implemented (default, linear, llama3 are)");
+  const double low = number(*scaling, "low_freq_factor", 1.0), high = number(*scaling, "high_freq_factor", 4.0);
+  const double old_context = number(*scaling, "original_max_position_embeddings", 8192.0);
+  const double low_wavelen = old_context / low, high_wavelen = old_context / high;
+  const at::Tensor wavelen = 2 * M_PI / inv;
+  at::Tensor scaled = at::where(wavelen > low_wavelen, inv / factor, inv);
+  const at::Tensor smooth = (old_context / wavelen - low) / (high - low);
+  const at::Tensor smoothed = (1 - smooth) * scaled / factor + smooth * scaled;
+  const at::Tensor medium = (wavelen >= high_wavelen).logical_and(wavelen <= low_wavelen);
+  return at::where(medium, smoothed, scaled);
+}
+
+Config parse(const Json& config) {
+  Config c;
+  c.hidden = positive(config, "hidden_size");
+  c.layers = positive(config, "num_hidden_layers");
+  c.heads = positive(config, "num_attention_heads");
+  c.kv_heads = config.contains("num_key_value_heads") && !config["num_key_value_heads"].is_null()
+                   ? positive(config, "num_key_value_heads") : c.heads;
+  c.vocab = positive(config, "vocab_size");
+  c.head_dim = config.contains("head_dim") && !config["head_dim"].is_null() ? positive(config, "head_dim") : 0;
+  if (!c.head_dim) {
+    if (c.hidden % c.heads) throw mq::InputError("config.json: num_attention_heads does not divide hidden_size");
+    c.head_dim = c.hidden / c.heads;
+  }
+  if (c.heads % c.kv_heads) throw mq::InputError("config.json: num_key_value_heads does not divide num_attention_heads");
+  if (c.head_dim % 2) throw mq::InputError("config.json: the head dimension must be even for rotary embeddings");
+  c.eps = number(config, "rms_norm_eps", 1e-6);
+  c.theta = number(config, "rope_theta", 10000.0);
+  c.tied = config.value("tie_word_embeddings", false);
+  const std::string act = config.value("hidden_act", std::string("silu"));
+  if (act != "silu") throw mq::RecipeError("config.json: hidden_act '" + act + "' is not implemented (silu is)");
+  if (config.value("use_sliding_window", true) && config.contains("sliding_window") && config["sliding_window"].is_number_integer())
+    c.sliding_window = config["sliding_window"].get<int64_t>();
+  c.inv_freq = rotary_frequencies(config, c.head_dim, c.theta);
+  return c;
+}
+
+class LlamaModel final : public mq::Runnable {
+ public:
+  LlamaModel(const mq::Model& model, Config config) : c_(std::move(config)) {
+    for (const mq::NamedTensor& t : model.tensors) weights_.emplace(t.name, t.tensor);
+    // Every weight the forward reads, checked now: a missing or misshapen one is named.
+    expect("model.embed_tokens.weight", {c_.vocab, c_.hidden});
+    for (int64_t i = 0; i < c_.layers; ++i) {
+      const std::string p = "model.layers." + std::to_string(i) + ".";
+      expect(p + "input_layernorm.weight", {c_.hidden});
+      expect(p + "post_attention_layernorm.weight", {c_.hidden});
+      expect(p + "self_attn.q_proj.weight", {c_.heads * c_.head_dim, c_.hidden});
+      expect(p + "self_attn.k_proj.weight", {c_.kv_heads * c_.head_dim, c_.hidden});
+      expect(p + "self_attn.v_proj.weight", {c_.kv_heads * c_.head_dim, c_.hidden});
+      expect(p + "self_attn.o_proj.weight", {c_.hidden, c_.heads * c_.head_dim});
+      const int64_t inner = weight(p + "mlp.gate_proj.weight").size(0);
+      expect(p + "mlp.up_proj.weight", {inner, c_.hidden});
+      expect(p + "mlp.down_proj.weight", {c_.hidden, inner});
+    }
+    expect("model.norm.weight", {c_.hidden});
+    head_ = weights_.count("lm_head.weight") ? "lm_head" : "";
+    if (head_.empty() && !c_.tied) throw mq::InputError("the model has no 'lm_head.weight' and does not tie its embeddings");
+    if (!head_.empty()) expect("lm_head.weight", {c_.vocab, c_.hidden});
+  }
+
+  at::Tensor forward(const at::Tensor& input) override { return run(input, nullptr); }
+
+  void record_layers(const std::vector<at::Tensor>& batches, const std::vector<std::string>& layers,
+                     const ActivityVisitor& visit) override {
+    const std::set<std::string> wanted(layers.begin(), layers.end());
+    for (size_t b = 0; b < batches.size(); ++b) {
+      std::map<std::string, Activity> seen;
+      Recording r{wanted, seen};
+      run(batches[b], &r);
+      visit(b, seen);
+    }
+  }
+
+ private:
+  struct Recording {
+    const std::set<std::string>& wanted;
+    std::map<std::string, Activity>& seen;
+  };
+
+  const at::Tensor& weight(const std::string& name) const {
+    const auto it = weights_.find(name);
+    if (it == weights_.end()) throw mq::InputError("the model has no '" + name + "', which its config.json implies");
+    return it->second;
+  }
+  void expect(const std::string& name, const std::vector<int64_t>& shape) const {
+    if (weight(name).sizes() != c10::IntArrayRef(shape))
+      throw mq::InputError("'" + name + "' has shape " + c10::str(weight(name).sizes()) + ", config.json implies " +
+                           c10::str(c10::IntArrayRef(shape)));
+  }
+  at::Tensor f32(const std::string& name) const { return weight(name).to(at::kFloat); }
+
+  // The Linear layer `name` (its bias where the checkpoint has one), recorded when asked.
+  at::Tensor linear(const std::string& name, const at::Tensor& x, Recording* r) const {
+    const auto bias = weights_.find(name + ".bias");
+    const at::Tensor y = at::linear(x, f32(name + ".weight"),
+                                    bias == weights_.end() ? at::Tensor() : bias->second.to(at::kFloat));
+    if (r && r->wanted.count(name)) {
+      Activity& a = r->seen[name];
+      const at::Tensor in = x.reshape({-1, x.size(-1)}), out = y.reshape({-1, y.size(-1)});
+      a.input = a.input.defined() ? at::cat({a.input, in}) : in;
+      a.output = a.output.defined() ? at::cat({a.output, out}) : out;
+    }
+    return y;
+  }
+
+  at::Tensor rms_norm(const at::Tensor& x, const std::string& name) const {
+    const at::Tensor variance = x.pow(2).mean(-1, true);
+    return f32(name) * (x * at::rsqrt(variance + c_.eps));
+  }
+
+  static at::Tensor rotate_half(const at::Tensor& x) {
+    const int64_t half = x.size(-1) / 2;
+    return at::cat({-x.narrow(-1, half, half), x.narrow(-1, 0, half)}, -1);
+  }
+
+  at::Tensor run(const at::Tensor& input, Recording* r) const {
+    if (at::isFloatingType(input.scalar_type()) || input.dim() < 1 || input.dim() > 2)
+      throw mq::InputError("the llama architecture takes token ids, [batch, sequence] integers; got " +
+                           std::string(c10::toString(input.scalar_type())) + " " + c10::str(input.sizes()));
+    const at::Tensor ids = (input.dim() == 1 ? input.unsqueeze(0) : input).to(at::kLong);
+    if (ids.numel() && (ids.min().item<int64_t>() < 0 || ids.max().item<int64_t>() >= c_.vocab))
+      throw mq::InputError("token ids must lie in [0, " + std::to_string(c_.vocab) + ")");
+    const int64_t B = ids.size(0), T = ids.size(1), D = c_.head_dim;
+    if (c_.sliding_window && T > c_.sliding_window)
+      throw mq::InputError("sequences longer than the sliding window (" + std::to_string(c_.sliding_window) +
+                           " tokens) are not implemented");
+    at::Tensor h = at::embedding(f32("model.embed_tokens.weight"), ids);
+    const at::Tensor positions = at::arange(T, at::kLong).to(at::kFloat);
+    const at::Tensor freqs = at::outer(positions, c_.inv_freq);
+    const at::Tensor emb = at::cat({freqs, freqs}, -1);
+    const at::Tensor cos = emb.cos(), sin = emb.sin();
+    const at::Tensor mask = at::full({T, T}, -std::numeric_limits<float>::infinity()).triu(1);
+    for (int64_t i = 0; i < c_.layers; ++i) {
+      const std::string p = "model.layers." + std::to_string(i) + ".";
+      const at::Tensor x = rms_norm(h, p + "input_layernorm.weight");
+      const auto heads = [&](const at::Tensor& t, int64_t n) { return t.view({B, T, n, D}).transpose(1, 2); };
+      at::Tensor q = heads(linear(p + "self_attn.q_proj", x, r), c_.heads);
+      at::Tensor k = heads(linear(p + "self_attn.k_proj", x, r), c_.kv_heads);
+      at::Tensor v = heads(linear(p + "self_attn.v_proj", x, r), c_.kv_heads);
+      q = q * cos + rotate_half(q) * sin;
+      k = k * cos + rotate_half(k) * sin;
+      const int64_t rep = c_.heads / c_.kv_heads;
+      if (rep > 1) {
+        k = k.repeat_interleave(rep, 1);
+        v = v.repeat_interleave(rep, 1);
+      }
+      at::Tensor scores = at::matmul(q, k.transpose(2, 3)) / std::sqrt(static_cast<double>(D)) + mask;
+      const at::Tensor attention = at::matmul(at::softmax(scores, -1), v).transpose(1, 2).reshape({B, T, c_.heads * D});
+      h = h + linear(p + "self_attn.o_proj", attention, r);
+      const at::Tensor y = rms_norm(h, p + "post_attention_layernorm.weight");
+      const at::Tensor gated = at::silu(linear(p + "mlp.gate_proj", y, r)) * linear(p + "mlp.up_proj", y, r);
+      h = h + linear(p + "mlp.down_proj", gated, r);
+    }
+    h = rms_norm(h, "model.norm.weight");
+    if (head_.empty()) return at::linear(h, f32("model.embed_tokens.weight"));
+    return linear("lm_head", h, r);
+  }
+
+  Config c_;
+  std::map<std::string, at::Tensor> weights_;
+  std::string head_;
+};
+
+class LlamaArchitecture final : public mq::Architecture {
+ public:
+  explicit LlamaArchitecture(const mq::Options&) {}
+
+  bool runs(const std::string& config_json) const override {
+    const Json config = Json::parse(config_json, nullptr, false);
+    if (!config.is_object()) throw mq::InputError("config.json: not a JSON object");
+    if (const auto a = config.find("architectures"); a != config.end() && a->is_array())
+      for (const Json& name : *a)
+        if (name.is_string() && kArchitectures.count(name.get<std::string>())) return true;
+    return config.contains("model_type") && config["model_type"].is_string() &&
+           kModelTypes.count(config["model_type"].get<std::string>());
+  }
+
+  std::shared_ptr<mq::Runnable> build(const mq::Model& model, const std::string& config_json) const override {
+    return std::make_shared<LlamaModel>(model, parse(Json::parse(config_json)));
+  }
+};
+
+}  // namespace
+
+MQ_PLUGIN(LlamaArchitecture, mq::PluginKind::kArchitecture, "llama", "0.1.0",
+          "Llama 2/3.x, Mistral and Qwen2 decoders (float32, as transformers' eager code)")

@@ -1,0 +1,89 @@
+#!/usr/bin/env python3
+"""The llama architecture plugin against transformers (the oracle): tiny random
+Llama, Mistral and Qwen2 checkpoints (GQA, tied embeddings, q/k/v and MLP biases,
+llama3 and linear rope scaling, bfloat16 weights) saved with save_pretrained; mq
+calibrates a static W8A8 recipe on them by running them, and every Linear's
+input_scale it writes equals what transformers' own forward gives (hooks on each
+nn.Linear, absmax / 127.5) within 1e-4 relative, lm_head's included (so the final norm
+too). usage: check_llama.py MQ_PIPELINE WORK_DIR (in the venv of tests/make_venv.sh)"""
+import os
+import subprocess
+import sys
+
+import torch
+from safetensors.torch import load_file
+from transformers import AutoModelForCausalLM, LlamaConfig, MistralConfig, Qwen2Config
+
+COMMON = dict(vocab_size=96, hidden_size=32, intermediate_size=48, num_hidden_layers=2, num_attention_heads=4,
+              max_position_embeddings=64, rms_norm_eps=1e-5)
+CASES = {
+    "llama-gqa-llama3": (LlamaConfig, dict(num_key_value_heads=2, rope_theta=50000.0, rope_scaling={
+        "rope_type": "llama3", "factor": 8.0, "low_freq_factor": 1.0, "high_freq_factor": 4.0,
+        "original_max_position_embeddings": 16}), torch.float32),
+    "llama-tied-biases-linear": (LlamaConfig, dict(num_key_value_heads=4, tie_word_embeddings=True,
+                                                   attention_bias=True, mlp_bias=True,
+                                                   rope_scaling={"rope_type": "linear", "factor": 2.0}), torch.float32),
+    "llama-bf16": (LlamaConfig, dict(num_key_value_heads=1), torch.bfloat16),
+    "mistral": (MistralConfig, dict(num_key_value_heads=2, sliding_window=32), torch.float32),
+    "qwen2": (Qwen2Config, dict(num_key_value_heads=2), torch.float32),
+}
+
+
+def main(exe, work):
+    os.makedirs(work, exist_ok=True)
+    torch.manual_seed(0)
+    batches = [torch.randint(0, COMMON["vocab_size"], (2, 11)) for _ in range(3)]
+    calibration = os.path.join(work, "ids.pt")
+    torch.save(batches, calibration)
+    for name, (config_class, extra, dtype) in CASES.items():
+        directory = os.path.join(work, name)
+        config = config_class(**COMMON, **extra, attn_implementation="eager")
+        model = AutoModelForCausalLM.from_config(config).eval()
+        with torch.no_grad():  # weights far from zero, so that small errors would show
+            for p in model.parameters():
+                p.normal_(0, 0.5 if p.dim() > 1 else 0.3)
+        model.to(dtype).save_pretrained(directory, safe_serialization=True)
+        model = AutoModelForCausalLM.from_pretrained(directory, torch_dtype=torch.float32,
+                                                     attn_implementation="eager").eval()
+        absmax = {}
+
+        def hook(layer):
+            def record(module, inputs, output):
+                absmax[layer] = max(absmax.get(layer, 0.0), inputs[0].abs().max().item())
+            return record
+
+        for layer, module in model.named_modules():
+            if isinstance(module, torch.nn.Linear):
+                module.register_forward_hook(hook(layer))
+        with torch.no_grad():
+            for ids in batches:
+                model(ids)
+        out = os.path.join(work, name + "-w8a8")
+        recipe = os.path.join(work, name + ".yaml")
+        with open(recipe, "w") as f:
+            f.write(f"""version: 1
+model: {{path: {directory}}}
+calibration: {{path: {calibration}}}
+observer: {{plugin: minmax}}
+quantizer: {{plugin: static, options: {{dtype: int8, layers: {{replace: true}}}}}}
+format: {{plugin: safetensors, output: {out}}}
+validators: []
+""")
+        subprocess.run([exe, "run", "--quiet", recipe], check=True)
+        scales = load_file(os.path.join(out, "model.safetensors"))
+        assert len(absmax) == 7 * COMMON["num_hidden_layers"] + 1, absmax.keys()
+        if config.tie_word_embeddings:  # the checkpoint has no lm_head: the embedding is no layer to quantize
+            assert "lm_head.input_scale" not in scales
+            del absmax["lm_head"]
+        worst = 0.0
+        for layer, value in absmax.items():
+            want = max(value / 127.5, torch.finfo(torch.float32).eps)
+            got = scales[layer + ".input_scale"].item()
+            worst = max(worst, abs(got - want) / want)
+            assert abs(got - want) <= 1e-4 * want, (name, layer, got, want)
+        print(f"{name}: {len(absmax)} Linear inputs as transformers computes them (worst {worst:.1e} relative)")
+    print("ok: the llama architecture runs Llama, Mistral and Qwen2 checkpoints as transformers does")
+
+
+if __name__ == "__main__":
+    main(sys.argv[1], sys.argv[2])
