@@ -46,8 +46,8 @@ const char* describe(Kind kind) {
 }
 
 Kind kind_of(const Model& model, const fs::path& path) {
-  if (model.runnable) return Kind::kTorchScript;
   if (model.metadata.count(kHfDirectoryKey)) return Kind::kHfDirectory;
+  if (model.runnable) return Kind::kTorchScript;
   const std::string name = path.filename().string();
   return name.find(".safetensors") != std::string::npos ? Kind::kSafetensors : Kind::kStateDict;
 }
@@ -68,13 +68,10 @@ std::string layer_counts(const Model& model) {
 std::optional<ModelInput> model_input(const Model& model, const std::vector<int64_t>& shape) {
   if (!shape.empty()) {
     ModelInput input{shape, 0};
-    if (!model.layers.empty() && model.layers.front().kind == LayerKind::kEmbedding)
-      if (const at::Tensor* w = model.find(model.layers.front().weight)) input.vocab_size = w->size(0);
+    if (const std::optional<ModelInput> tokens = token_input(model, 8)) input.vocab_size = tokens->vocab_size;
     return input;
   }
-  if (!model.layers.empty() && model.layers.front().kind == LayerKind::kEmbedding)
-    if (const at::Tensor* w = model.find(model.layers.front().weight); w && w->dim() == 2)
-      return ModelInput{{8, 16}, w->size(0)};
+  if (const std::optional<ModelInput> tokens = token_input(model, 8)) return tokens;
   std::vector<int64_t> guess = sample_input_shape(model, 8);
   if (guess.empty()) return std::nullopt;
   return ModelInput{guess, 0};
@@ -100,8 +97,8 @@ struct Facts {
 std::string model_section(const Facts& f) {
   std::string out = "model:\n  path: " + quoted(f.model_path) +
                     (fs::path(f.model_path).is_absolute() ? "\n" : "  # relative to this file\n");
-  if (f.kind != Kind::kTorchScript) return out;
-  out += "  options: {trust_torchscript: true}  # loading a TorchScript archive runs its code\n";
+  if (f.kind == Kind::kTorchScript)
+    out += "  options: {trust_torchscript: true}  # loading a TorchScript archive runs its code\n";
   if (f.input) {
     out += "  input: {shape: " + yaml_list(f.input->shape) +
            (f.input->vocab_size ? fmt::format(", vocab_size: {}", f.input->vocab_size) : "") + "}";
@@ -215,21 +212,22 @@ int init_recipe(const InitRequest& request) {
   const fs::path model_name = fs::absolute(request.model).lexically_normal();
   f.stem = (model_name.has_filename() ? model_name : model_name.parent_path()).stem().string();
   f.summary = fmt::format("{} ({} tensors; {})", describe(f.kind), model.tensors.size(), layer_counts(model));
-  if (f.kind == Kind::kTorchScript) {
+  if (model.runnable) {
     f.input = model_input(model, request.input_shape);
     f.input_guessed = f.input && request.input_shape.empty();
   } else if (!request.input_shape.empty()) {
-    throw RecipeError("--input-shape is for models mq runs (TorchScript); " + request.model.string() + " is " +
-                     describe(f.kind));
+    throw RecipeError("--input-shape is for models mq runs (TorchScript, HF directories of a family it runs); " +
+                      request.model.string() + " is " + describe(f.kind));
   }
   if (std::string(preset.name) == "w8a8-static") {
-    if (f.kind != Kind::kTorchScript)
-      throw RecipeError("preset 'w8a8-static' calibrates by running the model, and mq runs TorchScript models: " +
-                       request.model.string() + " is " + describe(f.kind) +
-                       " (w8a8-dynamic and int4-weight-only need no calibration)");
+    if (!model.runnable)
+      throw RecipeError("preset 'w8a8-static' calibrates by running the model, and mq runs TorchScript models and "
+                        "HF directories of the families its architecture plugins run: " + request.model.string() +
+                        " is " + describe(f.kind) + " it does not run (w8a8-dynamic and int4-weight-only need no "
+                        "calibration)");
     if (!f.input)
       throw RecipeError("preset 'w8a8-static' needs the model's input shape, which its first layer does not tell: "
-                       "give --input-shape, e.g. --input-shape 8,3,224,224");
+                        "give --input-shape, e.g. --input-shape 8,3,224,224");
   }
 
   const std::string command = "mq-pipeline init " + request.model.string() + " --preset " + preset.name;

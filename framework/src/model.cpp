@@ -7,6 +7,7 @@
 
 #include "mq/error.hpp"
 #include "mq/quantized_model.hpp"
+#include "mq/recipe.hpp"
 #include "mq/validator.hpp"
 
 namespace mq {
@@ -122,6 +123,16 @@ std::string quantized_checkpoint_sign(const std::vector<NamedTensor>& tensors) {
 
 std::string quantized_already(const std::string& why) {
   return "is quantized already (" + why + "; mq-pipeline inspect lists it): give the float model it was made from";
+}
+
+std::optional<ModelInput> token_input(const Model& model, int64_t batch) {
+  const bool hf = model.metadata.count(kHfDirectoryKey) > 0;
+  for (const Layer& layer : model.layers) {
+    if (layer.kind == LayerKind::kEmbedding)
+      if (const at::Tensor* w = model.find(layer.weight); w && w->dim() == 2) return ModelInput{{batch, 16}, w->size(0)};
+    if (!hf) break;  // only the first layer tells for a module in definition order
+  }
+  return std::nullopt;
 }
 
 std::vector<int64_t> sample_input_shape(const Model& model, int64_t batch) {

@@ -30,6 +30,9 @@ at::Tensor forward_input(const Model& model, const std::optional<ModelInput>& gi
   } else if (!calibration.empty()) {
     x = calibration.front();
     source = Source::kCalibration;
+  } else if (const std::optional<ModelInput> tokens = token_input(model, 8)) {
+    x = random(tokens->shape, tokens->vocab_size);
+    source = Source::kGuessed;
   } else {
     const std::vector<int64_t> shape = sample_input_shape(model, 8);
     if (shape.empty()) return {};

@@ -76,7 +76,8 @@ MQ_API ValidationResult validate_quantization(const Model& original, const Quant
                                               OnFailure on_failure = OnFailure::kError);
 
 // Through the format plugin named `format`, or the first that can read the file, with
-// that format's `options` (e.g. {trust_torchscript: true}).
+// that format's `options` (e.g. {trust_torchscript: true}); a Hugging Face directory of
+// a family an architecture plugin runs comes back runnable, as in a run.
 MQ_API Model load_model(const std::filesystem::path& path, const std::string& format = "",
                         const Value& options = Value::map());
 MQ_API QuantizedModel load_quantized_model(const std::filesystem::path& path,

@@ -13,6 +13,8 @@
 
 namespace mq {
 
+struct Model;
+
 enum class OnFailure { kError, kWarn, kIgnore };
 MQ_API const char* to_string(OnFailure policy);
 
@@ -41,6 +43,11 @@ struct ModelInput {
   std::vector<int64_t> shape;
   int64_t vocab_size = 0;
 };
+
+// Random token ids for a model that takes them, [batch, 16] in [0, vocab): one that
+// starts with an Embedding, or a Hugging Face directory with one (its layers are in
+// file order); none otherwise.
+MQ_API std::optional<ModelInput> token_input(const Model& model, int64_t batch);
 
 struct Calibration {
   std::filesystem::path path;               // tensors, one per batch
