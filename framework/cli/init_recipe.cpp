@@ -63,15 +63,12 @@ std::string layer_counts(const Model& model) {
   return out.empty() ? "no layers" : out;
 }
 
-// What forward passes feed a TorchScript model: the request's shape, or a guess from its
-// first layer (token ids for one that starts with an Embedding).
+// What forward passes feed a model mq runs: the request's shape (token ids where the
+// model takes them), or a guess (mq::token_input, else from the first layer).
 std::optional<ModelInput> model_input(const Model& model, const std::vector<int64_t>& shape) {
-  if (!shape.empty()) {
-    ModelInput input{shape, 0};
-    if (const std::optional<ModelInput> tokens = token_input(model, 8)) input.vocab_size = tokens->vocab_size;
-    return input;
-  }
-  if (const std::optional<ModelInput> tokens = token_input(model, 8)) return tokens;
+  const std::optional<ModelInput> tokens = token_input(model, 8);
+  if (!shape.empty()) return ModelInput{shape, tokens ? tokens->vocab_size : 0};
+  if (tokens) return tokens;
   std::vector<int64_t> guess = sample_input_shape(model, 8);
   if (guess.empty()) return std::nullopt;
   return ModelInput{guess, 0};

@@ -138,14 +138,8 @@ struct Pipeline::Impl {
     report.inputs.push_back(writing ? FileInfo{recipe.model_path.string(), path_bytes(recipe.model_path), ""}
                                     : detail::file_info(recipe.model_path));
     report.original_bytes = model.nbytes();
-    // A directory an architecture cannot build stays a checkpoint (dynamic recipes need
-    // no more); a recipe that must run it is refused later, after this warning says why.
-    try {
-      if (const std::string runs_on = host->attach_architecture(model); !runs_on.empty())
-        model.changes.push_back("runs on " + runs_on);
-    } catch (const Error& e) {
-      warn(report, std::string(e.what()) + " (the model does not run)");
-    }
+    const std::string runs_on = host->attach_architecture(model, [&](const std::string& m) { warn(report, m); });
+    if (!runs_on.empty()) model.changes.push_back("runs on " + runs_on);
     report.model_changes = model.changes;
     report.timings.push_back({"read", seconds_since(start)});
     if (writing) reports->arm(report);

@@ -92,7 +92,7 @@ Resolved PluginHost::resolve(PluginKind kind, const PluginStep& step) const {
   return {p, check_options(step, *p->descriptor)};
 }
 
-std::string PluginHost::attach_architecture(Model& model) const {
+std::string PluginHost::attach_architecture(Model& model, const std::function<void(const std::string&)>& warn) const {
   const auto dir = model.metadata.find(kHfDirectoryKey);
   if (model.runnable || dir == model.metadata.end()) return "";
   const fs::path config_file = fs::path(dir->second) / "config.json";
@@ -103,7 +103,12 @@ std::string PluginHost::attach_architecture(Model& model) const {
     const Resolved r = resolve(PluginKind::kArchitecture, {name, Value::map(), {}});
     const std::unique_ptr<Architecture> architecture = make<Architecture>(r);
     if (!guarded(r.label(), "reading " + config_file.string(), [&] { return architecture->runs(config); })) continue;
-    model.runnable = guarded(r.label(), "building the model", [&] { return architecture->build(model, config); });
+    try {
+      model.runnable = guarded(r.label(), "building the model", [&] { return architecture->build(model, config); });
+    } catch (const Error& e) {
+      if (warn) warn(std::string(e.what()) + " (the model does not run)");
+      return "";
+    }
     return r.label();
   }
   return "";

@@ -5,6 +5,7 @@
 // plugin and the stage.
 
 #include <filesystem>
+#include <functional>
 #include <memory>
 #include <string>
 #include <vector>
@@ -85,8 +86,10 @@ class PluginHost {
 
   // Makes `model`, read from a Hugging Face model directory, runnable with the first
   // architecture plugin (by name) that runs its config.json: that plugin's label, or ""
-  // when none does or the model is no such directory (it stays a checkpoint).
-  std::string attach_architecture(Model& model) const;
+  // when none does or the model is no such directory (it stays a checkpoint). One that
+  // runs it but cannot build it (the config and the tensors disagree) leaves it a
+  // checkpoint too, and `warn` gets why: a recipe that must run it is refused later.
+  std::string attach_architecture(Model& model, const std::function<void(const std::string&)>& warn) const;
 
  private:
   PluginRegistry registry_;

@@ -127,10 +127,7 @@ Model load_model(const fs::path& path, const std::string& format, const Value& o
   const PluginHost host;
   const Resolved r = host.reader_for(path, format, options);
   Model model = guarded(r.label(), "reading the model", [&] { return host.make<Format>(r)->read(path); });
-  try {  // an HF directory a family runs, as the runner makes it runnable
-    host.attach_architecture(model);
-  } catch (const Error&) {  // one that cannot be built stays a checkpoint, as in a run
-  }
+  host.attach_architecture(model, nullptr);  // an HF directory a family runs, as in a run
   return model;
 }
 

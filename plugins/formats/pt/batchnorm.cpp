@@ -7,8 +7,6 @@
 #include <map>
 #include <set>
 
-#include "torchscript_model.hpp"
-
 namespace mq::pt {
 namespace {
 
