@@ -30,7 +30,7 @@ class PickleFormat final : public mq::Format {
   // Required: a float model to quantize, or the original to validate against.
   mq::Model read(const fs::path& path) override {
     mq::Model model;
-    for (const mq::QuantizedEntry& e : read_quantized(path).entries) {
+    for (const mq::QuantizedEntry& e : read_quantized(path, mq::Origin::kUser).entries) {
       if (e.quantized) throw mq::InputError(path.string() + ": is quantized already; give the float model");
       model.tensors.push_back({e.name, e.tensor});
     }
@@ -64,7 +64,7 @@ class PickleFormat final : public mq::Format {
 
   // Required: the file as written, quantized tensors with their specs (validators and
   // `inspect` read artifacts this way).
-  mq::QuantizedModel read_quantized(const fs::path& path) override {
+  mq::QuantizedModel read_quantized(const fs::path& path, mq::Origin) override {
     std::ifstream in(path, std::ios::binary);
     const std::vector<char> bytes((std::istreambuf_iterator<char>(in)), std::istreambuf_iterator<char>());
     c10::IValue value;

@@ -44,6 +44,8 @@ std::shared_ptr<const MappedFile> MappedFile::open(const std::filesystem::path& 
   return file;
 }
 
+TensorSource::~TensorSource() = default;
+
 MappedFile::~MappedFile() {
   if (data_) munmap(const_cast<uint8_t*>(data_), size_);
   if (fd_ >= 0) ::close(fd_);
@@ -84,15 +86,6 @@ bool MappedFile::read_into(const at::Tensor& tensor, const at::Tensor& into) con
     done += static_cast<size_t>(n);
   }
   return true;
-}
-
-void add_mapped_file(Model& model, std::shared_ptr<const MappedFile> file) {
-  model.release = [before = std::move(model.release), file](const at::Tensor& t) {
-    if (!file->release(t) && before) before(t);
-  };
-  model.read_into = [before = std::move(model.read_into), file](const at::Tensor& t, const at::Tensor& into) {
-    return file->read_into(t, into) || (before && before(t, into));
-  };
 }
 
 std::filesystem::path confined_shard(const std::filesystem::path& dir, const std::string& shard,

@@ -274,7 +274,7 @@ std::vector<QuantizedEntry> quantize_planned(const Model& model, const std::vect
     // The input's pages let go either way (a float entry kept for the writer faults its
     // pages back in when read): a model held for a non-streaming format is its output,
     // not its output plus the whole float input.
-    if (model.release) model.release(t.tensor);
+    model.release(t.tensor);
     context.progress->advance(t.name, t.tensor.nbytes());
   }
   context.progress->end();

@@ -162,8 +162,19 @@ std::pair<at::Tensor, at::Tensor> forward_both(const Model& original, Runnable& 
   }
 }
 
+void Model::release(const at::Tensor& tensor) const {
+  for (const auto& file : files)
+    if (file->release(tensor)) return;
+}
+
+bool Model::read_into(const at::Tensor& tensor, const at::Tensor& into) const {
+  for (const auto& file : files)
+    if (file->read_into(tensor, into)) return true;
+  return false;
+}
+
 at::Tensor read_staged(const Model& model, const at::Tensor& tensor, at::Tensor& buffer) {
-  if (!model.read_into || !tensor.defined() || !tensor.is_contiguous()) return tensor;
+  if (model.files.empty() || !tensor.defined() || !tensor.is_contiguous()) return tensor;
   const auto bytes = static_cast<int64_t>(tensor.nbytes());
   if (!buffer.defined() || buffer.storage().use_count() > 1 || buffer.numel() < bytes)
     buffer = at::empty({bytes}, at::kByte);
@@ -184,7 +195,7 @@ void for_each_entry(
     }
     const at::Tensor staged = read_staged(context.original, *original, staging);
     visit(e, &staged);
-    if (context.original.release) context.original.release(*original);  // one resident at a time
+    context.original.release(*original);  // one resident at a time
   }
 }
 

@@ -294,7 +294,7 @@ struct Pipeline::Impl {
     std::optional<QuantizedModel> written;
     if (stream && !recipe.validators.empty()) {
       written = guarded(format.label(), "reading back " + recipe.output.string(),
-                        [&] { return writer->read_quantized(out.temp()); });
+                        [&] { return writer->read_quantized(out.temp(), Origin::kThisRun); });
       written->plan = quantized.plan;
       written->source = quantized.source;
       check_reads_back(*written, digests, recipe.output);
@@ -303,7 +303,7 @@ struct Pipeline::Impl {
                                      written.has_value(), context.calibration, input, nullptr};
     // A runnable model's artifact loads and runs before it is promoted, validators or not.
     std::string failure;
-    if (model.runnable) validate_context.artifact = detail::load_artifact(*writer, out.temp(), input, failure);
+    if (model.runnable) validate_context.artifact = detail::load_artifact(*writer, out.temp(), Origin::kThisRun, input, failure);
     std::vector<std::string> blocking{failure};
     if (failure.empty()) blocking = detail::run_validators(*host, validators, validate_context, report, options.warn);
     report.timings.push_back({"validate", seconds_since(start)});

@@ -48,7 +48,8 @@ void Format::write(const QuantizedModel& model, const std::filesystem::path& pat
 }
 void Format::check_plan(const Model&, std::vector<PlanRow>&) const {}
 void Observer::check_spec(const QuantSpec&) const {}
-QuantizedModel Format::describe(const std::filesystem::path& path) { return read_quantized(path); }
+QuantizedModel Format::describe(const std::filesystem::path& path) { return read_quantized(path, Origin::kUser); }
+Model Format::read_artifact(const std::filesystem::path& path, Origin) { return read(path); }
 
 const char* abi_tag() { return MQ_ABI_TAG; }
 

@@ -6,6 +6,7 @@
 
 #include <atomic>
 #include <cstdio>
+#include <functional>
 
 #include "mq/format.hpp"
 #include "mq/quantizer.hpp"
@@ -134,23 +135,24 @@ Model load_model(const fs::path& path, const std::string& format, const Value& o
 namespace {
 
 QuantizedModel read_quantized_with(const fs::path& path, const std::string& format, const Value& options,
-                                   QuantizedModel (Format::*read)(const fs::path&)) {
+                                   const std::function<QuantizedModel(Format&, const fs::path&)>& read) {
   std::error_code ec;
   if (!fs::exists(path, ec)) throw InputError(path.string() + ": no such file or directory");
   const PluginHost host;
   const Resolved r = host.reader_for(path, format, options);
   std::unique_ptr<Format> f = host.make<Format>(r);
-  return guarded(r.label(), "reading the file", [&] { return ((*f).*read)(path); });
+  return guarded(r.label(), "reading the file", [&] { return read(*f, path); });
 }
 
 }  // namespace
 
 QuantizedModel load_quantized_model(const fs::path& path, const std::string& format, const Value& options) {
-  return read_quantized_with(path, format, options, &Format::read_quantized);
+  return read_quantized_with(path, format, options,
+                             [](Format& f, const fs::path& p) { return f.read_quantized(p, Origin::kUser); });
 }
 
 QuantizedModel describe_quantized_model(const fs::path& path, const std::string& format, const Value& options) {
-  return read_quantized_with(path, format, options, &Format::describe);
+  return read_quantized_with(path, format, options, [](Format& f, const fs::path& p) { return f.describe(p); });
 }
 
 void save_model(const QuantizedModel& model, const fs::path& path, const std::string& format) {

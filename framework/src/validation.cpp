@@ -55,11 +55,11 @@ at::Tensor forward_input(const Model& model, const std::optional<ModelInput>& gi
   return x;
 }
 
-std::shared_ptr<Runnable> load_artifact(Format& format, const fs::path& written, const at::Tensor& input,
-                                        std::string& failure) {
+std::shared_ptr<Runnable> load_artifact(Format& format, const fs::path& written, Origin origin,
+                                        const at::Tensor& input, std::string& failure) {
   Model artifact;
   try {
-    artifact = format.read(written);
+    artifact = format.read_artifact(written, origin);
   } catch (const std::exception& e) {
     failure = "the written model does not load: " + first_line(e.what());
     return nullptr;
@@ -143,7 +143,7 @@ void validate_existing(const ValidateRequest& request, const RunOptions& options
                               [&] { return host.make<Format>(reference_format)->read(request.reference); });
   std::unique_ptr<Format> format = host.make<Format>(artifact_format);
   const QuantizedModel quantized = guarded(artifact_format.label(), "reading the artifact",
-                                           [&] { return format->read_quantized(request.artifact); });
+                                           [&] { return format->read_quantized(request.artifact, Origin::kUser); });
   report.inputs = {file_info(request.reference)};
   report.output = file_info(request.artifact);
   report.promoted = true;  // it is where it is; validate never moves it
@@ -173,13 +173,13 @@ void validate_existing(const ValidateRequest& request, const RunOptions& options
     for (const NamedTensor& t : model.tensors)
       if (!held.count(t.name)) not_made_from("the reference's tensor '" + t.name + "' is not in it");
   }
-  ValidateContext context{model, quantized, request.artifact, *format, true, {}, {}, nullptr};
+  ValidateContext context{model, quantized, request.artifact, *format, true, {}, {}, nullptr, Origin::kUser};
   context.input = forward_input(model, request.input, {}, [&](const std::string& m) {
     report.warnings.push_back(m);
     if (options.warn) options.warn(m);
   });
   std::string failure;
-  if (model.runnable) context.artifact = load_artifact(*format, request.artifact, context.input, failure);
+  if (model.runnable) context.artifact = load_artifact(*format, request.artifact, Origin::kUser, context.input, failure);
   std::vector<std::string> blocking;
   if (!failure.empty())
     blocking.push_back(failure);

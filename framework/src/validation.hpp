@@ -42,7 +42,7 @@ at::Tensor forward_input(const Model& model, const std::optional<ModelInput>& gi
 // and run on `input` (when defined), or `failure` says why and the result is null (the
 // artifact must not be promoted). Null with no failure when the format writes no
 // runnable model.
-std::shared_ptr<Runnable> load_artifact(Format& format, const std::filesystem::path& written,
+std::shared_ptr<Runnable> load_artifact(Format& format, const std::filesystem::path& written, Origin origin,
                                         const at::Tensor& input, std::string& failure);
 
 // "a; b; c".

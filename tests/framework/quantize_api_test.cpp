@@ -107,11 +107,11 @@ TEST(QuantizeApi, ValidatorsShareOneReadOfEachOriginal) {
   const mq::QuantizedModel quantized =
       mq::dynamic_quantize(model, {}, mq::OnFailure::kError, false).model;
   int reads = 0;
-  model.read_into = [&](const at::Tensor& t, const at::Tensor& into) {
+  mq::test::read_through(model, [&](const at::Tensor& t, const at::Tensor& into) {
     ++reads;
     into.copy_(t);
     return true;
-  };
+  });
   EXPECT_TRUE(mq::validate_quantization(model, quantized, mq::OnFailure::kError).passed());
   const auto weights =
       std::count_if(quantized.entries.begin(), quantized.entries.end(),

@@ -31,7 +31,7 @@ extern "C" int LLVMFuzzerTestOneInput(const uint8_t* data, size_t size) {
                                                                  static_cast<std::streamsize>(size));
   try {
     format->describe(file);
-    for (const mq::QuantizedEntry& e : format->read_quantized(file).entries)
+    for (const mq::QuantizedEntry& e : format->read_quantized(file, mq::Origin::kUser).entries)
       if (e.quantized) e.quantized->dequantize();
   } catch (const mq::InputError&) {
   }

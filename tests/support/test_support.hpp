@@ -105,7 +105,24 @@ inline MapEntry opt(std::string key, Value value) { return {std::move(key), std:
 
 #include <ATen/ATen.h>
 
+#include <functional>
+
+#include "mq/model.hpp"
+
 namespace mq::test {
+
+// Makes `model` read its tensors through `read` (Model::read_into; false: not one it
+// holds), as a format that maps its files does; it releases nothing.
+inline void read_through(Model& model, std::function<bool(const at::Tensor&, const at::Tensor&)> read) {
+  struct Source final : TensorSource {
+    std::function<bool(const at::Tensor&, const at::Tensor&)> read;
+    bool release(const at::Tensor&) const override { return false; }
+    bool read_into(const at::Tensor& t, const at::Tensor& into) const override { return read(t, into); }
+  };
+  auto source = std::make_shared<Source>();
+  source->read = std::move(read);
+  model.files = {std::move(source)};
+}
 
 // A safetensors file's tensor as it lies there: for dtypes LibTorch lacks.
 struct RawTensor {

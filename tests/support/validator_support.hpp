@@ -7,6 +7,7 @@
 
 #include "mq/affine.hpp"
 #include "mq/validator.hpp"
+#include "test_support.hpp"
 
 namespace mq::test {
 
@@ -29,16 +30,16 @@ class FakeFormat final : public Format {
   bool can_read(const std::filesystem::path&) const override { return false; }
   Model read(const std::filesystem::path&) override { return {}; }
   void write(const QuantizedModel&, const std::filesystem::path&) override {}
-  QuantizedModel read_quantized(const std::filesystem::path&) override { return read_back(); }
+  QuantizedModel read_quantized(const std::filesystem::path&, Origin) override { return read_back(); }
 };
 
 // Makes `model`'s format read each original as `as(original)` (Model::read_into), so a
 // test sees whether a validator compares what the format reads.
 inline void read_originals_as(Model& model, std::function<at::Tensor(const at::Tensor&)> as) {
-  model.read_into = [as = std::move(as)](const at::Tensor& t, const at::Tensor& into) {
+  test::read_through(model, [as = std::move(as)](const at::Tensor& t, const at::Tensor& into) {
     into.copy_(as(t));
     return true;
-  };
+  });
 }
 
 inline QuantizedTensor quantize_with_minmax(const at::Tensor& w, QuantSpec spec) {

@@ -22,6 +22,11 @@ class MQ_API EntryWriter {
   virtual void finish(const QuantizedModel& model) = 0;
 };
 
+// Where a file a format reads back comes from. The runner reads back what this run wrote
+// (kThisRun): a format may skip the checks it makes of files from elsewhere (pt loads
+// its own TorchScript without trust_torchscript). Anything else is kUser.
+enum class Origin { kUser, kThisRun };
+
 class MQ_API Format : public Plugin {
  public:
   ~Format() override;
@@ -44,11 +49,15 @@ class MQ_API Format : public Plugin {
   // then follows the plan as settled. The default accepts any plan as it is.
   virtual void check_plan(const Model& source, std::vector<PlanRow>& plan) const;
   // Reads back a file written by write(); the result compares bit-exactly.
-  virtual QuantizedModel read_quantized(const std::filesystem::path& path) = 0;
+  virtual QuantizedModel read_quantized(const std::filesystem::path& path, Origin origin) = 0;
+  // A file write() made, as a model to run (load_run runs the artifact where the
+  // original runs): read() refuses quantized tensors in an input, this takes them. The
+  // default calls read().
+  virtual Model read_artifact(const std::filesystem::path& path, Origin origin);
   // read_quantized() for listing a file (`mq-pipeline inspect`): the same entries,
   // specs, shapes and qparams, checked the same way, but a quantized tensor's `data`
   // may be left undefined where reading it costs work (unpacking int4). The default
-  // calls read_quantized().
+  // calls read_quantized(path, Origin::kUser).
   virtual QuantizedModel describe(const std::filesystem::path& path);
 };
 

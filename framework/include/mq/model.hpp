@@ -13,6 +13,7 @@
 #include <vector>
 
 #include "mq/export.hpp"
+#include "mq/files.hpp"
 
 namespace mq {
 
@@ -85,18 +86,20 @@ struct MQ_API Model {
   // What the reader changed in the model as read, one line each ("folded BatchNorm
   // 'bn' into Conv2d 'stem'"): the report lists them.
   std::vector<std::string> changes;
-  // Set by formats that map files: drops a tensor's pages from the process once the
-  // caller is done with it (it stays valid, and faults back in from the page cache if
-  // read again), so that streaming a model keeps one tensor resident, not all.
-  std::function<void(const at::Tensor&)> release;
-  // Set by formats that map files: copies one of `tensors` into `into` (contiguous, of its
-  // size) by reading the file rather than touching the mapping; false where it cannot.
-  std::function<bool(const at::Tensor& tensor, const at::Tensor& into)> read_into;
+  // Set by formats that map files: where `tensors` lie, for release() and read_into().
+  std::vector<std::shared_ptr<const TensorSource>> files;
 
   // Searches the list: for many lookups, a TensorIndex.
   const at::Tensor* find(const std::string& name) const;
   // Bytes of all tensors as stored in memory.
   int64_t nbytes() const;
+  // Drops one of `tensors`' pages from the process once the caller is done with it, where
+  // one of `files` holds it (TensorSource::release), so that streaming a model keeps one
+  // tensor resident, not all.
+  void release(const at::Tensor& tensor) const;
+  // Copies one of `tensors` into `into` from the file one of `files` reads it from
+  // (TensorSource::read_into); false where none holds it.
+  bool read_into(const at::Tensor& tensor, const at::Tensor& into) const;
 };
 
 // `tensor`, one of `model`'s, read into memory of the caller's where the model's format

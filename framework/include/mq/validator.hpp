@@ -34,6 +34,8 @@ struct ValidateContext {
   // The written model, loaded to run (the runner checked that it loads and runs on
   // `input`); null when the original cannot run or the format writes no runnable model.
   std::shared_ptr<Runnable> artifact;
+  // Where `written` comes from: this run, or the user (`mq-pipeline validate`).
+  Origin origin = Origin::kThisRun;
 };
 
 // A figure about one tensor (e.g. its SQNR), shown in the report's per-layer rows.

@@ -166,34 +166,15 @@ class PtFormat final : public mq::Format {
       model.layers = mq::layers_from_names(model);
       return model;
     }
-    refuse_untrusted(path);
-    mq::pt::use_onednn();  // the engine our quantized modules' packed weights run on
+    return read_script(path, false, mq::Origin::kUser);
+  }
+
+  // Our TorchScript output runs; a state dict does not (the model is read only to run it).
+  mq::Model read_artifact(const fs::path& path, mq::Origin origin) override {
+    std::error_code ec;
+    if (!fs::is_directory(path, ec) && is_zip(path) && is_torchscript(path)) return read_script(path, true, origin);
     mq::Model model;
-    torch::jit::Module module = load(path);
-    if (fold_batchnorm_) {
-      std::vector<mq::pt::Fold> folds;
-      module = mq::pt::fold_batchnorm(module, folds);
-      for (const mq::pt::Fold& f : folds)
-        model.changes.push_back("folded BatchNorm '" + f.batchnorm + "' into Conv '" + f.conv + "'");
-    }
     model.sources.push_back(path);
-    for (const auto& p : module.named_parameters(true)) model.tensors.push_back({p.name, p.value.detach()});
-    for (const auto& b : module.named_buffers(true)) model.tensors.push_back({b.name, b.value.detach()});
-    for (const auto& m : module.named_modules()) {
-      if (m.name.empty()) continue;
-      if (mq::pt::is_quantized_module(m.value) && path != written_ && path != read_back_)  // load_run runs an artifact
-        refuse_quantized(path, "'" + m.name + "' is " + m.value.type()->name()->name());
-      mq::Layer layer{m.name, mq::pt::layer_kind(m.value), "", ""};
-      if (mq::is_recurrent(layer.kind)) {  // a row per weight matrix
-        for (const auto& [weight, bias] : mq::pt::recurrent_weights(m.value))
-          model.layers.push_back({m.name, layer.kind, m.name + "." + weight, bias.empty() ? "" : m.name + "." + bias});
-        continue;
-      }
-      if (m.value.hasattr("weight") && m.value.attr("weight").isTensor()) layer.weight = m.name + ".weight";
-      if (m.value.hasattr("bias") && m.value.attr("bias").isTensor()) layer.bias = m.name + ".bias";
-      if (!layer.weight.empty()) model.layers.push_back(layer);
-    }
-    model.runnable = std::make_shared<mq::pt::TorchScriptModel>(module);
     return model;
   }
 
@@ -213,7 +194,6 @@ class PtFormat final : public mq::Format {
       save_torchscript(mq::pt::quantized_torchscript(model, *source), meta, path);
     else
       write_state_dict(model, meta, path);
-    written_ = path;
   }
 
   // Tensors no PyTorch file holds, and for TorchScript output mq::pt::check_torchscript_plan.
@@ -223,25 +203,56 @@ class PtFormat final : public mq::Format {
       mq::pt::check_torchscript_plan(*script, source, plan);
   }
 
-  mq::QuantizedModel read_quantized(const fs::path& path) override {
+  mq::QuantizedModel read_quantized(const fs::path& path, mq::Origin origin) override {
     std::error_code ec;
     if (fs::is_directory(path, ec) || ends_with(path.filename().string(), ".bin.index.json"))
       return read_quantized_bin_directory(path);
     if (!is_zip(path)) bad(path, "not a PyTorch zip archive");
     if (is_torchscript(path)) {
-      refuse_untrusted(path);
-      mq::QuantizedModel model = read_torchscript(path);
-      read_back_ = path;
-      return model;
+      refuse_untrusted(path, origin);
+      return read_torchscript(path);
     }
     return read_state_dict(path);
   }
 
  private:
+  // A TorchScript model, to quantize or (`artifact`) one we wrote, to run.
+  mq::Model read_script(const fs::path& path, bool artifact, mq::Origin origin) {
+    refuse_untrusted(path, origin);
+    mq::pt::use_onednn();  // the engine our quantized modules' packed weights run on
+    mq::Model model;
+    torch::jit::Module module = load(path);
+    if (fold_batchnorm_ && !artifact) {
+      std::vector<mq::pt::Fold> folds;
+      module = mq::pt::fold_batchnorm(module, folds);
+      for (const mq::pt::Fold& f : folds)
+        model.changes.push_back("folded BatchNorm '" + f.batchnorm + "' into Conv '" + f.conv + "'");
+    }
+    model.sources.push_back(path);
+    for (const auto& p : module.named_parameters(true)) model.tensors.push_back({p.name, p.value.detach()});
+    for (const auto& b : module.named_buffers(true)) model.tensors.push_back({b.name, b.value.detach()});
+    for (const auto& m : module.named_modules()) {
+      if (m.name.empty()) continue;
+      if (mq::pt::is_quantized_module(m.value) && !artifact)
+        refuse_quantized(path, "'" + m.name + "' is " + m.value.type()->name()->name());
+      mq::Layer layer{m.name, mq::pt::layer_kind(m.value), "", ""};
+      if (mq::is_recurrent(layer.kind)) {  // a row per weight matrix
+        for (const auto& [weight, bias] : mq::pt::recurrent_weights(m.value))
+          model.layers.push_back({m.name, layer.kind, m.name + "." + weight, bias.empty() ? "" : m.name + "." + bias});
+        continue;
+      }
+      if (m.value.hasattr("weight") && m.value.attr("weight").isTensor()) layer.weight = m.name + ".weight";
+      if (m.value.hasattr("bias") && m.value.attr("bias").isTensor()) layer.bias = m.name + ".bias";
+      if (!layer.weight.empty()) model.layers.push_back(layer);
+    }
+    model.runnable = std::make_shared<mq::pt::TorchScriptModel>(module);
+    return model;
+  }
+
   // Loading a TorchScript archive runs its code: only when the user said so, or the file
   // is the one this run wrote.
-  void refuse_untrusted(const fs::path& path) const {
-    if (!trust_ && path != written_)
+  void refuse_untrusted(const fs::path& path, mq::Origin origin) const {
+    if (!trust_ && origin != mq::Origin::kThisRun)
       bad(path,
           "is a TorchScript archive, and loading it runs the code inside; if you trust it, say so: "
           "--trust-torchscript (inspect, validate, init), or model.options.trust_torchscript: true in a recipe");
@@ -369,7 +380,7 @@ class PtFormat final : public mq::Format {
         refuse_quantized(path, "'" + it.key() + "' is " + spec.to_string());
     if (const std::string sign = mq::quantized_checkpoint_sign(tensors); !sign.empty())
       refuse_quantized(path, sign);  // another tool's
-    if (mapped) mq::add_mapped_file(model, mapped);
+    if (mapped) model.files.push_back(mapped);
     return tensors;
   }
 
@@ -602,9 +613,6 @@ class PtFormat final : public mq::Format {
 
   bool trust_;
   bool fold_batchnorm_;
-  // What this instance wrote, and the TorchScript archive it read back: read() loads
-  // them (load_run runs them) although they are quantized.
-  fs::path written_, read_back_;
 };
 
 }  // namespace

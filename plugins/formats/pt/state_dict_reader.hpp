@@ -35,7 +35,7 @@ inline constexpr const char* kMetadataRecord = "extra/mq.json";
 // String entries (the __metadata__ entry of state dicts mq wrote before) go to
 // `strings`, and are refused without it; so does the kMetadataRecord, under that name.
 // Tensors that torch.save stored plainly lie in the file, mapped; `mapped`, when given,
-// gets that mapping (null where none does), for mq::add_mapped_file. Throws InputError
+// gets that mapping (null where none does), for Model::files. Throws InputError
 // naming the file and the reason.
 std::vector<NamedTensor> read_state_dict(const std::filesystem::path& path,
                                          std::map<std::string, std::string>* strings = nullptr,

@@ -432,7 +432,22 @@ class SafetensorsFormat final : public mq::Format {
     return path.extension() == ".safetensors" && fs::is_regular_file(path, ec);
   }
 
-  mq::Model read(const fs::path& path) override {
+  mq::Model read(const fs::path& path) override { return read_model(path, false); }
+  // The artifact's tensors, quantized ones as stored (nothing runs them yet).
+  mq::Model read_artifact(const fs::path& path, mq::Origin) override { return read_model(path, true); }
+
+  std::unique_ptr<mq::EntryWriter> stream(const mq::Model& source, const fs::path& path) override {
+    return std::make_unique<SafetensorsStream>(path, source.metadata, source.foreign,
+                                               max_shard_bytes_,
+                                               SafetensorsStream::header_reserve(source));
+  }
+
+  mq::QuantizedModel read_quantized(const fs::path& input, mq::Origin) override { return read_back(input, true); }
+  mq::QuantizedModel describe(const fs::path& input) override { return read_back(input, false); }
+
+ private:
+  // A model to quantize, or (`artifact`) one we wrote, quantized tensors and all.
+  mq::Model read_model(const fs::path& path, bool artifact) {
     const TensorSet set = TensorSet::open(path);
     std::error_code ec;
     const bool hf_dir = fs::is_directory(path, ec);
@@ -447,29 +462,15 @@ class SafetensorsFormat final : public mq::Format {
       if (mq::safetensors::File::foreign(*t.info))
         model.foreign[t.name] = {t.info->dtype, t.info->shape};
     }
-    if (path != artifact_) refuse_quantized(path.string(), set, config_dir, model);
+    if (!artifact) refuse_quantized(path.string(), set, config_dir, model);
     model.sources = set.sources();
     model.metadata = set.metadata();
-    for (const auto& f : set.files()) mq::add_mapped_file(model, f->mapped());
+    for (const auto& f : set.files()) model.files.push_back(f->mapped());
     if (hf_dir) model.metadata[mq::kHfDirectoryKey] = fs::absolute(path).lexically_normal().string();
     model.layers = mq::layers_from_names(model);
     return model;
   }
 
-  std::unique_ptr<mq::EntryWriter> stream(const mq::Model& source, const fs::path& path) override {
-    artifact_ = path;
-    return std::make_unique<SafetensorsStream>(path, source.metadata, source.foreign,
-                                               max_shard_bytes_,
-                                               SafetensorsStream::header_reserve(source));
-  }
-
-  mq::QuantizedModel read_quantized(const fs::path& input) override {
-    artifact_ = input;
-    return read_back(input, true);
-  }
-  mq::QuantizedModel describe(const fs::path& input) override { return read_back(input, false); }
-
- private:
   // read_quantized(), leaving int4 data packed and undefined unless `unpack`. An ATen
   // error on what the file holds (a check this reader lacks) is still a bad input file.
   mq::QuantizedModel read_back(const fs::path& input, bool unpack) {
@@ -599,9 +600,6 @@ class SafetensorsFormat final : public mq::Format {
   }
 
   int64_t max_shard_bytes_;
-  // What this instance wrote or read back: read() reads it (load_run runs it) although
-  // it is quantized.
-  fs::path artifact_;
 };
 
 }  // namespace

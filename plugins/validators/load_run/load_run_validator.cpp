@@ -78,7 +78,7 @@ class LoadRunValidator final : public mq::Validator {
     if (!context.read_back) {
       mq::QuantizedModel reread;
       try {
-        reread = context.format.read_quantized(context.written);
+        reread = context.format.read_quantized(context.written, context.origin);
       } catch (const mq::Error& e) {
         check.passed = false;
         check.message = std::string("cannot read the written file back: ") + e.what();

@@ -8,6 +8,7 @@
 #include <torch/script.h>
 
 #include <fstream>
+#include <functional>
 
 #include "mq/affine.hpp"
 #include "mq/error.hpp"
@@ -72,7 +73,7 @@ TEST(PtFormat, StateDictKeepsStaticActivationQParams) {
   mq::test::ScratchDir dir("pt-static-state");
   auto format = mq::test::make_plugin<mq::Format>();
   format->write(model, dir / "m.pt");
-  const mq::QuantizedModel back = format->read_quantized(dir / "m.pt");
+  const mq::QuantizedModel back = format->read_quantized(dir / "m.pt", mq::Origin::kUser);
   expect_static_qparams(back);
   ASSERT_EQ(back.entries.size(), 2u);  // the qparams are not model entries
   EXPECT_TRUE(at::equal(back.entries[0].quantized->data, model.entries[0].quantized->data));
@@ -86,7 +87,7 @@ TEST(PtFormat, StateDictKeepsStaticActivationQParams) {
   const std::vector<char> bytes = torch::jit::pickle_save(dict);
   std::ofstream(dir / "bad.pt", std::ios::binary).write(bytes.data(), static_cast<std::streamsize>(bytes.size()));
   try {
-    format->read_quantized(dir / "bad.pt");
+    format->read_quantized(dir / "bad.pt", mq::Origin::kUser);
     ADD_FAILURE() << "read";
   } catch (const mq::InputError& e) {
     EXPECT_EQ(std::string(e.what()), (dir / "bad.pt").string() + ": 'fc.input_scale' holds 2 values, not one");
@@ -106,7 +107,7 @@ TEST(PtFormat, TorchScriptStaticLinearRunsAndReadsBack) {
   const mq::QuantizedModel q = static_layer_of(model, "fc1");
   format->write(q, dir / "m.pt");
 
-  mq::QuantizedModel back = format->read_quantized(dir / "m.pt");
+  mq::QuantizedModel back = format->read_quantized(dir / "m.pt", mq::Origin::kUser);
   back.activation_qparams = {{"fc", back.activation_qparams.at("fc1")}};
   back.output_qparams = {{"fc", back.output_qparams.at("fc1")}};
   expect_static_qparams(back);
@@ -117,6 +118,36 @@ TEST(PtFormat, TorchScriptStaticLinearRunsAndReadsBack) {
   const at::Tensor y = fc1.forward({x}).toTensor();
   const at::Tensor expected = at::linear(x, weight, bias).clamp(-120 * 0.0625, 135 * 0.0625);
   EXPECT_LT((y - expected).abs().max().item<float>(), 0.1f);
+}
+
+// What a read of our own TorchScript artifact may do is what the caller says of its
+// origin, not what the instance did before: writing it trusts nothing afterwards, and
+// read() refuses it as an input, trusted or not; read_artifact() runs it.
+TEST(PtFormat, ReadingBackFollowsTheOriginGiven) {
+  mq::test::ScratchDir dir("pt-origin");
+  const std::string source = MQ_SOURCE_DIR "/configs/models/mlp.pt";
+  auto trusted = mq::test::make_plugin<mq::Format>({mq::test::opt("trust_torchscript", mq::Value::boolean(true))});
+  const mq::Model model = trusted->read(source);
+  auto writer = mq::test::make_plugin<mq::Format>();
+  const fs::path out = dir / "m.pt";
+  writer->write(static_layer_of(model, "fc1"), out);
+
+  const auto error = [](const std::function<void()>& read) -> std::string {
+    try {
+      read();
+    } catch (const mq::InputError& e) {
+      return e.what();
+    }
+    return "";
+  };
+  EXPECT_NE(error([&] { writer->read_quantized(out, mq::Origin::kUser); }).find("--trust-torchscript"), std::string::npos);
+  EXPECT_NE(error([&] { writer->read(out); }).find("--trust-torchscript"), std::string::npos);
+  EXPECT_NE(error([&] { trusted->read(out); }).find("is quantized already"), std::string::npos);
+  EXPECT_EQ(writer->read_quantized(out, mq::Origin::kThisRun).activation_qparams.count("fc1"), 1u);
+  const mq::Model artifact = writer->read_artifact(out, mq::Origin::kThisRun);
+  ASSERT_TRUE(artifact.runnable);
+  EXPECT_EQ(artifact.runnable->forward(at::rand({2, model.find("fc1.weight")->size(1)})).size(0), 2);
+  EXPECT_NE(error([&] { writer->read_artifact(out, mq::Origin::kUser); }).find("--trust-torchscript"), std::string::npos);
 }
 
 // The CNN's conv1 as a static layer: a quantized::conv2d module with the float layer's
@@ -130,7 +161,7 @@ TEST(PtFormat, TorchScriptStaticConvRunsAndReadsBack) {
   const mq::QuantizedModel q = static_layer_of(model, "conv1");
   format->write(q, dir / "m.pt");
 
-  const mq::QuantizedModel back = format->read_quantized(dir / "m.pt");
+  const mq::QuantizedModel back = format->read_quantized(dir / "m.pt", mq::Origin::kUser);
   ASSERT_EQ(back.entries.at(0).name, "conv1.weight");
   ASSERT_TRUE(back.entries[0].quantized.has_value());
   EXPECT_EQ(back.entries[0].quantized->shape, weight.sizes().vec());
@@ -173,7 +204,7 @@ std::string read_quantized_error(const c10::impl::GenericDict& dict) {
   mq::test::ScratchDir dir("pt-edited");
   std::ofstream(dir / "m.pt", std::ios::binary).write(bytes.data(), static_cast<std::streamsize>(bytes.size()));
   try {
-    mq::test::make_plugin<mq::Format>()->read_quantized(dir / "m.pt");
+    mq::test::make_plugin<mq::Format>()->read_quantized(dir / "m.pt", mq::Origin::kUser);
   } catch (const mq::InputError& e) {
     EXPECT_EQ(std::string(e.what()).rfind((dir / "m.pt").string() + ": ", 0), 0u) << e.what();  // names the file
     return e.what();
@@ -296,12 +327,12 @@ TEST(PtFormat, HuggingFaceDirectoryOfBinShardsIsOneModel) {
   EXPECT_TRUE(at::equal(m.tensors[0].tensor, a) && at::equal(m.tensors[1].tensor, b) && at::equal(m.tensors[2].tensor, bias));
   EXPECT_EQ(m.sources.size(), 2u);
   EXPECT_EQ(m.metadata.at(mq::kHfDirectoryKey), fs::absolute(dir.path()).lexically_normal().string());
-  EXPECT_EQ(format->read_quantized(dir.path()).entries.size(), 3u);  // what inspect lists
+  EXPECT_EQ(format->read_quantized(dir.path(), mq::Origin::kUser).entries.size(), 3u);  // what inspect lists
   mq::QuantizedModel copy;
   for (const mq::NamedTensor& t : m.tensors) copy.entries.push_back({t.name, t.tensor, std::nullopt});
   copy.metadata = m.metadata;
   format->write(copy, dir / "out.pt");
-  EXPECT_EQ(format->read_quantized(dir / "out.pt").metadata.count(mq::kHfDirectoryKey), 0u);  // no local paths
+  EXPECT_EQ(format->read_quantized(dir / "out.pt", mq::Origin::kUser).metadata.count(mq::kHfDirectoryKey), 0u);  // no local paths
 
   const auto error = [&] {
     try {

@@ -213,7 +213,7 @@ TEST(SafetensorsReader, ReleasedTensorsStayReadable) {
   mq::safetensors::write(dir / "x.safetensors", {{"a", at::ones({3})}, {"big", big}}, {});
   auto file = mq::safetensors::File::open(dir / "x.safetensors");
   mq::Model model;
-  mq::add_mapped_file(model, file->mapped());
+  model.files.push_back(file->mapped());
   const at::Tensor mapped = file->tensor(*file->find("big"));
   ASSERT_TRUE(at::equal(mapped, big));
   model.release(mapped);
@@ -232,7 +232,7 @@ TEST(SafetensorsFormat, ReadIntoCopiesATensorFromItsFile) {
   mq::test::ScratchDir dir("st-read-into");
   mq::test::write_hf_directory(dir.path());
   const mq::Model model = format()->read(dir.path());
-  ASSERT_TRUE(model.read_into);
+  ASSERT_FALSE(model.files.empty());
   for (const mq::NamedTensor& t : model.tensors) {
     const at::Tensor into = at::zeros_like(t.tensor);
     ASSERT_TRUE(model.read_into(t.tensor, into)) << t.name;
@@ -286,7 +286,7 @@ TEST(SafetensorsFormat, WriteThenReadQuantizedIsBitExactForEveryDtypeAndGranular
           mq::test::ScratchDir dir("st-roundtrip");
           auto f = format();
           f->write(model, dir / "q.safetensors");
-          const mq::QuantizedModel back = f->read_quantized(dir / "q.safetensors");
+          const mq::QuantizedModel back = f->read_quantized(dir / "q.safetensors", mq::Origin::kUser);
 
           ASSERT_EQ(back.entries.size(), 2u);
           ASSERT_TRUE(back.entries[0].quantized.has_value());
@@ -352,7 +352,7 @@ TEST(SafetensorsFormat, StreamingWritesTheSameBytesAsWritingTheWholeModel) {
   rest.entries.clear();  // finish() must not need them
   stream->finish(rest);
   EXPECT_EQ(mq::test::read_file(dir / "streamed.safetensors"), mq::test::read_file(dir / "whole.safetensors"));
-  const mq::QuantizedModel back = f->read_quantized(dir / "streamed.safetensors");
+  const mq::QuantizedModel back = f->read_quantized(dir / "streamed.safetensors", mq::Origin::kUser);
   EXPECT_TRUE(at::equal(back.find("b.weight")->quantized->data, model.entries[2].quantized->data));
   EXPECT_EQ(back.activation_qparams.at("a").scale.item<float>(), 0.5f);
 }
@@ -385,10 +385,10 @@ TEST(SafetensorsFormat, StreamingALargeModelWritesTheHeaderInPlace) {
   const std::string whole = mq::test::read_file(dir / "whole.safetensors");
   EXPECT_GT(streamed[0].size(), whole.size());  // the room, padded with spaces
   EXPECT_LT(streamed[0].size(), whole.size() + source.nbytes() / 1024);
-  const mq::QuantizedModel back = f->read_quantized(dir / "streamed.safetensors");
+  const mq::QuantizedModel back = f->read_quantized(dir / "streamed.safetensors", mq::Origin::kUser);
   EXPECT_TRUE(at::equal(back.find("a.weight")->quantized->data, model.entries[0].quantized->data));
   EXPECT_TRUE(at::equal(back.find("a.bias")->tensor, model.entries[1].tensor));
-  EXPECT_EQ(back.metadata, f->read_quantized(dir / "whole.safetensors").metadata);
+  EXPECT_EQ(back.metadata, f->read_quantized(dir / "whole.safetensors", mq::Origin::kUser).metadata);
 }
 
 // A file of ours edited by hand: scales that do not fit the tensor are a one-line
@@ -402,7 +402,7 @@ TEST(SafetensorsFormat, ReadQuantizedRefusesScalesThatDoNotFitTheTensor) {
   mq::safetensors::write(dir / "q.safetensors", {{"w", at::zeros({4, 8}, at::kChar)}, {"w_scale", at::ones({3, 1})}},
                          {{"mq.quantized", specs}});
   try {
-    format()->read_quantized(dir / "q.safetensors");
+    format()->read_quantized(dir / "q.safetensors", mq::Origin::kUser);
     ADD_FAILURE() << "read";
   } catch (const mq::InputError& e) {
     EXPECT_TRUE(contains(e.what(), "'w_scale' holds 3 values; int8 per_channel(axis=0) symmetric of this shape has 4"))
@@ -450,7 +450,7 @@ TEST(SafetensorsFormat, ReadQuantizedRefusesPackedTensorsThatDoNotFitTheShape) {
     mq::safetensors::write(dir / "q.safetensors", tensors, {{"mq.quantized", specs}});
     for (bool listing : {false, true}) {
       try {
-        listing ? format()->describe(dir / "q.safetensors") : format()->read_quantized(dir / "q.safetensors");
+        listing ? format()->describe(dir / "q.safetensors") : format()->read_quantized(dir / "q.safetensors", mq::Origin::kUser);
         ADD_FAILURE() << "read";
       } catch (const mq::InputError& e) {
         EXPECT_TRUE(contains(e.what(), c.message)) << e.what();
@@ -463,7 +463,7 @@ TEST(SafetensorsFormat, ReadQuantizedRefusesPackedTensorsThatDoNotFitTheShape) {
                          {{"w_packed", at::zeros({4, 2}, at::kInt)}, {"w_shape", shape({4, 16})}, {"w_scale", scale},
                           {"w_zero_point", zp}},
                          {{"mq.quantized", specs}});
-  EXPECT_EQ(format()->read_quantized(dir / "q.safetensors").find("w")->quantized->data.sizes(), at::IntArrayRef({4, 16}));
+  EXPECT_EQ(format()->read_quantized(dir / "q.safetensors", mq::Origin::kUser).find("w")->quantized->data.sizes(), at::IntArrayRef({4, 16}));
 }
 
 // Each tensor of an entry is stored as its spec says: the kernels read the bytes as that
@@ -498,7 +498,7 @@ TEST(SafetensorsFormat, ReadQuantizedRefusesTensorsStoredAsAnotherDtype) {
     mq::test::ScratchDir dir("st-bad-dtype");
     mq::safetensors::write(dir / "q.safetensors", c.tensors, {{"mq.quantized", c.specs}});
     try {
-      format()->read_quantized(dir / "q.safetensors");
+      format()->read_quantized(dir / "q.safetensors", mq::Origin::kUser);
       ADD_FAILURE() << "read";
     } catch (const mq::InputError& e) {
       EXPECT_TRUE(contains(e.what(), c.message)) << e.what();
@@ -624,7 +624,7 @@ TEST(SafetensorsFormat, HuggingFaceDirectoryInGivesOneOut) {
   const std::string config = mq::test::read_file(dir / "out" / "config.json");
   EXPECT_TRUE(contains(config, "\"quant_method\": \"compressed-tensors\"")) << config;
   EXPECT_TRUE(contains(config, "\"LlamaForCausalLM\"")) << config;
-  const mq::QuantizedModel back = f->read_quantized(dir / "out");
+  const mq::QuantizedModel back = f->read_quantized(dir / "out", mq::Origin::kUser);
   EXPECT_TRUE(at::equal(back.entries[1].quantized->data, q.entries[1].quantized->data));
   EXPECT_EQ(back.metadata.count("mq.hf_dir"), 0u);  // no local paths in the artifact
 }
@@ -652,11 +652,11 @@ TEST(SafetensorsFormat, HuggingFaceDirectoryOutIsShardedPastTheLimit) {
   EXPECT_EQ(index["weight_map"].size(), 6u);
   EXPECT_TRUE(contains(mq::test::read_file(dir / "out" / "config.json"), "compressed-tensors"));
 
-  const mq::QuantizedModel back = f->read_quantized(dir / "out");
+  const mq::QuantizedModel back = f->read_quantized(dir / "out", mq::Origin::kUser);
   ASSERT_EQ(back.entries.size(), 5u);
   EXPECT_TRUE(at::equal(back.entries[1].quantized->data, q.entries[1].quantized->data));
   EXPECT_TRUE(at::equal(back.entries[4].tensor, m.tensors[4].tensor));
-  EXPECT_EQ(f->read(dir / "out").tensors.size(), 6u);  // and it reads as a sharded checkpoint
+  EXPECT_EQ(f->read_artifact(dir / "out", mq::Origin::kThisRun).tensors.size(), 6u);  // and it reads as a sharded checkpoint
 }
 
 // Quantized checkpoints of other tools, without our metadata, are refused as models to
@@ -723,7 +723,7 @@ TEST(SafetensorsFormat, PassesDtypesLibTorchLacksThroughAsBytes) {
   out->finish(mq::QuantizedModel());
 
   const auto file = mq::safetensors::File::open(dir / "out.safetensors");
-  const mq::QuantizedModel back = format()->read_quantized(dir / "out.safetensors");
+  const mq::QuantizedModel back = format()->read_quantized(dir / "out.safetensors", mq::Origin::kUser);
   for (const mq::test::RawTensor& r : raw) {
     const mq::safetensors::TensorInfo* info = file->find(r.name);
     ASSERT_TRUE(info) << r.name;

@@ -125,12 +125,12 @@ TEST(DynamicQuantizer, QuantizesWhatTheFormatReadsInto) {
   mq::Model negated = m;
   for (mq::NamedTensor& t : negated.tensors) t.tensor = t.name == "b.weight" ? t.tensor : -t.tensor;
   std::vector<const void*> buffers;
-  m.read_into = [&](const at::Tensor& t, const at::Tensor& into) {
+  mq::test::read_through(m, [&](const at::Tensor& t, const at::Tensor& into) {
     if (t.data_ptr() == m.tensors[1].tensor.data_ptr()) return false;  // b: read where it lies
     buffers.push_back(into.data_ptr());
     into.copy_(-t);
     return true;
-  };
+  });
   const mq::QuantizedModel q = run(*quantizer(), m), expected = run(*quantizer(), negated);
   EXPECT_EQ(buffers, std::vector<const void*>(3, buffers.at(0)));
   for (size_t i = 0; i < 4; ++i)

@@ -13,7 +13,7 @@ class NoFormat final : public mq::Format {
   bool can_read(const std::filesystem::path&) const override { return false; }
   mq::Model read(const std::filesystem::path&) override { return {}; }
   void write(const mq::QuantizedModel&, const std::filesystem::path&) override {}
-  mq::QuantizedModel read_quantized(const std::filesystem::path&) override { return {}; }
+  mq::QuantizedModel read_quantized(const std::filesystem::path&, mq::Origin) override { return {}; }
 };
 
 struct Fixture {
