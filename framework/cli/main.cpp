@@ -159,10 +159,12 @@ int inspect_file(const std::string& path, const std::string& format, bool trust,
   fmt::print("{}: {} bytes, {} tensors ({} quantized{})\n", path, out["bytes"].get<int64_t>(), model.entries.size(),
              quantized, quantized ? ", mode " + model.mode : std::string());
   for (const auto& [key, value] : model.metadata)
-    if (key.rfind("mq.", 0) == 0 && key != "mq.quantized" && key != "mq.activations" && key != mq::kSpecsKey)
+    if (key.rfind("mq.", 0) == 0 && key != mq::kSpecsKey && key != mq::kActivationSpecKey && key != "mq.quantized" &&
+        key != "mq.activations")  // the last two: what files written before the first two had
       fmt::print("  {:<16} {}\n", key, value);
   if (!model.activation_qparams.empty())
-    fmt::print("  static activation scales for {} layers\n", model.activation_qparams.size());
+    fmt::print("  static activation scales for {} layers ({})\n", model.activation_qparams.size(),
+               model.activation_spec ? model.activation_spec->to_string() : "no spec");
   size_t width = 6;
   for (const auto& row : tensors) width = std::max(width, row["name"].get<std::string>().size());
   fmt::print("\n{:<{}}  {:<10}  {:<16}  {:>12}  {}\n", "tensor", width, "stored", "shape", "bytes", "quantization");

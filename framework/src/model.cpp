@@ -213,6 +213,14 @@ int64_t Model::nbytes() const {
   return total;
 }
 
+QuantSpec spec_from_metadata(const std::string& file, const std::string& key, const std::string& json) {
+  try {
+    return QuantSpec::from_json(json);
+  } catch (const std::invalid_argument& e) {
+    throw InputError(file + ": malformed " + key + " metadata (" + e.what() + ")");
+  }
+}
+
 const QuantizedEntry* QuantizedModel::find(const std::string& name) const {
   for (const QuantizedEntry& e : entries)
     if (e.name == name) return &e;

@@ -15,9 +15,16 @@
 
 namespace mq {
 
-// The metadata key under which every format of ours records each quantized tensor's
-// QuantSpec (QuantSpec::to_json), by tensor name in model order, for reading it back.
+// The metadata keys every format of ours records a quantized model under, for reading
+// it back: each quantized tensor's QuantSpec (QuantSpec::to_json), by tensor name in
+// model order; QuantizedModel::mode; a static model's activation_spec.
 inline constexpr const char* kSpecsKey = "mq.specs";
+inline constexpr const char* kModeKey = "mq.mode";
+inline constexpr const char* kActivationSpecKey = "mq.activation_spec";
+
+// QuantSpec::from_json(json) of a spec that `file`'s metadata records under `key`;
+// InputError "FILE: malformed KEY metadata (...)" where it is not one.
+MQ_API QuantSpec spec_from_metadata(const std::string& file, const std::string& key, const std::string& json);
 
 struct QuantizedEntry {
   std::string name;

@@ -40,7 +40,6 @@ using Json = nlohmann::json;          // what we read: an ordered_json finds a k
 
 namespace {
 
-constexpr const char* kActivationSpecKey = "mq.activation_spec";  // static models
 constexpr const char* kMetadataFile = "mq.json";   // TorchScript extra file
 constexpr const char* kMetadataKey = "__metadata__";  // state dict entry of files mq wrote before
 constexpr const char* kBinName = "pytorch_model.bin";  // an HF model directory's weights
@@ -71,12 +70,8 @@ bool is_torchscript(const fs::path& path) {
 
 json spec_json(const mq::QuantSpec& s) { return json::parse(s.to_json()); }
 
-mq::QuantSpec spec_from(const Json& j) {
-  try {
-    return mq::QuantSpec::from_json(j.dump());
-  } catch (const std::invalid_argument& e) {
-    throw mq::InputError(std::string("malformed mq.specs metadata (") + e.what() + ")");
-  }
+mq::QuantSpec spec_from(const fs::path& path, const Json& j, const char* key = mq::kSpecsKey) {
+  return mq::spec_from_metadata(path.string(), key, j.dump());
 }
 
 // A state dict's metadata: our JSON, in its archive's kMetadataRecord (or, in files mq
@@ -187,8 +182,8 @@ class PtFormat final : public mq::Format {
     json meta(model.metadata);
     meta.erase(mq::kHfDirectoryKey);  // a local path; a state dict is one file, not a directory
     meta[mq::kSpecsKey] = specs;
-    meta["mq.mode"] = model.mode;
-    if (!model.activation_qparams.empty()) meta[kActivationSpecKey] = spec_json(*model.activation_spec);
+    meta[mq::kModeKey] = model.mode;
+    if (!model.activation_qparams.empty()) meta[mq::kActivationSpecKey] = spec_json(*model.activation_spec);
     auto* source = dynamic_cast<mq::pt::TorchScriptModel*>(model.source.get());
     if (source)
       save_torchscript(mq::pt::quantized_torchscript(model, *source), meta, path);
@@ -376,7 +371,7 @@ class PtFormat final : public mq::Format {
       if (t.tensor.is_quantized()) refuse_quantized(path, "'" + t.name + "' is " + c10::toString(t.tensor.scalar_type()));
     const Json specs = specs_in(state_dict_metadata(path, strings));  // ours: int4 is stored as plain tensors
     for (auto it = specs.begin(); it != specs.end(); ++it)
-      if (const mq::QuantSpec spec = spec_from(it.value()); spec.is_integer())
+      if (const mq::QuantSpec spec = spec_from(path, it.value()); spec.is_integer())
         refuse_quantized(path, "'" + it.key() + "' is " + spec.to_string());
     if (const std::string sign = mq::quantized_checkpoint_sign(tensors); !sign.empty())
       refuse_quantized(path, sign);  // another tool's
@@ -449,8 +444,8 @@ class PtFormat final : public mq::Format {
     return model;
   }
 
-  static std::optional<mq::QuantSpec> spec_of(const Json& specs, const std::string& name) {
-    if (specs.contains(name)) return spec_from(specs[name]);
+  static std::optional<mq::QuantSpec> spec_of(const fs::path& path, const Json& specs, const std::string& name) {
+    if (specs.contains(name)) return spec_from(path, specs[name]);
     return std::nullopt;
   }
 
@@ -463,16 +458,16 @@ class PtFormat final : public mq::Format {
     const Json specs = specs_in(meta);
     for (auto it = meta.begin(); it != meta.end(); ++it)
       if (it.value().is_string()) model.metadata[it.key()] = it.value().get<std::string>();
-    read_mode(meta, model);
+    read_mode(path, meta, model);
     // Parameters in named_parameters() order, the quantized layers' weight and bias in
     // place of the parameters of the layers they replaced; then buffers.
     for (const auto& nm : m.named_modules()) {
       const std::string prefix = nm.name.empty() ? "" : nm.name + ".";
       if (const std::optional<mq::pt::UnpackedLayer> layer = mq::pt::unpack_quantized_module(nm.value)) {
-        model.entries.push_back({prefix + "weight", at::Tensor(), from_torch(layer->weight, spec_of(specs, prefix + "weight"))});
+        model.entries.push_back({prefix + "weight", at::Tensor(), from_torch(layer->weight, spec_of(path, specs, prefix + "weight"))});
         if (layer->bias.defined()) model.entries.push_back({prefix + "bias", layer->bias, std::nullopt});
         if (layer->is_static) {
-          if (!model.activation_spec) bad(path, "has static layers but no " + std::string(kActivationSpecKey));
+          if (!model.activation_spec) bad(path, "has static layers but no " + std::string(mq::kActivationSpecKey));
           const auto qparams = [&](const char* scale, const char* zero_point, int64_t shift) {
             return mq::QParams{at::full({1}, static_cast<float>(nm.value.attr(scale).toDouble())),
                                at::full({1}, nm.value.attr(zero_point).toInt() - shift, at::kInt)};
@@ -487,7 +482,7 @@ class PtFormat final : public mq::Format {
       }
       for (const auto& [name, t] : mq::pt::unpack_recurrent(nm.value)) {
         if (t.is_quantized())
-          model.entries.push_back({prefix + name, at::Tensor(), from_torch(t, spec_of(specs, prefix + name))});
+          model.entries.push_back({prefix + name, at::Tensor(), from_torch(t, spec_of(path, specs, prefix + name))});
         else
           model.entries.push_back({prefix + name, t, std::nullopt});
       }
@@ -498,9 +493,10 @@ class PtFormat final : public mq::Format {
   }
 
   // mq.mode and, for static models, the activation spec, from our metadata.
-  static void read_mode(const Json& meta, mq::QuantizedModel& model) {
-    if (meta.contains("mq.mode") && meta["mq.mode"].is_string()) model.mode = meta["mq.mode"].get<std::string>();
-    if (meta.contains(kActivationSpecKey)) model.activation_spec = spec_from(meta[kActivationSpecKey]);
+  static void read_mode(const fs::path& path, const Json& meta, mq::QuantizedModel& model) {
+    if (meta.contains(mq::kModeKey) && meta[mq::kModeKey].is_string()) model.mode = meta[mq::kModeKey].get<std::string>();
+    if (meta.contains(mq::kActivationSpecKey))
+      model.activation_spec = spec_from(path, meta[mq::kActivationSpecKey], mq::kActivationSpecKey);
   }
 
   // A static model's LAYER.input_scale (input_zero_point, output_scale,
@@ -570,13 +566,13 @@ class PtFormat final : public mq::Format {
     const Json specs = specs_in(meta);
     for (auto m = meta.begin(); m != meta.end(); ++m)
       if (m.value().is_string()) model.metadata[m.key()] = m.value().get<std::string>();
-    read_mode(meta, model);
+    read_mode(path, meta, model);
     // Entries PyTorch has no quantized type for, stored under the names write_state_dict
     // gives them: the key that marks an entry's place, and the keys that only belong to it.
     std::map<std::string, std::string> primary;  // key -> entry
     std::set<std::string> auxiliary;
     for (auto it = specs.begin(); it != specs.end(); ++it) {
-      const mq::QuantSpec spec = spec_from(it.value());
+      const mq::QuantSpec spec = spec_from(path, it.value());
       if (!spec.is_integer() || native(spec)) continue;
       primary[spec.packed() ? it.key() + "_packed" : it.key()] = it.key();
       for (const char* suffix : {"_shape", "_scale", "_zero_point"}) auxiliary.insert(it.key() + suffix);
@@ -585,10 +581,10 @@ class PtFormat final : public mq::Format {
       if (auxiliary.count(name)) continue;
       if (model.activation_spec && read_activation(name, t, model, path)) continue;
       if (const auto p = primary.find(name); p != primary.end()) {
-        model.entries.push_back({p->second, at::Tensor(), read_stored(dict, p->second, *spec_of(specs, p->second), path)});
+        model.entries.push_back({p->second, at::Tensor(), read_stored(dict, p->second, *spec_of(path, specs, p->second), path)});
         continue;
       }
-      const auto spec = spec_of(specs, name);
+      const auto spec = spec_of(path, specs, name);
       if (t.is_quantized()) {
         model.entries.push_back({name, at::Tensor(), from_torch(t, spec)});
       } else if (spec && !spec->is_integer()) {

@@ -26,7 +26,7 @@ namespace {
 // mq::kSpecsKey, as files of ours written before it was the same in every format
 // named it (still read).
 constexpr const char* kOldSpecsKey = "mq.quantized";
-constexpr const char* kActivationsKey = "mq.activations";  // per-layer activation QuantSpec
+constexpr const char* kOldActivationsKey = "mq.activations";  // before kActivationSpecKey: a spec per layer
 constexpr const char* kIndexName = "model.safetensors.index.json";
 constexpr const char* kSingleName = "model.safetensors";
 
@@ -37,11 +37,7 @@ bool ends_with(const std::string& s, const std::string& suffix) {
 json spec_json(const mq::QuantSpec& s) { return json::parse(s.to_json()); }
 
 mq::QuantSpec spec_from_json(const std::string& file, const Json& j) {
-  try {
-    return mq::QuantSpec::from_json(j.dump());
-  } catch (const std::invalid_argument& e) {
-    throw mq::InputError(file + ": malformed " + std::string(mq::kSpecsKey) + " metadata (" + e.what() + ")");
-  }
+  return mq::spec_from_metadata(file, mq::kSpecsKey, j.dump());
 }
 
 // Our per-tensor specs metadata, under its name now or before; end() when absent.
@@ -220,19 +216,16 @@ class SafetensorsStream final : public mq::EntryWriter {
 
   void finish(const mq::QuantizedModel& model) override {
     // Static activations: P.input_scale (+ P.input_zero_point), float32 per tensor.
-    json activations = json::object();
     for (const auto& [layer, qp] : model.activation_qparams) {
       put(layer + ".input_scale", qp.scale.reshape({1}).to(at::kFloat));
-      if (model.activation_spec && stores_zero_point(*model.activation_spec))
-        put(layer + ".input_zero_point",
-                    qp.zero_point.reshape({1}).to(model.activation_spec->stored_type()));
-      mq::safetensors::append_new(activations, layer, spec_json(*model.activation_spec));
+      if (stores_zero_point(*model.activation_spec))
+        put(layer + ".input_zero_point", qp.zero_point.reshape({1}).to(model.activation_spec->stored_type()));
     }
     std::map<std::string, std::string> metadata = model.metadata;
     metadata.erase(mq::kHfDirectoryKey);
     metadata["format"] = "pt";  // transformers refuses files without it
-    metadata["mq.mode"] = model.mode;
-    if (!activations.empty()) metadata[kActivationsKey] = activations.dump();
+    metadata[mq::kModeKey] = model.mode;
+    if (!model.activation_qparams.empty()) metadata[mq::kActivationSpecKey] = model.activation_spec->to_json();
     if (!specs_.empty()) metadata[mq::kSpecsKey] = specs_.dump();
     const json config = quantization_config(summaries_, model);
     if (!config.is_null()) metadata["quantization_config"] = config.dump();
@@ -482,6 +475,27 @@ class SafetensorsFormat final : public mq::Format {
     }
   }
 
+  // A static model's layers with calibrated inputs (their LAYER.input_scale tensors),
+  // its activation_spec set from the metadata; none for a dynamic model. Files written
+  // before mq.activation_spec name the layers in mq.activations, with a spec each.
+  static std::vector<std::string> static_layers(const std::string& name, const TensorSet& file,
+                                                mq::QuantizedModel& model) {
+    std::vector<std::string> layers;
+    if (auto it = model.metadata.find(mq::kActivationSpecKey); it != model.metadata.end()) {
+      model.activation_spec = mq::spec_from_metadata(name, mq::kActivationSpecKey, it->second);
+      for (const auto& t : file.tensors())
+        if (ends_with(t.name, ".input_scale")) layers.push_back(t.name.substr(0, t.name.size() - 12));
+    } else if (auto old = model.metadata.find(kOldActivationsKey); old != model.metadata.end()) {
+      const Json activations = Json::parse(old->second, nullptr, false);
+      if (!activations.is_object()) throw mq::InputError(name + ": malformed " + kOldActivationsKey + " metadata");
+      for (auto a = activations.begin(); a != activations.end(); ++a) {
+        model.activation_spec = spec_from_json(name, a.value());
+        layers.push_back(a.key());
+      }
+    }
+    return layers;
+  }
+
   mq::QuantizedModel read_entries(const fs::path& input, bool unpack) {
     const TensorSet file = TensorSet::open(input);
     const std::string name = input.string();
@@ -489,7 +503,7 @@ class SafetensorsFormat final : public mq::Format {
     model.metadata = file.metadata();
     Json specs = Json::object();
     if (auto it = specs_metadata(model.metadata); it != model.metadata.end()) specs = parse_specs(name, it->second).value;
-    if (auto it = model.metadata.find("mq.mode"); it != model.metadata.end()) model.mode = it->second;
+    if (auto it = model.metadata.find(mq::kModeKey); it != model.metadata.end()) model.mode = it->second;
 
     // Tensors that belong to a quantized entry, and the one that marks its position.
     std::map<std::string, std::string> primary;  // file tensor -> entry
@@ -501,20 +515,14 @@ class SafetensorsFormat final : public mq::Format {
       primary[packed ? entry + "_packed" : entry] = entry;
       for (const char* suffix : {"_scale", "_zero_point", "_shape"}) auxiliary.insert(entry + suffix);
     }
-    if (auto it = model.metadata.find(kActivationsKey); it != model.metadata.end()) {
-      const Json activations = Json::parse(it->second, nullptr, false);
-      if (!activations.is_object()) throw mq::InputError(name + ": malformed " + kActivationsKey + " metadata");
-      for (auto a = activations.begin(); a != activations.end(); ++a) {
-        const mq::QuantSpec spec = spec_from_json(name, a.value());
-        model.activation_spec = spec;
-        const auto* scale = file.find(a.key() + ".input_scale");
-        if (!scale) throw mq::InputError(name + ": missing " + a.key() + ".input_scale");
-        const auto* zp = file.find(a.key() + ".input_zero_point");
-        model.activation_qparams[a.key()] = {file.tensor(*scale).to(at::kFloat),
-                                             zp ? file.tensor(*zp).to(at::kInt) : at::zeros({1}, at::kInt)};
-        auxiliary.insert(a.key() + ".input_scale");
-        auxiliary.insert(a.key() + ".input_zero_point");
-      }
+    for (const std::string& layer : static_layers(name, file, model)) {
+      const auto* scale = file.find(layer + ".input_scale");
+      if (!scale) throw mq::InputError(name + ": missing " + layer + ".input_scale");
+      const auto* zp = file.find(layer + ".input_zero_point");
+      model.activation_qparams[layer] = {file.tensor(*scale).to(at::kFloat),
+                                         zp ? file.tensor(*zp).to(at::kInt) : at::zeros({1}, at::kInt)};
+      auxiliary.insert(layer + ".input_scale");
+      auxiliary.insert(layer + ".input_zero_point");
     }
     const auto require = [&](const std::string& tensor) {
       const TensorSet::Tensor* info = file.find(tensor);

@@ -357,6 +357,43 @@ TEST(SafetensorsFormat, StreamingWritesTheSameBytesAsWritingTheWholeModel) {
   EXPECT_EQ(back.activation_qparams.at("a").scale.item<float>(), 0.5f);
 }
 
+
+// A static model's activation spec is one metadata key, as in the pt format
+// (mq.activation_spec, the model's one spec), not a copy per layer; files written with
+// the per-layer mq.activations still read back.
+TEST(SafetensorsFormat, StaticActivationsHaveOneSpecKey) {
+  mq::QuantSpec int8;
+  int8.dtype = mq::DType::kInt8;
+  mq::QuantizedModel model;
+  model.entries = {{"a.weight", at::Tensor(), mq::quantize_min_max(at::randn({6, 16}), int8)},
+                   {"b.weight", at::Tensor(), mq::quantize_min_max(at::randn({6, 16}), int8)}};
+  model.mode = "static";
+  model.activation_spec = int8;
+  model.activation_spec->granularity = mq::Granularity::kPerTensor;
+  model.activation_qparams["a"] = {at::full({1}, 0.5f), at::zeros({1}, at::kInt)};
+  model.activation_qparams["b"] = {at::full({1}, 0.25f), at::zeros({1}, at::kInt)};
+  mq::test::ScratchDir dir("st-activation-spec");
+  format()->write(model, dir / "new.safetensors");
+  const auto file = mq::safetensors::File::open(dir / "new.safetensors");
+  EXPECT_EQ(file->metadata().at(mq::kActivationSpecKey), model.activation_spec->to_json());
+  EXPECT_EQ(file->metadata().at(mq::kModeKey), "static");
+  EXPECT_EQ(file->metadata().count("mq.activations"), 0u);
+
+  std::vector<mq::safetensors::OutTensor> tensors;
+  for (const auto& t : file->tensors()) tensors.push_back({t.name, file->tensor(t)});
+  std::map<std::string, std::string> old = file->metadata();
+  old.erase(mq::kActivationSpecKey);
+  old["mq.activations"] = "{\"a\": " + model.activation_spec->to_json() + ", \"b\": " + model.activation_spec->to_json() + "}";
+  mq::safetensors::write(dir / "old.safetensors", tensors, old);
+  for (const char* name : {"new.safetensors", "old.safetensors"}) {
+    const mq::QuantizedModel back = format()->read_quantized(dir / name, mq::Origin::kUser);
+    ASSERT_TRUE(back.activation_spec.has_value()) << name;
+    EXPECT_EQ(back.activation_spec->to_string(), "int8 per_tensor symmetric") << name;
+    ASSERT_EQ(back.activation_qparams.size(), 2u) << name;
+    EXPECT_EQ(back.activation_qparams.at("b").scale.item<float>(), 0.25f) << name;
+    EXPECT_EQ(back.entries.size(), 2u) << name;  // the scales are not entries
+  }
+}
 // A source large enough that its header's room is at most 1/1024 of it: the streamed
 // output keeps the room (written in place), reads back like the compact one, and two
 // runs give the same bytes.
