@@ -12,8 +12,6 @@
 #include <ATen/quantized/Quantizer.h>
 #include <caffe2/serialize/inline_container.h>
 #include <nlohmann/json.hpp>
-#include <torch/csrc/jit/serialization/export.h>
-#include <torch/csrc/jit/serialization/pickler.h>
 #include <torch/script.h>
 
 #include <cstring>
@@ -31,6 +29,7 @@
 #include "batchnorm.hpp"
 #include "recurrent.hpp"
 #include "state_dict_reader.hpp"
+#include "state_dict_writer.hpp"
 #include "torchscript_model.hpp"
 #include "torchscript_writer.hpp"
 
@@ -90,11 +89,6 @@ Json state_dict_metadata(const fs::path& path, const std::map<std::string, std::
 Json specs_in(const Json& meta) {
   const auto it = meta.find(mq::kSpecsKey);
   return it != meta.end() && it->is_object() ? *it : Json::object();
-}
-
-// Whether PyTorch has a quantized tensor type for `spec` (8 bits, per tensor or channel).
-bool native(const mq::QuantSpec& spec) {
-  return spec.is_integer() && spec.bits() == 8 && spec.granularity != mq::Granularity::kPerGroup;
 }
 
 mq::QuantizedTensor from_torch(const at::Tensor& t, const std::optional<mq::QuantSpec>& spec) {
@@ -188,7 +182,7 @@ class PtFormat final : public mq::Format {
     if (source)
       save_torchscript(mq::pt::quantized_torchscript(model, *source), meta, path);
     else
-      write_state_dict(model, meta, path);
+      mq::pt::write_state_dict(model, meta.dump(), path);
   }
 
   // Tensors no PyTorch file holds, and for TorchScript output mq::pt::check_torchscript_plan.
@@ -283,77 +277,7 @@ class PtFormat final : public mq::Format {
     } catch (const c10::Error& e) {
       throw mq::OutputError(path.string() + ": " + first_line(e.what_without_backtrace()));
     }
-    write_bytes(archive.str(), path);
-  }
-
-  static void write_state_dict(const mq::QuantizedModel& model, const json& meta, const fs::path& path) {
-    c10::impl::GenericDict dict(c10::StringType::get(), c10::AnyType::get());
-    for (const auto& e : model.entries) {
-      if (!e.quantized) {
-        dict.insert(e.name, e.tensor);
-      } else if (!e.quantized->spec.is_integer()) {
-        dict.insert(e.name, e.quantized->data);
-      } else if (native(e.quantized->spec)) {
-        dict.insert(e.name, mq::pt::to_torch(*e.quantized));
-      } else {  // int4/uint4 and per-group int8: plain tensors under documented names
-        const mq::QuantizedTensor& q = *e.quantized;
-        if (q.spec.packed()) {
-          dict.insert(e.name + "_packed", mq::pack_int4(q.data, mq::nibble_offset(q.spec)));
-          dict.insert(e.name + "_shape", at::tensor(q.shape, at::kLong));
-        } else {
-          dict.insert(e.name, q.data);
-        }
-        dict.insert(e.name + "_scale", q.qparams.scale.to(q.original_dtype));
-        dict.insert(e.name + "_zero_point", q.qparams.zero_point.to(q.spec.stored_type()));
-      }
-    }
-    // Static models: each layer's input (and, for Linear and Conv, output) qparams as
-    // one-element tensors, LAYER.input_scale as in the safetensors output.
-    for (const auto& [layer, qp] : model.activation_qparams) {
-      dict.insert(layer + ".input_scale", qp.scale.reshape({1}).to(at::kFloat));
-      dict.insert(layer + ".input_zero_point",
-                  qp.zero_point.reshape({1}).to(model.activation_spec->stored_type()));
-    }
-    for (const auto& [layer, qp] : model.output_qparams) {
-      dict.insert(layer + ".output_scale", qp.scale.reshape({1}).to(at::kFloat));
-      dict.insert(layer + ".output_zero_point", qp.zero_point.reshape({1}).to(at::kByte));
-    }
-    save_archive(dict, meta.dump(), path);
-  }
-
-  // torch::jit::pickle_save's archive (the zip torch.save writes), written to the file
-  // as it is made: pickle_save builds it whole in memory first, a second copy of the
-  // output (and most of the time of a large write, growing that buffer).
-  static void save_archive(const c10::IValue& value, const std::string& metadata, const fs::path& path) {
-    std::vector<char> pickle;
-    torch::jit::Pickler pickler([&](const char* bytes, size_t n) { pickle.insert(pickle.end(), bytes, bytes + n); });
-    pickler.protocol();
-    pickler.pushIValue(value);
-    pickler.stop();
-    std::ofstream out(path, std::ios::binary | std::ios::trunc);
-    // A failed write is reported after the archive is finished, not to the writer: it
-    // throws on a short write, and again from its destructor, which ends the process
-    // while the first exception unwinds (a full disk aborted the run).
-    caffe2::serialize::PyTorchStreamWriter writer([&](const void* bytes, size_t n) -> size_t {
-      out.write(static_cast<const char*>(bytes), static_cast<std::streamsize>(n));
-      return n;
-    });
-    try {
-      torch::jit::writeArchiveAndTensors("data", pickle.data(), pickle.size(), pickler.tensorData(), writer);
-      writer.writeRecord(mq::pt::kMetadataRecord, metadata.data(), metadata.size());
-      writer.writeEndOfFile();
-    } catch (const c10::Error& e) {
-      throw mq::OutputError(path.string() + ": write failed (" + first_line(e.what_without_backtrace()) + ")");
-    }
-    out.flush();
-    if (!out) throw mq::OutputError(path.string() + ": write failed");
-  }
-
-  static void write_bytes(std::string_view bytes, const fs::path& path) {
-    std::ofstream out(path, std::ios::binary | std::ios::trunc);
-    out.write(bytes.data(), static_cast<std::streamsize>(bytes.size()));
-    out.flush();
-    if (!out) throw mq::OutputError(path.string() + ": write failed");
+    mq::pt::write_file(archive.str(), path);
   }
 
   [[noreturn]] static void refuse_quantized(const fs::path& path, const std::string& why) {
@@ -573,7 +497,7 @@ class PtFormat final : public mq::Format {
     std::set<std::string> auxiliary;
     for (auto it = specs.begin(); it != specs.end(); ++it) {
       const mq::QuantSpec spec = spec_from(path, it.value());
-      if (!spec.is_integer() || native(spec)) continue;
+      if (!spec.is_integer() || mq::pt::native(spec)) continue;
       primary[spec.packed() ? it.key() + "_packed" : it.key()] = it.key();
       for (const char* suffix : {"_shape", "_scale", "_zero_point"}) auxiliary.insert(it.key() + suffix);
     }

@@ -348,4 +348,43 @@ void write(const fs::path& path, const std::vector<OutTensor>& tensors,
   writer.finish(metadata);
 }
 
+fs::path TensorSet::model_file(const fs::path& dir) {
+  std::error_code ec;
+  return fs::exists(dir / kIndexName, ec) ? dir / kIndexName : dir / kSingleName;
+}
+
+TensorSet TensorSet::open(const fs::path& input) {
+  std::error_code ec;
+  const fs::path file = fs::is_directory(input, ec) ? model_file(input) : input;
+  TensorSet set;
+  const std::string name = file.filename().string(), suffix = ".safetensors.index.json";
+  if (name.size() < suffix.size() || name.compare(name.size() - suffix.size(), suffix.size(), suffix) != 0) {
+    set.add(file, File::open(file), {});
+    return set;
+  }
+  for (const hf::Shard& shard : hf::read_index(file)) {
+    const auto f = File::open(shard.path);
+    for (const std::string& t : shard.tensors)
+      if (!f->find(t)) throw hf::not_in_shard(file, t, shard.path);
+    set.add(shard.path, f, std::set<std::string>(shard.tensors.begin(), shard.tensors.end()));
+  }
+  return set;
+}
+
+const TensorSet::Tensor* TensorSet::find(const std::string& name) const {
+  const auto it = by_name_.find(name);
+  return it == by_name_.end() ? nullptr : &tensors_[it->second];
+}
+
+void TensorSet::add(const fs::path& path, std::shared_ptr<File> file, const std::set<std::string>& listed) {
+  for (const auto& info : file->tensors())
+    if (listed.empty() || listed.count(info.name)) {
+      by_name_.emplace(info.name, tensors_.size());
+      tensors_.push_back({info.name, file.get(), &info});
+    }
+  for (const auto& [k, v] : file->metadata()) metadata_.emplace(k, v);
+  sources_.push_back(path);
+  files_.push_back(std::move(file));
+}
+
 }  // namespace mq::safetensors

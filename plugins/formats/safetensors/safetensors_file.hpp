@@ -9,6 +9,7 @@
 #include <filesystem>
 #include <map>
 #include <memory>
+#include <set>
 #include <string>
 #include <string_view>
 #include <unordered_set>
@@ -123,5 +124,45 @@ void write(const std::filesystem::path& path, const std::vector<OutTensor>& tens
 
 // "F32" for at::kFloat, ...; throws InputError for dtypes safetensors lacks.
 std::string dtype_name(at::ScalarType type);
+
+// An HF model directory's safetensors weights: the index of their shards, else one file.
+inline constexpr const char* kIndexName = "model.safetensors.index.json";
+inline constexpr const char* kSingleName = "model.safetensors";
+
+// The tensors of a safetensors file, or of the shards a model.safetensors.index.json
+// lists (a directory holding either), by name and in file order; the shards' metadata
+// merged, the first shard's value winning.
+class TensorSet {
+ public:
+  struct Tensor {
+    std::string name;
+    const File* file;
+    const TensorInfo* info;
+  };
+
+  // The file an HF model directory is read from: its index, else model.safetensors.
+  static std::filesystem::path model_file(const std::filesystem::path& dir);
+  // InputError for a malformed file or index, or an index that lists a tensor in a
+  // shard that does not hold it.
+  static TensorSet open(const std::filesystem::path& input);
+
+  const std::vector<Tensor>& tensors() const { return tensors_; }
+  const Tensor* find(const std::string& name) const;
+  at::Tensor tensor(const Tensor& t) const { return t.file->tensor(*t.info); }
+  const std::map<std::string, std::string>& metadata() const { return metadata_; }
+  const std::vector<std::filesystem::path>& sources() const { return sources_; }
+  const std::vector<std::shared_ptr<File>>& files() const { return files_; }
+
+ private:
+  // The file's tensors, or those of them in `listed` (a shard holds only what the
+  // index says it holds).
+  void add(const std::filesystem::path& path, std::shared_ptr<File> file, const std::set<std::string>& listed);
+
+  std::vector<std::shared_ptr<File>> files_;
+  std::vector<std::filesystem::path> sources_;
+  std::vector<Tensor> tensors_;
+  std::map<std::string, size_t> by_name_;
+  std::map<std::string, std::string> metadata_;
+};
 
 }  // namespace mq::safetensors

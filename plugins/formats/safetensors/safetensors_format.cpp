@@ -27,8 +27,9 @@ namespace {
 // named it (still read).
 constexpr const char* kOldSpecsKey = "mq.quantized";
 constexpr const char* kOldActivationsKey = "mq.activations";  // before kActivationSpecKey: a spec per layer
-constexpr const char* kIndexName = "model.safetensors.index.json";
-constexpr const char* kSingleName = "model.safetensors";
+using mq::safetensors::kIndexName;
+using mq::safetensors::kSingleName;
+using mq::safetensors::TensorSet;
 
 bool ends_with(const std::string& s, const std::string& suffix) {
   return s.size() >= suffix.size() && s.compare(s.size() - suffix.size(), suffix.size(), suffix) == 0;
@@ -315,73 +316,6 @@ class SafetensorsStream final : public mq::EntryWriter {
   std::vector<std::pair<std::string, size_t>> placed_;  // tensor, shard
   json specs_ = json::object();
   std::vector<EntrySummary> summaries_;
-};
-
-// The tensors of a safetensors file, or of the shards a model.safetensors.index.json
-// lists (a directory holding either), by name and in file order; the shards' metadata
-// merged, the first shard's value winning.
-class TensorSet {
- public:
-  struct Tensor {
-    std::string name;
-    const mq::safetensors::File* file;
-    const mq::safetensors::TensorInfo* info;
-  };
-
-  // The file an HF model directory is read from: its index, else model.safetensors.
-  static fs::path model_file(const fs::path& dir) {
-    std::error_code ec;
-    return fs::exists(dir / kIndexName, ec) ? dir / kIndexName : dir / kSingleName;
-  }
-
-  static TensorSet open(const fs::path& input) {
-    std::error_code ec;
-    const fs::path file = fs::is_directory(input, ec) ? model_file(input) : input;
-    TensorSet set;
-    if (!ends_with(file.filename().string(), ".safetensors.index.json")) {
-      const auto f = mq::safetensors::File::open(file);
-      set.add(file, f, {});
-      return set;
-    }
-    for (const mq::hf::Shard& shard : mq::hf::read_index(file)) {
-      const auto f = mq::safetensors::File::open(shard.path);
-      for (const std::string& t : shard.tensors)
-        if (!f->find(t)) throw mq::hf::not_in_shard(file, t, shard.path);
-      const std::set<std::string> listed(shard.tensors.begin(), shard.tensors.end());
-      set.add(shard.path, f, listed);
-    }
-    return set;
-  }
-
-  const std::vector<Tensor>& tensors() const { return tensors_; }
-  const Tensor* find(const std::string& name) const {
-    const auto it = by_name_.find(name);
-    return it == by_name_.end() ? nullptr : &tensors_[it->second];
-  }
-  at::Tensor tensor(const Tensor& t) const { return t.file->tensor(*t.info); }
-  const std::map<std::string, std::string>& metadata() const { return metadata_; }
-  const std::vector<fs::path>& sources() const { return sources_; }
-  const std::vector<std::shared_ptr<mq::safetensors::File>>& files() const { return files_; }
-
- private:
-  // The file's tensors, or those of them in `listed` (a shard holds only what the
-  // index says it holds).
-  void add(const fs::path& path, std::shared_ptr<mq::safetensors::File> file, const std::set<std::string>& listed) {
-    for (const auto& info : file->tensors())
-      if (listed.empty() || listed.count(info.name)) {
-        by_name_.emplace(info.name, tensors_.size());
-        tensors_.push_back({info.name, file.get(), &info});
-      }
-    for (const auto& [k, v] : file->metadata()) metadata_.emplace(k, v);
-    sources_.push_back(path);
-    files_.push_back(std::move(file));
-  }
-
-  std::vector<std::shared_ptr<mq::safetensors::File>> files_;
-  std::vector<fs::path> sources_;
-  std::vector<Tensor> tensors_;
-  std::map<std::string, size_t> by_name_;
-  std::map<std::string, std::string> metadata_;
 };
 
 // A model to quantize (or to validate against) must be float. A quantized checkpoint is
