@@ -18,6 +18,8 @@
 #include "mq/interrupt.hpp"
 #include "mq/pipeline.hpp"
 #include "mq/quantize.hpp"
+#include "mq/text.hpp"
+#include "mq/tokenizer.hpp"
 #include "mq/version.hpp"
 
 namespace fs = std::filesystem;
@@ -196,6 +198,39 @@ int print_check(const std::string& recipe, const mq::Report& plan, bool json) {
   return 0;
 }
 
+// `mq-pipeline tokenize`: the ids (and tokens) of a text file, whole or (`lines`) each
+// line on its own, as the model's tokenizer gives them.
+int tokenize_file(const std::string& model, const std::string& file, bool json, bool lines, bool add_special) {
+  const std::unique_ptr<mq::Tokenizer> tokenizer = mq::Tokenizer::load(model);
+  const std::string text = mq::read_text_file(file);
+  std::vector<std::string_view> texts;
+  if (!lines) texts.push_back(text);
+  for (size_t at = 0; lines && at < text.size();) {
+    const size_t end = std::min(text.find('\n', at), text.size());
+    texts.push_back(std::string_view(text).substr(at, end - at));
+    at = end + 1;
+  }
+  nlohmann::ordered_json all = nlohmann::ordered_json::array();
+  int64_t count = 0;
+  for (std::string_view t : texts) {
+    const std::vector<int32_t> ids = tokenizer->encode(t, add_special);
+    count += static_cast<int64_t>(ids.size());
+    if (json && lines) {
+      all.push_back(ids);
+    } else if (json) {
+      std::vector<std::string> tokens;
+      for (int32_t id : ids) tokens.push_back(tokenizer->token(id));
+      print_json({{"ids", ids}, {"tokens", tokens}});
+    } else {
+      for (int32_t id : ids) fmt::print("{}\t{}\n", id, tokenizer->token(id));
+      if (lines) fmt::print("\n");
+    }
+  }
+  if (json && lines) print_json(all);
+  if (!json) fmt::print(stderr, "{}: {} tokens\n", file, count);
+  return 0;
+}
+
 // The request `mq-pipeline validate` describes; options are "validator.key=yaml".
 mq::ValidateRequest validation_request(const std::string& artifact, const std::string& reference,
                                        const std::vector<std::string>& names,
@@ -292,6 +327,15 @@ int command(int argc, char** argv) {
       ->check(CLI::PositiveNumber);
   init->add_flag("--list", list_presets, "List the presets");
   init->add_flag("--json", json, "With --list: machine-readable");
+  CLI::App* tokenize = app.add_subcommand("tokenize", "Print the token ids of a text file, as calibration from text gets them");
+  std::string tokenize_model, tokenize_path;
+  bool tokenize_lines = false, no_special = false;
+  tokenize->add_option("file", tokenize_path, "A UTF-8 text file")->required();
+  tokenize->add_option("--model", tokenize_model, "An HF model directory (its tokenizer.json), or a tokenizer.json")
+      ->required();
+  tokenize->add_flag("--lines", tokenize_lines, "Each line on its own (without its newline)");
+  tokenize->add_flag("--no-special", no_special, "Without the special tokens the tokenizer adds (a bos)");
+  tokenize->add_flag("--json", json, "JSON: {ids, tokens}; with --lines, a list of id lists");
   CLI::App* inspect = app.add_subcommand("inspect", "List a model file's tensors, quantization and provenance");
   std::string inspect_path, inspect_format;
   bool trust = false;
@@ -338,6 +382,7 @@ int command(int argc, char** argv) {
       search_first(paths);
       return mq::cli::init_recipe(init_request);
     }
+    if (tokenize->parsed()) return tokenize_file(tokenize_model, tokenize_path, json, tokenize_lines, !no_special);
     if (inspect->parsed()) return inspect_file(inspect_path, inspect_format, trust, json, paths);
     if (validate->parsed()) {
       mq::RunOptions options;

@@ -163,6 +163,13 @@ struct Pipeline::Impl {
       }
       return batches;
     }
+    if (const auto& text = recipe.calibration->text) {
+      const std::unique_ptr<Tokenizer> tokenizer = Tokenizer::load(text->tokenizer);
+      TokenSamples samples = token_samples(*tokenizer, *text);
+      report.calibration = samples.summary();
+      report.inputs.push_back(detail::file_info(text->source.path));
+      return std::move(samples.batches);
+    }
     const fs::path& path = recipe.calibration->path;
     std::error_code ec;
     if (!fs::exists(path, ec)) throw InputError(path.string() + ": no such file or directory (calibration)");

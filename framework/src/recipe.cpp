@@ -139,6 +139,35 @@ void apply_override(Value& root, const std::string& assignment) {
   }
 }
 
+// calibration.text. The tokenizer defaults to the model's: its directory, or the
+// directory of the file (model.safetensors, an index) it was read from.
+TextSamples parse_text(const Value& text, const fs::path& base, const fs::path& model) {
+  check_keys(text, "calibration.text", {"path", "field", "tokenizer", "samples", "seq_len", "seed", "shuffle", "cut"});
+  TextSamples t;
+  t.source.path = resolve(base, required_field(text, "path", Value::Kind::kString, "calibration.text").as_string());
+  if (const Value* f = optional_field(text, "field", Value::Kind::kString, "calibration.text")) {
+    if (t.source.path.extension() != ".jsonl") fail(*f, "calibration.text.field is for a .jsonl file");
+    t.source.field = f->as_string();
+  }
+  std::error_code ec;
+  t.tokenizer = fs::is_directory(model, ec) || model.empty() ? model : model.parent_path();
+  if (const Value* k = optional_field(text, "tokenizer", Value::Kind::kString, "calibration.text"))
+    t.tokenizer = resolve(base, k->as_string());
+  for (auto [key, field] : {std::pair{"samples", &t.samples}, {"seq_len", &t.seq_len}})
+    if (const Value* v = optional_field(text, key, Value::Kind::kInt, "calibration.text")) {
+      if (v->as_int() <= 0) fail(*v, std::string("calibration.text.") + key + " must be positive");
+      *field = v->as_int();
+    }
+  if (const Value* v = optional_field(text, "seed", Value::Kind::kInt, "calibration.text")) t.seed = v->as_int();
+  if (const Value* v = optional_field(text, "shuffle", Value::Kind::kBool, "calibration.text")) t.shuffle = v->as_bool();
+  if (const Value* v = optional_field(text, "cut", Value::Kind::kString, "calibration.text")) {
+    if (v->as_string() != "concatenate" && v->as_string() != "document")
+      fail(*v, "calibration.text.cut must be concatenate or document, not '" + v->as_string() + "'");
+    t.cut = v->as_string() == "document" ? TextCut::kDocument : TextCut::kConcatenate;
+  }
+  return t;
+}
+
 // A list of positive integers, not empty.
 std::vector<int64_t> positive_shape(const Value& list, const std::string& what) {
   std::vector<int64_t> shape;
@@ -193,13 +222,15 @@ Recipe build(const Value& root, const fs::path& file, const std::string& name) {
 
   if (const Value* cal = present(root, "calibration")) {
     expect(*cal, Value::Kind::kMap, "calibration");
-    check_keys(*cal, "calibration", {"path", "random"});
+    check_keys(*cal, "calibration", {"path", "random", "text"});
     Calibration c;
     const Value* path = optional_field(*cal, "path", Value::Kind::kString, "calibration");
     const Value* random = optional_field(*cal, "random", Value::Kind::kMap, "calibration");
-    if ((path != nullptr) == (random != nullptr))
-      fail(*cal, "'calibration' needs exactly one of 'path' or 'random'");
+    const Value* text = optional_field(*cal, "text", Value::Kind::kMap, "calibration");
+    if ((path != nullptr) + (random != nullptr) + (text != nullptr) != 1)
+      fail(*cal, "'calibration' needs exactly one of 'path', 'random' or 'text'");
     if (path) c.path = resolve(base, path->as_string());
+    if (text) c.text = parse_text(*text, base, r.model_path);
     if (random) {
       check_keys(*random, "calibration.random", {"shape", "batches", "seed", "vocab_size"});
       RandomCalibration rc;
@@ -300,6 +331,16 @@ std::string Recipe::canonical_json() const {
     if (const auto& random = calibration->random) {
       j["calibration"] = {{"random", {{"shape", random->shape}, {"batches", random->batches}, {"seed", random->seed}}}};
       if (random->vocab_size) j["calibration"]["random"]["vocab_size"] = random->vocab_size;
+    } else if (const auto& text = calibration->text) {
+      j["calibration"] = {{"text",
+                           {{"path", rel(text->source.path)},
+                            {"field", text->source.field},
+                            {"tokenizer", rel(text->tokenizer)},
+                            {"samples", text->samples},
+                            {"seq_len", text->seq_len},
+                            {"seed", text->seed},
+                            {"shuffle", text->shuffle},
+                            {"cut", text->cut == TextCut::kConcatenate ? "concatenate" : "document"}}}};
     } else {
       j["calibration"] = {{"path", rel(calibration->path)}};
     }

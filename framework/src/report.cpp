@@ -70,6 +70,7 @@ std::string Report::to_json() const {
   j["timings_s"] = timings;
   j["warnings"] = warnings;
   j["model_changes"] = model_changes;
+  if (!calibration.empty()) j["calibration"] = calibration;
   return detail::json_text(j, 2) + "\n";
 }
 
@@ -87,6 +88,7 @@ std::string Report::plan_table() const {
                        row.bytes_before, row.bytes_after);
   out += fmt::format("total: {} -> {} bytes ({:.2f}x)\n", original_bytes, quantized_bytes,
                      quantized_bytes ? double(original_bytes) / quantized_bytes : 0.0);
+  if (!calibration.empty()) out += "calibration: " + calibration + "\n";
   return out;
 }
 
@@ -95,6 +97,7 @@ std::string Report::summary() const {
   int quantized = 0;
   for (const PlanRow& row : plan) quantized += row.spec.has_value();
   out += fmt::format("  tensors     {} quantized, {} kept\n", quantized, plan.size() - quantized);
+  if (!calibration.empty()) out += fmt::format("  calibration {}\n", calibration);
   if (!model_changes.empty())
     out += fmt::format("  model       {}{}\n", model_changes.front(),
                        model_changes.size() > 1 ? fmt::format(" and {} more", model_changes.size() - 1) : "");

@@ -86,6 +86,34 @@ TEST(Recipe, RandomCalibrationOfTokenIds) {
   EXPECT_EQ(error_of(base + ", vocab_size: 0}}\n"), "/recipes/r.yaml:14:51: calibration.random.vocab_size must be positive");
 }
 
+// Text calibration: defaults (the model's directory's tokenizer), every key checked,
+// and the canonical form (and hash) moving with what changes the samples.
+TEST(Recipe, TextCalibration) {
+  const std::string base = std::string(kMinimal) + "calibration: {text: {path: data/c.txt";
+  const mq::Recipe r = mq::parse_recipe(base + "}}\n", "/recipes/r.yaml");
+  ASSERT_TRUE(r.calibration->text.has_value());
+  EXPECT_EQ(r.calibration->text->source.path, "/recipes/data/c.txt");
+  EXPECT_EQ(r.calibration->text->tokenizer, "/recipes/models");  // model.safetensors' directory
+  EXPECT_EQ(r.calibration->text->samples, 128);
+  EXPECT_EQ(r.calibration->text->seq_len, 512);
+  EXPECT_EQ(r.calibration->text->cut, mq::TextCut::kConcatenate);
+  const mq::Recipe d = mq::parse_recipe(base + ", cut: document, shuffle: true, samples: 4, seq_len: 64, "
+                                              "tokenizer: tok/tokenizer.json}}\n", "/recipes/r.yaml");
+  EXPECT_EQ(d.calibration->text->cut, mq::TextCut::kDocument);
+  EXPECT_TRUE(d.calibration->text->shuffle);
+  EXPECT_EQ(d.calibration->text->tokenizer, "/recipes/tok/tokenizer.json");
+  EXPECT_NE(r.hash(), d.hash());
+  EXPECT_NE(r.hash(), mq::parse_recipe(base + ", seed: 1}}\n", "/recipes/r.yaml").hash());
+  EXPECT_EQ(error_of(base + ", seq_len: 0}}\n"), "/recipes/r.yaml:14:49: calibration.text.seq_len must be positive");
+  EXPECT_EQ(error_of(base + ", cut: lines}}\n"),
+            "/recipes/r.yaml:14:45: calibration.text.cut must be concatenate or document, not 'lines'");
+  EXPECT_EQ(error_of(base + ", field: body}}\n"), "/recipes/r.yaml:14:47: calibration.text.field is for a .jsonl file");
+  EXPECT_NE(error_of(base + "}, random: {shape: [1]}}\n").find("needs exactly one of 'path', 'random' or 'text'"),
+            std::string::npos);
+  EXPECT_NE(error_of(base + ", sample: 3}}\n").find("unknown key 'sample' in 'calibration.text' (did you mean 'samples'?)"),
+            std::string::npos);
+}
+
 TEST(Recipe, WrongTypeIsAnError) {
   std::string text = kMinimal;
   text.replace(0, 10, "version: one");

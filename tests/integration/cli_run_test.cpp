@@ -238,4 +238,47 @@ TEST(Cli, TorchScriptInputMustBeTrustedExplicitly) {
   EXPECT_FALSE(fs::exists(dir / "o.pt"));
 }
 
+// Static calibration from text: the HF directory's tokenizer.json tokenizes the file; the
+// dry run says what calibration will use, the run calibrates on it and its report says
+// so, and text that is not UTF-8 is refused before any work (exit 3).
+TEST(Cli, StaticCalibrationFromText) {
+  mq::test::ScratchDir dir("cli-text-calibration");
+  write_tiny_llama(dir / "llama");
+  mq::test::write_file(dir / "llama" / "tokenizer.json", R"({"version": "1.0",
+    "added_tokens": [{"id": 1, "content": "<s>", "single_word": false, "lstrip": false, "rstrip": false,
+                      "normalized": false, "special": true}],
+    "normalizer": null, "pre_tokenizer": {"type": "ByteLevel", "add_prefix_space": false, "trim_offsets": true,
+                                           "use_regex": true},
+    "post_processor": {"type": "TemplateProcessing", "single": [{"SpecialToken": {"id": "<s>", "type_id": 0}},
+                       {"Sequence": {"id": "A", "type_id": 0}}], "pair": [],
+                       "special_tokens": {"<s>": {"id": "<s>", "ids": [1], "tokens": ["<s>"]}}},
+    "model": {"type": "BPE", "vocab": {"a": 2, "b": 3, "Ġ": 4, "Ġa": 5, "Ċ": 6, "ab": 7}, "merges": ["Ġ a", "a b"]}})");
+  mq::test::write_file(dir / "calib.txt", "ab a ab\nba a\n");
+  mq::test::write_file(dir / "recipe.yaml", R"(version: 1
+model: {path: llama}
+calibration: {text: {path: calib.txt, seq_len: 4}}
+quantizer: {plugin: static, options: {dtype: int8}}
+format: {plugin: safetensors, output: out}
+validators: []
+)");
+  const auto plan = run_pipeline("run --dry-run recipe.yaml", dir.path());
+  ASSERT_EQ(plan.exit_code, 0) << plan.err;
+  // <s> ab Ġa Ġa b Ċ b a Ġa Ċ: 10 tokens, two windows of 4
+  EXPECT_NE(plan.out.find("calibration: 2 samples of 4 tokens (8 of 10 tokens) from " + (dir / "calib.txt").string()),
+            std::string::npos) << plan.out;
+  const auto run = run_pipeline("run --json recipe.yaml", dir.path());
+  ASSERT_EQ(run.exit_code, 0) << run.err;
+  const auto report = nlohmann::json::parse(run.out);
+  EXPECT_EQ(report["calibration"].get<std::string>().rfind("2 samples of 4 tokens", 0), 0u);
+  EXPECT_TRUE(fs::exists(dir / "out" / "model.safetensors"));
+
+  mq::test::write_file(dir / "calib.txt", "caf\xe9\n");
+  fs::remove_all(dir / "out");
+  const auto bad = run_pipeline("run recipe.yaml", dir.path());
+  EXPECT_EQ(bad.exit_code, 3);
+  expect_one_line_error(bad);
+  EXPECT_NE(bad.err.find((dir / "calib.txt").string() + ": invalid UTF-8 at byte 3"), std::string::npos) << bad.err;
+  EXPECT_FALSE(fs::exists(dir / "out"));
+}
+
 }  // namespace

@@ -5,6 +5,7 @@
 #include <ATen/ATen.h>
 #include <nlohmann/json.hpp>
 
+#include "cli_support.hpp"
 #include "test_support.hpp"
 
 namespace {
@@ -90,24 +91,7 @@ TEST(Init, PresetsOnCheckpointsRunOrSayWhyNot) {
 TEST(Init, EveryPresetRunsOnAnHfDirectoryMqRuns) {
   mq::test::ScratchDir models("init-llama");
   const fs::path dir = models / "tiny-llama";
-  at::manual_seed(1);
-  const int64_t hidden = 8, vocab = 20, inner = 16;
-  mq::test::write_safetensors(dir / "model.safetensors",
-                              {{"model.embed_tokens.weight", at::randn({vocab, hidden})},
-                               {"model.layers.0.input_layernorm.weight", at::ones({hidden})},
-                               {"model.layers.0.post_attention_layernorm.weight", at::ones({hidden})},
-                               {"model.layers.0.self_attn.q_proj.weight", at::randn({hidden, hidden})},
-                               {"model.layers.0.self_attn.k_proj.weight", at::randn({4, hidden})},
-                               {"model.layers.0.self_attn.v_proj.weight", at::randn({4, hidden})},
-                               {"model.layers.0.self_attn.o_proj.weight", at::randn({hidden, hidden})},
-                               {"model.layers.0.mlp.gate_proj.weight", at::randn({inner, hidden})},
-                               {"model.layers.0.mlp.up_proj.weight", at::randn({inner, hidden})},
-                               {"model.layers.0.mlp.down_proj.weight", at::randn({hidden, inner})},
-                               {"model.norm.weight", at::ones({hidden})},
-                               {"lm_head.weight", at::randn({vocab, hidden})}});
-  mq::test::write_file(dir / "config.json", R"({"architectures": ["LlamaForCausalLM"], "hidden_size": 8,
-    "num_hidden_layers": 1, "num_attention_heads": 2, "num_key_value_heads": 1, "vocab_size": 20,
-    "intermediate_size": 16, "rms_norm_eps": 1e-5})");
+  mq::test::cli::write_tiny_llama(dir);
   for (const char* preset : {"w8a8-static", "w8a8-dynamic", "int4-weight-only", "fp16"}) {
     SCOPED_TRACE(preset);
     mq::test::ScratchDir out("init-llama-run");
@@ -118,8 +102,9 @@ TEST(Init, EveryPresetRunsOnAnHfDirectoryMqRuns) {
     ASSERT_EQ(r.run.exit_code, 0) << r.run.err;
     const auto report = nlohmann::json::parse(r.run.out);
     EXPECT_EQ(report["model_changes"][0], "runs on architecture 'llama'");
-    if (std::string(preset) == "w8a8-static")
+    if (std::string(preset) == "w8a8-static") {
       EXPECT_TRUE(fs::exists(out / "out/tiny-llama.w8a8-static/model.safetensors"));
+    }
   }
 }
 

@@ -9,6 +9,7 @@
 #include <vector>
 
 #include "mq/export.hpp"
+#include "mq/text.hpp"
 #include "mq/value.hpp"
 
 namespace mq {
@@ -49,9 +50,11 @@ struct ModelInput {
 // file order); none otherwise.
 MQ_API std::optional<ModelInput> token_input(const Model& model, int64_t batch);
 
+// Exactly one of the three.
 struct Calibration {
   std::filesystem::path path;               // tensors, one per batch
-  std::optional<RandomCalibration> random;  // instead of a path
+  std::optional<RandomCalibration> random;
+  std::optional<TextSamples> text;          // tokenized with the model's tokenizer
 };
 
 struct MQ_API Recipe {

@@ -1,0 +1,165 @@
+#!/usr/bin/env python3
+"""mq's tokenizer against Hugging Face `tokenizers` (the oracle). Tiny BPE tokenizers
+of the shapes LLMs ship (GPT-2 byte-level, Llama 3 / Qwen2 split regex + byte-level,
+Llama 2 prepend/replace normalizer with byte fallback, Metaspace) are trained here on a
+generated corpus of English, code, CJK, emoji, accents, whitespace runs, digits and
+special tokens, saved as tokenizer.json; `mq-pipeline tokenize` must give the ids
+tokenizers gives, line by line and for the whole file, with and without special
+tokens. Then the refusals: a WordPiece tokenizer (not read yet), a tokenizer.json that
+is not one, text that is not UTF-8: one line each, exit 3.
+usage: check_tokenizer.py MQ_PIPELINE WORK_DIR (in the venv of tests/make_venv.sh)"""
+import json
+import os
+import random
+import subprocess
+import sys
+
+from tokenizers import AddedToken, Regex, Tokenizer, decoders, models, normalizers, pre_tokenizers, processors, trainers
+
+LLAMA3_PATTERN = (r"(?i:'s|'t|'re|'ve|'m|'ll|'d)|[^\r\n\p{L}\p{N}]?\p{L}+|\p{N}{1,3}| ?[^\s\p{L}\p{N}]+[\r\n]*"
+                  r"|\s*[\r\n]+|\s+(?!\S)|\s+")
+
+FRAGMENTS = [
+    "The quick brown fox jumps over the lazy dog.", "It's what they'd've wanted, isn't it?",
+    "def forward(self, x):\n    return self.fc(x) + 1", "for (int i = 0; i < n; ++i) { sum += a[i]; }",
+    "量子化は重みを整数で表します。", "模型量化将权重表示为整数。", "양자화는 모델을 작게 만든다.",
+    "Café, naïve, résumé, Ångström, Straße, œuvre.", "Emoji: 🙂🚀🔥 and 👩‍👩‍👧 families.",
+    "Tabs\tand   runs    of spaces  ", "  leading spaces", "trailing spaces   ", "numbers 1234567 3.14159 2026-12-07",
+    "Ελληνικά και русский текст.", "<|endoftext|>special in the middle<|endoftext|>", "URL https://example.com/a?b=c&d=e",
+    "mixedCASE_identifiers and snake_case_names", "line one\nline two\r\nline three", "¡Hola! ¿Qué tal?",
+    "x<mask>y and  <mask>  spaced", "<s> a bos in the text </s>", "\u00a0non-breaking\u2003em space\u3000ideographic",
+]
+
+
+def corpus(n):
+    rng = random.Random(0)
+    lines = []
+    for _ in range(n):
+        parts = rng.sample(FRAGMENTS, rng.randint(1, 3))
+        joiner = rng.choice([" ", "", "  ", "\t", " \u00a0"])
+        lines.append(joiner.join(p.replace("\n", " ") if rng.random() < 0.7 else p.split("\n")[0] for p in parts))
+    return lines
+
+
+def byte_fallback_vocab(tok, path):
+    """Adds <0x00>..<0xFF> to a trained tokenizer's vocabulary, as Llama 2's has them."""
+    data = json.loads(tok.to_str())
+    vocab = data["model"]["vocab"]
+    top = max(max(vocab.values()), max((t["id"] for t in data["added_tokens"]), default=0))
+    for b in range(256):
+        name = "<0x%02X>" % b
+        if name not in vocab:
+            top += 1
+            vocab[name] = top
+    with open(path, "w", encoding="utf-8") as f:
+        json.dump(data, f, ensure_ascii=False)
+    return Tokenizer.from_file(path)
+
+
+def build(kind, text_file, directory):
+    os.makedirs(directory, exist_ok=True)
+    path = os.path.join(directory, "tokenizer.json")
+    if kind == "gpt2":
+        tok = Tokenizer(models.BPE())
+        tok.pre_tokenizer = pre_tokenizers.ByteLevel(add_prefix_space=False)
+        tok.post_processor = processors.ByteLevel(trim_offsets=False)
+        trainer = trainers.BpeTrainer(vocab_size=700, special_tokens=["<|endoftext|>"],
+                                      initial_alphabet=pre_tokenizers.ByteLevel.alphabet())
+        tok.train([text_file], trainer)
+        tok.add_tokens([AddedToken("<mask>", lstrip=True, rstrip=False)])
+    elif kind == "gpt2-prefix-space":
+        tok = Tokenizer(models.BPE())
+        tok.pre_tokenizer = pre_tokenizers.ByteLevel(add_prefix_space=True)
+        trainer = trainers.BpeTrainer(vocab_size=500, special_tokens=["<|endoftext|>"],
+                                      initial_alphabet=pre_tokenizers.ByteLevel.alphabet())
+        tok.train([text_file], trainer)
+        tok.post_processor = processors.RobertaProcessing(("<|endoftext|>", 0), ("<|endoftext|>", 0))
+    elif kind == "llama3":
+        tok = Tokenizer(models.BPE(ignore_merges=True))
+        tok.pre_tokenizer = pre_tokenizers.Sequence([
+            pre_tokenizers.Split(Regex(LLAMA3_PATTERN), behavior="isolated", invert=False),
+            pre_tokenizers.ByteLevel(add_prefix_space=False, use_regex=False)])
+        trainer = trainers.BpeTrainer(vocab_size=900, special_tokens=["<|begin_of_text|>", "<|end_of_text|>"],
+                                      initial_alphabet=pre_tokenizers.ByteLevel.alphabet())
+        tok.train([text_file], trainer)
+        bos = tok.token_to_id("<|begin_of_text|>")
+        tok.post_processor = processors.Sequence([
+            processors.ByteLevel(trim_offsets=False),
+            processors.TemplateProcessing(single="<|begin_of_text|> $A", pair="<|begin_of_text|> $A $B:1",
+                                          special_tokens=[("<|begin_of_text|>", bos)])])
+    elif kind == "llama2":
+        tok = Tokenizer(models.BPE(unk_token="<unk>", fuse_unk=True, byte_fallback=True))
+        tok.normalizer = normalizers.Sequence([normalizers.Prepend("▁"), normalizers.Replace(" ", "▁")])
+        trainer = trainers.BpeTrainer(vocab_size=600, special_tokens=["<unk>", "<s>", "</s>"], limit_alphabet=120)
+        tok.train([text_file], trainer)
+        tok.post_processor = processors.TemplateProcessing(
+            single="<s> $A", pair="<s> $A $B", special_tokens=[("<s>", tok.token_to_id("<s>"))])
+        tok.save(path)
+        tok = byte_fallback_vocab(tok, path)
+    elif kind == "metaspace":
+        tok = Tokenizer(models.BPE(unk_token="<unk>", byte_fallback=True))
+        tok.pre_tokenizer = pre_tokenizers.Metaspace(replacement="▁", prepend_scheme="first", split=True)
+        trainer = trainers.BpeTrainer(vocab_size=600, special_tokens=["<unk>", "<s>", "</s>"], limit_alphabet=150)
+        tok.train([text_file], trainer)
+        tok.post_processor = processors.TemplateProcessing(
+            single="<s> $A </s>", special_tokens=[("<s>", tok.token_to_id("<s>")), ("</s>", tok.token_to_id("</s>"))])
+        tok.save(path)
+        tok = byte_fallback_vocab(tok, path)
+    else:
+        raise ValueError(kind)
+    tok.save(path)
+    return Tokenizer.from_file(path)
+
+
+def run(exe, *args):
+    return subprocess.run([exe, "tokenize", *args], capture_output=True, text=True)
+
+
+def refused(result, part):
+    err = result.stderr.strip()
+    assert result.returncode == 3, (result.returncode, err)
+    assert "\n" not in err and part in err, err
+
+
+def main(exe, work):
+    os.makedirs(work, exist_ok=True)
+    lines = corpus(3000)
+    text_file = os.path.join(work, "corpus.txt")
+    with open(text_file, "w", encoding="utf-8", newline="") as f:
+        f.write("\n".join(lines) + "\n")
+    with open(text_file, encoding="utf-8", newline="") as f:
+        whole = f.read()
+    for kind in ["gpt2", "gpt2-prefix-space", "llama3", "llama2", "metaspace"]:
+        directory = os.path.join(work, kind)
+        tok = build(kind, text_file, directory)
+        for special in [True, False]:
+            flags = [] if special else ["--no-special"]
+            result = run(exe, "--model", directory, text_file, "--lines", "--json", *flags)
+            assert result.returncode == 0, result.stderr
+            ours = json.loads(result.stdout)
+            theirs = [e.ids for e in tok.encode_batch(lines, add_special_tokens=special)]
+            assert len(ours) == len(theirs), (kind, len(ours), len(theirs))
+            for i, (a, b) in enumerate(zip(ours, theirs)):
+                assert a == b, f"{kind} line {i + 1} {lines[i]!r}:\n ours   {a}\n theirs {b}\n {tok.encode(lines[i]).tokens}"
+            result = run(exe, "--model", os.path.join(directory, "tokenizer.json"), text_file, "--json", *flags)
+            assert result.returncode == 0, result.stderr
+            assert json.loads(result.stdout)["ids"] == tok.encode(whole, add_special_tokens=special).ids, kind
+        print(f"{kind}: {len(lines)} lines and the whole file ({len(tok.encode(whole).ids)} tokens) as tokenizers gives")
+
+    wordpiece = Tokenizer(models.WordPiece({"[UNK]": 0, "a": 1}, unk_token="[UNK]"))
+    os.makedirs(os.path.join(work, "wordpiece"), exist_ok=True)
+    wordpiece.save(os.path.join(work, "wordpiece", "tokenizer.json"))
+    refused(run(exe, "--model", os.path.join(work, "wordpiece"), text_file), "model type 'WordPiece' is not supported yet")
+    bad = os.path.join(work, "not-a-tokenizer.json")
+    with open(bad, "w") as f:
+        f.write("[1, 2")
+    refused(run(exe, "--model", bad, text_file), "not a JSON object")
+    latin1 = os.path.join(work, "latin1.txt")
+    with open(latin1, "wb") as f:
+        f.write("caf\u00e9 ok\n".encode("latin-1"))
+    refused(run(exe, "--model", os.path.join(work, "gpt2"), latin1), "invalid UTF-8 at byte 3")
+    print("refusals: one line, exit 3")
+
+
+if __name__ == "__main__":
+    main(sys.argv[1], sys.argv[2])
