@@ -240,7 +240,8 @@ TEST(Cli, TorchScriptInputMustBeTrustedExplicitly) {
 
 // Static calibration from text: the HF directory's tokenizer.json tokenizes the file; the
 // dry run says what calibration will use, the run calibrates on it and its report says
-// so, and text that is not UTF-8 is refused before any work (exit 3).
+// so; GPTQ calibrates on it too; and text that is not UTF-8 is refused before any work
+// (exit 3).
 TEST(Cli, StaticCalibrationFromText) {
   mq::test::ScratchDir dir("cli-text-calibration");
   write_tiny_llama(dir / "llama");
@@ -271,6 +272,16 @@ validators: []
   const auto report = nlohmann::json::parse(run.out);
   EXPECT_EQ(report["calibration"].get<std::string>().rfind("2 samples of 4 tokens", 0), 0u);
   EXPECT_TRUE(fs::exists(dir / "out" / "model.safetensors"));
+
+  // GPTQ from the same text; without calibration it says what it needs (exit 2).
+  const auto gptq = run_pipeline("run recipe.yaml --set 'quantizer={plugin: gptq, options: {dtype: int4, group_size: 8}}' "
+                                 "--set format.output=out-gptq", dir.path());
+  ASSERT_EQ(gptq.exit_code, 0) << gptq.err;
+  EXPECT_TRUE(fs::exists(dir / "out-gptq" / "model.safetensors"));
+  const auto uncalibrated = run_pipeline("run recipe.yaml --set quantizer.plugin=gptq --set calibration=null "
+                                         "--set format.output=out-none", dir.path());
+  EXPECT_EQ(uncalibrated.exit_code, 2);
+  EXPECT_NE(uncalibrated.err.find("GPTQ needs calibration data"), std::string::npos) << uncalibrated.err;
 
   mq::test::write_file(dir / "calib.txt", "caf\xe9\n");
   fs::remove_all(dir / "out");

@@ -1,0 +1,135 @@
+#!/usr/bin/env python3
+"""GPTQ against round-to-nearest, judged by transformers (the oracle): a tiny random
+Llama with a Llama 3 style tokenizer; mq quantizes it to int4 groups of 32 with the
+gptq quantizer (calibrated from text) and with the dynamic one (round to nearest). Each
+artifact's weights are dequantized here from the compressed-tensors layout
+(pack_to_int32 nibbles, value + 8; one scale a group) and put into transformers' model.
+On the calibration windows, transformers' own Linear inputs give each layer's output
+error ||(W - W_hat) X^T||^2 / ||W X^T||^2: GPTQ's sum must be at most 0.7 of
+round-to-nearest's (issue 28's target); on held-out text the output KL from the float
+model must be smaller too. (compressed-tensors itself needs torch >= 2.1; the venv has
+Debian's 1.13, and transformers 4.44 does not read its configs.)
+usage: check_gptq.py MQ_PIPELINE WORK_DIR (in the venv of tests/make_venv.sh)"""
+import os
+import subprocess
+import sys
+
+import torch
+from safetensors.torch import load_file
+from transformers import AutoModelForCausalLM, LlamaConfig, PreTrainedTokenizerFast
+
+import check_llama
+import check_tokenizer
+
+SEQ = 64
+
+
+def windows(tokenizer_file, text_file, count):
+    with open(text_file, encoding="utf-8", newline="") as f:
+        ids = PreTrainedTokenizerFast(tokenizer_file=tokenizer_file)(f.read())["input_ids"]
+    assert len(ids) >= count * SEQ, len(ids)
+    return [torch.tensor([ids[i * SEQ:(i + 1) * SEQ]]) for i in range(count)]
+
+
+def quantize(exe, work, name, directory, calib, quantizer):
+    out = os.path.join(work, name)
+    recipe = os.path.join(work, name + ".yaml")
+    with open(recipe, "w") as f:
+        f.write(f"""version: 1
+model: {{path: {directory}}}
+calibration: {{text: {{path: {calib}, samples: 16, seq_len: {SEQ}}}}}
+quantizer: {{plugin: {quantizer}, options: {{dtype: int4, group_size: 32}}}}
+format: {{plugin: safetensors, output: {out}}}
+validators: []
+""")
+    subprocess.run([exe, "run", "--quiet", recipe], check=True)
+    model = AutoModelForCausalLM.from_pretrained(directory, torch_dtype=torch.float32,
+                                                 attn_implementation="eager").eval()
+    tensors = load_file(os.path.join(out, "model.safetensors"))
+    layers = dict(model.named_modules())
+    for name, module in layers.items():
+        if isinstance(module, torch.nn.Linear) and name != "lm_head":
+            with torch.no_grad():
+                module.weight.copy_(dequantize(tensors, name + ".weight"))
+    return model
+
+
+def dequantize(tensors, name):
+    """compressed-tensors pack-quantized, symmetric int4: eight nibbles an int32, element
+    0 lowest, value + 8; weight_scale [rows, groups]."""
+    rows, cols = tensors[name + "_shape"].tolist()
+    words = tensors[name + "_packed"].to(torch.int64) & 0xFFFFFFFF
+    nibbles = torch.stack([(words >> (4 * k)) & 0xF for k in range(8)], dim=-1).reshape(rows, -1)[:, :cols] - 8
+    scale = tensors[name + "_scale"].to(torch.float32)
+    group = -(-cols // scale.shape[1])
+    assert nibbles.min() >= -8 and nibbles.max() <= 7
+    return nibbles.to(torch.float32) * scale.repeat_interleave(group, dim=1)[:, :cols]
+
+
+def main(exe, work):
+    os.makedirs(work, exist_ok=True)
+    lines = check_tokenizer.corpus(1200)
+    calib, held_out = os.path.join(work, "calib.txt"), os.path.join(work, "held_out.txt")
+    for path, part in ((calib, lines[:900]), (held_out, lines[900:])):
+        with open(path, "w", encoding="utf-8") as f:
+            f.write("\n".join(part) + "\n")
+    directory = os.path.join(work, "llama")
+    tokenizer = check_tokenizer.build("llama3", calib, directory)
+    torch.manual_seed(0)
+    check_llama.save_random_model(
+        LlamaConfig(vocab_size=tokenizer.get_vocab_size(), hidden_size=64, intermediate_size=128,
+                    num_hidden_layers=2, num_attention_heads=4, num_key_value_heads=2, max_position_embeddings=128,
+                    attn_implementation="eager"), directory, torch.float32)
+    tokenizer_file = os.path.join(directory, "tokenizer.json")
+    model = AutoModelForCausalLM.from_pretrained(directory, torch_dtype=torch.float32,
+                                                 attn_implementation="eager").eval()
+    gptq = quantize(exe, work, "gptq", directory, calib, "gptq")
+    rtn = quantize(exe, work, "rtn", directory, calib, "dynamic")
+
+    # Each Linear's inputs on the calibration windows mq used: H = sum of x^T x.
+    hessians, hooks = {}, []
+    for name, module in model.named_modules():
+        if isinstance(module, torch.nn.Linear) and name != "lm_head":
+            def record(module, inputs, output, name=name):
+                x = inputs[0].reshape(-1, inputs[0].shape[-1]).double()
+                hessians[name] = hessians.get(name, 0) + x.T @ x
+            hooks.append(module.register_forward_hook(record))
+    with torch.no_grad():
+        for ids in windows(tokenizer_file, calib, 16):
+            model(ids)
+    for h in hooks:
+        h.remove()
+    assert len(hessians) == 14, hessians.keys()
+
+    def output_error(quantized):
+        layers = dict(quantized.named_modules())
+        noise = signal = 0.0
+        for name, h in hessians.items():
+            w = dict(model.named_modules())[name].weight.double()
+            w_hat = layers[name].weight.double()
+            assert not torch.equal(w, w_hat), f"{name} was not quantized"
+            d = w - w_hat
+            noise += (d @ h * d).sum().item()
+            signal += (w @ h * w).sum().item()
+        return noise / signal
+
+    def kl(quantized):
+        total, count = 0.0, 0
+        with torch.no_grad():
+            for ids in windows(tokenizer_file, held_out, 6):
+                p = torch.log_softmax(model(ids).logits.double(), -1)
+                q = torch.log_softmax(quantized(ids).logits.double(), -1)
+                total += (p.exp() * (p - q)).sum().item()
+                count += ids.numel()
+        return total / count
+
+    e_gptq, e_rtn = output_error(gptq), output_error(rtn)
+    kl_gptq, kl_rtn = kl(gptq), kl(rtn)
+    print(f"int4 g32, 14 Linears: layer output error GPTQ {e_gptq:.5f} vs RTN {e_rtn:.5f} "
+          f"(ratio {e_gptq / e_rtn:.2f}); held-out KL GPTQ {kl_gptq:.5f} vs RTN {kl_rtn:.5f}")
+    assert e_gptq <= 0.7 * e_rtn, (e_gptq, e_rtn)
+    assert kl_gptq < kl_rtn, (kl_gptq, kl_rtn)
+
+
+if __name__ == "__main__":
+    main(sys.argv[1], sys.argv[2])

@@ -1,0 +1,128 @@
+// GPTQ's numerics against a plain fp64 reference of the algorithm (one column at a
+// time, no lazy blocks), and what the quantizer refuses. (That transformers finds its
+// artifacts closer to the float model than round-to-nearest is
+// tests/interop/check_gptq.py's.)
+#include <ATen/ATen.h>
+#include <gtest/gtest.h>
+
+#include <cmath>
+
+#include "gptq.hpp"
+#include "mq/affine.hpp"
+#include "mq/error.hpp"
+#include "mq/quantizer.hpp"
+#include "test_support.hpp"
+
+namespace {
+
+mq::QuantSpec int4_groups(int64_t group) {
+  mq::QuantSpec s;
+  s.dtype = mq::DType::kInt4;
+  s.granularity = mq::Granularity::kPerGroup;
+  s.group_size = group;
+  return s;
+}
+
+// Inputs whose features are correlated (as a network's are): what GPTQ exploits.
+at::Tensor correlated_inputs(int64_t tokens, int64_t features) {
+  const at::Tensor mix = at::randn({features, features}, at::kDouble) / std::sqrt(double(features));
+  return (at::randn({tokens, features}, at::kDouble).mm(mix + at::eye(features, at::kDouble))).to(at::kFloat);
+}
+
+// The algorithm written out in fp64, a column at a time (symmetric min/max scales of
+// the weights as they are when each group starts, rounded half to even).
+at::Tensor reference_integers(const at::Tensor& weight, const at::Tensor& hessian, const mq::QuantSpec& spec,
+                              double dampening_frac) {
+  at::Tensor w = weight.to(at::kDouble).clone();
+  const int64_t rows = w.size(0), cols = w.size(1);
+  at::Tensor h = hessian.clone();
+  h += at::eye(cols, at::kDouble) * dampening_frac * h.diagonal().mean().item<double>();
+  const at::Tensor u = at::linalg_cholesky(at::cholesky_inverse(at::linalg_cholesky(h)), /*upper=*/true);
+  at::Tensor q = at::empty({rows, cols}, at::kLong);
+  at::Tensor scale = at::empty({rows}, at::kDouble);
+  for (int64_t c = 0; c < cols; ++c) {
+    if (c % spec.group_size == 0)
+      for (int64_t r = 0; r < rows; ++r) {
+        const at::Tensor g = w[r].narrow(0, c, std::min(spec.group_size, cols - c));
+        const double mx = std::max(-g.min().item<double>(), g.max().item<double>());
+        scale[r] = static_cast<double>(static_cast<float>(std::max(mx / 7.5, 1.1920928955078125e-07)));
+      }
+    for (int64_t r = 0; r < rows; ++r) {
+      const double x = w[r][c].item<double>(), s = scale[r].item<double>();
+      const double level = std::clamp(std::nearbyint(x / s), -8.0, 7.0);
+      q[r][c] = static_cast<int64_t>(level);
+      const double e = (x - level * s) / u[c][c].item<double>();
+      for (int64_t k = c; k < cols; ++k) w[r][k] -= e * u[c][k].item<double>();
+    }
+  }
+  return q;
+}
+
+TEST(Gptq, MatchesAnFp64ReferenceColumnByColumn) {
+  at::manual_seed(3);
+  const at::Tensor x = correlated_inputs(256, 16);
+  const at::Tensor weight = at::randn({6, 16});
+  at::Tensor h;
+  mq::gptq::accumulate(h, x.narrow(0, 0, 100));
+  mq::gptq::accumulate(h, x.narrow(0, 100, 156));  // in two batches: the same sum
+  EXPECT_TRUE(at::allclose(h, x.to(at::kDouble).t().mm(x.to(at::kDouble))));
+  const mq::QuantSpec spec = int4_groups(8);
+  mq::gptq::Settings settings;
+  settings.block_size = 4;  // lazy updates across blocks and groups
+  const mq::QuantizedTensor q = mq::gptq::quantize(weight, h, spec, settings);
+  EXPECT_TRUE(at::equal(q.data.to(at::kLong), reference_integers(weight, h, spec, settings.dampening_frac)));
+  EXPECT_EQ(q.qparams.scale.sizes(), at::IntArrayRef({6, 2}));
+  EXPECT_EQ(q.spec.to_string(), spec.to_string());
+}
+
+// With uncorrelated inputs of one scale there is nothing to compensate: GPTQ rounds as
+// round-to-nearest does. With correlated ones it moves the layer's output less.
+TEST(Gptq, IsRoundToNearestForADiagonalHessianAndBetterOtherwise) {
+  at::manual_seed(4);
+  const at::Tensor weight = at::randn({8, 32});
+  const mq::QuantSpec spec = int4_groups(16);
+  const mq::QuantizedTensor rtn = mq::quantize_min_max(weight, spec);
+  const at::Tensor identity = at::eye(32, at::kDouble) * 5;
+  const mq::QuantizedTensor same = mq::gptq::quantize(weight, identity, spec, {});
+  EXPECT_TRUE(at::equal(same.data, rtn.data));
+  EXPECT_TRUE(at::equal(same.qparams.scale, rtn.qparams.scale));
+
+  at::Tensor h;
+  mq::gptq::accumulate(h, correlated_inputs(512, 32));
+  const mq::QuantizedTensor gptq = mq::gptq::quantize(weight, h, spec, {});
+  const double ours = mq::gptq::output_error(weight, gptq.dequantize(), h);
+  const double nearest = mq::gptq::output_error(weight, rtn.dequantize(), h);
+  EXPECT_LT(ours, 0.8 * nearest) << ours << " vs " << nearest;
+}
+
+// An input no calibration token ever reached (a zero column of X): its weights do not
+// matter to the output, and the Hessian stays invertible.
+TEST(Gptq, DeadInputsAreZeroed) {
+  at::manual_seed(5);
+  at::Tensor x = correlated_inputs(64, 8);
+  x.select(1, 3).zero_();
+  at::Tensor h;
+  mq::gptq::accumulate(h, x);
+  mq::QuantSpec spec;
+  spec.dtype = mq::DType::kInt8;
+  spec.granularity = mq::Granularity::kPerChannel;
+  const mq::QuantizedTensor q = mq::gptq::quantize(at::randn({4, 8}), h, spec, {});
+  EXPECT_EQ(q.data.select(1, 3).abs().sum().item<int>(), 0);
+  EXPECT_EQ(q.qparams.scale.sizes(), at::IntArrayRef({4}));
+}
+
+TEST(Gptq, NeedsARunnableModelAndCalibration) {
+  auto gptq = mq::test::make_plugin<mq::Quantizer>();
+  mq::Model checkpoint;
+  checkpoint.tensors = {{"fc.weight", at::randn({4, 8})}};
+  checkpoint.layers = {{"fc", mq::LayerKind::kLinear, "fc.weight", ""}};
+  mq::QuantizeContext context;
+  try {
+    gptq->plan(checkpoint, context);
+    ADD_FAILURE() << "planned";
+  } catch (const mq::RecipeError& e) {
+    EXPECT_NE(std::string(e.what()).find("this model cannot run"), std::string::npos) << e.what();
+  }
+}
+
+}  // namespace
