@@ -103,7 +103,11 @@ class Regex {
     while (at <= text.size()) {
       const int rc = pcre2_match(code_, reinterpret_cast<PCRE2_SPTR>(text.data()), text.size(), at,
                                  PCRE2_NO_UTF_CHECK, md, nullptr);
-      if (rc < 0) break;
+      if (rc == PCRE2_ERROR_NOMATCH) break;
+      if (rc < 0) {
+        pcre2_match_data_free(md);
+        throw InputError("a pre-tokenizer regex failed on the text (PCRE2 error " + std::to_string(rc) + ")");
+      }
       const PCRE2_SIZE* v = pcre2_get_ovector_pointer(md);
       if (v[0] == v[1]) {  // an empty match: step over one character
         at = v[1] < text.size() ? v[1] + char_length(static_cast<unsigned char>(text[v[1]])) : text.size() + 1;
@@ -544,6 +548,7 @@ std::unique_ptr<Tokenizer> Tokenizer::load(const fs::path& path) {
 }
 
 std::vector<int32_t> Tokenizer::encode(std::string_view text, bool add_special) const {
+  check_utf8(text, "the text to tokenize");  // the regexes assume it
   const Impl& m = *impl_;
   std::vector<int32_t> ids;
   if (add_special) ids = m.post.before;

@@ -53,11 +53,11 @@ MQ_API std::vector<std::string> read_documents(const TextSource& source);
 // The samples, each a [1, length] int64 tensor of token ids, and what they hold.
 struct MQ_API TokenSamples {
   std::vector<at::Tensor> batches;
-  int64_t tokens = 0;        // in the samples
+  int64_t tokens = 0;         // in the samples
   int64_t source_tokens = 0;  // in the whole text
+  std::filesystem::path path;  // the source's
   // "128 samples of 512 tokens (65536 of 1200000 tokens) from data/calib.txt".
   std::string summary() const;
-  std::filesystem::path path;
 };
 MQ_API TokenSamples token_samples(const Tokenizer& tokenizer, const TextSamples& spec);
 

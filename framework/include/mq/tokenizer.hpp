@@ -3,8 +3,8 @@
 // transformers' tokenizer gives, for calibration and evaluation from text.
 //
 // Read: BPE models (byte-level as GPT-2, Llama 3 and Qwen2 have them, and Llama 2 /
-// Mistral style with byte fallback), the Prepend and Replace normalizers, the ByteLevel
-// and Split (a regex, isolated) pre-tokenizers, added and special tokens, and the
+// Mistral style with byte fallback), the Prepend and Replace normalizers, the ByteLevel,
+// Split (a regex, isolated) and Metaspace pre-tokenizers, added and special tokens, and the
 // TemplateProcessing, Bert, Roberta and ByteLevel post-processors. Anything else in
 // tokenizer.json is refused by name.
 
@@ -29,7 +29,7 @@ class MQ_API Tokenizer {
   Tokenizer(const Tokenizer&) = delete;
   Tokenizer& operator=(const Tokenizer&) = delete;
 
-  // The ids of `text` (valid UTF-8: check_utf8()), with the special tokens the
+  // The ids of `text` (InputError unless valid UTF-8), with the special tokens the
   // post-processor adds (a bos) when `add_special`, as tokenizer(text) in transformers.
   std::vector<int32_t> encode(std::string_view text, bool add_special) const;
   // The vocabulary's string for `id` (byte-level tokens as stored: "Ġthe"); "" if none.
