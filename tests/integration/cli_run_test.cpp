@@ -292,4 +292,22 @@ validators: []
   EXPECT_FALSE(fs::exists(dir / "out"));
 }
 
+// A model mq runs, written by a format whose output does not run (a pt state dict):
+// the artifact is loaded to be run, found not runnable, and promoted; it was refused
+// as "quantized already" when load-and-run read it as an input.
+TEST(Cli, ARunnableModelWrittenAsAStateDictIsPromoted) {
+  mq::test::ScratchDir dir("cli-llama-pt");
+  write_tiny_llama(dir / "llama");
+  mq::test::write_file(dir / "recipe.yaml", R"(version: 1
+model: {path: llama}
+quantizer: {plugin: dynamic, options: {dtype: int8}}
+format: {plugin: pt, output: model.pt}
+validators: [{plugin: load_run}]
+)");
+  const auto r = run_pipeline("run --json recipe.yaml", dir.path());
+  ASSERT_EQ(r.exit_code, 0) << r.err;
+  EXPECT_TRUE(fs::exists(dir / "model.pt"));
+  EXPECT_NE(r.out.find("the written format does not run"), std::string::npos) << r.out;
+}
+
 }  // namespace
