@@ -176,7 +176,7 @@ struct Tokenizer::Impl {
   void read_model(const Json& m);
   void read_normalizer(const Json& n);
   void read_pre_tokenizer(const Json& p);
-  void read_post_processor(const Json& p, const Json& added_json);
+  void read_post_processor(const Json& p);
 
   void normalize(std::string& s) const;
   void pre_tokenize(std::string segment, bool first, std::vector<std::string>& pieces) const;
@@ -291,7 +291,7 @@ void Tokenizer::Impl::read_pre_tokenizer(const Json& p) {
   }
 }
 
-void Tokenizer::Impl::read_post_processor(const Json& p, const Json& added_json) {
+void Tokenizer::Impl::read_post_processor(const Json& p) {
   if (p.is_null()) return;
   const std::string type = type_of(p);
   const auto pair_id = [&](const char* key) {
@@ -300,7 +300,7 @@ void Tokenizer::Impl::read_post_processor(const Json& p, const Json& added_json)
     return p[key][1].get<int32_t>();
   };
   if (type == "Sequence") {
-    for (const Json& step : p.value("processors", Json::array())) read_post_processor(step, added_json);
+    for (const Json& step : p.value("processors", Json::array())) read_post_processor(step);
   } else if (type == "ByteLevel") {
     // offsets only
   } else if (type == "BertProcessing" || type == "RobertaProcessing") {
@@ -536,7 +536,7 @@ std::unique_ptr<Tokenizer> Tokenizer::load(const fs::path& path) {
                    [](const AddedToken& a, const AddedToken& b) { return a.content.size() > b.content.size(); });
   for (size_t i = 0; i < impl->added.size(); ++i)
     impl->added_by_byte[static_cast<unsigned char>(impl->added[i].content[0])].push_back(i);
-  impl->read_post_processor(j.contains("post_processor") ? j["post_processor"] : none, added);
+  impl->read_post_processor(j.contains("post_processor") ? j["post_processor"] : none);
 
   int32_t top = -1;
   for (const auto& [token, id] : impl->vocab) top = std::max(top, id);
