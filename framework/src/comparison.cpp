@@ -168,8 +168,9 @@ at::Tensor linear(const at::Tensor& x, const QuantizedTensor& weight) {
   if (weight.shape.size() != 2)
     throw InputError("linear: the weight must be 2-D, not " + c10::str(c10::IntArrayRef(weight.shape)));
   const bool bytes = weight.data.scalar_type() == at::kChar || weight.data.scalar_type() == at::kByte;
-  if (!weight.spec.is_integer()) return mq::linear(x, weight.data);  // a cast: its values, widened
-  if (!bytes) return mq::linear(x, weight.dequantize());
+  if (!weight.spec.is_integer() && !weight.spec.is_block())
+    return mq::linear(x, weight.data);  // a cast: its values, widened
+  if (!bytes || weight.spec.is_block()) return mq::linear(x, weight.dequantize());
   const at::Tensor q = weight.data.contiguous();
   const Spans v = spans_of(q, weight.spec);
   const std::pair<at::Tensor, at::Tensor> qp = float_qparams(weight.qparams, v);
@@ -184,6 +185,13 @@ at::Tensor linear(const at::Tensor& x, const QuantizedTensor& weight) {
 }
 
 DequantizedComparison compare_dequantized(const at::Tensor& original, const QuantizedTensor& q) {
+  if (q.spec.is_block()) {  // its values, as a float32 "cast"
+    QuantizedTensor values;
+    values.data = q.dequantize();
+    values.spec.dtype = DType::kFloat16;
+    values.shape = q.shape;
+    return compare_dequantized(original, values);
+  }
   const at::Tensor x = as_readable(original);
   if (x.sizes() != q.data.sizes())
     throw InputError("cannot compare a quantized tensor of shape " + c10::str(q.data.sizes()) +

@@ -43,7 +43,7 @@ uint64_t entry_digest(const QuantizedEntry& entry) {
     const QuantizedTensor& q = *entry.quantized;
     text(q.spec.to_string());
     text(c10::str(q.shape));
-    tensor(q.data.reshape(q.shape));
+    tensor(q.spec.is_block() ? q.data : q.data.reshape(q.shape));  // block data: its bytes by row
     if (q.spec.is_integer()) {
       tensor(q.qparams.scale.to(at::kFloat).reshape(-1));
       tensor(q.qparams.zero_point.to(at::kLong).reshape(-1));

@@ -9,6 +9,7 @@
 #include <unordered_map>
 
 #include "mq/affine.hpp"
+#include "mq/blocks.hpp"
 #include "mq/error.hpp"
 #include "mq/observer.hpp"
 #include "mq/quantizer.hpp"
@@ -46,14 +47,19 @@ E parse_enum(const Value& v, const std::string& what, std::optional<E> (*parse)(
                        text + "'" + detail::did_you_mean(text, names));
 }
 
+std::vector<std::string> dtype_names() {
+  std::vector<std::string> names;
+  for (const DTypeTraits& t : kDTypeTraits) names.emplace_back(t.name);
+  return names;
+}
+
 // Applies spec fields from `fields` (a map of kSpecKeys) on top of `spec`.
 QuantSpec apply(QuantSpec spec, const Value& fields, const std::string& section) {
   bool granularity_set = false;
   for (const MapEntry& e : fields.as_map()) {
     const std::string what = section + "." + e.key;
     if (e.key == "dtype") {
-      spec.dtype = parse_enum<DType>(e.value, what, parse_dtype,
-                                     {"int8", "uint8", "int4", "uint4", "fp16", "bf16"});
+      spec.dtype = parse_enum<DType>(e.value, what, parse_dtype, dtype_names());
     } else if (e.key == "granularity") {
       if (e.value.kind() == Value::Kind::kString && e.value.as_string() == "auto") continue;
       spec.granularity = parse_enum<Granularity>(e.value, what, parse_granularity,
@@ -78,6 +84,17 @@ QuantSpec apply(QuantSpec spec, const Value& fields, const std::string& section)
   // "auto": group-wise for 4-bit targets, per output channel otherwise.
   if (!granularity_set && fields.find("dtype"))
     spec.granularity = spec.bits() == 4 ? Granularity::kPerGroup : Granularity::kPerChannel;
+  if (const DTypeTraits& t = traits(spec.dtype); t.block) {  // the type fixes the rest
+    const Value* size = fields.find("group_size");  // as written, not defaulted
+    if ((granularity_set && spec.granularity != Granularity::kPerGroup) ||
+        (size && size->location.line && spec.group_size != t.block) ||
+        spec.reduce_range)
+      fail(fields.location, "'" + section + "': " + std::string(t.name) + " is per_group(" +
+                                std::to_string(t.block) + ") by definition; drop granularity, group_size and reduce_range");
+    spec.granularity = Granularity::kPerGroup;
+    spec.group_size = t.block;
+    spec.scheme = t.is_signed ? Scheme::kSymmetric : Scheme::kAsymmetric;
+  }
   return spec;
 }
 
@@ -193,6 +210,16 @@ std::vector<PlanRow> LayerSelector::plan(const Model& model) const {
                     std::to_string(spec->group_size) + ")";
       }
     }
+    if (spec && spec->is_block()) {
+      if (t.tensor.dim() != 2) {
+        row.rule += "; " + std::string(to_string(spec->dtype)) + " needs a 2-D weight, kept in float";
+        spec.reset();
+      } else if (t.tensor.size(1) % spec->group_size != 0) {
+        throw RecipeError(t.name + ": " + std::string(to_string(spec->dtype)) + " needs rows of a multiple of " +
+                          std::to_string(spec->group_size) + " values, it has " + std::to_string(t.tensor.size(1)) +
+                          " (exclude it, or give it another dtype in overrides)");
+      }
+    }
     if (spec && spec->is_integer() && spec->granularity == Granularity::kPerChannel &&
         t.tensor.dim() == 0) {
       row.rule += "; per_channel needs a tensor of rank >= 1, kept in float";
@@ -213,7 +240,7 @@ namespace mq {
 QuantizedTensor quantize_weight(const at::Tensor& w, const QuantSpec& spec, Observer* observer, at::Tensor out) {
   if (!spec.is_integer()) {
     QuantizedTensor q;
-    q.data = w.to(spec.stored_type());
+    q.data = spec.is_block() ? blocks::quantize(w, spec.dtype) : w.to(spec.stored_type());
     q.spec = spec;
     q.shape = w.sizes().vec();
     q.original_dtype = w.scalar_type();

@@ -1,6 +1,7 @@
 #include "mq/plugin.hpp"
 
 #include "mq/architecture.hpp"
+#include "mq/error.hpp"
 #include "mq/format.hpp"
 #include "mq/observer.hpp"
 #include "mq/progress.hpp"
@@ -50,6 +51,13 @@ void Format::check_plan(const Model&, std::vector<PlanRow>&) const {}
 void Observer::check_spec(const QuantSpec&) const {}
 QuantizedModel Format::describe(const std::filesystem::path& path) { return read_quantized(path, Origin::kUser); }
 Model Format::read_artifact(const std::filesystem::path& path, Origin) { return read(path); }
+
+void refuse_block_types(const std::vector<PlanRow>& plan, const std::string& format) {
+  for (const PlanRow& row : plan)
+    if (row.spec && row.spec->is_block())
+      throw RecipeError("format '" + format + "' cannot store " + std::string(to_string(row.spec->dtype)) +
+                        " (planned for " + row.tensor + "): llama.cpp's block types are written by format 'gguf'");
+}
 
 const char* abi_tag() { return MQ_ABI_TAG; }
 

@@ -3,6 +3,7 @@
 #include <ATen/ATen.h>
 
 #include "mq/affine.hpp"
+#include "mq/blocks.hpp"
 
 namespace mq {
 
@@ -10,6 +11,10 @@ namespace mq {
 // oracle, composed of ATen ops.
 at::Tensor dequantize_ref(const QuantizedTensor& t) {
   const QuantSpec& spec = t.spec;
+  if (spec.is_block()) {
+    const int64_t cols = t.shape.empty() ? 1 : t.shape.back();
+    return blocks::dequantize(t.data, spec.dtype, cols).reshape(t.shape);
+  }
   if (!spec.is_integer()) return t.data.to(at::kFloat);
   const at::Tensor q = t.data.to(at::kFloat);
   at::Tensor scale = t.qparams.scale.to(at::kFloat);
@@ -53,6 +58,8 @@ int64_t storage_bytes(const QuantSpec& spec, const std::vector<int64_t>& shape,
                       at::ScalarType original_dtype) {
   int64_t numel = 1;
   for (int64_t d : shape) numel *= d;
+  const int64_t cols_ = shape.empty() ? 1 : shape.back();
+  if (spec.is_block()) return cols_ ? numel / cols_ * blocks::row_bytes(spec.dtype, cols_) : 0;
   if (!spec.is_integer()) return numel * 2;
   const int64_t cols = shape.empty() ? 1 : shape.back();
   const int64_t rows = cols ? numel / cols : 0;

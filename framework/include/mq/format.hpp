@@ -61,4 +61,8 @@ class MQ_API Format : public Plugin {
   virtual QuantizedModel describe(const std::filesystem::path& path);
 };
 
+// For formats that store no block type (DType::kQ8_0, ...): RecipeError naming the first
+// tensor `plan` gives one, and `format`.
+MQ_API void refuse_block_types(const std::vector<PlanRow>& plan, const std::string& format);
+
 }  // namespace mq

@@ -12,7 +12,12 @@
 
 namespace mq {
 
-enum class DType { kInt8, kUInt8, kInt4, kUInt4, kFloat16, kBFloat16 };
+enum class DType {
+  kInt8, kUInt8, kInt4, kUInt4, kFloat16, kBFloat16,
+  // llama.cpp's block types (ggml's Q8_0, ...): rows cut in blocks of `block` values, each
+  // stored with its own fp16 scale (and minimum), as GGUF files hold them (mq/blocks.hpp).
+  kQ8_0, kQ4_0, kQ4_1, kQ5_0, kQ5_1,
+};
 enum class Granularity { kPerTensor, kPerChannel, kPerGroup };
 enum class Scheme { kSymmetric, kAsymmetric };
 
@@ -31,6 +36,10 @@ struct DTypeTraits {
   // Casts: explicit mantissa bits (one unit in the last place is 2^-mantissa of 1.0).
   int mantissa;
   c10::ScalarType stored;  // int8/uint8 for integers (4-bit ones unpacked alike), or the cast's
+  // Block types: values per block and bytes per block (their data is the blocks' bytes,
+  // uint8, a row after another); 0 for the others.
+  int block = 0;
+  int block_bytes = 0;
 
   constexpr int64_t qmin() const { return integer && is_signed ? -(int64_t{1} << (bits - 1)) : 0; }
   constexpr int64_t qmax() const { return integer ? (int64_t{1} << (bits - (is_signed ? 1 : 0))) - 1 : 0; }
@@ -43,6 +52,11 @@ inline constexpr DTypeTraits kDTypeTraits[] = {
     {DType::kUInt4, "uint4", 4, true, false, 8, 8, 0, c10::kByte},
     {DType::kFloat16, "fp16", 16, false, true, 0, 0, 10, c10::kHalf},
     {DType::kBFloat16, "bf16", 16, false, true, 0, 0, 7, c10::kBFloat16},
+    {DType::kQ8_0, "q8_0", 8, false, true, 0, 1, 0, c10::kByte, 32, 34},
+    {DType::kQ4_0, "q4_0", 4, false, true, 0, 1, 0, c10::kByte, 32, 18},
+    {DType::kQ4_1, "q4_1", 4, false, false, 0, 1, 0, c10::kByte, 32, 20},
+    {DType::kQ5_0, "q5_0", 5, false, true, 0, 1, 0, c10::kByte, 32, 22},
+    {DType::kQ5_1, "q5_1", 5, false, false, 0, 1, 0, c10::kByte, 32, 24},
 };
 
 constexpr const DTypeTraits& traits(DType dtype) { return kDTypeTraits[static_cast<int>(dtype)]; }
@@ -53,10 +67,11 @@ constexpr bool dtype_table_is_consistent() {
     if (static_cast<int>(t.dtype) != i++) return false;  // indexed by the enum
     if (t.integer && (32 % t.bits != 0 || t.per_word != (t.bits < 8 ? 32 / t.bits : 1))) return false;
     if (t.integer && t.symmetric_zero_point != (t.is_signed ? 0 : int32_t{1} << (t.bits - 1))) return false;
-    if (t.integer != (t.stored == c10::kChar || t.stored == c10::kByte)) return false;
+    if ((t.integer || t.block) != (t.stored == c10::kChar || t.stored == c10::kByte)) return false;
+    if ((t.block > 0) != (t.block_bytes > 0) || (t.block && (t.integer || t.per_word != 1))) return false;
     if (t.integer && (t.stored == c10::kChar) != t.is_signed) return false;
   }
-  return i == static_cast<int>(DType::kBFloat16) + 1;
+  return i == static_cast<int>(DType::kQ5_1) + 1;
 }
 static_assert(dtype_table_is_consistent(), "kDTypeTraits: one row per DType, in order, each consistent");
 static_assert(traits(DType::kInt4).qmin() == -8 && traits(DType::kInt4).qmax() == 7);
@@ -71,6 +86,7 @@ struct MQ_API QuantSpec {
   bool reduce_range = false;  // PyTorch's reduce_range: one bit less of range
 
   bool is_integer() const;
+  bool is_block() const { return traits(dtype).block > 0; }  // llama.cpp's block types
   int bits() const;
   bool packed() const { return traits(dtype).per_word > 1; }  // several values an int32 word (4-bit)
   // Integer range of the target, after reduce_range.

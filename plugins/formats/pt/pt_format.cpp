@@ -188,6 +188,7 @@ class PtFormat final : public mq::Format {
   // Tensors no PyTorch file holds, and for TorchScript output mq::pt::check_torchscript_plan.
   void check_plan(const mq::Model& source, std::vector<mq::PlanRow>& plan) const override {
     refuse_foreign(source.foreign);
+    mq::refuse_block_types(plan, "pt");
     if (const auto* script = dynamic_cast<const mq::pt::TorchScriptModel*>(source.runnable.get()))
       mq::pt::check_torchscript_plan(*script, source, plan);
   }

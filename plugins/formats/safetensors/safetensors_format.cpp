@@ -363,6 +363,10 @@ class SafetensorsFormat final : public mq::Format {
   // The artifact's tensors, quantized ones as stored (nothing runs them yet).
   mq::Model read_artifact(const fs::path& path, mq::Origin) override { return read_model(path, true); }
 
+  void check_plan(const mq::Model&, std::vector<mq::PlanRow>& plan) const override {
+    mq::refuse_block_types(plan, "safetensors");
+  }
+
   std::unique_ptr<mq::EntryWriter> stream(const mq::Model& source, const fs::path& path) override {
     return std::make_unique<SafetensorsStream>(path, source.metadata, source.foreign,
                                                max_shard_bytes_,

@@ -36,6 +36,10 @@ class GptqQuantizer final : public mq::Quantizer {
     if (context.calibration.empty())
       throw mq::RecipeError("GPTQ needs calibration data: set calibration.text (or path, or random) in the recipe");
     std::vector<mq::PlanRow> rows = selector_.plan(model);
+    for (const mq::PlanRow& row : rows)
+      if (row.spec && row.spec->is_block())
+        throw mq::RecipeError("GPTQ does not quantize to llama.cpp's block types yet (" + row.tensor + ": " +
+                              row.spec->to_string() + "); use the dynamic quantizer (round to nearest, as llama.cpp)");
     for (const auto& [layer, row] : linear_rows(model, rows))
       if (rows[row].spec->granularity == mq::Granularity::kPerChannel && rows[row].spec->axis != 0)
         throw mq::RecipeError("GPTQ quantizes Linear weights by rows: '" + layer +

@@ -39,7 +39,12 @@ class StaticQuantizer final : public mq::Quantizer {
       throw mq::RecipeError("static quantization needs calibration data: set calibration.path or "
                             "calibration.random in the recipe");
     for (const mq::QuantSpec& spec : {activation_, output_}) context.make_observer()->check_spec(spec);
-    return selector_.plan(model);
+    std::vector<mq::PlanRow> rows = selector_.plan(model);
+    for (const mq::PlanRow& row : rows)
+      if (row.spec && row.spec->is_block())
+        throw mq::RecipeError("static quantization needs integer weights; " + row.spec->to_string() + " (" +
+                              row.tensor + ") is llama.cpp's weight-only type: use the dynamic quantizer");
+    return rows;
   }
 
   mq::QuantizedModel quantize(const mq::Model& model, mq::QuantizeContext& context) override {
