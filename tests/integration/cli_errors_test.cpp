@@ -372,7 +372,7 @@ TEST(Cli, ModelNoFormatReadsIsNamedFileOrDirectory) {
     const auto r = run_pipeline(example_args(dir, "-q --set model.path='" + model.string() + "'"));
     EXPECT_EQ(r.exit_code, 3);
     expect_one_line_error(r);
-    EXPECT_NE(r.err.find(model.string() + ": no format plugin can read this " + what + " (tried 'pt', 'safetensors')"),
+    EXPECT_NE(r.err.find(model.string() + ": no format plugin can read this " + what + " (tried 'gguf', 'pt', 'safetensors')"),
               std::string::npos) << r.err;
   }
 }

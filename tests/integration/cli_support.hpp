@@ -32,28 +32,7 @@ inline std::string faulty_disk(const std::string& failing) {
   return "LD_PRELOAD='" MQ_FAULTY_DISK_LIB "' ASAN_OPTIONS=verify_asan_link_order=0 MQ_TEST_FAIL=" + failing;
 }
 
-// A Hugging Face Llama directory of one block (hidden 8, vocab 20) that the llama
-// architecture runs: model.safetensors and config.json.
-inline void write_tiny_llama(const std::filesystem::path& dir) {
-  at::manual_seed(1);
-  const int64_t hidden = 8, vocab = 20, inner = 16;
-  mq::test::write_safetensors(dir / "model.safetensors",
-                              {{"model.embed_tokens.weight", at::randn({vocab, hidden})},
-                               {"model.layers.0.input_layernorm.weight", at::ones({hidden})},
-                               {"model.layers.0.post_attention_layernorm.weight", at::ones({hidden})},
-                               {"model.layers.0.self_attn.q_proj.weight", at::randn({hidden, hidden})},
-                               {"model.layers.0.self_attn.k_proj.weight", at::randn({4, hidden})},
-                               {"model.layers.0.self_attn.v_proj.weight", at::randn({4, hidden})},
-                               {"model.layers.0.self_attn.o_proj.weight", at::randn({hidden, hidden})},
-                               {"model.layers.0.mlp.gate_proj.weight", at::randn({inner, hidden})},
-                               {"model.layers.0.mlp.up_proj.weight", at::randn({inner, hidden})},
-                               {"model.layers.0.mlp.down_proj.weight", at::randn({hidden, inner})},
-                               {"model.norm.weight", at::ones({hidden})},
-                               {"lm_head.weight", at::randn({vocab, hidden})}});
-  mq::test::write_file(dir / "config.json", R"({"architectures": ["LlamaForCausalLM"], "hidden_size": 8,
-    "num_hidden_layers": 1, "num_attention_heads": 2, "num_key_value_heads": 1, "vocab_size": 20,
-    "intermediate_size": 16, "rms_norm_eps": 1e-5})");
-}
+using mq::test::write_tiny_llama;
 
 inline void expect_old_artifact_kept(const mq::test::ScratchDir& dir, const std::filesystem::path& artifact) {
   EXPECT_TRUE(mq::test::read_file(artifact) == "earlier good artifact");

@@ -183,4 +183,41 @@ inline void write_hf_directory(const fs::path& dir) {
   write_file(dir / "tokenizer.json", "{}");
 }
 
+
+// A Hugging Face Llama directory of one block (vocab 20; 2 heads, 1 kv head, MLP of
+// 2 x hidden) that the llama architecture runs: model.safetensors and config.json.
+inline void write_tiny_llama(const fs::path& dir, int64_t hidden = 8) {
+  at::manual_seed(1);
+  const int64_t vocab = 20, inner = 2 * hidden, kv = hidden / 2;
+  write_safetensors(dir / "model.safetensors",
+                    {{"model.embed_tokens.weight", at::randn({vocab, hidden})},
+                     {"model.layers.0.input_layernorm.weight", at::ones({hidden})},
+                     {"model.layers.0.post_attention_layernorm.weight", at::ones({hidden})},
+                     {"model.layers.0.self_attn.q_proj.weight", at::randn({hidden, hidden})},
+                     {"model.layers.0.self_attn.k_proj.weight", at::randn({kv, hidden})},
+                     {"model.layers.0.self_attn.v_proj.weight", at::randn({kv, hidden})},
+                     {"model.layers.0.self_attn.o_proj.weight", at::randn({hidden, hidden})},
+                     {"model.layers.0.mlp.gate_proj.weight", at::randn({inner, hidden})},
+                     {"model.layers.0.mlp.up_proj.weight", at::randn({inner, hidden})},
+                     {"model.layers.0.mlp.down_proj.weight", at::randn({hidden, inner})},
+                     {"model.norm.weight", at::ones({hidden})},
+                     {"lm_head.weight", at::randn({vocab, hidden})}});
+  write_file(dir / "config.json", R"({"architectures": ["LlamaForCausalLM"], "hidden_size": )" +
+                                      std::to_string(hidden) + R"(, "num_hidden_layers": 1,
+    "num_attention_heads": 2, "num_key_value_heads": 1, "vocab_size": 20, "intermediate_size": )" +
+                                      std::to_string(inner) + R"(, "rms_norm_eps": 1e-5})");
+}
+
+// A GPT-2 style byte-level BPE tokenizer.json of six tokens (the last an added special
+// one), in `dir`.
+inline void write_byte_level_tokenizer(const fs::path& dir) {
+  write_file(dir / "tokenizer.json", R"({"version": "1.0", "added_tokens": [{"id": 5, "content": "<|endoftext|>",
+    "single_word": false, "lstrip": false, "rstrip": false, "normalized": false, "special": true}],
+  "normalizer": null, "pre_tokenizer": {"type": "ByteLevel", "add_prefix_space": false, "trim_offsets": true,
+    "use_regex": true}, "post_processor": null, "decoder": null,
+  "model": {"type": "BPE", "dropout": null, "unk_token": null, "continuing_subword_prefix": null,
+    "end_of_word_suffix": null, "fuse_unk": false, "byte_fallback": false,
+    "vocab": {"a": 0, "b": 1, "\u0120": 2, "ab": 3, "\u0120a": 4}, "merges": ["a b", "\u0120 a"]}})");
+}
+
 }  // namespace mq::test
