@@ -32,11 +32,11 @@ CASES = {
 }
 
 
-def save_random_model(config, directory, dtype):
+def save_random_model(config, directory, dtype, std=0.5):
     model = AutoModelForCausalLM.from_config(config).eval()
     with torch.no_grad():  # weights far from zero, so that small errors would show
         for p in model.parameters():
-            p.normal_(0, 0.5 if p.dim() > 1 else 0.3)
+            p.normal_(0, std if p.dim() > 1 else 0.3)
     model.to(dtype).save_pretrained(directory, safe_serialization=True)
     return config
 

@@ -1,0 +1,178 @@
+#!/usr/bin/env python3
+"""mq's GGUF files judged by llama.cpp itself (llama-cpp-python) and gguf-py.
+Tiny random Llama (GQA) and Qwen2 (q/k/v biases) directories with a Llama 3 or Qwen2
+style BPE tokenizer.json, written by mq-pipeline to GGUF:
+- F32: llama.cpp's logits on a token sequence equal transformers' within 1e-3 relative
+  (so names, the Q/K row order, norms, rope and the keys are as llama.cpp reads them);
+- q8_0, q4_0, q4_1, q5_0, q5_1: every tensor mq stores in the type llama.cpp's own
+  llama_model_quantize gives it from mq's F32 file has the same bytes (the Linear
+  weights: all of them); q8_0's logits reach 30 dB SQNR against transformers';
+- gguf-py reads every key and tensor: llama.cpp's keys, the tokenizer's tokens and
+  merges as tokenizer.json has them, each tensor's shape and type;
+- llama.cpp tokenizes text from the file's own tokenizer as tokenizers does.
+usage: check_gguf.py MQ_PIPELINE WORK_DIR (in the venv of tests/make_venv.sh)"""
+import ctypes
+import json
+import os
+import subprocess
+import sys
+
+import numpy as np
+import torch
+from gguf import GGUFReader
+from transformers import AutoModelForCausalLM, LlamaConfig, Qwen2Config
+
+import check_llama
+import check_tokenizer
+
+# llama.cpp's CPU backend repacks weights into "extra" buffers (AMX, ...) on CPUs that
+# have them; its AMX kernels crash on models this small. Plain buffers compute the same.
+import llama_cpp
+import llama_cpp.llama_cpp as low
+
+_model_defaults = low.llama_model_default_params
+
+
+def _plain_buffers():
+    params = _model_defaults()
+    params.use_extra_bufts = False
+    return params
+
+
+low.llama_model_default_params = _plain_buffers
+
+TYPES = {"q4_0": 2, "q4_1": 3, "q8_0": 7, "q5_0": 8, "q5_1": 9}  # LLAMA_FTYPE_MOSTLY_*
+TOKENS = [5, 100, 200, 300, 17, 42, 99, 500, 7, 64, 128, 256]
+
+
+def run_mq(exe, work, directory, name, dtype):
+    out = os.path.join(work, f"{name}.{dtype}.gguf")
+    layers = ", layers: {types: []}" if dtype == "f32" else ""
+    recipe = os.path.join(work, f"{name}.{dtype}.yaml")
+    with open(recipe, "w") as f:
+        f.write(f"""version: 1
+model: {{path: {directory}}}
+quantizer: {{plugin: dynamic, options: {{dtype: {"q8_0" if dtype == "f32" else dtype}{layers}}}}}
+format: {{plugin: gguf, output: {out}}}
+validators: [{{plugin: load_run}}]
+""")
+    result = subprocess.run([exe, "run", recipe, "--quiet"], capture_output=True, text=True)
+    assert result.returncode == 0, result.stderr
+    return out
+
+
+def llama_cpp_logits(path):
+    # F32 KV cache: the default F16 one would round what transformers keeps in float32.
+    llm = llama_cpp.Llama(model_path=path, logits_all=True, n_ctx=256, verbose=False, type_k=0, type_v=0)
+    llm.eval(TOKENS)
+    return np.array(llm.scores[:len(TOKENS)])
+
+
+def sqnr_db(reference, got):
+    return 10 * np.log10((reference ** 2).mean() / ((reference - got) ** 2).mean())
+
+
+def same_bytes_as_llama_cpp(work, name, f32_path, ours_path, dtype):
+    """Quantizes mq's F32 file with llama.cpp; compares each tensor both store alike."""
+    theirs_path = os.path.join(work, f"{name}.{dtype}.llama-cpp.gguf")
+    params = llama_cpp.llama_model_quantize_default_params()
+    params.ftype = TYPES[dtype]
+    params.nthread = 1
+    assert llama_cpp.llama_model_quantize(f32_path.encode(), theirs_path.encode(), ctypes.byref(params)) == 0
+    ours = {t.name: t for t in GGUFReader(ours_path).tensors}
+    theirs = {t.name: t for t in GGUFReader(theirs_path).tensors}
+    assert ours.keys() == theirs.keys(), (ours.keys() ^ theirs.keys())
+    compared = 0
+    for tensor_name, t in ours.items():
+        u = theirs[tensor_name]
+        if t.tensor_type != u.tensor_type:  # llama.cpp also quantizes the embedding and the head
+            assert tensor_name in ("token_embd.weight", "output.weight"), (tensor_name, t.tensor_type, u.tensor_type)
+            continue
+        a, b = np.asarray(t.data).view(np.uint8), np.asarray(u.data).view(np.uint8)
+        assert np.array_equal(a, b), f"{name} {dtype} {tensor_name}: bytes differ from llama.cpp's"
+        compared += t.tensor_type.name.lower() == dtype
+    return compared
+
+
+def check_keys(path, config, tokenizer_dir, arch):
+    reader = GGUFReader(path)
+    value = lambda key: reader.fields[key].contents()
+    assert value("general.architecture") == arch
+    assert value(f"{arch}.block_count") == config.num_hidden_layers
+    assert value(f"{arch}.embedding_length") == config.hidden_size
+    assert value(f"{arch}.feed_forward_length") == config.intermediate_size
+    assert value(f"{arch}.attention.head_count") == config.num_attention_heads
+    assert value(f"{arch}.attention.head_count_kv") == config.num_key_value_heads
+    assert abs(value(f"{arch}.attention.layer_norm_rms_epsilon") - config.rms_norm_eps) < 1e-9
+    assert value(f"{arch}.rope.freq_base") == config.rope_theta
+    with open(os.path.join(tokenizer_dir, "tokenizer.json")) as f:
+        tokenizer = json.load(f)
+    vocab = {i: t for t, i in tokenizer["model"]["vocab"].items()}
+    vocab.update({t["id"]: t["content"] for t in tokenizer["added_tokens"]})
+    tokens = value("tokenizer.ggml.tokens")
+    assert len(tokens) == config.vocab_size
+    assert all(tokens[i] == t for i, t in vocab.items())
+    merges = [m if isinstance(m, str) else " ".join(m) for m in tokenizer["model"]["merges"]]
+    assert value("tokenizer.ggml.merges") == merges
+    assert value("tokenizer.ggml.bos_token_id") == config.bos_token_id
+    for t in reader.tensors:
+        assert t.name.startswith(("blk.", "token_embd", "output")), t.name
+    return len(reader.fields), len(reader.tensors)
+
+
+def check_case(exe, work, name, config_class, extra, tokenizer_kind, arch, corpus_file, lines):
+    directory = os.path.join(work, name)
+    tok = check_tokenizer.build(tokenizer_kind, corpus_file, directory)
+    config = config_class(vocab_size=tok.get_vocab_size() + 5, hidden_size=64, intermediate_size=128,
+                          num_hidden_layers=2, num_attention_heads=4, num_key_value_heads=2,
+                          max_position_embeddings=128, rms_norm_eps=1e-5, attn_implementation="eager",
+                          bos_token_id=tok.token_to_id("<|begin_of_text|>"),
+                          eos_token_id=tok.token_to_id("<|end_of_text|>"), **extra)
+    torch.manual_seed(0)
+    # Weights of a trained model's scale: at check_llama's 0.5 a block's outputs grow so
+    # large that llama.cpp's own q8_0 file reaches only 29.9 dB.
+    check_llama.save_random_model(config, directory, torch.float32, std=0.2)
+    model = AutoModelForCausalLM.from_pretrained(directory, torch_dtype=torch.float32,
+                                                 attn_implementation="eager").eval()
+    with torch.no_grad():
+        reference = model(torch.tensor([TOKENS])).logits[0].numpy()
+
+    f32 = run_mq(exe, work, directory, name, "f32")
+    got = llama_cpp_logits(f32)
+    relative = np.abs(got - reference).max() / np.abs(reference).max()
+    assert relative < 1e-3, f"{name}: F32 logits differ from transformers' by {relative:.3g} relative"
+    keys, tensors = check_keys(f32, config, directory, arch)
+    print(f"{name}: F32 logits as transformers' ({relative:.2g} relative); gguf-py reads {keys} keys, {tensors} tensors")
+
+    for dtype in TYPES:
+        ours = run_mq(exe, work, directory, name, dtype)
+        compared = same_bytes_as_llama_cpp(work, name, f32, ours, dtype)
+        assert compared == 7 * config.num_hidden_layers, (name, dtype, compared)
+        line = f"{name}: {dtype}: the {compared} Linear weights' bytes equal llama_model_quantize's"
+        if dtype == "q8_0":
+            db = sqnr_db(reference, llama_cpp_logits(ours))
+            assert db >= 30, f"{name}: q8_0 logits SQNR {db:.1f} dB < 30"
+            line += f"; logits {db:.1f} dB SQNR against transformers'"
+        print(line)
+
+    llm = llama_cpp.Llama(model_path=f32, vocab_only=True, verbose=False)
+    for text in lines:
+        theirs = tok.encode(text, add_special_tokens=False).ids
+        ours = llm.tokenize(text.encode("utf-8"), add_bos=False, special=False)
+        assert ours == theirs, f"{name}: llama.cpp tokenizes {text!r} as {ours}, tokenizers as {theirs}"
+    print(f"{name}: llama.cpp tokenizes {len(lines)} lines from the file's tokenizer as tokenizers does")
+
+
+def main(exe, work):
+    os.makedirs(work, exist_ok=True)
+    lines = check_tokenizer.corpus(300)
+    corpus_file = os.path.join(work, "corpus.txt")
+    with open(corpus_file, "w", encoding="utf-8") as f:
+        f.write("\n".join(lines) + "\n")
+    check_case(exe, work, "llama", LlamaConfig, {}, "llama3", "llama", corpus_file, lines)
+    check_case(exe, work, "qwen2", Qwen2Config, {}, "qwen2", "qwen2", corpus_file, lines)
+    print("ok: llama.cpp runs mq's GGUF files as transformers runs the checkpoints")
+
+
+if __name__ == "__main__":
+    main(sys.argv[1], sys.argv[2])
