@@ -29,6 +29,15 @@ float get_half(const uint8_t* in) {
   return static_cast<float>(c10::Half(bits, c10::Half::from_bits()));
 }
 
+// roundf (halves away from zero) for |v| < 2^31, inline: v - trunc(v) is exact in float.
+inline int round_away(float v) {
+  int i = static_cast<int>(v);
+  const float rest = v - static_cast<float>(i);
+  if (rest >= 0.5f) ++i;
+  if (rest <= -0.5f) --i;
+  return i;
+}
+
 // The value of largest magnitude, with its sign (the first, on ties).
 float signed_max(const float* x) {
   float amax = 0, max = 0;
@@ -69,7 +78,8 @@ void unpack(const uint8_t* qs, const uint8_t* qh, int* q) {
   }
 }
 
-// One block of ggml-quants.c's quantize_row_*_ref.
+// One block of ggml-quants.c's quantize_row_*_ref (`Ref`: with libm's roundf, as it).
+template <bool Ref>
 void quantize_block(const float* x, DType dtype, uint8_t* out) {
   uint8_t q[kBlock];
   switch (dtype) {
@@ -79,7 +89,7 @@ void quantize_block(const float* x, DType dtype, uint8_t* out) {
       const float d = amax / 127;
       const float id = d ? 1.0f / d : 0.0f;
       put_half(out, d);
-      for (int j = 0; j < kBlock; ++j) out[2 + j] = static_cast<uint8_t>(static_cast<int8_t>(std::roundf(x[j] * id)));
+      for (int j = 0; j < kBlock; ++j) out[2 + j] = static_cast<uint8_t>(static_cast<int8_t>(Ref ? std::roundf(x[j] * id) : round_away(x[j] * id)));
       return;
     }
     case DType::kQ4_0:
@@ -160,20 +170,22 @@ void checked_rows(const at::Tensor& x, DType dtype) {
                      " values, not shape " + c10::str(x.sizes()));
 }
 
+// Rows [begin, end) of `x`, widened to float32 a chunk at a time, into `out`.
 void quantize_rows(const at::Tensor& x, DType dtype, uint8_t* out, int64_t begin, int64_t end) {
   const int64_t cols = x.size(1), bytes = row_bytes(dtype, cols);
   const int block_bytes = traits(dtype).block_bytes;
-  std::vector<float> row(static_cast<size_t>(cols));
-  for (int64_t r = begin; r < end; ++r) {
-    const at::Tensor source = x[r];
-    if (x.scalar_type() == at::kFloat && source.is_contiguous())
-      std::memcpy(row.data(), source.data_ptr<float>(), row.size() * sizeof(float));
-    else
-      at::from_blob(row.data(), {cols}, at::kFloat).copy_(source);
-    if (!std::all_of(row.begin(), row.end(), [](float v) { return std::isfinite(v); }))
+  const int64_t chunk = std::max<int64_t>(1, (int64_t{1} << 14) / cols);
+  at::Tensor rows;
+  for (int64_t first = begin; first < end; first += chunk) {
+    const int64_t n = std::min(chunk, end - first);
+    const at::Tensor part = x.narrow(0, first, n);
+    rows = part.scalar_type() == at::kFloat && part.is_contiguous() ? part : part.to(at::kFloat).contiguous();
+    const float* v = rows.data_ptr<float>();
+    if (!std::all_of(v, v + n * cols, [](float f) { return std::isfinite(f); }))
       throw InputError("holds NaN or infinite values, which " + std::string(to_string(dtype)) + " cannot store");
-    for (int64_t b = 0; b < cols / kBlock; ++b)
-      quantize_block(row.data() + b * kBlock, dtype, out + r * bytes + b * block_bytes);
+    for (int64_t r = 0; r < n; ++r)
+      for (int64_t b = 0; b < cols / kBlock; ++b)
+        quantize_block<false>(v + r * cols + b * kBlock, dtype, out + (first + r) * bytes + b * block_bytes);
   }
 }
 
@@ -186,8 +198,13 @@ int64_t row_bytes(DType dtype, int64_t cols) {
 
 at::Tensor quantize_ref(const at::Tensor& x, DType dtype) {
   checked_rows(x, dtype);
+  const at::Tensor values = x.to(at::kFloat).contiguous();
+  if (!at::isfinite(values).all().item<bool>())
+    throw InputError("holds NaN or infinite values, which " + std::string(to_string(dtype)) + " cannot store");
   at::Tensor out = at::empty({x.size(0), row_bytes(dtype, x.size(1))}, at::kByte);
-  quantize_rows(x, dtype, out.data_ptr<uint8_t>(), 0, x.size(0));
+  const int64_t blocks = values.numel() / kBlock;
+  for (int64_t b = 0; b < blocks; ++b)
+    quantize_block<true>(values.data_ptr<float>() + b * kBlock, dtype, out.data_ptr<uint8_t>() + b * traits(dtype).block_bytes);
   return out;
 }
 

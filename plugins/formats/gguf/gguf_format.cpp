@@ -205,13 +205,13 @@ class GgufFormat final : public mq::Format {
     return out;
   }
 
-  // The values as a model that does not run (mq runs no GGUF: llama.cpp does), by HF name.
-  mq::Model read_artifact(const fs::path& path, mq::Origin origin) override {
-    mq::QuantizedModel q = read_quantized(path, origin);
+  // mq runs no GGUF (llama.cpp does): the file as a model that does not run, its
+  // provenance only. (Its tensors are read_quantized()'s, for load_run and validate.)
+  mq::Model read_artifact(const fs::path& path, mq::Origin) override {
+    const mq::gguf::File file = mq::gguf::read(path);
     mq::Model model;
-    for (mq::QuantizedEntry& e : q.entries)
-      model.tensors.push_back({e.name, e.quantized ? e.quantized->dequantize() : e.tensor});
-    model.metadata = q.metadata;
+    for (const auto& [key, value] : file.kv.items())
+      if (key.rfind("mq.", 0) == 0 && value.is_string()) model.metadata[key] = value.get<std::string>();
     model.sources = {path};
     return model;
   }

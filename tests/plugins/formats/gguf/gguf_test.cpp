@@ -230,11 +230,10 @@ TEST(GgufFormat, ATinyLlamaReadsBackAsItWasWritten) {
     }
   }
   EXPECT_EQ(back.metadata.at("mq.version"), "test");
-  // As a model (load_run): dequantized values by HF name, not runnable.
+  // As a model to run: not one mq runs (llama.cpp does), with its provenance.
   const mq::Model artifact = format->read_artifact(dir / "llama.gguf", mq::Origin::kThisRun);
   EXPECT_FALSE(artifact.runnable);
-  EXPECT_TRUE(at::equal(*artifact.find("model.layers.0.self_attn.k_proj.weight"),
-                        written.entries[2].quantized->dequantize()));
+  EXPECT_EQ(artifact.metadata.at("mq.version"), "test");
   EXPECT_THROW(format->read(dir / "llama.gguf"), mq::InputError);
 }
 
