@@ -78,6 +78,272 @@ void unpack(const uint8_t* qs, const uint8_t* qh, int* q) {
   }
 }
 
+// ---- k-quants: super-blocks of 256 (ggml-quants.c's quantize_row_q{4,5,6}_K_ref) ----
+
+constexpr int kSuper = 256;
+
+// ggml's nearest_int: round half to even through the float adder (|f| < 2^22).
+inline int nearest_int(float f) {
+  const float v = f + 12582912.f;
+  int32_t i;
+  std::memcpy(&i, &v, 4);
+  return (i & 0x007fffff) - 0x00400000;
+}
+
+// Q6_K's 16-value sub-blocks: the scale (signed, of the value of largest magnitude) that
+// minimizes the x^2-weighted error over 19 candidates around -nmax / max; L in [0, 2 nmax).
+float make_qx_quants(int n, int nmax, const float* x, int8_t* L) {
+  float max = 0, amax = 0;
+  for (int i = 0; i < n; ++i)
+    if (std::fabs(x[i]) > amax) {
+      amax = std::fabs(x[i]);
+      max = x[i];
+    }
+  if (amax < 1e-15f) {
+    std::fill(L, L + n, 0);
+    return 0.f;
+  }
+  float iscale = -nmax / max;
+  float sumlx = 0, suml2 = 0;
+  for (int i = 0; i < n; ++i) {
+    const int l = std::max(-nmax, std::min(nmax - 1, nearest_int(iscale * x[i])));
+    L[i] = static_cast<int8_t>(l + nmax);
+    const float w = x[i] * x[i];
+    sumlx += w * x[i] * l;
+    suml2 += w * l * l;
+  }
+  float scale = suml2 ? sumlx / suml2 : 0.0f;
+  float best = scale * sumlx;
+  for (int is = -9; is <= 9; ++is) {
+    if (is == 0) continue;
+    iscale = -(nmax + 0.1f * is) / max;
+    sumlx = suml2 = 0;
+    for (int i = 0; i < n; ++i) {
+      const int l = std::max(-nmax, std::min(nmax - 1, nearest_int(iscale * x[i])));
+      const float w = x[i] * x[i];
+      sumlx += w * x[i] * l;
+      suml2 += w * l * l;
+    }
+    if (suml2 > 0 && sumlx * sumlx > best * suml2) {
+      for (int i = 0; i < n; ++i)
+        L[i] = static_cast<int8_t>(nmax + std::max(-nmax, std::min(nmax - 1, nearest_int(iscale * x[i]))));
+      scale = sumlx / suml2;
+      best = scale * sumlx;
+    }
+  }
+  return scale;
+}
+
+// Q4_K/Q5_K's 32-value sub-blocks: scale and minimum (x ~ scale * L - the_min) that
+// minimize the weighted squared error over nstep + 1 candidate ranges; L in [0, nmax].
+float make_qkx2_quants(int n, int nmax, const float* x, const float* weights, uint8_t* L, float* the_min,
+                       uint8_t* Laux, float rmin, float rdelta, int nstep) {
+  float min = x[0], max = x[0];
+  float sum_w = weights[0], sum_x = sum_w * x[0];
+  for (int i = 1; i < n; ++i) {
+    if (x[i] < min) min = x[i];
+    if (x[i] > max) max = x[i];
+    sum_w += weights[i];
+    sum_x += weights[i] * x[i];
+  }
+  if (min > 0) min = 0;
+  if (max == min) {
+    std::fill(L, L + n, 0);
+    *the_min = -min;
+    return 0.f;
+  }
+  float iscale = nmax / (max - min);
+  float scale = 1 / iscale;
+  float best_error = 0;
+  for (int i = 0; i < n; ++i) {
+    L[i] = static_cast<uint8_t>(std::max(0, std::min(nmax, nearest_int(iscale * (x[i] - min)))));
+    const float diff = scale * L[i] + min - x[i];
+    best_error += weights[i] * (diff * diff);
+  }
+  for (int is = 0; is <= nstep; ++is) {
+    iscale = (rmin + rdelta * is + nmax) / (max - min);
+    float sum_l = 0, sum_l2 = 0, sum_xl = 0;
+    for (int i = 0; i < n; ++i) {
+      const int l = std::max(0, std::min(nmax, nearest_int(iscale * (x[i] - min))));
+      Laux[i] = static_cast<uint8_t>(l);
+      sum_l += weights[i] * l;
+      sum_l2 += weights[i] * l * l;
+      sum_xl += weights[i] * l * x[i];
+    }
+    const float D = sum_w * sum_l2 - sum_l * sum_l;
+    if (D > 0) {
+      float this_scale = (sum_w * sum_xl - sum_x * sum_l) / D;
+      float this_min = (sum_l2 * sum_x - sum_l * sum_xl) / D;
+      if (this_min > 0) {
+        this_min = 0;
+        this_scale = sum_xl / sum_l2;
+      }
+      float cur_error = 0;
+      for (int i = 0; i < n; ++i) {
+        const float diff = this_scale * Laux[i] + this_min - x[i];
+        cur_error += weights[i] * (diff * diff);
+      }
+      if (cur_error < best_error) {
+        std::copy(Laux, Laux + n, L);
+        best_error = cur_error;
+        scale = this_scale;
+        min = this_min;
+      }
+    }
+  }
+  *the_min = -min;
+  return scale;
+}
+
+// The 6-bit scale and minimum of sub-block j in Q4_K/Q5_K's 12 packed bytes.
+void scale_min(int j, const uint8_t* q, int* sc, int* m) {
+  if (j < 4) {
+    *sc = q[j] & 63;
+    *m = q[j + 4] & 63;
+  } else {
+    *sc = (q[j + 4] & 0xF) | ((q[j - 4] >> 6) << 4);
+    *m = (q[j + 4] >> 4) | ((q[j] >> 6) << 4);
+  }
+}
+
+// Q4_K [d, dmin, scales 12, qs 128] and Q5_K [d, dmin, scales 12, qh 32, qs 128]: eight
+// sub-blocks of 32, each with a 6-bit scale and minimum of the super-block's fp16 d, dmin.
+void quantize_q45_k(const float* x, uint8_t* out, bool five) {
+  const int nmax = five ? 31 : 15;
+  uint8_t L[kSuper], Laux[32];
+  float weights[32], mins[8], scales[8];
+  float max_scale = 0, max_min = 0;
+  for (int j = 0; j < 8; ++j) {
+    float sum_x2 = 0;
+    for (int l = 0; l < 32; ++l) sum_x2 += x[32 * j + l] * x[32 * j + l];
+    const float av_x = std::sqrt(sum_x2 / 32);
+    for (int l = 0; l < 32; ++l) weights[l] = av_x + std::fabs(x[32 * j + l]);
+    scales[j] = make_qkx2_quants(32, nmax, x + 32 * j, weights, L + 32 * j, &mins[j], Laux, five ? -0.5f : -1.f,
+                                 0.1f, five ? 15 : 20);
+    max_scale = std::max(max_scale, scales[j]);
+    max_min = std::max(max_min, mins[j]);
+  }
+  uint8_t* packed = out + 4;
+  std::memset(packed, 0, 12);
+  const float inv_scale = max_scale > 0 ? 63.f / max_scale : 0.f;
+  const float inv_min = max_min > 0 ? 63.f / max_min : 0.f;
+  for (int j = 0; j < 8; ++j) {
+    const uint8_t ls = std::min<uint8_t>(63, static_cast<uint8_t>(nearest_int(inv_scale * scales[j])));
+    const uint8_t lm = std::min<uint8_t>(63, static_cast<uint8_t>(nearest_int(inv_min * mins[j])));
+    if (j < 4) {
+      packed[j] = ls;
+      packed[j + 4] = lm;
+    } else {
+      packed[j + 4] = static_cast<uint8_t>((ls & 0xF) | ((lm & 0xF) << 4));
+      packed[j - 4] |= static_cast<uint8_t>((ls >> 4) << 6);
+      packed[j] |= static_cast<uint8_t>((lm >> 4) << 6);
+    }
+  }
+  put_half(out, max_scale / 63.f);
+  put_half(out + 2, max_min / 63.f);
+  for (int j = 0; j < 8; ++j) {
+    int sc, m;
+    scale_min(j, packed, &sc, &m);
+    const float d = get_half(out) * static_cast<float>(sc);
+    if (!d) continue;
+    const float dm = get_half(out + 2) * static_cast<float>(m);
+    for (int ii = 0; ii < 32; ++ii)
+      L[32 * j + ii] = static_cast<uint8_t>(std::max(0, std::min(nmax, nearest_int((x[32 * j + ii] + dm) / d))));
+  }
+  uint8_t* qh = five ? out + 16 : nullptr;
+  uint8_t* ql = out + (five ? 48 : 16);
+  if (qh) std::memset(qh, 0, 32);
+  for (int n = 0, shift = 0; n < kSuper; n += 64, shift += 2) {
+    for (int j = 0; j < 32; ++j) {
+      int l1 = L[n + j], l2 = L[n + j + 32];
+      if (l1 > 15) {
+        l1 -= 16;
+        qh[j] |= static_cast<uint8_t>(1 << shift);
+      }
+      if (l2 > 15) {
+        l2 -= 16;
+        qh[j] |= static_cast<uint8_t>(2 << shift);
+      }
+      ql[j] = static_cast<uint8_t>(l1 | (l2 << 4));
+    }
+    ql += 32;
+  }
+}
+
+void dequantize_q45_k(const uint8_t* in, float* y, bool five) {
+  const float d = get_half(in), min = get_half(in + 2);
+  const uint8_t* packed = in + 4;
+  const uint8_t* qh = five ? in + 16 : nullptr;
+  const uint8_t* ql = in + (five ? 48 : 16);
+  for (int n = 0, is = 0; n < kSuper; n += 64, is += 2, ql += 32) {
+    int sc, m;
+    scale_min(is, packed, &sc, &m);
+    const float d1 = d * static_cast<float>(sc), m1 = min * static_cast<float>(m);
+    scale_min(is + 1, packed, &sc, &m);
+    const float d2 = d * static_cast<float>(sc), m2 = min * static_cast<float>(m);
+    for (int l = 0; l < 32; ++l) {
+      const int high1 = qh && (qh[l] >> is & 1) ? 16 : 0, high2 = qh && (qh[l] >> (is + 1) & 1) ? 16 : 0;
+      y[n + l] = d1 * static_cast<float>((ql[l] & 0xF) + high1) - m1;
+      y[n + l + 32] = d2 * static_cast<float>((ql[l] >> 4) + high2) - m2;
+    }
+  }
+}
+
+// Q6_K [ql 128, qh 64, scales 16 (int8), d]: sixteen sub-blocks of 16 with an 8-bit
+// scale of the super-block's fp16 d; values in [-32, 31].
+void quantize_q6_k(const float* x, uint8_t* out) {
+  int8_t L[kSuper];
+  float scales[16];
+  float max_scale = 0, max_abs_scale = 0;
+  for (int ib = 0; ib < 16; ++ib) {
+    scales[ib] = make_qx_quants(16, 32, x + 16 * ib, L + 16 * ib);
+    if (std::fabs(scales[ib]) > max_abs_scale) {
+      max_abs_scale = std::fabs(scales[ib]);
+      max_scale = scales[ib];
+    }
+  }
+  std::memset(out, 0, 210);
+  if (max_abs_scale < 1e-15f) return;  // all zero: d = 0
+  int8_t* sc = reinterpret_cast<int8_t*>(out + 192);
+  const float iscale = -128.f / max_scale;
+  put_half(out + 208, 1 / iscale);
+  for (int ib = 0; ib < 16; ++ib) sc[ib] = static_cast<int8_t>(std::min(127, nearest_int(iscale * scales[ib])));
+  for (int j = 0; j < 16; ++j) {
+    const float d = get_half(out + 208) * static_cast<float>(sc[j]);
+    if (!d) continue;
+    for (int ii = 0; ii < 16; ++ii)
+      L[16 * j + ii] = static_cast<int8_t>(std::max(-32, std::min(31, nearest_int(x[16 * j + ii] / d))) + 32);
+  }
+  uint8_t* ql = out;
+  uint8_t* qh = out + 128;
+  for (int j = 0; j < kSuper; j += 128, ql += 64, qh += 32)
+    for (int l = 0; l < 32; ++l) {
+      const int q1 = L[j + l], q2 = L[j + l + 32], q3 = L[j + l + 64], q4 = L[j + l + 96];
+      ql[l] = static_cast<uint8_t>((q1 & 0xF) | ((q3 & 0xF) << 4));
+      ql[l + 32] = static_cast<uint8_t>((q2 & 0xF) | ((q4 & 0xF) << 4));
+      qh[l] = static_cast<uint8_t>((q1 >> 4) | ((q2 >> 4) << 2) | ((q3 >> 4) << 4) | ((q4 >> 4) << 6));
+    }
+}
+
+void dequantize_q6_k(const uint8_t* in, float* y) {
+  const float d = get_half(in + 208);
+  const int8_t* sc = reinterpret_cast<const int8_t*>(in + 192);
+  const uint8_t* ql = in;
+  const uint8_t* qh = in + 128;
+  for (int n = 0; n < kSuper; n += 128, ql += 64, qh += 32, sc += 8)
+    for (int l = 0; l < 32; ++l) {
+      const int is = l / 16;
+      const int q1 = ((ql[l] & 0xF) | (((qh[l] >> 0) & 3) << 4)) - 32;
+      const int q2 = ((ql[l + 32] & 0xF) | (((qh[l] >> 2) & 3) << 4)) - 32;
+      const int q3 = ((ql[l] >> 4) | (((qh[l] >> 4) & 3) << 4)) - 32;
+      const int q4 = ((ql[l + 32] >> 4) | (((qh[l] >> 6) & 3) << 4)) - 32;
+      y[n + l] = d * static_cast<float>(sc[is]) * static_cast<float>(q1);
+      y[n + l + 32] = d * static_cast<float>(sc[is + 2]) * static_cast<float>(q2);
+      y[n + l + 64] = d * static_cast<float>(sc[is + 4]) * static_cast<float>(q3);
+      y[n + l + 96] = d * static_cast<float>(sc[is + 6]) * static_cast<float>(q4);
+    }
+}
+
 // One block of ggml-quants.c's quantize_row_*_ref (`Ref`: with libm's roundf, as it).
 template <bool Ref>
 void quantize_block(const float* x, DType dtype, uint8_t* out) {
@@ -125,6 +391,13 @@ void quantize_block(const float* x, DType dtype, uint8_t* out) {
         pack(q, out + 4, nullptr);
       return;
     }
+    case DType::kQ4_K:
+    case DType::kQ5_K:
+      quantize_q45_k(x, out, dtype == DType::kQ5_K);
+      return;
+    case DType::kQ6_K:
+      quantize_q6_k(x, out);
+      return;
     default:
       throw std::invalid_argument("blocks: " + std::string(to_string(dtype)) + " is not a block type");
   }
@@ -152,6 +425,13 @@ void dequantize_block(const uint8_t* in, DType dtype, float* y) {
       for (int j = 0; j < kBlock; ++j) y[j] = static_cast<float>(q[j]) * d + m;
       return;
     }
+    case DType::kQ4_K:
+    case DType::kQ5_K:
+      dequantize_q45_k(in, y, dtype == DType::kQ5_K);
+      return;
+    case DType::kQ6_K:
+      dequantize_q6_k(in, y);
+      return;
     default:
       throw std::invalid_argument("blocks: " + std::string(to_string(dtype)) + " is not a block type");
   }
@@ -173,7 +453,7 @@ void checked_rows(const at::Tensor& x, DType dtype) {
 // Rows [begin, end) of `x`, widened to float32 a chunk at a time, into `out`.
 void quantize_rows(const at::Tensor& x, DType dtype, uint8_t* out, int64_t begin, int64_t end) {
   const int64_t cols = x.size(1), bytes = row_bytes(dtype, cols);
-  const int block_bytes = traits(dtype).block_bytes;
+  const int block = traits(dtype).block, block_bytes = traits(dtype).block_bytes;
   const int64_t chunk = std::max<int64_t>(1, (int64_t{1} << 14) / cols);
   at::Tensor rows;
   for (int64_t first = begin; first < end; first += chunk) {
@@ -184,8 +464,8 @@ void quantize_rows(const at::Tensor& x, DType dtype, uint8_t* out, int64_t begin
     if (!std::all_of(v, v + n * cols, [](float f) { return std::isfinite(f); }))
       throw InputError("holds NaN or infinite values, which " + std::string(to_string(dtype)) + " cannot store");
     for (int64_t r = 0; r < n; ++r)
-      for (int64_t b = 0; b < cols / kBlock; ++b)
-        quantize_block<false>(v + r * cols + b * kBlock, dtype, out + (first + r) * bytes + b * block_bytes);
+      for (int64_t b = 0; b < cols / block; ++b)
+        quantize_block<false>(v + r * cols + b * block, dtype, out + (first + r) * bytes + b * block_bytes);
   }
 }
 
@@ -202,9 +482,9 @@ at::Tensor quantize_ref(const at::Tensor& x, DType dtype) {
   if (!at::isfinite(values).all().item<bool>())
     throw InputError("holds NaN or infinite values, which " + std::string(to_string(dtype)) + " cannot store");
   at::Tensor out = at::empty({x.size(0), row_bytes(dtype, x.size(1))}, at::kByte);
-  const int64_t blocks = values.numel() / kBlock;
-  for (int64_t b = 0; b < blocks; ++b)
-    quantize_block<true>(values.data_ptr<float>() + b * kBlock, dtype, out.data_ptr<uint8_t>() + b * traits(dtype).block_bytes);
+  const int block = traits(dtype).block;
+  for (int64_t b = 0; b < values.numel() / block; ++b)
+    quantize_block<true>(values.data_ptr<float>() + b * block, dtype, out.data_ptr<uint8_t>() + b * traits(dtype).block_bytes);
   return out;
 }
 

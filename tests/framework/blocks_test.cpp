@@ -15,7 +15,7 @@
 namespace {
 
 constexpr mq::DType kBlockTypes[] = {mq::DType::kQ8_0, mq::DType::kQ4_0, mq::DType::kQ4_1, mq::DType::kQ5_0,
-                                     mq::DType::kQ5_1};
+                                     mq::DType::kQ5_1, mq::DType::kQ4_K, mq::DType::kQ5_K, mq::DType::kQ6_K};
 
 float half_at(const uint8_t* p) {
   uint16_t bits;
@@ -85,17 +85,21 @@ TEST(Blocks, Q5_1KeepsTheMinimumAndTheFifthBits) {
 
 TEST(Blocks, DequantizedValuesLieWithinAStepOfTheOriginal) {
   at::manual_seed(4);
-  const at::Tensor x = at::randn({8, 128});
+  const at::Tensor x = at::randn({8, 512});
   for (mq::DType dtype : kBlockTypes) {
-    const at::Tensor back = mq::blocks::dequantize(mq::blocks::quantize(x, dtype), dtype, 128);
+    const at::Tensor back = mq::blocks::dequantize(mq::blocks::quantize(x, dtype), dtype, 512);
     const at::Tensor blocks = x.reshape({-1, 32});
     // One step: amax / 2^(bits-1) for the symmetric types (a value clamped at the far end
-    // is a step off), (max - min) / (2^bits - 1) for those with a minimum.
+    // is a step off), (max - min) / (2^bits - 1) for those with a minimum; k-quants store
+    // each sub-block's scale in 6 or 8 bits of the super-block's, and may miss by two.
     const mq::DTypeTraits& t = mq::traits(dtype);
     const at::Tensor step = t.is_signed ? std::get<0>(blocks.abs().max(1)) / (1 << (t.bits - 1))
                                         : (std::get<0>(blocks.max(1)) - std::get<0>(blocks.min(1))) / ((1 << t.bits) - 1);
     const at::Tensor error = (back.reshape({-1, 32}) - blocks).abs();
-    EXPECT_TRUE((error <= step.unsqueeze(1) * 1.01 + 1e-3).all().item<bool>()) << mq::to_string(dtype);
+    const double steps = t.block == 256 ? 2.0 : 1.01;
+    EXPECT_TRUE((error <= step.unsqueeze(1) * steps + 1e-3).all().item<bool>()) << mq::to_string(dtype);
+    // and on average well inside it: a layout bug scatters values over the whole range.
+    EXPECT_LT((error / step.unsqueeze(1)).mean().item<double>(), 0.35) << mq::to_string(dtype);
   }
 }
 

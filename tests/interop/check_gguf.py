@@ -7,6 +7,8 @@ style BPE tokenizer.json, written by mq-pipeline to GGUF:
 - q8_0, q4_0, q4_1, q5_0, q5_1: every tensor mq stores in the type llama.cpp's own
   llama_model_quantize gives it from mq's F32 file has the same bytes (the Linear
   weights: all of them); q8_0's logits reach 30 dB SQNR against transformers';
+- q4_k, q5_k, q6_k (a Llama of hidden 256: rows of whole super-blocks): every weight's
+  bytes equal llama_model_quantize's with `pure` (the type everywhere);
 - gguf-py reads every key and tensor: llama.cpp's keys, the tokenizer's tokens and
   merges as tokenizer.json has them, each tensor's shape and type;
 - llama.cpp tokenizes text from the file's own tokenizer as tokenizers does.
@@ -42,12 +44,13 @@ def _plain_buffers():
 low.llama_model_default_params = _plain_buffers
 
 TYPES = {"q4_0": 2, "q4_1": 3, "q8_0": 7, "q5_0": 8, "q5_1": 9}  # LLAMA_FTYPE_MOSTLY_*
+K_TYPES = {"q4_k": 14, "q5_k": 16, "q6_k": 18}  # _S: with `pure`, every weight in the type
 TOKENS = [5, 100, 200, 300, 17, 42, 99, 500, 7, 64, 128, 256]
 
 
-def run_mq(exe, work, directory, name, dtype):
+def run_mq(exe, work, directory, name, dtype, layers=""):
     out = os.path.join(work, f"{name}.{dtype}.gguf")
-    layers = ", layers: {types: []}" if dtype == "f32" else ""
+    layers = ", layers: {types: []}" if dtype == "f32" else layers
     recipe = os.path.join(work, f"{name}.{dtype}.yaml")
     with open(recipe, "w") as f:
         f.write(f"""version: 1
@@ -72,12 +75,13 @@ def sqnr_db(reference, got):
     return 10 * np.log10((reference ** 2).mean() / ((reference - got) ** 2).mean())
 
 
-def same_bytes_as_llama_cpp(work, name, f32_path, ours_path, dtype):
+def same_bytes_as_llama_cpp(work, name, f32_path, ours_path, dtype, pure=False):
     """Quantizes mq's F32 file with llama.cpp; compares each tensor both store alike."""
     theirs_path = os.path.join(work, f"{name}.{dtype}.llama-cpp.gguf")
     params = llama_cpp.llama_model_quantize_default_params()
-    params.ftype = TYPES[dtype]
+    params.ftype = {**TYPES, **K_TYPES}[dtype]
     params.nthread = 1
+    params.pure = pure
     assert llama_cpp.llama_model_quantize(f32_path.encode(), theirs_path.encode(), ctypes.byref(params)) == 0
     ours = {t.name: t for t in GGUFReader(ours_path).tensors}
     theirs = {t.name: t for t in GGUFReader(theirs_path).tensors}
@@ -163,6 +167,24 @@ def check_case(exe, work, name, config_class, extra, tokenizer_kind, arch, corpu
     print(f"{name}: llama.cpp tokenizes {len(lines)} lines from the file's tokenizer as tokenizers does")
 
 
+def check_k_quants(exe, work, corpus_file):
+    """k-quants need rows of 256: a Llama of hidden 256, every 2-D weight quantized, as
+    llama.cpp quantizes with `pure` (no per-tensor mix)."""
+    name, directory = "llama-256", os.path.join(work, "llama-256")
+    tok = check_tokenizer.build("llama3", corpus_file, directory)
+    config = LlamaConfig(vocab_size=tok.get_vocab_size(), hidden_size=256, intermediate_size=512, num_hidden_layers=2,
+                         num_attention_heads=4, num_key_value_heads=2, max_position_embeddings=128,
+                         rms_norm_eps=1e-5, attn_implementation="eager")
+    torch.manual_seed(1)
+    check_llama.save_random_model(config, directory, torch.float32, std=0.2)
+    f32 = run_mq(exe, work, directory, name, "f32")
+    for dtype in K_TYPES:
+        ours = run_mq(exe, work, directory, name, dtype, ", layers: {types: [Linear, Embedding], replace: true}")
+        compared = same_bytes_as_llama_cpp(work, name, f32, ours, dtype, pure=True)
+        assert compared == 7 * config.num_hidden_layers + 2, (dtype, compared)
+        print(f"{name}: {dtype}: all {compared} weights' bytes (embedding and head too) equal llama_model_quantize's")
+
+
 def main(exe, work):
     os.makedirs(work, exist_ok=True)
     lines = check_tokenizer.corpus(300)
@@ -171,6 +193,7 @@ def main(exe, work):
         f.write("\n".join(lines) + "\n")
     check_case(exe, work, "llama", LlamaConfig, {}, "llama3", "llama", corpus_file, lines)
     check_case(exe, work, "qwen2", Qwen2Config, {}, "qwen2", "qwen2", corpus_file, lines)
+    check_k_quants(exe, work, corpus_file)
     print("ok: llama.cpp runs mq's GGUF files as transformers runs the checkpoints")
 
 

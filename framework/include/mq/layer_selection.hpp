@@ -68,7 +68,7 @@ MQ_API std::vector<QuantizedEntry> quantize_planned(const Model& model, const st
 // The options LayerSelector reads, for a quantizer's MQ_PLUGIN declaration list.
 #define MQ_SPEC_OPTIONS                                                                     \
   {"dtype", ::mq::OptionType::kString, "int8", "target dtype (q*: llama.cpp's, format gguf)", \
-   "int8|uint8|int4|uint4|fp16|bf16|q8_0|q4_0|q4_1|q5_0|q5_1"},                            \
+   "int8|uint8|int4|uint4|fp16|bf16|q8_0|q4_0|q4_1|q5_0|q5_1|q4_k|q5_k|q6_k"},              \
       {"granularity", ::mq::OptionType::kString, "auto",                                    \
        "auto: per_group for 4-bit, per_channel otherwise",                                  \
        "auto|per_tensor|per_channel|per_group"},                                            \

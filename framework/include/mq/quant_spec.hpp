@@ -17,6 +17,7 @@ enum class DType {
   // llama.cpp's block types (ggml's Q8_0, ...): rows cut in blocks of `block` values, each
   // stored with its own fp16 scale (and minimum), as GGUF files hold them (mq/blocks.hpp).
   kQ8_0, kQ4_0, kQ4_1, kQ5_0, kQ5_1,
+  kQ4_K, kQ5_K, kQ6_K,  // k-quants: super-blocks of 256
 };
 enum class Granularity { kPerTensor, kPerChannel, kPerGroup };
 enum class Scheme { kSymmetric, kAsymmetric };
@@ -57,6 +58,9 @@ inline constexpr DTypeTraits kDTypeTraits[] = {
     {DType::kQ4_1, "q4_1", 4, false, false, 0, 1, 0, c10::kByte, 32, 20},
     {DType::kQ5_0, "q5_0", 5, false, true, 0, 1, 0, c10::kByte, 32, 22},
     {DType::kQ5_1, "q5_1", 5, false, false, 0, 1, 0, c10::kByte, 32, 24},
+    {DType::kQ4_K, "q4_k", 4, false, false, 0, 1, 0, c10::kByte, 256, 144},
+    {DType::kQ5_K, "q5_k", 5, false, false, 0, 1, 0, c10::kByte, 256, 176},
+    {DType::kQ6_K, "q6_k", 6, false, true, 0, 1, 0, c10::kByte, 256, 210},
 };
 
 constexpr const DTypeTraits& traits(DType dtype) { return kDTypeTraits[static_cast<int>(dtype)]; }
@@ -71,7 +75,7 @@ constexpr bool dtype_table_is_consistent() {
     if ((t.block > 0) != (t.block_bytes > 0) || (t.block && (t.integer || t.per_word != 1))) return false;
     if (t.integer && (t.stored == c10::kChar) != t.is_signed) return false;
   }
-  return i == static_cast<int>(DType::kQ5_1) + 1;
+  return i == static_cast<int>(DType::kQ6_K) + 1;
 }
 static_assert(dtype_table_is_consistent(), "kDTypeTraits: one row per DType, in order, each consistent");
 static_assert(traits(DType::kInt4).qmin() == -8 && traits(DType::kInt4).qmax() == 7);

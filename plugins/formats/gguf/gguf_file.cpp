@@ -24,7 +24,7 @@ struct TypeRow {
   std::optional<DType> block;
   int64_t bytes;  // of an element (floats), or 0 for block types
 };
-constexpr std::array<TypeRow, 8> kTypes{{
+constexpr std::array<TypeRow, 11> kTypes{{
     {TensorType::kF32, "F32", std::nullopt, 4},
     {TensorType::kF16, "F16", std::nullopt, 2},
     {TensorType::kBF16, "BF16", std::nullopt, 2},
@@ -33,6 +33,9 @@ constexpr std::array<TypeRow, 8> kTypes{{
     {TensorType::kQ4_1, "Q4_1", DType::kQ4_1, 0},
     {TensorType::kQ5_0, "Q5_0", DType::kQ5_0, 0},
     {TensorType::kQ5_1, "Q5_1", DType::kQ5_1, 0},
+    {TensorType::kQ4_K, "Q4_K", DType::kQ4_K, 0},
+    {TensorType::kQ5_K, "Q5_K", DType::kQ5_K, 0},
+    {TensorType::kQ6_K, "Q6_K", DType::kQ6_K, 0},
 }};
 
 const TypeRow* find_type(uint32_t type) {

@@ -18,7 +18,9 @@
 namespace mq::gguf {
 
 // ggml's tensor types that mq writes and reads.
-enum class TensorType : uint32_t { kF32 = 0, kF16 = 1, kQ4_0 = 2, kQ4_1 = 3, kQ5_0 = 6, kQ5_1 = 7, kQ8_0 = 8, kBF16 = 30 };
+enum class TensorType : uint32_t {
+  kF32 = 0, kF16 = 1, kQ4_0 = 2, kQ4_1 = 3, kQ5_0 = 6, kQ5_1 = 7, kQ8_0 = 8, kQ4_K = 12, kQ5_K = 13, kQ6_K = 14, kBF16 = 30
+};
 
 // The ggml type of a block DType (kQ8_0, ...), and back (none for F32, F16, BF16).
 TensorType tensor_type(DType block);

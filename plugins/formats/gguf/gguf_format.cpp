@@ -35,6 +35,9 @@ uint32_t file_type(TensorType type) {
     case TensorType::kQ8_0: return 7;
     case TensorType::kQ5_0: return 8;
     case TensorType::kQ5_1: return 9;
+    case TensorType::kQ4_K: return 14;  // Q4_K_S: mostly Q4_K
+    case TensorType::kQ5_K: return 16;  // Q5_K_S
+    case TensorType::kQ6_K: return 18;
     case TensorType::kBF16: return 32;
   }
   return 0;
@@ -143,8 +146,8 @@ class GgufFormat final : public mq::Format {
     }
     for (const mq::PlanRow& row : plan)
       if (row.spec && !row.spec->is_block() && row.spec->is_integer())
-        throw mq::RecipeError("format 'gguf' stores llama.cpp's types (dtype q8_0, q4_0, q4_1, q5_0, q5_1, fp16, "
-                              "bf16), not " + row.spec->to_string() + " (planned for " + row.tensor + ")");
+        throw mq::RecipeError("format 'gguf' stores llama.cpp's types (dtype q8_0, q4_0, q4_1, q5_0, q5_1, q4_k, "
+                              "q5_k, q6_k, fp16, bf16), not " + row.spec->to_string() + " (planned for " + row.tensor + ")");
   }
 
   std::unique_ptr<mq::EntryWriter> stream(const mq::Model& source, const fs::path& path) override {
@@ -247,4 +250,4 @@ class GgufFormat final : public mq::Format {
 }  // namespace
 
 MQ_PLUGIN(GgufFormat, mq::PluginKind::kFormat, "gguf", "0.1.0",
-          "llama.cpp's GGUF of Hugging Face Llama-family directories: q8_0, q4_0, q4_1, q5_0, q5_1, F16, BF16")
+          "llama.cpp's GGUF of Hugging Face Llama-family directories: q8_0, q4_0, q4_1, q5_0, q5_1, q4_k, q5_k, q6_k, F16, BF16")
