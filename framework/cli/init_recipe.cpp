@@ -31,7 +31,44 @@ constexpr Preset kPresets[] = {
      "int8 weights and activations, the activations' scales calibrated by running the model (TorchScript models)"},
     {"int4-weight-only", "int4 weights in groups of 128 (symmetric), activations in float: W4A16, for vLLM"},
     {"fp16", "float16 weights"},
+    {"gguf-q8_0", "GGUF for llama.cpp (Llama-family HF directories): every weight in q8_0, as llama-quantize Q8_0"},
+    {"gguf-q4_k_m",
+     "GGUF for llama.cpp: q4_k, with attn_v and ffn_down in q6_k in the first and last eighth of blocks and every "
+     "third between, and the head in q6_k, as llama-quantize Q4_K_M"},
+    {"gguf-q5_k_m", "GGUF for llama.cpp: as gguf-q4_k_m around q5_k, as llama-quantize Q5_K_M"},
 };
+
+bool is_gguf(const Preset& preset) { return std::string(preset.name).rfind("gguf-", 0) == 0; }
+
+// llama.cpp's use_more_bits (llama-quant.cpp): the blocks whose attn_v and ffn_down a
+// _K_M type stores in q6_k.
+bool more_bits(int layer, int layers) {
+  return layer < layers / 8 || layer >= 7 * layers / 8 || (layer - layers / 8) % 3 == 2;
+}
+
+// The quantizer options of a gguf preset for a model of `layers` blocks, `tied` when it
+// has no lm_head (its embedding is the head).
+std::string gguf_options(const std::string& preset, int layers, bool tied) {
+  const std::string type = preset.substr(5, 4);  // q8_0, q4_k, q5_k
+  std::string out = "    dtype: " + type + "\n    layers: {types: [Linear, Embedding], replace: true}" +
+                    "  # every weight, as llama.cpp (norms stay F32)\n";
+  if (type == "q8_0") return out;
+  out += "    overrides:  # llama.cpp's _K_M mix: more bits where errors cost most\n";
+  out += std::string("      ") + (tied ? "model.embed_tokens" : "lm_head") + ": {dtype: q6_k}\n";
+  for (int i = 0; i < layers; ++i)
+    if (more_bits(i, layers))
+      out += fmt::format("      model.layers.{0}.self_attn.v_proj: {{dtype: q6_k}}\n"
+                         "      model.layers.{0}.mlp.down_proj: {{dtype: q6_k}}\n", i);
+  return out;
+}
+
+// How many "model.layers.N." blocks `model` has.
+int block_count(const Model& model) {
+  int blocks = 0;
+  for (const NamedTensor& t : model.tensors)
+    if (t.name.rfind("model.layers.", 0) == 0) blocks = std::max(blocks, std::atoi(t.name.c_str() + 13) + 1);
+  return blocks;
+}
 
 enum class Kind { kTorchScript, kHfDirectory, kSafetensors, kStateDict };
 
@@ -84,6 +121,8 @@ std::string quoted(const std::string& s) { return nlohmann::json(s).dump(); }
 
 struct Facts {
   Kind kind;
+  int blocks = 0;     // HF decoders: model.layers.N
+  bool tied = false;  // no lm_head: the embedding is the head
   std::string model_path;  // as the recipe writes it: relative to the recipe
   std::string stem;        // the output's name
   std::string summary;     // one line on the model
@@ -113,7 +152,10 @@ std::string recipe_text(const Preset& preset, const Facts& f, const std::string&
   const bool torchscript_out = f.kind == Kind::kTorchScript && (name == "w8a8-dynamic" || name == "w8a8-static");
   const bool pt_out = torchscript_out || f.kind == Kind::kStateDict;
   const std::string output = "out/" + f.stem + "." + name +
-                             (f.kind == Kind::kHfDirectory ? "" : pt_out ? ".pt" : ".safetensors");
+                             (is_gguf(preset)                 ? ".gguf"
+                              : f.kind == Kind::kHfDirectory ? ""
+                              : pt_out                        ? ".pt"
+                                                              : ".safetensors");
   std::string out = fmt::format(
       "# {}\n# Written by `{}` for {}.\n#   mq-pipeline check {}   # the plan; nothing written\n"
       "#   mq-pipeline run {}\nversion: 1\n",
@@ -131,7 +173,10 @@ std::string recipe_text(const Preset& preset, const Facts& f, const std::string&
            "    scheme: symmetric\n";
   } else {
     out += "quantizer:\n  plugin: dynamic\n  options:\n";
-    if (name == "w8a8-dynamic") {
+    if (is_gguf(preset)) {
+      out += gguf_options(name, f.blocks, f.tied);
+      min_db = name == "gguf-q8_0" ? 30 : 15;
+    } else if (name == "w8a8-dynamic") {
       out += "    dtype: int8\n    granularity: per_channel  # a scale per output channel\n    scheme: symmetric\n";
     } else if (name == "int4-weight-only") {
       out += "    dtype: int4\n    granularity: per_group\n    group_size: 128\n    scheme: symmetric\n";
@@ -141,9 +186,11 @@ std::string recipe_text(const Preset& preset, const Facts& f, const std::string&
       min_db = 60;
     }
   }
-  out += "    # layers: {types: [Linear], exclude: [\"*.gate\"]}  # which layers; lm_head stays float by default\n"
-         "    # overrides: {fc1: {dtype: int8}}                 # per layer or glob\n";
-  out += fmt::format("format:\n  plugin: {}\n  output: {}{}\n", pt_out ? "pt" : "safetensors", quoted(output),
+  if (!is_gguf(preset))
+    out += "    # layers: {types: [Linear], exclude: [\"*.gate\"]}  # which layers; lm_head stays float by default\n"
+           "    # overrides: {fc1: {dtype: int8}}                 # per layer or glob\n";
+  out += fmt::format("format:\n  plugin: {}\n  output: {}{}\n", is_gguf(preset) ? "gguf" : pt_out ? "pt" : "safetensors",
+                     quoted(output),
                      torchscript_out ? "  # TorchScript running PyTorch's int8 kernels" : "");
   out += fmt::format(
       "validators:  # each runs on the written artifact before it is moved into place\n"
@@ -216,6 +263,12 @@ int init_recipe(const InitRequest& request) {
     throw RecipeError("--input-shape is for models mq runs (TorchScript, HF directories of a family it runs); " +
                       request.model.string() + " is " + describe(f.kind));
   }
+  f.blocks = block_count(model);
+  f.tied = !model.find("lm_head.weight");
+  if (is_gguf(preset) && (f.kind != Kind::kHfDirectory || !f.blocks))
+    throw RecipeError("preset '" + std::string(preset.name) + "' writes GGUF of Hugging Face Llama-family "
+                      "directories (config.json, tokenizer.json, model.layers.N weights): " + request.model.string() +
+                      " is " + describe(f.kind) + (f.blocks ? "" : " without model.layers.N blocks"));
   if (std::string(preset.name) == "w8a8-static") {
     if (!model.runnable)
       throw RecipeError("preset 'w8a8-static' calibrates by running the model, and mq runs TorchScript models and "

@@ -33,7 +33,8 @@ TEST(Init, ListsThePresets) {
   ASSERT_EQ(r.exit_code, 0) << r.err;
   std::vector<std::string> names;
   for (const auto& p : nlohmann::json::parse(r.out)) names.push_back(p["name"]);
-  EXPECT_EQ(names, (std::vector<std::string>{"w8a8-dynamic", "w8a8-static", "int4-weight-only", "fp16"}));
+  EXPECT_EQ(names, (std::vector<std::string>{"w8a8-dynamic", "w8a8-static", "int4-weight-only", "fp16", "gguf-q8_0",
+                                             "gguf-q4_k_m", "gguf-q5_k_m"}));
 }
 
 // Every preset on TorchScript models (an MLP, a CNN, a transformer block): the recipe
@@ -106,6 +107,35 @@ TEST(Init, EveryPresetRunsOnAnHfDirectoryMqRuns) {
       EXPECT_TRUE(fs::exists(out / "out/tiny-llama.w8a8-static/model.safetensors"));
     }
   }
+}
+
+// The GGUF presets on a Llama directory (hidden 256: rows of whole k-quant super-blocks,
+// with a tokenizer.json): llama.cpp's mixes written out as overrides, run as written (that
+// llama.cpp makes the same file: interop_gguf); on anything but an HF directory of
+// model.layers.N blocks, refused by name, nothing written.
+TEST(Init, GgufPresetsWriteLlamaCppsMixesAndRun) {
+  mq::test::ScratchDir models("init-gguf");
+  mq::test::write_tiny_llama(models / "llama", 256);
+  mq::test::write_byte_level_tokenizer(models / "llama");
+  for (const char* preset : {"gguf-q8_0", "gguf-q4_k_m", "gguf-q5_k_m"}) {
+    SCOPED_TRACE(preset);
+    mq::test::ScratchDir dir("init-gguf-run");
+    const InitRun r = init_and_run(dir, models / "llama", preset);
+    ASSERT_EQ(r.init.exit_code, 0) << r.init.err;
+    ASSERT_EQ(r.run.exit_code, 0) << r.run.err;
+    EXPECT_TRUE(fs::exists(dir / ("out/llama." + std::string(preset) + ".gguf")));
+    const std::string text = mq::test::read_file(dir / (std::string(preset) + ".yaml"));
+    // One block: the last eighth is block 0, whose attn_v and ffn_down get q6_k in _K_M.
+    const bool mix = std::string(preset) != "gguf-q8_0";
+    EXPECT_EQ(text.find("model.layers.0.self_attn.v_proj: {dtype: q6_k}") != std::string::npos, mix) << text;
+    EXPECT_EQ(text.find("lm_head: {dtype: q6_k}") != std::string::npos, mix) << text;
+  }
+  mq::test::ScratchDir dir("init-gguf-refused");
+  const InitRun r = init_and_run(dir, kModels / "mlp.safetensors", "gguf-q4_k_m");
+  EXPECT_EQ(r.init.exit_code, 2);
+  EXPECT_NE(r.init.err.find("preset 'gguf-q4_k_m' writes GGUF of Hugging Face Llama-family directories"),
+            std::string::npos) << r.init.err;
+  EXPECT_FALSE(fs::exists(dir / "gguf-q4_k_m.yaml"));
 }
 
 // What the written recipe says: the model path relative to it, the trust it was given,

@@ -8,7 +8,9 @@ style BPE tokenizer.json, written by mq-pipeline to GGUF:
   llama_model_quantize gives it from mq's F32 file has the same bytes (the Linear
   weights: all of them); q8_0's logits reach 30 dB SQNR against transformers';
 - q4_k, q5_k, q6_k (a Llama of hidden 256: rows of whole super-blocks): every weight's
-  bytes equal llama_model_quantize's with `pure` (the type everywhere);
+  bytes equal llama_model_quantize's with `pure` (the type everywhere); the recipes of
+  `mq-pipeline init --preset gguf-q4_k_m` (-q5_k_m, -q8_0) give every tensor the type
+  and the bytes llama-quantize's Q4_K_M (Q5_K_M, Q8_0) does;
 - gguf-py reads every key and tensor: llama.cpp's keys, the tokenizer's tokens and
   merges as tokenizer.json has them, each tensor's shape and type;
 - llama.cpp tokenizes text from the file's own tokenizer as tokenizers does.
@@ -172,7 +174,7 @@ def check_k_quants(exe, work, corpus_file):
     llama.cpp quantizes with `pure` (no per-tensor mix)."""
     name, directory = "llama-256", os.path.join(work, "llama-256")
     tok = check_tokenizer.build("llama3", corpus_file, directory)
-    config = LlamaConfig(vocab_size=tok.get_vocab_size(), hidden_size=256, intermediate_size=512, num_hidden_layers=2,
+    config = LlamaConfig(vocab_size=tok.get_vocab_size(), hidden_size=256, intermediate_size=512, num_hidden_layers=4,
                          num_attention_heads=4, num_key_value_heads=2, max_position_embeddings=128,
                          rms_norm_eps=1e-5, attn_implementation="eager")
     torch.manual_seed(1)
@@ -183,6 +185,27 @@ def check_k_quants(exe, work, corpus_file):
         compared = same_bytes_as_llama_cpp(work, name, f32, ours, dtype, pure=True)
         assert compared == 7 * config.num_hidden_layers + 2, (dtype, compared)
         print(f"{name}: {dtype}: all {compared} weights' bytes (embedding and head too) equal llama_model_quantize's")
+    # The presets of llama.cpp's mixes, from `mq-pipeline init`: the same type for every
+    # tensor as llama-quantize gives it, and the same bytes.
+    for preset, ftype in [("gguf-q4_k_m", 15), ("gguf-q5_k_m", 17), ("gguf-q8_0", 7)]:
+        recipe = os.path.join(work, f"{preset}.yaml")
+        for command in (["init", directory, "--preset", preset, "-o", recipe, "--force"], ["run", recipe, "--quiet"]):
+            result = subprocess.run([exe, *command], capture_output=True, text=True, cwd=work)
+            assert result.returncode == 0, result.stderr
+        ours = os.path.join(work, "out", f"{name}.{preset}.gguf")
+        theirs = os.path.join(work, f"{name}.{preset}.llama-cpp.gguf")
+        params = llama_cpp.llama_model_quantize_default_params()
+        params.ftype = ftype
+        params.nthread = 1
+        assert llama_cpp.llama_model_quantize(f32.encode(), theirs.encode(), ctypes.byref(params)) == 0
+        theirs_tensors = {t.name: t for t in GGUFReader(theirs).tensors}
+        types = {}
+        for t in GGUFReader(ours).tensors:
+            u = theirs_tensors[t.name]
+            assert t.tensor_type == u.tensor_type, (preset, t.name, t.tensor_type.name, u.tensor_type.name)
+            assert np.array_equal(np.asarray(t.data).view(np.uint8), np.asarray(u.data).view(np.uint8)), (preset, t.name)
+            types[t.tensor_type.name] = types.get(t.tensor_type.name, 0) + 1
+        print(f"{name}: preset {preset}: every tensor's type and bytes as llama-quantize's ({types})")
 
 
 def main(exe, work):
