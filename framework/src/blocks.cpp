@@ -91,8 +91,9 @@ inline int nearest_int(float f) {
 }
 
 // Q6_K's 16-value sub-blocks: the scale (signed, of the value of largest magnitude) that
-// minimizes the x^2-weighted error over 19 candidates around -nmax / max; L in [0, 2 nmax).
-float make_qx_quants(int n, int nmax, const float* x, int8_t* L) {
+// minimizes the error weighted by qw (none: x^2) over 19 candidates around -nmax / max;
+// L in [0, 2 nmax).
+float make_qx_quants(int n, int nmax, const float* x, int8_t* L, const float* qw) {
   float max = 0, amax = 0;
   for (int i = 0; i < n; ++i)
     if (std::fabs(x[i]) > amax) {
@@ -108,7 +109,7 @@ float make_qx_quants(int n, int nmax, const float* x, int8_t* L) {
   for (int i = 0; i < n; ++i) {
     const int l = std::max(-nmax, std::min(nmax - 1, nearest_int(iscale * x[i])));
     L[i] = static_cast<int8_t>(l + nmax);
-    const float w = x[i] * x[i];
+    const float w = qw ? qw[i] : x[i] * x[i];
     sumlx += w * x[i] * l;
     suml2 += w * l * l;
   }
@@ -120,7 +121,7 @@ float make_qx_quants(int n, int nmax, const float* x, int8_t* L) {
     sumlx = suml2 = 0;
     for (int i = 0; i < n; ++i) {
       const int l = std::max(-nmax, std::min(nmax - 1, nearest_int(iscale * x[i])));
-      const float w = x[i] * x[i];
+      const float w = qw ? qw[i] : x[i] * x[i];
       sumlx += w * x[i] * l;
       suml2 += w * l * l;
     }
@@ -195,6 +196,131 @@ float make_qkx2_quants(int n, int nmax, const float* x, const float* weights, ui
   return scale;
 }
 
+// make_qkx2_quants as llama.cpp's importance-weighted path searches: a range that may be
+// empty (max <= min), 37 candidates.
+float make_qkx3_quants(int n, int nmax, const float* x, const float* weights, uint8_t* L, float* the_min,
+                       uint8_t* Laux, float rmin, float rdelta, int nstep) {
+  float min = x[0], max = x[0];
+  float sum_w = weights[0], sum_x = sum_w * x[0];
+  for (int i = 1; i < n; ++i) {
+    if (x[i] < min) min = x[i];
+    if (x[i] > max) max = x[i];
+    sum_w += weights[i];
+    sum_x += weights[i] * x[i];
+  }
+  if (min > 0) min = 0;
+  if (max <= min) {
+    std::fill(L, L + n, 0);
+    *the_min = -min;
+    return 0.f;
+  }
+  float iscale = nmax / (max - min);
+  float scale = 1 / iscale;
+  float best = 0;
+  for (int i = 0; i < n; ++i) {
+    L[i] = static_cast<uint8_t>(std::max(0, std::min(nmax, nearest_int(iscale * (x[i] - min)))));
+    const float diff = scale * L[i] + min - x[i];
+    best += weights[i] * (diff * diff);
+  }
+  for (int is = 0; is <= nstep; ++is) {
+    iscale = (rmin + rdelta * is + nmax) / (max - min);
+    float sum_l = 0, sum_l2 = 0, sum_xl = 0;
+    for (int i = 0; i < n; ++i) {
+      const int l = std::max(0, std::min(nmax, nearest_int(iscale * (x[i] - min))));
+      Laux[i] = static_cast<uint8_t>(l);
+      sum_l += weights[i] * l;
+      sum_l2 += weights[i] * l * l;
+      sum_xl += weights[i] * l * x[i];
+    }
+    const float D = sum_w * sum_l2 - sum_l * sum_l;
+    if (D > 0) {
+      float this_scale = (sum_w * sum_xl - sum_x * sum_l) / D;
+      float this_min = (sum_l2 * sum_x - sum_l * sum_xl) / D;
+      if (this_min > 0) {
+        this_min = 0;
+        this_scale = sum_xl / sum_l2;
+      }
+      float error = 0;
+      for (int i = 0; i < n; ++i) {
+        const float diff = this_scale * Laux[i] + this_min - x[i];
+        error += weights[i] * (diff * diff);
+      }
+      if (error < best) {
+        std::copy(Laux, Laux + n, L);
+        best = error;
+        scale = this_scale;
+        min = this_min;
+      }
+    }
+  }
+  *the_min = -min;
+  return scale;
+}
+
+// The super-block scale of n non-negative sub-block values x, each stored as L * scale
+// with L in [0, nmax]: searched, then refined one L at a time, weighted by qw.
+float make_qp_quants(int n, int nmax, const float* x, uint8_t* L, const float* qw) {
+  float max = 0;
+  for (int i = 0; i < n; ++i) max = std::max(max, x[i]);
+  if (max < 1e-15f) {
+    std::fill(L, L + n, 0);
+    return 0.f;
+  }
+  float iscale = nmax / max;
+  for (int i = 0; i < n; ++i) L[i] = static_cast<uint8_t>(nearest_int(iscale * x[i]));
+  const float scale = 1 / iscale;
+  float best_mse = 0;
+  for (int i = 0; i < n; ++i) {
+    const float diff = x[i] - scale * L[i];
+    best_mse += qw[i] * diff * diff;
+  }
+  for (int is = -4; is <= 4; ++is) {
+    if (is == 0) continue;
+    const float iscale_is = (0.1f * is + nmax) / max;
+    const float scale_is = 1 / iscale_is;
+    float mse = 0;
+    for (int i = 0; i < n; ++i) {
+      const int l = std::min(nmax, nearest_int(iscale_is * x[i]));
+      const float diff = x[i] - scale_is * l;
+      mse += qw[i] * diff * diff;
+    }
+    if (mse < best_mse) {
+      best_mse = mse;
+      iscale = iscale_is;
+    }
+  }
+  float sumlx = 0, suml2 = 0;
+  for (int i = 0; i < n; ++i) {
+    const int l = std::min(nmax, nearest_int(iscale * x[i]));
+    L[i] = static_cast<uint8_t>(l);
+    sumlx += qw[i] * x[i] * l;
+    suml2 += qw[i] * l * l;
+  }
+  for (int itry = 0; itry < 5; ++itry) {
+    int changed = 0;
+    for (int i = 0; i < n; ++i) {
+      const float w = qw[i];
+      float slx = sumlx - w * x[i] * L[i];
+      float sl2 = suml2 - w * L[i] * L[i];
+      if (slx > 0 && sl2 > 0) {
+        const int new_l = std::min(nmax, nearest_int(x[i] * sl2 / slx));
+        if (new_l != L[i]) {
+          slx += w * x[i] * new_l;
+          sl2 += w * new_l * new_l;
+          if (slx * slx * suml2 > sumlx * sumlx * sl2) {
+            L[i] = static_cast<uint8_t>(new_l);
+            sumlx = slx;
+            suml2 = sl2;
+            ++changed;
+          }
+        }
+      }
+    }
+    if (!changed) break;
+  }
+  return suml2 > 0.0f ? sumlx / suml2 : 0.0f;
+}
+
 // The 6-bit scale and minimum of sub-block j in Q4_K/Q5_K's 12 packed bytes.
 void scale_min(int j, const uint8_t* q, int* sc, int* m) {
   if (j < 4) {
@@ -208,28 +334,14 @@ void scale_min(int j, const uint8_t* q, int* sc, int* m) {
 
 // Q4_K [d, dmin, scales 12, qs 128] and Q5_K [d, dmin, scales 12, qh 32, qs 128]: eight
 // sub-blocks of 32, each with a 6-bit scale and minimum of the super-block's fp16 d, dmin.
-void quantize_q45_k(const float* x, uint8_t* out, bool five) {
+// With importance weights qw (per value of the super-block), llama.cpp's weighted search.
+void quantize_q45_k(const float* x, uint8_t* out, bool five, const float* qw) {
   const int nmax = five ? 31 : 15;
   uint8_t L[kSuper], Laux[32];
   float weights[32], mins[8], scales[8];
-  float max_scale = 0, max_min = 0;
-  for (int j = 0; j < 8; ++j) {
-    float sum_x2 = 0;
-    for (int l = 0; l < 32; ++l) sum_x2 += x[32 * j + l] * x[32 * j + l];
-    const float av_x = std::sqrt(sum_x2 / 32);
-    for (int l = 0; l < 32; ++l) weights[l] = av_x + std::fabs(x[32 * j + l]);
-    scales[j] = make_qkx2_quants(32, nmax, x + 32 * j, weights, L + 32 * j, &mins[j], Laux, five ? -0.5f : -1.f,
-                                 0.1f, five ? 15 : 20);
-    max_scale = std::max(max_scale, scales[j]);
-    max_min = std::max(max_min, mins[j]);
-  }
   uint8_t* packed = out + 4;
   std::memset(packed, 0, 12);
-  const float inv_scale = max_scale > 0 ? 63.f / max_scale : 0.f;
-  const float inv_min = max_min > 0 ? 63.f / max_min : 0.f;
-  for (int j = 0; j < 8; ++j) {
-    const uint8_t ls = std::min<uint8_t>(63, static_cast<uint8_t>(nearest_int(inv_scale * scales[j])));
-    const uint8_t lm = std::min<uint8_t>(63, static_cast<uint8_t>(nearest_int(inv_min * mins[j])));
+  const auto pack_scales = [&](int j, uint8_t ls, uint8_t lm) {
     if (j < 4) {
       packed[j] = ls;
       packed[j + 4] = lm;
@@ -238,9 +350,46 @@ void quantize_q45_k(const float* x, uint8_t* out, bool five) {
       packed[j - 4] |= static_cast<uint8_t>((ls >> 4) << 6);
       packed[j] |= static_cast<uint8_t>((lm >> 4) << 6);
     }
+  };
+  if (qw) {
+    float sum_x2 = 0;
+    for (int l = 0; l < kSuper; ++l) sum_x2 += x[l] * x[l];
+    const float sigma2 = 2 * sum_x2 / kSuper;
+    float sw[8];
+    for (int j = 0; j < 8; ++j) {
+      for (int l = 0; l < 32; ++l) weights[l] = qw[32 * j + l] * std::sqrt(sigma2 + x[32 * j + l] * x[32 * j + l]);
+      float sumw = 0;
+      for (int l = 0; l < 32; ++l) sumw += weights[l];
+      sw[j] = sumw;
+      scales[j] = make_qkx3_quants(32, nmax, x + 32 * j, weights, L + 32 * j, &mins[j], Laux, -0.9f, 0.05f, 36);
+    }
+    uint8_t Ls[8], Lm[8];
+    const float d_block = make_qp_quants(8, 63, scales, Ls, sw);
+    const float m_block = make_qp_quants(8, 63, mins, Lm, sw);
+    for (int j = 0; j < 8; ++j)
+      pack_scales(j, five ? std::min<uint8_t>(63, Ls[j]) : Ls[j], five ? std::min<uint8_t>(63, Lm[j]) : Lm[j]);
+    put_half(out, d_block);
+    put_half(out + 2, m_block);
+  } else {
+    float max_scale = 0, max_min = 0;
+    for (int j = 0; j < 8; ++j) {
+      float sum_x2 = 0;
+      for (int l = 0; l < 32; ++l) sum_x2 += x[32 * j + l] * x[32 * j + l];
+      const float av_x = std::sqrt(sum_x2 / 32);
+      for (int l = 0; l < 32; ++l) weights[l] = av_x + std::fabs(x[32 * j + l]);
+      scales[j] = make_qkx2_quants(32, nmax, x + 32 * j, weights, L + 32 * j, &mins[j], Laux, five ? -0.5f : -1.f,
+                                   0.1f, five ? 15 : 20);
+      max_scale = std::max(max_scale, scales[j]);
+      max_min = std::max(max_min, mins[j]);
+    }
+    const float inv_scale = max_scale > 0 ? 63.f / max_scale : 0.f;
+    const float inv_min = max_min > 0 ? 63.f / max_min : 0.f;
+    for (int j = 0; j < 8; ++j)
+      pack_scales(j, std::min<uint8_t>(63, static_cast<uint8_t>(nearest_int(inv_scale * scales[j]))),
+                  std::min<uint8_t>(63, static_cast<uint8_t>(nearest_int(inv_min * mins[j]))));
+    put_half(out, max_scale / 63.f);
+    put_half(out + 2, max_min / 63.f);
   }
-  put_half(out, max_scale / 63.f);
-  put_half(out + 2, max_min / 63.f);
   for (int j = 0; j < 8; ++j) {
     int sc, m;
     scale_min(j, packed, &sc, &m);
@@ -291,12 +440,12 @@ void dequantize_q45_k(const uint8_t* in, float* y, bool five) {
 
 // Q6_K [ql 128, qh 64, scales 16 (int8), d]: sixteen sub-blocks of 16 with an 8-bit
 // scale of the super-block's fp16 d; values in [-32, 31].
-void quantize_q6_k(const float* x, uint8_t* out) {
+void quantize_q6_k(const float* x, uint8_t* out, const float* qw) {
   int8_t L[kSuper];
   float scales[16];
   float max_scale = 0, max_abs_scale = 0;
   for (int ib = 0; ib < 16; ++ib) {
-    scales[ib] = make_qx_quants(16, 32, x + 16 * ib, L + 16 * ib);
+    scales[ib] = make_qx_quants(16, 32, x + 16 * ib, L + 16 * ib, qw ? qw + 16 * ib : nullptr);
     if (std::fabs(scales[ib]) > max_abs_scale) {
       max_abs_scale = std::fabs(scales[ib]);
       max_scale = scales[ib];
@@ -346,7 +495,7 @@ void dequantize_q6_k(const uint8_t* in, float* y) {
 
 // One block of ggml-quants.c's quantize_row_*_ref (`Ref`: with libm's roundf, as it).
 template <bool Ref>
-void quantize_block(const float* x, DType dtype, uint8_t* out) {
+void quantize_block(const float* x, DType dtype, uint8_t* out, const float* qw) {
   uint8_t q[kBlock];
   switch (dtype) {
     case DType::kQ8_0: {
@@ -393,10 +542,10 @@ void quantize_block(const float* x, DType dtype, uint8_t* out) {
     }
     case DType::kQ4_K:
     case DType::kQ5_K:
-      quantize_q45_k(x, out, dtype == DType::kQ5_K);
+      quantize_q45_k(x, out, dtype == DType::kQ5_K, qw);
       return;
     case DType::kQ6_K:
-      quantize_q6_k(x, out);
+      quantize_q6_k(x, out, qw);
       return;
     default:
       throw std::invalid_argument("blocks: " + std::string(to_string(dtype)) + " is not a block type");
@@ -443,15 +592,24 @@ const DTypeTraits& block_traits(DType dtype) {
   return t;
 }
 
-void checked_rows(const at::Tensor& x, DType dtype) {
+// The importance weights as float32 values, one per column (null when undefined).
+const float* checked_rows(const at::Tensor& x, DType dtype, at::Tensor& importance) {
   const DTypeTraits& t = block_traits(dtype);
   if (x.dim() != 2 || x.size(1) % t.block)
     throw InputError(std::string(t.name) + " needs rows of a multiple of " + std::to_string(t.block) +
                      " values, not shape " + c10::str(x.sizes()));
+  if (!importance.defined()) return nullptr;
+  if (t.block != kSuper)
+    throw std::invalid_argument("blocks: importance weights apply to the k-quants, not " + std::string(t.name));
+  if (importance.numel() != x.size(1))
+    throw std::invalid_argument("blocks: " + std::to_string(importance.numel()) + " importance weights for " +
+                                std::to_string(x.size(1)) + " columns");
+  importance = importance.to(at::kFloat).contiguous();
+  return importance.data_ptr<float>();
 }
 
 // Rows [begin, end) of `x`, widened to float32 a chunk at a time, into `out`.
-void quantize_rows(const at::Tensor& x, DType dtype, uint8_t* out, int64_t begin, int64_t end) {
+void quantize_rows(const at::Tensor& x, DType dtype, const float* qw, uint8_t* out, int64_t begin, int64_t end) {
   const int64_t cols = x.size(1), bytes = row_bytes(dtype, cols);
   const int block = traits(dtype).block, block_bytes = traits(dtype).block_bytes;
   const int64_t chunk = std::max<int64_t>(1, (int64_t{1} << 14) / cols);
@@ -465,7 +623,8 @@ void quantize_rows(const at::Tensor& x, DType dtype, uint8_t* out, int64_t begin
       throw InputError("holds NaN or infinite values, which " + std::string(to_string(dtype)) + " cannot store");
     for (int64_t r = 0; r < n; ++r)
       for (int64_t b = 0; b < cols / block; ++b)
-        quantize_block<false>(v + r * cols + b * block, dtype, out + (first + r) * bytes + b * block_bytes);
+        quantize_block<false>(v + r * cols + b * block, dtype, out + (first + r) * bytes + b * block_bytes,
+                              qw ? qw + b * block : nullptr);
   }
 }
 
@@ -476,25 +635,26 @@ int64_t row_bytes(DType dtype, int64_t cols) {
   return cols / t.block * t.block_bytes;
 }
 
-at::Tensor quantize_ref(const at::Tensor& x, DType dtype) {
-  checked_rows(x, dtype);
+at::Tensor quantize_ref(const at::Tensor& x, DType dtype, at::Tensor importance) {
+  const float* qw = checked_rows(x, dtype, importance);
   const at::Tensor values = x.to(at::kFloat).contiguous();
   if (!at::isfinite(values).all().item<bool>())
     throw InputError("holds NaN or infinite values, which " + std::string(to_string(dtype)) + " cannot store");
   at::Tensor out = at::empty({x.size(0), row_bytes(dtype, x.size(1))}, at::kByte);
-  const int block = traits(dtype).block;
+  const int block = traits(dtype).block, per_row = static_cast<int>(x.size(1) / block);
   for (int64_t b = 0; b < values.numel() / block; ++b)
-    quantize_block<true>(values.data_ptr<float>() + b * block, dtype, out.data_ptr<uint8_t>() + b * traits(dtype).block_bytes);
+    quantize_block<true>(values.data_ptr<float>() + b * block, dtype, out.data_ptr<uint8_t>() + b * traits(dtype).block_bytes,
+                         qw ? qw + b % per_row * block : nullptr);
   return out;
 }
 
-at::Tensor quantize(const at::Tensor& x, DType dtype) {
-  checked_rows(x, dtype);
+at::Tensor quantize(const at::Tensor& x, DType dtype, at::Tensor importance) {
+  const float* qw = checked_rows(x, dtype, importance);
   at::Tensor out = at::empty({x.size(0), row_bytes(dtype, x.size(1))}, at::kByte);
   uint8_t* bytes = out.data_ptr<uint8_t>();
   const int64_t grain = std::max<int64_t>(1, (int64_t{1} << 16) / std::max<int64_t>(1, x.size(1)));
   at::parallel_for(0, x.size(0), grain,
-                   [&](int64_t begin, int64_t end) { quantize_rows(x, dtype, bytes, begin, end); });
+                   [&](int64_t begin, int64_t end) { quantize_rows(x, dtype, qw, bytes, begin, end); });
   return out;
 }
 

@@ -66,7 +66,7 @@ def main():
         "truncated.gguf": good[:len(good) // 2],
         "spec-says-q4_0.gguf": good.replace(b'"q8_0"', b'"q4_0"'),
         "heads-do-not-divide.gguf": gguf(keys[:2] + [kv("llama.attention.head_count", U32, 3)] + keys[3:], tensors),
-        "unknown-type.gguf": gguf(keys, tensors[:2] + [("blk.0.ffn_up.weight", [2, 32], 12, q4_1)]),
+        "unknown-type.gguf": gguf(keys, tensors[:2] + [("blk.0.ffn_up.weight", [2, 32], 10, q4_1)]),
         "huge-array.gguf": gguf(keys[:4] + [string("tokenizer.ggml.tokens") + struct.pack("<IIQ", ARRAY, STRING, 1 << 62)],
                                 tensors),
     }

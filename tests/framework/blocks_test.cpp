@@ -112,6 +112,24 @@ TEST(Blocks, RowsThatAreNotWholeBlocksAndNonFiniteValuesAreRefused) {
   EXPECT_THROW(mq::blocks::quantize(x, mq::DType::kInt8), std::invalid_argument);
 }
 
+// Importance weights (llama.cpp's imatrix path, byte for byte: interop_blocks) lower the
+// error they weight; they take one weight per column, for the k-quants only.
+TEST(Blocks, ImportanceWeightsLowerTheErrorTheyWeight) {
+  at::manual_seed(6);
+  const at::Tensor x = at::randn({32, 512});
+  const at::Tensor importance = at::rand({512}).pow(4) * 10 + 1e-3;  // a few inputs matter most
+  for (mq::DType dtype : {mq::DType::kQ4_K, mq::DType::kQ5_K, mq::DType::kQ6_K}) {
+    const auto error = [&](const at::Tensor& q) {
+      return ((mq::blocks::dequantize(q, dtype, 512) - x).pow(2).sum(0) * importance).sum().item<double>();
+    };
+    const at::Tensor weighted = mq::blocks::quantize(x, dtype, importance);
+    EXPECT_TRUE(at::equal(weighted, mq::blocks::quantize_ref(x, dtype, importance))) << mq::to_string(dtype);
+    EXPECT_LT(error(weighted), error(mq::blocks::quantize(x, dtype))) << mq::to_string(dtype);
+  }
+  EXPECT_THROW(mq::blocks::quantize(x, mq::DType::kQ4_K, at::ones({256})), std::invalid_argument);
+  EXPECT_THROW(mq::blocks::quantize(x, mq::DType::kQ4_0, importance), std::invalid_argument);
+}
+
 TEST(Blocks, SpecsSizesAndDequantizeFollowTheType) {
   EXPECT_EQ(mq::parse_dtype("q4_1"), mq::DType::kQ4_1);
   mq::QuantSpec spec;

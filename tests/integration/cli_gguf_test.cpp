@@ -46,6 +46,43 @@ TEST(CliGguf, AnHfLlamaBecomesAGgufFileThatInspectsAndValidates) {
   EXPECT_EQ(validate.exit_code, 0) << validate.err << validate.out;
 }
 
+// The imatrix quantizer: calibration text runs the model, each Linear's k-quant weight
+// is weighted by its inputs' mean squares, and the report says by how much its weighted
+// error fell; without calibration, or without a k-quant to weight, it says what it needs.
+TEST(CliGguf, ImportanceWeightedKQuantsFromCalibrationText) {
+  mq::test::ScratchDir dir("cli-gguf-imatrix");
+  mq::test::write_tiny_llama(dir / "llama", 256);
+  mq::test::write_byte_level_tokenizer(dir / "llama");
+  mq::test::write_file(dir / "calib.txt", "ab a ab b a\nba ab a\nb b ab a\n");
+  mq::test::write_file(dir / "recipe.yaml", R"(version: 1
+model: {path: llama}
+calibration: {text: {path: calib.txt, samples: 2, seq_len: 8}}
+quantizer: {plugin: imatrix, options: {dtype: q4_k}}
+format: {plugin: gguf, output: out/llama.gguf}
+validators: [{plugin: load_run}]
+)");
+  const auto run = run_pipeline("run --json recipe.yaml", dir.path());
+  ASSERT_EQ(run.exit_code, 0) << run.err;
+  const auto report = nlohmann::json::parse(run.out);
+  int weighted = 0;
+  for (const auto& row : report["layers"]) {
+    const std::string rule = row["rule"];
+    const size_t at = rule.find("importance-weighted: error ");
+    if (at == std::string::npos) continue;
+    ++weighted;
+    EXPECT_LT(std::stod(rule.substr(at + 27)), 1.0) << rule;
+  }
+  EXPECT_EQ(weighted, 7) << report["layers"].dump();
+  EXPECT_TRUE(fs::exists(dir / "out" / "llama.gguf"));
+
+  const auto uncalibrated = run_pipeline("check recipe.yaml --set calibration=null", dir.path());
+  EXPECT_EQ(uncalibrated.exit_code, 2);
+  EXPECT_NE(uncalibrated.err.find("imatrix needs calibration data"), std::string::npos) << uncalibrated.err;
+  const auto nothing_to_weight = run_pipeline("check recipe.yaml --set quantizer.options.dtype=q8_0", dir.path());
+  EXPECT_EQ(nothing_to_weight.exit_code, 2);
+  EXPECT_NE(nothing_to_weight.err.find("imatrix weights k-quants"), std::string::npos) << nothing_to_weight.err;
+}
+
 TEST(CliGguf, PlansItCannotWriteAreRefusedBeforeAnyWork) {
   mq::test::ScratchDir dir("cli-gguf-refusals");
   mq::test::write_tiny_llama(dir / "llama", 32);

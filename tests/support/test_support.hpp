@@ -208,8 +208,8 @@ inline void write_tiny_llama(const fs::path& dir, int64_t hidden = 8) {
                                       std::to_string(inner) + R"(, "rms_norm_eps": 1e-5})");
 }
 
-// A GPT-2 style byte-level BPE tokenizer.json of six tokens (the last an added special
-// one), in `dir`.
+// A GPT-2 style byte-level BPE tokenizer.json of seven tokens (a, b, space, ab, " a", an
+// added special one, newline), in `dir`.
 inline void write_byte_level_tokenizer(const fs::path& dir) {
   write_file(dir / "tokenizer.json", R"({"version": "1.0", "added_tokens": [{"id": 5, "content": "<|endoftext|>",
     "single_word": false, "lstrip": false, "rstrip": false, "normalized": false, "special": true}],
@@ -217,7 +217,7 @@ inline void write_byte_level_tokenizer(const fs::path& dir) {
     "use_regex": true}, "post_processor": null, "decoder": null,
   "model": {"type": "BPE", "dropout": null, "unk_token": null, "continuing_subword_prefix": null,
     "end_of_word_suffix": null, "fuse_unk": false, "byte_fallback": false,
-    "vocab": {"a": 0, "b": 1, "\u0120": 2, "ab": 3, "\u0120a": 4}, "merges": ["a b", "\u0120 a"]}})");
+    "vocab": {"a": 0, "b": 1, "\u0120": 2, "ab": 3, "\u0120a": 4, "\u010a": 6}, "merges": ["a b", "\u0120 a"]}})");
 }
 
 }  // namespace mq::test

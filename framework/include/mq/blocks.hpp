@@ -25,8 +25,11 @@ MQ_API int64_t row_bytes(DType dtype, int64_t cols);
 
 // The rows of `x` (a 2-D tensor of any floating dtype, its columns a multiple of the
 // block), as uint8 [rows, row_bytes]. Rows in parallel; the same bytes as quantize_ref.
-MQ_API at::Tensor quantize(const at::Tensor& x, DType dtype);
-MQ_API at::Tensor quantize_ref(const at::Tensor& x, DType dtype);
+// `importance` (k-quants only: one weight per column, e.g. the mean square of each input
+// over calibration, llama.cpp's imatrix) weights the scale search as
+// quantize_row_q*_K_impl does; undefined: the reference search.
+MQ_API at::Tensor quantize(const at::Tensor& x, DType dtype, at::Tensor importance = {});
+MQ_API at::Tensor quantize_ref(const at::Tensor& x, DType dtype, at::Tensor importance = {});
 
 // One row: `n` values (a multiple of the block) of `data` into `out`, float32.
 MQ_API void dequantize_row(const uint8_t* data, DType dtype, int64_t n, float* out);

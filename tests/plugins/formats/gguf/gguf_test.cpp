@@ -102,8 +102,8 @@ TEST(GgufFile, HostileHeadersAreRefusedWithTheirReason) {
   // The last tensor's info: name, n_dims, 2 dims, type, offset before the padding.
   const size_t name_at = good.find("blk.0.attn_q.weight");
   const size_t type_at = name_at + 19 + 4 + 16, offset_at = type_at + 4;
-  const uint32_t q4_k = 12;
-  refused(patched(type_at, &q4_k, 4), "which mq does not read");
+  const uint32_t q2_k = 10;
+  refused(patched(type_at, &q2_k, 4), "which mq does not read");
   const uint64_t unaligned = 8;
   refused(patched(offset_at, &unaligned, 8), "unaligned offset");
   const uint64_t beyond = uint64_t{1} << 20;

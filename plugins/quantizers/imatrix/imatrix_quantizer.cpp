@@ -1,0 +1,141 @@
+// imatrix: llama.cpp's importance matrix. The calibration batches run through the model;
+// each Linear's mean square of every input (over all calibration tokens) weights the
+// scale search of its k-quant weight (q4_k, q5_k, q6_k: mq::blocks::quantize with
+// importance), as `llama-quantize --imatrix` does; other planned tensors are quantized as
+// the dynamic quantizer does. Each weighted layer's rule in the report says its error,
+// weighted by the same importance, against plain rounding's.
+
+#include <ATen/ATen.h>
+#include <fmt/format.h>
+
+#include <map>
+
+#include "mq/blocks.hpp"
+#include "mq/error.hpp"
+#include "mq/layer_selection.hpp"
+#include "mq/quantizer.hpp"
+
+namespace {
+
+bool is_k_quant(const std::optional<mq::QuantSpec>& spec) { return spec && mq::traits(spec->dtype).block == 256; }
+
+// Σ_j importance_j Σ_rows (w - ŵ)²: the output error a layer's inputs of those mean
+// squares would see, were they independent.
+double weighted_error(const at::Tensor& w, const at::Tensor& q, mq::DType dtype, const at::Tensor& importance) {
+  const at::Tensor diff = mq::blocks::dequantize(q, dtype, w.size(1)) - w.to(at::kFloat);
+  return (diff.to(at::kDouble).pow(2).sum(0) * importance.to(at::kDouble)).sum().item<double>();
+}
+
+class ImatrixQuantizer final : public mq::Quantizer {
+ public:
+  explicit ImatrixQuantizer(const mq::Options& options) : selector_(options, {mq::LayerKind::kLinear}) {}
+
+  std::vector<mq::PlanRow> plan(const mq::Model& model, const mq::QuantizeContext& context) const override {
+    if (!model.runnable)
+      throw mq::RecipeError("imatrix runs calibration batches through the model, and this model cannot run: mq runs "
+                            "TorchScript models, and Hugging Face directories of a family an architecture plugin "
+                            "runs (mq-pipeline plugins lists them); or use the dynamic quantizer");
+    if (context.calibration.empty())
+      throw mq::RecipeError("imatrix needs calibration data: set calibration.text (or path, or random) in the recipe");
+    std::vector<mq::PlanRow> rows = selector_.plan(model);
+    if (linear_rows(model, rows).empty())
+      throw mq::RecipeError("imatrix weights k-quants (dtype q4_k, q5_k, q6_k), and no Linear layer is planned with "
+                            "one: set quantizer.options.dtype");
+    return rows;
+  }
+
+  mq::QuantizedModel quantize(const mq::Model& model, mq::QuantizeContext& context) override {
+    mq::QuantizedModel out;
+    out.mode = "dynamic";
+    out.plan = planned(model, context);
+    const std::map<std::string, size_t> linears = linear_rows(model, out.plan);
+    std::vector<std::string> layers;
+    for (const auto& [layer, row] : linears) layers.push_back(layer);
+
+    struct Squares {
+      at::Tensor sum;  // float64, per input
+      int64_t count = 0;
+    };
+    std::map<std::string, Squares> squares;
+    int64_t calibration_bytes = 0;
+    for (const at::Tensor& batch : context.calibration) calibration_bytes += batch.nbytes();
+    context.progress->begin("calibrate", static_cast<int64_t>(context.calibration.size()), calibration_bytes);
+    model.runnable->record_layers(context.calibration, layers, [&](size_t b, const auto& activity) {
+      for (const auto& [layer, a] : activity) {
+        const at::Tensor x = a.input.reshape({-1, a.input.size(-1)}).to(at::kDouble);
+        Squares& s = squares[layer];
+        const at::Tensor sum = x.pow(2).sum(0);
+        s.sum = s.sum.defined() ? s.sum + sum : sum;
+        s.count += x.size(0);
+      }
+      context.progress->advance("batch " + std::to_string(b), context.calibration[b].nbytes());
+    });
+    context.progress->end();
+
+    std::map<size_t, std::string> layer_of_row;
+    for (const auto& [layer, row] : linears) layer_of_row[row] = layer;
+    int64_t total_bytes = 0;
+    for (const mq::NamedTensor& t : model.tensors) total_bytes += t.tensor.nbytes();
+    context.progress->begin("quantize", static_cast<int64_t>(model.tensors.size()), total_bytes);
+    at::Tensor staging;
+    for (size_t i = 0; i < model.tensors.size(); ++i) {
+      const mq::NamedTensor& t = model.tensors[i];
+      mq::PlanRow& row = out.plan[i];
+      mq::QuantizedEntry entry{t.name, t.tensor, std::nullopt};
+      if (row.spec) {
+        const auto layer = layer_of_row.find(i);
+        const auto s = layer == layer_of_row.end() ? squares.end() : squares.find(layer->second);
+        if (layer != layer_of_row.end() && s == squares.end())
+          context.warn("layer " + layer->second + " saw no input during calibration; its weight is rounded as "
+                       "llama.cpp does without an importance matrix");
+        if (s != squares.end()) {
+          const at::Tensor w = mq::read_staged(model, t.tensor, staging);
+          const at::Tensor importance = (s->second.sum / static_cast<double>(s->second.count)).to(at::kFloat);
+          mq::QuantizedTensor q;
+          q.spec = *row.spec;
+          q.shape = w.sizes().vec();
+          q.original_dtype = w.scalar_type();
+          q.data = mq::blocks::quantize(w, q.spec.dtype, importance);
+          const double weighted = weighted_error(w, q.data, q.spec.dtype, importance);
+          const double plain = weighted_error(w, mq::blocks::quantize(w, q.spec.dtype), q.spec.dtype, importance);
+          row.rule += fmt::format("; importance-weighted: error {:.3g}x plain rounding's", plain > 0 ? weighted / plain : 1.0);
+          entry.quantized = std::move(q);
+        } else {
+          entry.quantized = mq::quantize_weight(t.tensor, *row.spec, nullptr);
+        }
+        entry.tensor = at::Tensor();
+      }
+      if (context.emit)
+        context.emit(std::move(entry));
+      else
+        out.entries.push_back(std::move(entry));
+      model.release(t.tensor);
+      context.progress->advance(t.name, t.tensor.nbytes());
+    }
+    context.progress->end();
+    return out;
+  }
+
+ private:
+  // Linear layers whose weight is planned as a k-quant: layer -> plan row.
+  static std::map<std::string, size_t> linear_rows(const mq::Model& model, const std::vector<mq::PlanRow>& plan) {
+    std::map<std::string, size_t> row_of;
+    for (size_t i = 0; i < model.tensors.size(); ++i) row_of[model.tensors[i].name] = i;
+    std::map<std::string, size_t> out;
+    for (const mq::Layer& l : model.layers) {
+      const auto it = row_of.find(l.weight);
+      if (l.kind == mq::LayerKind::kLinear && it != row_of.end() && is_k_quant(plan[it->second].spec) &&
+          model.tensors[it->second].tensor.dim() == 2)
+        out[l.name] = it->second;
+    }
+    return out;
+  }
+
+  mq::LayerSelector selector_;
+};
+
+}  // namespace
+
+MQ_PLUGIN(ImatrixQuantizer, mq::PluginKind::kQuantizer, "imatrix", "0.1.0",
+          "llama.cpp's importance matrix: each Linear's input mean squares over calibration weight its k-quant scales",
+          MQ_SPEC_OPTIONS)
