@@ -216,7 +216,10 @@ struct Pipeline::Impl {
     return plan;
   }
 
+  // The input forward passes feed the model (checked to fit by running it), or none
+  // where the format's artifacts do not run: nothing would compare their outputs.
   at::Tensor forward_input(const Model& model, const QuantizeContext& context, Report& report) {
+    if (dynamic_cast<const ArtifactsDoNotRun*>(host->make<Format>(format).get())) return {};
     return detail::forward_input(model, recipe.model_input, context.calibration,
                                  [&](const std::string& m) { warn(report, m); });
   }

@@ -18,6 +18,7 @@ Progress::~Progress() = default;
 Observer::~Observer() = default;
 Quantizer::~Quantizer() = default;
 Format::~Format() = default;
+ArtifactsDoNotRun::~ArtifactsDoNotRun() = default;
 EntryWriter::~EntryWriter() = default;
 Validator::~Validator() = default;
 Architecture::~Architecture() = default;

@@ -174,10 +174,11 @@ void validate_existing(const ValidateRequest& request, const RunOptions& options
       if (!held.count(t.name)) not_made_from("the reference's tensor '" + t.name + "' is not in it");
   }
   ValidateContext context{model, quantized, request.artifact, *format, true, {}, {}, nullptr, Origin::kUser};
-  context.input = forward_input(model, request.input, {}, [&](const std::string& m) {
-    report.warnings.push_back(m);
-    if (options.warn) options.warn(m);
-  });
+  if (!dynamic_cast<const ArtifactsDoNotRun*>(format.get()))
+    context.input = forward_input(model, request.input, {}, [&](const std::string& m) {
+      report.warnings.push_back(m);
+      if (options.warn) options.warn(m);
+    });
   std::string failure;
   if (model.runnable) context.artifact = load_artifact(*format, request.artifact, Origin::kUser, context.input, failure);
   std::vector<std::string> blocking;

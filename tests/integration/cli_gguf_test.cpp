@@ -44,6 +44,16 @@ TEST(CliGguf, AnHfLlamaBecomesAGgufFileThatInspectsAndValidates) {
   EXPECT_NE(inspect.out.find("q4_0"), std::string::npos) << inspect.out;
   const auto validate = run_pipeline("validate out/llama.gguf --reference llama --validators sqnr,range", dir.path());
   EXPECT_EQ(validate.exit_code, 0) << validate.err << validate.out;
+
+  // The original is not run when its artifact will not be (a forward pass of a large
+  // model costs its size in memory traffic): a model.input that does not fit is not
+  // even tried, where a format whose artifacts run refuses it before any work.
+  const auto no_forward = run_pipeline("run recipe.yaml --set 'model.input={shape: [2, 3, 4]}'", dir.path());
+  EXPECT_EQ(no_forward.exit_code, 0) << no_forward.err;
+  const auto runs = run_pipeline("check recipe.yaml --set 'model.input={shape: [2, 3, 4]}' --set quantizer.options.dtype=int8 "
+                                 "--set format='{plugin: safetensors, output: out/llama.int8}'", dir.path());
+  EXPECT_EQ(runs.exit_code, 2) << runs.err;
+  EXPECT_NE(runs.err.find("model.input of shape [2, 3, 4] does not fit the model"), std::string::npos) << runs.err;
 }
 
 // The imatrix quantizer: calibration text runs the model, each Linear's k-quant weight

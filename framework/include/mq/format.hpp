@@ -61,6 +61,16 @@ class MQ_API Format : public Plugin {
   virtual QuantizedModel describe(const std::filesystem::path& path);
 };
 
+// Also derived from by a format whose files mq does not run (gguf: llama.cpp runs them;
+// its read_artifact() gives a model without `runnable`): the runner then skips the
+// forward pass of the original that exists to check model.input and feed the artifact's
+// (a whole forward pass: the model's size in memory traffic, for nothing). Found with
+// dynamic_cast, so formats built before it keep loading.
+class MQ_API ArtifactsDoNotRun {
+ public:
+  virtual ~ArtifactsDoNotRun();
+};
+
 // For formats that store no block type (DType::kQ8_0, ...): RecipeError naming the first
 // tensor `plan` gives one, and `format`.
 MQ_API void refuse_block_types(const std::vector<PlanRow>& plan, const std::string& format);

@@ -123,7 +123,7 @@ at::Tensor over_mapping(const mq::gguf::File& file, const mq::gguf::TensorInfo& 
   return at::from_blob(const_cast<uint8_t*>(t.data), sizes, [keep](void*) {}, at::TensorOptions(dtype));
 }
 
-class GgufFormat final : public mq::Format {
+class GgufFormat final : public mq::Format, public mq::ArtifactsDoNotRun {
  public:
   explicit GgufFormat(const mq::Options&) {}
 

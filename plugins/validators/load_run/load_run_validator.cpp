@@ -114,13 +114,13 @@ class LoadRunValidator final : public mq::Validator {
       return check;
     }
     // The whole model: the artifact as loaded to run, against the original.
+    if (!context.artifact) {
+      check.message += ", outputs finite; the written format does not run";
+      return check;
+    }
     const at::Tensor& x = context.input;
     if (!x.defined()) {
       check.message += ", outputs finite; no forward pass (set model.input: the first layer says nothing)";
-      return check;
-    }
-    if (!context.artifact) {
-      check.message += ", outputs finite; the written format does not run";
       return check;
     }
     const auto [reference, y] = mq::forward_both(context.original, *context.artifact, x, check);
