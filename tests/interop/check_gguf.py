@@ -3,7 +3,8 @@
 Tiny random Llama (GQA) and Qwen2 (q/k/v biases) directories with a Llama 3 or Qwen2
 style BPE tokenizer.json, written by mq-pipeline to GGUF:
 - F32: llama.cpp's logits on a token sequence equal transformers' within 1e-3 relative
-  (so names, the Q/K row order, norms, rope and the keys are as llama.cpp reads them);
+  (so names, the Q/K row order, norms, rope and the keys are as llama.cpp reads them),
+  Llama 3.1's rope scaling included (the rope_freqs tensor);
 - q8_0, q4_0, q4_1, q5_0, q5_1: every tensor mq stores in the type llama.cpp's own
   llama_model_quantize gives it from mq's F32 file has the same bytes (the Linear
   weights: all of them); q8_0's logits reach 30 dB SQNR against transformers';
@@ -124,11 +125,11 @@ def check_keys(path, config, tokenizer_dir, arch):
     assert value("tokenizer.ggml.merges") == merges
     assert value("tokenizer.ggml.bos_token_id") == config.bos_token_id
     for t in reader.tensors:
-        assert t.name.startswith(("blk.", "token_embd", "output")), t.name
+        assert t.name.startswith(("blk.", "token_embd", "output", "rope_freqs")), t.name
     return len(reader.fields), len(reader.tensors)
 
 
-def check_case(exe, work, name, config_class, extra, tokenizer_kind, arch, corpus_file, lines):
+def check_case(exe, work, name, config_class, extra, tokenizer_kind, arch, corpus_file, lines, logits_only=False):
     directory = os.path.join(work, name)
     tok = check_tokenizer.build(tokenizer_kind, corpus_file, directory)
     config = config_class(vocab_size=tok.get_vocab_size() + 5, hidden_size=64, intermediate_size=128,
@@ -151,6 +152,8 @@ def check_case(exe, work, name, config_class, extra, tokenizer_kind, arch, corpu
     assert relative < 1e-3, f"{name}: F32 logits differ from transformers' by {relative:.3g} relative"
     keys, tensors = check_keys(f32, config, directory, arch)
     print(f"{name}: F32 logits as transformers' ({relative:.2g} relative); gguf-py reads {keys} keys, {tensors} tensors")
+    if logits_only:
+        return
 
     for dtype in TYPES:
         ours = run_mq(exe, work, directory, name, dtype)
@@ -259,6 +262,11 @@ def main(exe, work):
         f.write("\n".join(lines) + "\n")
     check_case(exe, work, "llama", LlamaConfig, {}, "llama3", "llama", corpus_file, lines)
     check_case(exe, work, "qwen2", Qwen2Config, {}, "qwen2", "qwen2", corpus_file, lines)
+    # Llama 3.1's rope scaling: llama.cpp reads it from the rope_freqs tensor mq makes.
+    llama3_rope = {"rope_theta": 50000.0, "rope_scaling": {"rope_type": "llama3", "factor": 8.0, "low_freq_factor": 1.0,
+                                                          "high_freq_factor": 4.0, "original_max_position_embeddings": 16}}
+    check_case(exe, work, "llama-rope-llama3", LlamaConfig, llama3_rope, "llama3", "llama", corpus_file, lines,
+               logits_only=True)
     check_k_quants(exe, work, corpus_file)
     print("ok: llama.cpp runs mq's GGUF files as transformers runs the checkpoints")
 

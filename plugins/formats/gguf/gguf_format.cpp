@@ -100,6 +100,9 @@ class GgufStream final : public mq::EntryWriter {
     out_.add_u32("general.quantization_version", 2);
     out_.add_u32("general.file_type", file_type(most));
     mq::gguf::write_keys(out_, config_, vocab_);
+    if (!config_.rope_factors.empty())
+      out_.add_tensor(mq::gguf::kRopeFactorsName, {static_cast<int64_t>(config_.rope_factors.size())}, TensorType::kF32,
+                      config_.rope_factors.data(), config_.rope_factors.size() * sizeof(float));
     for (const auto& [key, value] : model.metadata)
       if (key.rfind("mq.", 0) == 0 && key != mq::kHfDirectoryKey) out_.add_string(key, value);
     out_.add_string(mq::kModeKey, model.mode);
@@ -175,6 +178,7 @@ class GgufFormat final : public mq::Format, public mq::ArtifactsDoNotRun {
         out.metadata[key] = value.get<std::string>();
     if (const std::string mode = text(mq::kModeKey); !mode.empty()) out.mode = mode;
     for (const mq::gguf::TensorInfo& t : file.tensors) {
+      if (t.name == mq::gguf::kRopeFactorsName) continue;  // made from config.json, not a model tensor
       const std::string name = mq::gguf::hf_name(t.name).value_or(t.name);
       const std::optional<mq::DType> block = mq::gguf::block_dtype(t.type);
       const int64_t rows = t.shape.size() > 1 ? static_cast<int64_t>(t.bytes) / (mq::gguf::row_bytes(static_cast<uint32_t>(t.type), t.shape.back())) : 1;

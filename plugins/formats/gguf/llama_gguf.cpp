@@ -4,6 +4,7 @@
 #include <nlohmann/json.hpp>
 
 #include <array>
+#include <cmath>
 #include <fstream>
 #include <map>
 #include <sstream>
@@ -119,6 +120,30 @@ std::string pre_tokenizer(const Json& pre, const std::string& file) {
                            "Qwen2's split are): writing it to GGUF would tokenize text otherwise");
 }
 
+// Llama 3.1's rope scaling as llama.cpp reads it: a divisor per rotary frequency
+// (convert_hf_to_gguf.py's rope_freqs: 1 for short wavelengths, `factor` for long ones,
+// smoothed between), the frequencies in float32 as transformers computes them.
+std::vector<float> llama3_rope_factors(const Json& scaling, int64_t dim, double theta) {
+  const at::Tensor freqs =
+      1.0 / at::pow(theta, at::arange(0, dim, 2, at::kLong).to(at::kFloat) / static_cast<float>(dim));
+  const double factor = number(scaling, "factor", 8.0), low = number(scaling, "low_freq_factor", 1.0),
+               high = number(scaling, "high_freq_factor", 4.0),
+               old_context = number(scaling, "original_max_position_embeddings", 8192.0);
+  std::vector<float> factors;
+  for (int64_t i = 0; i < freqs.numel(); ++i) {
+    const double wavelen = 2 * M_PI / static_cast<double>(freqs[i].item<float>());
+    if (wavelen < old_context / high) {
+      factors.push_back(1.0f);
+    } else if (wavelen > old_context / low) {
+      factors.push_back(static_cast<float>(factor));
+    } else {
+      const double smooth = (old_context / wavelen - low) / (high - low);
+      factors.push_back(static_cast<float>(1 / ((1 - smooth) / factor + smooth)));
+    }
+  }
+  return factors;
+}
+
 }  // namespace
 
 LlamaConfig read_config(const Model& source) {
@@ -159,8 +184,11 @@ LlamaConfig read_config(const Model& source) {
     const std::string rope = s->is_object() ? s->value("rope_type", s->value("type", std::string("default"))) : "?";
     if (rope == "linear")
       c.linear_rope = number(*s, "factor", 1.0);
+    else if (rope == "llama3")
+      c.rope_factors = llama3_rope_factors(*s, c.head_dim, c.theta);
     else if (rope != "default")
-      throw RecipeError("config.json: rope_scaling type '" + rope + "' is not written to GGUF yet (default and linear are)");
+      throw RecipeError("config.json: rope_scaling type '" + rope + "' is not written to GGUF yet (default, linear "
+                        "and llama3 are)");
   }
   c.bos = token_id(config, "bos_token_id");
   c.eos = token_id(config, "eos_token_id");

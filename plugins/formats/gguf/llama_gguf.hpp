@@ -22,6 +22,7 @@ struct LlamaConfig {
   int64_t hidden = 0, layers = 0, heads = 0, kv_heads = 0, ffn = 0, context = 0, vocab = 0, head_dim = 0;
   double eps = 1e-6, theta = 10000.0;
   std::optional<double> linear_rope;  // rope_scaling type linear: its factor
+  std::vector<float> rope_factors;     // rope_scaling type llama3: rope_freqs.weight, per frequency
   std::optional<int64_t> bos, eos;
 };
 
@@ -42,6 +43,9 @@ Vocab read_vocab(const std::filesystem::path& dir, int64_t vocab_size);
 
 // The architecture's and the tokenizer's keys.
 void write_keys(Writer& out, const LlamaConfig& config, const Vocab& vocab);
+
+// The tensor llama.cpp reads llama3 rope scaling from (LlamaConfig::rope_factors).
+inline constexpr const char* kRopeFactorsName = "rope_freqs.weight";
 
 // llama.cpp's name for an HF tensor name, and back; none where it has none.
 std::optional<std::string> gguf_name(const std::string& hf);
