@@ -117,10 +117,17 @@ void search_first(const std::vector<fs::path>& plugin_paths) {
   setenv("MQ_PLUGIN_PATH", (joined + (env ? std::string(":") + env : "")).c_str(), 1);
 }
 
-int inspect_file(const std::string& path, const std::string& format, bool trust, bool json,
+int inspect_file(const std::string& path, const std::string& format, bool trust, bool json, bool recipe,
                  const std::vector<fs::path>& plugin_paths) {
   search_first(plugin_paths);
   const mq::QuantizedModel model = mq::describe_quantized_model(path, format, mq::cli::reader_options(path, trust));
+  if (recipe) {  // as `mq-pipeline run` takes it (JSON is YAML)
+    const auto it = model.metadata.find(mq::kRecipeKey);
+    if (it == model.metadata.end())
+      throw mq::InputError(path + " records no recipe (made by another tool, or by mq before it recorded them)");
+    fmt::print("{}\n", it->second);
+    return 0;
+  }
   auto out = nlohmann::ordered_json::object();
   out["file"] = path;
   out["bytes"] = mq::path_bytes(path);
@@ -175,6 +182,24 @@ int inspect_file(const std::string& path, const std::string& format, bool trust,
                row["dtype"].get<std::string>(), row["shape"].dump(), row["bytes"].get<int64_t>(),
                row.contains("quantization") ? row["quantization"].get<std::string>() : "");
   fmt::print("total {} bytes\n", total);
+  return 0;
+}
+
+int verify_file(mq::VerifyRequest request, bool strict, bool trust, bool json, const std::vector<fs::path>& plugin_paths) {
+  search_first(plugin_paths);
+  mq::RunOptions options;
+  options.plugin_paths = plugin_paths;
+  request.strict = strict;
+  request.format_options = mq::cli::reader_options(request.artifact, trust);
+  const mq::VerifyResult r = mq::verify_artifact(request, options);
+  if (json) {
+    print_json({{"artifact", request.artifact.string()}, {"status", static_cast<int>(r.status)},
+                {"message", r.message}, {"warnings", r.warnings}});
+    return static_cast<int>(r.status);
+  }
+  for (const std::string& w : r.warnings) fmt::print(stderr, "mq-pipeline: warning: {}\n", one_line(w));
+  if (r.status != mq::ExitCode::kOk) return fail(r.status, request.artifact.string() + ": " + r.message);
+  fmt::print("{}: {}\n", request.artifact.string(), r.message);
   return 0;
 }
 
@@ -343,12 +368,24 @@ int command(int argc, char** argv) {
   inspect->add_option("--format", inspect_format, "The file's format plugin (default: the first that reads it)");
   inspect->add_flag("--trust-torchscript", trust, "Allow loading a TorchScript archive (runs its code)");
   inspect->add_flag("--json", json, "Machine-readable output");
+  bool inspect_recipe = false;
+  inspect->add_flag("--recipe", inspect_recipe, "Print the recipe the artifact records, as mq-pipeline run takes it");
+  CLI::App* verify = app.add_subcommand(
+      "verify", "Run the recipe an artifact records again: identical, or the first tensor that differs (exit 5)");
+  mq::VerifyRequest verify_request;
+  bool strict = false;
+  verify->add_option("artifact", verify_request.artifact, "An artifact mq wrote")->required();
+  verify->add_option("--model", verify_request.model, "The input model (default: the one recorded)");
+  verify->add_option("--calibration", verify_request.calibration, "The calibration file (default: the one recorded)");
+  verify->add_flag("--strict", strict, "Plugin versions other than those recorded fail it (exit 5)");
+  verify->add_flag("--trust-torchscript", trust, "Allow loading a TorchScript archive (runs its code)");
+  verify->add_flag("--json", json, "Machine-readable result");
   check->add_flag("--json", json, "Machine-readable result");
   for (CLI::App* sub : {run, check}) {
     sub->add_option("recipe", recipe_path, "Recipe file (YAML)")->required();
     sub->add_option("--set", overrides, "Override a recipe key: --set quantizer.options.dtype=int8");
   }
-  for (CLI::App* sub : {run, check, plugins, validate, inspect, init})
+  for (CLI::App* sub : {run, check, plugins, validate, inspect, init, verify})
     sub->add_option("--plugin-path", plugin_paths, "Directory or library searched first for plugins");
   run->add_flag("--json", json, "Print the JSON report on stdout");
   run->add_flag("--dry-run", dry_run,
@@ -383,7 +420,8 @@ int command(int argc, char** argv) {
       return mq::cli::init_recipe(init_request);
     }
     if (tokenize->parsed()) return tokenize_file(tokenize_model, tokenize_path, json, tokenize_lines, !no_special);
-    if (inspect->parsed()) return inspect_file(inspect_path, inspect_format, trust, json, paths);
+    if (inspect->parsed()) return inspect_file(inspect_path, inspect_format, trust, json, inspect_recipe, paths);
+    if (verify->parsed()) return verify_file(verify_request, strict, trust, json, paths);
     if (validate->parsed()) {
       mq::RunOptions options;
       options.plugin_paths = paths;

@@ -282,6 +282,7 @@ struct Pipeline::Impl {
     for (const auto& [key, value] : model.metadata) quantized.metadata.emplace(key, value);
     quantized.metadata["mq.version"] = MQ_VERSION_STRING;
     quantized.metadata["mq.recipe_hash"] = report.recipe_hash;
+    quantized.metadata[kRecipeKey] = recipe.resolved_json();
     report.inputs.front().hash = input_hash.get();
     quantized.metadata["mq.input_hash"] = report.inputs.front().hash;
     quantized.metadata["mq.plugins"] = plugin_list();

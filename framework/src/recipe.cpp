@@ -314,24 +314,28 @@ const char* to_string(OnFailure policy) {
   return "error";
 }
 
-std::string Recipe::canonical_json() const {
-  const fs::path base = file.empty() ? fs::path() : file.parent_path();
+namespace {
+
+// The recipe as JSON: paths relative to the recipe (the hash's), or absolute.
+nlohmann::ordered_json recipe_json(const Recipe& r, bool absolute) {
+  const fs::path base = r.file.empty() ? fs::path() : r.file.parent_path();
   const auto rel = [&](const fs::path& p) {
+    if (absolute) return p.empty() ? std::string() : fs::absolute(p).lexically_normal().generic_string();
     return base.empty() ? p.generic_string() : p.lexically_relative(base).generic_string();
   };
   nlohmann::ordered_json j;
-  j["version"] = version;
-  j["model"] = {{"path", rel(model_path)}, {"format", model_format},
-                {"options", nlohmann::ordered_json::parse(model_options.to_json())}};
-  if (model_input) {
-    j["model"]["input"] = {{"shape", model_input->shape}};
-    if (model_input->vocab_size) j["model"]["input"]["vocab_size"] = model_input->vocab_size;
+  j["version"] = r.version;
+  j["model"] = {{"path", rel(r.model_path)}, {"format", r.model_format},
+                {"options", nlohmann::ordered_json::parse(r.model_options.to_json())}};
+  if (r.model_input) {
+    j["model"]["input"] = {{"shape", r.model_input->shape}};
+    if (r.model_input->vocab_size) j["model"]["input"]["vocab_size"] = r.model_input->vocab_size;
   }
-  if (calibration) {
-    if (const auto& random = calibration->random) {
+  if (r.calibration) {
+    if (const auto& random = r.calibration->random) {
       j["calibration"] = {{"random", {{"shape", random->shape}, {"batches", random->batches}, {"seed", random->seed}}}};
       if (random->vocab_size) j["calibration"]["random"]["vocab_size"] = random->vocab_size;
-    } else if (const auto& text = calibration->text) {
+    } else if (const auto& text = r.calibration->text) {
       j["calibration"] = {{"text",
                            {{"path", rel(text->source.path)},
                             {"field", text->source.field},
@@ -341,22 +345,39 @@ std::string Recipe::canonical_json() const {
                             {"seed", text->seed},
                             {"shuffle", text->shuffle},
                             {"cut", text->cut == TextCut::kConcatenate ? "concatenate" : "document"}}}};
+      if (absolute) {  // as a recipe takes it: no empty field or tokenizer
+        if (text->source.path.extension() != ".jsonl") j["calibration"]["text"].erase("field");
+        if (text->tokenizer.empty()) j["calibration"]["text"].erase("tokenizer");
+      }
     } else {
-      j["calibration"] = {{"path", rel(calibration->path)}};
+      j["calibration"] = {{"path", rel(r.calibration->path)}};
     }
   }
-  j["observer"] = step_json(observer);
-  j["quantizer"] = step_json(quantizer);
-  j["format"] = step_json(format);
-  j["format"]["output"] = rel(output);
+  j["observer"] = step_json(r.observer);
+  j["quantizer"] = step_json(r.quantizer);
+  j["format"] = step_json(r.format);
+  j["format"]["output"] = rel(r.output);
   j["validators"] = nlohmann::ordered_json::array();
-  for (const ValidatorStep& v : validators) {
+  for (const ValidatorStep& v : r.validators) {
     auto step = step_json(v.step);
-    step["on_failure"] = to_string(v.on_failure.value_or(on_failure));
+    step["on_failure"] = to_string(v.on_failure.value_or(r.on_failure));
     j["validators"].push_back(step);
   }
-  j["on_failure"] = to_string(on_failure);
-  return detail::json_text(j);
+  j["on_failure"] = to_string(r.on_failure);
+  return j;
+}
+
+}  // namespace
+
+std::string Recipe::canonical_json() const { return detail::json_text(recipe_json(*this, false)); }
+
+std::string Recipe::resolved_json() const {
+  nlohmann::ordered_json j = recipe_json(*this, true);
+  if (!plugin_paths.empty()) {
+    j["plugins"] = {{"paths", nlohmann::ordered_json::array()}};
+    for (const fs::path& p : plugin_paths) j["plugins"]["paths"].push_back(fs::absolute(p).lexically_normal().generic_string());
+  }
+  return j.dump(2);
 }
 
 std::vector<ValidatorStep> default_validators() {

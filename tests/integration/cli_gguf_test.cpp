@@ -44,6 +44,9 @@ TEST(CliGguf, AnHfLlamaBecomesAGgufFileThatInspectsAndValidates) {
   EXPECT_NE(inspect.out.find("q4_0"), std::string::npos) << inspect.out;
   const auto validate = run_pipeline("validate out/llama.gguf --reference llama --validators sqnr,range", dir.path());
   EXPECT_EQ(validate.exit_code, 0) << validate.err << validate.out;
+  const auto verify = run_pipeline("verify out/llama.gguf", dir.path());  // the recipe it records, run again
+  EXPECT_EQ(verify.exit_code, 0) << verify.err;
+  EXPECT_NE(verify.out.find("identical: 12 tensors"), std::string::npos) << verify.out;
 
   // The original is not run when its artifact will not be (a forward pass of a large
   // model costs its size in memory traffic): a model.input that does not fit is not

@@ -76,6 +76,26 @@ struct ValidateRequest {
 // Throws mq::Error subclasses like Pipeline::run().
 MQ_API Report validate_artifact(const ValidateRequest& request, RunOptions options = {});
 
+// `mq-pipeline verify`: the recipe `artifact` records (kRecipeKey) run again on `model`
+// (default: the recorded input) into a scratch directory beside it, without validators
+// or reports, and what it makes compared with the artifact tensor by tensor.
+struct VerifyRequest {
+  std::filesystem::path artifact;
+  std::filesystem::path model;        // empty: the recorded one
+  std::filesystem::path calibration;  // empty: the recorded one (a file or text path)
+  bool strict = false;                // plugin versions other than those recorded fail it
+  Value format_options = Value::map();  // reading the artifact (e.g. trust_torchscript)
+};
+struct VerifyResult {
+  // kOk: identical; kValidationFailed: the first tensor that differs and by how much (or,
+  // strict, the plugins); kBadInput: the model is not the input recorded.
+  ExitCode status = ExitCode::kOk;
+  std::string message;
+  std::vector<std::string> warnings;  // plugins other than those recorded
+};
+// Throws InputError for an artifact that records no recipe, and what a run throws.
+MQ_API VerifyResult verify_artifact(const VerifyRequest& request, RunOptions options = {});
+
 class MQ_API Pipeline {
  public:
   struct Impl;  // opaque; defined in libmq

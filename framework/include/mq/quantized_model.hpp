@@ -21,6 +21,8 @@ namespace mq {
 inline constexpr const char* kSpecsKey = "mq.specs";
 inline constexpr const char* kModeKey = "mq.mode";
 inline constexpr const char* kActivationSpecKey = "mq.activation_spec";
+// The recipe that made the artifact (Recipe::resolved_json), which `verify` runs again.
+inline constexpr const char* kRecipeKey = "mq.recipe";
 
 // QuantSpec::from_json(json) of a spec that `file`'s metadata records under `key`;
 // InputError "FILE: malformed KEY metadata (...)" where it is not one.

@@ -82,6 +82,9 @@ struct MQ_API Recipe {
   // not change the hash.
   std::string canonical_json() const;
   std::string hash() const;
+  // The same with every path absolute and the plugin paths: a recipe `mq-pipeline run`
+  // takes from anywhere (artifacts record it; `inspect --recipe`, `verify`).
+  std::string resolved_json() const;
 };
 
 // What `mq-pipeline validate` and validate_quantization() run when no validators are
