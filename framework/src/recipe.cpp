@@ -377,7 +377,7 @@ std::string Recipe::resolved_json() const {
     j["plugins"] = {{"paths", nlohmann::ordered_json::array()}};
     for (const fs::path& p : plugin_paths) j["plugins"]["paths"].push_back(fs::absolute(p).lexically_normal().generic_string());
   }
-  return j.dump(2);
+  return detail::json_text(j, 2);  // a path that is not UTF-8 shows U+FFFD: verify it with --model
 }
 
 std::vector<ValidatorStep> default_validators() {
