@@ -80,4 +80,24 @@ TEST(Verify, AnArtifactIsWhatItsRecordedRecipeMakes) {
   EXPECT_NE(none.err.find("records no recipe"), std::string::npos) << none.err;
 }
 
+// Every example recipe gives the same bytes run twice, at one thread and at two (the
+// output path is the same: the artifact records its recipe, which names it).
+TEST(Verify, EveryExampleRecipeGivesTheSameBytesAtAnyThreadCount) {
+  mq::test::ScratchDir dir("verify-determinism");
+  int recipes = 0;
+  for (const auto& e : fs::directory_iterator(fs::path(MQ_SOURCE_DIR) / "configs")) {
+    if (e.path().extension() != ".yaml") continue;
+    SCOPED_TRACE(e.path().string());
+    ++recipes;
+    const fs::path out = dir / e.path().stem().string();
+    const std::string args = "run -q '" + e.path().string() + "' --set report=null --set html_report=null --set format.output='" +
+                             out.string() + "' --threads ";
+    ASSERT_EQ(run_pipeline(args + "1").exit_code, 0);
+    const std::string first = mq::test::read_file(out);
+    ASSERT_EQ(run_pipeline(args + "2").exit_code, 0);
+    EXPECT_TRUE(mq::test::read_file(out) == first);
+  }
+  EXPECT_GE(recipes, 8);
+}
+
 }  // namespace
