@@ -19,13 +19,13 @@ namespace mq::detail {
 class BackgroundHash {
  public:
   explicit BackgroundHash(std::filesystem::path path)
-      : result_(std::async(std::launch::async, [this, path = std::move(path)] { return hash_path(path, &cancel_); })) {}
+      : result_(std::async(std::launch::async, [this, path = std::move(path)] { return digest_path(path, &cancel_); })) {}
   ~BackgroundHash() { cancel_ = true; }
-  std::string get() { return result_.get(); }
+  Digests get() { return result_.get(); }
 
  private:
   std::atomic<bool> cancel_{false};
-  std::future<std::string> result_;
+  std::future<Digests> result_;
 };
 
 // Writes streamed entries one behind the quantizer, on a thread of their own, so that an

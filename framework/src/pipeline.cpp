@@ -283,8 +283,11 @@ struct Pipeline::Impl {
     quantized.metadata["mq.version"] = MQ_VERSION_STRING;
     quantized.metadata["mq.recipe_hash"] = report.recipe_hash;
     quantized.metadata[kRecipeKey] = recipe.resolved_json();
-    report.inputs.front().hash = input_hash.get();
-    quantized.metadata["mq.input_hash"] = report.inputs.front().hash;
+    const detail::Digests model_digests = input_hash.get();
+    report.inputs.front().hash = model_digests.xxh3;
+    report.inputs.front().sha256 = model_digests.sha256;
+    quantized.metadata["mq.input_hash"] = model_digests.xxh3;
+    quantized.metadata["mq.input_sha256"] = model_digests.sha256;
     quantized.metadata["mq.plugins"] = plugin_list();
     report.plan = quantized.plan;
     int64_t planned_bytes = 0;
@@ -320,7 +323,7 @@ struct Pipeline::Impl {
     report.timings.push_back({"validate", seconds_since(start)});
 
     if (blocking.empty()) {
-      std::string hash;
+      detail::Digests hash;
       {  // taken while the disk flushes the artifact, before it is renamed into place
         detail::BackgroundHash hashing(out.temp());
         out.sync();
@@ -331,7 +334,7 @@ struct Pipeline::Impl {
       if (!guarded(format.label(), "probing " + recipe.output.string(), [&] { return writer->can_read(recipe.output); }))
         warn(report, format.label() + " wrote " + recipe.output.string() + ", a name it does not take for its own: " +
                          "tools that go by the name (mq-pipeline inspect included) will not read it as such");
-      report.output = {recipe.output.string(), path_bytes(recipe.output), hash};
+      report.output = {recipe.output.string(), path_bytes(recipe.output), hash.xxh3, hash.sha256};
       report.message = "wrote " + recipe.output.string();
     } else {
       report.status = ExitCode::kValidationFailed;

@@ -19,7 +19,7 @@ nlohmann::ordered_json number(double v) {
 }
 
 nlohmann::ordered_json file_json(const FileInfo& f) {
-  return {{"path", f.path}, {"bytes", f.bytes}, {"hash", f.hash}};
+  return {{"path", f.path}, {"bytes", f.bytes}, {"hash", f.hash}, {"sha256", f.sha256}};
 }
 
 std::string megabytes(int64_t bytes) { return fmt::format("{:.2f} MB", bytes / 1e6); }

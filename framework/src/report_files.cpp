@@ -6,7 +6,10 @@
 
 namespace mq::detail {
 
-FileInfo file_info(const std::filesystem::path& path) { return {path.string(), path_bytes(path), hash_path(path)}; }
+FileInfo file_info(const std::filesystem::path& path) {
+  const Digests d = digest_path(path);
+  return {path.string(), path_bytes(path), d.xxh3, d.sha256};
+}
 
 void ReportFiles::arm(Report report) {
   report.status = ExitCode::kInterrupted;

@@ -42,6 +42,20 @@ std::string check_error(mq::Recipe r) {
   return "";
 }
 
+// coreutils' sha256sum of a file, or of a directory's manifest as the comment of
+// mq::detail::digest_path says: find, LC_ALL=C sort, sha256sum, sha256sum.
+std::string sha256sum(const fs::path& path) {
+  const std::string command =
+      fs::is_directory(path) ? "cd '" + path.string() + "' && find . -type f -printf '%P\\n' | LC_ALL=C sort | "
+                                                        "xargs -d '\\n' sha256sum | sha256sum"
+                             : "sha256sum '" + path.string() + "'";
+  FILE* pipe = popen(command.c_str(), "r");
+  char buffer[65] = {};
+  const size_t got = pipe ? std::fread(buffer, 1, 64, pipe) : 0;
+  if (pipe) pclose(pipe);
+  return std::string(buffer, got);
+}
+
 // XXH3-128 of a file's bytes as 32 hex digits, in one call.
 std::string xxh3_128_hex(const fs::path& file) {
   const std::string bytes = mq::test::read_file(file);
@@ -76,8 +90,27 @@ TEST(Pipeline, RecipeBuiltInCodeRunsAndReportsAsAValue) {
   // The artifact's (taken before it was renamed into place) is that of the file as it stands.
   EXPECT_EQ(report.output.path, r.output.string());
   EXPECT_EQ(report.output.hash, xxh3_128_hex(r.output));
+  // SHA-256 too, for signers: what coreutils' sha256sum gives.
+  EXPECT_EQ(report.inputs[0].sha256, sha256sum(r.model_path));
+  EXPECT_EQ(report.output.sha256, sha256sum(r.output));
+  EXPECT_NE(mq::test::read_file(r.output).find(R"("mq.input_sha256":")" + report.inputs[0].sha256 + '"'),
+            std::string::npos);
   // Nothing but the artifact is left in the output directory.
   EXPECT_EQ(std::distance(fs::directory_iterator(dir.path()), fs::directory_iterator()), 1);
+}
+
+// A directory's SHA-256 is its sha256sum manifest's, recomputable with coreutils.
+TEST(Pipeline, ADirectoryInputsSha256IsItsManifests) {
+  mq::test::ScratchDir dir("api-sha256-dir");
+  mq::test::write_hf_directory(dir / "model");
+  mq::Recipe r = example(dir.path());
+  r.model_path = dir / "model";
+  r.output = dir / "out";
+  r.validators.clear();
+  const mq::Report report = mq::Pipeline(r, with_fixtures()).run();
+  ASSERT_EQ(report.status, mq::ExitCode::kOk) << report.message;
+  EXPECT_EQ(report.inputs[0].sha256, sha256sum(dir / "model"));
+  EXPECT_EQ(report.output.sha256, sha256sum(dir / "out"));
 }
 
 // The hash streams the file through a buffer of a few MiB: a larger input is hashed whole.

@@ -24,7 +24,8 @@ struct ValidatorResult {
 struct FileInfo {
   std::string path;
   int64_t bytes = 0;
-  std::string hash;  // XXH3-128, hex
+  std::string hash;    // XXH3-128, hex
+  std::string sha256;  // hex; of a directory: its sha256sum manifest's (mq's hash.hpp)
 };
 
 struct MQ_API Report {
