@@ -89,15 +89,39 @@ TEST(Verify, EveryExampleRecipeGivesTheSameBytesAtAnyThreadCount) {
     if (e.path().extension() != ".yaml") continue;
     SCOPED_TRACE(e.path().string());
     ++recipes;
-    const fs::path out = dir / e.path().stem().string();
+    // The output's name as the recipe has it (formats know their files by extension).
+    const std::string text = mq::test::read_file(e.path());
+    const size_t at = text.find("output:");
+    ASSERT_NE(at, std::string::npos);
+    const std::string written = text.substr(at + 7, text.find('\n', at) - at - 7);
+    const fs::path out = dir / (e.path().stem().string() + fs::path(written.substr(0, written.find('#'))).extension().string());
     const std::string args = "run -q '" + e.path().string() + "' --set report=null --set html_report=null --set format.output='" +
                              out.string() + "' --threads ";
     ASSERT_EQ(run_pipeline(args + "1").exit_code, 0);
     const std::string first = mq::test::read_file(out);
     ASSERT_EQ(run_pipeline(args + "2").exit_code, 0);
     EXPECT_TRUE(mq::test::read_file(out) == first);
+    const auto verify = run_pipeline("verify --trust-torchscript '" + out.string() + "'");  // and it verifies
+    EXPECT_EQ(verify.exit_code, 0) << verify.err;
   }
   EXPECT_GE(recipes, 8);
+}
+
+// An HF directory in gives one out (weights, config.json, the rest): it verifies too.
+TEST(Verify, AnHfDirectoryArtifactVerifies) {
+  mq::test::ScratchDir dir("verify-hf");
+  mq::test::write_tiny_llama(dir / "llama");
+  mq::test::write_file(dir / "recipe.yaml", R"(version: 1
+model: {path: llama}
+quantizer: {plugin: dynamic, options: {dtype: int8}}
+format: {plugin: safetensors, output: out}
+validators: []
+)");
+  ASSERT_EQ(run_pipeline("run -q recipe.yaml", dir.path()).exit_code, 0);
+  ASSERT_TRUE(fs::exists(dir / "out" / "config.json"));
+  const auto verify = run_pipeline("verify out", dir.path());
+  EXPECT_EQ(verify.exit_code, 0) << verify.err;
+  EXPECT_NE(verify.out.find("identical: 12 tensors"), std::string::npos) << verify.out;
 }
 
 }  // namespace
