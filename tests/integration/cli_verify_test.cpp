@@ -44,7 +44,7 @@ TEST(Verify, AnArtifactIsWhatItsRecordedRecipeMakes) {
 
   // Other plugin versions: a warning, or with --strict a failure.
   fs::copy_file(artifact, dir / "older.safetensors");
-  patch(dir / "older.safetensors", "quantizer/dynamic@1.1.0", "quantizer/dynamic@1.0.9");
+  patch(dir / "older.safetensors", "quantizer/dynamic@1.2.0", "quantizer/dynamic@1.1.9");
   const auto older = run_pipeline("verify '" + (dir / "older.safetensors").string() + "'");
   EXPECT_EQ(older.exit_code, 0) << older.err;
   EXPECT_NE(older.err.find("warning: plugins differ from those recorded"), std::string::npos) << older.err;

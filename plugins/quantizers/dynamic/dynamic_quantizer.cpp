@@ -44,7 +44,7 @@ class DynamicQuantizer final : public mq::Quantizer {
 
 }  // namespace
 
-MQ_PLUGIN(DynamicQuantizer, mq::PluginKind::kQuantizer, "dynamic", "1.1.0",
-          "Weights ahead of time (int8/uint8, int4/uint4 group-wise, fp16/bf16), "
+MQ_PLUGIN(DynamicQuantizer, mq::PluginKind::kQuantizer, "dynamic", "1.2.0",
+          "Weights ahead of time (int8/uint8, int4/uint4 group-wise, fp16/bf16, llama.cpp block types), "
           "activations at run time",
           MQ_SPEC_OPTIONS)
