@@ -137,6 +137,8 @@ float make_qx_quants(int n, int nmax, const float* x, int8_t* L, const float* qw
 
 // Q4_K/Q5_K's 32-value sub-blocks: scale and minimum (x ~ scale * L - the_min) that
 // minimize the weighted squared error over nstep + 1 candidate ranges; L in [0, nmax].
+// llama.cpp's make_qkx3_quants, its importance-weighted twin, differs only in testing
+// max <= min where this tests max == min: the same test, as min <= max always.
 float make_qkx2_quants(int n, int nmax, const float* x, const float* weights, uint8_t* L, float* the_min,
                        uint8_t* Laux, float rmin, float rdelta, int nstep) {
   float min = x[0], max = x[0];
@@ -187,67 +189,6 @@ float make_qkx2_quants(int n, int nmax, const float* x, const float* weights, ui
       if (cur_error < best_error) {
         std::copy(Laux, Laux + n, L);
         best_error = cur_error;
-        scale = this_scale;
-        min = this_min;
-      }
-    }
-  }
-  *the_min = -min;
-  return scale;
-}
-
-// make_qkx2_quants as llama.cpp's importance-weighted path searches: a range that may be
-// empty (max <= min), 37 candidates.
-float make_qkx3_quants(int n, int nmax, const float* x, const float* weights, uint8_t* L, float* the_min,
-                       uint8_t* Laux, float rmin, float rdelta, int nstep) {
-  float min = x[0], max = x[0];
-  float sum_w = weights[0], sum_x = sum_w * x[0];
-  for (int i = 1; i < n; ++i) {
-    if (x[i] < min) min = x[i];
-    if (x[i] > max) max = x[i];
-    sum_w += weights[i];
-    sum_x += weights[i] * x[i];
-  }
-  if (min > 0) min = 0;
-  if (max <= min) {
-    std::fill(L, L + n, 0);
-    *the_min = -min;
-    return 0.f;
-  }
-  float iscale = nmax / (max - min);
-  float scale = 1 / iscale;
-  float best = 0;
-  for (int i = 0; i < n; ++i) {
-    L[i] = static_cast<uint8_t>(std::max(0, std::min(nmax, nearest_int(iscale * (x[i] - min)))));
-    const float diff = scale * L[i] + min - x[i];
-    best += weights[i] * (diff * diff);
-  }
-  for (int is = 0; is <= nstep; ++is) {
-    iscale = (rmin + rdelta * is + nmax) / (max - min);
-    float sum_l = 0, sum_l2 = 0, sum_xl = 0;
-    for (int i = 0; i < n; ++i) {
-      const int l = std::max(0, std::min(nmax, nearest_int(iscale * (x[i] - min))));
-      Laux[i] = static_cast<uint8_t>(l);
-      sum_l += weights[i] * l;
-      sum_l2 += weights[i] * l * l;
-      sum_xl += weights[i] * l * x[i];
-    }
-    const float D = sum_w * sum_l2 - sum_l * sum_l;
-    if (D > 0) {
-      float this_scale = (sum_w * sum_xl - sum_x * sum_l) / D;
-      float this_min = (sum_l2 * sum_x - sum_l * sum_xl) / D;
-      if (this_min > 0) {
-        this_min = 0;
-        this_scale = sum_xl / sum_l2;
-      }
-      float error = 0;
-      for (int i = 0; i < n; ++i) {
-        const float diff = this_scale * Laux[i] + this_min - x[i];
-        error += weights[i] * (diff * diff);
-      }
-      if (error < best) {
-        std::copy(Laux, Laux + n, L);
-        best = error;
         scale = this_scale;
         min = this_min;
       }
@@ -361,7 +302,7 @@ void quantize_q45_k(const float* x, uint8_t* out, bool five, const float* qw) {
       float sumw = 0;
       for (int l = 0; l < 32; ++l) sumw += weights[l];
       sw[j] = sumw;
-      scales[j] = make_qkx3_quants(32, nmax, x + 32 * j, weights, L + 32 * j, &mins[j], Laux, -0.9f, 0.05f, 36);
+      scales[j] = make_qkx2_quants(32, nmax, x + 32 * j, weights, L + 32 * j, &mins[j], Laux, -0.9f, 0.05f, 36);
     }
     uint8_t Ls[8], Lm[8];
     const float d_block = make_qp_quants(8, 63, scales, Ls, sw);
