@@ -308,4 +308,41 @@ std::vector<QuantizedEntry> quantize_planned(const Model& model, const std::vect
   return entries;
 }
 
+std::map<std::string, size_t> planned_linears(const Model& model, const std::vector<PlanRow>& plan,
+                                              const std::function<bool(const QuantSpec&)>& takes) {
+  std::unordered_map<std::string_view, size_t> row_of;
+  for (size_t i = 0; i < model.tensors.size(); ++i) row_of[model.tensors[i].name] = i;
+  std::map<std::string, size_t> out;
+  for (const Layer& l : model.layers) {
+    const auto it = row_of.find(l.weight);
+    if (l.kind == LayerKind::kLinear && it != row_of.end() && plan.at(it->second).spec &&
+        takes(*plan[it->second].spec) && model.tensors[it->second].tensor.dim() == 2)
+      out[l.name] = it->second;
+  }
+  return out;
+}
+
+std::vector<QuantizedEntry> quantize_planned_with(
+    const Model& model, const std::vector<PlanRow>& plan, QuantizeContext& context,
+    const std::function<QuantizedTensor(size_t row, const at::Tensor& weight)>& make) {
+  int64_t total_bytes = 0;
+  for (const NamedTensor& t : model.tensors) total_bytes += t.tensor.nbytes();
+  context.progress->begin("quantize", static_cast<int64_t>(model.tensors.size()), total_bytes);
+  std::vector<QuantizedEntry> entries;
+  at::Tensor staging;
+  for (size_t i = 0; i < model.tensors.size(); ++i) {
+    const NamedTensor& t = model.tensors[i];
+    QuantizedEntry entry{t.name, t.tensor, std::nullopt};
+    if (plan.at(i).spec) entry = {t.name, at::Tensor(), make(i, read_staged(model, t.tensor, staging))};
+    if (context.emit)
+      context.emit(std::move(entry));
+    else
+      entries.push_back(std::move(entry));
+    model.release(t.tensor);
+    context.progress->advance(t.name, t.tensor.nbytes());
+  }
+  context.progress->end();
+  return entries;
+}
+
 }  // namespace mq

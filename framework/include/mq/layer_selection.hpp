@@ -17,6 +17,8 @@
 // says so. When group_size does not divide the input dimension the last group of each
 // row is partial (compressed-tensors' ceil(in / G) scale columns), and the plan says so.
 
+#include <functional>
+#include <map>
 #include <string>
 #include <utility>
 #include <vector>
@@ -62,6 +64,16 @@ MQ_API QuantizedTensor quantize_weight(const at::Tensor& weight, const QuantSpec
 // (context.emit), each entry goes there instead and the result is empty.
 MQ_API std::vector<QuantizedEntry> quantize_planned(const Model& model, const std::vector<PlanRow>& plan,
                                                     QuantizeContext& context, bool observe_weights);
+
+// For quantizers that calibrate Linear layers (gptq, imatrix). The Linear layers whose
+// 2-D weight `plan` quantizes with a spec `takes` accepts: layer name -> plan row.
+MQ_API std::map<std::string, size_t> planned_linears(const Model& model, const std::vector<PlanRow>& plan,
+                                                     const std::function<bool(const QuantSpec&)>& takes);
+// quantize_planned() with each planned row's weight quantized by `make(row, weight)`
+// (the weight read through the model's files), in order, with progress.
+MQ_API std::vector<QuantizedEntry> quantize_planned_with(
+    const Model& model, const std::vector<PlanRow>& plan, QuantizeContext& context,
+    const std::function<QuantizedTensor(size_t row, const at::Tensor& weight)>& make);
 
 }  // namespace mq
 

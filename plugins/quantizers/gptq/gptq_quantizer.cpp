@@ -68,46 +68,21 @@ class GptqQuantizer final : public mq::Quantizer {
 
     std::map<size_t, std::string> layer_of_row;
     for (const auto& [layer, row] : linears) layer_of_row[row] = layer;
-    int64_t total_bytes = 0;
-    for (const mq::NamedTensor& t : model.tensors) total_bytes += t.tensor.nbytes();
-    context.progress->begin("quantize", static_cast<int64_t>(model.tensors.size()), total_bytes);
-    for (size_t i = 0; i < model.tensors.size(); ++i) {
-      const mq::NamedTensor& t = model.tensors[i];
-      const std::optional<mq::QuantSpec>& spec = out.plan[i].spec;
-      mq::QuantizedEntry entry{t.name, t.tensor, std::nullopt};
-      if (spec) {
-        const auto layer = layer_of_row.find(i);
-        const auto h = layer == layer_of_row.end() ? hessians.end() : hessians.find(layer->second);
-        if (layer != layer_of_row.end() && h == hessians.end())
-          context.warn("layer " + layer->second + " saw no input during calibration; its weight is rounded to nearest");
-        entry.quantized = h != hessians.end() ? mq::gptq::quantize(t.tensor, h->second, *spec, settings_)
-                                              : mq::quantize_weight(t.tensor, *spec, nullptr);
-        entry.tensor = at::Tensor();
-      }
-      if (context.emit)
-        context.emit(std::move(entry));
-      else
-        out.entries.push_back(std::move(entry));
-      model.release(t.tensor);
-      context.progress->advance(t.name, t.tensor.nbytes());
-    }
-    context.progress->end();
+    out.entries = mq::quantize_planned_with(model, out.plan, context, [&](size_t i, const at::Tensor& w) {
+      const mq::QuantSpec& spec = *out.plan[i].spec;
+      const auto layer = layer_of_row.find(i);
+      const auto h = layer == layer_of_row.end() ? hessians.end() : hessians.find(layer->second);
+      if (layer != layer_of_row.end() && h == hessians.end())
+        context.warn("layer " + layer->second + " saw no input during calibration; its weight is rounded to nearest");
+      return h != hessians.end() ? mq::gptq::quantize(w, h->second, spec, settings_) : mq::quantize_weight(w, spec, nullptr);
+    });
     return out;
   }
 
  private:
   // Linear layers whose weight is planned with an integer spec: layer -> plan row.
   static std::map<std::string, size_t> linear_rows(const mq::Model& model, const std::vector<mq::PlanRow>& plan) {
-    std::map<std::string, size_t> row_of;
-    for (size_t i = 0; i < model.tensors.size(); ++i) row_of[model.tensors[i].name] = i;
-    std::map<std::string, size_t> out;
-    for (const mq::Layer& l : model.layers) {
-      const auto it = row_of.find(l.weight);
-      if (l.kind == mq::LayerKind::kLinear && it != row_of.end() && plan[it->second].spec &&
-          plan[it->second].spec->is_integer() && model.tensors[it->second].tensor.dim() == 2)
-        out[l.name] = it->second;
-    }
-    return out;
+    return mq::planned_linears(model, plan, [](const mq::QuantSpec& s) { return s.is_integer(); });
   }
 
   mq::LayerSelector selector_;

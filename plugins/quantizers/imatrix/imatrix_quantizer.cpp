@@ -17,8 +17,6 @@
 
 namespace {
 
-bool is_k_quant(const std::optional<mq::QuantSpec>& spec) { return spec && mq::traits(spec->dtype).block == 256; }
-
 // Σ_j importance_j Σ_rows (w - ŵ)²: the output error a layer's inputs of those mean
 // squares would see, were they independent.
 double weighted_error(const at::Tensor& w, const at::Tensor& q, mq::DType dtype, const at::Tensor& importance) {
@@ -74,61 +72,32 @@ class ImatrixQuantizer final : public mq::Quantizer {
 
     std::map<size_t, std::string> layer_of_row;
     for (const auto& [layer, row] : linears) layer_of_row[row] = layer;
-    int64_t total_bytes = 0;
-    for (const mq::NamedTensor& t : model.tensors) total_bytes += t.tensor.nbytes();
-    context.progress->begin("quantize", static_cast<int64_t>(model.tensors.size()), total_bytes);
-    at::Tensor staging;
-    for (size_t i = 0; i < model.tensors.size(); ++i) {
-      const mq::NamedTensor& t = model.tensors[i];
+    out.entries = mq::quantize_planned_with(model, out.plan, context, [&](size_t i, const at::Tensor& w) {
       mq::PlanRow& row = out.plan[i];
-      mq::QuantizedEntry entry{t.name, t.tensor, std::nullopt};
-      if (row.spec) {
-        const auto layer = layer_of_row.find(i);
-        const auto s = layer == layer_of_row.end() ? squares.end() : squares.find(layer->second);
-        if (layer != layer_of_row.end() && s == squares.end())
-          context.warn("layer " + layer->second + " saw no input during calibration; its weight is rounded as "
-                       "llama.cpp does without an importance matrix");
-        if (s != squares.end()) {
-          const at::Tensor w = mq::read_staged(model, t.tensor, staging);
-          const at::Tensor importance = (s->second.sum / static_cast<double>(s->second.count)).to(at::kFloat);
-          mq::QuantizedTensor q;
-          q.spec = *row.spec;
-          q.shape = w.sizes().vec();
-          q.original_dtype = w.scalar_type();
-          q.data = mq::blocks::quantize(w, q.spec.dtype, importance);
-          const double weighted = weighted_error(w, q.data, q.spec.dtype, importance);
-          const double plain = weighted_error(w, mq::blocks::quantize(w, q.spec.dtype), q.spec.dtype, importance);
-          row.rule += fmt::format("; importance-weighted: error {:.3g}x plain rounding's", plain > 0 ? weighted / plain : 1.0);
-          entry.quantized = std::move(q);
-        } else {
-          entry.quantized = mq::quantize_weight(t.tensor, *row.spec, nullptr);
-        }
-        entry.tensor = at::Tensor();
-      }
-      if (context.emit)
-        context.emit(std::move(entry));
-      else
-        out.entries.push_back(std::move(entry));
-      model.release(t.tensor);
-      context.progress->advance(t.name, t.tensor.nbytes());
-    }
-    context.progress->end();
+      const auto layer = layer_of_row.find(i);
+      const auto s = layer == layer_of_row.end() ? squares.end() : squares.find(layer->second);
+      if (layer != layer_of_row.end() && s == squares.end())
+        context.warn("layer " + layer->second + " saw no input during calibration; its weight is rounded as "
+                     "llama.cpp does without an importance matrix");
+      if (s == squares.end()) return mq::quantize_weight(w, *row.spec, nullptr);
+      const at::Tensor importance = (s->second.sum / static_cast<double>(s->second.count)).to(at::kFloat);
+      mq::QuantizedTensor q;
+      q.spec = *row.spec;
+      q.shape = w.sizes().vec();
+      q.original_dtype = w.scalar_type();
+      q.data = mq::blocks::quantize(w, q.spec.dtype, importance);
+      const double weighted = weighted_error(w, q.data, q.spec.dtype, importance);
+      const double plain = weighted_error(w, mq::blocks::quantize(w, q.spec.dtype), q.spec.dtype, importance);
+      row.rule += fmt::format("; importance-weighted: error {:.3g}x plain rounding's", plain > 0 ? weighted / plain : 1.0);
+      return q;
+    });
     return out;
   }
 
  private:
   // Linear layers whose weight is planned as a k-quant: layer -> plan row.
   static std::map<std::string, size_t> linear_rows(const mq::Model& model, const std::vector<mq::PlanRow>& plan) {
-    std::map<std::string, size_t> row_of;
-    for (size_t i = 0; i < model.tensors.size(); ++i) row_of[model.tensors[i].name] = i;
-    std::map<std::string, size_t> out;
-    for (const mq::Layer& l : model.layers) {
-      const auto it = row_of.find(l.weight);
-      if (l.kind == mq::LayerKind::kLinear && it != row_of.end() && is_k_quant(plan[it->second].spec) &&
-          model.tensors[it->second].tensor.dim() == 2)
-        out[l.name] = it->second;
-    }
-    return out;
+    return mq::planned_linears(model, plan, [](const mq::QuantSpec& s) { return mq::traits(s.dtype).block == 256; });
   }
 
   mq::LayerSelector selector_;
