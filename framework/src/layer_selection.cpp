@@ -260,52 +260,31 @@ QuantizedTensor quantize_weight(const at::Tensor& w, const QuantSpec& spec, Obse
 
 std::vector<QuantizedEntry> quantize_planned(const Model& model, const std::vector<PlanRow>& plan,
                                              QuantizeContext& context, bool observe_weights) {
-  int64_t total_bytes = 0;
-  for (const NamedTensor& t : model.tensors) total_bytes += t.tensor.nbytes();
-  context.progress->begin("quantize", static_cast<int64_t>(model.tensors.size()), total_bytes);
-  std::vector<QuantizedEntry> entries;
   // The integers of the last two entries made, each written into again once nothing else
   // holds it (a streamed entry, written and dropped; the writer may still hold the last
   // one): fresh buffers cost a page fault every 4 KiB, and whether glibc hands a freed
   // one back depends on the heap's layout.
   std::array<at::Tensor, 2> spares;
   size_t made = 0;  // integer entries
-  at::Tensor staging;  // each weight read into it (read_staged), not faulted in from a mapping
-  for (size_t i = 0; i < model.tensors.size(); ++i) {
-    const NamedTensor& t = model.tensors[i];
-    const std::optional<QuantSpec>& spec = plan.at(i).spec;
-    QuantizedEntry entry{t.name, t.tensor, std::nullopt};
-    if (spec) {
-      std::unique_ptr<Observer> observer =
-          observe_weights && spec->is_integer() ? context.make_observer() : nullptr;
-      at::Tensor& spare = spares[made % spares.size()];
-      // Ours alone: no other handle on this tensor, no other tensor on its storage.
-      const bool fits = spare.defined() && spare.use_count() == 1 && spare.storage().use_count() == 1 &&
-                        spare.sizes() == t.tensor.sizes() &&
-                        spare.scalar_type() == spec->stored_type();
-      const at::Tensor w = read_staged(model, t.tensor, staging);
-      try {
-        entry = {t.name, at::Tensor(), quantize_weight(w, *spec, observer.get(), fits ? spare : at::Tensor())};
-      } catch (const InputError& e) {
-        throw InputError(t.name + ": " + e.what());
-      }
-      if (spec->is_integer()) {
-        spare = entry.quantized->data;
-        ++made;
-      }
+  return quantize_planned_with(model, plan, context, [&](size_t i, const at::Tensor& w) {
+    const QuantSpec& spec = *plan[i].spec;
+    std::unique_ptr<Observer> observer = observe_weights && spec.is_integer() ? context.make_observer() : nullptr;
+    at::Tensor& spare = spares[made % spares.size()];
+    // Ours alone: no other handle on this tensor, no other tensor on its storage.
+    const bool fits = spare.defined() && spare.use_count() == 1 && spare.storage().use_count() == 1 &&
+                      spare.sizes() == w.sizes() && spare.scalar_type() == spec.stored_type();
+    QuantizedTensor q;
+    try {
+      q = quantize_weight(w, spec, observer.get(), fits ? spare : at::Tensor());
+    } catch (const InputError& e) {
+      throw InputError(model.tensors[i].name + ": " + e.what());
     }
-    if (context.emit)  // streaming: written now
-      context.emit(std::move(entry));
-    else
-      entries.push_back(std::move(entry));
-    // The input's pages let go either way (a float entry kept for the writer faults its
-    // pages back in when read): a model held for a non-streaming format is its output,
-    // not its output plus the whole float input.
-    model.release(t.tensor);
-    context.progress->advance(t.name, t.tensor.nbytes());
-  }
-  context.progress->end();
-  return entries;
+    if (spec.is_integer()) {
+      spare = q.data;
+      ++made;
+    }
+    return q;
+  });
 }
 
 std::map<std::string, size_t> planned_linears(const Model& model, const std::vector<PlanRow>& plan,
@@ -334,10 +313,13 @@ std::vector<QuantizedEntry> quantize_planned_with(
     const NamedTensor& t = model.tensors[i];
     QuantizedEntry entry{t.name, t.tensor, std::nullopt};
     if (plan.at(i).spec) entry = {t.name, at::Tensor(), make(i, read_staged(model, t.tensor, staging))};
-    if (context.emit)
+    if (context.emit)  // streaming: written now
       context.emit(std::move(entry));
     else
       entries.push_back(std::move(entry));
+    // The input's pages let go either way (a float entry kept for the writer faults its
+    // pages back in when read): a model held for a non-streaming format is its output,
+    // not its output plus the whole float input.
     model.release(t.tensor);
     context.progress->advance(t.name, t.tensor.nbytes());
   }
