@@ -287,6 +287,27 @@ std::vector<QuantizedEntry> quantize_planned(const Model& model, const std::vect
   });
 }
 
+void require_calibration(const Model& model, const QuantizeContext& context, const std::string& who) {
+  if (!model.runnable)
+    throw RecipeError(who + " runs calibration batches through the model, and this model cannot run: mq runs "
+                      "TorchScript models, and Hugging Face directories of a family an architecture plugin runs "
+                      "(mq-pipeline plugins lists them); or use the dynamic quantizer (round to nearest)");
+  if (context.calibration.empty())
+    throw RecipeError(who + " needs calibration data: set calibration.text (or path, or random) in the recipe");
+}
+
+void record_inputs(const Model& model, QuantizeContext& context, const std::vector<std::string>& layers,
+                   const std::function<void(const std::string& layer, const at::Tensor& input)>& visit) {
+  int64_t bytes = 0;
+  for (const at::Tensor& batch : context.calibration) bytes += batch.nbytes();
+  context.progress->begin("calibrate", static_cast<int64_t>(context.calibration.size()), bytes);
+  model.runnable->record_layers(context.calibration, layers, [&](size_t b, const auto& activity) {
+    for (const auto& [layer, a] : activity) visit(layer, a.input);
+    context.progress->advance("batch " + std::to_string(b), context.calibration[b].nbytes());
+  });
+  context.progress->end();
+}
+
 std::map<std::string, size_t> planned_linears(const Model& model, const std::vector<PlanRow>& plan,
                                               const std::function<bool(const QuantSpec&)>& takes) {
   std::unordered_map<std::string_view, size_t> row_of;

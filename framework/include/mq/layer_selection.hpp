@@ -65,7 +65,14 @@ MQ_API QuantizedTensor quantize_weight(const at::Tensor& weight, const QuantSpec
 MQ_API std::vector<QuantizedEntry> quantize_planned(const Model& model, const std::vector<PlanRow>& plan,
                                                     QuantizeContext& context, bool observe_weights);
 
-// For quantizers that calibrate Linear layers (gptq, imatrix). The Linear layers whose
+// For quantizers that calibrate Linear layers (gptq, imatrix). RecipeError unless
+// `model` runs and `context` has calibration batches, saying what `who` needs.
+MQ_API void require_calibration(const Model& model, const QuantizeContext& context, const std::string& who);
+// The calibration batches run through `model` with progress; `visit(layer, input)` gets
+// each of `layers`' inputs, batch after batch.
+MQ_API void record_inputs(const Model& model, QuantizeContext& context, const std::vector<std::string>& layers,
+                          const std::function<void(const std::string& layer, const at::Tensor& input)>& visit);
+// The Linear layers whose
 // 2-D weight `plan` quantizes with a spec `takes` accepts: layer name -> plan row.
 MQ_API std::map<std::string, size_t> planned_linears(const Model& model, const std::vector<PlanRow>& plan,
                                                      const std::function<bool(const QuantSpec&)>& takes);

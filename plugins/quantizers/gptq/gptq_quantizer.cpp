@@ -29,12 +29,7 @@ class GptqQuantizer final : public mq::Quantizer {
   }
 
   std::vector<mq::PlanRow> plan(const mq::Model& model, const mq::QuantizeContext& context) const override {
-    if (!model.runnable)
-      throw mq::RecipeError("GPTQ runs calibration batches through the model, and this model cannot run: mq runs "
-                            "TorchScript models, and Hugging Face directories of a family an architecture plugin "
-                            "runs (mq-pipeline plugins lists them); or use the dynamic quantizer (round to nearest)");
-    if (context.calibration.empty())
-      throw mq::RecipeError("GPTQ needs calibration data: set calibration.text (or path, or random) in the recipe");
+    mq::require_calibration(model, context, "GPTQ");
     std::vector<mq::PlanRow> rows = selector_.plan(model);
     for (const mq::PlanRow& row : rows)
       if (row.spec && row.spec->is_block())
@@ -57,14 +52,8 @@ class GptqQuantizer final : public mq::Quantizer {
     for (const auto& [layer, row] : linears) layers.push_back(layer);
 
     std::map<std::string, at::Tensor> hessians;
-    int64_t calibration_bytes = 0;
-    for (const at::Tensor& batch : context.calibration) calibration_bytes += batch.nbytes();
-    context.progress->begin("calibrate", static_cast<int64_t>(context.calibration.size()), calibration_bytes);
-    model.runnable->record_layers(context.calibration, layers, [&](size_t b, const auto& activity) {
-      for (const auto& [layer, a] : activity) mq::gptq::accumulate(hessians[layer], a.input);
-      context.progress->advance("batch " + std::to_string(b), context.calibration[b].nbytes());
-    });
-    context.progress->end();
+    mq::record_inputs(model, context, layers,
+                      [&](const std::string& layer, const at::Tensor& x) { mq::gptq::accumulate(hessians[layer], x); });
 
     std::map<size_t, std::string> layer_of_row;
     for (const auto& [layer, row] : linears) layer_of_row[row] = layer;

@@ -29,12 +29,7 @@ class ImatrixQuantizer final : public mq::Quantizer {
   explicit ImatrixQuantizer(const mq::Options& options) : selector_(options, {mq::LayerKind::kLinear}) {}
 
   std::vector<mq::PlanRow> plan(const mq::Model& model, const mq::QuantizeContext& context) const override {
-    if (!model.runnable)
-      throw mq::RecipeError("imatrix runs calibration batches through the model, and this model cannot run: mq runs "
-                            "TorchScript models, and Hugging Face directories of a family an architecture plugin "
-                            "runs (mq-pipeline plugins lists them); or use the dynamic quantizer");
-    if (context.calibration.empty())
-      throw mq::RecipeError("imatrix needs calibration data: set calibration.text (or path, or random) in the recipe");
+    mq::require_calibration(model, context, "imatrix");
     std::vector<mq::PlanRow> rows = selector_.plan(model);
     if (linear_rows(model, rows).empty())
       throw mq::RecipeError("imatrix weights k-quants (dtype q4_k, q5_k, q6_k), and no Linear layer is planned with "
@@ -55,20 +50,13 @@ class ImatrixQuantizer final : public mq::Quantizer {
       int64_t count = 0;
     };
     std::map<std::string, Squares> squares;
-    int64_t calibration_bytes = 0;
-    for (const at::Tensor& batch : context.calibration) calibration_bytes += batch.nbytes();
-    context.progress->begin("calibrate", static_cast<int64_t>(context.calibration.size()), calibration_bytes);
-    model.runnable->record_layers(context.calibration, layers, [&](size_t b, const auto& activity) {
-      for (const auto& [layer, a] : activity) {
-        const at::Tensor x = a.input.reshape({-1, a.input.size(-1)}).to(at::kDouble);
-        Squares& s = squares[layer];
-        const at::Tensor sum = x.pow(2).sum(0);
-        s.sum = s.sum.defined() ? s.sum + sum : sum;
-        s.count += x.size(0);
-      }
-      context.progress->advance("batch " + std::to_string(b), context.calibration[b].nbytes());
+    mq::record_inputs(model, context, layers, [&](const std::string& layer, const at::Tensor& input) {
+      const at::Tensor x = input.reshape({-1, input.size(-1)}).to(at::kDouble);
+      Squares& s = squares[layer];
+      const at::Tensor sum = x.pow(2).sum(0);
+      s.sum = s.sum.defined() ? s.sum + sum : sum;
+      s.count += x.size(0);
     });
-    context.progress->end();
 
     std::map<size_t, std::string> layer_of_row;
     for (const auto& [layer, row] : linears) layer_of_row[row] = layer;
