@@ -147,6 +147,10 @@ class GgufFormat final : public mq::Format, public mq::ArtifactsDoNotRun {
       if (!t.tensor.is_floating_point())
         throw mq::RecipeError("format 'gguf': tensor " + t.name + " is not floating point");
     }
+    for (size_t i = 0; i < plan.size(); ++i)
+      if (plan[i].spec && source.tensors.at(i).tensor.dim() < 2)
+        throw mq::RecipeError("format 'gguf': " + plan[i].tensor + " is planned as " + plan[i].spec->to_string() +
+                              ", and llama.cpp reads 1-D tensors (norms, biases) in F32: keep them in float");
     for (const mq::PlanRow& row : plan)
       if (row.spec && !row.spec->is_block() && row.spec->is_integer())
         throw mq::RecipeError("format 'gguf' stores llama.cpp's types (dtype q8_0, q4_0, q4_1, q5_0, q5_1, q4_k, "

@@ -252,6 +252,16 @@ TEST(GgufFormat, PlansItCannotWriteAreRefusedBeforeAnyWork) {
   };
   mq::QuantSpec int8;
   refused(model, int8, "not int8 per_channel(axis=0) symmetric");
+  std::vector<mq::PlanRow> half_norm = plan_for(model, std::nullopt);
+  half_norm[3].spec = mq::QuantSpec{};
+  half_norm[3].spec->dtype = mq::DType::kFloat16;
+  try {
+    format->check_plan(model, half_norm);
+    ADD_FAILURE() << "a 1-D tensor cast to fp16 was accepted";
+  } catch (const mq::RecipeError& e) {
+    EXPECT_NE(std::string(e.what()).find("llama.cpp reads 1-D tensors (norms, biases) in F32"), std::string::npos)
+        << e.what();
+  }
   mq::Model loose = model;
   loose.metadata.clear();
   refused(loose, std::nullopt, "writes Hugging Face model directories");
