@@ -114,6 +114,12 @@ std::string default_skip(const Layer& layer, int bits) {
 
 }  // namespace
 
+QuantSpec spec_from_fields(const Value& fields, const std::string& section) {
+  expect(fields, Value::Kind::kMap, section);
+  if (!fields.find("dtype")) fail(fields.location, "'" + section + "' needs 'dtype'");
+  return apply(QuantSpec{}, fields, section);
+}
+
 LayerSelector::LayerSelector(const Options& options, std::vector<LayerKind> default_types)
     : types_(std::move(default_types)) {
   Value fields = Value::map();
@@ -296,7 +302,7 @@ void require_calibration(const Model& model, const QuantizeContext& context, con
     throw RecipeError(who + " needs calibration data: set calibration.text (or path, or random) in the recipe");
 }
 
-void record_inputs(const Model& model, QuantizeContext& context, const std::vector<std::string>& layers,
+void record_inputs(const Model& model, const QuantizeContext& context, const std::vector<std::string>& layers,
                    const std::function<void(const std::string& layer, const at::Tensor& input)>& visit) {
   int64_t bytes = 0;
   for (const at::Tensor& batch : context.calibration) bytes += batch.nbytes();

@@ -35,6 +35,11 @@ bool is_recurrent(LayerKind kind) {
 
 Runnable::~Runnable() = default;
 
+at::Tensor Runnable::forward_with(const at::Tensor&, const std::map<std::string, at::Tensor>&) {
+  throw RecipeError("this model cannot run with replaced weights (Hugging Face directories of the llama family can): "
+                    "use target.sensitivity: weight");
+}
+
 const at::Tensor* Model::find(const std::string& name) const {
   for (const NamedTensor& t : tensors)
     if (t.name == name) return &t.tensor;

@@ -17,6 +17,7 @@
 #include "mq/quantizer.hpp"
 #include "output_file.hpp"
 #include "output_paths.hpp"
+#include "planner.hpp"
 #include "plugin_host.hpp"
 #include "report_files.hpp"
 #include "validation.hpp"
@@ -206,9 +207,14 @@ struct Pipeline::Impl {
 
   // The plan settled before any work: the quantizer's, checked by the format (which may
   // keep in float what it cannot store as planned).
+  // With a `target`, the planner then chooses the specs of the Linears planned by type;
+  // a run (`writing`) keeps its estimates beside the output for the next.
   std::vector<PlanRow> settle_plan(const Quantizer& q, const Format& writer, const Model& model,
-                                   const QuantizeContext& context, Report& report) {
+                                   const QuantizeContext& context, Report& report, bool writing) {
     std::vector<PlanRow> plan = guarded(quantizer.label(), "planning", [&] { return q.plan(model, context); });
+    if (recipe.target)
+      report.target = detail::plan_to_target(model, plan, *recipe.target, context,
+                                             detail::sensitivity_cache(recipe.output), writing);
     guarded(format.label(), "checking the plan", [&] { writer.check_plan(model, plan); });
     if (std::none_of(plan.begin(), plan.end(), [](const PlanRow& row) { return row.spec.has_value(); }))
       warn(report, "nothing is quantized: every tensor is kept as it is (the rules that kept them: " +
@@ -231,7 +237,8 @@ struct Pipeline::Impl {
     const Model model = begin(report);
     NullProgress silent;
     const QuantizeContext context = quantize_context(report, silent);
-    report.plan = settle_plan(*host->make<Quantizer>(quantizer), *host->make<Format>(format), model, context, report);
+    report.plan = settle_plan(*host->make<Quantizer>(quantizer), *host->make<Format>(format), model, context, report,
+                              /*writing=*/false);
     forward_input(model, context, report);
     for (const PlanRow& row : report.plan) report.quantized_bytes += row.bytes_after;
     report.output.path = recipe.output.string();
@@ -255,7 +262,7 @@ struct Pipeline::Impl {
     QuantizeContext context = quantize_context(report, silent);
     std::unique_ptr<Quantizer> q = host->make<Quantizer>(quantizer);
     std::unique_ptr<Format> writer = host->make<Format>(format);
-    context.plan = settle_plan(*q, *writer, model, context, report);
+    context.plan = settle_plan(*q, *writer, model, context, report, /*writing=*/true);
     const at::Tensor input = forward_input(model, context, report);
 
     // Formats that write entry by entry get each one as it is quantized, so that the

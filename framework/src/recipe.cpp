@@ -8,6 +8,7 @@
 #include "hash.hpp"
 #include "json_text.hpp"
 #include "mq/error.hpp"
+#include "mq/layer_selection.hpp"
 #include "suggest.hpp"
 #include "yaml_value.hpp"
 
@@ -169,6 +170,61 @@ TextSamples parse_text(const Value& text, const fs::path& base, const fs::path& 
 }
 
 // A list of positive integers, not empty.
+// What mixed precision chooses from when the recipe names no candidates.
+const char* const kDefaultCandidates[][3] = {
+    {"int4", "per_group", "128"}, {"int4", "per_group", "32"}, {"int8", "per_channel", ""}, {"bf16", "", ""}};
+
+Target parse_target(const Value& v) {
+  expect(v, Value::Kind::kMap, "target");
+  check_keys(v, "target", {"bits_per_weight", "max_bytes", "max_kl", "min_output_sqnr_db", "candidates", "sensitivity"});
+  if (const Value* q = present(v, "min_output_sqnr_db"))
+    fail(*q, "target.min_output_sqnr_db is not built yet; give bits_per_weight, max_bytes or max_kl");
+  Target t;
+  if (const Value* s = optional_field(v, "sensitivity", Value::Kind::kString, "target")) {
+    if (s->as_string() == "output") t.sensitivity = Target::Sensitivity::kOutput;
+    else if (s->as_string() != "weight")
+      fail(*s, "target.sensitivity must be 'weight' or 'output', got '" + s->as_string() + "'" +
+                   detail::did_you_mean(s->as_string(), {"weight", "output"}));
+  }
+  const Value* bits = optional_field(v, "bits_per_weight", Value::Kind::kFloat, "target");
+  const Value* bytes = optional_field(v, "max_bytes", Value::Kind::kInt, "target");
+  const Value* kl = optional_field(v, "max_kl", Value::Kind::kFloat, "target");
+  if ((bits != nullptr) + (bytes != nullptr) + (kl != nullptr) != 1)
+    fail(v, "'target' needs exactly one of 'bits_per_weight', 'max_bytes' or 'max_kl'");
+  if (bits) {
+    t.bits_per_weight = bits->as_float();
+    if (!(t.bits_per_weight > 0 && t.bits_per_weight <= 64)) fail(*bits, "target.bits_per_weight must be in (0, 64]");
+  } else if (bytes) {
+    t.max_bytes = bytes->as_int();
+    if (t.max_bytes <= 0) fail(*bytes, "target.max_bytes must be positive");
+  } else {
+    t.max_kl = kl->as_float();
+    if (!(t.max_kl > 0)) fail(*kl, "target.max_kl must be positive");
+    if (t.sensitivity != Target::Sensitivity::kOutput)
+      fail(*kl, "target.max_kl bounds the measured output KL: set target.sensitivity: output");
+  }
+  const auto add = [&](QuantSpec spec, const Value& at) {
+    if (spec.is_block()) fail(at, "target.candidates: " + std::string(to_string(spec.dtype)) + " is a llama.cpp block "
+                                  "type; mixed precision chooses among compressed-tensors' types");
+    for (const QuantSpec& c : t.candidates)
+      if (c.to_string() == spec.to_string()) fail(at, "target.candidates: " + spec.to_string() + " is listed twice");
+    t.candidates.push_back(spec);
+  };
+  if (const Value* list = optional_field(v, "candidates", Value::Kind::kList, "target")) {
+    for (const Value& c : list->as_list()) add(spec_from_fields(c, "target.candidates[]"), c);
+    if (t.candidates.size() < 2) fail(*list, "target.candidates: give at least two specs to choose from");
+  } else {
+    for (const auto& [dtype, granularity, group] : kDefaultCandidates) {
+      Value fields = Value::map();
+      fields.set("dtype", Value::string(dtype));
+      if (*granularity) fields.set("granularity", Value::string(granularity));
+      if (*group) fields.set("group_size", Value::integer(std::stoll(group)));
+      add(spec_from_fields(fields, "target.candidates"), v);
+    }
+  }
+  return t;
+}
+
 std::vector<int64_t> positive_shape(const Value& list, const std::string& what) {
   std::vector<int64_t> shape;
   for (const Value& d : list.as_list()) {
@@ -185,7 +241,7 @@ Recipe build(const Value& root, const fs::path& file, const std::string& name) {
   if (root.is_null()) throw RecipeError(name + ": recipe is empty");
   expect(root, Value::Kind::kMap, "recipe");
   check_keys(root, "",
-             {"version", "model", "calibration", "observer", "quantizer", "format", "validators",
+             {"version", "model", "calibration", "observer", "quantizer", "target", "format", "validators",
               "on_failure", "report", "html_report", "plugins"});
   Recipe r;
   r.file = file;
@@ -261,6 +317,8 @@ Recipe build(const Value& root, const fs::path& file, const std::string& name) {
   const Value* quantizer = present(root, "quantizer");
   if (!quantizer) throw RecipeError(name + ": 'quantizer' is required");
   r.quantizer = parse_step(*quantizer, "quantizer");
+
+  if (const Value* target = present(root, "target")) r.target = parse_target(*target);
 
   const Value* format = present(root, "format");
   if (!format) throw RecipeError(name + ": 'format' is required");
@@ -355,6 +413,21 @@ nlohmann::ordered_json recipe_json(const Recipe& r, bool absolute) {
   }
   j["observer"] = step_json(r.observer);
   j["quantizer"] = step_json(r.quantizer);
+  if (r.target) {
+    auto& t = j["target"];
+    if (r.target->bits_per_weight > 0) t["bits_per_weight"] = r.target->bits_per_weight;
+    else if (r.target->max_bytes > 0) t["max_bytes"] = r.target->max_bytes;
+    else t["max_kl"] = r.target->max_kl;
+    t["sensitivity"] = r.target->sensitivity == Target::Sensitivity::kOutput ? "output" : "weight";
+    t["candidates"] = nlohmann::ordered_json::array();
+    for (const QuantSpec& c : r.target->candidates) {  // as the recipe takes them
+      nlohmann::ordered_json spec = {{"dtype", to_string(c.dtype)}, {"granularity", to_string(c.granularity)}};
+      if (c.granularity == Granularity::kPerGroup) spec["group_size"] = c.group_size;
+      spec["scheme"] = to_string(c.scheme);
+      spec["reduce_range"] = c.reduce_range;
+      t["candidates"].push_back(spec);
+    }
+  }
   j["format"] = step_json(r.format);
   j["format"]["output"] = rel(r.output);
   j["validators"] = nlohmann::ordered_json::array();

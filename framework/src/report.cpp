@@ -71,6 +71,7 @@ std::string Report::to_json() const {
   j["warnings"] = warnings;
   j["model_changes"] = model_changes;
   if (!calibration.empty()) j["calibration"] = calibration;
+  if (!target.empty()) j["target"] = target;
   return detail::json_text(j, 2) + "\n";
 }
 
@@ -89,6 +90,7 @@ std::string Report::plan_table() const {
   out += fmt::format("total: {} -> {} bytes ({:.2f}x)\n", original_bytes, quantized_bytes,
                      quantized_bytes ? double(original_bytes) / quantized_bytes : 0.0);
   if (!calibration.empty()) out += "calibration: " + calibration + "\n";
+  if (!target.empty()) out += "target: " + target + "\n";
   return out;
 }
 
@@ -98,6 +100,7 @@ std::string Report::summary() const {
   for (const PlanRow& row : plan) quantized += row.spec.has_value();
   out += fmt::format("  tensors     {} quantized, {} kept\n", quantized, plan.size() - quantized);
   if (!calibration.empty()) out += fmt::format("  calibration {}\n", calibration);
+  if (!target.empty()) out += fmt::format("  target      {}\n", target);
   if (!model_changes.empty())
     out += fmt::format("  model       {}{}\n", model_changes.front(),
                        model_changes.size() > 1 ? fmt::format(" and {} more", model_changes.size() - 1) : "");

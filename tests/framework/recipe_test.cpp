@@ -245,3 +245,50 @@ TEST(QuantSpec, JsonRoundTripsAndRefusesANonPositiveGroup) {
 }
 
 }  // namespace
+
+namespace {
+
+TEST(Recipe, TargetParsesWithDefaultCandidatesAndEntersTheHash) {
+  const mq::Recipe plain = mq::parse_recipe(kMinimal, "/recipes/r.yaml");
+  EXPECT_FALSE(plain.target);
+  const mq::Recipe r = mq::parse_recipe(kMinimal, "/recipes/r.yaml", {"target={bits_per_weight: 4.5}"});
+  ASSERT_TRUE(r.target);
+  EXPECT_EQ(r.target->bits_per_weight, 4.5);
+  EXPECT_EQ(r.target->sensitivity, mq::Target::Sensitivity::kWeight);
+  ASSERT_EQ(r.target->candidates.size(), 4u);
+  EXPECT_EQ(r.target->candidates[0].to_string(), "int4 per_group(128) symmetric");
+  EXPECT_EQ(r.target->candidates[3].dtype, mq::DType::kBFloat16);
+  EXPECT_NE(r.hash(), plain.hash());
+  EXPECT_NE(r.hash(), mq::parse_recipe(kMinimal, "/recipes/r.yaml", {"target={bits_per_weight: 5}"}).hash());
+  // The resolved recipe (what artifacts record and `verify` runs) reads back the same.
+  const mq::Recipe back = mq::parse_recipe(r.resolved_json(), "/elsewhere/r.yaml");
+  EXPECT_EQ(back.canonical_json(), mq::parse_recipe(r.resolved_json(), "/elsewhere/r.yaml").canonical_json());
+  ASSERT_TRUE(back.target);
+  ASSERT_EQ(back.target->candidates.size(), 4u);
+  for (size_t i = 0; i < 4; ++i)
+    EXPECT_EQ(back.target->candidates[i].to_string(), r.target->candidates[i].to_string());
+}
+
+TEST(Recipe, TargetMistakesAreNamed) {
+  EXPECT_NE(error_of(kMinimal, {"target={bits_per_weight: 4, max_bytes: 10}"}).find("exactly one of"), std::string::npos);
+  EXPECT_NE(error_of(kMinimal, {"target={candidates: [{dtype: int8}, {dtype: int4}]}"}).find("exactly one of"),
+            std::string::npos);
+  EXPECT_NE(error_of(kMinimal, {"target={max_bytes: 0}"}).find("must be positive"), std::string::npos);
+  EXPECT_NE(error_of(kMinimal, {"target={max_kl: 0.1}"}).find("set target.sensitivity: output"), std::string::npos);
+  EXPECT_NE(error_of(kMinimal, {"target={max_kl: 0.1, sensitivity: outptu}"}).find("did you mean 'output'"),
+            std::string::npos);
+  EXPECT_NE(error_of(kMinimal, {"target={min_output_sqnr_db: 30}"}).find("not built yet"), std::string::npos);
+  EXPECT_NE(error_of(kMinimal, {"target={bits_per_weight: 4, candidates: [{dtype: int8}]}"}).find("at least two"),
+            std::string::npos);
+  EXPECT_NE(error_of(kMinimal, {"target={bits_per_weight: 4, candidates: [{dtype: int8}, {dtype: int8}]}"})
+                .find("int8 per_channel(axis=0) symmetric is listed twice"),
+            std::string::npos);
+  EXPECT_NE(error_of(kMinimal, {"target={bits_per_weight: 4, candidates: [{group_size: 32}, {dtype: int8}]}"})
+                .find("needs 'dtype'"),
+            std::string::npos);
+  EXPECT_NE(error_of(kMinimal, {"target={bits_per_weight: 4, candidates: [{dtype: int5}, {dtype: int8}]}"})
+                .find("target.candidates[].dtype"),
+            std::string::npos);
+}
+
+}  // namespace

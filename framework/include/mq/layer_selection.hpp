@@ -48,6 +48,11 @@ class MQ_API LayerSelector {
   std::vector<std::pair<std::string, Value>> overrides_;
 };
 
+// The spec a map of spec fields (a `dtype` and any of granularity, group_size, scheme,
+// reduce_range) names, with the options' defaults for the rest ("auto" granularity);
+// RecipeError naming `section` for anything else.
+MQ_API QuantSpec spec_from_fields(const Value& fields, const std::string& section);
+
 class Observer;
 struct QuantizeContext;
 
@@ -70,7 +75,7 @@ MQ_API std::vector<QuantizedEntry> quantize_planned(const Model& model, const st
 MQ_API void require_calibration(const Model& model, const QuantizeContext& context, const std::string& who);
 // The calibration batches run through `model` with progress; `visit(layer, input)` gets
 // each of `layers`' inputs, batch after batch.
-MQ_API void record_inputs(const Model& model, QuantizeContext& context, const std::vector<std::string>& layers,
+MQ_API void record_inputs(const Model& model, const QuantizeContext& context, const std::vector<std::string>& layers,
                           const std::function<void(const std::string& layer, const at::Tensor& input)>& visit);
 // The Linear layers whose
 // 2-D weight `plan` quantizes with a spec `takes` accepts: layer name -> plan row.

@@ -67,6 +67,10 @@ class MQ_API Runnable {
   // saw (a layer the batch did not reach is absent); nothing is kept between batches.
   virtual void record_layers(const std::vector<at::Tensor>& batches, const std::vector<std::string>& layers,
                              const ActivityVisitor& visit) = 0;
+  // forward() with some weights replaced by others of the same shape (by tensor name),
+  // for measuring what quantizing them alone costs (mixed precision's output
+  // sensitivity). The default throws RecipeError: the model cannot.
+  virtual at::Tensor forward_with(const at::Tensor& input, const std::map<std::string, at::Tensor>& weights);
 };
 
 // Model::metadata's key for the Hugging Face model directory (an absolute path) a

@@ -9,6 +9,7 @@
 #include <vector>
 
 #include "mq/export.hpp"
+#include "mq/quant_spec.hpp"
 #include "mq/text.hpp"
 #include "mq/value.hpp"
 
@@ -57,6 +58,24 @@ struct Calibration {
   std::optional<TextSamples> text;          // tokenized with the model's tokenizer
 };
 
+// `target:`: the spec of each Linear weight the quantizer plans, chosen among
+// `candidates` for the least estimated error within a size, or the smallest plan within
+// an estimated output KL (docs/mixed-precision.md). Exactly one of bits_per_weight,
+// max_bytes and max_kl is set (> 0).
+struct Target {
+  // How each candidate's cost is estimated: the weight error weighted by the calibration
+  // inputs' mean squares, or the output KL divergence measured with the model run.
+  enum class Sensitivity { kWeight, kOutput };
+  // The Linear weights the target chooses for, scales and zero points included.
+  double bits_per_weight = 0;
+  // Every tensor as stored (the report's quantized bytes; file headers not counted).
+  int64_t max_bytes = 0;
+  // The summed per-layer output KL estimates (kOutput only).
+  double max_kl = 0;
+  std::vector<QuantSpec> candidates;  // distinct
+  Sensitivity sensitivity = Sensitivity::kWeight;
+};
+
 struct MQ_API Recipe {
   int version = 1;
   std::filesystem::path file;  // the recipe file; empty when built in code
@@ -69,6 +88,7 @@ struct MQ_API Recipe {
   std::optional<Calibration> calibration;
   PluginStep observer{"minmax", Value::map(), {}};
   PluginStep quantizer;
+  std::optional<Target> target;
   PluginStep format;
   std::filesystem::path output;
   std::vector<ValidatorStep> validators;

@@ -41,6 +41,7 @@ struct MQ_API Report {
   int64_t quantized_bytes = 0;
   std::vector<std::string> model_changes;  // Model::changes
   std::string calibration;  // what text calibration used ("128 samples of 512 tokens ..."), or ""
+  std::string target;  // what the recipe's target chose (planned bits or bytes, error, specs), or ""
   std::vector<PlanRow> plan;
   std::vector<ValidatorResult> validators;
   std::vector<std::pair<std::string, double>> timings;  // stage, seconds

@@ -119,6 +119,19 @@ class LlamaModel final : public mq::Runnable {
 
   at::Tensor forward(const at::Tensor& input) override { return run(input, nullptr); }
 
+  at::Tensor forward_with(const at::Tensor& input, const std::map<std::string, at::Tensor>& weights) override {
+    for (const auto& [name, w] : weights)
+      if (weight(name).sizes() != w.sizes())
+        throw mq::InputError("'" + name + "' replaced by a tensor of shape " + c10::str(w.sizes()) + ", not " +
+                             c10::str(weight(name).sizes()));
+    replaced_ = &weights;
+    struct Restore {
+      const std::map<std::string, at::Tensor>*& p;
+      ~Restore() { p = nullptr; }
+    } restore{replaced_};
+    return run(input, nullptr);
+  }
+
   void record_layers(const std::vector<at::Tensor>& batches, const std::vector<std::string>& layers,
                      const ActivityVisitor& visit) override {
     const std::set<std::string> wanted(layers.begin(), layers.end());
@@ -137,6 +150,8 @@ class LlamaModel final : public mq::Runnable {
   };
 
   const at::Tensor& weight(const std::string& name) const {
+    if (replaced_)
+      if (const auto r = replaced_->find(name); r != replaced_->end()) return r->second;
     const auto it = weights_.find(name);
     if (it == weights_.end()) throw mq::InputError("the model has no '" + name + "', which its config.json implies");
     return it->second;
@@ -217,6 +232,7 @@ class LlamaModel final : public mq::Runnable {
 
   Config c_;
   std::map<std::string, at::Tensor> weights_;
+  const std::map<std::string, at::Tensor>* replaced_ = nullptr;  // by forward_with(), while it runs
   std::string head_;
 };
 
