@@ -162,7 +162,7 @@ std::vector<PlanRow> LayerSelector::plan(const Model& model) const {
   for (const Layer& l : model.layers) by_weight[l.weight] = &l;  // the last, where two share one
   std::vector<PlanRow> rows;
   for (const NamedTensor& t : model.tensors) {
-    PlanRow row{t.name, "", std::nullopt, static_cast<int64_t>(t.tensor.nbytes()), 0};
+    PlanRow row{t.name, "", std::nullopt, static_cast<int64_t>(t.tensor.nbytes()), 0, t.tensor.numel()};
     const auto found = by_weight.find(t.name);
     const Layer* layer = found == by_weight.end() ? nullptr : found->second;
     std::optional<QuantSpec> spec;

@@ -80,7 +80,9 @@ using Layers = std::map<std::string, size_t>;                     // layer -> pl
 using Members = std::map<std::string, std::vector<std::string>>;  // unit -> layers
 using Errors = std::map<std::string, std::vector<double>>;        // unit -> per candidate
 
-// The weight estimate of each of `missing`'s units: its layers' weighted_error() summed.
+// The weight estimate of each of `missing`'s units: its layers' weighted_error() over
+// the same weighting of the weight itself (the layer's relative output error, were its
+// inputs independent), summed.
 void estimate_weights(const Model& model, const std::vector<PlanRow>& plan, const Layers& layers, const Members& members,
                       const std::vector<std::string>& missing, const Target& target, const QuantizeContext& context,
                       Errors& errors) {
@@ -111,7 +113,8 @@ void estimate_weights(const Model& model, const std::vector<PlanRow>& plan, cons
         importance = s->second.first / static_cast<double>(s->second.second);
       else if (calibrated)
         context.warn("target: layer " + layer + " saw no input during calibration; its estimate counts every input alike");
-      for (size_t c = 0; c < target.candidates.size(); ++c) e[c] += weighted_error(w, target.candidates[c], importance);
+      const double signal = (w.to(at::kDouble).pow(2).sum(0) * importance).sum().item<double>();
+      for (size_t c = 0; c < target.candidates.size(); ++c) e[c] += weighted_error(w, target.candidates[c], importance) / signal;
       model.release(weight);
       context.progress->advance(layer, plan[row].bytes_before);
     }
@@ -286,8 +289,8 @@ std::string plan_to_target(const Model& model, std::vector<PlanRow>& plan, const
                      goal, bytes + fixed, 8.0 * bytes / numel, layers.size(), spec_counts(plan, chosen_rows),
                      output ? "output KL" : "error", summed(pick),
                      output               ? "each unit's output KL on the calibration batches"
-                     : calibrated         ? "weight error weighted by the calibration inputs' mean squares"
-                                          : "plain weight error (no calibration)",
+                     : calibrated         ? "relative weight error weighted by the calibration inputs' mean squares"
+                                          : "relative plain weight error (no calibration)",
                      reused ? "read from " + cache.filename().string() : "measured", seconds);
 }
 

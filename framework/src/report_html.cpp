@@ -38,8 +38,10 @@ struct Bar {
   double value;
 };
 
-// Horizontal bars, one per row; infinite values are drawn full length and labelled so.
-std::string bar_chart(const std::vector<Bar>& bars, double threshold, const std::string& unit_title) {
+// Horizontal bars, one per row, each value written by `text` (dB unless told);
+// infinite values are drawn full length and labelled so.
+std::string bar_chart(const std::vector<Bar>& bars, double threshold, const std::string& unit_title,
+                      std::string (*text)(double) = db) {
   double top = 1.0;
   for (const Bar& b : bars)
     if (std::isfinite(b.value)) top = std::max(top, b.value);
@@ -60,8 +62,8 @@ std::string bar_chart(const std::vector<Bar>& bars, double threshold, const std:
         "<rect class=\"bar{}\" x=\"{}\" y=\"{}\" width=\"{:.1f}\" height=\"{}\"><title>{}: {}</title></rect>"
         "<text x=\"{:.1f}\" y=\"{}\" class=\"value\">{}</text>\n",
         label_width - 8, y + 14, escape(b.label), low ? " low" : "", label_width, y,
-        std::max(1.0, v / top * chart_width), row - 6, escape(b.label), db(b.value),
-        label_width + v / top * chart_width + 6, y + 14, db(b.value));
+        std::max(1.0, v / top * chart_width), row - 6, escape(b.label), text(b.value),
+        label_width + v / top * chart_width + 6, y + 14, text(b.value));
   }
   if (std::isfinite(threshold) && threshold > 0) {
     const double x = label_width + threshold / top * chart_width;
@@ -118,6 +120,15 @@ td.n{text-align:right;font-variant-numeric:tabular-nums}
   html += "<h2>" + heading + "</h2>\n";
   html += sqnr.empty() ? std::string("<p>No sqnr validator ran.</p>\n")
                        : bar_chart(chart, min_layer, "SQNR per tensor in dB");
+
+  if (!target.empty()) {  // what the target chose, layer by layer
+    std::vector<Bar> bits;
+    for (const PlanRow& row : plan)
+      if (row.spec && row.elements && row.rule.find("; target: ") != std::string::npos)
+        bits.push_back({row.tensor, 8.0 * row.bytes_after / row.elements});
+    html += "<h2>Bits per weight, as the target chose them</h2>\n<p>" + escape(target) + "</p>\n" +
+            bar_chart(bits, NAN, "bits per weight per tensor", [](double v) { return fmt::format("{:.2f} bits", v); });
+  }
 
   html += fmt::format("<h2>Size</h2>\n<p>{} &rarr; {} ({:.2f}x)</p>\n", mb(original_bytes),
                       mb(quantized_bytes), ratio);

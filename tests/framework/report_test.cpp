@@ -55,4 +55,19 @@ TEST(Report, HtmlChartsTheLowestOfAManyTensorModel) {
   EXPECT_NE(html.find("<tr><td>t0</td>"), std::string::npos);
 }
 
+TEST(Report, HtmlChartsTheBitsATargetChose) {
+  mq::Report report = report_of(2);
+  EXPECT_EQ(count(report.to_html(), "Bits per weight"), 0u);  // no target, no chart
+  report.target = "bits_per_weight 5: ...";
+  mq::QuantSpec int4;
+  int4.dtype = mq::DType::kInt4;
+  report.plan = {{"a.weight", "type Linear; target: est. error 0.1", int4, 4096, 576, 1024},
+                 {"b.weight", "type Linear; target: est. error 0.01", mq::QuantSpec{}, 4096, 1088, 1024},
+                 {"c.weight", "override 'c'", mq::QuantSpec{}, 4096, 1088, 1024}};
+  const std::string html = report.to_html();
+  EXPECT_EQ(count(html, "Bits per weight, as the target chose them"), 1u);
+  EXPECT_EQ(count(html, ">4.50 bits</text>"), 1u) << html;
+  EXPECT_EQ(count(html, ">8.50 bits</text>"), 1u) << html;  // the override is not the target's choice
+}
+
 }  // namespace

@@ -41,6 +41,7 @@ struct PlanRow {
   std::optional<QuantSpec> spec;  // empty when the tensor stays in float
   int64_t bytes_before = 0;       // as read
   int64_t bytes_after = 0;        // as stored with `spec` (predicted before quantizing)
+  int64_t elements = 0;           // the tensor's values (bits a weight: 8 * bytes_after / elements)
 };
 
 struct MQ_API QuantizedModel {

@@ -63,8 +63,9 @@ struct Calibration {
 // an estimated output KL (docs/mixed-precision.md). Exactly one of bits_per_weight,
 // max_bytes and max_kl is set (> 0).
 struct Target {
-  // How each candidate's cost is estimated: the weight error weighted by the calibration
-  // inputs' mean squares, or the output KL divergence measured with the model run.
+  // How each candidate's cost is estimated: the layer's relative weight error weighted by
+  // the calibration inputs' mean squares, or the output KL divergence measured with the
+  // model run.
   enum class Sensitivity { kWeight, kOutput };
   // The Linear weights the target chooses for, scales and zero points included.
   double bits_per_weight = 0;
