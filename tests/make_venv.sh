@@ -11,3 +11,7 @@ if ! cmp -s tests/requirements.txt .venv/requirements.txt; then
   .venv/bin/pip install --quiet --disable-pip-version-check -r tests/requirements.txt
   cp tests/requirements.txt .venv/requirements.txt
 fi
+if ! cmp -s tests/requirements-nodeps.txt .venv/requirements-nodeps.txt; then
+  .venv/bin/pip install --quiet --disable-pip-version-check --no-deps -r tests/requirements-nodeps.txt
+  cp tests/requirements-nodeps.txt .venv/requirements-nodeps.txt
+fi

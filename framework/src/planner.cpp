@@ -6,6 +6,7 @@
 #include <sys/stat.h>
 
 #include <chrono>
+#include <cmath>
 #include <fstream>
 #include <map>
 #include <set>
@@ -39,7 +40,7 @@ std::string cache_key(const Model& model, const QuantizeContext& context, const 
            hash_bytes({static_cast<const char*>(b.data_ptr()), b.nbytes()}) + "\n";
   }
   for (const QuantSpec& c : target.candidates) key += c.to_string() + "\n";
-  key += target.sensitivity == Target::Sensitivity::kOutput ? "output\n" : "weight\n";
+  key += "sensitivity " + std::to_string(static_cast<int>(target.sensitivity)) + "\n";
   return hash_bytes(key);
 }
 
@@ -122,19 +123,24 @@ void estimate_weights(const Model& model, const std::vector<PlanRow>& plan, cons
   context.progress->end();
 }
 
-// The output estimate of each of `missing`'s units: the mean per-token KL divergence of
-// the model's output distribution with only that unit's weights quantized with the
-// candidate (dequantized), from the float model's, over the calibration batches.
+// The output estimate of each of `missing`'s units, with only that unit's weights
+// quantized with the candidate (dequantized), over the calibration batches: the mean
+// per-token KL divergence of the output distribution (softmax over the last dimension)
+// from the float model's, or (kOutputSqnr) the output's noise energy over its energy.
 void measure_outputs(const Model& model, const std::vector<PlanRow>&, const Layers& layers, const Members& members,
                      const std::vector<std::string>& missing, const Target& target, const QuantizeContext& context,
                      Errors& errors) {
-  std::vector<at::Tensor> reference;  // log-probabilities, float32
-  int64_t tokens = 0;
+  const bool kl = target.sensitivity == Target::Sensitivity::kOutput;
+  std::vector<at::Tensor> reference;  // log-probabilities or outputs, float32
+  double tokens = 0, energy = 0;
   for (const at::Tensor& batch : context.calibration) {
-    const at::Tensor logits = model.runnable->forward(batch);
-    reference.push_back(at::log_softmax(logits.to(at::kFloat), -1));
-    tokens += logits.numel() / logits.size(-1);
+    const at::Tensor y = model.runnable->forward(batch).to(at::kFloat);
+    reference.push_back(kl ? at::log_softmax(y, -1) : y);
+    tokens += static_cast<double>(y.numel() / std::max<int64_t>(1, y.size(-1)));
+    energy += y.to(at::kDouble).pow(2).sum().item<double>();
   }
+  const double scale = kl ? tokens : energy;
+  if (!(scale > 0)) throw InputError("target: the model's output on the calibration batches is all zeros");
   context.progress->begin("sensitivity", static_cast<int64_t>(missing.size() * target.candidates.size()), 0);
   for (const std::string& u : missing) {
     std::vector<double>& e = errors[u];
@@ -145,12 +151,13 @@ void measure_outputs(const Model& model, const std::vector<PlanRow>&, const Laye
       std::map<std::string, at::Tensor> replaced;
       for (size_t i = 0; i < weights.size(); ++i)
         replaced[model.tensors[layers.at(members.at(u)[i])].name] = dequantized(weights[i], target.candidates[c]);
-      double kl = 0;
+      double sum = 0;
       for (size_t b = 0; b < context.calibration.size(); ++b) {
-        const at::Tensor q = at::log_softmax(model.runnable->forward_with(context.calibration[b], replaced).to(at::kFloat), -1);
-        kl += (reference[b].exp() * (reference[b] - q)).sum().item<double>();
+        const at::Tensor y = model.runnable->forward_with(context.calibration[b], replaced).to(at::kFloat);
+        sum += kl ? (reference[b].exp() * (reference[b] - at::log_softmax(y, -1))).sum().item<double>()
+                  : (y - reference[b]).to(at::kDouble).pow(2).sum().item<double>();
       }
-      e[c] = std::max(0.0, kl / static_cast<double>(tokens));
+      e[c] = std::max(0.0, sum / scale);
       context.progress->advance(u + " " + target.candidates[c].to_string(), 0);
     }
     for (const std::string& layer : members.at(u)) model.release(model.tensors[layers.at(layer)].tensor);
@@ -175,7 +182,8 @@ fs::path sensitivity_cache(const fs::path& output) {
 std::string plan_to_target(const Model& model, std::vector<PlanRow>& plan, const Target& target,
                            const QuantizeContext& context, const fs::path& cache, bool write) {
   const auto start = std::chrono::steady_clock::now();
-  const bool output = target.sensitivity == Target::Sensitivity::kOutput;
+  const bool output = target.sensitivity != Target::Sensitivity::kWeight;
+  const bool sqnr = target.sensitivity == Target::Sensitivity::kOutputSqnr;
   // The Linears the target chooses for (planned by their type, 2-D), in units.
   std::map<std::string, size_t> layers;
   for (const auto& [layer, row] : planned_linears(model, plan, [](const QuantSpec&) { return true; }))
@@ -219,7 +227,8 @@ std::string plan_to_target(const Model& model, std::vector<PlanRow>& plan, const
                                                       : most;
   const std::string goal = target.max_bytes > 0        ? fmt::format("max_bytes {}", target.max_bytes)
                            : target.bits_per_weight > 0 ? fmt::format("bits_per_weight {:g}", target.bits_per_weight)
-                                                        : fmt::format("max_kl {:g}", target.max_kl);
+                           : target.max_kl > 0          ? fmt::format("max_kl {:g}", target.max_kl)
+                                                        : fmt::format("min_output_sqnr_db {:g}", target.min_output_sqnr_db);
   if (least > budget)
     throw RecipeError("target " + goal + " cannot be met: the smallest candidates give " +
                       (target.max_bytes > 0 ? fmt::format("{} bytes", least + fixed)
@@ -228,7 +237,7 @@ std::string plan_to_target(const Model& model, std::vector<PlanRow>& plan, const
 
   const bool calibrated = model.runnable && !context.calibration.empty();
   if (output && !calibrated)
-    throw RecipeError("target.sensitivity: output runs the calibration batches through the model: " +
+    throw RecipeError("target.sensitivity: output and output_sqnr run the calibration batches through the model: " +
                       std::string(model.runnable ? "set calibration in the recipe" : "this model cannot run"));
   const std::string key = cache.empty() ? "" : cache_key(model, context, target);
   std::map<std::string, std::vector<double>> errors = read_cache(cache, key, target.candidates.size());
@@ -255,14 +264,17 @@ std::string plan_to_target(const Model& model, std::vector<PlanRow>& plan, const
   };
 
   std::vector<size_t> pick = allocate(units, budget);
-  if (target.max_kl > 0) {  // the smallest budget whose plan stays within the bound
-    if (summed(pick) > target.max_kl)
-      throw RecipeError(fmt::format("target {} cannot be met: the largest candidates give an estimated KL of {:.4g}",
-                                    goal, summed(pick)));
+  // What an estimate means to a reader: output SQNR in dB from summed noise.
+  const auto shown = [&](double e) { return sqnr ? -10 * std::log10(std::max(e, 1e-300)) : e; };
+  const double bound = target.max_kl > 0 ? target.max_kl : target.min_output_sqnr_db > 0 ? std::pow(10.0, -target.min_output_sqnr_db / 10) : 0;
+  if (bound > 0) {  // the smallest budget whose plan stays within the bound
+    if (summed(pick) > bound)
+      throw RecipeError(fmt::format("target {} cannot be met: the largest candidates give an estimated {} of {:.4g}",
+                                    goal, sqnr ? "output SQNR (dB)" : "KL", shown(summed(pick))));
     for (int64_t lo = least, hi = most; lo < hi;) {
       const int64_t mid = lo + (hi - lo) / 2;
       std::vector<size_t> p = allocate(units, mid);
-      if (summed(p) <= target.max_kl) {
+      if (summed(p) <= bound) {
         pick = std::move(p);
         hi = mid;
       } else {
@@ -279,7 +291,7 @@ std::string plan_to_target(const Model& model, std::vector<PlanRow>& plan, const
       const at::Tensor& t = model.tensors[layers[layer]].tensor;
       r.spec = spec;
       r.bytes_after = storage_bytes(spec, t.sizes().vec(), t.scalar_type());
-      r.rule += fmt::format("; target: est. {} {:.3g}{}", output ? "KL" : "error", units[u][pick[u]].error,
+      r.rule += fmt::format("; target: est. {} {:.3g}{}", sqnr ? "noise" : output ? "KL" : "error", units[u][pick[u]].error,
                             members[order[u]].size() > 1 ? " (" + order[u] + ")" : "");
     }
   }
@@ -287,8 +299,9 @@ std::string plan_to_target(const Model& model, std::vector<PlanRow>& plan, const
   return fmt::format("{}: {} bytes, {:.3f} bits a weight over {} Linears ({}); estimated {} {:.4g}; sensitivity: {}, "
                      "{} in {:.2f} s",
                      goal, bytes + fixed, 8.0 * bytes / numel, layers.size(), spec_counts(plan, chosen_rows),
-                     output ? "output KL" : "error", summed(pick),
-                     output               ? "each unit's output KL on the calibration batches"
+                     sqnr ? "output SQNR (dB)" : output ? "output KL" : "error", shown(summed(pick)),
+                     sqnr                 ? "each unit's output noise on the calibration batches"
+                     : output             ? "each unit's output KL on the calibration batches"
                      : calibrated         ? "relative weight error weighted by the calibration inputs' mean squares"
                                           : "relative plain weight error (no calibration)",
                      reused ? "read from " + cache.filename().string() : "measured", seconds);

@@ -177,31 +177,36 @@ const char* const kDefaultCandidates[][3] = {
 Target parse_target(const Value& v) {
   expect(v, Value::Kind::kMap, "target");
   check_keys(v, "target", {"bits_per_weight", "max_bytes", "max_kl", "min_output_sqnr_db", "candidates", "sensitivity"});
-  if (const Value* q = present(v, "min_output_sqnr_db"))
-    fail(*q, "target.min_output_sqnr_db is not built yet; give bits_per_weight, max_bytes or max_kl");
   Target t;
   if (const Value* s = optional_field(v, "sensitivity", Value::Kind::kString, "target")) {
     if (s->as_string() == "output") t.sensitivity = Target::Sensitivity::kOutput;
+    else if (s->as_string() == "output_sqnr") t.sensitivity = Target::Sensitivity::kOutputSqnr;
     else if (s->as_string() != "weight")
-      fail(*s, "target.sensitivity must be 'weight' or 'output', got '" + s->as_string() + "'" +
-                   detail::did_you_mean(s->as_string(), {"weight", "output"}));
+      fail(*s, "target.sensitivity must be 'weight', 'output' or 'output_sqnr', got '" + s->as_string() + "'" +
+                   detail::did_you_mean(s->as_string(), {"weight", "output", "output_sqnr"}));
   }
   const Value* bits = optional_field(v, "bits_per_weight", Value::Kind::kFloat, "target");
   const Value* bytes = optional_field(v, "max_bytes", Value::Kind::kInt, "target");
   const Value* kl = optional_field(v, "max_kl", Value::Kind::kFloat, "target");
-  if ((bits != nullptr) + (bytes != nullptr) + (kl != nullptr) != 1)
-    fail(v, "'target' needs exactly one of 'bits_per_weight', 'max_bytes' or 'max_kl'");
+  const Value* sqnr = optional_field(v, "min_output_sqnr_db", Value::Kind::kFloat, "target");
+  if ((bits != nullptr) + (bytes != nullptr) + (kl != nullptr) + (sqnr != nullptr) != 1)
+    fail(v, "'target' needs exactly one of 'bits_per_weight', 'max_bytes', 'max_kl' or 'min_output_sqnr_db'");
   if (bits) {
     t.bits_per_weight = bits->as_float();
     if (!(t.bits_per_weight > 0 && t.bits_per_weight <= 64)) fail(*bits, "target.bits_per_weight must be in (0, 64]");
   } else if (bytes) {
     t.max_bytes = bytes->as_int();
     if (t.max_bytes <= 0) fail(*bytes, "target.max_bytes must be positive");
-  } else {
+  } else if (kl) {
     t.max_kl = kl->as_float();
     if (!(t.max_kl > 0)) fail(*kl, "target.max_kl must be positive");
     if (t.sensitivity != Target::Sensitivity::kOutput)
       fail(*kl, "target.max_kl bounds the measured output KL: set target.sensitivity: output");
+  } else {
+    t.min_output_sqnr_db = sqnr->as_float();
+    if (!(t.min_output_sqnr_db > 0)) fail(*sqnr, "target.min_output_sqnr_db must be positive");
+    if (t.sensitivity != Target::Sensitivity::kOutputSqnr)
+      fail(*sqnr, "target.min_output_sqnr_db bounds the measured output noise: set target.sensitivity: output_sqnr");
   }
   const auto add = [&](QuantSpec spec, const Value& at) {
     if (spec.is_block()) fail(at, "target.candidates: " + std::string(to_string(spec.dtype)) + " is a llama.cpp block "
@@ -417,8 +422,11 @@ nlohmann::ordered_json recipe_json(const Recipe& r, bool absolute) {
     auto& t = j["target"];
     if (r.target->bits_per_weight > 0) t["bits_per_weight"] = r.target->bits_per_weight;
     else if (r.target->max_bytes > 0) t["max_bytes"] = r.target->max_bytes;
-    else t["max_kl"] = r.target->max_kl;
-    t["sensitivity"] = r.target->sensitivity == Target::Sensitivity::kOutput ? "output" : "weight";
+    else if (r.target->max_kl > 0) t["max_kl"] = r.target->max_kl;
+    else t["min_output_sqnr_db"] = r.target->min_output_sqnr_db;
+    t["sensitivity"] = r.target->sensitivity == Target::Sensitivity::kOutput       ? "output"
+                       : r.target->sensitivity == Target::Sensitivity::kOutputSqnr ? "output_sqnr"
+                                                                                   : "weight";
     t["candidates"] = nlohmann::ordered_json::array();
     for (const QuantSpec& c : r.target->candidates) {  // as the recipe takes them
       nlohmann::ordered_json spec = {{"dtype", to_string(c.dtype)}, {"granularity", to_string(c.granularity)}};

@@ -277,7 +277,7 @@ TEST(Recipe, TargetMistakesAreNamed) {
   EXPECT_NE(error_of(kMinimal, {"target={max_kl: 0.1}"}).find("set target.sensitivity: output"), std::string::npos);
   EXPECT_NE(error_of(kMinimal, {"target={max_kl: 0.1, sensitivity: outptu}"}).find("did you mean 'output'"),
             std::string::npos);
-  EXPECT_NE(error_of(kMinimal, {"target={min_output_sqnr_db: 30}"}).find("not built yet"), std::string::npos);
+  EXPECT_NE(error_of(kMinimal, {"target={min_output_sqnr_db: 30}"}).find("set target.sensitivity: output_sqnr"), std::string::npos);
   EXPECT_NE(error_of(kMinimal, {"target={bits_per_weight: 4, candidates: [{dtype: int8}]}"}).find("at least two"),
             std::string::npos);
   EXPECT_NE(error_of(kMinimal, {"target={bits_per_weight: 4, candidates: [{dtype: int8}, {dtype: int8}]}"})

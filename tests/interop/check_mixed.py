@@ -59,9 +59,10 @@ def resolve(config, layer):
     return found[0]["weights"] if found else None
 
 
-def load(directory, out):
-    model = AutoModelForCausalLM.from_pretrained(directory, torch_dtype=torch.float32,
-                                                 attn_implementation="eager").eval()
+def load(directory, out, model_class=AutoModelForCausalLM):
+    """`directory`'s model in transformers with every Linear but lm_head as `out` stores it:
+    the model, each Linear's scheme, the artifact's tensor bytes."""
+    model = model_class.from_pretrained(directory, torch_dtype=torch.float32, attn_implementation="eager").eval()
     tensors = load_file(os.path.join(out, "model.safetensors"))
     with open(os.path.join(out, "config.json")) as f:
         config = json.load(f)

@@ -60,19 +60,21 @@ struct Calibration {
 
 // `target:`: the spec of each Linear weight the quantizer plans, chosen among
 // `candidates` for the least estimated error within a size, or the smallest plan within
-// an estimated output KL (docs/mixed-precision.md). Exactly one of bits_per_weight,
-// max_bytes and max_kl is set (> 0).
+// an estimated output quality (docs/mixed-precision.md). Exactly one of bits_per_weight,
+// max_bytes, max_kl and min_output_sqnr_db is set (> 0).
 struct Target {
   // How each candidate's cost is estimated: the layer's relative weight error weighted by
-  // the calibration inputs' mean squares, or the output KL divergence measured with the
-  // model run.
-  enum class Sensitivity { kWeight, kOutput };
+  // the calibration inputs' mean squares; or, measured with the model run, the output's
+  // KL divergence (kOutput: logits) or its relative noise energy (kOutputSqnr: any output).
+  enum class Sensitivity { kWeight, kOutput, kOutputSqnr };
   // The Linear weights the target chooses for, scales and zero points included.
   double bits_per_weight = 0;
   // Every tensor as stored (the report's quantized bytes; file headers not counted).
   int64_t max_bytes = 0;
-  // The summed per-layer output KL estimates (kOutput only).
+  // The summed per-unit output KL estimates (kOutput only).
   double max_kl = 0;
+  // The output SQNR the summed per-unit noise estimates give (kOutputSqnr only).
+  double min_output_sqnr_db = 0;
   std::vector<QuantSpec> candidates;  // distinct
   Sensitivity sensitivity = Sensitivity::kWeight;
 };
