@@ -200,3 +200,27 @@ validators: [{plugin: conformance}, {plugin: sqnr, options: {min_output_db: 25}}
 }
 
 }  // namespace
+
+namespace {
+
+// The bundled example: a TorchScript transformer block, the weight sensitivity.
+TEST(CliMixed, TheExampleRecipeRunsOnATorchScriptBlock) {
+  mq::test::ScratchDir dir("cli-mixed-example");
+  const std::string recipe = std::string(MQ_SOURCE_DIR) + "/configs/example-mixed-precision.yaml";
+  const auto run = run_pipeline("run --json '" + recipe + "' --set format.output='" + (dir / "t.safetensors").string() +
+                                "' --set report=null --set html_report=null", dir.path());
+  ASSERT_EQ(run.exit_code, 0) << run.err;
+  const auto report = nlohmann::json::parse(run.out);
+  EXPECT_NE(report["target"].get<std::string>().find("bits_per_weight 5: "), std::string::npos) << report["target"];
+  EXPECT_LE(planned_bits(report), 5.0);
+  EXPECT_TRUE(fs::exists(dir / "t.safetensors.sensitivity.json"));
+  // Its layers never ran with replaced weights: the output sensitivity is refused, by name.
+  const auto output = run_pipeline("run '" + recipe + "' --set target.sensitivity=output --set format.output='" +
+                                   (dir / "u.safetensors").string() + "' --set report=null --set html_report=null",
+                                   dir.path());
+  EXPECT_EQ(output.exit_code, 2) << output.err;
+  EXPECT_NE(output.err.find("cannot run with replaced weights"), std::string::npos) << output.err;
+  EXPECT_FALSE(fs::exists(dir / "u.safetensors"));
+}
+
+}  // namespace
