@@ -325,6 +325,9 @@ struct Pipeline::Impl {
     // A runnable model's artifact loads and runs before it is promoted, validators or not.
     std::string failure;
     if (model.runnable) validate_context.artifact = detail::load_artifact(*writer, out.temp(), Origin::kThisRun, input, failure);
+    if (failure.empty() && !validate_context.artifact && !recipe.validators.empty())
+      validate_context.artifact =
+          detail::dequantized_artifact(*host, model, validate_context.quantized, *writer, input, failure);
     std::vector<std::string> blocking{failure};
     if (failure.empty()) blocking = detail::run_validators(*host, validators, validate_context, report, options.warn);
     report.timings.push_back({"validate", seconds_since(start)});

@@ -74,6 +74,32 @@ std::shared_ptr<Runnable> load_artifact(Format& format, const fs::path& written,
   return artifact.runnable;
 }
 
+std::shared_ptr<Runnable> dequantized_artifact(const PluginHost& host, const Model& original,
+                                               const QuantizedModel& written, const Format& format,
+                                               const at::Tensor& input, std::string& failure) {
+  if (!original.runnable || !original.metadata.count(kHfDirectoryKey) || dynamic_cast<const ArtifactsDoNotRun*>(&format))
+    return nullptr;
+  Model artifact;
+  artifact.metadata = original.metadata;  // the directory whose config.json describes the model
+  for (const QuantizedEntry& e : written.entries)
+    artifact.tensors.push_back({e.name, e.quantized ? e.quantized->dequantize() : e.tensor});
+  std::string problem;
+  host.attach_architecture(artifact, [&](const std::string& m) { problem = m; });
+  if (!artifact.runnable) {
+    failure = "the written model does not run on the original's architecture" + (problem.empty() ? "" : ": " + first_line(problem));
+    return nullptr;
+  }
+  if (input.defined()) {
+    try {
+      artifact.runnable->forward(input);
+    } catch (const std::exception& e) {
+      failure = "the written model does not run where the original runs: " + first_line(e.what());
+      return nullptr;
+    }
+  }
+  return artifact.runnable;
+}
+
 std::string join(const std::vector<std::string>& parts) {
   std::string out;
   for (const std::string& p : parts) out += (out.empty() ? "" : "; ") + p;
@@ -139,8 +165,13 @@ void validate_existing(const ValidateRequest& request, const RunOptions& options
   const Resolved artifact_format = host.reader_for(request.artifact, request.format, request.format_options);
   const Resolved reference_format = host.reader_for(request.reference, "", request.format_options);
 
-  const Model model = guarded(reference_format.label(), "reading the reference model",
-                              [&] { return host.make<Format>(reference_format)->read(request.reference); });
+  Model model = guarded(reference_format.label(), "reading the reference model",
+                        [&] { return host.make<Format>(reference_format)->read(request.reference); });
+  // An HF directory a family runs: whole-model checks run it, and the artifact on it.
+  host.attach_architecture(model, [&](const std::string& m) {
+    report.warnings.push_back(m);
+    if (options.warn) options.warn(m);
+  });
   std::unique_ptr<Format> format = host.make<Format>(artifact_format);
   const QuantizedModel quantized = guarded(artifact_format.label(), "reading the artifact",
                                            [&] { return format->read_quantized(request.artifact, Origin::kUser); });
@@ -181,6 +212,8 @@ void validate_existing(const ValidateRequest& request, const RunOptions& options
     });
   std::string failure;
   if (model.runnable) context.artifact = load_artifact(*format, request.artifact, Origin::kUser, context.input, failure);
+  if (failure.empty() && !context.artifact)
+    context.artifact = dequantized_artifact(host, model, quantized, *format, context.input, failure);
   std::vector<std::string> blocking;
   if (!failure.empty())
     blocking.push_back(failure);

@@ -45,6 +45,16 @@ at::Tensor forward_input(const Model& model, const std::optional<ModelInput>& gi
 std::shared_ptr<Runnable> load_artifact(Format& format, const std::filesystem::path& written, Origin origin,
                                         const at::Tensor& input, std::string& failure);
 
+// For an original that runs on an architecture plugin (an HF directory) and an artifact
+// its format loads as no runnable model: the written tensors, dequantized to float32,
+// on the original's architecture (its config.json), so that whole-model checks run what
+// was written. It must run on `input` (when defined), or `failure` says why. Null with
+// no failure otherwise (and for formats whose artifacts mq never runs). Holds the
+// artifact in float32: the original's size in fp32.
+std::shared_ptr<Runnable> dequantized_artifact(const PluginHost& host, const Model& original,
+                                               const QuantizedModel& written, const Format& format,
+                                               const at::Tensor& input, std::string& failure);
+
 // "a; b; c".
 std::string join(const std::vector<std::string>& parts);
 

@@ -307,7 +307,43 @@ validators: [{plugin: load_run}]
   const auto r = run_pipeline("run --json recipe.yaml", dir.path());
   ASSERT_EQ(r.exit_code, 0) << r.err;
   EXPECT_TRUE(fs::exists(dir / "model.pt"));
-  EXPECT_NE(r.out.find("the written format does not run"), std::string::npos) << r.out;
+  // The state dict does not run by itself; its tensors, dequantized on the original's
+  // architecture, do: load_run checks the whole model as written.
+  EXPECT_NE(r.out.find("forward pass on [8, 16] gives finite outputs at"), std::string::npos) << r.out;
+}
+
+// The logits validator on an HF Llama: figures in the report, a bound that fails keeps
+// the artifact out, and `validate` runs the same check on an artifact already written.
+TEST(Cli, TheLogitsValidatorGatesAnHfArtifact) {
+  mq::test::ScratchDir dir("cli-llama-logits");
+  write_tiny_llama(dir / "llama", 32);
+  mq::test::write_file(dir / "recipe.yaml", R"(version: 1
+model: {path: llama}
+calibration: {random: {shape: [2, 12], batches: 2, vocab_size: 20}}
+quantizer: {plugin: dynamic, options: {dtype: int4, group_size: 16}}
+format: {plugin: safetensors, output: out}
+validators: [{plugin: logits, options: {max_kl: 10}}]
+)");
+  const auto r = run_pipeline("run --json recipe.yaml", dir.path());
+  ASSERT_EQ(r.exit_code, 0) << r.err;
+  const auto report = nlohmann::json::parse(r.out);
+  const auto& m = report["validators"][0]["metrics"];
+  EXPECT_GT(m["kl_mean"].get<double>(), 0.0);
+  EXPECT_GE(m["kl_p99"].get<double>(), m["kl_mean"].get<double>());
+  EXPECT_EQ(m["tokens"].get<double>(), 48.0);
+  EXPECT_GT(m["perplexity_written"].get<double>(), 0.0);
+  EXPECT_NE(report["validators"][0]["message"].get<std::string>().find("perplexity"), std::string::npos);
+
+  const auto strict = run_pipeline("run recipe.yaml --set format.output=strict --set 'validators=[{plugin: logits, "
+                                   "options: {max_kl: 1e-9}}]'", dir.path());
+  EXPECT_EQ(strict.exit_code, 5) << strict.err;
+  EXPECT_NE(strict.out.find("KL mean above max_kl 1e-09"), std::string::npos) << strict.out;
+  EXPECT_FALSE(fs::exists(dir / "strict"));
+
+  const auto validate = run_pipeline("validate out --reference llama --validators logits --option logits.max_kl=10",
+                                     dir.path());
+  EXPECT_EQ(validate.exit_code, 0) << validate.err << validate.out;
+  EXPECT_NE(validate.out.find("KL mean"), std::string::npos) << validate.out;
 }
 
 }  // namespace

@@ -13,8 +13,11 @@ BertModel (the oracle).
    bf16. On held-out lines, the sentence embeddings (mean pooling over tokens, as
    sentence-transformers does) of each artifact's dequantized weights in transformers:
    the mixed plan's noise energy must be at most 0.7x the baseline's (issue 29's target).
+3. int8 dynamic: the output SQNR mq reports equals what transformers computes from the
+   dequantized artifact on the same batch, within 0.01 dB (issue 26).
 usage: check_bert.py MQ_PIPELINE WORK_DIR (in the venv of tests/make_venv.sh)"""
 import json
+import math
 import os
 import subprocess
 import sys
@@ -99,7 +102,7 @@ calibration: {{path: {calibration}}}
 quantizer: {{plugin: dynamic, options: {options}}}
 {extra}
 format: {{plugin: safetensors, output: {out}}}
-validators: [{{plugin: conformance}}]
+validators: [{{plugin: conformance}}, {{plugin: sqnr}}]
 report: {report}
 """)
         subprocess.run([exe, "run", "--quiet", recipe], check=True)
@@ -129,6 +132,17 @@ report: {report}
     print(f"  {counts}")
     assert mixed_report["size"]["quantized_bytes"] <= budget
     assert n_mixed <= 0.7 * n_base, (n_mixed, n_base)
+
+    # 3. After int8 dynamic quantization, the output SQNR mq reports (the sqnr validator,
+    # on the first calibration batch) is what transformers computes from the artifact.
+    int8_out, int8_report = run("int8", "{dtype: int8}", "")
+    sqnr = next(v for v in int8_report["validators"] if v["plugin"] == "sqnr")["metrics"]["output_sqnr_db"]
+    written, _, _ = check_mixed.load(directory, int8_out, BertModel)
+    with torch.no_grad():
+        a, b = model(calib[0]).last_hidden_state.double(), written(calib[0]).last_hidden_state.double()
+    want = 10 * math.log10(a.pow(2).sum().item() / (b - a).pow(2).sum().item())
+    print(f"int8 dynamic: output SQNR mq {sqnr:.4f} dB, transformers {want:.4f} dB")
+    assert abs(sqnr - want) <= 0.01, (sqnr, want)
 
 
 if __name__ == "__main__":
