@@ -105,6 +105,9 @@ bool matches(const std::string& pattern, const std::string& name) {
 // Why the default skip set keeps `layer` in float for a target of `bits`, or "".
 std::string default_skip(const Layer& layer, int bits) {
   if (matches("lm_head", layer.name) || matches("*.lm_head", layer.name)) return "default skip: lm_head";
+  // vLLM builds MoE routers unquantized (and so does every recipe of llm-compressor).
+  if (matches("*.block_sparse_moe.gate", layer.name) || matches("*.mlp.gate", layer.name))
+    return "default skip: MoE router";
   if (bits != 4) return "";
   if (layer.kind == LayerKind::kEmbedding) return "default low-bit skip: embedding";
   if (layer.kind == LayerKind::kLayerNorm || layer.name.find("norm") != std::string::npos)

@@ -45,6 +45,13 @@ std::string fused_unit(const std::string& layer) {
   static const std::map<std::string, std::string> kFused = {
       {"q_proj", "qkv_proj"}, {"k_proj", "qkv_proj"}, {"v_proj", "qkv_proj"}, {"gate_proj", "gate_up_proj"},
       {"up_proj", "gate_up_proj"}, {"query", "qkv_proj"}, {"key", "qkv_proj"}, {"value", "qkv_proj"}};
+  // A MoE layer's experts: vLLM's FusedMoE holds all of them with one scheme.
+  if (const size_t experts = layer.rfind(".experts."); experts != std::string::npos) {
+    const std::string rest = layer.substr(experts + 9);
+    const size_t dot = rest.find('.');
+    if (dot != std::string::npos && rest.find_first_not_of("0123456789") == dot && dot > 0)
+      return layer.substr(0, experts + 8);
+  }
   const size_t dot = layer.rfind('.');
   const size_t leaf = dot == std::string::npos ? 0 : dot + 1;
   const auto fused = kFused.find(layer.substr(leaf));

@@ -90,6 +90,8 @@ TEST(FusedUnit, QkvAndGateUpAreOneLayerToVllm) {
   EXPECT_EQ(mq::fused_unit("encoder.layer.0.attention.self.value"), "encoder.layer.0.attention.self.qkv_proj");
   EXPECT_EQ(mq::fused_unit("model.layers.3.mlp.down_proj"), "model.layers.3.mlp.down_proj");
   EXPECT_EQ(mq::fused_unit("q_proj"), "qkv_proj");
+  EXPECT_EQ(mq::fused_unit("model.layers.1.block_sparse_moe.experts.7.w2"), "model.layers.1.block_sparse_moe.experts");
+  EXPECT_EQ(mq::fused_unit("model.layers.1.experts.x.w2"), "model.layers.1.experts.x.w2");
 }
 
 }  // namespace

@@ -5,8 +5,9 @@
 //
 // Precedence, highest first (docs/quantization.md):
 //   1. an override keyed by the exact layer or tensor name;
-//   2. patterns: `layers.exclude`, then the default skip set (`lm_head` for every
-//      target, as the recipes of llm-compressor and vLLM keep it; embeddings and norms
+//   2. patterns: `layers.exclude`, then the default skip set (`lm_head` and MoE routers
+//      (`*.block_sparse_moe.gate`, `*.mlp.gate`) for every target, as the recipes of
+//      llm-compressor and vLLM keep them; embeddings and norms
 //      for 4-bit targets; `layers.replace: true` drops it), then overrides keyed by a
 //      glob, first match in recipe order;
 //   3. the layer's type in `layers.types` (the quantizer's default, as PyTorch's

@@ -26,8 +26,9 @@ struct Choice {
 MQ_API std::vector<size_t> allocate(const std::vector<std::vector<Choice>>& units, int64_t budget);
 
 // The layer engines load `layer` as: vLLM packs q_proj, k_proj and v_proj (BERT's
-// query, key, value) into one qkv_proj and gate_proj, up_proj into gate_up_proj, each
-// with one quantization scheme; any other layer is itself. Mixed precision gives the
+// query, key, value) into one qkv_proj and gate_proj, up_proj into gate_up_proj, and all
+// the experts of a MoE layer (`PREFIX.experts.N.*`) into one `PREFIX.experts`, each with
+// one quantization scheme; any other layer is itself. Mixed precision gives the
 // layers of one such unit the same spec.
 MQ_API std::string fused_unit(const std::string& layer);
 

@@ -1,8 +1,15 @@
 // llama: decoder-only transformers of the Llama family, run in float32 as transformers'
 // eager code runs them: LlamaForCausalLM (Llama 2 and 3.x: GQA, tied embeddings, rope
 // scaling "llama3" and "linear", attention_bias, mlp_bias), MistralForCausalLM (within
-// its sliding window) and Qwen2ForCausalLM (q/k/v biases). Weights are read from the
-// model's tensors where the format left them (mapped), converted per use.
+// its sliding window), Qwen2ForCausalLM (q/k/v biases) and MixtralForCausalLM (a sparse
+// mixture of experts in place of the MLP). Weights are read from the model's tensors
+// where the format left them (mapped), converted per use.
+//
+// Calibration reaches every expert: while a batch is recorded, each expert of a layer
+// whose Linears are asked for runs on every token of the batch (its inputs recorded as if
+// the router had sent it everything), and the layer's output is still the routed mixture.
+// Experts a router rarely picks would otherwise get scales from a handful of tokens, or
+// none.
 
 #include <ATen/ATen.h>
 #include <nlohmann/json.hpp>
@@ -18,13 +25,15 @@ namespace {
 
 using Json = nlohmann::json;
 
-const std::set<std::string> kArchitectures = {"LlamaForCausalLM", "MistralForCausalLM", "Qwen2ForCausalLM"};
-const std::set<std::string> kModelTypes = {"llama", "mistral", "qwen2"};
+const std::set<std::string> kArchitectures = {"LlamaForCausalLM", "MistralForCausalLM", "Qwen2ForCausalLM",
+                                              "MixtralForCausalLM"};
+const std::set<std::string> kModelTypes = {"llama", "mistral", "qwen2", "mixtral"};
 
 struct Config {
   int64_t hidden = 0, layers = 0, heads = 0, kv_heads = 0, head_dim = 0, vocab = 0;
   double eps = 1e-6, theta = 10000.0;
   int64_t sliding_window = 0;  // 0: none
+  int64_t experts = 0, experts_per_token = 0;  // Mixtral; 0: a dense MLP
   bool tied = false;
   at::Tensor inv_freq;  // rotary frequencies, float32, after scaling
 };
@@ -90,6 +99,12 @@ Config parse(const Json& config) {
   if (config.value("use_sliding_window", true) && config.contains("sliding_window") && config["sliding_window"].is_number_integer())
     c.sliding_window = config["sliding_window"].get<int64_t>();
   c.inv_freq = rotary_frequencies(config, c.head_dim, c.theta);
+  if (config.contains("num_local_experts")) {
+    c.experts = positive(config, "num_local_experts");
+    c.experts_per_token = positive(config, "num_experts_per_tok");
+    if (c.experts_per_token > c.experts)
+      throw mq::InputError("config.json: num_experts_per_tok exceeds num_local_experts");
+  }
   return c;
 }
 
@@ -107,6 +122,17 @@ class LlamaModel final : public mq::Runnable {
       expect(p + "self_attn.k_proj.weight", {c_.kv_heads * c_.head_dim, c_.hidden});
       expect(p + "self_attn.v_proj.weight", {c_.kv_heads * c_.head_dim, c_.hidden});
       expect(p + "self_attn.o_proj.weight", {c_.hidden, c_.heads * c_.head_dim});
+      if (c_.experts) {
+        expect(p + "block_sparse_moe.gate.weight", {c_.experts, c_.hidden});
+        for (int64_t e = 0; e < c_.experts; ++e) {
+          const std::string x = p + "block_sparse_moe.experts." + std::to_string(e) + ".";
+          const int64_t inner = weight(x + "w1.weight").size(0);
+          expect(x + "w1.weight", {inner, c_.hidden});
+          expect(x + "w3.weight", {inner, c_.hidden});
+          expect(x + "w2.weight", {c_.hidden, inner});
+        }
+        continue;
+      }
       const int64_t inner = weight(p + "mlp.gate_proj.weight").size(0);
       expect(p + "mlp.up_proj.weight", {inner, c_.hidden});
       expect(p + "mlp.down_proj.weight", {c_.hidden, inner});
@@ -177,6 +203,31 @@ class LlamaModel final : public mq::Runnable {
     return y;
   }
 
+  // Mixtral's sparse MoE block, as transformers computes it: the router's softmax (float32)
+  // over experts, the top num_experts_per_tok renormalized to sum to one, each expert's
+  // SwiGLU (w2(silu(w1 x) * w3 x)) on the tokens routed to it, weighted and summed.
+  at::Tensor experts(const std::string& p, const at::Tensor& y, Recording* r) const {
+    const at::Tensor x = y.reshape({-1, c_.hidden});
+    const at::Tensor probs = at::softmax(linear(p + "gate", x, r), -1, at::kFloat);
+    auto [top, chosen] = probs.topk(c_.experts_per_token, -1);
+    top = top / top.sum(-1, true);
+    at::Tensor out = at::zeros_like(x);
+    for (int64_t e = 0; e < c_.experts; ++e) {
+      const std::string n = p + "experts." + std::to_string(e) + ".";
+      const at::Tensor hit = chosen.eq(e);
+      const at::Tensor rows = hit.any(-1).nonzero().squeeze(-1);
+      const bool record = r && (r->wanted.count(n + "w1") || r->wanted.count(n + "w2") || r->wanted.count(n + "w3"));
+      if (rows.numel() == 0 && !record) continue;
+      // Recording: every token (the result is the same on the routed rows).
+      const at::Tensor in = record ? x : x.index_select(0, rows);
+      at::Tensor expert = linear(n + "w2", at::silu(linear(n + "w1", in, r)) * linear(n + "w3", in, r), r);
+      if (record) expert = expert.index_select(0, rows);
+      const at::Tensor weight = (top * hit.to(top.scalar_type())).sum(-1).index_select(0, rows).unsqueeze(-1);
+      out.index_add_(0, rows, expert * weight);
+    }
+    return out.view(y.sizes());
+  }
+
   at::Tensor rms_norm(const at::Tensor& x, const std::string& name) const {
     const at::Tensor variance = x.pow(2).mean(-1, true);
     return f32(name) * (x * at::rsqrt(variance + c_.eps));
@@ -222,6 +273,10 @@ class LlamaModel final : public mq::Runnable {
       const at::Tensor attention = at::matmul(at::softmax(scores, -1), v).transpose(1, 2).reshape({B, T, c_.heads * D});
       h = h + linear(p + "self_attn.o_proj", attention, r);
       const at::Tensor y = rms_norm(h, p + "post_attention_layernorm.weight");
+      if (c_.experts) {
+        h = h + experts(p + "block_sparse_moe.", y, r);
+        continue;
+      }
       const at::Tensor gated = at::silu(linear(p + "mlp.gate_proj", y, r)) * linear(p + "mlp.up_proj", y, r);
       h = h + linear(p + "mlp.down_proj", gated, r);
     }
@@ -258,4 +313,4 @@ class LlamaArchitecture final : public mq::Architecture {
 }  // namespace
 
 MQ_PLUGIN(LlamaArchitecture, mq::PluginKind::kArchitecture, "llama", "0.1.0",
-          "Llama 2/3.x, Mistral and Qwen2 decoders (float32, as transformers' eager code)")
+          "Llama 2/3.x, Mistral, Qwen2 and Mixtral (MoE) decoders (float32, as transformers' eager code)")
