@@ -90,6 +90,8 @@ struct Pipeline::Impl {
     std::vector<NamedPath> reads{{"the input model", recipe.model_path}}, report_paths;
     if (recipe.calibration && !recipe.calibration->path.empty())
       reads.push_back({"the calibration data", recipe.calibration->path});
+    if (recipe.evaluation && !recipe.evaluation->path.empty())
+      reads.push_back({"the evaluation data", recipe.evaluation->path});
     if (!recipe.file.empty()) reads.push_back({"the recipe", recipe.file});
     if (recipe.report) report_paths.push_back({"report", *recipe.report});
     if (recipe.html_report) report_paths.push_back({"html_report", *recipe.html_report});
@@ -147,50 +149,50 @@ struct Pipeline::Impl {
     return model;
   }
 
-  // The recipe's calibration batches: seeded random ones, or every tensor of a file
-  // that a format plugin reads (a safetensors file of batches, ...), in file order.
-  std::vector<at::Tensor> calibration_batches(Report& report) {
+  // The batches of the recipe's `calibration` or `evaluation` (`what`): seeded random
+  // ones, text tokenized, or every tensor of a file that a format plugin reads (a
+  // safetensors file of batches, ...), in file order.
+  std::vector<at::Tensor> batches_of(Report& report, const Calibration& source, const std::string& what) {
     std::vector<at::Tensor> batches;
-    if (!recipe.calibration) return batches;
-    if (const auto& random = recipe.calibration->random) {
+    if (const auto& random = source.random) {
       at::Generator gen = at::make_generator<at::CPUGeneratorImpl>(static_cast<uint64_t>(random->seed));
       try {
         for (int64_t b = 0; b < random->batches; ++b)
           batches.push_back(random->vocab_size ? at::randint(random->vocab_size, random->shape, gen, at::kLong)
                                                : at::randn(random->shape, gen));
       } catch (const c10::Error&) {
-        throw RecipeError("calibration.random: cannot allocate " + std::to_string(random->batches) +
+        throw RecipeError(what + ".random: cannot allocate " + std::to_string(random->batches) +
                           " batches of shape " + c10::str(c10::IntArrayRef(random->shape)));
       }
       return batches;
     }
-    if (const auto& text = recipe.calibration->text) {
+    if (const auto& text = source.text) {
       const std::unique_ptr<Tokenizer> tokenizer = Tokenizer::load(text->tokenizer);
       TokenSamples samples = token_samples(*tokenizer, *text);
-      report.calibration = samples.summary();
+      if (what == "calibration") report.calibration = samples.summary();
       report.inputs.push_back(detail::file_info(text->source.path));
       return std::move(samples.batches);
     }
-    const fs::path& path = recipe.calibration->path;
+    const fs::path& path = source.path;
     std::error_code ec;
-    if (!fs::exists(path, ec)) throw InputError(path.string() + ": no such file or directory (calibration)");
+    if (!fs::exists(path, ec)) throw InputError(path.string() + ": no such file or directory (" + what + ")");
     const Resolved r = host->reader_for(path);
-    const Model data = guarded(r.label(), "reading calibration data", [&] { return host->make<Format>(r)->read(path); });
+    const Model data = guarded(r.label(), "reading " + what + " data", [&] { return host->make<Format>(r)->read(path); });
     for (const NamedTensor& t : data.tensors) {
       // Floating point (as float32), or integers as they are: token ids for a model
       // that starts with an Embedding.
       if (const auto foreign = data.foreign.find(t.name); foreign != data.foreign.end())
-        throw InputError(path.string() + ": calibration batch '" + t.name + "' is " + foreign->second.dtype +
+        throw InputError(path.string() + ": " + what + " batch '" + t.name + "' is " + foreign->second.dtype +
                          ", which LibTorch cannot represent");
       if (t.tensor.is_floating_point())
         batches.push_back(t.tensor.to(at::kFloat));
       else if (at::isIntegralType(t.tensor.scalar_type(), /*includeBool=*/false))
         batches.push_back(t.tensor);
       else
-        throw InputError(path.string() + ": calibration batch '" + t.name + "' is " +
+        throw InputError(path.string() + ": " + what + " batch '" + t.name + "' is " +
                          c10::toString(t.tensor.scalar_type()) + ", neither floating point nor integer");
     }
-    if (batches.empty()) throw InputError(path.string() + ": holds no calibration batches");
+    if (batches.empty()) throw InputError(path.string() + ": holds no " + what + " batches");
     report.inputs.push_back(detail::file_info(path));
     return batches;
   }
@@ -201,7 +203,7 @@ struct Pipeline::Impl {
     context.make_observer = [this] { return host->make<Observer>(observer); };
     context.progress = options.progress ? options.progress : &silent;
     context.warn = [this, &report](const std::string& m) { warn(report, m); };
-    context.calibration = calibration_batches(report);
+    if (recipe.calibration) context.calibration = batches_of(report, *recipe.calibration, "calibration");
     return context;
   }
 
@@ -237,6 +239,7 @@ struct Pipeline::Impl {
     const Model model = begin(report);
     NullProgress silent;
     const QuantizeContext context = quantize_context(report, silent);
+    if (recipe.evaluation) batches_of(report, *recipe.evaluation, "evaluation");  // refused now, not after the work
     report.plan = settle_plan(*host->make<Quantizer>(quantizer), *host->make<Format>(format), model, context, report,
                               /*writing=*/false);
     forward_input(model, context, report);
@@ -260,6 +263,8 @@ struct Pipeline::Impl {
 
     NullProgress silent;
     QuantizeContext context = quantize_context(report, silent);
+    const std::vector<at::Tensor> evaluation =
+        recipe.evaluation ? batches_of(report, *recipe.evaluation, "evaluation") : std::vector<at::Tensor>{};
     std::unique_ptr<Quantizer> q = host->make<Quantizer>(quantizer);
     std::unique_ptr<Format> writer = host->make<Format>(format);
     context.plan = settle_plan(*q, *writer, model, context, report, /*writing=*/true);
@@ -322,6 +327,7 @@ struct Pipeline::Impl {
     }
     ValidateContext validate_context{model,   written ? *written : quantized, out.temp(), *writer,
                                      written.has_value(), context.calibration, input, nullptr};
+    validate_context.evaluation = evaluation;
     // A runnable model's artifact loads and runs before it is promoted, validators or not.
     std::string failure;
     if (model.runnable) validate_context.artifact = detail::load_artifact(*writer, out.temp(), Origin::kThisRun, input, failure);

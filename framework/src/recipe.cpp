@@ -140,36 +140,35 @@ void apply_override(Value& root, const std::string& assignment) {
   }
 }
 
-// calibration.text. The tokenizer defaults to the model's: its directory, or the
+// calibration.text (or evaluation.text: `section`). The tokenizer defaults to the model's: its directory, or the
 // directory of the file (model.safetensors, an index) it was read from.
-TextSamples parse_text(const Value& text, const fs::path& base, const fs::path& model) {
-  check_keys(text, "calibration.text", {"path", "field", "tokenizer", "samples", "seq_len", "seed", "shuffle", "cut"});
+TextSamples parse_text(const Value& text, const fs::path& base, const fs::path& model, const std::string& section) {
+  check_keys(text, section, {"path", "field", "tokenizer", "samples", "seq_len", "seed", "shuffle", "cut"});
   TextSamples t;
-  t.source.path = resolve(base, required_field(text, "path", Value::Kind::kString, "calibration.text").as_string());
-  if (const Value* f = optional_field(text, "field", Value::Kind::kString, "calibration.text")) {
-    if (t.source.path.extension() != ".jsonl") fail(*f, "calibration.text.field is for a .jsonl file");
+  t.source.path = resolve(base, required_field(text, "path", Value::Kind::kString, section).as_string());
+  if (const Value* f = optional_field(text, "field", Value::Kind::kString, section)) {
+    if (t.source.path.extension() != ".jsonl") fail(*f, section + ".field is for a .jsonl file");
     t.source.field = f->as_string();
   }
   std::error_code ec;
   t.tokenizer = fs::is_directory(model, ec) || model.empty() ? model : model.parent_path();
-  if (const Value* k = optional_field(text, "tokenizer", Value::Kind::kString, "calibration.text"))
+  if (const Value* k = optional_field(text, "tokenizer", Value::Kind::kString, section))
     t.tokenizer = resolve(base, k->as_string());
   for (auto [key, field] : {std::pair{"samples", &t.samples}, {"seq_len", &t.seq_len}})
-    if (const Value* v = optional_field(text, key, Value::Kind::kInt, "calibration.text")) {
-      if (v->as_int() <= 0) fail(*v, std::string("calibration.text.") + key + " must be positive");
+    if (const Value* v = optional_field(text, key, Value::Kind::kInt, section)) {
+      if (v->as_int() <= 0) fail(*v, section + "." + key + " must be positive");
       *field = v->as_int();
     }
-  if (const Value* v = optional_field(text, "seed", Value::Kind::kInt, "calibration.text")) t.seed = v->as_int();
-  if (const Value* v = optional_field(text, "shuffle", Value::Kind::kBool, "calibration.text")) t.shuffle = v->as_bool();
-  if (const Value* v = optional_field(text, "cut", Value::Kind::kString, "calibration.text")) {
+  if (const Value* v = optional_field(text, "seed", Value::Kind::kInt, section)) t.seed = v->as_int();
+  if (const Value* v = optional_field(text, "shuffle", Value::Kind::kBool, section)) t.shuffle = v->as_bool();
+  if (const Value* v = optional_field(text, "cut", Value::Kind::kString, section)) {
     if (v->as_string() != "concatenate" && v->as_string() != "document")
-      fail(*v, "calibration.text.cut must be concatenate or document, not '" + v->as_string() + "'");
+      fail(*v, section + ".cut must be concatenate or document, not '" + v->as_string() + "'");
     t.cut = v->as_string() == "document" ? TextCut::kDocument : TextCut::kConcatenate;
   }
   return t;
 }
 
-// A list of positive integers, not empty.
 // What mixed precision chooses from when the recipe names no candidates.
 const char* const kDefaultCandidates[][3] = {
     {"int4", "per_group", "128"}, {"int4", "per_group", "32"}, {"int8", "per_channel", ""}, {"bf16", "", ""}};
@@ -230,6 +229,7 @@ Target parse_target(const Value& v) {
   return t;
 }
 
+// A list of positive integers, not empty.
 std::vector<int64_t> positive_shape(const Value& list, const std::string& what) {
   std::vector<int64_t> shape;
   for (const Value& d : list.as_list()) {
@@ -241,12 +241,49 @@ std::vector<int64_t> positive_shape(const Value& list, const std::string& what) 
   return shape;
 }
 
+// `calibration:` or `evaluation:` (`section`): one of a tensor file, random batches, text.
+Calibration parse_batches(const Value& cal, const std::string& section, const fs::path& base, const fs::path& model) {
+  expect(cal, Value::Kind::kMap, section);
+  check_keys(cal, section, {"path", "random", "text"});
+  Calibration c;
+  const Value* path = optional_field(cal, "path", Value::Kind::kString, section);
+  const Value* random = optional_field(cal, "random", Value::Kind::kMap, section);
+  const Value* text = optional_field(cal, "text", Value::Kind::kMap, section);
+  if ((path != nullptr) + (random != nullptr) + (text != nullptr) != 1)
+    fail(cal, "'" + section + "' needs exactly one of 'path', 'random' or 'text'");
+  if (path) c.path = resolve(base, path->as_string());
+  if (text) c.text = parse_text(*text, base, model, section + ".text");
+  if (random) {
+    check_keys(*random, section + ".random", {"shape", "batches", "seed", "vocab_size"});
+    RandomCalibration rc;
+    const Value& shape = required_field(*random, "shape", Value::Kind::kList, section + ".random");
+    rc.shape = positive_shape(shape, section + ".random.shape");
+    if (const Value* b = optional_field(*random, "batches", Value::Kind::kInt, section + ".random")) {
+      if (b->as_int() <= 0) fail(*b, section + ".random.batches must be positive");
+      rc.batches = b->as_int();
+    }
+    if (const Value* s = optional_field(*random, "seed", Value::Kind::kInt, section + ".random"))
+      rc.seed = s->as_int();
+    if (const Value* v = optional_field(*random, "vocab_size", Value::Kind::kInt, section + ".random")) {
+      if (v->as_int() <= 0) fail(*v, section + ".random.vocab_size must be positive");
+      rc.vocab_size = v->as_int();
+    }
+    int64_t elements = rc.batches;  // all batches are made up front
+    for (int64_t d : rc.shape)
+      if (__builtin_mul_overflow(elements, d, &elements) || elements > (int64_t{1} << 40))
+        fail(shape, section + ".random: " + std::to_string(rc.batches) + " batches of this shape are more than "
+                    "2^40 values (4 TiB of float32)");
+    c.random = rc;
+  }
+  return c;
+}
+
 Recipe build(const Value& root, const fs::path& file, const std::string& name) {
   const fs::path base = file.empty() ? fs::current_path() : file.parent_path();
   if (root.is_null()) throw RecipeError(name + ": recipe is empty");
   expect(root, Value::Kind::kMap, "recipe");
   check_keys(root, "",
-             {"version", "model", "calibration", "observer", "quantizer", "target", "format", "validators",
+             {"version", "model", "calibration", "evaluation", "observer", "quantizer", "target", "format", "validators",
               "on_failure", "report", "html_report", "plugins"});
   Recipe r;
   r.file = file;
@@ -281,41 +318,8 @@ Recipe build(const Value& root, const fs::path& file, const std::string& name) {
     r.model_input = in;
   }
 
-  if (const Value* cal = present(root, "calibration")) {
-    expect(*cal, Value::Kind::kMap, "calibration");
-    check_keys(*cal, "calibration", {"path", "random", "text"});
-    Calibration c;
-    const Value* path = optional_field(*cal, "path", Value::Kind::kString, "calibration");
-    const Value* random = optional_field(*cal, "random", Value::Kind::kMap, "calibration");
-    const Value* text = optional_field(*cal, "text", Value::Kind::kMap, "calibration");
-    if ((path != nullptr) + (random != nullptr) + (text != nullptr) != 1)
-      fail(*cal, "'calibration' needs exactly one of 'path', 'random' or 'text'");
-    if (path) c.path = resolve(base, path->as_string());
-    if (text) c.text = parse_text(*text, base, r.model_path);
-    if (random) {
-      check_keys(*random, "calibration.random", {"shape", "batches", "seed", "vocab_size"});
-      RandomCalibration rc;
-      const Value& shape = required_field(*random, "shape", Value::Kind::kList, "calibration.random");
-      rc.shape = positive_shape(shape, "calibration.random.shape");
-      if (const Value* b = optional_field(*random, "batches", Value::Kind::kInt, "calibration.random")) {
-        if (b->as_int() <= 0) fail(*b, "calibration.random.batches must be positive");
-        rc.batches = b->as_int();
-      }
-      if (const Value* s = optional_field(*random, "seed", Value::Kind::kInt, "calibration.random"))
-        rc.seed = s->as_int();
-      if (const Value* v = optional_field(*random, "vocab_size", Value::Kind::kInt, "calibration.random")) {
-        if (v->as_int() <= 0) fail(*v, "calibration.random.vocab_size must be positive");
-        rc.vocab_size = v->as_int();
-      }
-      int64_t elements = rc.batches;  // all batches are made up front
-      for (int64_t d : rc.shape)
-        if (__builtin_mul_overflow(elements, d, &elements) || elements > (int64_t{1} << 40))
-          fail(shape, "calibration.random: " + std::to_string(rc.batches) + " batches of this shape are more than "
-                      "2^40 values (4 TiB of float32)");
-      c.random = rc;
-    }
-    r.calibration = c;
-  }
+  if (const Value* cal = present(root, "calibration")) r.calibration = parse_batches(*cal, "calibration", base, r.model_path);
+  if (const Value* ev = present(root, "evaluation")) r.evaluation = parse_batches(*ev, "evaluation", base, r.model_path);
 
   if (const Value* obs = present(root, "observer")) r.observer = parse_step(*obs, "observer");
 
@@ -394,28 +398,32 @@ nlohmann::ordered_json recipe_json(const Recipe& r, bool absolute) {
     j["model"]["input"] = {{"shape", r.model_input->shape}};
     if (r.model_input->vocab_size) j["model"]["input"]["vocab_size"] = r.model_input->vocab_size;
   }
-  if (r.calibration) {
-    if (const auto& random = r.calibration->random) {
-      j["calibration"] = {{"random", {{"shape", random->shape}, {"batches", random->batches}, {"seed", random->seed}}}};
-      if (random->vocab_size) j["calibration"]["random"]["vocab_size"] = random->vocab_size;
-    } else if (const auto& text = r.calibration->text) {
-      j["calibration"] = {{"text",
-                           {{"path", rel(text->source.path)},
-                            {"field", text->source.field},
-                            {"tokenizer", rel(text->tokenizer)},
-                            {"samples", text->samples},
-                            {"seq_len", text->seq_len},
-                            {"seed", text->seed},
-                            {"shuffle", text->shuffle},
-                            {"cut", text->cut == TextCut::kConcatenate ? "concatenate" : "document"}}}};
+  const auto batches = [&](const Calibration& c) {
+    nlohmann::ordered_json out;
+    if (const auto& random = c.random) {
+      out = {{"random", {{"shape", random->shape}, {"batches", random->batches}, {"seed", random->seed}}}};
+      if (random->vocab_size) out["random"]["vocab_size"] = random->vocab_size;
+    } else if (const auto& text = c.text) {
+      out = {{"text",
+              {{"path", rel(text->source.path)},
+               {"field", text->source.field},
+               {"tokenizer", rel(text->tokenizer)},
+               {"samples", text->samples},
+               {"seq_len", text->seq_len},
+               {"seed", text->seed},
+               {"shuffle", text->shuffle},
+               {"cut", text->cut == TextCut::kConcatenate ? "concatenate" : "document"}}}};
       if (absolute) {  // as a recipe takes it: no empty field or tokenizer
-        if (text->source.path.extension() != ".jsonl") j["calibration"]["text"].erase("field");
-        if (text->tokenizer.empty()) j["calibration"]["text"].erase("tokenizer");
+        if (text->source.path.extension() != ".jsonl") out["text"].erase("field");
+        if (text->tokenizer.empty()) out["text"].erase("tokenizer");
       }
     } else {
-      j["calibration"] = {{"path", rel(r.calibration->path)}};
+      out = {{"path", rel(c.path)}};
     }
-  }
+    return out;
+  };
+  if (r.calibration) j["calibration"] = batches(*r.calibration);
+  if (r.evaluation) j["evaluation"] = batches(*r.evaluation);
   j["observer"] = step_json(r.observer);
   j["quantizer"] = step_json(r.quantizer);
   if (r.target) {

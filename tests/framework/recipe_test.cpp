@@ -291,4 +291,21 @@ TEST(Recipe, TargetMistakesAreNamed) {
             std::string::npos);
 }
 
+TEST(Recipe, EvaluationTakesTheCalibrationFormsAndNamesItsOwnMistakes) {
+  const mq::Recipe r = mq::parse_recipe(kMinimal, "/recipes/r.yaml",
+                                        {"evaluation={random: {shape: [1, 8], batches: 2, vocab_size: 10}}"});
+  ASSERT_TRUE(r.evaluation && r.evaluation->random);
+  EXPECT_EQ(r.evaluation->random->batches, 2);
+  EXPECT_FALSE(r.calibration);
+  EXPECT_NE(r.hash(), mq::parse_recipe(kMinimal, "/recipes/r.yaml").hash());
+  EXPECT_EQ(mq::parse_recipe(r.resolved_json(), "/recipes/r.yaml").canonical_json(), r.canonical_json());
+  EXPECT_NE(error_of(kMinimal, {"evaluation={random: {shape: [1, 8], batches: 0}}"})
+                .find("evaluation.random.batches must be positive"),
+            std::string::npos);
+  EXPECT_NE(error_of(kMinimal, {"evaluation={path: a, text: {path: b}}"}).find("'evaluation' needs exactly one of"),
+            std::string::npos);
+  EXPECT_NE(error_of(kMinimal, {"evaluation={text: {path: b.txt, field: x}}"}).find("evaluation.text.field is for a .jsonl"),
+            std::string::npos);
+}
+
 }  // namespace

@@ -340,6 +340,20 @@ validators: [{plugin: logits, options: {max_kl: 10}}]
   EXPECT_NE(strict.out.find("KL mean above max_kl 1e-09"), std::string::npos) << strict.out;
   EXPECT_FALSE(fs::exists(dir / "strict"));
 
+  // A held-out evaluation set replaces the calibration batches; a missing one is refused
+  // before any work.
+  const auto held_out = run_pipeline("run --json recipe.yaml --set format.output=held "
+                                     "--set 'evaluation={random: {shape: [1, 10], batches: 3, seed: 5, vocab_size: 20}}'",
+                                     dir.path());
+  ASSERT_EQ(held_out.exit_code, 0) << held_out.err;
+  EXPECT_EQ(nlohmann::json::parse(held_out.out)["validators"][0]["metrics"]["tokens"].get<double>(), 30.0);
+  const auto missing = run_pipeline("run recipe.yaml --set format.output=missing --set 'evaluation={path: nope.safetensors}'",
+                                    dir.path());
+  EXPECT_EQ(missing.exit_code, 3) << missing.err;
+  EXPECT_NE(missing.err.find("nope.safetensors: no such file or directory (evaluation)"), std::string::npos) << missing.err;
+  EXPECT_EQ(missing.err.find("quantize"), std::string::npos) << missing.err;
+  EXPECT_FALSE(fs::exists(dir / "missing"));
+
   const auto validate = run_pipeline("validate out --reference llama --validators logits --option logits.max_kl=10",
                                      dir.path());
   EXPECT_EQ(validate.exit_code, 0) << validate.err << validate.out;

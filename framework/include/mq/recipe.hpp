@@ -89,6 +89,9 @@ struct MQ_API Recipe {
   // first layer.
   std::optional<ModelInput> model_input;
   std::optional<Calibration> calibration;
+  // What model-level validators (logits) run on instead of the calibration batches: a
+  // held-out set, in the same three forms.
+  std::optional<Calibration> evaluation;
   PluginStep observer{"minmax", Value::map(), {}};
   PluginStep quantizer;
   std::optional<Target> target;

@@ -36,6 +36,9 @@ struct ValidateContext {
   std::shared_ptr<Runnable> artifact;
   // Where `written` comes from: this run, or the user (`mq-pipeline validate`).
   Origin origin = Origin::kThisRun;
+  // The recipe's `evaluation` batches (held out from calibration), for whole-model checks
+  // that prefer them; empty when the recipe has none.
+  std::vector<at::Tensor> evaluation;
 };
 
 // A figure about one tensor (e.g. its SQNR), shown in the report's per-layer rows.

@@ -1,5 +1,5 @@
-// logits: the original and the written model run on the same inputs (the calibration
-// batches, else the run's forward input); their outputs, read as logits over the last
+// logits: the original and the written model run on the same inputs (the recipe's
+// evaluation batches, else its calibration batches, else the run's forward input); their outputs, read as logits over the last
 // dimension, give the per-token KL divergence (original ‖ written: mean and p99), top-1
 // agreement, the logits' SQNR and, on token ids, the perplexity of both (each position
 // predicting the next id). Each figure has a bound; 0 leaves it unchecked. For an HF
@@ -37,11 +37,11 @@ class LogitsValidator final : public mq::Validator {
                                                 : "nothing to compare: the original model does not run";
       return check;
     }
-    std::vector<at::Tensor> inputs = context.calibration;
+    std::vector<at::Tensor> inputs = context.evaluation.empty() ? context.calibration : context.evaluation;
     if (inputs.empty() && context.input.defined()) inputs.push_back(context.input);
     if (inputs.empty()) {
       check.passed = false;
-      check.message = "nothing to compare: no calibration batches and no model.input";
+      check.message = "nothing to compare: no evaluation or calibration batches and no model.input";
       return check;
     }
     std::vector<double> kls;
