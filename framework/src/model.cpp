@@ -35,6 +35,8 @@ bool is_recurrent(LayerKind kind) {
 
 Runnable::~Runnable() = default;
 
+bool Runnable::quantize_inputs(const std::map<std::string, InputQuantization>&) { return false; }
+
 at::Tensor Runnable::forward_with(const at::Tensor&, const std::map<std::string, at::Tensor>&) {
   throw RecipeError("this model cannot run with replaced weights (Hugging Face directories of the llama family can): "
                     "use target.sensitivity: weight");

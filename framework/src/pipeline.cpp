@@ -325,7 +325,15 @@ struct Pipeline::Impl {
       written->source = quantized.source;
       check_reads_back(*written, digests, recipe.output);
     }
-    ValidateContext validate_context{model,   written ? *written : quantized, out.temp(), *writer,
+    // Entries a transform changed (SmoothQuant) are compared with what they were made from.
+    Model reference;
+    if (!quantized.transformed.empty()) {
+      reference = model;
+      for (NamedTensor& t : reference.tensors)
+        if (const auto it = quantized.transformed.find(t.name); it != quantized.transformed.end()) t.tensor = it->second;
+    }
+    ValidateContext validate_context{quantized.transformed.empty() ? model : reference,
+                                     written ? *written : quantized, out.temp(), *writer,
                                      written.has_value(), context.calibration, input, nullptr};
     validate_context.evaluation = evaluation;
     // A runnable model's artifact loads and runs before it is promoted, validators or not.

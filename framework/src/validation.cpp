@@ -89,6 +89,16 @@ std::shared_ptr<Runnable> dequantized_artifact(const PluginHost& host, const Mod
     failure = "the written model does not run on the original's architecture" + (problem.empty() ? "" : ": " + first_line(problem));
     return nullptr;
   }
+  if (written.mode == "static" && written.activation_spec && !written.activation_qparams.empty()) {
+    std::map<std::string, Runnable::InputQuantization> inputs;
+    for (const auto& [layer, q] : written.activation_qparams)
+      inputs[layer] = {q.scale.item<double>(), q.zero_point.defined() ? q.zero_point.item<int64_t>() : 0,
+                       written.activation_spec->qmin(), written.activation_spec->qmax()};
+    if (!artifact.runnable->quantize_inputs(inputs)) {
+      failure = "the written model's activations cannot be quantized on the original's architecture";
+      return nullptr;
+    }
+  }
   if (input.defined()) {
     try {
       artifact.runnable->forward(input);

@@ -47,8 +47,9 @@ std::shared_ptr<Runnable> load_artifact(Format& format, const std::filesystem::p
 
 // For an original that runs on an architecture plugin (an HF directory) and an artifact
 // its format loads as no runnable model: the written tensors, dequantized to float32,
-// on the original's architecture (its config.json), so that whole-model checks run what
-// was written. It must run on `input` (when defined), or `failure` says why. Null with
+// on the original's architecture (its config.json), with a static artifact's layer
+// inputs quantized as its input scales say (Runnable::quantize_inputs), so that
+// whole-model checks run what was written. It must run on `input` (when defined), or `failure` says why. Null with
 // no failure otherwise (and for formats whose artifacts mq never runs). Holds the
 // artifact in float32: the original's size in fp32.
 std::shared_ptr<Runnable> dequantized_artifact(const PluginHost& host, const Model& original,

@@ -360,4 +360,20 @@ validators: [{plugin: logits, options: {max_kl: 10}}]
   EXPECT_NE(validate.out.find("KL mean"), std::string::npos) << validate.out;
 }
 
+// SmoothQuant needs the llama family's names; a model without them, or an alpha outside
+// [0, 1], is refused before any work.
+TEST(Cli, SmoothQuantIsRefusedWhereItHasNothingToSmooth) {
+  mq::test::ScratchDir dir("cli-smoothquant");
+  const std::string recipe = std::string(MQ_SOURCE_DIR) + "/configs/example-transformer-static-int8.yaml";
+  const std::string out = " --set format.output='" + (dir / "t.safetensors").string() + "' --set report=null";
+  const auto none = run_pipeline("run '" + recipe + "'" + out + " --set quantizer.options.smoothquant_alpha=0.5", dir.path());
+  EXPECT_EQ(none.exit_code, 2) << none.err;
+  EXPECT_NE(none.err.find("smoothquant_alpha: no norm feeding Linears found"), std::string::npos) << none.err;
+  EXPECT_EQ(none.err.find("calibrate"), std::string::npos) << none.err;
+  const auto range = run_pipeline("run '" + recipe + "'" + out + " --set quantizer.options.smoothquant_alpha=1.5", dir.path());
+  EXPECT_EQ(range.exit_code, 2) << range.err;
+  EXPECT_NE(range.err.find("smoothquant_alpha must be in [0, 1]"), std::string::npos) << range.err;
+  EXPECT_FALSE(fs::exists(dir / "t.safetensors"));
+}
+
 }  // namespace

@@ -83,10 +83,19 @@ def load(directory, out, model_class=AutoModelForCausalLM):
             specs[name] = "int8"
         with torch.no_grad():
             module.weight.copy_(w)
+    # Everything else as the artifact holds it (norms a transform such as SmoothQuant changed).
+    with torch.no_grad():
+        for name, value in model.state_dict().items():
+            layer = name.rsplit(".", 1)[0]
+            if layer not in specs and name in tensors and tensors[name].is_floating_point():
+                value.copy_(tensors[name].to(value.dtype))
     return model, specs, sum(t.numel() * t.element_size() for t in tensors.values())
 
 
-def main(exe, work):
+def outlier_llama(work):
+    """A tiny random Llama with outlier channels (norm weights 30x on a few channels in
+    front of some Linears) and a Llama 3 style tokenizer, in WORK/llama; calibration and
+    held-out text beside it. Returns the directory, the two text files, the float model."""
     os.makedirs(work, exist_ok=True)
     lines = check_tokenizer.corpus(1200)
     calib, held_out = os.path.join(work, "calib.txt"), os.path.join(work, "held_out.txt")
@@ -112,17 +121,28 @@ def main(exe, work):
     model.save_pretrained(directory, safe_serialization=True)
     model = AutoModelForCausalLM.from_pretrained(directory, torch_dtype=torch.float32,
                                                  attn_implementation="eager").eval()
-    tokenizer_file = os.path.join(directory, "tokenizer.json")
+    return directory, calib, held_out, model
+
+
+def held_out_kl(model, quantized, directory, held_out):
+    """Mean per-token KL of `quantized`'s next-token distribution from `model`'s, on six
+    64-token windows of the held-out text."""
+    total, count = 0.0, 0
+    with torch.no_grad():
+        for ids in check_gptq.windows(os.path.join(directory, "tokenizer.json"), held_out, 6):
+            p = torch.log_softmax(model(ids).logits.double(), -1)
+            q = torch.log_softmax(quantized(ids).logits.double(), -1)
+            total += (p.exp() * (p - q)).sum().item()
+            count += ids.numel()
+    return total / count
+
+
+def main(exe, work):
+    directory, calib, held_out, model = outlier_llama(work)
+    config = model.config
 
     def kl(quantized):
-        total, count = 0.0, 0
-        with torch.no_grad():
-            for ids in check_gptq.windows(tokenizer_file, held_out, 6):
-                p = torch.log_softmax(model(ids).logits.double(), -1)
-                q = torch.log_softmax(quantized(ids).logits.double(), -1)
-                total += (p.exp() * (p - q)).sum().item()
-                count += ids.numel()
-        return total / count
+        return held_out_kl(model, quantized, directory, held_out)
 
     base_out, base_report = run(exe, work, "baseline", directory, calib,
                                 "{dtype: int4, group_size: 128, overrides: {'*.down_proj': {dtype: int8}}}")

@@ -71,6 +71,15 @@ class MQ_API Runnable {
   // for measuring what quantizing them alone costs (mixed precision's output
   // sensitivity). The default throws RecipeError: the model cannot.
   virtual at::Tensor forward_with(const at::Tensor& input, const std::map<std::string, at::Tensor>& weights);
+  // From now on, quantize each named layer's input per tensor before it runs (x ->
+  // (clamp(round(x / scale) + zero_point, qmin, qmax) - zero_point) * scale), as a static
+  // W8A8 artifact's kernels do, so that its whole-model checks see the activations'
+  // error too. False (the default) where the model cannot.
+  struct InputQuantization {
+    double scale = 1;
+    int64_t zero_point = 0, qmin = -128, qmax = 127;
+  };
+  virtual bool quantize_inputs(const std::map<std::string, InputQuantization>& layers);
 };
 
 // Model::metadata's key for the Hugging Face model directory (an absolute path) a

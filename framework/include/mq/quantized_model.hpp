@@ -64,6 +64,10 @@ struct MQ_API QuantizedModel {
   // Conv+ReLU after the ReLU).
   std::map<std::string, QParams> output_qparams;
   std::map<std::string, QParams> relu_output_qparams;
+  // Tensors a function-preserving transform (SmoothQuant) changed before quantizing, by
+  // name: what the entries of these names were made from. Validators compare entries
+  // with these rather than with the model as read.
+  std::map<std::string, at::Tensor> transformed;
   // The model it came from, when that can run (formats that rewrite modules use it).
   std::shared_ptr<Runnable> source;
 

@@ -93,6 +93,11 @@ class BertModel final : public mq::Runnable {
     return run(input, nullptr);
   }
 
+  bool quantize_inputs(const std::map<std::string, InputQuantization>& layers) override {
+    quantized_inputs_ = layers;
+    return true;
+  }
+
   void record_layers(const std::vector<at::Tensor>& batches, const std::vector<std::string>& layers,
                      const ActivityVisitor& visit) override {
     const std::set<std::string> wanted(layers.begin(), layers.end());
@@ -133,9 +138,18 @@ class BertModel final : public mq::Runnable {
     expect(name + ".bias", {c_.hidden});
   }
 
-  at::Tensor linear(const std::string& name, const at::Tensor& x, Recording* r) const {
-    const at::Tensor y = at::linear(x, f32(name + ".weight"), f32(name + ".bias"));
+  // `x` as a static artifact's kernel quantizes the input of `layer`, where it does.
+  at::Tensor quantized_input(const std::string& layer, const at::Tensor& x) const {
+    const auto q = quantized_inputs_.find(layer);
+    if (q == quantized_inputs_.end()) return x;
+    const InputQuantization& p = q->second;
+    return at::fake_quantize_per_tensor_affine(x.contiguous(), p.scale, p.zero_point, p.qmin, p.qmax);
+  }
+
+  at::Tensor linear(const std::string& name, const at::Tensor& in, Recording* r) const {
     const std::string layer = prefix_ + name;
+    const at::Tensor x = quantized_input(layer, in);
+    const at::Tensor y = at::linear(x, f32(name + ".weight"), f32(name + ".bias"));
     if (r && r->wanted.count(layer)) {
       Activity& a = r->seen[layer];
       const at::Tensor in = x.reshape({-1, x.size(-1)}), out = y.reshape({-1, y.size(-1)});
@@ -185,6 +199,7 @@ class BertModel final : public mq::Runnable {
   Config c_;
   std::map<std::string, at::Tensor> weights_;
   const std::map<std::string, at::Tensor>* replaced_ = nullptr;  // by forward_with(), while it runs
+  std::map<std::string, InputQuantization> quantized_inputs_;     // by quantize_inputs()
   std::string prefix_;  // "bert." in a task model's checkpoint
 };
 

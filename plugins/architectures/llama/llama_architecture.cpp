@@ -158,6 +158,11 @@ class LlamaModel final : public mq::Runnable {
     return run(input, nullptr);
   }
 
+  bool quantize_inputs(const std::map<std::string, InputQuantization>& layers) override {
+    quantized_inputs_ = layers;
+    return true;
+  }
+
   void record_layers(const std::vector<at::Tensor>& batches, const std::vector<std::string>& layers,
                      const ActivityVisitor& visit) override {
     const std::set<std::string> wanted(layers.begin(), layers.end());
@@ -190,7 +195,16 @@ class LlamaModel final : public mq::Runnable {
   at::Tensor f32(const std::string& name) const { return weight(name).to(at::kFloat); }
 
   // The Linear layer `name` (its bias where the checkpoint has one), recorded when asked.
-  at::Tensor linear(const std::string& name, const at::Tensor& x, Recording* r) const {
+  // `x` as a static artifact's kernel quantizes the input of `layer`, where it does.
+  at::Tensor quantized_input(const std::string& layer, const at::Tensor& x) const {
+    const auto q = quantized_inputs_.find(layer);
+    if (q == quantized_inputs_.end()) return x;
+    const InputQuantization& p = q->second;
+    return at::fake_quantize_per_tensor_affine(x.contiguous(), p.scale, p.zero_point, p.qmin, p.qmax);
+  }
+
+  at::Tensor linear(const std::string& name, const at::Tensor& in, Recording* r) const {
+    const at::Tensor x = quantized_input(name, in);
     const auto bias = weights_.find(name + ".bias");
     const at::Tensor y = at::linear(x, f32(name + ".weight"),
                                     bias == weights_.end() ? at::Tensor() : bias->second.to(at::kFloat));
@@ -288,6 +302,7 @@ class LlamaModel final : public mq::Runnable {
   Config c_;
   std::map<std::string, at::Tensor> weights_;
   const std::map<std::string, at::Tensor>* replaced_ = nullptr;  // by forward_with(), while it runs
+  std::map<std::string, InputQuantization> quantized_inputs_;     // by quantize_inputs()
   std::string head_;
 };
 

@@ -6,10 +6,23 @@
 // Conv layers into uint8 output qparams (for TorchScript's quantized::linear and
 // conv2d). Weights are quantized as the dynamic quantizer does, with min/max qparams as
 // PyTorch's weight observers compute.
+//
+// `smoothquant_alpha` > 0: SmoothQuant (Xiao et al. 2023) first, for the llama family's
+// names. For the Linears behind one norm (q/k/v behind input_layernorm; gate/up, or a
+// MoE block's router and experts' w1/w3, behind post_attention_layernorm; down_proj
+// behind up_proj, whose output rows carry its input's channels), each input
+// channel j gets s_j = max|X_j|^α / max|W[:, j]|^(1-α) (X over the calibration batches,
+// W over those Linears); the norm's weight is divided by s and the Linears' columns
+// multiplied by it, so the float model computes the same while the Linears' inputs hand
+// their outlier channels to the weights (quantized per output channel). Their inputs are
+// observed divided by s; the artifact holds the smoothed norms and weights.
 
 #include <ATen/ATen.h>
 
+#include <cmath>
 #include <set>
+
+#include <fmt/format.h>
 
 #include "mq/error.hpp"
 #include "mq/layer_selection.hpp"
@@ -25,6 +38,9 @@ class StaticQuantizer final : public mq::Quantizer {
     activation_.scheme = *mq::parse_scheme(options.get_string("activation_scheme"));
     activation_.granularity = mq::Granularity::kPerTensor;
     activation_.reduce_range = options.get_bool("activation_reduce_range");
+    alpha_ = options.get_float("smoothquant_alpha");
+    if (!(alpha_ >= 0 && alpha_ <= 1))
+      throw mq::RecipeError(options.where("smoothquant_alpha") + ": smoothquant_alpha must be in [0, 1] (0: off)");
   }
 
   // Activations are observed with the recipe's observer (weights with min/max, as
@@ -39,6 +55,7 @@ class StaticQuantizer final : public mq::Quantizer {
       throw mq::RecipeError("static quantization needs calibration data: set calibration.path or "
                             "calibration.random in the recipe");
     for (const mq::QuantSpec& spec : {activation_, output_}) context.make_observer()->check_spec(spec);
+    if (alpha_ > 0 && groups_of(model).empty()) throw mq::RecipeError(kNoGroups);
     std::vector<mq::PlanRow> rows = selector_.plan(model);
     for (const mq::PlanRow& row : rows)
       if (row.spec && row.spec->is_block())
@@ -70,6 +87,14 @@ class StaticQuantizer final : public mq::Quantizer {
     std::map<std::string, Observed> observed;
     for (const std::string& layer : layers)
       observed[layer] = {context.make_observer(), context.make_observer(), context.make_observer()};
+    // SmoothQuant: the model as the Linears will see it, and each smoothed layer's s.
+    const mq::Model* source = &model;
+    mq::Model smoothed;
+    std::map<std::string, at::Tensor> divide_by;
+    if (alpha_ > 0) {
+      smoothed = smooth(model, out, context, divide_by);
+      source = &smoothed;
+    }
     std::set<std::string> seen;
     int64_t calibration_bytes = 0;
     for (const at::Tensor& batch : context.calibration) calibration_bytes += batch.nbytes();
@@ -79,7 +104,8 @@ class StaticQuantizer final : public mq::Quantizer {
       for (const auto& [layer, a] : activity) {
         seen.insert(layer);
         Observed& o = observed.at(layer);
-        o.input->observe(a.input, activation_);
+        const auto s = divide_by.find(layer);
+        o.input->observe(s == divide_by.end() ? a.input : a.input / s->second, activation_);
         o.output->observe(a.output, output_);
         o.relu_output->observe(a.output.relu(), output_);
       }
@@ -98,17 +124,118 @@ class StaticQuantizer final : public mq::Quantizer {
       out.relu_output_qparams[layer] = o.relu_output->qparams(output_);
     }
 
-    out.entries = mq::quantize_planned(model, out.plan, context, /*observe_weights=*/false);
+    out.entries = mq::quantize_planned(*source, out.plan, context, /*observe_weights=*/false);
     return out;
   }
 
  private:
+  static constexpr const char* kNoGroups =
+      "smoothquant_alpha: no norm feeding Linears found by the llama family's names (input_layernorm -> "
+      "self_attn.q/k/v_proj, post_attention_layernorm -> mlp.gate/up_proj or a MoE block)";
+
+  // The norm in front of Linears that share its output, and those Linears.
+  struct Group {
+    std::string norm;
+    std::vector<std::string> layers;
+  };
+
+  // The llama family's groups, by name; a group needs its norm's weight in the model.
+  static std::vector<Group> groups_of(const mq::Model& model) {
+    std::set<std::string> linears;
+    for (const mq::Layer& l : model.layers)
+      if (l.kind == mq::LayerKind::kLinear) linears.insert(l.name);
+    const auto ends = [](const std::string& s, const std::string& end) {
+      return s.size() >= end.size() && s.compare(s.size() - end.size(), end.size(), end) == 0;
+    };
+    std::vector<Group> groups;
+    for (const std::string& l : linears) {
+      Group g;
+      if (ends(l, "self_attn.q_proj")) {
+        const std::string p = l.substr(0, l.size() - 16);
+        g.norm = p + "input_layernorm";
+        for (const char* n : {"q_proj", "k_proj", "v_proj"}) g.layers.push_back(p + "self_attn." + n);
+      } else if (ends(l, "mlp.gate_proj")) {
+        const std::string p = l.substr(0, l.size() - 13);
+        g.norm = p + "post_attention_layernorm";
+        for (const char* n : {"gate_proj", "up_proj"}) g.layers.push_back(p + "mlp." + n);
+        // down_proj's input is silu(gate) * up: up_proj's rows carry its channels.
+        if (linears.count(p + "mlp.up_proj") && linears.count(p + "mlp.down_proj"))
+          groups.push_back({p + "mlp.up_proj", {p + "mlp.down_proj"}});
+      } else if (ends(l, "block_sparse_moe.gate")) {
+        const std::string p = l.substr(0, l.size() - 21);
+        g.norm = p + "post_attention_layernorm";
+        g.layers.push_back(l);
+        for (const std::string& e : linears)
+          if (e.rfind(p + "block_sparse_moe.experts.", 0) == 0 && (ends(e, ".w1") || ends(e, ".w3"))) g.layers.push_back(e);
+      } else {
+        continue;
+      }
+      bool complete = model.find(g.norm + ".weight") != nullptr;
+      for (const std::string& m : g.layers) complete = complete && linears.count(m);
+      if (complete) groups.push_back(std::move(g));
+    }
+    return groups;
+  }
+
+  // `model` with SmoothQuant applied (see the top of the file); `divide_by` gets each
+  // smoothed Linear's s, out.transformed and the plan's rules what changed.
+  mq::Model smooth(const mq::Model& model, mq::QuantizedModel& out, const mq::QuantizeContext& context,
+                   std::map<std::string, at::Tensor>& divide_by) const {
+    const std::vector<Group> groups = groups_of(model);
+    if (groups.empty()) throw mq::RecipeError(kNoGroups);
+    std::vector<std::string> first;
+    for (const Group& g : groups) first.push_back(g.layers.front());
+    // Groups are smoothed in order; a Linear both smoothed (its columns) and in front of
+    // another group (its rows: up_proj) takes both, from the weights as read.
+    std::map<std::string, at::Tensor> absmax;  // per input channel, float32
+    mq::record_inputs(model, context, first, [&](const std::string& layer, const at::Tensor& input) {
+      const at::Tensor m = input.reshape({-1, input.size(-1)}).abs().amax(0).to(at::kFloat);
+      at::Tensor& a = absmax[layer];
+      a = a.defined() ? at::maximum(a, m) : m;
+    });
+    std::map<std::string, size_t> index;
+    for (size_t i = 0; i < model.tensors.size(); ++i) index[model.tensors[i].name] = i;
+    mq::Model smoothed = model;  // handles: only what smoothing replaces is new
+    const auto current = [&](const std::string& name) { return smoothed.tensors[index.at(name)].tensor; };
+    const auto replace = [&](const std::string& name, const at::Tensor& value) {
+      const size_t i = index.at(name);
+      const at::Tensor v = value.to(model.tensors[i].tensor.scalar_type()).contiguous();
+      smoothed.tensors[i].tensor = v;
+      out.transformed[name] = v;
+      out.plan[i].rule += fmt::format("; smoothed (SmoothQuant alpha {:g})", alpha_);
+    };
+    for (const Group& g : groups) {
+      const auto a = absmax.find(g.layers.front());
+      if (a == absmax.end()) {
+        context.warn("smoothquant: " + g.layers.front() + " saw no input during calibration; " + g.norm + " is not smoothed");
+        continue;
+      }
+      at::Tensor w_max;
+      for (const std::string& l : g.layers) {
+        const at::Tensor m = current(l + ".weight").to(at::kFloat).abs().amax(0);
+        w_max = w_max.defined() ? at::maximum(w_max, m) : m;
+      }
+      at::Tensor s = (a->second.pow(alpha_) / w_max.pow(1 - alpha_)).clamp_min(1e-5);
+      s = at::where(a->second.gt(0).logical_and(w_max.gt(0)), s, at::ones_like(s));
+      // The front: a norm's weight (a vector), or a Linear's rows; its bias alike.
+      const at::Tensor front = current(g.norm + ".weight").to(at::kFloat);
+      replace(g.norm + ".weight", front.dim() == 2 ? front / s.unsqueeze(1) : front / s);
+      if (const at::Tensor* bias = model.find(g.norm + ".bias")) replace(g.norm + ".bias", current(g.norm + ".bias").to(at::kFloat) / s);
+      for (const std::string& l : g.layers) {
+        replace(l + ".weight", current(l + ".weight").to(at::kFloat) * s.unsqueeze(0));
+        divide_by[l] = s;
+      }
+    }
+    return smoothed;
+  }
+
   static bool has_activations(mq::LayerKind kind) {
     return kind == mq::LayerKind::kLinear || kind == mq::LayerKind::kConv1d || kind == mq::LayerKind::kConv2d;
   }
 
   mq::LayerSelector selector_;
   mq::QuantSpec activation_;
+  double alpha_ = 0;
   mq::QuantSpec output_ = [] {
     mq::QuantSpec s;
     s.dtype = mq::DType::kUInt8;
@@ -120,10 +247,12 @@ class StaticQuantizer final : public mq::Quantizer {
 
 }  // namespace
 
-MQ_PLUGIN(StaticQuantizer, mq::PluginKind::kQuantizer, "static", "1.2.0",
+MQ_PLUGIN(StaticQuantizer, mq::PluginKind::kQuantizer, "static", "1.3.0",
           "Calibrated: weights ahead of time, activation qparams from the observer over calibration batches",
           MQ_SPEC_OPTIONS,
           {"activation_dtype", mq::OptionType::kString, "int8", "activation dtype", "int8|uint8"},
           {"activation_scheme", mq::OptionType::kString, "symmetric",
            "symmetric (what vLLM's static W8A8 kernels take) or asymmetric", "symmetric|asymmetric"},
-          {"activation_reduce_range", mq::OptionType::kBool, "false", "fit activations to one bit less"})
+          {"activation_reduce_range", mq::OptionType::kBool, "false", "fit activations to one bit less"},
+          {"smoothquant_alpha", mq::OptionType::kFloat, "0",
+           "SmoothQuant's migration strength in [0, 1] (0: off; 0.5 its paper's default), llama family"})
