@@ -376,4 +376,36 @@ TEST(Cli, SmoothQuantIsRefusedWhereItHasNothingToSmooth) {
   EXPECT_FALSE(fs::exists(dir / "t.safetensors"));
 }
 
+// AWQ on an HF Llama: every quantized Linear's rule says its group's ratio and error
+// against plain rounding's; a recipe without calibration is refused before any work.
+TEST(Cli, AwqScalesEachGroupAndSaysWhatItGained) {
+  mq::test::ScratchDir dir("cli-awq");
+  write_tiny_llama(dir / "llama", 32);
+  mq::test::write_file(dir / "recipe.yaml", R"(version: 1
+model: {path: llama}
+calibration: {random: {shape: [2, 12], batches: 2, vocab_size: 20}}
+quantizer: {plugin: awq, options: {dtype: int4, group_size: 16}}
+format: {plugin: safetensors, output: out}
+validators: [{plugin: logits}]
+)");
+  const auto r = run_pipeline("run --json recipe.yaml", dir.path());
+  ASSERT_EQ(r.exit_code, 0) << r.err;
+  const auto report = nlohmann::json::parse(r.out);
+  int scaled = 0;
+  for (const auto& row : report["layers"]) {
+    const std::string rule = row["rule"];
+    if (rule.find("; AWQ ratio ") == std::string::npos) continue;
+    ++scaled;
+    const size_t x = rule.find("x plain rounding's");
+    ASSERT_NE(x, std::string::npos) << rule;
+    const double ratio = std::stod(rule.substr(rule.rfind(' ', x) + 1));
+    EXPECT_LE(ratio, 1.0) << rule;  // the grid includes plain rounding's neighbourhood
+  }
+  EXPECT_EQ(scaled, 6);  // q/k/v, gate/up, down; o_proj has no front to fold into
+  const auto none = run_pipeline("run recipe.yaml --set calibration=null --set format.output=none", dir.path());
+  EXPECT_EQ(none.exit_code, 2) << none.err;
+  EXPECT_NE(none.err.find("awq needs calibration data"), std::string::npos) << none.err;
+  EXPECT_FALSE(fs::exists(dir / "none"));
+}
+
 }  // namespace

@@ -27,6 +27,7 @@
 #include "mq/error.hpp"
 #include "mq/layer_selection.hpp"
 #include "mq/quantizer.hpp"
+#include "mq/smoothing.hpp"
 
 namespace {
 
@@ -55,7 +56,7 @@ class StaticQuantizer final : public mq::Quantizer {
       throw mq::RecipeError("static quantization needs calibration data: set calibration.path or "
                             "calibration.random in the recipe");
     for (const mq::QuantSpec& spec : {activation_, output_}) context.make_observer()->check_spec(spec);
-    if (alpha_ > 0 && groups_of(model).empty()) throw mq::RecipeError(kNoGroups);
+    if (alpha_ > 0 && mq::smoothing_groups(model).empty()) throw mq::RecipeError(kNoGroups);
     std::vector<mq::PlanRow> rows = selector_.plan(model);
     for (const mq::PlanRow& row : rows)
       if (row.spec && row.spec->is_block())
@@ -133,82 +134,26 @@ class StaticQuantizer final : public mq::Quantizer {
       "smoothquant_alpha: no norm feeding Linears found by the llama family's names (input_layernorm -> "
       "self_attn.q/k/v_proj, post_attention_layernorm -> mlp.gate/up_proj or a MoE block)";
 
-  // The norm in front of Linears that share its output, and those Linears.
-  struct Group {
-    std::string norm;
-    std::vector<std::string> layers;
-  };
-
-  // The llama family's groups, by name; a group needs its norm's weight in the model.
-  static std::vector<Group> groups_of(const mq::Model& model) {
-    std::set<std::string> linears;
-    for (const mq::Layer& l : model.layers)
-      if (l.kind == mq::LayerKind::kLinear) linears.insert(l.name);
-    const auto ends = [](const std::string& s, const std::string& end) {
-      return s.size() >= end.size() && s.compare(s.size() - end.size(), end.size(), end) == 0;
-    };
-    std::vector<Group> groups;
-    for (const std::string& l : linears) {
-      Group g;
-      if (ends(l, "self_attn.q_proj")) {
-        const std::string p = l.substr(0, l.size() - 16);
-        g.norm = p + "input_layernorm";
-        for (const char* n : {"q_proj", "k_proj", "v_proj"}) g.layers.push_back(p + "self_attn." + n);
-      } else if (ends(l, "mlp.gate_proj")) {
-        const std::string p = l.substr(0, l.size() - 13);
-        g.norm = p + "post_attention_layernorm";
-        for (const char* n : {"gate_proj", "up_proj"}) g.layers.push_back(p + "mlp." + n);
-        // down_proj's input is silu(gate) * up: up_proj's rows carry its channels.
-        if (linears.count(p + "mlp.up_proj") && linears.count(p + "mlp.down_proj"))
-          groups.push_back({p + "mlp.up_proj", {p + "mlp.down_proj"}});
-      } else if (ends(l, "block_sparse_moe.gate")) {
-        const std::string p = l.substr(0, l.size() - 21);
-        g.norm = p + "post_attention_layernorm";
-        g.layers.push_back(l);
-        for (const std::string& e : linears)
-          if (e.rfind(p + "block_sparse_moe.experts.", 0) == 0 && (ends(e, ".w1") || ends(e, ".w3"))) g.layers.push_back(e);
-      } else {
-        continue;
-      }
-      bool complete = model.find(g.norm + ".weight") != nullptr;
-      for (const std::string& m : g.layers) complete = complete && linears.count(m);
-      if (complete) groups.push_back(std::move(g));
-    }
-    return groups;
-  }
-
   // `model` with SmoothQuant applied (see the top of the file); `divide_by` gets each
   // smoothed Linear's s, out.transformed and the plan's rules what changed.
   mq::Model smooth(const mq::Model& model, mq::QuantizedModel& out, const mq::QuantizeContext& context,
                    std::map<std::string, at::Tensor>& divide_by) const {
-    const std::vector<Group> groups = groups_of(model);
+    const std::vector<mq::SmoothingGroup> groups = mq::smoothing_groups(model);
     if (groups.empty()) throw mq::RecipeError(kNoGroups);
     std::vector<std::string> first;
-    for (const Group& g : groups) first.push_back(g.layers.front());
-    // Groups are smoothed in order; a Linear both smoothed (its columns) and in front of
-    // another group (its rows: up_proj) takes both, from the weights as read.
+    for (const mq::SmoothingGroup& g : groups) first.push_back(g.layers.front());
     std::map<std::string, at::Tensor> absmax;  // per input channel, float32
     mq::record_inputs(model, context, first, [&](const std::string& layer, const at::Tensor& input) {
       const at::Tensor m = input.reshape({-1, input.size(-1)}).abs().amax(0).to(at::kFloat);
       at::Tensor& a = absmax[layer];
       a = a.defined() ? at::maximum(a, m) : m;
     });
-    std::map<std::string, size_t> index;
-    for (size_t i = 0; i < model.tensors.size(); ++i) index[model.tensors[i].name] = i;
-    mq::Model smoothed = model;  // handles: only what smoothing replaces is new
-    const auto current = [&](const std::string& name) { return smoothed.tensors[index.at(name)].tensor; };
-    const auto replace = [&](const std::string& name, const at::Tensor& value) {
-      const size_t i = index.at(name);
-      const at::Tensor v = value.to(model.tensors[i].tensor.scalar_type()).contiguous();
-      smoothed.tensors[i].tensor = v;
-      out.transformed[name] = v;
-      out.plan[i].rule += fmt::format("; smoothed (SmoothQuant alpha {:g})", alpha_);
-    };
-    for (const Group& g : groups) {
+    const auto scale_of = [&](const mq::SmoothingGroup& g, const std::function<at::Tensor(const std::string&)>& current) {
       const auto a = absmax.find(g.layers.front());
       if (a == absmax.end()) {
-        context.warn("smoothquant: " + g.layers.front() + " saw no input during calibration; " + g.norm + " is not smoothed");
-        continue;
+        context.warn("smoothquant: " + g.layers.front() + " saw no input during calibration; " + g.front +
+                     " is not smoothed");
+        return at::Tensor();
       }
       at::Tensor w_max;
       for (const std::string& l : g.layers) {
@@ -217,16 +162,11 @@ class StaticQuantizer final : public mq::Quantizer {
       }
       at::Tensor s = (a->second.pow(alpha_) / w_max.pow(1 - alpha_)).clamp_min(1e-5);
       s = at::where(a->second.gt(0).logical_and(w_max.gt(0)), s, at::ones_like(s));
-      // The front: a norm's weight (a vector), or a Linear's rows; its bias alike.
-      const at::Tensor front = current(g.norm + ".weight").to(at::kFloat);
-      replace(g.norm + ".weight", front.dim() == 2 ? front / s.unsqueeze(1) : front / s);
-      if (const at::Tensor* bias = model.find(g.norm + ".bias")) replace(g.norm + ".bias", current(g.norm + ".bias").to(at::kFloat) / s);
-      for (const std::string& l : g.layers) {
-        replace(l + ".weight", current(l + ".weight").to(at::kFloat) * s.unsqueeze(0));
-        divide_by[l] = s;
-      }
-    }
-    return smoothed;
+      for (const std::string& l : g.layers) divide_by[l] = s;
+      return s;
+    };
+    return mq::fold_scales(model, groups, scale_of, out.plan, out.transformed,
+                           fmt::format("; smoothed (SmoothQuant alpha {:g})", alpha_));
   }
 
   static bool has_activations(mq::LayerKind kind) {

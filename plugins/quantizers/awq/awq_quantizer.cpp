@@ -1,0 +1,156 @@
+// awq: activation-aware weight quantization (Lin et al. 2024, as AutoAWQ's auto_scale
+// searches it), then round to nearest. For each group of Linears that share an input
+// (mq::smoothing_groups: q/k/v behind input_layernorm, gate/up behind
+// post_attention_layernorm, down behind up_proj), per-input-channel scales
+//   s = x_mean^r / w_mean^(1-r)  (duo_scaling; else x_mean^r), normalized to a geometric mean of 1,
+// are tried for r on a grid of `grid` points in [0, 1): x_mean is each input channel's
+// mean |x| over the calibration tokens, w_mean its mean of |w| / max|w| of its group.
+// The s whose quantized Linears give the least output error on the calibration inputs
+// (up to `max_tokens` of them), Σ ‖X Wᵀ − (X / s) Q(W·s)ᵀ‖², is folded into the front
+// op (mq::fold_scales: the float model computes the same) and the Linears are quantized
+// as the dynamic quantizer does. Each group's rule says its ratio and its error against
+// plain rounding's. Weight clipping search is not done.
+
+#include <ATen/ATen.h>
+#include <fmt/format.h>
+
+#include <cmath>
+#include <limits>
+#include <map>
+
+#include "mq/error.hpp"
+#include "mq/layer_selection.hpp"
+#include "mq/quantizer.hpp"
+#include "mq/smoothing.hpp"
+
+namespace {
+
+class AwqQuantizer final : public mq::Quantizer {
+ public:
+  explicit AwqQuantizer(const mq::Options& options)
+      : selector_(options, {mq::LayerKind::kLinear}),
+        grid_(options.get_int("grid")),
+        max_tokens_(options.get_int("max_tokens")),
+        duo_(options.get_bool("duo_scaling")) {
+    if (grid_ < 1) throw mq::RecipeError(options.where("grid") + ": grid must be at least 1");
+    if (max_tokens_ < 1) throw mq::RecipeError(options.where("max_tokens") + ": max_tokens must be at least 1");
+  }
+
+  std::vector<mq::PlanRow> plan(const mq::Model& model, const mq::QuantizeContext& context) const override {
+    mq::require_calibration(model, context, "awq");
+    if (mq::smoothing_groups(model).empty())
+      throw mq::RecipeError("awq: no norm feeding Linears found by the llama family's names (input_layernorm -> "
+                            "self_attn.q/k/v_proj, post_attention_layernorm -> mlp.gate/up_proj)");
+    std::vector<mq::PlanRow> rows = selector_.plan(model);
+    for (const mq::PlanRow& row : rows)
+      if (row.spec && row.spec->is_block())
+        throw mq::RecipeError("awq writes compressed-tensors' integer types; " + row.spec->to_string() + " (" + row.tensor +
+                              ") is llama.cpp's: use the imatrix quantizer");
+    return rows;
+  }
+
+  mq::QuantizedModel quantize(const mq::Model& model, mq::QuantizeContext& context) override {
+    mq::QuantizedModel out;
+    out.mode = "dynamic";
+    out.plan = planned(model, context);
+    const std::vector<mq::SmoothingGroup> groups = mq::smoothing_groups(model);
+    std::map<std::string, size_t> row_of;
+    for (size_t i = 0; i < model.tensors.size(); ++i) row_of[model.tensors[i].name] = i;
+
+    struct Inputs {
+      at::Tensor samples;  // the first max_tokens rows, float32
+      at::Tensor abs_sum;  // per channel, float64
+      int64_t count = 0;
+    };
+    std::map<std::string, Inputs> inputs;
+    std::vector<std::string> first;
+    for (const mq::SmoothingGroup& g : groups) first.push_back(g.layers.front());
+    mq::record_inputs(model, context, first, [&](const std::string& layer, const at::Tensor& input) {
+      const at::Tensor x = input.reshape({-1, input.size(-1)}).to(at::kFloat);
+      Inputs& in = inputs[layer];
+      const at::Tensor sum = x.abs().sum(0).to(at::kDouble);
+      in.abs_sum = in.abs_sum.defined() ? in.abs_sum + sum : sum;
+      in.count += x.size(0);
+      const int64_t have = in.samples.defined() ? in.samples.size(0) : 0;
+      if (have < max_tokens_) {
+        const at::Tensor take = x.narrow(0, 0, std::min<int64_t>(x.size(0), max_tokens_ - have));
+        in.samples = in.samples.defined() ? at::cat({in.samples, take}) : take.clone();
+      }
+    });
+
+    const auto scale_of = [&](const mq::SmoothingGroup& g, const std::function<at::Tensor(const std::string&)>& current) {
+      const auto in = inputs.find(g.layers.front());
+      if (in == inputs.end()) {
+        context.warn("awq: " + g.layers.front() + " saw no input during calibration; its group is rounded as it is");
+        return at::Tensor();
+      }
+      std::vector<at::Tensor> weights;
+      std::vector<const mq::QuantSpec*> specs;
+      int64_t group_size = 0;
+      for (const std::string& l : g.layers) {
+        weights.push_back(current(l + ".weight").to(at::kFloat));
+        const mq::PlanRow& row = out.plan[row_of.at(l + ".weight")];
+        specs.push_back(row.spec && row.spec->is_integer() ? &*row.spec : nullptr);
+        if (specs.back() && !group_size)
+          group_size = specs.back()->granularity == mq::Granularity::kPerGroup ? specs.back()->group_size : weights.back().size(1);
+      }
+      if (!group_size) return at::Tensor();  // nothing in the group is quantized to integers
+      const at::Tensor& x = in->second.samples;
+      const at::Tensor x_mean = (in->second.abs_sum / static_cast<double>(in->second.count)).to(at::kFloat);
+      const at::Tensor w_mean = weight_mean(at::cat(weights), group_size);
+      // Σ over the group of ‖X Wᵀ − (X / s) Q(W·s)ᵀ‖².
+      const auto loss = [&](const at::Tensor& s) {
+        double total = 0;
+        for (size_t i = 0; i < weights.size(); ++i) {
+          if (!specs[i]) continue;
+          const at::Tensor q = mq::quantize_weight(weights[i] * s.unsqueeze(0), *specs[i], nullptr).dequantize();
+          total += (at::matmul(x, weights[i].t()) - at::matmul(x / s, q.t())).to(at::kDouble).pow(2).sum().item<double>();
+        }
+        return total;
+      };
+      const double plain = loss(at::ones_like(x_mean));
+      double best = std::numeric_limits<double>::infinity(), ratio = 0;
+      at::Tensor chosen;
+      for (int64_t i = 0; i < grid_; ++i) {
+        const double r = static_cast<double>(i) / static_cast<double>(grid_);
+        at::Tensor s = duo_ ? (x_mean.pow(r) / (w_mean.pow(1 - r) + 1e-4)).clamp_min(1e-4) : x_mean.pow(r).clamp_min(1e-4);
+        s = s / (s.max() * s.min()).sqrt();
+        const double e = loss(s);
+        if (e < best) {
+          best = e;
+          ratio = r;
+          chosen = s;
+        }
+      }
+      for (const std::string& l : g.layers)
+        out.plan[row_of.at(l + ".weight")].rule +=
+            fmt::format("; AWQ ratio {:.2f}: group output error {:.3g}x plain rounding's", ratio, plain > 0 ? best / plain : 1.0);
+      return chosen;
+    };
+    const mq::Model scaled = mq::fold_scales(model, groups, scale_of, out.plan, out.transformed, "; AWQ-scaled");
+    out.entries = mq::quantize_planned(scaled, out.plan, context, /*observe_weights=*/true);
+    return out;
+  }
+
+ private:
+  // AutoAWQ's get_weight_scale: |w| over its group's max |w|, averaged over rows, per input.
+  static at::Tensor weight_mean(const at::Tensor& w, int64_t group_size) {
+    const int64_t cols = w.size(1);
+    if (cols % group_size) return (w.abs() / (w.abs().amax(1, true) + 1e-6)).mean(0);
+    const at::Tensor g = w.abs().reshape({-1, group_size});
+    return (g / (g.amax(1, true) + 1e-6)).reshape(w.sizes()).mean(0);
+  }
+
+  mq::LayerSelector selector_;
+  int64_t grid_, max_tokens_;
+  bool duo_;
+};
+
+}  // namespace
+
+MQ_PLUGIN(AwqQuantizer, mq::PluginKind::kQuantizer, "awq", "0.1.0",
+          "Activation-aware scales searched per group of Linears, folded into the norms, then round to nearest",
+          MQ_SPEC_OPTIONS,
+          {"grid", mq::OptionType::kInt, "20", "ratios tried in [0, 1)"},
+          {"duo_scaling", mq::OptionType::kBool, "true", "scales from activations and weights (else activations only)"},
+          {"max_tokens", mq::OptionType::kInt, "512", "calibration tokens each group's search runs on"})
