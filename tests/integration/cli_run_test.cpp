@@ -274,10 +274,23 @@ validators: []
   EXPECT_TRUE(fs::exists(dir / "out" / "model.safetensors"));
 
   // GPTQ from the same text; without calibration it says what it needs (exit 2).
-  const auto gptq = run_pipeline("run recipe.yaml --set 'quantizer={plugin: gptq, options: {dtype: int4, group_size: 8}}' "
+  const auto gptq = run_pipeline("run --json recipe.yaml --set 'quantizer={plugin: gptq, options: {dtype: int4, group_size: 8}}' "
                                  "--set format.output=out-gptq", dir.path());
   ASSERT_EQ(gptq.exit_code, 0) << gptq.err;
   EXPECT_TRUE(fs::exists(dir / "out-gptq" / "model.safetensors"));
+  // Each Linear's rule: its layer-output error on the calibration inputs, and RTN's.
+  const auto gptq_report = nlohmann::json::parse(gptq.out);
+  int reported = 0;
+  for (const auto& row : gptq_report["layers"]) {
+    const std::string rule = row["rule"];
+    const size_t at = rule.find("; GPTQ: layer-output error ");
+    if (at == std::string::npos) continue;
+    ++reported;
+    const double error = std::stod(rule.substr(at + 27));
+    const double rtn = std::stod(rule.substr(rule.find("(round to nearest ") + 18));
+    EXPECT_LE(error, rtn * 1.0001) << rule;
+  }
+  EXPECT_EQ(reported, 7) << gptq.out;
   const auto uncalibrated = run_pipeline("run recipe.yaml --set quantizer.plugin=gptq --set calibration=null "
                                          "--set format.output=out-none", dir.path());
   EXPECT_EQ(uncalibrated.exit_code, 2);

@@ -7,6 +7,7 @@
 // already quantized) is not done yet.
 
 #include <ATen/ATen.h>
+#include <fmt/format.h>
 
 #include <map>
 #include <set>
@@ -63,7 +64,14 @@ class GptqQuantizer final : public mq::Quantizer {
       const auto h = layer == layer_of_row.end() ? hessians.end() : hessians.find(layer->second);
       if (layer != layer_of_row.end() && h == hessians.end())
         context.warn("layer " + layer->second + " saw no input during calibration; its weight is rounded to nearest");
-      return h != hessians.end() ? mq::gptq::quantize(w, h->second, spec, settings_) : mq::quantize_weight(w, spec, nullptr);
+      if (h == hessians.end()) return mq::quantize_weight(w, spec, nullptr);
+      mq::QuantizedTensor q = mq::gptq::quantize(w, h->second, spec, settings_);
+      // The report's per-layer figure: the layer-output error on the calibration inputs,
+      // against what round to nearest gives.
+      const double error = mq::gptq::output_error(w, q.dequantize(), h->second);
+      const double rtn = mq::gptq::output_error(w, mq::quantize_weight(w, spec, nullptr).dequantize(), h->second);
+      out.plan[i].rule += fmt::format("; GPTQ: layer-output error {:.3g} (round to nearest {:.3g})", error, rtn);
+      return q;
     });
     return out;
   }
