@@ -434,10 +434,42 @@ void dequantize_q6_k(const uint8_t* in, float* y) {
     }
 }
 
-// One block of ggml-quants.c's quantize_row_*_ref (`Ref`: with libm's roundf, as it).
-template <bool Ref>
-void quantize_block(const float* x, DType dtype, uint8_t* out, const float* qw) {
+// One block of q4_0, q4_1, q5_0 or q5_1 with importance weights qw, as llama.cpp's
+// quantize_row_*_impl: each value weighted qw * sqrt(sigma2 + x^2), sigma2 its row's
+// mean square; the symmetric types search the scale (make_qx_quants), the others scale
+// and minimum (make_qkx3_quants: make_qkx2_quants here).
+void quantize_weighted_block(const float* x, DType dtype, uint8_t* out, const float* qw, float sigma2) {
+  float weight[kBlock];
+  for (int j = 0; j < kBlock; ++j) weight[j] = qw[j] * std::sqrt(sigma2 + x[j] * x[j]);
   uint8_t q[kBlock];
+  const bool five = dtype == DType::kQ5_0 || dtype == DType::kQ5_1;
+  if (dtype == DType::kQ4_0 || dtype == DType::kQ5_0) {
+    int8_t L[kBlock];
+    put_half(out, make_qx_quants(kBlock, five ? 16 : 8, x, L, weight));
+    for (int j = 0; j < kBlock; ++j) q[j] = static_cast<uint8_t>(L[j]);
+    if (five)
+      pack(q, out + 6, out + 2);
+    else
+      pack(q, out + 2, nullptr);
+    return;
+  }
+  uint8_t Laux[kBlock];
+  float min = 0;
+  put_half(out, make_qkx2_quants(kBlock, five ? 31 : 15, x, weight, q, &min, Laux, -0.9f, 0.05f, 36));
+  put_half(out + 2, -min);
+  if (five)
+    pack(q, out + 8, out + 4);
+  else
+    pack(q, out + 4, nullptr);
+}
+
+// One block of ggml-quants.c's quantize_row_*_ref (`Ref`: with libm's roundf, as it), or
+// with importance weights qw its quantize_row_*_impl (sigma2: the row's mean square, for
+// the 32-value types).
+template <bool Ref>
+void quantize_block(const float* x, DType dtype, uint8_t* out, const float* qw, float sigma2) {
+  uint8_t q[kBlock];
+  if (qw && traits(dtype).block == kBlock && dtype != DType::kQ8_0) return quantize_weighted_block(x, dtype, out, qw, sigma2);
   switch (dtype) {
     case DType::kQ8_0: {
       float amax = 0;
@@ -540,13 +572,20 @@ const float* checked_rows(const at::Tensor& x, DType dtype, at::Tensor& importan
     throw InputError(std::string(t.name) + " needs rows of a multiple of " + std::to_string(t.block) +
                      " values, not shape " + c10::str(x.sizes()));
   if (!importance.defined()) return nullptr;
-  if (t.block != kSuper)
-    throw std::invalid_argument("blocks: importance weights apply to the k-quants, not " + std::string(t.name));
+  if (dtype == DType::kQ8_0)
+    throw std::invalid_argument("blocks: importance weights do not apply to q8_0 (llama.cpp ignores them)");
   if (importance.numel() != x.size(1))
     throw std::invalid_argument("blocks: " + std::to_string(importance.numel()) + " importance weights for " +
                                 std::to_string(x.size(1)) + " columns");
   importance = importance.to(at::kFloat).contiguous();
   return importance.data_ptr<float>();
+}
+
+// Σ x² / n in float, summed in order, as llama.cpp's quantize_row_*_impl.
+float row_mean_square(const float* x, int64_t n) {
+  float sum = 0;
+  for (int64_t j = 0; j < n; ++j) sum += x[j] * x[j];
+  return sum / static_cast<float>(n);
 }
 
 // Rows [begin, end) of `x`, widened to float32 a chunk at a time, into `out`.
@@ -562,10 +601,12 @@ void quantize_rows(const at::Tensor& x, DType dtype, const float* qw, uint8_t* o
     const float* v = rows.data_ptr<float>();
     if (!std::all_of(v, v + n * cols, [](float f) { return std::isfinite(f); }))
       throw InputError("holds NaN or infinite values, which " + std::string(to_string(dtype)) + " cannot store");
-    for (int64_t r = 0; r < n; ++r)
+    for (int64_t r = 0; r < n; ++r) {
+      const float sigma2 = qw ? row_mean_square(v + r * cols, cols) : 0.f;
       for (int64_t b = 0; b < cols / block; ++b)
         quantize_block<false>(v + r * cols + b * block, dtype, out + (first + r) * bytes + b * block_bytes,
-                              qw ? qw + b * block : nullptr);
+                              qw ? qw + b * block : nullptr, sigma2);
+    }
   }
 }
 
@@ -583,9 +624,11 @@ at::Tensor quantize_ref(const at::Tensor& x, DType dtype, at::Tensor importance)
     throw InputError("holds NaN or infinite values, which " + std::string(to_string(dtype)) + " cannot store");
   at::Tensor out = at::empty({x.size(0), row_bytes(dtype, x.size(1))}, at::kByte);
   const int block = traits(dtype).block, per_row = static_cast<int>(x.size(1) / block);
-  for (int64_t b = 0; b < values.numel() / block; ++b)
+  for (int64_t b = 0; b < values.numel() / block; ++b) {
+    const float* row = values.data_ptr<float>() + b / per_row * x.size(1);
     quantize_block<true>(values.data_ptr<float>() + b * block, dtype, out.data_ptr<uint8_t>() + b * traits(dtype).block_bytes,
-                         qw ? qw + b % per_row * block : nullptr);
+                         qw ? qw + b % per_row * block : nullptr, qw ? row_mean_square(row, x.size(1)) : 0.f);
+  }
   return out;
 }
 

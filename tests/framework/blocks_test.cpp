@@ -113,12 +113,13 @@ TEST(Blocks, RowsThatAreNotWholeBlocksAndNonFiniteValuesAreRefused) {
 }
 
 // Importance weights (llama.cpp's imatrix path, byte for byte: interop_blocks) lower the
-// error they weight; they take one weight per column, for the k-quants only.
+// error they weight; they take one weight per column, for every type but q8_0.
 TEST(Blocks, ImportanceWeightsLowerTheErrorTheyWeight) {
   at::manual_seed(6);
   const at::Tensor x = at::randn({32, 512});
   const at::Tensor importance = at::rand({512}).pow(4) * 10 + 1e-3;  // a few inputs matter most
-  for (mq::DType dtype : {mq::DType::kQ4_K, mq::DType::kQ5_K, mq::DType::kQ6_K}) {
+  for (mq::DType dtype : {mq::DType::kQ4_0, mq::DType::kQ4_1, mq::DType::kQ5_0, mq::DType::kQ5_1, mq::DType::kQ4_K,
+                          mq::DType::kQ5_K, mq::DType::kQ6_K}) {
     const auto error = [&](const at::Tensor& q) {
       return ((mq::blocks::dequantize(q, dtype, 512) - x).pow(2).sum(0) * importance).sum().item<double>();
     };
@@ -127,7 +128,7 @@ TEST(Blocks, ImportanceWeightsLowerTheErrorTheyWeight) {
     EXPECT_LT(error(weighted), error(mq::blocks::quantize(x, dtype))) << mq::to_string(dtype);
   }
   EXPECT_THROW(mq::blocks::quantize(x, mq::DType::kQ4_K, at::ones({256})), std::invalid_argument);
-  EXPECT_THROW(mq::blocks::quantize(x, mq::DType::kQ4_0, importance), std::invalid_argument);
+  EXPECT_THROW(mq::blocks::quantize(x, mq::DType::kQ8_0, importance), std::invalid_argument);
 }
 
 TEST(Blocks, SpecsSizesAndDequantizeFollowTheType) {

@@ -40,7 +40,7 @@ def main(tool, work):
     x.tofile(os.path.join(work, "x.f32"))
     importance.tofile(os.path.join(work, "importance.f32"))
     for name, kind in GGML.items():
-        for weighted in ([False, True] if name.endswith("_k") else [False]):
+        for weighted in ([False, True] if name != "q8_0" else [False]):
             out = os.path.join(work, f"{name}{'-imatrix' if weighted else ''}.bin")
             args = [tool, name, str(rows), str(cols), os.path.join(work, "x.f32"), out]
             subprocess.run(args + ([os.path.join(work, "importance.f32")] if weighted else []), check=True)

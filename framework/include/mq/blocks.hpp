@@ -25,9 +25,9 @@ MQ_API int64_t row_bytes(DType dtype, int64_t cols);
 
 // The rows of `x` (a 2-D tensor of any floating dtype, its columns a multiple of the
 // block), as uint8 [rows, row_bytes]. Rows in parallel; the same bytes as quantize_ref.
-// `importance` (k-quants only: one weight per column, e.g. the mean square of each input
-// over calibration, llama.cpp's imatrix) weights the scale search as
-// quantize_row_q*_K_impl does; undefined: the reference search.
+// `importance` (every type but q8_0: one weight per column, e.g. the mean square of each
+// input over calibration, llama.cpp's imatrix) weights the scale search as llama.cpp's
+// quantize_row_*_impl does; undefined: the reference search.
 MQ_API at::Tensor quantize(const at::Tensor& x, DType dtype, at::Tensor importance = {});
 MQ_API at::Tensor quantize_ref(const at::Tensor& x, DType dtype, at::Tensor importance = {});
 

@@ -1,7 +1,7 @@
 // imatrix: llama.cpp's importance matrix. The calibration batches run through the model;
 // each Linear's mean square of every input (over all calibration tokens) weights the
-// scale search of its k-quant weight (q4_k, q5_k, q6_k: mq::blocks::quantize with
-// importance), as `llama-quantize --imatrix` does; other planned tensors are quantized as
+// scale search of its llama.cpp-type weight (q4_0, q4_1, q5_0, q5_1, q4_k, q5_k, q6_k:
+// mq::blocks::quantize with importance; q8_0 takes none), as `llama-quantize --imatrix` does; other planned tensors are quantized as
 // the dynamic quantizer does. Each weighted layer's rule in the report says its error,
 // weighted by the same importance, against plain rounding's.
 
@@ -32,8 +32,8 @@ class ImatrixQuantizer final : public mq::Quantizer {
     mq::require_calibration(model, context, "imatrix");
     std::vector<mq::PlanRow> rows = selector_.plan(model);
     if (linear_rows(model, rows).empty())
-      throw mq::RecipeError("imatrix weights k-quants (dtype q4_k, q5_k, q6_k), and no Linear layer is planned with "
-                            "one: set quantizer.options.dtype");
+      throw mq::RecipeError("imatrix weights llama.cpp's types (dtype q4_0, q4_1, q5_0, q5_1, q4_k, q5_k, q6_k), and no "
+                            "Linear layer is planned with one: set quantizer.options.dtype");
     return rows;
   }
 
@@ -83,9 +83,9 @@ class ImatrixQuantizer final : public mq::Quantizer {
   }
 
  private:
-  // Linear layers whose weight is planned as a k-quant: layer -> plan row.
+  // Linear layers whose weight is planned as a llama.cpp type that takes importance: layer -> plan row.
   static std::map<std::string, size_t> linear_rows(const mq::Model& model, const std::vector<mq::PlanRow>& plan) {
-    return mq::planned_linears(model, plan, [](const mq::QuantSpec& s) { return mq::traits(s.dtype).block == 256; });
+    return mq::planned_linears(model, plan, [](const mq::QuantSpec& s) { return s.is_block() && s.dtype != mq::DType::kQ8_0; });
   }
 
   mq::LayerSelector selector_;
