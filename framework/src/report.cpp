@@ -89,6 +89,7 @@ std::string Report::plan_table() const {
                        row.bytes_before, row.bytes_after);
   out += fmt::format("total: {} -> {} bytes ({:.2f}x)\n", original_bytes, quantized_bytes,
                      quantized_bytes ? double(original_bytes) / quantized_bytes : 0.0);
+  for (const std::string& change : model_changes) out += "model: " + change + "\n";  // e.g. the architecture it runs on
   if (!calibration.empty()) out += "calibration: " + calibration + "\n";
   if (!target.empty()) out += "target: " + target + "\n";
   return out;

@@ -47,6 +47,7 @@ TEST(CliMixed, ASizeTargetGivesAPlanWithinItThatLoadersResolveAsWritten) {
   const auto dry = run_pipeline("run --dry-run recipe.yaml", dir.path());
   ASSERT_EQ(dry.exit_code, 0) << dry.err;
   EXPECT_NE(dry.out.find("target: bits_per_weight 6: "), std::string::npos) << dry.out;
+  EXPECT_NE(dry.out.find("model: runs on architecture 'llama'"), std::string::npos) << dry.out;
   EXPECT_NE(dry.out.find("target: est. KL"), std::string::npos) << dry.out;
   EXPECT_FALSE(fs::exists(dir / "out"));
   EXPECT_FALSE(fs::exists(dir / "out.sensitivity.json"));  // a dry run writes nothing
