@@ -5,8 +5,11 @@
 // request). The runner asks each architecture plugin in turn about a model directory
 // that does not run by itself; the first that runs() it builds it.
 
+#include <map>
 #include <memory>
+#include <set>
 #include <string>
+#include <vector>
 
 #include "mq/model.hpp"
 #include "mq/plugin.hpp"
@@ -24,6 +27,44 @@ class MQ_API Architecture : public Plugin {
   // misshapen weight, heads that do not divide the hidden size), RecipeError for a
   // config this plugin does not implement (naming the field and value).
   virtual std::shared_ptr<Runnable> build(const Model& model, const std::string& config_json) const = 0;
+};
+
+// A base for families that run a checkpoint's tensors by name: forward(), forward_with()
+// (weights replaced by name), quantize_inputs() and record_layers() come with it; a family
+// writes run(), calling linear() for each Linear so that those work.
+class MQ_API TensorRunnable : public Runnable {
+ public:
+  explicit TensorRunnable(const Model& model);
+  at::Tensor forward(const at::Tensor& input) override;
+  at::Tensor forward_with(const at::Tensor& input, const std::map<std::string, at::Tensor>& weights) override;
+  bool quantize_inputs(const std::map<std::string, InputQuantization>& layers) override;
+  void record_layers(const std::vector<at::Tensor>& batches, const std::vector<std::string>& layers,
+                     const ActivityVisitor& visit) override;
+
+ protected:
+  // What record_layers() asked for, while a batch runs.
+  struct Recording {
+    const std::set<std::string>& wanted;
+    std::map<std::string, Activity>& seen;
+  };
+  // The model's output for `input`; `recording` (null outside record_layers()) goes to linear().
+  virtual at::Tensor run(const at::Tensor& input, Recording* recording) const = 0;
+
+  // A tensor by name (a replaced one while forward_with() runs); InputError naming it
+  // when the model has none, as its config.json implies it should.
+  const at::Tensor& tensor(const std::string& name) const;
+  bool has(const std::string& name) const { return tensors_.count(name) > 0; }
+  at::Tensor f32(const std::string& name) const;
+  // InputError unless `name` has `shape` (config.json's implication).
+  void expect(const std::string& name, const std::vector<int64_t>& shape) const;
+  // The Linear `layer` on `x`: LAYER.weight, and LAYER.bias where the checkpoint has one;
+  // its input quantized where quantize_inputs() said, and recorded when asked.
+  at::Tensor linear(const std::string& layer, const at::Tensor& x, Recording* recording) const;
+
+ private:
+  std::map<std::string, at::Tensor> tensors_;
+  const std::map<std::string, at::Tensor>* replaced_ = nullptr;  // by forward_with(), while it runs
+  std::map<std::string, InputQuantization> quantized_inputs_;     // by quantize_inputs()
 };
 
 }  // namespace mq

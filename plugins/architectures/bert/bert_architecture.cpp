@@ -56,11 +56,10 @@ Config parse(const Json& config) {
   return c;
 }
 
-class BertModel final : public mq::Runnable {
+class BertModel final : public mq::TensorRunnable {
  public:
-  BertModel(const mq::Model& model, Config config) : c_(std::move(config)) {
-    for (const mq::NamedTensor& t : model.tensors) weights_.emplace(t.name, t.tensor);
-    if (weights_.count("bert.embeddings.word_embeddings.weight")) prefix_ = "bert.";
+  BertModel(const mq::Model& model, Config config) : TensorRunnable(model), c_(std::move(config)) {
+    if (has("bert.embeddings.word_embeddings.weight")) prefix_ = "bert.";
     // Every weight the forward reads, checked now: a missing or misshapen one is named.
     const int64_t H = c_.hidden;
     expect("embeddings.word_embeddings.weight", {c_.vocab, H});
@@ -78,56 +77,14 @@ class BertModel final : public mq::Runnable {
     }
   }
 
-  at::Tensor forward(const at::Tensor& input) override { return run(input, nullptr); }
-
-  at::Tensor forward_with(const at::Tensor& input, const std::map<std::string, at::Tensor>& weights) override {
-    for (const auto& [name, w] : weights)
-      if (tensor(name).sizes() != w.sizes())
-        throw mq::InputError("'" + name + "' replaced by a tensor of shape " + c10::str(w.sizes()) + ", not " +
-                             c10::str(tensor(name).sizes()));
-    replaced_ = &weights;
-    struct Restore {
-      const std::map<std::string, at::Tensor>*& p;
-      ~Restore() { p = nullptr; }
-    } restore{replaced_};
-    return run(input, nullptr);
-  }
-
-  bool quantize_inputs(const std::map<std::string, InputQuantization>& layers) override {
-    quantized_inputs_ = layers;
-    return true;
-  }
-
-  void record_layers(const std::vector<at::Tensor>& batches, const std::vector<std::string>& layers,
-                     const ActivityVisitor& visit) override {
-    const std::set<std::string> wanted(layers.begin(), layers.end());
-    for (size_t b = 0; b < batches.size(); ++b) {
-      std::map<std::string, Activity> seen;
-      Recording r{wanted, seen};
-      run(batches[b], &r);
-      visit(b, seen);
-    }
-  }
-
  private:
-  struct Recording {
-    const std::set<std::string>& wanted;
-    std::map<std::string, Activity>& seen;
-  };
-
-  // A tensor by its full name (prefix included), replaced ones first.
-  const at::Tensor& tensor(const std::string& name) const {
-    if (replaced_)
-      if (const auto r = replaced_->find(name); r != replaced_->end()) return r->second;
-    const auto it = weights_.find(name);
-    if (it == weights_.end()) throw mq::InputError("the model has no '" + name + "', which its config.json implies");
-    return it->second;
-  }
-  at::Tensor f32(const std::string& name) const { return tensor(prefix_ + name).to(at::kFloat); }
+  // The encoder's tensors and Linears by their names under the prefix.
+  at::Tensor f32(const std::string& name) const { return TensorRunnable::f32(prefix_ + name); }
   void expect(const std::string& name, const std::vector<int64_t>& shape) const {
-    if (tensor(prefix_ + name).sizes() != c10::IntArrayRef(shape))
-      throw mq::InputError("'" + prefix_ + name + "' has shape " + c10::str(tensor(prefix_ + name).sizes()) +
-                           ", config.json implies " + c10::str(c10::IntArrayRef(shape)));
+    TensorRunnable::expect(prefix_ + name, shape);
+  }
+  at::Tensor linear(const std::string& name, const at::Tensor& x, Recording* r) const {
+    return TensorRunnable::linear(prefix_ + name, x, r);
   }
   void linear_shapes(const std::string& name, int64_t out, int64_t in) const {
     expect(name + ".weight", {out, in});
@@ -138,26 +95,6 @@ class BertModel final : public mq::Runnable {
     expect(name + ".bias", {c_.hidden});
   }
 
-  // `x` as a static artifact's kernel quantizes the input of `layer`, where it does.
-  at::Tensor quantized_input(const std::string& layer, const at::Tensor& x) const {
-    const auto q = quantized_inputs_.find(layer);
-    if (q == quantized_inputs_.end()) return x;
-    const InputQuantization& p = q->second;
-    return at::fake_quantize_per_tensor_affine(x.contiguous(), p.scale, p.zero_point, p.qmin, p.qmax);
-  }
-
-  at::Tensor linear(const std::string& name, const at::Tensor& in, Recording* r) const {
-    const std::string layer = prefix_ + name;
-    const at::Tensor x = quantized_input(layer, in);
-    const at::Tensor y = at::linear(x, f32(name + ".weight"), f32(name + ".bias"));
-    if (r && r->wanted.count(layer)) {
-      Activity& a = r->seen[layer];
-      const at::Tensor in = x.reshape({-1, x.size(-1)}), out = y.reshape({-1, y.size(-1)});
-      a.input = a.input.defined() ? at::cat({a.input, in}) : in;
-      a.output = a.output.defined() ? at::cat({a.output, out}) : out;
-    }
-    return y;
-  }
   at::Tensor norm(const at::Tensor& x, const std::string& name) const {
     return at::layer_norm(x, {c_.hidden}, f32(name + ".weight"), f32(name + ".bias"), c_.eps);
   }
@@ -166,7 +103,7 @@ class BertModel final : public mq::Runnable {
     return 0.5 * x * (1.0 + at::tanh(std::sqrt(2.0 / M_PI) * (x + 0.044715 * x.pow(3))));
   }
 
-  at::Tensor run(const at::Tensor& input, Recording* r) const {
+  at::Tensor run(const at::Tensor& input, Recording* r) const override {
     if (at::isFloatingType(input.scalar_type()) || input.dim() < 1 || input.dim() > 2)
       throw mq::InputError("the bert architecture takes token ids, [batch, sequence] integers; got " +
                            std::string(c10::toString(input.scalar_type())) + " " + c10::str(input.sizes()));
@@ -197,9 +134,6 @@ class BertModel final : public mq::Runnable {
   }
 
   Config c_;
-  std::map<std::string, at::Tensor> weights_;
-  const std::map<std::string, at::Tensor>* replaced_ = nullptr;  // by forward_with(), while it runs
-  std::map<std::string, InputQuantization> quantized_inputs_;     // by quantize_inputs()
   std::string prefix_;  // "bert." in a task model's checkpoint
 };
 

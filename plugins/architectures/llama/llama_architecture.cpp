@@ -108,10 +108,9 @@ Config parse(const Json& config) {
   return c;
 }
 
-class LlamaModel final : public mq::Runnable {
+class LlamaModel final : public mq::TensorRunnable {
  public:
-  LlamaModel(const mq::Model& model, Config config) : c_(std::move(config)) {
-    for (const mq::NamedTensor& t : model.tensors) weights_.emplace(t.name, t.tensor);
+  LlamaModel(const mq::Model& model, Config config) : TensorRunnable(model), c_(std::move(config)) {
     // Every weight the forward reads, checked now: a missing or misshapen one is named.
     expect("model.embed_tokens.weight", {c_.vocab, c_.hidden});
     for (int64_t i = 0; i < c_.layers; ++i) {
@@ -126,97 +125,24 @@ class LlamaModel final : public mq::Runnable {
         expect(p + "block_sparse_moe.gate.weight", {c_.experts, c_.hidden});
         for (int64_t e = 0; e < c_.experts; ++e) {
           const std::string x = p + "block_sparse_moe.experts." + std::to_string(e) + ".";
-          const int64_t inner = weight(x + "w1.weight").size(0);
+          const int64_t inner = tensor(x + "w1.weight").size(0);
           expect(x + "w1.weight", {inner, c_.hidden});
           expect(x + "w3.weight", {inner, c_.hidden});
           expect(x + "w2.weight", {c_.hidden, inner});
         }
         continue;
       }
-      const int64_t inner = weight(p + "mlp.gate_proj.weight").size(0);
+      const int64_t inner = tensor(p + "mlp.gate_proj.weight").size(0);
       expect(p + "mlp.up_proj.weight", {inner, c_.hidden});
       expect(p + "mlp.down_proj.weight", {c_.hidden, inner});
     }
     expect("model.norm.weight", {c_.hidden});
-    head_ = weights_.count("lm_head.weight") ? "lm_head" : "";
+    head_ = has("lm_head.weight") ? "lm_head" : "";
     if (head_.empty() && !c_.tied) throw mq::InputError("the model has no 'lm_head.weight' and does not tie its embeddings");
     if (!head_.empty()) expect("lm_head.weight", {c_.vocab, c_.hidden});
   }
 
-  at::Tensor forward(const at::Tensor& input) override { return run(input, nullptr); }
-
-  at::Tensor forward_with(const at::Tensor& input, const std::map<std::string, at::Tensor>& weights) override {
-    for (const auto& [name, w] : weights)
-      if (weight(name).sizes() != w.sizes())
-        throw mq::InputError("'" + name + "' replaced by a tensor of shape " + c10::str(w.sizes()) + ", not " +
-                             c10::str(weight(name).sizes()));
-    replaced_ = &weights;
-    struct Restore {
-      const std::map<std::string, at::Tensor>*& p;
-      ~Restore() { p = nullptr; }
-    } restore{replaced_};
-    return run(input, nullptr);
-  }
-
-  bool quantize_inputs(const std::map<std::string, InputQuantization>& layers) override {
-    quantized_inputs_ = layers;
-    return true;
-  }
-
-  void record_layers(const std::vector<at::Tensor>& batches, const std::vector<std::string>& layers,
-                     const ActivityVisitor& visit) override {
-    const std::set<std::string> wanted(layers.begin(), layers.end());
-    for (size_t b = 0; b < batches.size(); ++b) {
-      std::map<std::string, Activity> seen;
-      Recording r{wanted, seen};
-      run(batches[b], &r);
-      visit(b, seen);
-    }
-  }
-
  private:
-  struct Recording {
-    const std::set<std::string>& wanted;
-    std::map<std::string, Activity>& seen;
-  };
-
-  const at::Tensor& weight(const std::string& name) const {
-    if (replaced_)
-      if (const auto r = replaced_->find(name); r != replaced_->end()) return r->second;
-    const auto it = weights_.find(name);
-    if (it == weights_.end()) throw mq::InputError("the model has no '" + name + "', which its config.json implies");
-    return it->second;
-  }
-  void expect(const std::string& name, const std::vector<int64_t>& shape) const {
-    if (weight(name).sizes() != c10::IntArrayRef(shape))
-      throw mq::InputError("'" + name + "' has shape " + c10::str(weight(name).sizes()) + ", config.json implies " +
-                           c10::str(c10::IntArrayRef(shape)));
-  }
-  at::Tensor f32(const std::string& name) const { return weight(name).to(at::kFloat); }
-
-  // The Linear layer `name` (its bias where the checkpoint has one), recorded when asked.
-  // `x` as a static artifact's kernel quantizes the input of `layer`, where it does.
-  at::Tensor quantized_input(const std::string& layer, const at::Tensor& x) const {
-    const auto q = quantized_inputs_.find(layer);
-    if (q == quantized_inputs_.end()) return x;
-    const InputQuantization& p = q->second;
-    return at::fake_quantize_per_tensor_affine(x.contiguous(), p.scale, p.zero_point, p.qmin, p.qmax);
-  }
-
-  at::Tensor linear(const std::string& name, const at::Tensor& in, Recording* r) const {
-    const at::Tensor x = quantized_input(name, in);
-    const auto bias = weights_.find(name + ".bias");
-    const at::Tensor y = at::linear(x, f32(name + ".weight"),
-                                    bias == weights_.end() ? at::Tensor() : bias->second.to(at::kFloat));
-    if (r && r->wanted.count(name)) {
-      Activity& a = r->seen[name];
-      const at::Tensor in = x.reshape({-1, x.size(-1)}), out = y.reshape({-1, y.size(-1)});
-      a.input = a.input.defined() ? at::cat({a.input, in}) : in;
-      a.output = a.output.defined() ? at::cat({a.output, out}) : out;
-    }
-    return y;
-  }
-
   // Mixtral's sparse MoE block, as transformers computes it: the router's softmax (float32)
   // over experts, the top num_experts_per_tok renormalized to sum to one, each expert's
   // SwiGLU (w2(silu(w1 x) * w3 x)) on the tokens routed to it, weighted and summed.
@@ -252,7 +178,7 @@ class LlamaModel final : public mq::Runnable {
     return at::cat({-x.narrow(-1, half, half), x.narrow(-1, 0, half)}, -1);
   }
 
-  at::Tensor run(const at::Tensor& input, Recording* r) const {
+  at::Tensor run(const at::Tensor& input, Recording* r) const override {
     if (at::isFloatingType(input.scalar_type()) || input.dim() < 1 || input.dim() > 2)
       throw mq::InputError("the llama architecture takes token ids, [batch, sequence] integers; got " +
                            std::string(c10::toString(input.scalar_type())) + " " + c10::str(input.sizes()));
@@ -300,9 +226,6 @@ class LlamaModel final : public mq::Runnable {
   }
 
   Config c_;
-  std::map<std::string, at::Tensor> weights_;
-  const std::map<std::string, at::Tensor>* replaced_ = nullptr;  // by forward_with(), while it runs
-  std::map<std::string, InputQuantization> quantized_inputs_;     // by quantize_inputs()
   std::string head_;
 };
 
