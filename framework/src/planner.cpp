@@ -63,8 +63,6 @@ std::map<std::string, std::vector<double>> read_cache(const fs::path& cache, con
   return out;
 }
 
-// Σ_j d_j ‖W[:, j] − Ŵ[:, j]‖²: the output error inputs of mean squares d would see, were
-// they independent.
 // `w` as `spec` stores it, read back in float32.
 at::Tensor dequantized(const at::Tensor& w, const QuantSpec& spec) {
   return spec.is_integer() ? quantize_weight(w, spec, nullptr).dequantize() : w.to(spec.stored_type()).to(at::kFloat);
@@ -115,7 +113,8 @@ void estimate_weights(const Model& model, const std::vector<PlanRow>& plan, cons
       else if (calibrated)
         context.warn("target: layer " + layer + " saw no input during calibration; its estimate counts every input alike");
       const double signal = (w.to(at::kDouble).pow(2).sum(0) * importance).sum().item<double>();
-      for (size_t c = 0; c < target.candidates.size(); ++c) e[c] += weighted_error(w, target.candidates[c], importance) / signal;
+      if (signal > 0)  // an all-zero weight loses nothing, whatever stores it
+        for (size_t c = 0; c < target.candidates.size(); ++c) e[c] += weighted_error(w, target.candidates[c], importance) / signal;
       model.release(weight);
       context.progress->advance(layer, plan[row].bytes_before);
     }

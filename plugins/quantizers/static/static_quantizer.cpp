@@ -8,9 +8,10 @@
 // PyTorch's weight observers compute.
 //
 // `smoothquant_alpha` > 0: SmoothQuant (Xiao et al. 2023) first, for the llama family's
-// names. For the Linears behind one norm (q/k/v behind input_layernorm; gate/up, or a
-// MoE block's router and experts' w1/w3, behind post_attention_layernorm; down_proj
-// behind up_proj, whose output rows carry its input's channels), each input
+// names (mq::smoothing_groups). For the Linears behind one norm (q/k/v behind
+// input_layernorm; gate/up, or a MoE block's router and experts' w1/w3, behind
+// post_attention_layernorm; down_proj behind up_proj, whose output rows carry its input's
+// channels), each input
 // channel j gets s_j = max|X_j|^α / max|W[:, j]|^(1-α) (X over the calibration batches,
 // W over those Linears); the norm's weight is divided by s and the Linears' columns
 // multiplied by it, so the float model computes the same while the Linears' inputs hand
@@ -18,11 +19,9 @@
 // observed divided by s; the artifact holds the smoothed norms and weights.
 
 #include <ATen/ATen.h>
-
-#include <cmath>
-#include <set>
-
 #include <fmt/format.h>
+
+#include <set>
 
 #include "mq/error.hpp"
 #include "mq/layer_selection.hpp"
