@@ -55,6 +55,19 @@ at::Tensor forward_input(const Model& model, const std::optional<ModelInput>& gi
   return x;
 }
 
+// `written` when it runs on `input` (or there is none); null with `failure` saying why
+// otherwise.
+std::shared_ptr<Runnable> runs_on(std::shared_ptr<Runnable> written, const at::Tensor& input, std::string& failure) {
+  if (!written || !input.defined()) return written;
+  try {
+    written->forward(input);
+  } catch (const std::exception& e) {
+    failure = "the written model does not run where the original runs: " + first_line(e.what());
+    return nullptr;
+  }
+  return written;
+}
+
 std::shared_ptr<Runnable> load_artifact(Format& format, const fs::path& written, Origin origin,
                                         const at::Tensor& input, std::string& failure) {
   Model artifact;
@@ -64,14 +77,7 @@ std::shared_ptr<Runnable> load_artifact(Format& format, const fs::path& written,
     failure = "the written model does not load: " + first_line(e.what());
     return nullptr;
   }
-  if (!artifact.runnable || !input.defined()) return artifact.runnable;
-  try {
-    artifact.runnable->forward(input);
-  } catch (const std::exception& e) {
-    failure = "the written model does not run where the original runs: " + first_line(e.what());
-    return nullptr;
-  }
-  return artifact.runnable;
+  return runs_on(artifact.runnable, input, failure);
 }
 
 std::shared_ptr<Runnable> dequantized_artifact(const PluginHost& host, const Model& original,
@@ -99,15 +105,7 @@ std::shared_ptr<Runnable> dequantized_artifact(const PluginHost& host, const Mod
       return nullptr;
     }
   }
-  if (input.defined()) {
-    try {
-      artifact.runnable->forward(input);
-    } catch (const std::exception& e) {
-      failure = "the written model does not run where the original runs: " + first_line(e.what());
-      return nullptr;
-    }
-  }
-  return artifact.runnable;
+  return runs_on(artifact.runnable, input, failure);
 }
 
 std::string join(const std::vector<std::string>& parts) {
