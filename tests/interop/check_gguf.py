@@ -16,11 +16,16 @@ style BPE tokenizer.json, written by mq-pipeline to GGUF:
   to transformers' on held-out text (KL) than plain q4_k;
 - gguf-py reads every key and tensor: llama.cpp's keys, the tokenizer's tokens and
   merges as tokenizer.json has them, each tensor's shape and type;
-- llama.cpp tokenizes text from the file's own tokenizer as tokenizers does.
+- llama.cpp tokenizes text from the file's own tokenizer as tokenizers does;
+- a Llama with a Llama 2 style SentencePiece tokenizer.model (BPE, byte fallback, trained
+  here by sentencepiece): F32 logits as transformers', gguf-py reads its pieces, scores and
+  types, and llama.cpp tokenizes text from the file as sentencepiece does; a unigram
+  tokenizer.model is refused before any work (exit 2, one line).
 usage: check_gguf.py MQ_PIPELINE WORK_DIR (in the venv of tests/make_venv.sh)"""
 import ctypes
 import json
 import os
+import shutil
 import subprocess
 import sys
 
@@ -30,6 +35,7 @@ from gguf import GGUFReader
 from transformers import AutoModelForCausalLM, LlamaConfig, PreTrainedTokenizerFast, Qwen2Config
 
 import check_llama
+import check_sentencepiece
 import check_tokenizer
 
 # llama.cpp's CPU backend repacks weights into "extra" buffers (AMX, ...) on CPUs that
@@ -254,6 +260,56 @@ validators: []
     print(f"{name}: q4_k with an importance matrix: held-out KL {kl['imatrix']:.4f} against {kl['dynamic']:.4f} without")
 
 
+def check_sentencepiece_case(exe, work, corpus_file, lines):
+    directory = os.path.join(work, "llama-spm")
+    # No user-defined symbols: llama.cpp puts a "▁" after each (HF's legacy Llama tokenizer
+    # does too), which sentencepiece does not.
+    sp = check_sentencepiece.train(corpus_file, directory, dict(
+        model_type="bpe", vocab_size=500, byte_fallback=True, normalization_rule_name="identity",
+        remove_extra_whitespaces=False, character_coverage=0.98))
+    config = LlamaConfig(vocab_size=sp.vocab_size() + 3, hidden_size=64, intermediate_size=128, num_hidden_layers=2,
+                         num_attention_heads=4, num_key_value_heads=2, max_position_embeddings=128, rms_norm_eps=1e-5,
+                         bos_token_id=sp.bos_id(), eos_token_id=sp.eos_id())
+    torch.manual_seed(0)
+    check_llama.save_random_model(config, directory, torch.float32, std=0.2)
+    model = AutoModelForCausalLM.from_pretrained(directory, torch_dtype=torch.float32,
+                                                 attn_implementation="eager").eval()
+    with torch.no_grad():
+        reference = model(torch.tensor([TOKENS])).logits[0].numpy()
+    f32 = run_mq(exe, work, directory, "llama-spm", "f32")
+    relative = np.abs(llama_cpp_logits(f32) - reference).max() / np.abs(reference).max()
+    assert relative < 1e-3, f"llama-spm: F32 logits differ from transformers' by {relative:.3g} relative"
+
+    reader = GGUFReader(f32)
+    value = lambda key: reader.fields[key].contents()
+    assert value("tokenizer.ggml.model") == "llama"
+    pieces = [sp.id_to_piece(i) for i in range(sp.vocab_size())]
+    assert value("tokenizer.ggml.tokens")[:len(pieces)] == pieces
+    assert len(value("tokenizer.ggml.tokens")) == config.vocab_size
+    assert np.allclose(value("tokenizer.ggml.scores")[:len(pieces)], [sp.get_score(i) for i in range(len(pieces))])
+    types = value("tokenizer.ggml.token_type")
+    assert types[sp.unk_id()] == 2 and types[sp.bos_id()] == 3 and types[sp.piece_to_id("<0x41>")] == 6, types[:8]
+
+    llm = llama_cpp.Llama(model_path=f32, vocab_only=True, verbose=False)
+    for text in lines:
+        ours = llm.tokenize(text.encode("utf-8"), add_bos=False, special=False)
+        assert ours == sp.encode(text), f"llama-spm: llama.cpp tokenizes {text!r} as {ours}, sentencepiece as {sp.encode(text)}"
+    print(f"llama-spm: F32 logits as transformers' ({relative:.2g} relative); llama.cpp tokenizes {len(lines)} lines "
+          "from the file's SentencePiece vocabulary as sentencepiece does")
+
+    unigram = os.path.join(work, "llama-unigram")
+    shutil.rmtree(unigram, ignore_errors=True)
+    shutil.copytree(directory, unigram)
+    check_sentencepiece.train(corpus_file, unigram, dict(model_type="unigram", vocab_size=500))
+    out = os.path.join(work, "unigram.gguf")
+    result = subprocess.run([exe, "run", "--quiet", os.path.join(work, "llama-spm.f32.yaml"), "--set",
+                             f"model.path={unigram}", "--set", f"format.output={out}"], capture_output=True, text=True)
+    err = result.stderr.strip()
+    assert result.returncode == 2 and "\n" not in err and "a unigram SentencePiece model is not written" in err, err
+    assert not os.path.exists(out)
+    print("llama-unigram: a unigram tokenizer.model is refused in one line, exit 2, nothing written")
+
+
 def main(exe, work):
     os.makedirs(work, exist_ok=True)
     lines = check_tokenizer.corpus(300)
@@ -268,6 +324,7 @@ def main(exe, work):
     check_case(exe, work, "llama-rope-llama3", LlamaConfig, llama3_rope, "llama3", "llama", corpus_file, lines,
                logits_only=True)
     check_k_quants(exe, work, corpus_file)
+    check_sentencepiece_case(exe, work, corpus_file, lines)
     print("ok: llama.cpp runs mq's GGUF files as transformers runs the checkpoints")
 
 

@@ -5,6 +5,7 @@
 
 #include <array>
 #include <cmath>
+#include <cstdlib>
 #include <fstream>
 #include <map>
 #include <sstream>
@@ -195,10 +196,71 @@ LlamaConfig read_config(const Model& source) {
   return c;
 }
 
+namespace {
+
+// A tokenizer.model as convert_hf_to_gguf.py writes it (_create_vocab_sentencepiece):
+// pieces, scores and types, rows past the tokenizer padded as unused, tokenizer_config's
+// added_tokens_decoder as control (special) or user-defined tokens.
+Vocab sentencepiece_vocab(const fs::path& dir, int64_t vocab_size) {
+  const fs::path file = dir / "tokenizer.model";
+  SentencePieceVocab sp;
+  try {
+    sp = read_sentencepiece_vocab(file);
+  } catch (const InputError& e) {
+    throw RecipeError(std::string(e.what()) + " (the GGUF writer embeds the tokenizer)");
+  }
+  if (!sp.bpe)
+    throw RecipeError(file.string() + ": a unigram SentencePiece model is not written to GGUF yet (llama.cpp's "
+                                      "'llama' vocabulary merges pieces as BPE does; Llama 2's and Mistral's are BPE)");
+  if (sp.normalization_rules || sp.remove_extra_whitespaces)
+    throw RecipeError(file.string() + ": its normalizer (" +
+                      (sp.normalization_rules ? "precompiled rules" : "removing extra whitespace") +
+                      ") is not one llama.cpp applies; only identity normalization is written to GGUF");
+  Vocab v;
+  v.model = "llama";
+  v.pre = "default";
+  const auto n = static_cast<size_t>(std::max<int64_t>(vocab_size, static_cast<int64_t>(sp.pieces.size())));
+  v.tokens = sp.pieces;
+  v.scores = sp.scores;
+  v.types = sp.types;
+  for (size_t id = v.tokens.size(); id < n; ++id) {
+    v.tokens.push_back("[PAD" + std::to_string(id) + "]");
+    v.scores.push_back(-10000.0f);
+    v.types.push_back(5);  // UNUSED
+  }
+  const Json config = read_json(dir / "tokenizer_config.json", false);
+  if (const auto added = config.find("added_tokens_decoder"); added != config.end() && added->is_object())
+    for (auto it = added->begin(); it != added->end(); ++it) {
+      const size_t id = std::strtoul(it.key().c_str(), nullptr, 10);
+      std::string content = it.value().is_object() ? it.value().value("content", std::string()) : "";
+      if (id >= n || content.empty()) continue;
+      if (it.value().value("special", false)) {
+        v.types[id] = 3;  // CONTROL
+      } else {
+        for (size_t at; (at = content.find("\xE2\x96\x81")) != std::string::npos;) content.replace(at, 3, " ");
+        v.types[id] = 4;  // USER_DEFINED, its "▁" as spaces (llama.cpp matches it in the raw text)
+      }
+      v.scores[id] = -1000.0f;
+      v.tokens[id] = content;
+    }
+  v.add_bos = config.value("add_bos_token", true);
+  v.add_eos = config.value("add_eos_token", false);
+  v.add_space_prefix = sp.add_dummy_prefix;
+  if (sp.unk >= 0) v.unk = sp.unk;
+  if (sp.pad >= 0) v.pad = sp.pad;
+  if (const auto t = config.find("chat_template"); t != config.end() && t->is_string())
+    v.chat_template = t->get<std::string>();
+  return v;
+}
+
+}  // namespace
+
 Vocab read_vocab(const fs::path& dir, int64_t vocab_size) {
+  if (fs::exists(dir / "tokenizer.model")) return sentencepiece_vocab(dir, vocab_size);  // as convert_hf_to_gguf.py
   const fs::path file = dir / "tokenizer.json";
   if (!fs::exists(file))
-    throw RecipeError(dir.string() + " has no tokenizer.json: llama.cpp needs the tokenizer inside the GGUF file");
+    throw RecipeError(dir.string() + " has no tokenizer.json or tokenizer.model: llama.cpp needs the tokenizer inside "
+                                     "the GGUF file");
   std::unique_ptr<Tokenizer> tokenizer;
   try {
     tokenizer = Tokenizer::load(file);
@@ -208,8 +270,9 @@ Vocab read_vocab(const fs::path& dir, int64_t vocab_size) {
   const Json json = read_json(file, true);
   const Json& model = json["model"];
   if (model.value("type", std::string()) != "BPE" || model.value("byte_fallback", false))
-    throw RecipeError(file.string() + ": only byte-level BPE tokenizers (GPT-2, Llama 3, Qwen2) are written to "
-                                      "GGUF yet; SentencePiece-style ones are not");
+    throw RecipeError(file.string() + ": only byte-level BPE tokenizer.json files (GPT-2, Llama 3, Qwen2) are written "
+                                      "to GGUF; SentencePiece-style ones are written from their tokenizer.model, "
+                                      "which this directory lacks");
   Vocab v;
   v.pre = pre_tokenizer(json.value("pre_tokenizer", Json()), file.string());
   const int64_t n = std::max(vocab_size, tokenizer->vocab_size());
@@ -255,14 +318,21 @@ void write_keys(Writer& out, const LlamaConfig& c, const Vocab& v) {
     out.add_string(a + "rope.scaling.type", "linear");
     out.add_f32(a + "rope.scaling.factor", static_cast<float>(*c.linear_rope));
   }
-  out.add_string("tokenizer.ggml.model", "gpt2");
+  out.add_string("tokenizer.ggml.model", v.model);
   out.add_string("tokenizer.ggml.pre", v.pre);
   out.add_strings("tokenizer.ggml.tokens", v.tokens);
+  if (!v.scores.empty()) out.add_f32s("tokenizer.ggml.scores", v.scores);
   out.add_i32s("tokenizer.ggml.token_type", v.types);
-  out.add_strings("tokenizer.ggml.merges", v.merges);
+  if (!v.merges.empty()) out.add_strings("tokenizer.ggml.merges", v.merges);
   if (c.bos) out.add_u32("tokenizer.ggml.bos_token_id", static_cast<uint32_t>(*c.bos));
   if (c.eos) out.add_u32("tokenizer.ggml.eos_token_id", static_cast<uint32_t>(*c.eos));
+  if (v.unk) out.add_u32("tokenizer.ggml.unknown_token_id", static_cast<uint32_t>(*v.unk));
+  if (v.pad) out.add_u32("tokenizer.ggml.padding_token_id", static_cast<uint32_t>(*v.pad));
   out.add_bool("tokenizer.ggml.add_bos_token", v.add_bos);
+  if (v.model == "llama") {
+    out.add_bool("tokenizer.ggml.add_eos_token", v.add_eos);
+    out.add_bool("tokenizer.ggml.add_space_prefix", v.add_space_prefix);
+  }
   if (v.chat_template) out.add_string("tokenizer.chat_template", *v.chat_template);
 }
 

@@ -32,11 +32,16 @@ LlamaConfig read_config(const Model& source);
 
 // The tokenizer as llama.cpp's keys hold it: a byte-level BPE tokenizer.json (GPT-2,
 // Llama 3, Qwen2 pre-tokenizers). RecipeError for others, naming what it is.
+// The tokenizer as llama.cpp reads it: "gpt2" (byte-level BPE from tokenizer.json, with
+// merges) or "llama" (SentencePiece BPE from tokenizer.model, with scores).
 struct Vocab {
-  std::string pre;  // tokenizer.ggml.pre
+  std::string model = "gpt2";  // tokenizer.ggml.model
+  std::string pre;             // tokenizer.ggml.pre
   std::vector<std::string> tokens, merges;
+  std::vector<float> scores;
   std::vector<int32_t> types;
-  bool add_bos = false;
+  bool add_bos = false, add_eos = false, add_space_prefix = true;
+  std::optional<int64_t> unk, pad;
   std::optional<std::string> chat_template;
 };
 Vocab read_vocab(const std::filesystem::path& dir, int64_t vocab_size);

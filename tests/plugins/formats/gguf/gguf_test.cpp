@@ -269,10 +269,10 @@ TEST(GgufFormat, PlansItCannotWriteAreRefusedBeforeAnyWork) {
   extra.tensors.push_back({"model.layers.0.self_attn.rotary_emb.inv_freq", at::ones({4})});
   refused(extra, std::nullopt, "has no name in llama.cpp's llama layout");
   fs::remove(dir / "llama" / "tokenizer.json");
-  refused(model, std::nullopt, "has no tokenizer.json");
+  refused(model, std::nullopt, "has no tokenizer.json or tokenizer.model");
   mq::test::write_file(dir / "llama" / "tokenizer.json",
                        R"({"model": {"type": "WordPiece", "vocab": {"a": 0}, "unk_token": "a"}})");
-  refused(model, std::nullopt, "WordPiece");
+  refused(model, std::nullopt, "only byte-level BPE tokenizer.json files");
   mq::test::write_file(dir / "llama" / "config.json", R"({"model_type": "gpt2"})");
   refused(model, std::nullopt, "model 'gpt2' is not one the GGUF writer implements");
 }
