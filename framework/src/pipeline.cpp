@@ -141,7 +141,8 @@ struct Pipeline::Impl {
     report.inputs.push_back(writing ? FileInfo{recipe.model_path.string(), path_bytes(recipe.model_path), ""}
                                     : detail::file_info(recipe.model_path));
     report.original_bytes = model.nbytes();
-    const std::string runs_on = host->attach_architecture(model, [&](const std::string& m) { warn(report, m); });
+    const std::string runs_on = host->attach_architecture(model, [&](const std::string& m) { warn(report, m); },
+                                                          recipe.calibration.has_value() || recipe.evaluation.has_value());
     if (!runs_on.empty()) model.changes.push_back("runs on " + runs_on);
     report.model_changes = model.changes;
     report.timings.push_back({"read", seconds_since(start)});

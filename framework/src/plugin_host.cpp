@@ -9,6 +9,8 @@
 #include <iterator>
 #include <sstream>
 
+#include <nlohmann/json.hpp>
+
 #include "mq/architecture.hpp"
 #include "mq/format.hpp"
 #include "mq/pipeline.hpp"
@@ -92,24 +94,45 @@ Resolved PluginHost::resolve(PluginKind kind, const PluginStep& step) const {
   return {p, check_options(step, *p->descriptor)};
 }
 
-std::string PluginHost::attach_architecture(Model& model, const std::function<void(const std::string&)>& warn) const {
+std::string PluginHost::attach_architecture(Model& model, const std::function<void(const std::string&)>& warn,
+                                            bool must_run) const {
   const auto dir = model.metadata.find(kHfDirectoryKey);
   if (model.runnable || dir == model.metadata.end()) return "";
   const fs::path config_file = fs::path(dir->second) / "config.json";
   std::ifstream in(config_file, std::ios::binary);
   if (!in) return "";
   const std::string config((std::istreambuf_iterator<char>(in)), std::istreambuf_iterator<char>());
+  std::vector<std::string> families;
   for (const std::string& name : registry_.names(PluginKind::kArchitecture)) {
     const Resolved r = resolve(PluginKind::kArchitecture, {name, Value::map(), {}});
     const std::unique_ptr<Architecture> architecture = make<Architecture>(r);
-    if (!guarded(r.label(), "reading " + config_file.string(), [&] { return architecture->runs(config); })) continue;
+    if (!guarded(r.label(), "reading " + config_file.string(), [&] { return architecture->runs(config); })) {
+      families.push_back(name + " (" + r.plugin->descriptor->description + ")");
+      continue;
+    }
     try {
       model.runnable = guarded(r.label(), "building the model", [&] { return architecture->build(model, config); });
     } catch (const Error& e) {
+      if (must_run) throw;
       if (warn) warn(std::string(e.what()) + " (the model does not run)");
       return "";
     }
     return r.label();
+  }
+  if (must_run) {
+    const nlohmann::json j = nlohmann::json::parse(config, nullptr, false);
+    std::string named;
+    if (const auto a = j.find("architectures"); j.is_object() && a != j.end() && a->is_array())
+      for (const auto& n : *a) named += (named.empty() ? "" : ", ") + (n.is_string() ? n.get<std::string>() : n.dump());
+    if (const auto t = j.find("model_type"); j.is_object() && t != j.end() && t->is_string())
+      named += named.empty() ? "model_type '" + t->get<std::string>() + "'" : " (model_type '" + t->get<std::string>() + "')";
+    throw InputError(config_file.string() + ": " + (named.empty() ? "names no architecture or model_type" : named) +
+                     " is no family an architecture plugin runs, and the recipe's calibration or evaluation runs "
+                     "the model; the plugins run: " + [&] {
+                       std::string list;
+                       for (const std::string& f : families) list += (list.empty() ? "" : "; ") + f;
+                       return list.empty() ? std::string("none is installed") : list;
+                     }());
   }
   return "";
 }

@@ -89,7 +89,11 @@ class PluginHost {
   // when none does or the model is no such directory (it stays a checkpoint). One that
   // runs it but cannot build it (the config and the tensors disagree) leaves it a
   // checkpoint too, and `warn` gets why: a recipe that must run it is refused later.
-  std::string attach_architecture(Model& model, const std::function<void(const std::string&)>& warn) const;
+  // `must_run` (the recipe calibrates or evaluates): that build error is thrown instead,
+  // and a config no plugin runs is an InputError naming its architectures and model_type
+  // and listing the families the plugins run.
+  std::string attach_architecture(Model& model, const std::function<void(const std::string&)>& warn,
+                                  bool must_run = false) const;
 
  private:
   PluginRegistry registry_;

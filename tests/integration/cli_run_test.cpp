@@ -213,15 +213,24 @@ TEST(Cli, StaticQuantizationErrorsAreClear) {
   EXPECT_EQ(checkpoint.exit_code, 2);
   EXPECT_NE(checkpoint.err.find("this model cannot run"), std::string::npos) << checkpoint.err;
   // An HF directory whose config.json the llama architecture cannot build (it lists no
-  // layers): a warning says why it does not run, then the refusal.
+  // layers): calibration must run it, so the config error itself, naming the field.
   mq::test::write_hf_directory(dir / "llama");
-  const auto unbuildable = run_pipeline(base + "--set model.path='" + (dir / "llama").string() +
-                                        "' --set model.options={} --set 'calibration={random: {shape: [2, 8], vocab_size: 100}}'");
-  EXPECT_EQ(unbuildable.exit_code, 2);
-  EXPECT_NE(unbuildable.err.find("warning: architecture 'llama', building the model: config.json: "
-                                 "'num_hidden_layers' must be a positive integer (the model does not run)"),
-            std::string::npos) << unbuildable.err;
-  EXPECT_NE(unbuildable.err.find("this model cannot run"), std::string::npos) << unbuildable.err;
+  const std::string calibrated = "' --set model.options={} --set 'calibration={random: {shape: [2, 8], vocab_size: 100}}'";
+  const auto unbuildable = run_pipeline(base + "--set model.path='" + (dir / "llama").string() + calibrated);
+  EXPECT_EQ(unbuildable.exit_code, 3);
+  expect_one_line_error(unbuildable);
+  EXPECT_NE(unbuildable.err.find("config.json: 'num_hidden_layers' must be a positive integer"), std::string::npos)
+      << unbuildable.err;
+  // A family no architecture plugin runs: named, with the families there are.
+  mq::test::write_file(dir / "llama" / "config.json", R"({"architectures": ["GPT2LMHeadModel"], "model_type": "gpt2"})");
+  const auto unknown = run_pipeline(base + "--set model.path='" + (dir / "llama").string() + calibrated);
+  EXPECT_EQ(unknown.exit_code, 3);
+  expect_one_line_error(unknown);
+  EXPECT_NE(unknown.err.find("config.json: GPT2LMHeadModel (model_type 'gpt2') is no family an architecture plugin "
+                             "runs, and the recipe's calibration or evaluation runs the model; the plugins run: bert ("),
+            std::string::npos) << unknown.err;
+  EXPECT_NE(unknown.err.find("; llama (Llama 2/3.x"), std::string::npos) << unknown.err;
+  EXPECT_FALSE(fs::exists(dir / "o.safetensors"));
   const auto random = run_pipeline(base + "--set 'calibration={random: {shape: [4, 64], batches: 3, seed: 1}}'");
   EXPECT_EQ(random.exit_code, 0) << random.err;
   EXPECT_TRUE(fs::exists(dir / "o.safetensors"));
