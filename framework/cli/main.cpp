@@ -160,6 +160,9 @@ int inspect_file(const std::string& path, const std::string& format, bool trust,
   out["tensors"] = tensors;
   out["total_bytes"] = total;
   out["activations"] = model.activation_qparams.size();
+  const mq::ArchitectureInfo architecture = mq::describe_architecture(path);
+  if (!architecture.summary.empty())
+    out["architecture"] = {{"runs", architecture.runs}, {"summary", architecture.summary}};
   if (!quantized) out["mode"] = nullptr;  // a float model has no mode
   if (json) {
     print_json(out);
@@ -167,6 +170,8 @@ int inspect_file(const std::string& path, const std::string& format, bool trust,
   }
   fmt::print("{}: {} bytes, {} tensors ({} quantized{})\n", path, out["bytes"].get<int64_t>(), model.entries.size(),
              quantized, quantized ? ", mode " + model.mode : std::string());
+  if (!architecture.summary.empty())
+    fmt::print("  {} {}\n", architecture.runs ? "runs on" : "does not run:", architecture.summary);
   for (const auto& [key, value] : model.metadata)
     if (key.rfind("mq.", 0) == 0 && key != mq::kSpecsKey && key != mq::kActivationSpecKey && key != "mq.quantized" &&
         key != "mq.activations")  // the last two: what files written before the first two had

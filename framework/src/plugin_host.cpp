@@ -94,47 +94,71 @@ Resolved PluginHost::resolve(PluginKind kind, const PluginStep& step) const {
   return {p, check_options(step, *p->descriptor)};
 }
 
+namespace {
+
+// "LlamaForCausalLM (model_type 'llama')": what a config.json says the model is.
+std::string named_in(const nlohmann::json& j) {
+  std::string named;
+  if (const auto a = j.find("architectures"); j.is_object() && a != j.end() && a->is_array())
+    for (const auto& n : *a) named += (named.empty() ? "" : ", ") + (n.is_string() ? n.get<std::string>() : n.dump());
+  if (const auto t = j.find("model_type"); j.is_object() && t != j.end() && t->is_string())
+    named += named.empty() ? "model_type '" + t->get<std::string>() + "'" : " (model_type '" + t->get<std::string>() + "')";
+  return named;
+}
+
+}  // namespace
+
+ArchitectureMatch PluginHost::match_architecture(const fs::path& directory) const {
+  ArchitectureMatch m;
+  m.config_file = directory / "config.json";
+  std::ifstream in(m.config_file, std::ios::binary);
+  if (!in) return m;
+  m.config = std::string((std::istreambuf_iterator<char>(in)), std::istreambuf_iterator<char>());
+  const nlohmann::json j = nlohmann::json::parse(m.config, nullptr, false);
+  std::string families;
+  for (const std::string& name : registry_.names(PluginKind::kArchitecture)) {
+    const Resolved r = resolve(PluginKind::kArchitecture, {name, Value::map(), {}});
+    if (guarded(r.label(), "reading " + m.config_file.string(), [&] { return make<Architecture>(r)->runs(m.config); })) {
+      m.plugin = r;
+      const auto layers = j.is_object() ? j.find("num_hidden_layers") : j.end();
+      const std::string blocks = j.is_object() && layers != j.end() && layers->is_number_integer()
+                                     ? std::to_string(layers->get<int64_t>()) + (layers->get<int64_t>() == 1 ? " block" : " blocks")
+                                     : "";
+      std::string what = named_in(j);
+      what = what.substr(0, what.find(" (model_type"));  // the architectures, or the model_type alone
+      if (!what.empty() && !blocks.empty()) what += ", ";
+      m.summary = r.label() + (what.empty() && blocks.empty() ? "" : " (" + what + blocks + ")");
+      return m;
+    }
+    families += (families.empty() ? "" : "; ") + name + ": " + r.plugin->descriptor->description;
+  }
+  const std::string named = named_in(j);
+  m.summary = m.config_file.string() + ": " + (named.empty() ? "names no architecture or model_type" : named) +
+              " is no family an architecture plugin runs (" +
+              (families.empty() ? "none is installed" : families) + ")";
+  return m;
+}
+
 std::string PluginHost::attach_architecture(Model& model, const std::function<void(const std::string&)>& warn,
                                             bool must_run) const {
   const auto dir = model.metadata.find(kHfDirectoryKey);
   if (model.runnable || dir == model.metadata.end()) return "";
-  const fs::path config_file = fs::path(dir->second) / "config.json";
-  std::ifstream in(config_file, std::ios::binary);
-  if (!in) return "";
-  const std::string config((std::istreambuf_iterator<char>(in)), std::istreambuf_iterator<char>());
-  std::vector<std::string> families;
-  for (const std::string& name : registry_.names(PluginKind::kArchitecture)) {
-    const Resolved r = resolve(PluginKind::kArchitecture, {name, Value::map(), {}});
-    const std::unique_ptr<Architecture> architecture = make<Architecture>(r);
-    if (!guarded(r.label(), "reading " + config_file.string(), [&] { return architecture->runs(config); })) {
-      families.push_back(name + " (" + r.plugin->descriptor->description + ")");
-      continue;
-    }
-    try {
-      model.runnable = guarded(r.label(), "building the model", [&] { return architecture->build(model, config); });
-    } catch (const Error& e) {
-      if (must_run) throw;
-      if (warn) warn(std::string(e.what()) + " (the model does not run)");
-      return "";
-    }
-    return r.label();
+  const ArchitectureMatch m = match_architecture(dir->second);
+  if (m.config.empty()) return "";
+  if (!m.plugin) {
+    if (must_run) throw InputError(m.summary + "; the recipe's calibration or evaluation runs the model");
+    model.changes.push_back("does not run: " + m.summary);
+    return "";
   }
-  if (must_run) {
-    const nlohmann::json j = nlohmann::json::parse(config, nullptr, false);
-    std::string named;
-    if (const auto a = j.find("architectures"); j.is_object() && a != j.end() && a->is_array())
-      for (const auto& n : *a) named += (named.empty() ? "" : ", ") + (n.is_string() ? n.get<std::string>() : n.dump());
-    if (const auto t = j.find("model_type"); j.is_object() && t != j.end() && t->is_string())
-      named += named.empty() ? "model_type '" + t->get<std::string>() + "'" : " (model_type '" + t->get<std::string>() + "')";
-    throw InputError(config_file.string() + ": " + (named.empty() ? "names no architecture or model_type" : named) +
-                     " is no family an architecture plugin runs, and the recipe's calibration or evaluation runs "
-                     "the model; the plugins run: " + [&] {
-                       std::string list;
-                       for (const std::string& f : families) list += (list.empty() ? "" : "; ") + f;
-                       return list.empty() ? std::string("none is installed") : list;
-                     }());
+  try {
+    model.runnable = guarded(m.plugin->label(), "building the model",
+                             [&] { return make<Architecture>(*m.plugin)->build(model, m.config); });
+  } catch (const Error& e) {
+    if (must_run) throw;
+    if (warn) warn(std::string(e.what()) + " (the model does not run)");
+    return "";
   }
-  return "";
+  return m.summary;
 }
 
 Resolved PluginHost::reader_for(const fs::path& path, const std::string& format, const Value& options) const {

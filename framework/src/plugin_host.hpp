@@ -7,6 +7,7 @@
 #include <filesystem>
 #include <functional>
 #include <memory>
+#include <optional>
 #include <string>
 #include <vector>
 
@@ -56,6 +57,16 @@ struct Resolved {
   std::string tag() const;
 };
 
+// What runs a Hugging Face model directory: the plugin and "architecture 'llama'
+// (LlamaForCausalLM, 2 blocks)"; or no plugin, and a summary naming what
+// config.json says and the families the plugins run; or no config.json (config empty).
+struct ArchitectureMatch {
+  std::filesystem::path config_file;
+  std::string config;  // its text
+  std::optional<Resolved> plugin;
+  std::string summary;
+};
+
 class PluginHost {
  public:
   // Loads every plugin on plugin_search_path(first, extra). Throws PluginError on a
@@ -84,14 +95,16 @@ class PluginHost {
 
   const PluginRegistry& registry() const { return registry_; }
 
-  // Makes `model`, read from a Hugging Face model directory, runnable with the first
-  // architecture plugin (by name) that runs its config.json: that plugin's label, or ""
-  // when none does or the model is no such directory (it stays a checkpoint). One that
-  // runs it but cannot build it (the config and the tensors disagree) leaves it a
-  // checkpoint too, and `warn` gets why: a recipe that must run it is refused later.
-  // `must_run` (the recipe calibrates or evaluates): that build error is thrown instead,
-  // and a config no plugin runs is an InputError naming its architectures and model_type
-  // and listing the families the plugins run.
+  // The first architecture plugin (by name) that runs `directory`'s config.json.
+  ArchitectureMatch match_architecture(const std::filesystem::path& directory) const;
+
+  // Makes `model`, read from a Hugging Face model directory, runnable with the plugin
+  // match_architecture() finds: its summary, or "" when none does (the model stays a
+  // checkpoint; model.changes says why) or the model is no such directory. One that runs
+  // it but cannot build it (the config and the tensors disagree) leaves it a checkpoint
+  // too, and `warn` gets why: a recipe that must run it is refused later. `must_run`
+  // (the recipe calibrates or evaluates): that build error is thrown instead, and a
+  // config no plugin runs is an InputError with the summary.
   std::string attach_architecture(Model& model, const std::function<void(const std::string&)>& warn,
                                   bool must_run = false) const;
 

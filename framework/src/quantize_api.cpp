@@ -155,6 +155,13 @@ QuantizedModel describe_quantized_model(const fs::path& path, const std::string&
   return read_quantized_with(path, format, options, [](Format& f, const fs::path& p) { return f.describe(p); });
 }
 
+ArchitectureInfo describe_architecture(const fs::path& path) {
+  std::error_code ec;
+  if (!fs::is_directory(path, ec)) return {};
+  const detail::ArchitectureMatch m = detail::PluginHost().match_architecture(path);
+  return {m.plugin.has_value(), m.config.empty() ? "" : m.summary};
+}
+
 void save_model(const QuantizedModel& model, const fs::path& path, const std::string& format) {
   const PluginHost host;
   const Resolved r = host.resolve(PluginKind::kFormat, {format, Value::map(), {}});

@@ -47,8 +47,13 @@ TEST(CliMixed, ASizeTargetGivesAPlanWithinItThatLoadersResolveAsWritten) {
   const auto dry = run_pipeline("run --dry-run recipe.yaml", dir.path());
   ASSERT_EQ(dry.exit_code, 0) << dry.err;
   EXPECT_NE(dry.out.find("target: bits_per_weight 6: "), std::string::npos) << dry.out;
-  EXPECT_NE(dry.out.find("model: runs on architecture 'llama'"), std::string::npos) << dry.out;
+  EXPECT_NE(dry.out.find("model: runs on architecture 'llama' (LlamaForCausalLM, 1 block)"), std::string::npos) << dry.out;
   EXPECT_NE(dry.out.find("target: est. KL"), std::string::npos) << dry.out;
+  const auto inspected = run_pipeline("inspect --json llama", dir.path());
+  ASSERT_EQ(inspected.exit_code, 0) << inspected.err;
+  const auto architecture = nlohmann::json::parse(inspected.out)["architecture"];
+  EXPECT_TRUE(architecture["runs"].get<bool>());
+  EXPECT_EQ(architecture["summary"], "architecture 'llama' (LlamaForCausalLM, 1 block)");
   EXPECT_FALSE(fs::exists(dir / "out"));
   EXPECT_FALSE(fs::exists(dir / "out.sensitivity.json"));  // a dry run writes nothing
 
@@ -189,7 +194,7 @@ validators: [{plugin: conformance}, {plugin: sqnr, options: {min_output_db: 25}}
   const auto run = run_pipeline("run --json recipe.yaml", dir.path());
   ASSERT_EQ(run.exit_code, 0) << run.err;
   const auto report = nlohmann::json::parse(run.out);
-  EXPECT_EQ(report["model_changes"][0], "runs on architecture 'bert'");
+  EXPECT_EQ(report["model_changes"][0].get<std::string>().rfind("runs on architecture 'bert' (BertModel, ", 0), 0u);
   EXPECT_NE(report["target"].get<std::string>().find("min_output_sqnr_db 25: "), std::string::npos) << report["target"];
   // The planned SQNR is met as the sqnr validator measures it on the whole model.
   for (const auto& v : report["validators"]) EXPECT_TRUE(v["passed"]) << v.dump();

@@ -227,9 +227,17 @@ TEST(Cli, StaticQuantizationErrorsAreClear) {
   EXPECT_EQ(unknown.exit_code, 3);
   expect_one_line_error(unknown);
   EXPECT_NE(unknown.err.find("config.json: GPT2LMHeadModel (model_type 'gpt2') is no family an architecture plugin "
-                             "runs, and the recipe's calibration or evaluation runs the model; the plugins run: bert ("),
+                             "runs (bert: BERT encoders"),
             std::string::npos) << unknown.err;
-  EXPECT_NE(unknown.err.find("; llama (Llama 2/3.x"), std::string::npos) << unknown.err;
+  EXPECT_NE(unknown.err.find("; llama: Llama 2/3.x"), std::string::npos) << unknown.err;
+  EXPECT_NE(unknown.err.find("); the recipe's calibration or evaluation runs the model"), std::string::npos) << unknown.err;
+  // Without calibration it is quantized as a checkpoint, and the dry run says why it does not run.
+  const auto dry = run_pipeline(base + "--dry-run --set calibration=null --set quantizer.plugin=dynamic "
+                                       "--set quantizer.options={} --set observer=null --set model.options={} --set model.path='" + (dir / "llama").string() + "'");
+  EXPECT_EQ(dry.exit_code, 0) << dry.err;
+  EXPECT_NE(dry.out.find("model: does not run: "), std::string::npos) << dry.out;
+  const auto inspected = run_pipeline("inspect '" + (dir / "llama").string() + "'");
+  EXPECT_NE(inspected.out.find("\n  does not run: "), std::string::npos) << inspected.out;
   EXPECT_FALSE(fs::exists(dir / "o.safetensors"));
   const auto random = run_pipeline(base + "--set 'calibration={random: {shape: [4, 64], batches: 3, seed: 1}}'");
   EXPECT_EQ(random.exit_code, 0) << random.err;

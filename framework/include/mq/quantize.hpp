@@ -75,6 +75,16 @@ MQ_API QuantizeResult static_quantize(const Model& model, const std::vector<at::
 MQ_API ValidationResult validate_quantization(const Model& original, const QuantizedModel& quantized,
                                               OnFailure on_failure = OnFailure::kError);
 
+// What runs the Hugging Face model directory `path` (an architecture plugin, by its
+// config.json): `runs` and "architecture 'llama' (LlamaForCausalLM, 2 blocks)", or not and
+// why ("config.json: GPT2LMHeadModel (model_type 'gpt2') is no family an architecture
+// plugin runs (the plugins run: ...)"); an empty summary when `path` has no config.json.
+struct ArchitectureInfo {
+  bool runs = false;
+  std::string summary;
+};
+MQ_API ArchitectureInfo describe_architecture(const std::filesystem::path& path);
+
 // Through the format plugin named `format`, or the first that can read the file, with
 // that format's `options` (e.g. {trust_torchscript: true}); a Hugging Face directory of
 // a family an architecture plugin runs comes back runnable, as in a run.
