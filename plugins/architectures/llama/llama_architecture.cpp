@@ -1,8 +1,9 @@
 // llama: decoder-only transformers of the Llama family, run in float32 as transformers'
 // eager code runs them: LlamaForCausalLM (Llama 2 and 3.x: GQA, tied embeddings, rope
 // scaling "llama3" and "linear", attention_bias, mlp_bias), MistralForCausalLM (within
-// its sliding window), Qwen2ForCausalLM (q/k/v biases) and MixtralForCausalLM (a sparse
-// mixture of experts in place of the MLP). Weights are read from the model's tensors
+// its sliding window), Qwen2ForCausalLM (q/k/v biases), Qwen3ForCausalLM (an RMSNorm
+// over each head of q and k before rope) and MixtralForCausalLM (a sparse mixture of
+// experts in place of the MLP). Weights are read from the model's tensors
 // where the format left them (mapped), converted per use.
 //
 // Calibration reaches every expert: while a batch is recorded, each expert of a layer
@@ -14,6 +15,7 @@
 #include <ATen/ATen.h>
 #include <nlohmann/json.hpp>
 
+#include <algorithm>
 #include <cmath>
 #include <map>
 #include <set>
@@ -26,8 +28,8 @@ namespace {
 using Json = nlohmann::json;
 
 const std::set<std::string> kArchitectures = {"LlamaForCausalLM", "MistralForCausalLM", "Qwen2ForCausalLM",
-                                              "MixtralForCausalLM"};
-const std::set<std::string> kModelTypes = {"llama", "mistral", "qwen2", "mixtral"};
+                                              "Qwen3ForCausalLM", "MixtralForCausalLM"};
+const std::set<std::string> kModelTypes = {"llama", "mistral", "qwen2", "qwen3", "mixtral"};
 
 struct Config {
   int64_t hidden = 0, layers = 0, heads = 0, kv_heads = 0, head_dim = 0, vocab = 0;
@@ -35,6 +37,7 @@ struct Config {
   int64_t sliding_window = 0;  // 0: none
   int64_t experts = 0, experts_per_token = 0;  // Mixtral; 0: a dense MLP
   bool tied = false;
+  bool qk_norm = false;  // Qwen3: self_attn.q_norm / k_norm over each head
   at::Tensor inv_freq;  // rotary frequencies, float32, after scaling
 };
 
@@ -94,6 +97,9 @@ Config parse(const Json& config) {
   c.eps = number(config, "rms_norm_eps", 1e-6);
   c.theta = number(config, "rope_theta", 10000.0);
   c.tied = config.value("tie_word_embeddings", false);
+  const auto& names = config.value("architectures", Json::array());
+  c.qk_norm = config.value("model_type", std::string()) == "qwen3" ||
+              (names.is_array() && std::find(names.begin(), names.end(), Json("Qwen3ForCausalLM")) != names.end());
   const std::string act = config.value("hidden_act", std::string("silu"));
   if (act != "silu") throw mq::RecipeError("config.json: hidden_act '" + act + "' is not implemented (silu is)");
   if (config.value("use_sliding_window", true) && config.contains("sliding_window") && config["sliding_window"].is_number_integer())
@@ -121,6 +127,10 @@ class LlamaModel final : public mq::TensorRunnable {
       expect(p + "self_attn.k_proj.weight", {c_.kv_heads * c_.head_dim, c_.hidden});
       expect(p + "self_attn.v_proj.weight", {c_.kv_heads * c_.head_dim, c_.hidden});
       expect(p + "self_attn.o_proj.weight", {c_.hidden, c_.heads * c_.head_dim});
+      if (c_.qk_norm) {
+        expect(p + "self_attn.q_norm.weight", {c_.head_dim});
+        expect(p + "self_attn.k_norm.weight", {c_.head_dim});
+      }
       if (c_.experts) {
         expect(p + "block_sparse_moe.gate.weight", {c_.experts, c_.hidden});
         for (int64_t e = 0; e < c_.experts; ++e) {
@@ -202,6 +212,10 @@ class LlamaModel final : public mq::TensorRunnable {
       at::Tensor q = heads(linear(p + "self_attn.q_proj", x, r), c_.heads);
       at::Tensor k = heads(linear(p + "self_attn.k_proj", x, r), c_.kv_heads);
       at::Tensor v = heads(linear(p + "self_attn.v_proj", x, r), c_.kv_heads);
+      if (c_.qk_norm) {
+        q = rms_norm(q, p + "self_attn.q_norm.weight");
+        k = rms_norm(k, p + "self_attn.k_norm.weight");
+      }
       q = q * cos + rotate_half(q) * sin;
       k = k * cos + rotate_half(k) * sin;
       const int64_t rep = c_.heads / c_.kv_heads;
@@ -251,4 +265,4 @@ class LlamaArchitecture final : public mq::Architecture {
 }  // namespace
 
 MQ_PLUGIN(LlamaArchitecture, mq::PluginKind::kArchitecture, "llama", "0.1.0",
-          "Llama 2/3.x, Mistral, Qwen2 and Mixtral (MoE) decoders (float32, as transformers' eager code)")
+          "Llama 2/3.x, Mistral, Qwen2, Qwen3 and Mixtral (MoE) decoders (float32, as transformers' eager code)")

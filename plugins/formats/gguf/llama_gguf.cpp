@@ -59,7 +59,7 @@ std::optional<int64_t> token_id(const Json& config, const char* field) {
 }
 
 // HF suffixes of a block's tensors and llama.cpp's.
-constexpr std::array<std::pair<const char*, const char*>, 16> kBlockNames{{
+constexpr std::array<std::pair<const char*, const char*>, 18> kBlockNames{{
     {"input_layernorm.weight", "attn_norm.weight"},
     {"post_attention_layernorm.weight", "ffn_norm.weight"},
     {"self_attn.q_proj.weight", "attn_q.weight"},
@@ -70,6 +70,8 @@ constexpr std::array<std::pair<const char*, const char*>, 16> kBlockNames{{
     {"self_attn.v_proj.bias", "attn_v.bias"},
     {"self_attn.o_proj.weight", "attn_output.weight"},
     {"self_attn.o_proj.bias", "attn_output.bias"},
+    {"self_attn.q_norm.weight", "attn_q_norm.weight"},  // Qwen3
+    {"self_attn.k_norm.weight", "attn_k_norm.weight"},
     {"mlp.gate_proj.weight", "ffn_gate.weight"},
     {"mlp.gate_proj.bias", "ffn_gate.bias"},
     {"mlp.up_proj.weight", "ffn_up.weight"},
@@ -157,17 +159,21 @@ LlamaConfig read_config(const Model& source) {
   if (type.empty() && config.contains("architectures") && config["architectures"].is_array() &&
       !config["architectures"].empty() && config["architectures"][0].is_string()) {
     const std::string a = config["architectures"][0].get<std::string>();
-    type = a == "LlamaForCausalLM" ? "llama" : a == "MistralForCausalLM" ? "mistral" : a == "Qwen2ForCausalLM" ? "qwen2" : a;
+    type = a == "LlamaForCausalLM"     ? "llama"
+           : a == "MistralForCausalLM" ? "mistral"
+           : a == "Qwen2ForCausalLM"   ? "qwen2"
+           : a == "Qwen3ForCausalLM"   ? "qwen3"
+                                       : a;
   }
   LlamaConfig c;
   if (type == "llama" || type == "mistral") {
     c.arch = "llama";
     c.permuted_qk = true;
-  } else if (type == "qwen2") {
-    c.arch = "qwen2";
+  } else if (type == "qwen2" || type == "qwen3") {
+    c.arch = type;
   } else {
     throw RecipeError("config.json: model '" + type + "' is not one the GGUF writer implements (llama, mistral, "
-                      "qwen2 are)");
+                      "qwen2, qwen3 are)");
   }
   c.hidden = positive(config, "hidden_size");
   c.layers = positive(config, "num_hidden_layers");
