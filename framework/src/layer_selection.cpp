@@ -310,10 +310,16 @@ void record_inputs(const Model& model, const QuantizeContext& context, const std
   int64_t bytes = 0;
   for (const at::Tensor& batch : context.calibration) bytes += batch.nbytes();
   context.progress->begin("calibrate", static_cast<int64_t>(context.calibration.size()), bytes);
+  size_t reported = 0;  // batches the progress has counted: visits may come a layer at a time
+  const auto report_until = [&](size_t b) {
+    for (; reported < b; ++reported)
+      context.progress->advance("batch " + std::to_string(reported), context.calibration[reported].nbytes());
+  };
   model.runnable->record_layers(context.calibration, layers, [&](size_t b, const auto& activity) {
+    report_until(b);
     for (const auto& [layer, a] : activity) visit(layer, a.input);
-    context.progress->advance("batch " + std::to_string(b), context.calibration[b].nbytes());
   });
+  report_until(context.calibration.size());
   context.progress->end();
 }
 

@@ -3,9 +3,11 @@
 #include "mq/architecture.hpp"
 #include "mq/error.hpp"
 
+#include <algorithm>
+
 namespace mq {
 
-TensorRunnable::TensorRunnable(const Model& model) {
+TensorRunnable::TensorRunnable(const Model& model) : files_(model.files) {
   for (const NamedTensor& t : model.tensors) tensors_.emplace(t.name, t.tensor);
 }
 
@@ -33,10 +35,8 @@ void TensorRunnable::record_layers(const std::vector<at::Tensor>& batches, const
                                    const ActivityVisitor& visit) {
   const std::set<std::string> wanted(layers.begin(), layers.end());
   for (size_t b = 0; b < batches.size(); ++b) {
-    std::map<std::string, Activity> seen;
-    Recording r{wanted, seen};
+    Recording r{wanted, visit, b};
     run(batches[b], &r);
-    visit(b, seen);
   }
 }
 
@@ -61,14 +61,40 @@ at::Tensor TensorRunnable::linear(const std::string& layer, const at::Tensor& in
   if (const auto q = quantized_inputs_.find(layer); q != quantized_inputs_.end())
     x = at::fake_quantize_per_tensor_affine(in.contiguous(), q->second.scale, q->second.zero_point, q->second.qmin,
                                             q->second.qmax);
-  const at::Tensor y = at::linear(x, f32(layer + ".weight"), has(layer + ".bias") ? f32(layer + ".bias") : at::Tensor());
-  if (r && r->wanted.count(layer)) {
-    Activity& a = r->seen[layer];
-    const at::Tensor i = x.reshape({-1, x.size(-1)}), o = y.reshape({-1, y.size(-1)});
-    a.input = a.input.defined() ? at::cat({a.input, i}) : i;
-    a.output = a.output.defined() ? at::cat({a.output, o}) : o;
+  const bool bias = has(layer + ".bias");
+  const at::Tensor& w = tensor(layer + ".weight");
+  const at::Tensor b = bias ? f32(layer + ".bias") : at::Tensor();
+  // A weight stored in another dtype is converted to float32 a slice of rows at a time
+  // (each output column is its own dot product: the same values), so that a large one (a
+  // vocabulary head) never has a whole float32 copy beside its stored bytes.
+  constexpr int64_t kSliceBytes = int64_t{64} << 20;
+  const int64_t rows = w.dim() == 2 && w.scalar_type() != at::kFloat
+                           ? std::max<int64_t>(1, kSliceBytes / std::max<int64_t>(1, w.size(1) * 4))
+                           : w.size(0);
+  at::Tensor y;
+  if (rows >= w.size(0)) {
+    y = at::linear(x, w.to(at::kFloat), b);
+  } else {
+    std::vector<at::Tensor> parts;
+    for (int64_t r0 = 0; r0 < w.size(0); r0 += rows) {
+      const int64_t n = std::min(rows, w.size(0) - r0);
+      parts.push_back(at::linear(x, w.narrow(0, r0, n).to(at::kFloat), b.defined() ? b.narrow(0, r0, n) : at::Tensor()));
+    }
+    y = at::cat(parts, -1);
   }
+  release(layer + ".weight");
+  if (bias) release(layer + ".bias");
+  if (r && r->wanted.count(layer))
+    r->visit(r->batch, {{layer, Activity{x.reshape({-1, x.size(-1)}), y.reshape({-1, y.size(-1)})}}});
   return y;
+}
+
+void TensorRunnable::release(const std::string& name) const {
+  if (replaced_ && replaced_->count(name)) return;
+  const auto it = tensors_.find(name);
+  if (it == tensors_.end()) return;
+  for (const auto& file : files_)
+    if (file->release(it->second)) return;
 }
 
 }  // namespace mq

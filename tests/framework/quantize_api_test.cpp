@@ -120,4 +120,26 @@ TEST(QuantizeApi, ValidatorsShareOneReadOfEachOriginal) {
   EXPECT_EQ(reads, weights);
 }
 
+
+// An HF model on its architecture hands over one Linear's activity at a time (so that a
+// model of hundreds of Linears holds one layer's inputs, not all), each wanted layer once
+// a batch, in batch order.
+TEST(QuantizeApi, ARunnableHfModelHandsOverOneLayerAtATime) {
+  mq::test::ScratchDir dir("record-one-layer");
+  mq::test::write_tiny_llama(dir.path(), 8);
+  const mq::Model model = mq::load_model(dir.path());
+  ASSERT_TRUE(model.runnable);
+  const std::string q = "model.layers.0.self_attn.q_proj", down = "model.layers.0.mlp.down_proj";
+  const std::vector<at::Tensor> batches = {at::randint(20, {1, 5}, at::kLong), at::randint(20, {2, 3}, at::kLong)};
+  std::vector<std::pair<size_t, std::string>> visits;
+  model.runnable->record_layers(batches, {down, q}, [&](size_t b, const auto& seen) {
+    EXPECT_EQ(seen.size(), 1u);
+    for (const auto& [layer, a] : seen) {
+      visits.emplace_back(b, layer);
+      EXPECT_EQ(a.input.size(0), batches[b].numel()) << layer;
+    }
+  });
+  EXPECT_EQ(visits, (std::vector<std::pair<size_t, std::string>>{{0, q}, {0, down}, {1, q}, {1, down}}));
+}
+
 }  // namespace

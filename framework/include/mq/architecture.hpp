@@ -42,10 +42,12 @@ class MQ_API TensorRunnable : public Runnable {
                      const ActivityVisitor& visit) override;
 
  protected:
-  // What record_layers() asked for, while a batch runs.
+  // What record_layers() asked for, while a batch runs: linear() hands each wanted
+  // layer's activity to `visit` as soon as it has it.
   struct Recording {
     const std::set<std::string>& wanted;
-    std::map<std::string, Activity>& seen;
+    const ActivityVisitor& visit;
+    size_t batch;
   };
   // The model's output for `input`; `recording` (null outside record_layers()) goes to linear().
   virtual at::Tensor run(const at::Tensor& input, Recording* recording) const = 0;
@@ -58,11 +60,17 @@ class MQ_API TensorRunnable : public Runnable {
   // InputError unless `name` has `shape` (config.json's implication).
   void expect(const std::string& name, const std::vector<int64_t>& shape) const;
   // The Linear `layer` on `x`: LAYER.weight, and LAYER.bias where the checkpoint has one;
-  // its input quantized where quantize_inputs() said, and recorded when asked.
+  // its input quantized where quantize_inputs() said, and recorded when asked. Then
+  // release()s them.
   at::Tensor linear(const std::string& layer, const at::Tensor& x, Recording* recording) const;
+  // Done with `name` for this pass: where the format mapped it, its pages leave the
+  // process (the page cache keeps them; the next pass faults them back), so a forward
+  // holds about one block's weights, not the model's.
+  void release(const std::string& name) const;
 
  private:
   std::map<std::string, at::Tensor> tensors_;
+  std::vector<std::shared_ptr<const TensorSource>> files_;  // the model's mapped files
   const std::map<std::string, at::Tensor>* replaced_ = nullptr;  // by forward_with(), while it runs
   std::map<std::string, InputQuantization> quantized_inputs_;     // by quantize_inputs()
 };

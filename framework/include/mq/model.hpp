@@ -63,8 +63,11 @@ class MQ_API Runnable {
     at::Tensor input, output;
   };
   using ActivityVisitor = std::function<void(size_t batch, const std::map<std::string, Activity>& seen)>;
-  // Runs the batches in order and, after each, calls `visit` with what each of `layers`
-  // saw (a layer the batch did not reach is absent); nothing is kept between batches.
+  // Runs the batches in order and calls `visit` with what each of `layers` saw in each
+  // batch (a layer the batch did not reach is absent), each layer once a batch: after the
+  // batch, or (TensorRunnable) right after the layer ran, one layer at a time, so that a
+  // model of hundreds of Linears holds one layer's activity, not all; visits come in
+  // batch order either way. Nothing is kept between visits.
   virtual void record_layers(const std::vector<at::Tensor>& batches, const std::vector<std::string>& layers,
                              const ActivityVisitor& visit) = 0;
   // forward() with some weights replaced by others of the same shape (by tensor name),

@@ -199,7 +199,8 @@ class LlamaModel final : public mq::TensorRunnable {
     if (c_.sliding_window && T > c_.sliding_window)
       throw mq::InputError("sequences longer than the sliding window (" + std::to_string(c_.sliding_window) +
                            " tokens) are not implemented");
-    at::Tensor h = at::embedding(f32("model.embed_tokens.weight"), ids);
+    at::Tensor h = at::embedding(tensor("model.embed_tokens.weight"), ids).to(at::kFloat);  // the rows used only
+    release("model.embed_tokens.weight");
     const at::Tensor positions = at::arange(T, at::kLong).to(at::kFloat);
     const at::Tensor freqs = at::outer(positions, c_.inv_freq);
     const at::Tensor emb = at::cat({freqs, freqs}, -1);
@@ -235,7 +236,7 @@ class LlamaModel final : public mq::TensorRunnable {
       h = h + linear(p + "mlp.down_proj", gated, r);
     }
     h = rms_norm(h, "model.norm.weight");
-    if (head_.empty()) return at::linear(h, f32("model.embed_tokens.weight"));
+    if (head_.empty()) return linear("model.embed_tokens", h, nullptr);  // tied: the embedding as the head
     return linear("lm_head", h, r);
   }
 

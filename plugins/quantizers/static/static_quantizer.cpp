@@ -100,7 +100,13 @@ class StaticQuantizer final : public mq::Quantizer {
     for (const at::Tensor& batch : context.calibration) calibration_bytes += batch.nbytes();
     context.progress->begin("calibrate", static_cast<int64_t>(context.calibration.size()),
                             calibration_bytes);
+    size_t reported = 0;  // batches the progress has counted: visits may come a layer at a time
+    const auto report_until = [&](size_t b) {
+      for (; reported < b; ++reported)
+        context.progress->advance("batch " + std::to_string(reported), context.calibration[reported].nbytes());
+    };
     model.runnable->record_layers(context.calibration, layers, [&](size_t b, const auto& activity) {
+      report_until(b);
       for (const auto& [layer, a] : activity) {
         seen.insert(layer);
         Observed& o = observed.at(layer);
@@ -109,8 +115,8 @@ class StaticQuantizer final : public mq::Quantizer {
         o.output->observe(a.output, output_);
         o.relu_output->observe(a.output.relu(), output_);
       }
-      context.progress->advance("batch " + std::to_string(b), context.calibration[b].nbytes());
     });
+    report_until(context.calibration.size());
     context.progress->end();
     for (const std::string& layer : layers) {
       if (!seen.count(layer)) {
