@@ -135,14 +135,10 @@ def check_keys(path, config, tokenizer_dir, arch):
     return len(reader.fields), len(reader.tensors)
 
 
-def check_case(exe, work, name, config_class, extra, tokenizer_kind, arch, corpus_file, lines, logits_only=False):
-    directory = os.path.join(work, name)
-    tok = check_tokenizer.build(tokenizer_kind, corpus_file, directory)
-    config = config_class(vocab_size=tok.get_vocab_size() + 5, hidden_size=64, intermediate_size=128,
-                          num_hidden_layers=2, num_attention_heads=4, num_key_value_heads=2,
-                          max_position_embeddings=128, rms_norm_eps=1e-5, attn_implementation="eager",
-                          bos_token_id=tok.token_to_id("<|begin_of_text|>"),
-                          eos_token_id=tok.token_to_id("<|end_of_text|>"), **extra)
+def f32_against_transformers(exe, work, directory, name, config):
+    """A random model of `config` saved in `directory` and mq's F32 GGUF of it, whose
+    llama.cpp logits must equal transformers' within 1e-3 relative: (transformers'
+    logits, the file, the relative difference)."""
     torch.manual_seed(0)
     # Weights of a trained model's scale: at check_llama's 0.5 a block's outputs grow so
     # large that llama.cpp's own q8_0 file reaches only 29.9 dB.
@@ -151,11 +147,21 @@ def check_case(exe, work, name, config_class, extra, tokenizer_kind, arch, corpu
                                                  attn_implementation="eager").eval()
     with torch.no_grad():
         reference = model(torch.tensor([TOKENS])).logits[0].numpy()
-
     f32 = run_mq(exe, work, directory, name, "f32")
-    got = llama_cpp_logits(f32)
-    relative = np.abs(got - reference).max() / np.abs(reference).max()
+    relative = np.abs(llama_cpp_logits(f32) - reference).max() / np.abs(reference).max()
     assert relative < 1e-3, f"{name}: F32 logits differ from transformers' by {relative:.3g} relative"
+    return reference, f32, relative
+
+
+def check_case(exe, work, name, config_class, extra, tokenizer_kind, arch, corpus_file, lines, logits_only=False):
+    directory = os.path.join(work, name)
+    tok = check_tokenizer.build(tokenizer_kind, corpus_file, directory)
+    config = config_class(vocab_size=tok.get_vocab_size() + 5, hidden_size=64, intermediate_size=128,
+                          num_hidden_layers=2, num_attention_heads=4, num_key_value_heads=2,
+                          max_position_embeddings=128, rms_norm_eps=1e-5, attn_implementation="eager",
+                          bos_token_id=tok.token_to_id("<|begin_of_text|>"),
+                          eos_token_id=tok.token_to_id("<|end_of_text|>"), **extra)
+    reference, f32, relative = f32_against_transformers(exe, work, directory, name, config)
     keys, tensors = check_keys(f32, config, directory, arch)
     print(f"{name}: F32 logits as transformers' ({relative:.2g} relative); gguf-py reads {keys} keys, {tensors} tensors")
     if logits_only:
@@ -270,15 +276,7 @@ def check_sentencepiece_case(exe, work, corpus_file, lines):
     config = LlamaConfig(vocab_size=sp.vocab_size() + 3, hidden_size=64, intermediate_size=128, num_hidden_layers=2,
                          num_attention_heads=4, num_key_value_heads=2, max_position_embeddings=128, rms_norm_eps=1e-5,
                          bos_token_id=sp.bos_id(), eos_token_id=sp.eos_id())
-    torch.manual_seed(0)
-    check_llama.save_random_model(config, directory, torch.float32, std=0.2)
-    model = AutoModelForCausalLM.from_pretrained(directory, torch_dtype=torch.float32,
-                                                 attn_implementation="eager").eval()
-    with torch.no_grad():
-        reference = model(torch.tensor([TOKENS])).logits[0].numpy()
-    f32 = run_mq(exe, work, directory, "llama-spm", "f32")
-    relative = np.abs(llama_cpp_logits(f32) - reference).max() / np.abs(reference).max()
-    assert relative < 1e-3, f"llama-spm: F32 logits differ from transformers' by {relative:.3g} relative"
+    _, f32, relative = f32_against_transformers(exe, work, directory, "llama-spm", config)
 
     reader = GGUFReader(f32)
     value = lambda key: reader.fields[key].contents()

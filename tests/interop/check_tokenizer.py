@@ -193,6 +193,27 @@ def code_points(unicode_14=False):
     return ["a%sB" % chr(c) for c in points]
 
 
+def llama_config(exe, work, lines):
+    """tokenizer_config.json's add_bos_token/add_eos_token over a Llama-style tokenizer.json,
+    as transformers' LlamaTokenizerFast applies them (AutoTokenizer is the oracle)."""
+    from transformers import AutoTokenizer
+    directory = os.path.join(work, "llama2")
+    with open(os.path.join(directory, "tokenizer_config.json"), "w") as f:
+        json.dump({"tokenizer_class": "LlamaTokenizerFast", "add_bos_token": False, "add_eos_token": True,
+                   "bos_token": "<s>", "eos_token": "</s>", "unk_token": "<unk>", "legacy": True}, f)
+    tok = AutoTokenizer.from_pretrained(directory)
+    path = os.path.join(directory, "lines.txt")
+    with open(path, "w", encoding="utf-8", newline="") as f:
+        f.write("\n".join(lines) + "\n")
+    result = run(exe, "--model", directory, path, "--lines", "--json")
+    assert result.returncode == 0, result.stderr
+    theirs = [tok(line)["input_ids"] for line in lines]
+    assert theirs[0][-1] == tok.eos_token_id and theirs[0][0] != tok.bos_token_id, theirs[0]
+    assert json.loads(result.stdout) == theirs
+    os.remove(os.path.join(directory, "tokenizer_config.json"))
+    print(f"llama2 + tokenizer_config.json (no bos, an eos): {len(lines)} lines as transformers' AutoTokenizer gives")
+
+
 def run(exe, *args):
     return subprocess.run([exe, "tokenize", *args], capture_output=True, text=True)
 
@@ -216,13 +237,7 @@ def main(exe, work):
         tok = build(kind, text_file, directory)
         for special in [True, False]:
             flags = [] if special else ["--no-special"]
-            result = run(exe, "--model", directory, text_file, "--lines", "--json", *flags)
-            assert result.returncode == 0, result.stderr
-            ours = json.loads(result.stdout)
-            theirs = [e.ids for e in tok.encode_batch(lines, add_special_tokens=special)]
-            assert len(ours) == len(theirs), (kind, len(ours), len(theirs))
-            for i, (a, b) in enumerate(zip(ours, theirs)):
-                assert a == b, f"{kind} line {i + 1} {lines[i]!r}:\n ours   {a}\n theirs {b}\n {tok.encode(lines[i]).tokens}"
+            same_ids(exe, directory, tok, lines, kind, special)
             result = run(exe, "--model", os.path.join(directory, "tokenizer.json"), text_file, "--json", *flags)
             assert result.returncode == 0, result.stderr
             assert json.loads(result.stdout)["ids"] == tok.encode(whole, add_special_tokens=special).ids, kind
@@ -231,6 +246,7 @@ def main(exe, work):
         print(f"{kind}: {len(lines)} lines and the whole file ({len(tok.encode(whole).ids)} tokens) as tokenizers gives")
 
     minilm(exe, work, lines)
+    llama_config(exe, work, lines[:200])
 
     wordlevel = Tokenizer(models.WordLevel({"[UNK]": 0, "a": 1}, unk_token="[UNK]"))
     os.makedirs(os.path.join(work, "wordlevel"), exist_ok=True)
