@@ -423,14 +423,15 @@ void read_normalizer(const Json& n, const Where& where, std::vector<Normalize>& 
     if (pattern.empty()) where.bad("normalizer Replace of an empty pattern");
     const auto regex = std::make_shared<Regex>(pattern, where.file + ": normalizer Replace");
     out.push_back([regex, content = n["content"].get<std::string>()](std::string& s) {
+      const auto hits = regex->find_all(s);
+      if (hits.empty()) return;
       std::string r;
       size_t done = 0;
-      for (const auto& [b, e] : regex->find_all(s)) {
+      for (const auto& [b, e] : hits) {
         r.append(s, done, b - done);
         r += content;
         done = e;
       }
-      if (done == 0 && r.empty()) return;
       r.append(s, done);
       s = std::move(r);
     });
