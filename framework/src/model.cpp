@@ -1,6 +1,7 @@
 #include "mq/model.hpp"
 
 #include <cctype>
+#include <set>
 
 #include <ATen/ATen.h>
 #include <ATen/CPUGeneratorImpl.h>
@@ -40,6 +41,16 @@ bool Runnable::quantize_inputs(const std::map<std::string, InputQuantization>&) 
 at::Tensor Runnable::forward_with(const at::Tensor&, const std::map<std::string, at::Tensor>&) {
   throw RecipeError("this model cannot run with replaced weights (Hugging Face directories of the llama family can): "
                     "use target.sensitivity: weight");
+}
+
+void Runnable::record_sequential(const std::vector<at::Tensor>& batches, const std::vector<std::string>& layers,
+                                 const ActivityVisitor& visit, const StageDone& done) {
+  std::set<std::string> seen;
+  record_layers(batches, layers, [&](size_t b, const std::map<std::string, Activity>& activity) {
+    for (const auto& [layer, a] : activity) seen.insert(layer);
+    visit(b, activity);
+  });
+  if (!seen.empty()) done({seen.begin(), seen.end()});
 }
 
 const at::Tensor* Model::find(const std::string& name) const {

@@ -4,6 +4,7 @@
 #include "mq/error.hpp"
 
 #include <algorithm>
+#include <stdexcept>
 
 namespace mq {
 
@@ -13,16 +14,24 @@ TensorRunnable::TensorRunnable(const Model& model) : files_(model.files) {
 
 at::Tensor TensorRunnable::forward(const at::Tensor& input) { return run(input, nullptr); }
 
+// The model's tensors replaced by `weights` (each of the shape it replaces) while it lives.
+class TensorRunnable::Replacing {
+ public:
+  Replacing(TensorRunnable& model, const std::map<std::string, at::Tensor>& weights) : model_(model) {
+    for (const auto& [name, w] : weights)
+      if (model.tensor(name).sizes() != w.sizes())
+        throw InputError("'" + name + "' replaced by a tensor of shape " + c10::str(w.sizes()) + ", not " +
+                         c10::str(model.tensor(name).sizes()));
+    model_.replaced_ = &weights;
+  }
+  ~Replacing() { model_.replaced_ = nullptr; }
+
+ private:
+  TensorRunnable& model_;
+};
+
 at::Tensor TensorRunnable::forward_with(const at::Tensor& input, const std::map<std::string, at::Tensor>& weights) {
-  for (const auto& [name, w] : weights)
-    if (tensor(name).sizes() != w.sizes())
-      throw InputError("'" + name + "' replaced by a tensor of shape " + c10::str(w.sizes()) + ", not " +
-                       c10::str(tensor(name).sizes()));
-  replaced_ = &weights;
-  struct Restore {
-    const std::map<std::string, at::Tensor>*& p;
-    ~Restore() { p = nullptr; }
-  } restore{replaced_};
+  const Replacing replacing(*this, weights);
   return run(input, nullptr);
 }
 
@@ -38,6 +47,47 @@ void TensorRunnable::record_layers(const std::vector<at::Tensor>& batches, const
     Recording r{wanted, visit, b};
     run(batches[b], &r);
   }
+}
+
+at::Tensor TensorRunnable::run(const at::Tensor& input, Recording* r) const {
+  at::Tensor h = embed(input);
+  for (int64_t i = 0; i < blocks(); ++i) h = block(i, h, r);
+  return head(h, r);
+}
+
+void TensorRunnable::record_sequential(const std::vector<at::Tensor>& batches, const std::vector<std::string>& layers,
+                                       const ActivityVisitor& visit, const StageDone& done) {
+  const std::set<std::string> wanted(layers.begin(), layers.end());
+  std::set<std::string> unseen = wanted;
+  std::vector<at::Tensor> hidden;
+  for (const at::Tensor& batch : batches) hidden.push_back(embed(batch));
+  // A stage over every batch. Where it records, its outputs are made again with the
+  // weights done() gives; where it does not (as the first batch shows), they go on.
+  const auto stage = [&](const std::function<at::Tensor(const at::Tensor&, Recording*)>& run_stage, bool last) {
+    std::set<std::string> seen;
+    const ActivityVisitor note = [&](size_t b, const std::map<std::string, Activity>& activity) {
+      for (const auto& [layer, a] : activity) seen.insert(layer);
+      visit(b, activity);
+    };
+    bool passes_on = true;
+    for (size_t b = 0; b < hidden.size(); ++b) {
+      Recording r{wanted, note, b};
+      at::Tensor out = run_stage(hidden[b], &r);
+      if (b == 0) passes_on = seen.empty();
+      if (!passes_on) continue;
+      if (!seen.empty()) throw std::logic_error("a stage recorded layers in a later batch, none in the first");
+      hidden[b] = std::move(out);
+    }
+    if (passes_on) return;
+    for (const std::string& layer : seen) unseen.erase(layer);
+    const std::map<std::string, at::Tensor> weights = done({seen.begin(), seen.end()});
+    if (last) return;
+    const Replacing replacing(*this, weights);
+    for (at::Tensor& h : hidden) h = run_stage(h, nullptr);
+  };
+  for (int64_t i = 0; i < blocks() && !unseen.empty(); ++i)
+    stage([&](const at::Tensor& h, Recording* r) { return block(i, h, r); }, false);
+  if (!unseen.empty()) stage([&](const at::Tensor& h, Recording* r) { return head(h, r); }, true);
 }
 
 const at::Tensor& TensorRunnable::tensor(const std::string& name) const {

@@ -142,4 +142,48 @@ TEST(QuantizeApi, ARunnableHfModelHandsOverOneLayerAtATime) {
   EXPECT_EQ(visits, (std::vector<std::pair<size_t, std::string>>{{0, q}, {0, down}, {1, q}, {1, down}}));
 }
 
+// Sequential recording runs a stage (a block) over every batch before the next, and the
+// next block sees what the block before it makes with the weights done() gave: here
+// block 0's down_proj zeroed, so block 1's q_proj inputs are those of a model whose file
+// has it zeroed. Those weights are for that pass only: forward() is as before after it.
+TEST(QuantizeApi, SequentialRecordingFeedsEachBlockWhatTheLastMadeWithReplacedWeights) {
+  mq::test::ScratchDir dir("record-sequential"), zeroed_dir("record-sequential-zeroed");
+  const std::string down0 = "model.layers.0.mlp.down_proj", q1 = "model.layers.1.self_attn.q_proj";
+  const at::Tensor zeros = at::zeros({8, 16});
+  mq::test::write_tiny_llama(dir.path(), 8, 2);
+  mq::test::write_tiny_llama(zeroed_dir.path(), 8, 2, {{down0 + ".weight", zeros}});
+  const mq::Model model = mq::load_model(dir.path()), zeroed = mq::load_model(zeroed_dir.path());
+  const std::vector<at::Tensor> batches = {at::randint(20, {1, 5}, at::kLong), at::randint(20, {2, 3}, at::kLong)};
+  std::vector<at::Tensor> expected;
+  zeroed.runnable->record_layers(batches, {q1}, [&](size_t, const auto& seen) { expected.push_back(seen.at(q1).input); });
+  const at::Tensor before = model.runnable->forward(batches[0]);
+
+  std::vector<std::vector<std::string>> stages;
+  std::vector<std::pair<size_t, std::string>> visits;
+  std::vector<at::Tensor> inputs;
+  model.runnable->record_sequential(
+      batches, {q1, down0},
+      [&](size_t b, const auto& seen) {
+        for (const auto& [layer, a] : seen) {
+          visits.emplace_back(b, layer);
+          if (layer == q1) inputs.push_back(a.input);
+        }
+      },
+      [&](const std::vector<std::string>& layers) {
+        stages.push_back(layers);
+        return layers[0] == down0 ? std::map<std::string, at::Tensor>{{down0 + ".weight", zeros}}
+                                  : std::map<std::string, at::Tensor>{};
+      });
+  EXPECT_EQ(stages, (std::vector<std::vector<std::string>>{{down0}, {q1}}));
+  EXPECT_EQ(visits, (std::vector<std::pair<size_t, std::string>>{{0, down0}, {1, down0}, {0, q1}, {1, q1}}));
+  ASSERT_EQ(inputs.size(), 2u);
+  for (size_t b = 0; b < 2; ++b) EXPECT_TRUE(at::allclose(inputs[b], expected[b], 1e-5, 1e-6)) << b;
+  EXPECT_FALSE(at::allclose(inputs[0], [&] {
+    at::Tensor plain;
+    model.runnable->record_layers({batches[0]}, {q1}, [&](size_t, const auto& seen) { plain = seen.at(q1).input; });
+    return plain;
+  }()));
+  EXPECT_TRUE(at::equal(model.runnable->forward(batches[0]), before));
+}
+
 }  // namespace

@@ -7,7 +7,8 @@ artifact's weights are dequantized here from the compressed-tensors layout
 On the calibration windows, transformers' own Linear inputs give each layer's output
 error ||(W - W_hat) X^T||^2 / ||W X^T||^2: GPTQ's sum must be at most 0.7 of
 round-to-nearest's (issue 28's target); on held-out text the output KL from the float
-model must be smaller too. (compressed-tensors itself needs torch >= 2.1; the venv has
+model must be smaller too. Sequential GPTQ (the default) is checked against one pass on
+the float model (`sequential: false`) where they must agree and where they must differ. (compressed-tensors itself needs torch >= 2.1; the venv has
 Debian's 1.13, and transformers 4.44 does not read its configs.)
 usage: check_gptq.py MQ_PIPELINE WORK_DIR (in the venv of tests/make_venv.sh)"""
 import os
@@ -31,14 +32,14 @@ def windows(tokenizer_file, text_file, count):
     return [torch.tensor([ids[i * SEQ:(i + 1) * SEQ]]) for i in range(count)]
 
 
-def quantize(exe, work, name, directory, calib, quantizer):
+def quantize(exe, work, name, directory, calib, quantizer, options=""):
     out = os.path.join(work, name)
     recipe = os.path.join(work, name + ".yaml")
     with open(recipe, "w") as f:
         f.write(f"""version: 1
 model: {{path: {directory}}}
 calibration: {{text: {{path: {calib}, samples: 16, seq_len: {SEQ}}}}}
-quantizer: {{plugin: {quantizer}, options: {{dtype: int4, group_size: 32}}}}
+quantizer: {{plugin: {quantizer}, options: {{dtype: int4, group_size: 32{options}}}}}
 format: {{plugin: safetensors, output: {out}}}
 validators: []
 """)
@@ -84,27 +85,34 @@ def main(exe, work):
     model = AutoModelForCausalLM.from_pretrained(directory, torch_dtype=torch.float32,
                                                  attn_implementation="eager").eval()
     gptq = quantize(exe, work, "gptq", directory, calib, "gptq")
+    one_pass = quantize(exe, work, "one_pass", directory, calib, "gptq", ", sequential: false")
     rtn = quantize(exe, work, "rtn", directory, calib, "dynamic")
 
-    # Each Linear's inputs on the calibration windows mq used: H = sum of x^T x.
-    hessians, hooks = {}, []
-    for name, module in model.named_modules():
-        if isinstance(module, torch.nn.Linear) and name != "lm_head":
-            def record(module, inputs, output, name=name):
-                x = inputs[0].reshape(-1, inputs[0].shape[-1]).double()
-                hessians[name] = hessians.get(name, 0) + x.T @ x
-            hooks.append(module.register_forward_hook(record))
-    with torch.no_grad():
-        for ids in windows(tokenizer_file, calib, 16):
-            model(ids)
-    for h in hooks:
-        h.remove()
-    assert len(hessians) == 14, hessians.keys()
+    def record_hessians(recorded):
+        """Each Linear's inputs on the calibration windows mq used: H = sum of x^T x."""
+        hessians, hooks = {}, []
+        for name, module in recorded.named_modules():
+            if isinstance(module, torch.nn.Linear) and name != "lm_head":
+                def record(module, inputs, output, name=name):
+                    x = inputs[0].reshape(-1, inputs[0].shape[-1]).double()
+                    hessians[name] = hessians.get(name, 0) + x.T @ x
+                hooks.append(module.register_forward_hook(record))
+        with torch.no_grad():
+            for ids in windows(tokenizer_file, calib, 16):
+                recorded(ids)
+        for h in hooks:
+            h.remove()
+        assert len(hessians) == 14, hessians.keys()
+        return hessians
 
-    def output_error(quantized):
+    hessians = record_hessians(model)
+
+    def output_error(quantized, hessians=hessians, prefix=""):
         layers = dict(quantized.named_modules())
         noise = signal = 0.0
         for name, h in hessians.items():
+            if not name.startswith(prefix):
+                continue
             w = dict(model.named_modules())[name].weight.double()
             w_hat = layers[name].weight.double()
             assert not torch.equal(w, w_hat), f"{name} was not quantized"
@@ -129,6 +137,23 @@ def main(exe, work):
           f"(ratio {e_gptq / e_rtn:.2f}); held-out KL GPTQ {kl_gptq:.5f} vs RTN {kl_rtn:.5f}")
     assert e_gptq <= 0.7 * e_rtn, (e_gptq, e_rtn)
     assert kl_gptq < kl_rtn, (kl_gptq, kl_rtn)
+
+    # Sequential (the default) against one pass on the float model: block 0 sees the same
+    # inputs either way, so the same weights; block 1's Hessians are those of the model
+    # whose block 0 is quantized, and on them (recomputed here, in a model with mq's block 0)
+    # the sequential artifact's block 1 moves its outputs less than the one-pass one's.
+    gptq_layers, one_pass_layers = dict(gptq.named_modules()), dict(one_pass.named_modules())
+    for name, h in hessians.items():
+        same = torch.equal(gptq_layers[name].weight, one_pass_layers[name].weight)
+        assert same == name.startswith("model.layers.0."), name
+    block0_quantized = AutoModelForCausalLM.from_pretrained(directory, torch_dtype=torch.float32,
+                                                            attn_implementation="eager").eval()
+    block0_quantized.model.layers[0].load_state_dict(gptq.model.layers[0].state_dict())
+    after_block0 = record_hessians(block0_quantized)
+    e_seq = output_error(gptq, after_block0, "model.layers.1.")
+    e_one = output_error(one_pass, after_block0, "model.layers.1.")
+    print(f"block 1 on the inputs of a quantized block 0: sequential {e_seq:.5f} vs one pass {e_one:.5f}")
+    assert e_seq < e_one, (e_seq, e_one)
 
 
 if __name__ == "__main__":

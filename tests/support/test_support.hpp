@@ -8,6 +8,7 @@
 #include <cstdlib>
 #include <filesystem>
 #include <fstream>
+#include <map>
 #include <sstream>
 #include <string>
 
@@ -184,28 +185,34 @@ inline void write_hf_directory(const fs::path& dir) {
 }
 
 
-// A Hugging Face Llama directory of one block (vocab 20; 2 heads, 1 kv head, MLP of
-// 2 x hidden) that the llama architecture runs: model.safetensors and config.json.
-inline void write_tiny_llama(const fs::path& dir, int64_t hidden = 8) {
+// A Hugging Face Llama directory of `layers` blocks (vocab 20; 2 heads, 1 kv head, MLP of
+// 2 x hidden) that the llama architecture runs: model.safetensors and config.json, with
+// the tensors named in `replace` replaced.
+inline void write_tiny_llama(const fs::path& dir, int64_t hidden = 8, int64_t layers = 1,
+                             const std::map<std::string, at::Tensor>& replace = {}) {
   at::manual_seed(1);
   const int64_t vocab = 20, inner = 2 * hidden, kv = hidden / 2;
-  write_safetensors(dir / "model.safetensors",
-                    {{"model.embed_tokens.weight", at::randn({vocab, hidden})},
-                     {"model.layers.0.input_layernorm.weight", at::ones({hidden})},
-                     {"model.layers.0.post_attention_layernorm.weight", at::ones({hidden})},
-                     {"model.layers.0.self_attn.q_proj.weight", at::randn({hidden, hidden})},
-                     {"model.layers.0.self_attn.k_proj.weight", at::randn({kv, hidden})},
-                     {"model.layers.0.self_attn.v_proj.weight", at::randn({kv, hidden})},
-                     {"model.layers.0.self_attn.o_proj.weight", at::randn({hidden, hidden})},
-                     {"model.layers.0.mlp.gate_proj.weight", at::randn({inner, hidden})},
-                     {"model.layers.0.mlp.up_proj.weight", at::randn({inner, hidden})},
-                     {"model.layers.0.mlp.down_proj.weight", at::randn({hidden, inner})},
-                     {"model.norm.weight", at::ones({hidden})},
-                     {"lm_head.weight", at::randn({vocab, hidden})}});
+  std::vector<std::pair<std::string, at::Tensor>> tensors = {{"model.embed_tokens.weight", at::randn({vocab, hidden})}};
+  for (int64_t i = 0; i < layers; ++i) {
+    const std::string p = "model.layers." + std::to_string(i) + ".";
+    tensors.insert(tensors.end(), {{p + "input_layernorm.weight", at::ones({hidden})},
+                                   {p + "post_attention_layernorm.weight", at::ones({hidden})},
+                                   {p + "self_attn.q_proj.weight", at::randn({hidden, hidden})},
+                                   {p + "self_attn.k_proj.weight", at::randn({kv, hidden})},
+                                   {p + "self_attn.v_proj.weight", at::randn({kv, hidden})},
+                                   {p + "self_attn.o_proj.weight", at::randn({hidden, hidden})},
+                                   {p + "mlp.gate_proj.weight", at::randn({inner, hidden})},
+                                   {p + "mlp.up_proj.weight", at::randn({inner, hidden})},
+                                   {p + "mlp.down_proj.weight", at::randn({hidden, inner})}});
+  }
+  tensors.insert(tensors.end(), {{"model.norm.weight", at::ones({hidden})}, {"lm_head.weight", at::randn({vocab, hidden})}});
+  for (auto& [name, t] : tensors)
+    if (const auto r = replace.find(name); r != replace.end()) t = r->second;
+  write_safetensors(dir / "model.safetensors", tensors);
   write_file(dir / "config.json", R"({"architectures": ["LlamaForCausalLM"], "hidden_size": )" +
-                                      std::to_string(hidden) + R"(, "num_hidden_layers": 1,
-    "num_attention_heads": 2, "num_key_value_heads": 1, "vocab_size": 20, "intermediate_size": )" +
-                                      std::to_string(inner) + R"(, "rms_norm_eps": 1e-5})");
+                                      std::to_string(hidden) + R"(, "num_hidden_layers": )" + std::to_string(layers) +
+                                      R"(, "num_attention_heads": 2, "num_key_value_heads": 1, "vocab_size": 20,
+    "intermediate_size": )" + std::to_string(inner) + R"(, "rms_norm_eps": 1e-5})");
 }
 
 // A GPT-2 style byte-level BPE tokenizer.json of seven tokens (a, b, space, ab, " a", an

@@ -30,8 +30,9 @@ class MQ_API Architecture : public Plugin {
 };
 
 // A base for families that run a checkpoint's tensors by name: forward(), forward_with()
-// (weights replaced by name), quantize_inputs() and record_layers() come with it; a family
-// writes run(), calling linear() for each Linear so that those work.
+// (weights replaced by name), quantize_inputs(), record_layers() and record_sequential()
+// come with it; a family writes its stages, embed(), block() and head(), calling linear()
+// for each Linear so that those work.
 class MQ_API TensorRunnable : public Runnable {
  public:
   explicit TensorRunnable(const Model& model);
@@ -40,6 +41,10 @@ class MQ_API TensorRunnable : public Runnable {
   bool quantize_inputs(const std::map<std::string, InputQuantization>& layers) override;
   void record_layers(const std::vector<at::Tensor>& batches, const std::vector<std::string>& layers,
                      const ActivityVisitor& visit) override;
+  // Stages: the blocks, then the head where a layer asked for is still unseen. Stops once
+  // every layer asked for was recorded.
+  void record_sequential(const std::vector<at::Tensor>& batches, const std::vector<std::string>& layers,
+                         const ActivityVisitor& visit, const StageDone& done) override;
 
  protected:
   // What record_layers() asked for, while a batch runs: linear() hands each wanted
@@ -49,8 +54,15 @@ class MQ_API TensorRunnable : public Runnable {
     const ActivityVisitor& visit;
     size_t batch;
   };
-  // The model's output for `input`; `recording` (null outside record_layers()) goes to linear().
-  virtual at::Tensor run(const at::Tensor& input, Recording* recording) const = 0;
+  // A forward pass in stages: embed() makes a batch's hidden state from the model's
+  // input (checking it), each of blocks() block()s takes it to the next, head() makes the
+  // output from the last. A block's work depends on the hidden state alone (a transformer
+  // derives positions and masks from its shape). `recording` (null outside
+  // record_layers() and record_sequential()) goes to linear().
+  virtual at::Tensor embed(const at::Tensor& input) const = 0;
+  virtual int64_t blocks() const = 0;
+  virtual at::Tensor block(int64_t index, const at::Tensor& hidden, Recording* recording) const = 0;
+  virtual at::Tensor head(const at::Tensor& hidden, Recording* recording) const = 0;
 
   // A tensor by name (a replaced one while forward_with() runs); InputError naming it
   // when the model has none, as its config.json implies it should.
@@ -69,9 +81,13 @@ class MQ_API TensorRunnable : public Runnable {
   void release(const std::string& name) const;
 
  private:
+  class Replacing;
+  at::Tensor run(const at::Tensor& input, Recording* recording) const;
+
   std::map<std::string, at::Tensor> tensors_;
   std::vector<std::shared_ptr<const TensorSource>> files_;  // the model's mapped files
-  const std::map<std::string, at::Tensor>* replaced_ = nullptr;  // by forward_with(), while it runs
+  // By forward_with() and record_sequential(), while they run.
+  const std::map<std::string, at::Tensor>* replaced_ = nullptr;
   std::map<std::string, InputQuantization> quantized_inputs_;     // by quantize_inputs()
 };
 

@@ -70,6 +70,18 @@ class MQ_API Runnable {
   // batch order either way. Nothing is kept between visits.
   virtual void record_layers(const std::vector<at::Tensor>& batches, const std::vector<std::string>& layers,
                              const ActivityVisitor& visit) = 0;
+  // Sequential recording (GPTQ's): the batches run a stage at a time (a block of a
+  // transformer), every batch through a stage before any goes on. `visit` gets what
+  // `layers` saw in a stage as record_layers() gives it; after the stage's last batch,
+  // `done(layers the stage recorded)` returns weights (by tensor name, each the shape it
+  // replaces, e.g. the stage's quantized weights) with which the stage runs again to make
+  // the next stage's inputs. A stage that records nothing runs once. Only the stage's
+  // weights and each batch's hidden state are resident. The default, for models that
+  // cannot run a stage at a time (TorchScript): record_layers(), then one done() for every
+  // layer recorded, whose weights are not used.
+  using StageDone = std::function<std::map<std::string, at::Tensor>(const std::vector<std::string>& layers)>;
+  virtual void record_sequential(const std::vector<at::Tensor>& batches, const std::vector<std::string>& layers,
+                                 const ActivityVisitor& visit, const StageDone& done);
   // forward() with some weights replaced by others of the same shape (by tensor name),
   // for measuring what quantizing them alone costs (mixed precision's output
   // sensitivity). The default throws RecipeError: the model cannot.

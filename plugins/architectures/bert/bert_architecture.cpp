@@ -103,35 +103,40 @@ class BertModel final : public mq::TensorRunnable {
     return 0.5 * x * (1.0 + at::tanh(std::sqrt(2.0 / M_PI) * (x + 0.044715 * x.pow(3))));
   }
 
-  at::Tensor run(const at::Tensor& input, Recording* r) const override {
+  at::Tensor embed(const at::Tensor& input) const override {
     if (at::isFloatingType(input.scalar_type()) || input.dim() < 1 || input.dim() > 2)
       throw mq::InputError("the bert architecture takes token ids, [batch, sequence] integers; got " +
                            std::string(c10::toString(input.scalar_type())) + " " + c10::str(input.sizes()));
     const at::Tensor ids = (input.dim() == 1 ? input.unsqueeze(0) : input).to(at::kLong);
     if (ids.numel() && (ids.min().item<int64_t>() < 0 || ids.max().item<int64_t>() >= c_.vocab))
       throw mq::InputError("token ids must lie in [0, " + std::to_string(c_.vocab) + ")");
-    const int64_t B = ids.size(0), T = ids.size(1), heads = c_.heads, D = c_.hidden / c_.heads;
+    const int64_t T = ids.size(1);
     if (T > c_.positions)
       throw mq::InputError("sequences of " + std::to_string(T) + " tokens exceed max_position_embeddings (" +
                            std::to_string(c_.positions) + ")");
-    at::Tensor h = at::embedding(f32("embeddings.word_embeddings.weight"), ids) +
-                   f32("embeddings.position_embeddings.weight").narrow(0, 0, T) +
-                   f32("embeddings.token_type_embeddings.weight")[0];
-    h = norm(h, "embeddings.LayerNorm");
-    for (int64_t i = 0; i < c_.layers; ++i) {
-      const std::string p = "encoder.layer." + std::to_string(i) + ".";
-      const auto split = [&](const at::Tensor& t) { return t.view({B, T, heads, D}).transpose(1, 2); };
-      const at::Tensor q = split(linear(p + "attention.self.query", h, r));
-      const at::Tensor k = split(linear(p + "attention.self.key", h, r));
-      const at::Tensor v = split(linear(p + "attention.self.value", h, r));
-      const at::Tensor scores = at::matmul(q, k.transpose(-1, -2)) / std::sqrt(static_cast<double>(D));
-      const at::Tensor context = at::matmul(at::softmax(scores, -1), v).transpose(1, 2).reshape({B, T, c_.hidden});
-      h = norm(linear(p + "attention.output.dense", context, r) + h, p + "attention.output.LayerNorm");
-      const at::Tensor inner = gelu(linear(p + "intermediate.dense", h, r));
-      h = norm(linear(p + "output.dense", inner, r) + h, p + "output.LayerNorm");
-    }
-    return h;
+    const at::Tensor h = at::embedding(f32("embeddings.word_embeddings.weight"), ids) +
+                         f32("embeddings.position_embeddings.weight").narrow(0, 0, T) +
+                         f32("embeddings.token_type_embeddings.weight")[0];
+    return norm(h, "embeddings.LayerNorm");
   }
+
+  int64_t blocks() const override { return c_.layers; }
+
+  at::Tensor block(int64_t i, const at::Tensor& hidden, Recording* r) const override {
+    const int64_t B = hidden.size(0), T = hidden.size(1), heads = c_.heads, D = c_.hidden / c_.heads;
+    const std::string p = "encoder.layer." + std::to_string(i) + ".";
+    const auto split = [&](const at::Tensor& t) { return t.view({B, T, heads, D}).transpose(1, 2); };
+    const at::Tensor q = split(linear(p + "attention.self.query", hidden, r));
+    const at::Tensor k = split(linear(p + "attention.self.key", hidden, r));
+    const at::Tensor v = split(linear(p + "attention.self.value", hidden, r));
+    const at::Tensor scores = at::matmul(q, k.transpose(-1, -2)) / std::sqrt(static_cast<double>(D));
+    const at::Tensor context = at::matmul(at::softmax(scores, -1), v).transpose(1, 2).reshape({B, T, c_.hidden});
+    const at::Tensor h = norm(linear(p + "attention.output.dense", context, r) + hidden, p + "attention.output.LayerNorm");
+    const at::Tensor inner = gelu(linear(p + "intermediate.dense", h, r));
+    return norm(linear(p + "output.dense", inner, r) + h, p + "output.LayerNorm");
+  }
+
+  at::Tensor head(const at::Tensor& hidden, Recording*) const override { return hidden; }
 
   Config c_;
   std::string prefix_;  // "bert." in a task model's checkpoint

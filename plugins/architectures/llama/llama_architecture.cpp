@@ -188,54 +188,58 @@ class LlamaModel final : public mq::TensorRunnable {
     return at::cat({-x.narrow(-1, half, half), x.narrow(-1, 0, half)}, -1);
   }
 
-  at::Tensor run(const at::Tensor& input, Recording* r) const override {
+  at::Tensor embed(const at::Tensor& input) const override {
     if (at::isFloatingType(input.scalar_type()) || input.dim() < 1 || input.dim() > 2)
       throw mq::InputError("the llama architecture takes token ids, [batch, sequence] integers; got " +
                            std::string(c10::toString(input.scalar_type())) + " " + c10::str(input.sizes()));
     const at::Tensor ids = (input.dim() == 1 ? input.unsqueeze(0) : input).to(at::kLong);
     if (ids.numel() && (ids.min().item<int64_t>() < 0 || ids.max().item<int64_t>() >= c_.vocab))
       throw mq::InputError("token ids must lie in [0, " + std::to_string(c_.vocab) + ")");
-    const int64_t B = ids.size(0), T = ids.size(1), D = c_.head_dim;
-    if (c_.sliding_window && T > c_.sliding_window)
+    if (c_.sliding_window && ids.size(1) > c_.sliding_window)
       throw mq::InputError("sequences longer than the sliding window (" + std::to_string(c_.sliding_window) +
                            " tokens) are not implemented");
     at::Tensor h = at::embedding(tensor("model.embed_tokens.weight"), ids).to(at::kFloat);  // the rows used only
     release("model.embed_tokens.weight");
+    return h;
+  }
+
+  int64_t blocks() const override { return c_.layers; }
+
+  at::Tensor block(int64_t i, const at::Tensor& hidden, Recording* r) const override {
+    const int64_t B = hidden.size(0), T = hidden.size(1), D = c_.head_dim;
     const at::Tensor positions = at::arange(T, at::kLong).to(at::kFloat);
     const at::Tensor freqs = at::outer(positions, c_.inv_freq);
     const at::Tensor emb = at::cat({freqs, freqs}, -1);
     const at::Tensor cos = emb.cos(), sin = emb.sin();
     const at::Tensor mask = at::full({T, T}, -std::numeric_limits<float>::infinity()).triu(1);
-    for (int64_t i = 0; i < c_.layers; ++i) {
-      const std::string p = "model.layers." + std::to_string(i) + ".";
-      const at::Tensor x = rms_norm(h, p + "input_layernorm.weight");
-      const auto heads = [&](const at::Tensor& t, int64_t n) { return t.view({B, T, n, D}).transpose(1, 2); };
-      at::Tensor q = heads(linear(p + "self_attn.q_proj", x, r), c_.heads);
-      at::Tensor k = heads(linear(p + "self_attn.k_proj", x, r), c_.kv_heads);
-      at::Tensor v = heads(linear(p + "self_attn.v_proj", x, r), c_.kv_heads);
-      if (c_.qk_norm) {
-        q = rms_norm(q, p + "self_attn.q_norm.weight");
-        k = rms_norm(k, p + "self_attn.k_norm.weight");
-      }
-      q = q * cos + rotate_half(q) * sin;
-      k = k * cos + rotate_half(k) * sin;
-      const int64_t rep = c_.heads / c_.kv_heads;
-      if (rep > 1) {
-        k = k.repeat_interleave(rep, 1);
-        v = v.repeat_interleave(rep, 1);
-      }
-      at::Tensor scores = at::matmul(q, k.transpose(2, 3)) / std::sqrt(static_cast<double>(D)) + mask;
-      const at::Tensor attention = at::matmul(at::softmax(scores, -1), v).transpose(1, 2).reshape({B, T, c_.heads * D});
-      h = h + linear(p + "self_attn.o_proj", attention, r);
-      const at::Tensor y = rms_norm(h, p + "post_attention_layernorm.weight");
-      if (c_.experts) {
-        h = h + experts(p + "block_sparse_moe.", y, r);
-        continue;
-      }
-      const at::Tensor gated = at::silu(linear(p + "mlp.gate_proj", y, r)) * linear(p + "mlp.up_proj", y, r);
-      h = h + linear(p + "mlp.down_proj", gated, r);
+    const std::string p = "model.layers." + std::to_string(i) + ".";
+    const at::Tensor x = rms_norm(hidden, p + "input_layernorm.weight");
+    const auto heads = [&](const at::Tensor& t, int64_t n) { return t.view({B, T, n, D}).transpose(1, 2); };
+    at::Tensor q = heads(linear(p + "self_attn.q_proj", x, r), c_.heads);
+    at::Tensor k = heads(linear(p + "self_attn.k_proj", x, r), c_.kv_heads);
+    at::Tensor v = heads(linear(p + "self_attn.v_proj", x, r), c_.kv_heads);
+    if (c_.qk_norm) {
+      q = rms_norm(q, p + "self_attn.q_norm.weight");
+      k = rms_norm(k, p + "self_attn.k_norm.weight");
     }
-    h = rms_norm(h, "model.norm.weight");
+    q = q * cos + rotate_half(q) * sin;
+    k = k * cos + rotate_half(k) * sin;
+    const int64_t rep = c_.heads / c_.kv_heads;
+    if (rep > 1) {
+      k = k.repeat_interleave(rep, 1);
+      v = v.repeat_interleave(rep, 1);
+    }
+    at::Tensor scores = at::matmul(q, k.transpose(2, 3)) / std::sqrt(static_cast<double>(D)) + mask;
+    const at::Tensor attention = at::matmul(at::softmax(scores, -1), v).transpose(1, 2).reshape({B, T, c_.heads * D});
+    const at::Tensor h = hidden + linear(p + "self_attn.o_proj", attention, r);
+    const at::Tensor y = rms_norm(h, p + "post_attention_layernorm.weight");
+    if (c_.experts) return h + experts(p + "block_sparse_moe.", y, r);
+    const at::Tensor gated = at::silu(linear(p + "mlp.gate_proj", y, r)) * linear(p + "mlp.up_proj", y, r);
+    return h + linear(p + "mlp.down_proj", gated, r);
+  }
+
+  at::Tensor head(const at::Tensor& hidden, Recording* r) const override {
+    const at::Tensor h = rms_norm(hidden, "model.norm.weight");
     if (head_.empty()) return linear("model.embed_tokens", h, nullptr);  // tied: the embedding as the head
     return linear("lm_head", h, r);
   }

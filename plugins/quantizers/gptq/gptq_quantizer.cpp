@@ -1,10 +1,16 @@
 // gptq: weights quantized by GPTQ (gptq.hpp) against the Hessian of each Linear's inputs
 // over the calibration batches, which run through the model; Linear layers only (other
 // quantized tensors, e.g. an Embedding the recipe adds, are rounded to nearest), and
-// activations as they come (weight-only at 4 bits, W8A8 dynamic at 8). The Hessians are
-// taken on the float model in one pass, every layer's at once; the reference
-// implementation's sequential pass (each block's inputs from the blocks before it
-// already quantized) is not done yet.
+// activations as they come (weight-only at 4 bits, W8A8 dynamic at 8).
+//
+// Sequential (the default), as the reference implementation and llm-compressor run it:
+// the calibration batches go through the model a block at a time; a block's Hessians come
+// from what the blocks before it, already quantized, made of the batches, the block's
+// Linears are quantized, and the block runs again with its quantized weights to make the
+// next block's inputs. Only one block's Hessians are held. `sequential: false` takes every
+// Hessian on the float model in one pass (one forward instead of two a block; every
+// layer's Hessian held at once). A model that cannot run a block at a time (TorchScript)
+// runs as one stage either way.
 
 #include <ATen/ATen.h>
 #include <fmt/format.h>
@@ -24,6 +30,7 @@ class GptqQuantizer final : public mq::Quantizer {
   explicit GptqQuantizer(const mq::Options& options) : selector_(options, {mq::LayerKind::kLinear}) {
     settings_.block_size = options.get_int("block_size");
     settings_.dampening_frac = options.get_float("dampening_frac");
+    sequential_ = options.get_bool("sequential");
     if (settings_.block_size <= 0) throw mq::RecipeError(options.where("block_size") + ": block_size must be positive");
     if (settings_.dampening_frac <= 0)
       throw mq::RecipeError(options.where("dampening_frac") + ": dampening_frac must be positive");
@@ -53,25 +60,64 @@ class GptqQuantizer final : public mq::Quantizer {
     for (const auto& [layer, row] : linears) layers.push_back(layer);
 
     std::map<std::string, at::Tensor> hessians;
-    mq::record_inputs(model, context, layers,
-                      [&](const std::string& layer, const at::Tensor& x) { mq::gptq::accumulate(hessians[layer], x); });
+    const auto accumulate = [&](const std::string& layer, const at::Tensor& x) {
+      mq::gptq::accumulate(hessians[layer], x);
+    };
+    // GPTQ of one layer against its Hessian, which it lets go; the plan row says how far
+    // the layer's output on the calibration inputs moved, against round to nearest.
+    const auto solve = [&](const std::string& layer, const at::Tensor& w) {
+      const auto h = hessians.find(layer);
+      const size_t i = linears.at(layer);
+      const mq::QuantSpec& spec = *out.plan[i].spec;
+      mq::QuantizedTensor q = mq::gptq::quantize(w, h->second, spec, settings_);
+      const double error = mq::gptq::output_error(w, q.dequantize(), h->second);
+      const double rtn = mq::gptq::output_error(w, mq::quantize_weight(w, spec, nullptr).dequantize(), h->second);
+      out.plan[i].rule += fmt::format("; GPTQ: layer-output error {:.3g} (round to nearest {:.3g})", error, rtn);
+      hessians.erase(h);
+      return q;
+    };
+    std::map<size_t, mq::QuantizedTensor> solved;  // by plan row: sequential results, until written
+    if (sequential_) {
+      context.progress->begin("gptq", static_cast<int64_t>(layers.size()), 0);
+      const mq::TensorIndex index(model);
+      model.runnable->record_sequential(
+          context.calibration, layers,
+          [&](size_t, const auto& activity) {
+            for (const auto& [layer, a] : activity) accumulate(layer, a.input);
+          },
+          [&](const std::vector<std::string>& stage) {
+            std::map<std::string, at::Tensor> quantized;
+            for (const std::string& layer : stage) {
+              const size_t row = linears.at(layer);
+              const at::Tensor& w = *index.find(model.tensors[row].name);
+              mq::QuantizedTensor q = solve(layer, w);
+              quantized[model.tensors[row].name] = q.dequantize();
+              solved.emplace(row, std::move(q));
+              model.release(w);
+              context.progress->advance(layer, 0);
+            }
+            return quantized;
+          });
+      context.progress->end();
+    } else {
+      mq::record_inputs(model, context, layers, accumulate);
+    }
 
     std::map<size_t, std::string> layer_of_row;
     for (const auto& [layer, row] : linears) layer_of_row[row] = layer;
     out.entries = mq::quantize_planned_with(model, out.plan, context, [&](size_t i, const at::Tensor& w) {
-      const mq::QuantSpec& spec = *out.plan[i].spec;
+      if (const auto s = solved.find(i); s != solved.end()) {
+        mq::QuantizedTensor q = std::move(s->second);
+        solved.erase(s);
+        return q;
+      }
       const auto layer = layer_of_row.find(i);
-      const auto h = layer == layer_of_row.end() ? hessians.end() : hessians.find(layer->second);
-      if (layer != layer_of_row.end() && h == hessians.end())
+      if (layer == layer_of_row.end()) return mq::quantize_weight(w, *out.plan[i].spec, nullptr);
+      if (!hessians.count(layer->second)) {
         context.warn("layer " + layer->second + " saw no input during calibration; its weight is rounded to nearest");
-      if (h == hessians.end()) return mq::quantize_weight(w, spec, nullptr);
-      mq::QuantizedTensor q = mq::gptq::quantize(w, h->second, spec, settings_);
-      // The report's per-layer figure: the layer-output error on the calibration inputs,
-      // against what round to nearest gives.
-      const double error = mq::gptq::output_error(w, q.dequantize(), h->second);
-      const double rtn = mq::gptq::output_error(w, mq::quantize_weight(w, spec, nullptr).dequantize(), h->second);
-      out.plan[i].rule += fmt::format("; GPTQ: layer-output error {:.3g} (round to nearest {:.3g})", error, rtn);
-      return q;
+        return mq::quantize_weight(w, *out.plan[i].spec, nullptr);
+      }
+      return solve(layer->second, w);
     });
     return out;
   }
@@ -84,6 +130,7 @@ class GptqQuantizer final : public mq::Quantizer {
 
   mq::LayerSelector selector_;
   mq::gptq::Settings settings_;
+  bool sequential_ = true;
 };
 
 }  // namespace
@@ -92,4 +139,6 @@ MQ_PLUGIN(GptqQuantizer, mq::PluginKind::kQuantizer, "gptq", "0.1.0",
           "GPTQ: weights rounded so that each Linear's output on the calibration inputs moves least",
           MQ_SPEC_OPTIONS,
           {"block_size", mq::OptionType::kInt, "128", "columns updated together"},
-          {"dampening_frac", mq::OptionType::kFloat, "0.01", "of the mean Hessian diagonal, added to it"})
+          {"dampening_frac", mq::OptionType::kFloat, "0.01", "of the mean Hessian diagonal, added to it"},
+          {"sequential", mq::OptionType::kBool, "true",
+           "each block calibrated on what the blocks before it make quantized (false: all on the float model)"})
