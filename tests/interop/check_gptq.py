@@ -8,7 +8,8 @@ On the calibration windows, transformers' own Linear inputs give each layer's ou
 error ||(W - W_hat) X^T||^2 / ||W X^T||^2: GPTQ's sum must be at most 0.7 of
 round-to-nearest's (issue 28's target); on held-out text the output KL from the float
 model must be smaller too. Sequential GPTQ (the default) is checked against one pass on
-the float model (`sequential: false`) where they must agree and where they must differ. (compressed-tensors itself needs torch >= 2.1; the venv has
+the float model (`sequential: false`) where they must agree and where they must differ,
+and a one-thread run must give the same tensors as a two-thread one. (compressed-tensors itself needs torch >= 2.1; the venv has
 Debian's 1.13, and transformers 4.44 does not read its configs.)
 usage: check_gptq.py MQ_PIPELINE WORK_DIR (in the venv of tests/make_venv.sh)"""
 import os
@@ -32,7 +33,7 @@ def windows(tokenizer_file, text_file, count):
     return [torch.tensor([ids[i * SEQ:(i + 1) * SEQ]]) for i in range(count)]
 
 
-def quantize(exe, work, name, directory, calib, quantizer, options=""):
+def quantize(exe, work, name, directory, calib, quantizer, options="", threads=2):
     out = os.path.join(work, name)
     recipe = os.path.join(work, name + ".yaml")
     with open(recipe, "w") as f:
@@ -43,7 +44,7 @@ quantizer: {{plugin: {quantizer}, options: {{dtype: int4, group_size: 32{options
 format: {{plugin: safetensors, output: {out}}}
 validators: []
 """)
-    subprocess.run([exe, "run", "--quiet", recipe], check=True)
+    subprocess.run([exe, "run", "--quiet", "--threads", str(threads), recipe], check=True)
     model = AutoModelForCausalLM.from_pretrained(directory, torch_dtype=torch.float32,
                                                  attn_implementation="eager").eval()
     tensors = load_file(os.path.join(out, "model.safetensors"))
@@ -85,6 +86,10 @@ def main(exe, work):
     model = AutoModelForCausalLM.from_pretrained(directory, torch_dtype=torch.float32,
                                                  attn_implementation="eager").eval()
     gptq = quantize(exe, work, "gptq", directory, calib, "gptq")
+    # The same bytes for any thread count (issue 28): every tensor of a one-thread run.
+    quantize(exe, work, "gptq_one_thread", directory, calib, "gptq", threads=1)
+    two, one = (load_file(os.path.join(work, d, "model.safetensors")) for d in ("gptq", "gptq_one_thread"))
+    assert two.keys() == one.keys() and all(torch.equal(two[k], one[k]) for k in two), "--threads changed the output"
     one_pass = quantize(exe, work, "one_pass", directory, calib, "gptq", ", sequential: false")
     rtn = quantize(exe, work, "rtn", directory, calib, "dynamic")
 

@@ -2,6 +2,10 @@
 
 #include <ATen/ATen.h>
 
+#include <ATen/Parallel.h>
+
+#include <algorithm>
+#include <cmath>
 #include <string>
 
 #include "mq/affine.hpp"
@@ -17,18 +21,23 @@ void accumulate(at::Tensor& hessian, const at::Tensor& inputs) {
 
 namespace {
 
-// The inverse Hessian's upper Cholesky factor, after dampening (and dead inputs, whose
-// diagonal is 0, set to 1: their weights are zeroed by the caller).
+// The inverse Hessian's upper Cholesky factor U (H^-1 = U^T U), after dampening (and
+// dead inputs, whose diagonal is 0, set to 1: their weights are zeroed by the caller).
+// With J the order-reversing permutation and J H J = L L^T, U = J L^-1 J: one Cholesky
+// factorization and one triangular solve, not the reference's three factorizations
+// (cholesky, cholesky_inverse, cholesky again), the same factor up to rounding.
 at::Tensor inverse_factor(at::Tensor h, double dampening_frac) {
   const at::Tensor diagonal = h.diagonal();
   const double damp = dampening_frac * diagonal.mean().item<double>();
+  const at::Tensor flipped = h.flip({0, 1});
   for (int attempt = 0; attempt < 3; ++attempt) {
     const double factor = attempt == 0 ? 1.0 : attempt == 1 ? 10.0 : 100.0;
-    const at::Tensor damped = h + at::eye(h.size(0), h.options()) * (damp * factor + (damp == 0 ? 1e-8 : 0));
+    at::Tensor damped = flipped.clone();
+    damped.diagonal().add_(damp * factor + (damp == 0 ? 1e-8 : 0));
     const auto [lower, info] = at::linalg_cholesky_ex(damped);
     if (info.item<int>() != 0) continue;
-    const auto [inverse_upper, info2] = at::linalg_cholesky_ex(at::cholesky_inverse(lower), /*upper=*/true);
-    if (info2.item<int>() == 0) return inverse_upper;
+    const at::Tensor inverse = at::linalg_solve_triangular(lower, at::eye(h.size(0), h.options()), /*upper=*/false);
+    return inverse.flip({0, 1});
   }
   throw RecipeError("GPTQ: the inputs' Hessian stays singular after dampening 100 times dampening_frac; "
                     "raise dampening_frac or calibrate on more tokens");
@@ -44,7 +53,7 @@ QuantizedTensor quantize(const at::Tensor& weight, const at::Tensor& hessian, co
   const at::Tensor dead = h.diagonal() == 0;
   h.diagonal().masked_fill_(dead, 1.0);
   w.index_put_({at::indexing::Slice(), dead}, 0.0f);
-  const at::Tensor hinv = inverse_factor(h, settings.dampening_frac).to(at::kFloat);
+  const at::Tensor hinv = inverse_factor(h, settings.dampening_frac).to(at::kFloat).contiguous();
 
   const bool grouped = spec.granularity == Granularity::kPerGroup;
   const int64_t group = grouped ? spec.group_size : cols;
@@ -62,40 +71,54 @@ QuantizedTensor quantize(const at::Tensor& weight, const at::Tensor& hessian, co
   };
   at::Tensor scales = at::empty({rows, groups}, at::kFloat);
   at::Tensor zeros = at::empty({rows, groups}, at::kInt);
-  QParams current;
-  if (!grouped) current = params_of(w);
-  const double qmin = spec.qmin(), qmax = spec.qmax();
+  const float qmin = static_cast<float>(spec.qmin()), qmax = static_cast<float>(spec.qmax());
 
+  // Columns left to right, a block of block_size at a time: within the block each row
+  // is its own sequence of (round, spread the error over the block's later columns),
+  // rows in parallel; between blocks the block's errors reach the columns after it in
+  // one matrix product. A row's arithmetic does not depend on how rows are split.
   at::Tensor q = at::empty_like(w);  // dequantized values
+  at::Tensor err = at::empty({rows, std::min(settings.block_size, cols)}, at::kFloat);
+  float* const W = w.data_ptr<float>();
+  float* const Q = q.data_ptr<float>();
+  float* const E = err.data_ptr<float>();
+  const float* const U = hinv.data_ptr<float>();
+  at::Tensor scale, zero;  // of the current group, per row: float32 and float32
   for (int64_t i1 = 0; i1 < cols; i1 += settings.block_size) {
     const int64_t i2 = std::min(i1 + settings.block_size, cols), count = i2 - i1;
-    at::Tensor w1 = w.narrow(1, i1, count).clone();
-    at::Tensor err1 = at::zeros({rows, count}, at::kFloat);
-    const at::Tensor hinv1 = hinv.narrow(0, i1, count).narrow(1, i1, count);
-    for (int64_t i = 0; i < count; ++i) {
-      const int64_t col = i1 + i;
-      if (grouped && col % group == 0) {
-        // The group's columns as they are now: those of this block updated so far.
-        const int64_t end = std::min(col + group, cols);
-        at::Tensor columns = w.narrow(1, col, end - col).clone();
-        const int64_t in_block = std::min(end, i2) - col;
-        columns.narrow(1, 0, in_block).copy_(w1.narrow(1, i, in_block));
-        current = params_of(columns);
+    for (int64_t s = i1; s < i2;) {
+      if (s % group == 0) {  // the group's scales from its columns as they are now
+        const QParams qp = params_of(w.narrow(1, s, std::min(group, cols - s)));
+        scales.select(1, s / group).copy_(qp.scale.reshape({rows}));
+        zeros.select(1, s / group).copy_(qp.zero_point.reshape({rows}));
+        scale = qp.scale.reshape({rows}).contiguous();
+        zero = qp.zero_point.reshape({rows}).to(at::kFloat).contiguous();
       }
-      if (col % group == 0 || !grouped) {
-        scales.select(1, col / group).copy_(current.scale.reshape({rows}));
-        zeros.select(1, col / group).copy_(current.zero_point.reshape({rows}));
-      }
-      const at::Tensor wc = w1.select(1, i);
-      const at::Tensor zp = current.zero_point.reshape({rows}).to(at::kFloat);
-      const at::Tensor sc = current.scale.reshape({rows});
-      const at::Tensor dq = ((wc / sc).round() + zp).clamp(qmin, qmax).sub(zp).mul(sc);
-      q.select(1, col).copy_(dq);
-      const at::Tensor e = (wc - dq) / hinv1[i][i];
-      w1.narrow(1, i, count - i).sub_(at::outer(e, hinv1[i].narrow(0, i, count - i)));
-      err1.select(1, i).copy_(e);
+      const int64_t e = std::min(i2, (s / group + 1) * group);
+      const float* const S = scale.data_ptr<float>();
+      const float* const Z = zero.data_ptr<float>();
+      at::parallel_for(0, rows, 16, [&](int64_t r0, int64_t r1) {
+        for (int64_t r = r0; r < r1; ++r) {
+          float* const wr = W + r * cols;
+          for (int64_t c = s; c < e; ++c) {
+            const float x = wr[c];
+            const float level = std::min(std::max(std::nearbyint(x / S[r]) + Z[r], qmin), qmax);
+            const float dq = (level - Z[r]) * S[r];
+            Q[r * cols + c] = dq;
+            const float* const u = U + c * cols;
+            const float error = (x - dq) / u[c];
+            E[r * count + (c - i1)] = error;
+            for (int64_t j = c + 1; j < i2; ++j) wr[j] -= error * u[j];
+          }
+        }
+      });
+      s = e;
     }
-    if (i2 < cols) w.narrow(1, i2, cols - i2).sub_(at::mm(err1, hinv.narrow(0, i1, count).narrow(1, i2, cols - i2)));
+    if (i2 < cols) {
+      at::Tensor rest = w.narrow(1, i2, cols - i2);
+      rest.addmm_(err.view({-1}).narrow(0, 0, rows * count).view({rows, count}),
+                  hinv.narrow(0, i1, count).narrow(1, i2, cols - i2), 1, -1);
+    }
   }
   QParams qparams;
   if (grouped) {
