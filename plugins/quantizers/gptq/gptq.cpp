@@ -53,7 +53,6 @@ QuantizedTensor quantize(const at::Tensor& weight, const at::Tensor& hessian, co
   const at::Tensor dead = h.diagonal() == 0;
   h.diagonal().masked_fill_(dead, 1.0);
   w.index_put_({at::indexing::Slice(), dead}, 0.0f);
-  const at::Tensor hinv = inverse_factor(h, settings.dampening_frac).to(at::kFloat).contiguous();
 
   const bool grouped = spec.granularity == Granularity::kPerGroup;
   const int64_t group = grouped ? spec.group_size : cols;
@@ -62,15 +61,32 @@ QuantizedTensor quantize(const at::Tensor& weight, const at::Tensor& hessian, co
   QuantSpec rows_spec = spec;
   rows_spec.granularity = Granularity::kPerChannel;
   rows_spec.axis = 0;
-  const auto params_of = [&](const at::Tensor& columns) {
+  at::Tensor scales = at::empty({rows, groups}, at::kFloat);
+  at::Tensor zeros = at::empty({rows, groups}, at::kFloat);  // integers, as the kernel takes them
+  const auto set_params = [&](const at::Tensor& columns, int64_t g) {
     at::Tensor mn = std::get<0>(columns.min(1)), mx = std::get<0>(columns.max(1));
     if (spec.granularity == Granularity::kPerTensor) mn = mn.min().expand({rows}), mx = mx.max().expand({rows});
-    QParams qp = qparams_from_min_max(mn.contiguous(), mx.contiguous(), rows_spec);
-    qp.scale = qp.scale.to(weight.scalar_type()).to(at::kFloat);  // what dequantization will use
-    return qp;
+    const QParams qp = qparams_from_min_max(mn.contiguous(), mx.contiguous(), rows_spec);
+    scales.select(1, g).copy_(qp.scale.reshape({rows}).to(weight.scalar_type()));  // as dequantization will use it
+    zeros.select(1, g).copy_(qp.zero_point.reshape({rows}));
   };
-  at::Tensor scales = at::empty({rows, groups}, at::kFloat);
-  at::Tensor zeros = at::empty({rows, groups}, at::kInt);
+
+  // Activation order: columns taken in order of falling H diagonal (the inputs of most
+  // energy first, while the most columns remain to take up their error), each group's
+  // scales set from the weights before any update ("static groups": the groups are the
+  // original columns', so the layout is unchanged). Without it, in column order, a
+  // group's scales come from its columns as they are when the group starts.
+  const bool ordered = settings.actorder == ActOrder::kWeight;
+  at::Tensor order = at::arange(cols, at::kLong);
+  if (ordered) {
+    for (int64_t g = 0; g < groups; ++g) set_params(w.narrow(1, g * group, std::min(group, cols - g * group)), g);
+    order = std::get<1>(h.diagonal().sort(/*stable=*/true, /*dim=*/0, /*descending=*/true));
+    w = w.index_select(1, order);
+    h = h.index_select(0, order).index_select(1, order);
+  }
+  const at::Tensor group_of = at::div(order, group, "floor").contiguous();  // by position: the column's group
+  const int64_t* const G = group_of.data_ptr<int64_t>();
+  const at::Tensor hinv = inverse_factor(h, settings.dampening_frac).to(at::kFloat).contiguous();
   const float qmin = static_cast<float>(spec.qmin()), qmax = static_cast<float>(spec.qmax());
 
   // Columns left to right, a block of block_size at a time: within the block each row
@@ -83,27 +99,20 @@ QuantizedTensor quantize(const at::Tensor& weight, const at::Tensor& hessian, co
   float* const Q = q.data_ptr<float>();
   float* const E = err.data_ptr<float>();
   const float* const U = hinv.data_ptr<float>();
-  at::Tensor scale, zero;  // of the current group, per row: float32 and float32
   for (int64_t i1 = 0; i1 < cols; i1 += settings.block_size) {
     const int64_t i2 = std::min(i1 + settings.block_size, cols), count = i2 - i1;
     for (int64_t s = i1; s < i2;) {
-      if (s % group == 0) {  // the group's scales from its columns as they are now
-        const QParams qp = params_of(w.narrow(1, s, std::min(group, cols - s)));
-        scales.select(1, s / group).copy_(qp.scale.reshape({rows}));
-        zeros.select(1, s / group).copy_(qp.zero_point.reshape({rows}));
-        scale = qp.scale.reshape({rows}).contiguous();
-        zero = qp.zero_point.reshape({rows}).to(at::kFloat).contiguous();
-      }
-      const int64_t e = std::min(i2, (s / group + 1) * group);
-      const float* const S = scale.data_ptr<float>();
-      const float* const Z = zero.data_ptr<float>();
+      if (!ordered && s % group == 0) set_params(w.narrow(1, s, std::min(group, cols - s)), s / group);
+      const int64_t e = ordered ? i2 : std::min(i2, (s / group + 1) * group);
+      const float* const S = scales.data_ptr<float>();
+      const float* const Z = zeros.data_ptr<float>();
       at::parallel_for(0, rows, 16, [&](int64_t r0, int64_t r1) {
         for (int64_t r = r0; r < r1; ++r) {
           float* const wr = W + r * cols;
           for (int64_t c = s; c < e; ++c) {
-            const float x = wr[c];
-            const float level = std::min(std::max(std::nearbyint(x / S[r]) + Z[r], qmin), qmax);
-            const float dq = (level - Z[r]) * S[r];
+            const float x = wr[c], scale = S[r * groups + G[c]], zero = Z[r * groups + G[c]];
+            const float level = std::min(std::max(std::nearbyint(x / scale) + zero, qmin), qmax);
+            const float dq = (level - zero) * scale;
             Q[r * cols + c] = dq;
             const float* const u = U + c * cols;
             const float error = (x - dq) / u[c];
@@ -120,6 +129,8 @@ QuantizedTensor quantize(const at::Tensor& weight, const at::Tensor& hessian, co
                   hinv.narrow(0, i1, count).narrow(1, i2, cols - i2), 1, -1);
     }
   }
+  if (ordered) q = q.index_select(1, at::argsort(order));
+  zeros = zeros.to(at::kInt);
   QParams qparams;
   if (grouped) {
     qparams = {scales, zeros};

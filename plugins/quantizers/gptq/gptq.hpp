@@ -4,7 +4,7 @@
 // inverse Hessian of the layer's inputs, so that the layer's output on the calibration
 // inputs moves as little as it can (the reference implementation's fasterquant, with
 // lazy block updates and the scales of a group taken from the weights as they are when
-// the group starts).
+// the group starts), or in activation order (its act_order with static groups).
 
 #include <ATen/core/Tensor.h>
 
@@ -15,9 +15,14 @@
 
 namespace mq::gptq {
 
+// The order columns are quantized in: as they come, or by falling H diagonal with each
+// group's scales set before any update (compressed-tensors' actorder "weight"/"static").
+enum class ActOrder { kNone, kWeight };
+
 struct Settings {
   int64_t block_size = 128;       // columns updated together (lazy batch updates)
   double dampening_frac = 0.01;   // of the mean of H's diagonal, added to it
+  ActOrder actorder = ActOrder::kNone;
 };
 
 // The sum of x^T x over the rows of `inputs` (a layer's inputs, [tokens, in]), added to

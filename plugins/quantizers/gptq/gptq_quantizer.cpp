@@ -31,6 +31,7 @@ class GptqQuantizer final : public mq::Quantizer {
     settings_.block_size = options.get_int("block_size");
     settings_.dampening_frac = options.get_float("dampening_frac");
     sequential_ = options.get_bool("sequential");
+    if (options.get_string("actorder") == "weight") settings_.actorder = mq::gptq::ActOrder::kWeight;
     if (settings_.block_size <= 0) throw mq::RecipeError(options.where("block_size") + ": block_size must be positive");
     if (settings_.dampening_frac <= 0)
       throw mq::RecipeError(options.where("dampening_frac") + ": dampening_frac must be positive");
@@ -140,5 +141,9 @@ MQ_PLUGIN(GptqQuantizer, mq::PluginKind::kQuantizer, "gptq", "0.1.0",
           MQ_SPEC_OPTIONS,
           {"block_size", mq::OptionType::kInt, "128", "columns updated together"},
           {"dampening_frac", mq::OptionType::kFloat, "0.01", "of the mean Hessian diagonal, added to it"},
+          {"actorder", mq::OptionType::kString, "none",
+           "weight: columns by falling input energy, each group's scales fixed first (compressed-tensors' "
+           "static/weight order; the layout is unchanged)",
+           "none|weight"},
           {"sequential", mq::OptionType::kBool, "true",
            "each block calibrated on what the blocks before it make quantized (false: all on the float model)"})

@@ -30,32 +30,43 @@ at::Tensor correlated_inputs(int64_t tokens, int64_t features) {
 }
 
 // The algorithm written out in fp64, a column at a time (symmetric min/max scales of
-// the weights as they are when each group starts, rounded half to even).
+// the weights as they are when each group starts, rounded half to even). In activation
+// order: columns by falling H diagonal, each group's scales from the weights before any
+// update.
 at::Tensor reference_integers(const at::Tensor& weight, const at::Tensor& hessian, const mq::QuantSpec& spec,
-                              double dampening_frac) {
-  at::Tensor w = weight.to(at::kDouble).clone();
-  const int64_t rows = w.size(0), cols = w.size(1);
-  at::Tensor h = hessian.clone();
+                              double dampening_frac, bool ordered = false) {
+  const int64_t rows = weight.size(0), cols = weight.size(1), groups = (cols + spec.group_size - 1) / spec.group_size;
+  const auto scales_of = [&](const at::Tensor& w, int64_t first, int64_t r) {
+    const at::Tensor g = w[r].narrow(0, first, std::min(spec.group_size, cols - first));
+    const double mx = std::max(-g.min().item<double>(), g.max().item<double>());
+    return static_cast<double>(static_cast<float>(std::max(mx / 7.5, 1.1920928955078125e-07)));
+  };
+  at::Tensor scale = at::empty({rows, groups}, at::kDouble);
+  at::Tensor order = at::arange(cols, at::kLong);
+  at::Tensor w = weight.to(at::kDouble).clone(), h = hessian.clone();
+  if (ordered) {
+    for (int64_t g = 0; g < groups; ++g)
+      for (int64_t r = 0; r < rows; ++r) scale[r][g] = scales_of(w, g * spec.group_size, r);
+    order = std::get<1>(h.diagonal().sort(true, 0, true));
+    w = w.index_select(1, order);
+    h = h.index_select(0, order).index_select(1, order);
+  }
   h += at::eye(cols, at::kDouble) * dampening_frac * h.diagonal().mean().item<double>();
   const at::Tensor u = at::linalg_cholesky(at::cholesky_inverse(at::linalg_cholesky(h)), /*upper=*/true);
   at::Tensor q = at::empty({rows, cols}, at::kLong);
-  at::Tensor scale = at::empty({rows}, at::kDouble);
   for (int64_t c = 0; c < cols; ++c) {
-    if (c % spec.group_size == 0)
-      for (int64_t r = 0; r < rows; ++r) {
-        const at::Tensor g = w[r].narrow(0, c, std::min(spec.group_size, cols - c));
-        const double mx = std::max(-g.min().item<double>(), g.max().item<double>());
-        scale[r] = static_cast<double>(static_cast<float>(std::max(mx / 7.5, 1.1920928955078125e-07)));
-      }
+    const int64_t g = order[c].item<int64_t>() / spec.group_size;
+    if (!ordered && c % spec.group_size == 0)
+      for (int64_t r = 0; r < rows; ++r) scale[r][g] = scales_of(w, c, r);
     for (int64_t r = 0; r < rows; ++r) {
-      const double x = w[r][c].item<double>(), s = scale[r].item<double>();
+      const double x = w[r][c].item<double>(), s = scale[r][g].item<double>();
       const double level = std::clamp(std::nearbyint(x / s), -8.0, 7.0);
       q[r][c] = static_cast<int64_t>(level);
       const double e = (x - level * s) / u[c][c].item<double>();
       for (int64_t k = c; k < cols; ++k) w[r][k] -= e * u[c][k].item<double>();
     }
   }
-  return q;
+  return q.index_select(1, at::argsort(order));
 }
 
 TEST(Gptq, MatchesAnFp64ReferenceColumnByColumn) {
@@ -73,6 +84,14 @@ TEST(Gptq, MatchesAnFp64ReferenceColumnByColumn) {
   EXPECT_TRUE(at::equal(q.data.to(at::kLong), reference_integers(weight, h, spec, settings.dampening_frac)));
   EXPECT_EQ(q.qparams.scale.sizes(), at::IntArrayRef({6, 2}));
   EXPECT_EQ(q.spec.to_string(), spec.to_string());
+
+  // In activation order: the integers in the weight's own column order, its groups' scales.
+  settings.actorder = mq::gptq::ActOrder::kWeight;
+  const mq::QuantizedTensor ordered = mq::gptq::quantize(weight, h, spec, settings);
+  const at::Tensor expected = reference_integers(weight, h, spec, settings.dampening_frac, true);
+  EXPECT_TRUE(at::equal(ordered.data.to(at::kLong), expected));
+  EXPECT_FALSE(at::equal(expected, reference_integers(weight, h, spec, settings.dampening_frac)));
+  EXPECT_TRUE(at::equal(ordered.qparams.scale, mq::quantize_min_max(weight, spec).qparams.scale));
 }
 
 // With uncorrelated inputs of one scale there is nothing to compensate: GPTQ rounds as
