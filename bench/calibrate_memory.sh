@@ -3,7 +3,7 @@
 # gibibytes (bench/make_llama.py: hidden 2048, 86 MiB blocks, tied embeddings) calibrated
 # with SEQUENCES random sequences of 512 tokens (one a batch), int8 static, written as
 # compressed-tensors; the whole run's peak RSS (GNU time) against the checkpoint's size
-# and one block's.
+# and one block's. QUANTIZER=gptq: sequential GPTQ, int4 groups of 128, instead.
 #   cmake --preset default && cmake --build --preset default && bench/calibrate_memory.sh [GIB] [SEQUENCES]
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -11,6 +11,8 @@ build=${BUILD_DIR:-build}
 work=$(realpath -m "${WORK_DIR:-$build/bench-calibrate}")
 gib=${1:-4}
 sequences=${2:-8}
+quantizer="{plugin: static, options: {dtype: int8}}"
+[ "${QUANTIZER:-static}" = gptq ] && quantizer="{plugin: gptq, options: {dtype: int4, group_size: 128}}"
 mkdir -p "$work"
 model="$work/llama-${gib}g"
 [ -f "$model/config.json" ] || /usr/bin/python3 bench/make_llama.py "$model" "$gib"
@@ -19,7 +21,7 @@ version: 1
 model: {path: $model}
 calibration: {random: {shape: [1, 512], batches: $sequences, seed: 0, vocab_size: 32000}}
 observer: {plugin: minmax}
-quantizer: {plugin: static, options: {dtype: int8}}
+quantizer: $quantizer
 format: {plugin: safetensors, output: $work/out}
 validators: []
 report: $work/report.json

@@ -337,30 +337,40 @@ std::map<std::string, size_t> planned_linears(const Model& model, const std::vec
   return out;
 }
 
-std::vector<QuantizedEntry> quantize_planned_with(
-    const Model& model, const std::vector<PlanRow>& plan, QuantizeContext& context,
-    const std::function<QuantizedTensor(size_t row, const at::Tensor& weight)>& make) {
+PlannedRows::PlannedRows(const Model& model, const std::vector<PlanRow>& plan, QuantizeContext& context, Make make,
+                         bool progress)
+    : model_(model), plan_(plan), context_(context), make_(std::move(make)), progress_(progress) {
   int64_t total_bytes = 0;
   for (const NamedTensor& t : model.tensors) total_bytes += t.tensor.nbytes();
-  context.progress->begin("quantize", static_cast<int64_t>(model.tensors.size()), total_bytes);
-  std::vector<QuantizedEntry> entries;
-  at::Tensor staging;
-  for (size_t i = 0; i < model.tensors.size(); ++i) {
-    const NamedTensor& t = model.tensors[i];
+  if (progress_) context.progress->begin("quantize", static_cast<int64_t>(model.tensors.size()), total_bytes);
+}
+
+void PlannedRows::make_while(const std::function<bool(size_t row)>& ready) {
+  for (; next_ < model_.tensors.size() && ready(next_); ++next_) {
+    const NamedTensor& t = model_.tensors[next_];
     QuantizedEntry entry{t.name, t.tensor, std::nullopt};
-    if (plan.at(i).spec) entry = {t.name, at::Tensor(), make(i, read_staged(model, t.tensor, staging))};
-    if (context.emit)  // streaming: written now
-      context.emit(std::move(entry));
+    if (plan_.at(next_).spec) entry = {t.name, at::Tensor(), make_(next_, read_staged(model_, t.tensor, staging_))};
+    if (context_.emit)  // streaming: written now
+      context_.emit(std::move(entry));
     else
-      entries.push_back(std::move(entry));
+      entries_.push_back(std::move(entry));
     // The input's pages let go either way (a float entry kept for the writer faults its
     // pages back in when read): a model held for a non-streaming format is its output,
     // not its output plus the whole float input.
-    model.release(t.tensor);
-    context.progress->advance(t.name, t.tensor.nbytes());
+    model_.release(t.tensor);
+    if (progress_) context_.progress->advance(t.name, t.tensor.nbytes());
   }
-  context.progress->end();
-  return entries;
+}
+
+std::vector<QuantizedEntry> PlannedRows::finish() {
+  make_while([](size_t) { return true; });
+  if (progress_) context_.progress->end();
+  return std::move(entries_);
+}
+
+std::vector<QuantizedEntry> quantize_planned_with(const Model& model, const std::vector<PlanRow>& plan,
+                                                  QuantizeContext& context, const PlannedRows::Make& make) {
+  return PlannedRows(model, plan, context, make).finish();
 }
 
 }  // namespace mq

@@ -15,6 +15,10 @@ BertModel (the oracle).
    the mixed plan's noise energy must be at most 0.7x the baseline's (issue 29's target).
 3. int8 dynamic: the output SQNR mq reports equals what transformers computes from the
    dequantized artifact on the same batch, within 0.01 dB (issue 26).
+4. GPTQ int4 g32 (sequential, in activation order) against round to nearest: on the
+   calibration windows, transformers' own Linear inputs give each encoder Linear's output
+   error ||(W - W_hat) X^T||^2 / ||W X^T||^2, whose sum must be at most 0.7 of round to
+   nearest's, and the held-out embeddings' noise must be lower (issue 28's MiniLM target).
 usage: check_bert.py MQ_PIPELINE WORK_DIR (in the venv of tests/make_venv.sh)"""
 import json
 import math
@@ -91,7 +95,7 @@ validators: []
     print(f"all-MiniLM-L6-v2: 36 encoder Linear inputs as transformers computes them (worst {worst:.1e} relative)")
 
     # 2. Mixed precision against the hand-made mix, at its bytes.
-    def run(name, options, extra=""):
+    def run(name, options, extra="", plugin="dynamic"):
         out = os.path.join(work, name)
         recipe = os.path.join(work, name + ".yaml")
         report = os.path.join(work, name + ".json")
@@ -99,7 +103,7 @@ validators: []
             f.write(f"""version: 1
 model: {{path: {directory}}}
 calibration: {{path: {calibration}}}
-quantizer: {{plugin: dynamic, options: {options}}}
+quantizer: {{plugin: {plugin}, options: {options}}}
 {extra}
 format: {{plugin: safetensors, output: {out}}}
 validators: [{{plugin: conformance}}, {{plugin: sqnr}}]
@@ -143,6 +147,40 @@ report: {report}
     want = 10 * math.log10(a.pow(2).sum().item() / (b - a).pow(2).sum().item())
     print(f"int8 dynamic: output SQNR mq {sqnr:.4f} dB, transformers {want:.4f} dB")
     assert abs(sqnr - want) <= 0.01, (sqnr, want)
+
+    # 4. GPTQ against round to nearest, int4 groups of 32.
+    hessians, hooks = {}, []
+    for name, module in model.named_modules():
+        if isinstance(module, torch.nn.Linear) and name.startswith("encoder."):
+            def accumulate(module, inputs, output, name=name):
+                x = inputs[0].reshape(-1, inputs[0].shape[-1]).double()
+                hessians[name] = hessians.get(name, 0) + x.T @ x
+            hooks.append(module.register_forward_hook(accumulate))
+    with torch.no_grad():
+        for ids in calib:
+            model(ids)
+    for h in hooks:
+        h.remove()
+    w4 = "{dtype: int4, group_size: 32, layers: {exclude: [pooler.dense]}"
+    gptq_out, _ = run("gptq", w4 + ", actorder: weight}", "", "gptq")
+    rtn_out, _ = run("rtn", w4 + "}", "")
+    layers = dict(model.named_modules())
+
+    def layer_error(out):
+        quantized = dict(check_mixed.load(directory, out, BertModel)[0].named_modules())
+        noise = signal = 0.0
+        for name, h in hessians.items():
+            w, d = layers[name].weight.double(), layers[name].weight.double() - quantized[name].weight.double()
+            noise += (d @ h * d).sum().item()
+            signal += (w @ h * w).sum().item()
+        return noise / signal
+
+    e_gptq, e_rtn = layer_error(gptq_out), layer_error(rtn_out)
+    (n_gptq, _, _), (n_rtn, _, _) = noise(gptq_out), noise(rtn_out)
+    print(f"int4 g32, 36 encoder Linears: layer-output error GPTQ {e_gptq:.5f} vs RTN {e_rtn:.5f} "
+          f"(ratio {e_gptq / e_rtn:.2f}); held-out embedding noise GPTQ {n_gptq:.5f} vs RTN {n_rtn:.5f}")
+    assert e_gptq <= 0.7 * e_rtn, (e_gptq, e_rtn)
+    assert n_gptq < n_rtn, (n_gptq, n_rtn)
 
 
 if __name__ == "__main__":

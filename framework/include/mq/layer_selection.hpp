@@ -82,11 +82,35 @@ MQ_API void record_inputs(const Model& model, const QuantizeContext& context, co
 // 2-D weight `plan` quantizes with a spec `takes` accepts: layer name -> plan row.
 MQ_API std::map<std::string, size_t> planned_linears(const Model& model, const std::vector<PlanRow>& plan,
                                                      const std::function<bool(const QuantSpec&)>& takes);
-// quantize_planned() with each planned row's weight quantized by `make(row, weight)`
-// (the weight read through the model's files), in order, with progress.
-MQ_API std::vector<QuantizedEntry> quantize_planned_with(
-    const Model& model, const std::vector<PlanRow>& plan, QuantizeContext& context,
-    const std::function<QuantizedTensor(size_t row, const at::Tensor& weight)>& make);
+// quantize_planned() in steps, with each planned row's weight quantized by
+// `make(row, weight)` (the weight read through the model's files), in order: for a
+// quantizer whose weights are ready out of order (sequential GPTQ, a block at a time),
+// which makes each row as soon as the rows before it are made, so that a streaming run
+// holds few results. With `progress`, a "quantize" stage counts the rows.
+class MQ_API PlannedRows {
+ public:
+  using Make = std::function<QuantizedTensor(size_t row, const at::Tensor& weight)>;
+  PlannedRows(const Model& model, const std::vector<PlanRow>& plan, QuantizeContext& context, Make make,
+              bool progress = true);
+  // Makes the rows from the first not yet made, while `ready(row)` holds.
+  void make_while(const std::function<bool(size_t row)>& ready);
+  // Makes the rest: the entries, or none when the context streams (context.emit).
+  std::vector<QuantizedEntry> finish();
+
+ private:
+  const Model& model_;
+  const std::vector<PlanRow>& plan_;
+  QuantizeContext& context_;
+  Make make_;
+  bool progress_;
+  size_t next_ = 0;
+  at::Tensor staging_;
+  std::vector<QuantizedEntry> entries_;
+};
+
+// All rows at once, with progress: PlannedRows(...).finish().
+MQ_API std::vector<QuantizedEntry> quantize_planned_with(const Model& model, const std::vector<PlanRow>& plan,
+                                                         QuantizeContext& context, const PlannedRows::Make& make);
 
 }  // namespace mq
 

@@ -6,6 +6,7 @@
 
 #include <algorithm>
 #include <cmath>
+#include <stdexcept>
 #include <string>
 
 #include "mq/affine.hpp"
@@ -17,6 +18,37 @@ void accumulate(at::Tensor& hessian, const at::Tensor& inputs) {
   const at::Tensor x = inputs.reshape({-1, inputs.size(-1)}).to(at::kDouble);
   if (!hessian.defined()) hessian = at::zeros({x.size(1), x.size(1)}, at::kDouble);
   hessian.addmm_(x.t(), x);
+}
+
+void Hessians::add(const std::string& layer, const at::Tensor& input) {
+  if (batch_.count(layer)) batch_.clear();  // the layer again: the next batch
+  std::string owner = layer;
+  for (const auto& [other, x] : batch_)
+    if (x.data_ptr() == input.data_ptr() && x.sizes() == input.sizes() && x.strides() == input.strides() &&
+        x.scalar_type() == input.scalar_type()) {
+      owner = owner_.at(other);
+      break;
+    }
+  const auto [it, fresh] = owner_.emplace(layer, owner);
+  if (fresh) ++users_[owner];
+  if (it->second != owner)
+    throw std::logic_error("GPTQ: " + layer + " shared its input with " + it->second + " in one batch, not in another");
+  batch_[layer] = input;
+  if (owner == layer) accumulate(hessians_[layer], input);
+}
+
+const at::Tensor* Hessians::find(const std::string& layer) const {
+  const auto o = owner_.find(layer);
+  if (o == owner_.end()) return nullptr;
+  const auto h = hessians_.find(o->second);
+  return h == hessians_.end() ? nullptr : &h->second;
+}
+
+void Hessians::done(const std::string& layer) {
+  const auto o = owner_.find(layer);
+  if (o == owner_.end()) return;
+  batch_.clear();  // recording is over for the layer's batches
+  if (--users_.at(o->second) == 0) hessians_.erase(o->second);
 }
 
 namespace {

@@ -9,6 +9,8 @@
 #include <ATen/core/Tensor.h>
 
 #include <cstdint>
+#include <map>
+#include <string>
 
 #include "mq/quant_spec.hpp"
 #include "mq/quantized_tensor.hpp"
@@ -28,6 +30,28 @@ struct Settings {
 // The sum of x^T x over the rows of `inputs` (a layer's inputs, [tokens, in]), added to
 // `hessian` ([in, in], float64; made when undefined). Rows are summed in order.
 void accumulate(at::Tensor& hessian, const at::Tensor& inputs);
+
+// The Hessians of a model's Linears over the calibration batches, one for the layers
+// fed the very same input tensor in a batch (q/k/v, gate/up, a MoE block's experts while
+// recorded): the same sums, computed and held once. Inputs come as record_layers() gives
+// them, each layer once a batch, batches in order.
+class Hessians {
+ public:
+  void add(const std::string& layer, const at::Tensor& input);
+  // The layer's Hessian; null when it saw no input.
+  const at::Tensor* find(const std::string& layer) const;
+  // The layer is quantized (recording is over for it): its Hessian goes once every layer
+  // that shares it is.
+  void done(const std::string& layer);
+
+ private:
+  std::map<std::string, std::string> owner_;     // layer -> the layer whose Hessian it uses
+  std::map<std::string, at::Tensor> hessians_;   // by owner
+  std::map<std::string, int> users_;             // by owner: layers not done
+  // The current batch's inputs so far, held so that no other tensor takes their memory
+  // while they are compared with.
+  std::map<std::string, at::Tensor> batch_;
+};
 
 // `weight` ([out, in], any float dtype) quantized with `spec` (integer; per tensor, per
 // channel on axis 0, or per group) against `hessian`. The scales are min/max's over what

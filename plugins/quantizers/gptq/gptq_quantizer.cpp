@@ -60,53 +60,25 @@ class GptqQuantizer final : public mq::Quantizer {
     std::vector<std::string> layers;
     for (const auto& [layer, row] : linears) layers.push_back(layer);
 
-    std::map<std::string, at::Tensor> hessians;
-    const auto accumulate = [&](const std::string& layer, const at::Tensor& x) {
-      mq::gptq::accumulate(hessians[layer], x);
-    };
-    // GPTQ of one layer against its Hessian, which it lets go; the plan row says how far
-    // the layer's output on the calibration inputs moved, against round to nearest.
+    mq::gptq::Hessians hessians;
+    const auto accumulate = [&](const std::string& layer, const at::Tensor& x) { hessians.add(layer, x); };
+    // GPTQ of one layer against its Hessian (let go once its sharers are done too); the plan
+    // row says how far the layer's output on the calibration inputs moved, against round to nearest.
     const auto solve = [&](const std::string& layer, const at::Tensor& w) {
-      const auto h = hessians.find(layer);
+      const at::Tensor& h = *hessians.find(layer);
       const size_t i = linears.at(layer);
       const mq::QuantSpec& spec = *out.plan[i].spec;
-      mq::QuantizedTensor q = mq::gptq::quantize(w, h->second, spec, settings_);
-      const double error = mq::gptq::output_error(w, q.dequantize(), h->second);
-      const double rtn = mq::gptq::output_error(w, mq::quantize_weight(w, spec, nullptr).dequantize(), h->second);
+      mq::QuantizedTensor q = mq::gptq::quantize(w, h, spec, settings_);
+      const double error = mq::gptq::output_error(w, q.dequantize(), h);
+      const double rtn = mq::gptq::output_error(w, mq::quantize_weight(w, spec, nullptr).dequantize(), h);
       out.plan[i].rule += fmt::format("; GPTQ: layer-output error {:.3g} (round to nearest {:.3g})", error, rtn);
-      hessians.erase(h);
+      hessians.done(layer);
       return q;
     };
     std::map<size_t, mq::QuantizedTensor> solved;  // by plan row: sequential results, until written
-    if (sequential_) {
-      context.progress->begin("gptq", static_cast<int64_t>(layers.size()), 0);
-      const mq::TensorIndex index(model);
-      model.runnable->record_sequential(
-          context.calibration, layers,
-          [&](size_t, const auto& activity) {
-            for (const auto& [layer, a] : activity) accumulate(layer, a.input);
-          },
-          [&](const std::vector<std::string>& stage) {
-            std::map<std::string, at::Tensor> quantized;
-            for (const std::string& layer : stage) {
-              const size_t row = linears.at(layer);
-              const at::Tensor& w = *index.find(model.tensors[row].name);
-              mq::QuantizedTensor q = solve(layer, w);
-              quantized[model.tensors[row].name] = q.dequantize();
-              solved.emplace(row, std::move(q));
-              model.release(w);
-              context.progress->advance(layer, 0);
-            }
-            return quantized;
-          });
-      context.progress->end();
-    } else {
-      mq::record_inputs(model, context, layers, accumulate);
-    }
-
     std::map<size_t, std::string> layer_of_row;
     for (const auto& [layer, row] : linears) layer_of_row[row] = layer;
-    out.entries = mq::quantize_planned_with(model, out.plan, context, [&](size_t i, const at::Tensor& w) {
+    const auto make = [&](size_t i, const at::Tensor& w) {
       if (const auto s = solved.find(i); s != solved.end()) {
         mq::QuantizedTensor q = std::move(s->second);
         solved.erase(s);
@@ -114,12 +86,44 @@ class GptqQuantizer final : public mq::Quantizer {
       }
       const auto layer = layer_of_row.find(i);
       if (layer == layer_of_row.end()) return mq::quantize_weight(w, *out.plan[i].spec, nullptr);
-      if (!hessians.count(layer->second)) {
+      if (!hessians.find(layer->second)) {
         context.warn("layer " + layer->second + " saw no input during calibration; its weight is rounded to nearest");
         return mq::quantize_weight(w, *out.plan[i].spec, nullptr);
       }
       return solve(layer->second, w);
-    });
+    };
+    if (!sequential_) {
+      mq::record_inputs(model, context, layers, accumulate);
+      out.entries = mq::quantize_planned_with(model, out.plan, context, make);
+      return out;
+    }
+    // Each block's results are written as soon as every tensor before them in the file
+    // is, so that a streaming run holds a few blocks' results, not the model's.
+    mq::PlannedRows rows(model, out.plan, context, make, /*progress=*/false);
+    const auto ready = [&](size_t i) { return !layer_of_row.count(i) || solved.count(i); };
+    context.progress->begin("gptq", static_cast<int64_t>(layers.size()), 0);
+    const mq::TensorIndex index(model);
+    model.runnable->record_sequential(
+        context.calibration, layers,
+        [&](size_t, const auto& activity) {
+          for (const auto& [layer, a] : activity) accumulate(layer, a.input);
+        },
+        [&](const std::vector<std::string>& stage) {
+          std::map<std::string, at::Tensor> quantized;
+          for (const std::string& layer : stage) {
+            const size_t row = linears.at(layer);
+            const at::Tensor& w = *index.find(model.tensors[row].name);
+            mq::QuantizedTensor q = solve(layer, w);
+            quantized[model.tensors[row].name] = q.dequantize();
+            solved.emplace(row, std::move(q));
+            model.release(w);
+            context.progress->advance(layer, 0);
+          }
+          rows.make_while(ready);
+          return quantized;
+        });
+    context.progress->end();
+    out.entries = rows.finish();
     return out;
   }
 

@@ -130,6 +130,31 @@ TEST(Gptq, DeadInputsAreZeroed) {
   EXPECT_EQ(q.qparams.scale.sizes(), at::IntArrayRef({4}));
 }
 
+// Layers fed the very same tensor (q/k/v) share one Hessian, the sum separate ones
+// would have; a tensor of equal values elsewhere in memory is another input.
+TEST(Gptq, LayersFedOneTensorShareOneHessian) {
+  at::manual_seed(6);
+  mq::gptq::Hessians hessians;
+  at::Tensor expected, other;
+  for (int batch = 0; batch < 2; ++batch) {
+    const at::Tensor x = at::randn({5, 4});
+    hessians.add("q", x);
+    hessians.add("k", x.reshape({-1, 4}));  // a view of it, as TensorRunnable hands over
+    hessians.add("o", x.clone());
+    mq::gptq::accumulate(expected, x);
+  }
+  ASSERT_TRUE(hessians.find("q") && hessians.find("k") && hessians.find("o"));
+  EXPECT_EQ(hessians.find("q"), hessians.find("k"));
+  EXPECT_NE(hessians.find("q"), hessians.find("o"));
+  EXPECT_TRUE(at::equal(*hessians.find("k"), expected));
+  EXPECT_TRUE(at::equal(*hessians.find("o"), expected));
+  hessians.done("q");
+  EXPECT_TRUE(hessians.find("k"));  // still k's
+  hessians.done("k");
+  EXPECT_FALSE(hessians.find("k"));
+  EXPECT_FALSE(hessians.find("unseen"));
+}
+
 TEST(Gptq, NeedsARunnableModelAndCalibration) {
   auto gptq = mq::test::make_plugin<mq::Quantizer>();
   mq::Model checkpoint;
