@@ -176,10 +176,14 @@ QuantizedTensor quantize(const at::Tensor& weight, const at::Tensor& hessian, co
   return out;
 }
 
-double output_error(const at::Tensor& weight, const at::Tensor& dequantized, const at::Tensor& hessian) {
-  const at::Tensor w = weight.to(at::kDouble), d = w - dequantized.to(at::kDouble);
-  const double signal = (w.mm(hessian) * w).sum().item<double>();
-  return signal > 0 ? (d.mm(hessian) * d).sum().item<double>() / signal : 0.0;
+std::vector<double> output_errors(const at::Tensor& weight, const std::vector<at::Tensor>& dequantized,
+                                  const at::Tensor& hessian) {
+  const at::Tensor h = hessian.to(at::kFloat), w = weight.to(at::kFloat);
+  const auto energy = [&](const at::Tensor& x) { return (x.mm(h) * x).sum(at::kDouble).item<double>(); };
+  const double signal = energy(w);
+  std::vector<double> out;
+  for (const at::Tensor& d : dequantized) out.push_back(signal > 0 ? energy(w - d.to(at::kFloat)) / signal : 0.0);
+  return out;
 }
 
 }  // namespace mq::gptq

@@ -11,6 +11,7 @@
 #include <cstdint>
 #include <map>
 #include <string>
+#include <vector>
 
 #include "mq/quant_spec.hpp"
 #include "mq/quantized_tensor.hpp"
@@ -60,8 +61,10 @@ class Hessians {
 QuantizedTensor quantize(const at::Tensor& weight, const at::Tensor& hessian, const QuantSpec& spec,
                          const Settings& settings);
 
-// ‖(W − Ŵ) X^T‖² / ‖W X^T‖² from H = Σ x^T x: how much of the layer's output on the
-// calibration inputs the quantization error is.
-double output_error(const at::Tensor& weight, const at::Tensor& dequantized, const at::Tensor& hessian);
+// ‖(W − Ŵ) X^T‖² / ‖W X^T‖² from H = Σ x^T x for each Ŵ of `dequantized`: how much of the
+// layer's output on the calibration inputs the quantization error is (in float32: a
+// figure for the report).
+std::vector<double> output_errors(const at::Tensor& weight, const std::vector<at::Tensor>& dequantized,
+                                  const at::Tensor& hessian);
 
 }  // namespace mq::gptq

@@ -69,9 +69,10 @@ class GptqQuantizer final : public mq::Quantizer {
       const size_t i = linears.at(layer);
       const mq::QuantSpec& spec = *out.plan[i].spec;
       mq::QuantizedTensor q = mq::gptq::quantize(w, h, spec, settings_);
-      const double error = mq::gptq::output_error(w, q.dequantize(), h);
-      const double rtn = mq::gptq::output_error(w, mq::quantize_weight(w, spec, nullptr).dequantize(), h);
-      out.plan[i].rule += fmt::format("; GPTQ: layer-output error {:.3g} (round to nearest {:.3g})", error, rtn);
+      const std::vector<double> errors =
+          mq::gptq::output_errors(w, {q.dequantize(), mq::quantize_weight(w, spec, nullptr).dequantize()}, h);
+      out.plan[i].rule +=
+          fmt::format("; GPTQ: layer-output error {:.3g} (round to nearest {:.3g})", errors[0], errors[1]);
       hessians.done(layer);
       return q;
     };

@@ -109,8 +109,8 @@ TEST(Gptq, IsRoundToNearestForADiagonalHessianAndBetterOtherwise) {
   at::Tensor h;
   mq::gptq::accumulate(h, correlated_inputs(512, 32));
   const mq::QuantizedTensor gptq = mq::gptq::quantize(weight, h, spec, {});
-  const double ours = mq::gptq::output_error(weight, gptq.dequantize(), h);
-  const double nearest = mq::gptq::output_error(weight, rtn.dequantize(), h);
+  const std::vector<double> errors = mq::gptq::output_errors(weight, {gptq.dequantize(), rtn.dequantize()}, h);
+  const double ours = errors[0], nearest = errors[1];
   EXPECT_LT(ours, 0.8 * nearest) << ours << " vs " << nearest;
 }
 
