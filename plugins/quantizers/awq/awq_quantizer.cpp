@@ -9,12 +9,19 @@
 // (up to `max_tokens` of them), Σ ‖X Wᵀ − (X / s) Q(W·s)ᵀ‖², is folded into the front
 // op (mq::fold_scales: the float model computes the same) and the Linears are quantized
 // as the dynamic quantizer does. Each group's rule says its ratio and its error against
-// plain rounding's. Weight clipping search is not done.
+// plain rounding's.
+//
+// Then (`clip`, AutoAWQ's auto_clip) each Linear of a group but q/k projections (whose
+// error the attention scores would show, not their outputs) has its weights clipped to
+// the max |w| of each row's group, shrunk by the factor of 1, 0.95, ..., 0.55 that
+// gives the least mean squared error of the group's part of the output on the (scaled)
+// calibration inputs once quantized. Validators compare with the unclipped weights.
 
 #include <ATen/ATen.h>
 #include <fmt/format.h>
 
 #include <cmath>
+#include <cstring>
 #include <limits>
 #include <map>
 
@@ -31,7 +38,8 @@ class AwqQuantizer final : public mq::Quantizer {
       : selector_(options, {mq::LayerKind::kLinear}),
         grid_(options.get_int("grid")),
         max_tokens_(options.get_int("max_tokens")),
-        duo_(options.get_bool("duo_scaling")) {
+        duo_(options.get_bool("duo_scaling")),
+        clip_(options.get_bool("clip")) {
     if (grid_ < 1) throw mq::RecipeError(options.where("grid") + ": grid must be at least 1");
     if (max_tokens_ < 1) throw mq::RecipeError(options.where("max_tokens") + ": max_tokens must be at least 1");
   }
@@ -78,6 +86,7 @@ class AwqQuantizer final : public mq::Quantizer {
       }
     });
 
+    std::map<std::string, at::Tensor> clipped;  // by weight name: scaled and clipped, float32
     const auto scale_of = [&](const mq::SmoothingGroup& g, const std::function<at::Tensor(const std::string&)>& current) {
       const auto in = inputs.find(g.layers.front());
       if (in == inputs.end()) {
@@ -125,14 +134,66 @@ class AwqQuantizer final : public mq::Quantizer {
       for (const std::string& l : g.layers)
         out.plan[row_of.at(l + ".weight")].rule +=
             fmt::format("; AWQ ratio {:.2f}: group output error {:.3g}x plain rounding's", ratio, plain > 0 ? best / plain : 1.0);
+      if (clip_)
+        for (size_t i = 0; i < weights.size(); ++i)
+          if (specs[i] && clips(g.layers[i], *specs[i]))
+            clipped[g.layers[i] + ".weight"] = clip(weights[i] * chosen.unsqueeze(0), x / chosen, *specs[i]);
       return chosen;
     };
-    const mq::Model scaled = mq::fold_scales(model, groups, scale_of, out.plan, out.transformed, "; AWQ-scaled");
+    mq::Model scaled = mq::fold_scales(model, groups, scale_of, out.plan, out.transformed, "; AWQ-scaled");
+    for (auto& [name, w] : clipped) {
+      const size_t i = row_of.at(name);
+      scaled.tensors[i].tensor = w.to(model.tensors[i].tensor.scalar_type()).contiguous();
+      out.plan[i].rule += "; AWQ-clipped";
+    }
     out.entries = mq::quantize_planned(scaled, out.plan, context, /*observe_weights=*/true);
     return out;
   }
 
  private:
+  // Whether `layer`'s weights are searched for clipping: not q/k projections (AutoAWQ's
+  // rule), and only where each row's groups are quantized on their own.
+  static bool clips(const std::string& layer, const mq::QuantSpec& spec) {
+    for (const char* skipped : {"q_proj", "k_proj", "query", "key"})
+      if (layer.size() >= std::strlen(skipped) && layer.compare(layer.size() - std::strlen(skipped), std::string::npos, skipped) == 0)
+        return false;
+    return spec.granularity == mq::Granularity::kPerGroup || spec.granularity == mq::Granularity::kPerChannel;
+  }
+
+  // `w` ([out, in], float32) with each row's groups clipped to the shrink of their max |w|
+  // whose quantized group gives the least mean squared error of its part of the output
+  // on the inputs `x` ([tokens, in]), output rows 256 at a time.
+  static at::Tensor clip(const at::Tensor& w, const at::Tensor& x, const mq::QuantSpec& spec) {
+    const int64_t rows = w.size(0), cols = w.size(1);
+    const int64_t size = spec.granularity == mq::Granularity::kPerGroup ? spec.group_size : cols;
+    if (cols % size) return w;  // a partial last group: left as it is
+    const int64_t groups = cols / size;
+    const at::Tensor xg = x.reshape({-1, groups, size}).permute({1, 0, 2});  // [groups, tokens, size]
+    at::Tensor out = w.clone();
+    for (int64_t r0 = 0; r0 < rows; r0 += 256) {
+      const at::Tensor chunk = w.narrow(0, r0, std::min<int64_t>(256, rows - r0));
+      const int64_t n = chunk.size(0);
+      const auto outputs = [&](const at::Tensor& v) {  // [groups, tokens, n]: each group's part
+        return at::bmm(xg, v.reshape({n, groups, size}).permute({1, 2, 0}));
+      };
+      const at::Tensor reference = outputs(chunk);
+      const at::Tensor max = chunk.reshape({n, groups, size}).abs().amax(-1, true);  // [n, groups, 1]
+      at::Tensor best = max.clone();
+      at::Tensor least = at::full({n, groups, 1}, std::numeric_limits<float>::infinity());
+      for (int step = 0; step < 10; ++step) {  // shrink 1 - step / 20
+        const at::Tensor limit = max * (1.0 - step / 20.0);
+        const at::Tensor clamped = at::min(at::max(chunk.reshape({n, groups, size}), -limit), limit).reshape({n, cols});
+        const at::Tensor q = mq::quantize_weight(clamped, spec, nullptr).dequantize();
+        const at::Tensor error = (outputs(q) - reference).pow(2).mean(1).t().unsqueeze(-1);  // [n, groups, 1]
+        const at::Tensor better = error < least;
+        least = at::where(better, error, least);
+        best = at::where(better, limit, best);
+      }
+      out.narrow(0, r0, n).copy_(at::min(at::max(chunk.reshape({n, groups, size}), -best), best).reshape({n, cols}));
+    }
+    return out;
+  }
+
   // AutoAWQ's get_weight_scale: |w| over its group's max |w|, averaged over rows, per input.
   static at::Tensor weight_mean(const at::Tensor& w, int64_t group_size) {
     const int64_t cols = w.size(1);
@@ -143,7 +204,7 @@ class AwqQuantizer final : public mq::Quantizer {
 
   mq::LayerSelector selector_;
   int64_t grid_, max_tokens_;
-  bool duo_;
+  bool duo_, clip_;
 };
 
 }  // namespace
@@ -153,4 +214,5 @@ MQ_PLUGIN(AwqQuantizer, mq::PluginKind::kQuantizer, "awq", "0.1.0",
           MQ_SPEC_OPTIONS,
           {"grid", mq::OptionType::kInt, "20", "ratios tried in [0, 1)"},
           {"duo_scaling", mq::OptionType::kBool, "true", "scales from activations and weights (else activations only)"},
-          {"max_tokens", mq::OptionType::kInt, "512", "calibration tokens each group's search runs on"})
+          {"max_tokens", mq::OptionType::kInt, "512", "calibration tokens each group's search runs on"},
+          {"clip", mq::OptionType::kBool, "true", "search each group's clipping of the weights (not q/k projections)"})
