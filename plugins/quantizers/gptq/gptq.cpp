@@ -53,23 +53,28 @@ void Hessians::done(const std::string& layer) {
 
 namespace {
 
-// The inverse Hessian's upper Cholesky factor U (H^-1 = U^T U), after dampening (and
-// dead inputs, whose diagonal is 0, set to 1: their weights are zeroed by the caller).
+// The inverse Hessian's upper Cholesky factor U (H^-1 = U^T U) in float32, after
+// dampening (dead inputs' diagonal, 0, the caller sets to 1 and their weights to 0).
 // With J the order-reversing permutation and J H J = L L^T, U = J L^-1 J: one Cholesky
 // factorization and one triangular solve, not the reference's three factorizations
 // (cholesky, cholesky_inverse, cholesky again), the same factor up to rounding.
 at::Tensor inverse_factor(at::Tensor h, double dampening_frac) {
-  const at::Tensor diagonal = h.diagonal();
-  const double damp = dampening_frac * diagonal.mean().item<double>();
-  const at::Tensor flipped = h.flip({0, 1});
-  for (int attempt = 0; attempt < 3; ++attempt) {
-    const double factor = attempt == 0 ? 1.0 : attempt == 1 ? 10.0 : 100.0;
-    at::Tensor damped = flipped.clone();
-    damped.diagonal().add_(damp * factor + (damp == 0 ? 1e-8 : 0));
-    const auto [lower, info] = at::linalg_cholesky_ex(damped);
+  const int64_t n = h.size(0);
+  const double damp = dampening_frac * h.diagonal().mean().item<double>();  // > 0: dead inputs' diagonal is 1
+  // n x n float64 matrices (242 MiB at n = 5632) are made as few at a time as can be.
+  at::Tensor a = h.flip({0, 1});
+  h.reset();
+  double added = 0;
+  for (const double factor : {1.0, 10.0, 100.0}) {
+    a.diagonal().add_(damp * factor - added);
+    added = damp * factor;
+    auto [lower, info] = at::linalg_cholesky_ex(a);
     if (info.item<int>() != 0) continue;
-    const at::Tensor inverse = at::linalg_solve_triangular(lower, at::eye(h.size(0), h.options()), /*upper=*/false);
-    return inverse.flip({0, 1});
+    a.reset();
+    at::Tensor inverse = at::eye(n, lower.options());
+    at::linalg_solve_triangular_out(inverse, lower, inverse, /*upper=*/false);
+    lower.reset();
+    return inverse.to(at::kFloat).flip({0, 1});
   }
   throw RecipeError("GPTQ: the inputs' Hessian stays singular after dampening 100 times dampening_frac; "
                     "raise dampening_frac or calibrate on more tokens");
@@ -118,7 +123,7 @@ QuantizedTensor quantize(const at::Tensor& weight, const at::Tensor& hessian, co
   }
   const at::Tensor group_of = at::div(order, group, "floor").contiguous();  // by position: the column's group
   const int64_t* const G = group_of.data_ptr<int64_t>();
-  const at::Tensor hinv = inverse_factor(h, settings.dampening_frac).to(at::kFloat).contiguous();
+  const at::Tensor hinv = inverse_factor(std::move(h), settings.dampening_frac).contiguous();
   const float qmin = static_cast<float>(spec.qmin()), qmax = static_cast<float>(spec.qmax());
 
   // Columns left to right, a block of block_size at a time: within the block each row
