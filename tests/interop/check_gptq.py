@@ -85,13 +85,13 @@ def main(exe, work):
     tokenizer_file = os.path.join(directory, "tokenizer.json")
     model = AutoModelForCausalLM.from_pretrained(directory, torch_dtype=torch.float32,
                                                  attn_implementation="eager").eval()
-    gptq = quantize(exe, work, "gptq", directory, calib, "gptq")
+    gptq = quantize(exe, work, "gptq", directory, calib, "gptq", ", actorder: none")
+    ordered = quantize(exe, work, "ordered", directory, calib, "gptq")  # actorder: weight, the default
     # The same bytes for any thread count (issue 28): every tensor of a one-thread run.
-    quantize(exe, work, "gptq_one_thread", directory, calib, "gptq", threads=1)
-    two, one = (load_file(os.path.join(work, d, "model.safetensors")) for d in ("gptq", "gptq_one_thread"))
+    quantize(exe, work, "ordered_one_thread", directory, calib, "gptq", threads=1)
+    two, one = (load_file(os.path.join(work, d, "model.safetensors")) for d in ("ordered", "ordered_one_thread"))
     assert two.keys() == one.keys() and all(torch.equal(two[k], one[k]) for k in two), "--threads changed the output"
-    ordered = quantize(exe, work, "ordered", directory, calib, "gptq", ", actorder: weight")
-    one_pass = quantize(exe, work, "one_pass", directory, calib, "gptq", ", sequential: false")
+    one_pass = quantize(exe, work, "one_pass", directory, calib, "gptq", ", actorder: none, sequential: false")
     rtn = quantize(exe, work, "rtn", directory, calib, "dynamic")
 
     def record_hessians(recorded):

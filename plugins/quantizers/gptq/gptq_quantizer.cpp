@@ -146,9 +146,9 @@ MQ_PLUGIN(GptqQuantizer, mq::PluginKind::kQuantizer, "gptq", "0.1.0",
           MQ_SPEC_OPTIONS,
           {"block_size", mq::OptionType::kInt, "128", "columns updated together"},
           {"dampening_frac", mq::OptionType::kFloat, "0.01", "of the mean Hessian diagonal, added to it"},
-          {"actorder", mq::OptionType::kString, "none",
-           "weight: columns by falling input energy, each group's scales fixed first (compressed-tensors' "
-           "static/weight order; the layout is unchanged)",
+          {"actorder", mq::OptionType::kString, "weight",
+           "weight: columns by falling input energy, each group's scales fixed first (llm-compressor's default, "
+           "compressed-tensors' static/weight order; the layout is unchanged); none: in column order",
            "none|weight"},
           {"sequential", mq::OptionType::kBool, "true",
            "each block calibrated on what the blocks before it make quantized (false: all on the float model)"})
