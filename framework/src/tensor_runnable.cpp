@@ -3,6 +3,8 @@
 #include "mq/architecture.hpp"
 #include "mq/error.hpp"
 
+#include <malloc.h>
+
 #include <algorithm>
 #include <stdexcept>
 
@@ -82,8 +84,16 @@ void TensorRunnable::record_sequential(const std::vector<at::Tensor>& batches, c
     for (const std::string& layer : seen) unseen.erase(layer);
     const std::map<std::string, at::Tensor> weights = done({seen.begin(), seen.end()});
     if (last) return;
-    const Replacing replacing(*this, weights);
-    for (at::Tensor& h : hidden) h = run_stage(h, nullptr);
+    {
+      const Replacing replacing(*this, weights);
+      for (at::Tensor& h : hidden) h = run_stage(h, nullptr);
+    }
+#ifdef __GLIBC__
+    // What the stage freed goes back to the system: glibc keeps freed blocks of up to 32
+    // MiB (activations, a caller's Hessians) in its heaps once its mmap threshold has
+    // risen, and a run of many stages grew by them (2.0 GB instead of 1.5 at 10 blocks).
+    malloc_trim(0);
+#endif
   };
   for (int64_t i = 0; i < blocks() && !unseen.empty(); ++i)
     stage([&](const at::Tensor& h, Recording* r) { return block(i, h, r); }, false);

@@ -44,26 +44,33 @@ const at::Tensor* Hessians::find(const std::string& layer) const {
   return h == hessians_.end() ? nullptr : &h->second;
 }
 
-void Hessians::done(const std::string& layer) {
+at::Tensor Hessians::take(const std::string& layer) {
   const auto o = owner_.find(layer);
-  if (o == owner_.end()) return;
+  const auto h = o == owner_.end() ? hessians_.end() : hessians_.find(o->second);
+  if (h == hessians_.end()) return {};
   batch_.clear();  // recording is over for the layer's batches
-  if (--users_.at(o->second) == 0) hessians_.erase(o->second);
+  at::Tensor hessian = h->second;
+  if (--users_.at(o->second) == 0) hessians_.erase(h);
+  return hessian;
 }
 
 namespace {
 
-// The inverse Hessian's upper Cholesky factor U (H^-1 = U^T U) in float32, after
-// dampening (dead inputs' diagonal, 0, the caller sets to 1 and their weights to 0).
-// With J the order-reversing permutation and J H J = L L^T, U = J L^-1 J: one Cholesky
-// factorization and one triangular solve, not the reference's three factorizations
-// (cholesky, cholesky_inverse, cholesky again), the same factor up to rounding.
-at::Tensor inverse_factor(at::Tensor h, double dampening_frac) {
-  const int64_t n = h.size(0);
-  const double damp = dampening_frac * h.diagonal().mean().item<double>();  // > 0: dead inputs' diagonal is 1
-  // n x n float64 matrices (242 MiB at n = 5632) are made as few at a time as can be.
-  at::Tensor a = h.flip({0, 1});
-  h.reset();
+// The inverse Hessian's upper Cholesky factor U (H^-1 = U^T U) in float32, of H with its
+// inputs taken in `order` (P H P^T), dead inputs' diagonal (0) set to 1 (the caller
+// zeroes their weights), after dampening. With J the order-reversing permutation and
+// J P H P^T J = L L^T, U = J L^-1 J: one Cholesky factorization and one triangular solve,
+// not the reference's three factorizations (cholesky, cholesky_inverse, cholesky again),
+// the same factor up to rounding. Of n x n float64 matrices (242 MiB at n = 5632) two at
+// a time are made.
+at::Tensor inverse_factor(at::Tensor hessian, const at::Tensor& order, const at::Tensor& dead,
+                          double dampening_frac) {
+  const int64_t n = hessian.size(0);
+  const at::Tensor reversed = order.flip(0);
+  at::Tensor a = hessian.index({reversed.unsqueeze(1), reversed.unsqueeze(0)});
+  hessian.reset();
+  a.diagonal().masked_fill_(dead.index_select(0, reversed), 1.0);
+  const double damp = dampening_frac * a.diagonal().mean().item<double>();
   double added = 0;
   for (const double factor : {1.0, 10.0, 100.0}) {
     a.diagonal().add_(damp * factor - added);
@@ -82,13 +89,11 @@ at::Tensor inverse_factor(at::Tensor h, double dampening_frac) {
 
 }  // namespace
 
-QuantizedTensor quantize(const at::Tensor& weight, const at::Tensor& hessian, const QuantSpec& spec,
+QuantizedTensor quantize(const at::Tensor& weight, at::Tensor hessian, const QuantSpec& spec,
                          const Settings& settings) {
   const int64_t rows = weight.size(0), cols = weight.size(1);
   at::Tensor w = weight.to(at::kFloat).clone();
-  at::Tensor h = hessian.clone();
-  const at::Tensor dead = h.diagonal() == 0;
-  h.diagonal().masked_fill_(dead, 1.0);
+  const at::Tensor dead = hessian.diagonal() == 0;
   w.index_put_({at::indexing::Slice(), dead}, 0.0f);
 
   const bool grouped = spec.granularity == Granularity::kPerGroup;
@@ -117,13 +122,13 @@ QuantizedTensor quantize(const at::Tensor& weight, const at::Tensor& hessian, co
   at::Tensor order = at::arange(cols, at::kLong);
   if (ordered) {
     for (int64_t g = 0; g < groups; ++g) set_params(w.narrow(1, g * group, std::min(group, cols - g * group)), g);
-    order = std::get<1>(h.diagonal().sort(/*stable=*/true, /*dim=*/0, /*descending=*/true));
+    const at::Tensor energy = hessian.diagonal().masked_fill(dead, 1.0);
+    order = std::get<1>(energy.sort(/*stable=*/true, /*dim=*/0, /*descending=*/true));
     w = w.index_select(1, order);
-    h = h.index_select(0, order).index_select(1, order);
   }
   const at::Tensor group_of = at::div(order, group, "floor").contiguous();  // by position: the column's group
   const int64_t* const G = group_of.data_ptr<int64_t>();
-  const at::Tensor hinv = inverse_factor(std::move(h), settings.dampening_frac).contiguous();
+  const at::Tensor hinv = inverse_factor(std::move(hessian), order, dead, settings.dampening_frac).contiguous();
   const float qmin = static_cast<float>(spec.qmin()), qmax = static_cast<float>(spec.qmax());
 
   // Columns left to right, a block of block_size at a time: within the block each row

@@ -41,9 +41,9 @@ class Hessians {
   void add(const std::string& layer, const at::Tensor& input);
   // The layer's Hessian; null when it saw no input.
   const at::Tensor* find(const std::string& layer) const;
-  // The layer is quantized (recording is over for it): its Hessian goes once every layer
-  // that shares it is.
-  void done(const std::string& layer);
+  // The layer's Hessian, handed over for its quantization (recording is over for it):
+  // the set lets go of it once every layer that shares it has taken it.
+  at::Tensor take(const std::string& layer);
 
  private:
   std::map<std::string, std::string> owner_;     // layer -> the layer whose Hessian it uses
@@ -58,7 +58,8 @@ class Hessians {
 // channel on axis 0, or per group) against `hessian`. The scales are min/max's over what
 // they cover (rounded to the weight's dtype, which stores them). RecipeError where H
 // stays singular after ten times the dampening.
-QuantizedTensor quantize(const at::Tensor& weight, const at::Tensor& hessian, const QuantSpec& spec,
+// `hessian` is let go once used, before the solve's largest temporaries are made.
+QuantizedTensor quantize(const at::Tensor& weight, at::Tensor hessian, const QuantSpec& spec,
                          const Settings& settings);
 
 // ‖(W − Ŵ) X^T‖² / ‖W X^T‖² from H = Σ x^T x for each Ŵ of `dequantized`: how much of the

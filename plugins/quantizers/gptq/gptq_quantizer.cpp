@@ -62,18 +62,20 @@ class GptqQuantizer final : public mq::Quantizer {
 
     mq::gptq::Hessians hessians;
     const auto accumulate = [&](const std::string& layer, const at::Tensor& x) { hessians.add(layer, x); };
-    // GPTQ of one layer against its Hessian (let go once its sharers are done too); the plan
-    // row says how far the layer's output on the calibration inputs moved, against round to nearest.
+    // GPTQ of one layer against its Hessian (let go once its sharers have it too); the plan
+    // row says how far the layer's output on the calibration inputs moved, against round
+    // to nearest (a float32 copy of the Hessian for that: the float64 one goes before the
+    // solve's largest temporaries are made).
     const auto solve = [&](const std::string& layer, const at::Tensor& w) {
-      const at::Tensor& h = *hessians.find(layer);
+      at::Tensor h = hessians.take(layer);
+      const at::Tensor h32 = h.to(at::kFloat);
       const size_t i = linears.at(layer);
       const mq::QuantSpec& spec = *out.plan[i].spec;
-      mq::QuantizedTensor q = mq::gptq::quantize(w, h, spec, settings_);
+      mq::QuantizedTensor q = mq::gptq::quantize(w, std::move(h), spec, settings_);
       const std::vector<double> errors =
-          mq::gptq::output_errors(w, {q.dequantize(), mq::quantize_weight(w, spec, nullptr).dequantize()}, h);
+          mq::gptq::output_errors(w, {q.dequantize(), mq::quantize_weight(w, spec, nullptr).dequantize()}, h32);
       out.plan[i].rule +=
           fmt::format("; GPTQ: layer-output error {:.3g} (round to nearest {:.3g})", errors[0], errors[1]);
-      hessians.done(layer);
       return q;
     };
     std::map<size_t, mq::QuantizedTensor> solved;  // by plan row: sequential results, until written
