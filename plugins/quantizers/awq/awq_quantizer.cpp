@@ -134,7 +134,7 @@ class AwqQuantizer final : public mq::Quantizer {
       for (const std::string& l : g.layers)
         out.plan[row_of.at(l + ".weight")].rule +=
             fmt::format("; AWQ ratio {:.2f}: group output error {:.3g}x plain rounding's", ratio, plain > 0 ? best / plain : 1.0);
-      if (clip_)
+      if (clip_ && chosen.defined())
         for (size_t i = 0; i < weights.size(); ++i)
           if (specs[i] && clips(g.layers[i], *specs[i]))
             clipped[g.layers[i] + ".weight"] = clip(weights[i] * chosen.unsqueeze(0), x / chosen, *specs[i]);
