@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # GPTQ side by side with llm-compressor (bench/llmcompressor_gptq.py): the same random
 # Llama with outlier channels (LAYERS blocks of HIDDEN), the same SAMPLES x SEQ calibration
-# ids, W4A16 (int4 groups of 128, static activation order); wall time and peak RSS of each
+# ids, W4A16 (int4 groups of 128, activation order ACTORDER=weight (static, the default) or group); wall time and peak RSS of each
 # whole process, and the held-out KL transformers + compressed-tensors measure on both
 # artifacts. The venv (bench/requirements-llmcompressor.txt, ~7 GB) is made on first use
 # in LLMC_VENV (default build/llmc-venv).

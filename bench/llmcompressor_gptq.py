@@ -1,7 +1,8 @@
 #!/usr/bin/env python3
 """GPTQ side by side: mq's gptq quantizer against llm-compressor's GPTQModifier on the same
 Llama checkpoint, the same calibration token ids and the same scheme (W4A16: int4
-symmetric, groups of 128, columns in static activation order, lm_head kept), each as a
+symmetric, groups of 128, columns in activation order: ACTORDER=weight (static, the
+default) or group, lm_head kept), each as a
 whole process on this machine's threads. The judge is transformers with compressed-tensors,
 which loads both artifacts (decompressing them) and the float model: mean per-token KL
 of each quantized model's next-token distribution from the float one on held-out ids.
@@ -28,11 +29,11 @@ from datasets import Dataset
 from transformers import AutoModelForCausalLM
 from llmcompressor import oneshot
 from llmcompressor.modifiers.quantization import GPTQModifier
-directory, ids_file, out, seq = sys.argv[1], sys.argv[2], sys.argv[3], int(sys.argv[4])
+directory, ids_file, out, seq, actorder = sys.argv[1], sys.argv[2], sys.argv[3], int(sys.argv[4]), sys.argv[5]
 ids = torch.load(ids_file)
 dataset = Dataset.from_dict({"input_ids": ids.tolist(), "attention_mask": torch.ones_like(ids).tolist()})
 model = AutoModelForCausalLM.from_pretrained(directory, torch_dtype=torch.float32)
-oneshot(model=model, dataset=dataset, recipe=GPTQModifier(targets="Linear", scheme="W4A16", ignore=["lm_head"]),
+oneshot(model=model, dataset=dataset, recipe=GPTQModifier(targets="Linear", scheme="W4A16", ignore=["lm_head"], actorder=actorder),
         max_seq_length=seq, num_calibration_samples=ids.shape[0])
 model.save_pretrained(out, save_compressed=True)
 """
@@ -61,11 +62,12 @@ def make_model(directory, layers, hidden):
     PreTrainedTokenizerFast(tokenizer_object=words, unk_token="w0").save_pretrained(directory)
 
 
-def timed(command):
-    """Wall seconds and peak RSS (GiB) of a process."""
+def timed(command, cwd):
+    """Wall seconds and peak RSS (GiB) of a process run in `cwd` (llm-compressor writes its
+    logs there)."""
     start = time.monotonic()
     subprocess.run(["/usr/bin/time", "-f", "%M", "-o", "/tmp/llmc_bench_rss"] + command, check=True,
-                   stdout=subprocess.DEVNULL)
+                   stdout=subprocess.DEVNULL, cwd=cwd)
     seconds = time.monotonic() - start
     with open("/tmp/llmc_bench_rss") as f:
         return seconds, int(f.read().split()[-1]) / 2**20
@@ -83,7 +85,7 @@ def held_out_kl(reference, directory, held_out):
     return total / count
 
 
-def main(exe, work, layers, hidden, samples, seq):
+def main(exe, work, layers, hidden, samples, seq, actorder=os.environ.get("ACTORDER", "weight")):
     os.makedirs(work, exist_ok=True)
     directory = os.path.join(work, f"llama-{layers}x{hidden}")
     if not os.path.exists(os.path.join(directory, "config.json")):
@@ -97,19 +99,19 @@ def main(exe, work, layers, hidden, samples, seq):
 
     results = {}
     theirs = os.path.join(work, "llmcompressor")
-    results["llmcompressor"] = timed([sys.executable, "-c", LLMC, directory, ids_pt, theirs, str(seq)])
+    results["llmcompressor"] = timed([sys.executable, "-c", LLMC, directory, ids_pt, theirs, str(seq), actorder], work)
     ours = os.path.join(work, "mq")
     recipe = os.path.join(work, "mq.yaml")
     with open(recipe, "w") as f:
         f.write(f"""version: 1
 model: {{path: {directory}}}
 calibration: {{path: {ids_st}}}
-quantizer: {{plugin: gptq, options: {{dtype: int4, group_size: 128, actorder: weight}}}}
+quantizer: {{plugin: gptq, options: {{dtype: int4, group_size: 128, actorder: {actorder}}}}}
 format: {{plugin: safetensors, output: {ours}}}
 validators: []
 """)
     subprocess.run(["rm", "-rf", ours], check=True)
-    results["mq"] = timed([exe, "run", "--quiet", recipe])
+    results["mq"] = timed([exe, "run", "--quiet", recipe], work)
 
     reference = AutoModelForCausalLM.from_pretrained(directory, torch_dtype=torch.float32).eval()
     kl = {name: held_out_kl(reference, d, held_out) for name, d in (("llmcompressor", theirs), ("mq", ours))}

@@ -152,7 +152,7 @@ int inspect_file(const std::string& path, const std::string& format, bool trust,
         {"bytes", bytes}};
     if (e.quantized) {
       ++quantized;
-      row["quantization"] = e.quantized->spec.to_string();
+      row["quantization"] = e.quantized->spec.to_string() + (e.quantized->g_idx.defined() ? ", g_idx" : "");
       if (e.quantized->spec.is_integer()) row["scale_shape"] = e.quantized->qparams.scale.sizes().vec();
     }
     tensors.push_back(row);

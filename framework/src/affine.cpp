@@ -499,6 +499,10 @@ QuantizedTensor quantize_min_max_ref(const at::Tensor& x, const QuantSpec& spec,
 // (q - zp) * scale in float, span by span, into one tensor: the ATen composition
 // (dequantize_ref) made three full-size temporaries, each page faulted in.
 at::Tensor QuantizedTensor::dequantize() const {
+  if (g_idx.defined()) {
+    const at::Tensor order = group_order(*this);
+    return in_group_order(*this, order).dequantize().index_select(1, at::argsort(order));
+  }
   const bool bytes = data.scalar_type() == at::kChar || data.scalar_type() == at::kByte;
   if (!spec.is_integer() || !bytes || data.dim() == 0) return dequantize_ref(*this);
   const at::Tensor q = data.contiguous();

@@ -171,6 +171,10 @@ at::Tensor linear(const at::Tensor& x, const QuantizedTensor& weight) {
   if (!weight.spec.is_integer() && !weight.spec.is_block())
     return mq::linear(x, weight.data);  // a cast: its values, widened
   if (!bytes || weight.spec.is_block()) return mq::linear(x, weight.dequantize());
+  if (weight.g_idx.defined() && x.dim() == 2 && x.size(1) == weight.shape[1]) {  // x's columns in group order
+    const at::Tensor order = group_order(weight);
+    return mq::linear(x.index_select(1, order), in_group_order(weight, order));
+  }
   const at::Tensor q = weight.data.contiguous();
   const Spans v = spans_of(q, weight.spec);
   const std::pair<at::Tensor, at::Tensor> qp = float_qparams(weight.qparams, v);
@@ -196,6 +200,10 @@ DequantizedComparison compare_dequantized(const at::Tensor& original, const Quan
   if (x.sizes() != q.data.sizes())
     throw InputError("cannot compare a quantized tensor of shape " + c10::str(q.data.sizes()) +
                      " with an original of shape " + c10::str(x.sizes()));
+  if (q.g_idx.defined()) {  // the same sums, over the columns in the tensor's group order
+    const at::Tensor order = group_order(q);
+    return compare_dequantized(original.index_select(1, order), in_group_order(q, order));
+  }
   // A float cast is one span of scale 1 and zero point 0 over its widened values.
   const bool integer = q.spec.is_integer();
   const at::ScalarType bytes = q.spec.stored_type();

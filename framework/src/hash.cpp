@@ -50,6 +50,7 @@ uint64_t entry_digest(const QuantizedEntry& entry) {
     if (q.spec.is_integer()) {
       tensor(q.qparams.scale.to(at::kFloat).reshape(-1));
       tensor(q.qparams.zero_point.to(at::kLong).reshape(-1));
+      if (q.g_idx.defined()) tensor(q.g_idx.to(at::kInt).contiguous());
     }
   } else {
     tensor(entry.tensor);

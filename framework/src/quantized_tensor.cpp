@@ -4,12 +4,50 @@
 
 #include "mq/affine.hpp"
 #include "mq/blocks.hpp"
+#include "mq/error.hpp"
 
 namespace mq {
+
+at::Tensor group_order(const QuantizedTensor& q) {
+  const int64_t cols = q.shape.empty() ? 0 : q.shape.back();
+  if (q.spec.granularity != Granularity::kPerGroup || q.shape.size() != 2 || q.g_idx.dim() != 1 ||
+      q.g_idx.numel() != cols || !at::isIntegralType(q.g_idx.scalar_type(), /*includeBool=*/false))
+    throw InputError("a group index (g_idx) must hold one integer for each of the " + std::to_string(cols) +
+                     " columns of a 2-D tensor quantized per group");
+  const auto [sorted, order] = q.g_idx.to(at::kLong).sort(/*stable=*/true, /*dim=*/0, /*descending=*/false);
+  if (!at::equal(sorted, at::div(at::arange(cols, at::kLong), q.spec.group_size, "floor")))
+    throw InputError("the group index (g_idx) does not give each group " + std::to_string(q.spec.group_size) +
+                     " columns");
+  return order;
+}
+
+QuantizedTensor in_group_order(const QuantizedTensor& q, const at::Tensor& order) {
+  if (!q.g_idx.defined()) return q;
+  QuantizedTensor out = q;
+  out.data = q.data.index_select(1, order);
+  out.g_idx = at::Tensor();
+  return out;
+}
+
+QuantizedTensor with_group_index(QuantizedTensor ordered, const at::Tensor& order) {
+  const at::Tensor position = at::argsort(order);  // of each original column
+  ordered.data = ordered.data.index_select(1, position);
+  ordered.g_idx = at::div(position, ordered.spec.group_size, "floor").to(at::kInt);
+  return ordered;
+}
+
+bool same_group_index(const QuantizedTensor& a, const QuantizedTensor& b) {
+  if (a.g_idx.defined() != b.g_idx.defined()) return false;
+  return !a.g_idx.defined() || (a.g_idx.sizes() == b.g_idx.sizes() && at::equal(a.g_idx.to(at::kLong), b.g_idx.to(at::kLong)));
+}
 
 // QuantizedTensor::dequantize() is in affine.cpp (a kernel over the spans); this is its
 // oracle, composed of ATen ops.
 at::Tensor dequantize_ref(const QuantizedTensor& t) {
+  if (t.g_idx.defined()) {
+    const at::Tensor order = group_order(t);
+    return dequantize_ref(in_group_order(t, order)).index_select(1, at::argsort(order));
+  }
   const QuantSpec& spec = t.spec;
   if (spec.is_block()) {
     const int64_t cols = t.shape.empty() ? 1 : t.shape.back();
@@ -39,7 +77,9 @@ at::Tensor dequantize_ref(const QuantizedTensor& t) {
   return (q - zp) * scale;
 }
 
-int64_t QuantizedTensor::nbytes() const { return storage_bytes(spec, shape, original_dtype); }
+int64_t QuantizedTensor::nbytes() const {
+  return storage_bytes(spec, shape, original_dtype) + (g_idx.defined() ? g_idx.numel() * 4 : 0);
+}
 
 int64_t qparam_count(const QuantSpec& spec, const std::vector<int64_t>& shape) {
   int64_t numel = 1;

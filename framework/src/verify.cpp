@@ -56,7 +56,8 @@ std::string difference(const QuantizedEntry& a, const QuantizedEntry& b) {
                        c10::str(x.sizes()), c10::toString(y.scalar_type()), c10::str(y.sizes()));
   const bool same_params = !a.quantized || !a.quantized->spec.is_integer() ||
                            (at::equal(a.quantized->qparams.scale, b.quantized->qparams.scale) &&
-                            at::equal(a.quantized->qparams.zero_point, b.quantized->qparams.zero_point));
+                            at::equal(a.quantized->qparams.zero_point, b.quantized->qparams.zero_point) &&
+                            same_group_index(*a.quantized, *b.quantized));
   if (at::equal(x, y) && same_params) return "";
   const at::Tensor u = a.quantized ? a.quantized->dequantize() : a.tensor.to(at::kFloat);
   const at::Tensor v = b.quantized ? b.quantized->dequantize() : b.tensor.to(at::kFloat);

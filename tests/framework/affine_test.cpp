@@ -385,4 +385,46 @@ TEST(Affine, LinearDoesNotDependOnThreadsAndRefusesAMismatch) {
   EXPECT_THROW(mq::linear(x, w.reshape({-1})), mq::InputError);
 }
 
+// A tensor whose groups are not runs of columns (GPTQ's activation order "group"):
+// every column takes the scale and zero point of the group g_idx gives it, in
+// dequantize(), its oracle, compare_dequantized() and linear() alike.
+TEST(Affine, AGroupIndexGivesEachColumnItsGroupsQParams) {
+  at::manual_seed(23);
+  const at::Tensor w = at::randn({6, 37}), x = at::randn({3, 37});
+  mq::QuantSpec s = spec(mq::DType::kUInt4, mq::Granularity::kPerGroup, mq::Scheme::kAsymmetric);
+  s.group_size = 16;  // three groups, the last of 5 columns
+  const at::Tensor order = at::randperm(37, at::kLong);
+  const mq::QuantizedTensor ordered = mq::quantize_min_max(w.index_select(1, order), s);
+  const mq::QuantizedTensor q = mq::with_group_index(ordered, order);
+  ASSERT_TRUE(q.g_idx.defined());
+  EXPECT_EQ(q.g_idx.scalar_type(), at::kInt);
+  at::Tensor expected = at::empty({6, 37});
+  for (int64_t c = 0; c < 37; ++c) {
+    const int64_t g = q.g_idx[c].item<int64_t>();
+    EXPECT_EQ(g, at::argsort(order)[c].item<int64_t>() / 16);
+    const at::Tensor column = q.data.select(1, c).to(at::kFloat);
+    expected.select(1, c).copy_((column - q.qparams.zero_point.select(1, g)) * q.qparams.scale.select(1, g));
+  }
+  EXPECT_TRUE(at::equal(q.dequantize(), expected));
+  EXPECT_TRUE(at::allclose(mq::dequantize_ref(q), expected));
+  EXPECT_TRUE(at::equal(ordered.dequantize(), expected.index_select(1, order)));
+  const at::Tensor by_group = mq::group_order(q);  // the columns, group by group
+  EXPECT_TRUE(at::equal(q.g_idx.to(at::kLong).index_select(0, by_group), at::div(at::arange(37), 16, "floor")));
+  const mq::DequantizedComparison c = mq::compare_dequantized(w, q);
+  const double noise = (w.to(at::kDouble) - expected.to(at::kDouble)).pow(2).sum().item<double>();
+  EXPECT_NEAR(c.noise, noise, 1e-9 * noise);
+  EXPECT_TRUE(at::allclose(mq::linear(x, q), x.mm(expected.t()), 1e-5, 1e-5));
+  EXPECT_EQ(q.nbytes(), ordered.nbytes() + 37 * 4);
+
+  // A g_idx that does not give each group its columns (or fit the tensor) is refused.
+  mq::QuantizedTensor bad = q;
+  bad.g_idx = q.g_idx.clone();
+  bad.g_idx[0] = (q.g_idx[0].item<int>() + 1) % 3;
+  EXPECT_THROW(bad.dequantize(), mq::InputError);
+  bad.g_idx = q.g_idx.narrow(0, 0, 36);
+  EXPECT_THROW(mq::compare_dequantized(w, bad), mq::InputError);
+  bad.g_idx = q.g_idx.to(at::kFloat);
+  EXPECT_THROW(mq::linear(x, bad), mq::InputError);
+}
+
 }  // namespace

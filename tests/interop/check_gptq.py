@@ -9,9 +9,13 @@ error ||(W - W_hat) X^T||^2 / ||W X^T||^2: GPTQ's sum must be at most 0.7 of
 round-to-nearest's (issue 28's target); on held-out text the output KL from the float
 model must be smaller too. Sequential GPTQ (the default) is checked against one pass on
 the float model (`sequential: false`) where they must agree and where they must differ,
-and a one-thread run must give the same tensors as a two-thread one. (compressed-tensors itself needs torch >= 2.1; the venv has
+and a one-thread run must give the same tensors as a two-thread one. `actorder: group`
+(groups of columns in activation order) writes each Linear's weight_g_idx under a config
+group saying so; its columns take their group's scale here as compressed-tensors'
+dequantization does (scale[:, g_idx]). (compressed-tensors itself needs torch >= 2.1; the venv has
 Debian's 1.13, and transformers 4.44 does not read its configs.)
 usage: check_gptq.py MQ_PIPELINE WORK_DIR (in the venv of tests/make_venv.sh)"""
+import json
 import os
 import subprocess
 import sys
@@ -76,14 +80,16 @@ validators: []
 
 def dequantize(tensors, name):
     """compressed-tensors pack-quantized, symmetric int4: eight nibbles an int32, element
-    0 lowest, value + 8; weight_scale [rows, groups]."""
+    0 lowest, value + 8; weight_scale [rows, groups]; column c in group weight_g_idx[c]
+    where there is one, else c // group_size."""
     rows, cols = tensors[name + "_shape"].tolist()
     words = tensors[name + "_packed"].to(torch.int64) & 0xFFFFFFFF
     nibbles = torch.stack([(words >> (4 * k)) & 0xF for k in range(8)], dim=-1).reshape(rows, -1)[:, :cols] - 8
     scale = tensors[name + "_scale"].to(torch.float32)
     group = -(-cols // scale.shape[1])
+    g_idx = tensors.get(name + "_g_idx", torch.arange(cols) // group).to(torch.int64)
     assert nibbles.min() >= -8 and nibbles.max() <= 7
-    return nibbles.to(torch.float32) * scale.repeat_interleave(group, dim=1)[:, :cols]
+    return nibbles.to(torch.float32) * scale[:, g_idx]
 
 
 def main(exe, work):
@@ -110,6 +116,7 @@ def main(exe, work):
     two, one = (load_file(os.path.join(work, d, "model.safetensors")) for d in ("ordered", "ordered_one_thread"))
     assert two.keys() == one.keys() and all(torch.equal(two[k], one[k]) for k in two), "--threads changed the output"
     one_pass = quantize(exe, work, "one_pass", directory, calib, "gptq", ", actorder: none, sequential: false")
+    regrouped = quantize(exe, work, "regrouped", directory, calib, "gptq", ", actorder: group")
     rtn = quantize(exe, work, "rtn", directory, calib, "dynamic")
 
     def record_hessians(recorded):
@@ -144,12 +151,23 @@ def main(exe, work):
                 count += ids.numel()
         return total / count
 
-    e_gptq, e_rtn, e_ordered = output_error(gptq), output_error(rtn), output_error(ordered)
-    kl_gptq, kl_rtn, kl_ordered = kl(gptq), kl(rtn), kl(ordered)
+    # actorder: group: every quantized Linear has a g_idx that is not column order, and
+    # the config group that targets it says actorder "group" (else loaders ignore g_idx).
+    with open(os.path.join(work, "regrouped", "config.json"), encoding="utf-8") as f:
+        groups = json.load(f)["quantization_config"]["config_groups"]
+    assert [g["weights"]["actorder"] for g in groups.values()] == ["group"], groups
+    tensors = load_file(os.path.join(work, "regrouped", "model.safetensors"))
+    g_idx = {k: v for k, v in tensors.items() if k.endswith(".weight_g_idx")}
+    assert len(g_idx) == 14 and all(v.dtype == torch.int32 for v in g_idx.values()), g_idx.keys()
+    assert not all(torch.equal(v, torch.arange(v.numel()) // 32) for v in g_idx.values())
+
+    e_gptq, e_rtn, e_ordered, e_regrouped = (output_error(m) for m in (gptq, rtn, ordered, regrouped))
+    kl_gptq, kl_rtn, kl_ordered, kl_regrouped = (kl(m) for m in (gptq, rtn, ordered, regrouped))
     print(f"int4 g32, 14 Linears: layer output error GPTQ {e_gptq:.5f}, in activation order {e_ordered:.5f}, "
-          f"RTN {e_rtn:.5f} (ratios {e_gptq / e_rtn:.2f}, {e_ordered / e_rtn:.2f}); "
-          f"held-out KL GPTQ {kl_gptq:.5f}, in activation order {kl_ordered:.5f}, RTN {kl_rtn:.5f}")
-    for e, k in ((e_gptq, kl_gptq), (e_ordered, kl_ordered)):
+          f"with its groups {e_regrouped:.5f}, RTN {e_rtn:.5f} (ratios {e_gptq / e_rtn:.2f}, "
+          f"{e_ordered / e_rtn:.2f}, {e_regrouped / e_rtn:.2f}); held-out KL GPTQ {kl_gptq:.5f}, "
+          f"in activation order {kl_ordered:.5f}, with its groups {kl_regrouped:.5f}, RTN {kl_rtn:.5f}")
+    for e, k in ((e_gptq, kl_gptq), (e_ordered, kl_ordered), (e_regrouped, kl_regrouped)):
         assert e <= 0.7 * e_rtn, (e, e_rtn)
         assert k < kl_rtn, (k, kl_rtn)
 

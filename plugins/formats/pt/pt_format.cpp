@@ -478,6 +478,14 @@ class PtFormat final : public mq::Format {
                     " of this shape has " + std::to_string(mq::qparam_count(spec, q.shape)));
     q.original_dtype = scale.scalar_type();
     q.qparams = {scale.to(at::kFloat), zero_point.to(at::kInt)};
+    if (const auto g_idx = dict.find(name + "_g_idx"); g_idx != dict.end()) {
+      q.g_idx = g_idx->second;
+      try {
+        mq::group_order(q);
+      } catch (const mq::InputError& e) {
+        bad(path, "'" + name + "_g_idx': " + e.what());
+      }
+    }
     return q;
   }
 
@@ -500,7 +508,7 @@ class PtFormat final : public mq::Format {
       const mq::QuantSpec spec = spec_from(path, it.value());
       if (!spec.is_integer() || mq::pt::native(spec)) continue;
       primary[spec.packed() ? it.key() + "_packed" : it.key()] = it.key();
-      for (const char* suffix : {"_shape", "_scale", "_zero_point"}) auxiliary.insert(it.key() + suffix);
+      for (const char* suffix : {"_shape", "_scale", "_zero_point", "_g_idx"}) auxiliary.insert(it.key() + suffix);
     }
     for (const auto& [name, t] : tensors) {
       if (auxiliary.count(name)) continue;

@@ -75,6 +75,7 @@ void write_state_dict(const QuantizedModel& model, const std::string& metadata, 
       }
       dict.insert(e.name + "_scale", q.qparams.scale.to(q.original_dtype));
       dict.insert(e.name + "_zero_point", q.qparams.zero_point.to(q.spec.stored_type()));
+      if (q.g_idx.defined()) dict.insert(e.name + "_g_idx", q.g_idx.to(at::kInt));
     }
   }
   // Static models: each layer's input (and, for Linear and Conv, output) qparams as

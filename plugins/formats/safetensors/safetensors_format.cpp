@@ -77,6 +77,7 @@ struct EntrySummary {
   std::string name;
   std::optional<mq::QuantSpec> spec;  // set when quantized
   int64_t dim = 0;
+  bool g_idx = false;  // its groups are not runs of columns (actorder "group")
 };
 
 // compressed-tensors' quantization_config: one config group per distinct spec.
@@ -90,7 +91,7 @@ json quantization_config(const std::vector<EntrySummary>& entries, const mq::Qua
       continue;
     }
     const mq::QuantSpec& s = *e.spec;
-    const std::string key = s.to_string();
+    const std::string key = s.to_string() + (e.g_idx ? " g_idx" : "");
     auto it = std::find_if(groups.begin(), groups.end(), [&](const auto& g) { return g.first == key; });
     if (it == groups.end()) {
       const char* format = s.packed() ? "pack-quantized" : "int-quantized";
@@ -115,7 +116,7 @@ json quantization_config(const std::vector<EntrySummary>& entries, const mq::Qua
                       {"strategy", strategy},
                       {"group_size", s.granularity == mq::Granularity::kPerGroup ? json(s.group_size) : json(nullptr)},
                       {"dynamic", false},
-                      {"actorder", nullptr},
+                      {"actorder", e.g_idx ? json("group") : json(nullptr)},
                       {"observer", "minmax"},
                       {"observer_kwargs", json::object()},
                       {"block_structure", nullptr}}},
@@ -171,7 +172,7 @@ class SafetensorsStream final : public mq::EntryWriter {
 
   // Room for the header in front of the tensors, so that a large output is written in
   // place rather than copied behind its header at the end: per source tensor, its
-  // output entries (up to four for int4), its line in the metadata's spec table and
+  // output entries (up to five: int4 with a group index), its line in the metadata's spec table and
   // quantization_config's lists; the source metadata twice; 16 KiB for the rest. A
   // header that does not fit is written compactly, with the copy. Small outputs are
   // not padded (only where the room is at most 1/1024 of the tensor bytes).
@@ -184,7 +185,8 @@ class SafetensorsStream final : public mq::EntryWriter {
 
   void add(const mq::QuantizedEntry& e) override {
     summaries_.push_back({e.name, e.quantized ? std::optional<mq::QuantSpec>(e.quantized->spec) : std::nullopt,
-                          e.quantized ? static_cast<int64_t>(e.quantized->shape.size()) : e.tensor.dim()});
+                          e.quantized ? static_cast<int64_t>(e.quantized->shape.size()) : e.tensor.dim(),
+                          e.quantized && e.quantized->g_idx.defined()});
     if (!e.quantized) {
       const auto foreign = foreign_.find(e.name);
       put(e.name, e.tensor, foreign == foreign_.end() ? nullptr : &foreign->second);
@@ -206,13 +208,13 @@ class SafetensorsStream final : public mq::EntryWriter {
         const at::Tensor zp = q.qparams.zero_point.reshape(qshape);  // packed along dim 0
         put(e.name + "_zero_point", mq::pack_int4(zp.t(), offset).t().contiguous());
       }
-      return;
+    } else {
+      put(e.name, q.data);
+      put(e.name + "_scale", q.qparams.scale.reshape(qshape).to(q.original_dtype));
+      if (stores_zero_point(q.spec))
+        put(e.name + "_zero_point", q.qparams.zero_point.reshape(qshape).to(q.spec.stored_type()));
     }
-    put(e.name, q.data);
-    put(e.name + "_scale", q.qparams.scale.reshape(qshape).to(q.original_dtype));
-    if (stores_zero_point(q.spec))
-      put(e.name + "_zero_point",
-                  q.qparams.zero_point.reshape(qshape).to(q.spec.stored_type()));
+    if (q.g_idx.defined()) put(e.name + "_g_idx", q.g_idx.to(at::kInt).contiguous());
   }
 
   void finish(const mq::QuantizedModel& model) override {
@@ -451,7 +453,7 @@ class SafetensorsFormat final : public mq::Format {
       const mq::QuantSpec spec = spec_from_json(name, it.value());
       const bool packed = spec.packed();
       primary[packed ? entry + "_packed" : entry] = entry;
-      for (const char* suffix : {"_scale", "_zero_point", "_shape"}) auxiliary.insert(entry + suffix);
+      for (const char* suffix : {"_scale", "_zero_point", "_shape", "_g_idx"}) auxiliary.insert(entry + suffix);
     }
     for (const std::string& layer : static_layers(name, file, model)) {
       const auto* scale = file.find(layer + ".input_scale");
@@ -539,6 +541,15 @@ class SafetensorsFormat final : public mq::Format {
         q.qparams.zero_point = zp.to(at::kInt).contiguous().reshape(param_shape);
       } else {
         q.qparams.zero_point = at::zeros(param_shape, at::kInt);
+      }
+      if (file.find(entry + "_g_idx")) {
+        q.g_idx = require(entry + "_g_idx");
+        stored_as(q.g_idx, entry + "_g_idx", at::isIntegralType(q.g_idx.scalar_type(), false), "an integer type");
+        try {
+          mq::group_order(q);
+        } catch (const mq::InputError& e) {
+          throw mq::InputError(name + ": '" + entry + "_g_idx': " + e.what());
+        }
       }
       model.entries.push_back({entry, at::Tensor(), std::move(q)});
     }

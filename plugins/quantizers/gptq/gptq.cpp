@@ -115,18 +115,26 @@ QuantizedTensor quantize(const at::Tensor& weight, at::Tensor hessian, const Qua
 
   // Activation order: columns taken in order of falling H diagonal (the inputs of most
   // energy first, while the most columns remain to take up their error), each group's
-  // scales set from the weights before any update ("static groups": the groups are the
-  // original columns', so the layout is unchanged). Without it, in column order, a
-  // group's scales come from its columns as they are when the group starts.
-  const bool ordered = settings.actorder == ActOrder::kWeight;
+  // scales set from the weights before any update: the groups are the original columns'
+  // ("weight": the layout is unchanged), or runs of columns in that order ("group": each
+  // group's columns have inputs of like energy; the tensor records which group each
+  // column is in). Without it, in column order, a group's scales come from its columns as
+  // they are when the group starts.
+  const bool ordered = settings.actorder != ActOrder::kNone;
+  const bool regrouped = settings.actorder == ActOrder::kGroup && grouped;
   at::Tensor order = at::arange(cols, at::kLong);
-  if (ordered) {
+  const auto set_all_params = [&] {
     for (int64_t g = 0; g < groups; ++g) set_params(w.narrow(1, g * group, std::min(group, cols - g * group)), g);
+  };
+  if (ordered) {
+    if (!regrouped) set_all_params();
     const at::Tensor energy = hessian.diagonal().masked_fill(dead, 1.0);
     order = std::get<1>(energy.sort(/*stable=*/true, /*dim=*/0, /*descending=*/true));
     w = w.index_select(1, order);
+    if (regrouped) set_all_params();
   }
-  const at::Tensor group_of = at::div(order, group, "floor").contiguous();  // by position: the column's group
+  // By position: the column's group.
+  const at::Tensor group_of = at::div(regrouped ? at::arange(cols, at::kLong) : order, group, "floor").contiguous();
   const int64_t* const G = group_of.data_ptr<int64_t>();
   const at::Tensor hinv = inverse_factor(std::move(hessian), order, dead, settings.dampening_frac).contiguous();
   const float qmin = static_cast<float>(spec.qmin()), qmax = static_cast<float>(spec.qmax());
@@ -171,7 +179,7 @@ QuantizedTensor quantize(const at::Tensor& weight, at::Tensor hessian, const Qua
                   hinv.narrow(0, i1, count).narrow(1, i2, cols - i2), 1, -1);
     }
   }
-  if (ordered) q = q.index_select(1, at::argsort(order));
+  if (ordered && !regrouped) q = q.index_select(1, at::argsort(order));
   zeros = zeros.to(at::kInt);
   QParams qparams;
   if (grouped) {
@@ -183,7 +191,7 @@ QuantizedTensor quantize(const at::Tensor& weight, at::Tensor hessian, const Qua
   }
   QuantizedTensor out = mq::quantize(q, qparams, spec);  // the integers of q, which is on the grid
   out.original_dtype = weight.scalar_type();
-  return out;
+  return regrouped ? with_group_index(std::move(out), order) : out;
 }
 
 std::vector<double> output_errors(const at::Tensor& weight, const std::vector<at::Tensor>& dequantized,

@@ -19,8 +19,10 @@
 namespace mq::gptq {
 
 // The order columns are quantized in: as they come, or by falling H diagonal with each
-// group's scales set before any update (compressed-tensors' actorder "weight"/"static").
-enum class ActOrder { kNone, kWeight };
+// group's scales set before any update, the groups being runs of the original columns
+// (compressed-tensors' actorder "weight"/"static") or of columns in that order (its
+// "group": the tensor gets a g_idx).
+enum class ActOrder { kNone, kWeight, kGroup };
 
 struct Settings {
   int64_t block_size = 128;       // columns updated together (lazy batch updates)

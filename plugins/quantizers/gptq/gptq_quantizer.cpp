@@ -31,7 +31,9 @@ class GptqQuantizer final : public mq::Quantizer {
     settings_.block_size = options.get_int("block_size");
     settings_.dampening_frac = options.get_float("dampening_frac");
     sequential_ = options.get_bool("sequential");
-    if (options.get_string("actorder") == "weight") settings_.actorder = mq::gptq::ActOrder::kWeight;
+    const std::string actorder = options.get_string("actorder");
+    if (actorder == "weight") settings_.actorder = mq::gptq::ActOrder::kWeight;
+    if (actorder == "group") settings_.actorder = mq::gptq::ActOrder::kGroup;
     if (settings_.block_size <= 0) throw mq::RecipeError(options.where("block_size") + ": block_size must be positive");
     if (settings_.dampening_frac <= 0)
       throw mq::RecipeError(options.where("dampening_frac") + ": dampening_frac must be positive");
@@ -150,7 +152,8 @@ MQ_PLUGIN(GptqQuantizer, mq::PluginKind::kQuantizer, "gptq", "0.1.0",
           {"dampening_frac", mq::OptionType::kFloat, "0.01", "of the mean Hessian diagonal, added to it"},
           {"actorder", mq::OptionType::kString, "weight",
            "weight: columns by falling input energy, each group's scales fixed first (llm-compressor's default, "
-           "compressed-tensors' static/weight order; the layout is unchanged); none: in column order",
-           "none|weight"},
+           "compressed-tensors' static/weight order; the layout is unchanged); group: groups of columns "
+           "in that order (written with a g_idx); none: in column order",
+           "none|weight|group"},
           {"sequential", mq::OptionType::kBool, "true",
            "each block calibrated on what the blocks before it make quantized (false: all on the float model)"})

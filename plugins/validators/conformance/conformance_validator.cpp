@@ -59,19 +59,23 @@ bool name_matches(const std::string& name, const std::string& target) {
 std::string scheme_of(const json& weights) {
   if (!weights.is_object()) return "not quantized";
   const std::string strategy = weights.value("strategy", "tensor");
-  return fmt::format("int{} {}{} {}", weights.value("num_bits", 0), strategy,
+  const json actorder = weights.value("actorder", json());
+  return fmt::format("int{} {}{} {}{}", weights.value("num_bits", 0), strategy,
                      strategy == "group" ? fmt::format("({})", weights.value("group_size", 0)) : "",
-                     weights.value("symmetric", true) ? "symmetric" : "asymmetric");
+                     weights.value("symmetric", true) ? "symmetric" : "asymmetric",
+                     strategy == "group" && actorder == "group" ? " with g_idx" : "");
 }
 
-std::string scheme_of(const mq::QuantSpec& s) {
+// A loader reads a weight's g_idx only where its group says actorder "group".
+std::string scheme_of(const mq::QuantizedTensor& q) {
+  const mq::QuantSpec& s = q.spec;
   if (!s.is_integer()) return "not quantized";
   const char* strategy = s.granularity == mq::Granularity::kPerGroup     ? "group"
                          : s.granularity == mq::Granularity::kPerChannel ? "channel"
                                                                          : "tensor";
-  return fmt::format("int{} {}{} {}", s.bits(), strategy,
+  return fmt::format("int{} {}{} {}{}", s.bits(), strategy,
                      s.granularity == mq::Granularity::kPerGroup ? fmt::format("({})", s.group_size) : "",
-                     s.scheme == mq::Scheme::kSymmetric ? "symmetric" : "asymmetric");
+                     s.scheme == mq::Scheme::kSymmetric ? "symmetric" : "asymmetric", q.g_idx.defined() ? " with g_idx" : "");
 }
 
 class ConformanceValidator final : public mq::Validator {
@@ -95,7 +99,7 @@ class ConformanceValidator final : public mq::Validator {
       if (layer.kind != mq::LayerKind::kLinear) continue;
       const mq::QuantizedEntry* entry = context.quantized.find(layer.weight);
       if (!entry) continue;
-      const std::string written = entry->quantized ? scheme_of(entry->quantized->spec) : "not quantized";
+      const std::string written = entry->quantized ? scheme_of(*entry->quantized) : "not quantized";
       std::string how = "not quantized (no group targets it)";
       std::string scheme = "not quantized";
       bool ignored = false;

@@ -38,6 +38,7 @@ std::string difference(const mq::QuantizedEntry& a, const mq::QuantizedEntry& b)
   if (p.spec.is_integer() && (!at::equal(p.qparams.scale.reshape(-1), q.qparams.scale.reshape(-1)) ||
                               !at::equal(p.qparams.zero_point.reshape(-1), q.qparams.zero_point.reshape(-1))))
     return a.name + ": scales or zero points differ from what was written";
+  if (!mq::same_group_index(p, q)) return a.name + ": the group index (g_idx) differs from what was written";
   return "";
 }
 

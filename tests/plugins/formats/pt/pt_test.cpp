@@ -226,6 +226,36 @@ TEST(PtFormat, StateDictRefusesScalesThatDoNotFitTheTensor) {
   EXPECT_NE(m.find(".pt: 'w_scale' holds 4 values; int8 per_group(4) symmetric"), std::string::npos) << m;
 }
 
+// A group index (GPTQ's actorder "group") is kept in a state dict as NAME_g_idx and
+// read back the same; one that does not give each group its columns is refused.
+TEST(PtFormat, StateDictKeepsAGroupIndex) {
+  mq::QuantSpec spec;
+  spec.dtype = mq::DType::kInt4;
+  spec.granularity = mq::Granularity::kPerGroup;
+  spec.group_size = 4;
+  at::manual_seed(13);
+  const at::Tensor w = at::randn({3, 8}), order = at::randperm(8, at::kLong);
+  mq::QuantizedModel model;
+  model.entries = {
+      {"fc.weight", at::Tensor(), mq::with_group_index(mq::quantize_min_max(w.index_select(1, order), spec), order)}};
+  mq::test::ScratchDir dir("pt-g-idx");
+  auto format = mq::test::make_plugin<mq::Format>();
+  format->write(model, dir / "m.pt");
+  const mq::QuantizedModel back = format->read_quantized(dir / "m.pt", mq::Origin::kUser);
+  ASSERT_TRUE(back.entries[0].quantized->g_idx.defined());
+  EXPECT_TRUE(at::equal(back.entries[0].quantized->dequantize(), model.entries[0].quantized->dequantize()));
+
+  c10::impl::GenericDict dict(c10::StringType::get(), c10::AnyType::get());
+  dict.insert("w", at::zeros({2, 8}, at::kChar));
+  dict.insert("w_scale", at::ones({2, 2}));
+  dict.insert("w_zero_point", at::zeros({2, 2}, at::kChar));
+  dict.insert("w_g_idx", at::tensor({0, 1, 0, 1, 0, 1, 0, 2}, at::kInt));
+  dict.insert("__metadata__", std::string(R"({"mq.specs": {"w": {"dtype": "int8", "granularity": "per_group",
+      "axis": 0, "group_size": 4, "scheme": "symmetric", "reduce_range": false}}})"));
+  const std::string m = read_quantized_error(dict);
+  EXPECT_NE(m.find(".pt: 'w_g_idx': the group index (g_idx) does not give each group 4 columns"), std::string::npos) << m;
+}
+
 // Tensor names go into safetensors headers and JSON reports: a key that is not UTF-8
 // is an input error, in read_quantized as in model input (tests/interop/check_pt.py
 // saves such a state dict from Python).

@@ -384,6 +384,65 @@ TEST(SafetensorsFormat, WritesTheCompressedTensorsLayout) {
   EXPECT_EQ(file->metadata().count("mq.quantized"), 0u);
 }
 
+// A tensor whose groups are not runs of columns (GPTQ's actorder "group") is written
+// with P.weight_g_idx in a config group of its own saying actorder "group", as
+// compressed-tensors writes it, and reads back the same; a g_idx that does not give each
+// group its columns is refused by name.
+TEST(SafetensorsFormat, WritesAGroupIndexAsCompressedTensorsDoesAndReadsItBack) {
+  mq::QuantSpec spec;
+  spec.dtype = mq::DType::kInt4;
+  spec.granularity = mq::Granularity::kPerGroup;
+  spec.group_size = 4;
+  at::manual_seed(12);
+  const at::Tensor w = at::randn({3, 10}), order = at::randperm(10, at::kLong);
+  const mq::QuantizedTensor regrouped = mq::with_group_index(mq::quantize_min_max(w.index_select(1, order), spec), order);
+  mq::QuantizedModel model;
+  model.entries = {{"fc1.weight", at::Tensor(), regrouped}, {"fc2.weight", at::Tensor(), mq::quantize_min_max(w, spec)}};
+  mq::test::ScratchDir dir("st-g-idx");
+  format()->write(model, dir / "q.safetensors");
+  {
+    auto file = mq::safetensors::File::open(dir / "q.safetensors");
+    ASSERT_NE(file->find("fc1.weight_g_idx"), nullptr);
+    EXPECT_EQ(file->find("fc1.weight_g_idx")->dtype, "I32");
+    EXPECT_EQ(file->find("fc1.weight_g_idx")->shape, (std::vector<int64_t>{10}));
+    EXPECT_EQ(file->find("fc2.weight_g_idx"), nullptr);
+    const nlohmann::json groups = nlohmann::json::parse(file->metadata().at("quantization_config"))["config_groups"];
+    ASSERT_EQ(groups.size(), 2u);
+    EXPECT_EQ(groups["group_0"]["targets"], nlohmann::json::array({"fc1"}));
+    EXPECT_EQ(groups["group_0"]["weights"]["actorder"], "group");
+    EXPECT_EQ(groups["group_1"]["targets"], nlohmann::json::array({"fc2"}));
+    EXPECT_TRUE(groups["group_1"]["weights"]["actorder"].is_null());
+  }
+  for (const bool listing : {false, true}) {
+    const mq::QuantizedModel back =
+        listing ? format()->describe(dir / "q.safetensors") : format()->read_quantized(dir / "q.safetensors", mq::Origin::kUser);
+    const mq::QuantizedTensor& b = *back.entries[0].quantized;
+    ASSERT_TRUE(b.g_idx.defined());
+    EXPECT_TRUE(at::equal(b.g_idx, regrouped.g_idx));
+    EXPECT_EQ(b.nbytes(), regrouped.nbytes());
+    if (!listing) EXPECT_TRUE(at::equal(b.dequantize(), regrouped.dequantize()));
+    EXPECT_FALSE(back.entries[1].quantized->g_idx.defined());
+  }
+
+  std::vector<mq::safetensors::OutTensor> tensors;
+  std::map<std::string, std::string> metadata;
+  {
+    auto file = mq::safetensors::File::open(dir / "q.safetensors");
+    metadata = file->metadata();
+    for (const auto& info : file->tensors()) tensors.push_back({info.name, file->tensor(info).clone()});
+  }
+  for (auto& t : tensors)
+    if (t.name == "fc1.weight_g_idx") t.tensor.fill_(2);  // every column in group 2
+  mq::safetensors::write(dir / "bad.safetensors", tensors, metadata);
+  try {
+    format()->read_quantized(dir / "bad.safetensors", mq::Origin::kUser);
+    ADD_FAILURE() << "read";
+  } catch (const mq::InputError& e) {
+    EXPECT_TRUE(contains(e.what(), "'fc1.weight_g_idx': the group index (g_idx) does not give each group 4 columns"))
+        << e.what();
+  }
+}
+
 TEST(SafetensorsFormat, ReadsAShardedHuggingFaceDirectory) {
   mq::test::ScratchDir dir("st-hf");
   mq::test::write_hf_directory(dir.path());

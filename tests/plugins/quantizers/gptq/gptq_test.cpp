@@ -32,9 +32,11 @@ at::Tensor correlated_inputs(int64_t tokens, int64_t features) {
 // The algorithm written out in fp64, a column at a time (symmetric min/max scales of
 // the weights as they are when each group starts, rounded half to even). In activation
 // order: columns by falling H diagonal, each group's scales from the weights before any
-// update.
+// update, the groups being runs of the original columns ("weight") or of the columns in
+// that order ("group"). The integers in the weight's column order.
 at::Tensor reference_integers(const at::Tensor& weight, const at::Tensor& hessian, const mq::QuantSpec& spec,
-                              double dampening_frac, bool ordered = false) {
+                              double dampening_frac, mq::gptq::ActOrder actorder = mq::gptq::ActOrder::kNone) {
+  const bool ordered = actorder != mq::gptq::ActOrder::kNone, regrouped = actorder == mq::gptq::ActOrder::kGroup;
   const int64_t rows = weight.size(0), cols = weight.size(1), groups = (cols + spec.group_size - 1) / spec.group_size;
   const auto scales_of = [&](const at::Tensor& w, int64_t first, int64_t r) {
     const at::Tensor g = w[r].narrow(0, first, std::min(spec.group_size, cols - first));
@@ -44,18 +46,22 @@ at::Tensor reference_integers(const at::Tensor& weight, const at::Tensor& hessia
   at::Tensor scale = at::empty({rows, groups}, at::kDouble);
   at::Tensor order = at::arange(cols, at::kLong);
   at::Tensor w = weight.to(at::kDouble).clone(), h = hessian.clone();
-  if (ordered) {
+  const auto set_scales = [&] {
     for (int64_t g = 0; g < groups; ++g)
       for (int64_t r = 0; r < rows; ++r) scale[r][g] = scales_of(w, g * spec.group_size, r);
+  };
+  if (ordered) {
+    if (!regrouped) set_scales();
     order = std::get<1>(h.diagonal().sort(true, 0, true));
     w = w.index_select(1, order);
     h = h.index_select(0, order).index_select(1, order);
+    if (regrouped) set_scales();
   }
   h += at::eye(cols, at::kDouble) * dampening_frac * h.diagonal().mean().item<double>();
   const at::Tensor u = at::linalg_cholesky(at::cholesky_inverse(at::linalg_cholesky(h)), /*upper=*/true);
   at::Tensor q = at::empty({rows, cols}, at::kLong);
   for (int64_t c = 0; c < cols; ++c) {
-    const int64_t g = order[c].item<int64_t>() / spec.group_size;
+    const int64_t g = (regrouped ? c : order[c].item<int64_t>()) / spec.group_size;
     if (!ordered && c % spec.group_size == 0)
       for (int64_t r = 0; r < rows; ++r) scale[r][g] = scales_of(w, c, r);
     for (int64_t r = 0; r < rows; ++r) {
@@ -89,10 +95,23 @@ TEST(Gptq, MatchesAnFp64ReferenceColumnByColumn) {
   // In activation order: the integers in the weight's own column order, its groups' scales.
   settings.actorder = mq::gptq::ActOrder::kWeight;
   const mq::QuantizedTensor ordered = mq::gptq::quantize(weight, h, spec, settings);
-  const at::Tensor expected = reference_integers(weight, h, spec, settings.dampening_frac, true);
+  const at::Tensor expected = reference_integers(weight, h, spec, settings.dampening_frac, settings.actorder);
   EXPECT_TRUE(at::equal(ordered.data.to(at::kLong), expected));
   EXPECT_FALSE(at::equal(expected, reference_integers(weight, h, spec, settings.dampening_frac)));
   EXPECT_TRUE(at::equal(ordered.qparams.scale, mq::quantize_min_max(weight, spec).qparams.scale));
+  EXPECT_FALSE(ordered.g_idx.defined());
+
+  // Groups of columns in activation order: the tensor says which group each column is in.
+  settings.actorder = mq::gptq::ActOrder::kGroup;
+  const mq::QuantizedTensor regrouped = mq::gptq::quantize(weight, h, spec, settings);
+  EXPECT_TRUE(at::equal(regrouped.data.to(at::kLong),
+                        reference_integers(weight, h, spec, settings.dampening_frac, settings.actorder)));
+  const at::Tensor order = std::get<1>(h.diagonal().sort(true, 0, true));
+  ASSERT_TRUE(regrouped.g_idx.defined());
+  EXPECT_TRUE(at::equal(regrouped.g_idx.to(at::kLong), at::div(at::argsort(order), 8, "floor")));
+  EXPECT_TRUE(at::equal(regrouped.qparams.scale,
+                        mq::quantize_min_max(weight.index_select(1, order), spec).qparams.scale));
+  EXPECT_FALSE(at::equal(regrouped.data, ordered.data));
 }
 
 // With uncorrelated inputs of one scale there is nothing to compensate: GPTQ rounds as
