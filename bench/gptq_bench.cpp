@@ -9,7 +9,7 @@
 #include <cstdio>
 #include <string>
 
-#include "gptq.hpp"
+#include "mq/gptq.hpp"
 
 namespace {
 

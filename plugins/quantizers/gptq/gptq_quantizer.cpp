@@ -13,13 +13,11 @@
 // runs as one stage either way.
 
 #include <ATen/ATen.h>
-#include <fmt/format.h>
 
 #include <map>
-#include <set>
 
-#include "gptq.hpp"
 #include "mq/error.hpp"
+#include "mq/gptq.hpp"
 #include "mq/layer_selection.hpp"
 #include "mq/quantizer.hpp"
 
@@ -69,16 +67,8 @@ class GptqQuantizer final : public mq::Quantizer {
     // to nearest (a float32 copy of the Hessian for that: the float64 one goes before the
     // solve's largest temporaries are made).
     const auto solve = [&](const std::string& layer, const at::Tensor& w) {
-      at::Tensor h = hessians.take(layer);
-      const at::Tensor h32 = h.to(at::kFloat);
-      const size_t i = linears.at(layer);
-      const mq::QuantSpec& spec = *out.plan[i].spec;
-      mq::QuantizedTensor q = mq::gptq::quantize(w, std::move(h), spec, settings_);
-      const std::vector<double> errors =
-          mq::gptq::output_errors(w, {q.dequantize(), mq::quantize_weight(w, spec, nullptr).dequantize()}, h32);
-      out.plan[i].rule +=
-          fmt::format("; GPTQ: layer-output error {:.3g} (round to nearest {:.3g})", errors[0], errors[1]);
-      return q;
+      mq::PlanRow& row = out.plan[linears.at(layer)];
+      return mq::gptq::quantize_reported(w, hessians.take(layer), *row.spec, settings_, row.rule);
     };
     std::map<size_t, mq::QuantizedTensor> solved;  // by plan row: sequential results, until written
     std::map<size_t, std::string> layer_of_row;

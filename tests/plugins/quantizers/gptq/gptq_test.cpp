@@ -7,9 +7,9 @@
 
 #include <cmath>
 
-#include "gptq.hpp"
 #include "mq/affine.hpp"
 #include "mq/error.hpp"
+#include "mq/gptq.hpp"
 #include "mq/quantizer.hpp"
 #include "test_support.hpp"
 

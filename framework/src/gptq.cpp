@@ -1,6 +1,7 @@
-#include "gptq.hpp"
+#include "mq/gptq.hpp"
 
 #include <ATen/ATen.h>
+#include <fmt/format.h>
 
 #include <ATen/Parallel.h>
 
@@ -11,6 +12,7 @@
 
 #include "mq/affine.hpp"
 #include "mq/error.hpp"
+#include "mq/layer_selection.hpp"
 
 namespace mq::gptq {
 
@@ -192,6 +194,16 @@ QuantizedTensor quantize(const at::Tensor& weight, at::Tensor hessian, const Qua
   QuantizedTensor out = mq::quantize(q, qparams, spec);  // the integers of q, which is on the grid
   out.original_dtype = weight.scalar_type();
   return regrouped ? with_group_index(std::move(out), order) : out;
+}
+
+QuantizedTensor quantize_reported(const at::Tensor& weight, at::Tensor hessian, const QuantSpec& spec,
+                                  const Settings& settings, std::string& rule) {
+  const at::Tensor h32 = hessian.to(at::kFloat);
+  QuantizedTensor q = quantize(weight, std::move(hessian), spec, settings);
+  const std::vector<double> errors =
+      output_errors(weight, {q.dequantize(), quantize_weight(weight, spec, nullptr).dequantize()}, h32);
+  rule += fmt::format("; GPTQ: layer-output error {:.3g} (round to nearest {:.3g})", errors[0], errors[1]);
+  return q;
 }
 
 std::vector<double> output_errors(const at::Tensor& weight, const std::vector<at::Tensor>& dequantized,

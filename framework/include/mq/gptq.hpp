@@ -4,7 +4,8 @@
 // inverse Hessian of the layer's inputs, so that the layer's output on the calibration
 // inputs moves as little as it can (the reference implementation's fasterquant, with
 // lazy block updates and the scales of a group taken from the weights as they are when
-// the group starts), or in activation order (its act_order with static groups).
+// the group starts), or in activation order (its act_order with static groups). The
+// gptq quantizer runs it on each Linear, and the awq one after its scales (rounding: gptq).
 
 #include <ATen/core/Tensor.h>
 
@@ -13,6 +14,7 @@
 #include <string>
 #include <vector>
 
+#include "mq/export.hpp"
 #include "mq/quant_spec.hpp"
 #include "mq/quantized_tensor.hpp"
 
@@ -34,13 +36,13 @@ struct Settings {
 // `hessian` ([in, in], float64; made when undefined): a float32 product for the batch
 // (the reference accumulates everything in float32; a float64 one took twice as long),
 // summed in float64 across batches, in order.
-void accumulate(at::Tensor& hessian, const at::Tensor& inputs);
+MQ_API void accumulate(at::Tensor& hessian, const at::Tensor& inputs);
 
 // The Hessians of a model's Linears over the calibration batches, one for the layers
 // fed the very same input tensor in a batch (q/k/v, gate/up, a MoE block's experts while
 // recorded): the same sums, computed and held once. Inputs come as record_layers() gives
 // them, each layer once a batch, batches in order.
-class Hessians {
+class MQ_API Hessians {
  public:
   void add(const std::string& layer, const at::Tensor& input);
   // The layer's Hessian; null when it saw no input.
@@ -63,13 +65,19 @@ class Hessians {
 // they cover (rounded to the weight's dtype, which stores them). RecipeError where H
 // stays singular after ten times the dampening.
 // `hessian` is let go once used, before the solve's largest temporaries are made.
-QuantizedTensor quantize(const at::Tensor& weight, at::Tensor hessian, const QuantSpec& spec,
-                         const Settings& settings);
+MQ_API QuantizedTensor quantize(const at::Tensor& weight, at::Tensor hessian, const QuantSpec& spec,
+                                const Settings& settings);
+
+// quantize(), with `rule` (the layer's plan row's) told the layer-output error of the
+// result and of round to nearest (min/max scales) on the inputs `hessian` sums (from a
+// float32 copy of it: the float64 one goes before the solve's largest temporaries).
+MQ_API QuantizedTensor quantize_reported(const at::Tensor& weight, at::Tensor hessian, const QuantSpec& spec,
+                                         const Settings& settings, std::string& rule);
 
 // ‖(W − Ŵ) X^T‖² / ‖W X^T‖² from H = Σ x^T x for each Ŵ of `dequantized`: how much of the
 // layer's output on the calibration inputs the quantization error is (in float32: a
 // figure for the report).
-std::vector<double> output_errors(const at::Tensor& weight, const std::vector<at::Tensor>& dequantized,
+MQ_API std::vector<double> output_errors(const at::Tensor& weight, const std::vector<at::Tensor>& dequantized,
                                   const at::Tensor& hessian);
 
 }  // namespace mq::gptq
