@@ -2,7 +2,7 @@
 # Hugging Face directory -> GGUF, mq against llama.cpp on the same machine in one run:
 # a synthetic Llama checkpoint (bf16, hidden 2048, MLP 5632, LAYERS blocks, vocab 32000:
 # 1.07 GB at 9 blocks) with a Llama 3 style tokenizer. mq: the whole process, bf16
-# safetensors in, q8_0 / q4_0 GGUF out. llama.cpp: only its quantize step
+# safetensors in, q8_0 / q4_0 / Q4_K_M (the gguf-q4_k_m preset's recipe) GGUF out. llama.cpp: only its quantize step
 # (llama_model_quantize, from llama-cpp-python) on the F16 GGUF of the same model (mq
 # writes it; convert_hf_to_gguf.py, the Python step before, is not counted), 2 threads
 # as mq; both quantize every 2-D weight (llama.cpp gives the head Q6_K for q4_0). Best
@@ -52,9 +52,18 @@ size = os.path.getsize(os.path.join(model, "model.safetensors"))
 
 def mq(dtype, out, extra=""):
     recipe = os.path.join(work, f"{dtype}.yaml")
-    with open(recipe, "w") as f:
-        f.write(f"version: 1\nmodel: {{path: {model}}}\nquantizer: {{plugin: dynamic, options: {{dtype: {dtype}{extra}}}}}\n"
-                f"format: {{plugin: gguf, output: {out}}}\nvalidators: []\n")
+    if dtype == "q4_k_m":  # the preset's recipe (llama.cpp's mix), its output and validators replaced
+        subprocess.run([exe, "init", model, "--preset", "gguf-q4_k_m", "-o", recipe, "--force"], check=True,
+                       capture_output=True)
+        with open(recipe) as f:
+            text = f.read()
+        text = text[:text.index("format:")] + f"format: {{plugin: gguf, output: {out}}}\nvalidators: []\n"
+        with open(recipe, "w") as f:
+            f.write(text)
+    else:
+        with open(recipe, "w") as f:
+            f.write(f"version: 1\nmodel: {{path: {model}}}\nquantizer: {{plugin: dynamic, options: {{dtype: {dtype}{extra}}}}}\n"
+                    f"format: {{plugin: gguf, output: {out}}}\nvalidators: []\n")
     start = time.perf_counter()
     r = subprocess.run(["/usr/bin/time", "-f", "%M", exe, "run", recipe, "--quiet"], capture_output=True, text=True)
     assert r.returncode == 0, r.stderr
@@ -76,7 +85,7 @@ print(time.perf_counter() - start, resource.getrusage(resource.RUSAGE_SELF).ru_m
 f16 = os.path.join(work, "model.f16.gguf")
 mq("fp16", f16, ", layers: {types: [Linear, Embedding], replace: true}")
 rows = []
-for dtype, ftype in [("q8_0", 7), ("q4_0", 2)]:
+for dtype, ftype in [("q8_0", 7), ("q4_0", 2), ("q4_k_m", 15)][int(os.environ.get("FIRST", "0")):]:
     ours = min(mq(dtype, os.path.join(work, f"mq.{dtype}.gguf"), ", layers: {types: [Linear, Embedding], replace: true}")
                for _ in range(3))
     theirs = min(llama_cpp(f16, os.path.join(work, f"llama-cpp.{dtype}.gguf"), ftype) for _ in range(3))

@@ -4,8 +4,11 @@
 #include <ATen/CPUGeneratorImpl.h>
 #include <ATen/Parallel.h>
 
+#include <sched.h>
+
 #include <algorithm>
 #include <chrono>
+#include <cstdlib>
 #include <map>
 #include <optional>
 
@@ -26,6 +29,16 @@ namespace fs = std::filesystem;
 
 namespace mq {
 namespace {
+
+// --threads, else OMP_NUM_THREADS (LibTorch reads it), else every CPU this process may
+// run on: LibTorch's own default is its count of physical cores, which on some VMs is
+// one of two (and halved every kernel's speed there).
+int threads_to_use(int requested) {
+  if (requested > 0) return requested;
+  if (std::getenv("OMP_NUM_THREADS")) return at::get_num_threads();
+  cpu_set_t cpus;
+  return sched_getaffinity(0, sizeof(cpus), &cpus) == 0 ? std::max(1, CPU_COUNT(&cpus)) : at::get_num_threads();
+}
 
 using detail::guarded;
 using detail::NamedPath;
@@ -128,7 +141,7 @@ struct Pipeline::Impl {
     report.canonical_recipe = recipe.canonical_json();
     check();
     if (writing) reports->arm(report);
-    if (options.threads > 0) at::set_num_threads(options.threads);
+    at::set_num_threads(threads_to_use(options.threads));
     report.timings.push_back({"check", seconds_since(start)});
 
     start = std::chrono::steady_clock::now();

@@ -28,7 +28,7 @@ struct RunOptions {
   // Searched first, before the recipe's plugins.paths, MQ_PLUGIN_PATH and the
   // directory installed beside libmq.
   std::vector<std::filesystem::path> plugin_paths;
-  int threads = 0;                // 0: LibTorch's default
+  int threads = 0;                // 0: OMP_NUM_THREADS, else every CPU the process may run on
   Progress* progress = nullptr;   // nullptr: no progress
   std::function<void(const std::string&)> warn;  // nullptr: warnings only in the report
 };
