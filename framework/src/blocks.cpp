@@ -198,6 +198,157 @@ float make_qkx2_quants(int n, int nmax, const float* x, const float* weights, ui
   return scale;
 }
 
+// make_qkx2_quants of the eight 32-value sub-blocks of a super-block at once, sub-block j
+// in lane j: each lane does the scalar function's float operations in its order (no
+// sum is reassociated, nothing contracted), so the bytes are the same, eight times as
+// fast. x, weights and L as eight sub-blocks one after another.
+typedef float Floats8 __attribute__((vector_size(32)));
+typedef int32_t Ints8 __attribute__((vector_size(32)));
+// Vectors wider than the baseline's registers pass between these internal functions only:
+// no ABI to keep.
+#pragma GCC diagnostic ignored "-Wpsabi"
+
+inline Ints8 nearest_ints(Floats8 f) {
+  Ints8 i;
+  f += 12582912.f;
+  std::memcpy(&i, &f, sizeof(i));
+  return (i & 0x007fffff) - 0x00400000;
+}
+
+inline Ints8 clamp_levels(Ints8 l, int nmax) {
+  const Ints8 zero = {}, top = zero + nmax;
+  l = l < zero ? zero : l;
+  return l > top ? top : l;
+}
+
+__attribute__((target_clones("avx2", "default"))) void make_qkx2_quants_8(int nmax, const float* x, const float* weights, uint8_t* L, float* the_min, float* scales,
+                        float rmin, float rdelta, int nstep) {
+  Floats8 xs[32], ws[32];  // value i of every lane
+  for (int i = 0; i < 32; ++i)
+    for (int j = 0; j < 8; ++j) {
+      xs[i][j] = x[32 * j + i];
+      ws[i][j] = weights[32 * j + i];
+    }
+  Floats8 min = xs[0], max = xs[0];
+  Floats8 sum_w = ws[0], sum_x = sum_w * xs[0];
+  for (int i = 1; i < 32; ++i) {
+    min = xs[i] < min ? xs[i] : min;
+    max = xs[i] > max ? xs[i] : max;
+    sum_w += ws[i];
+    sum_x += ws[i] * xs[i];
+  }
+  const Floats8 zero = {};
+  min = min > 0 ? zero : min;
+  const Ints8 flat = max == min;
+  Floats8 iscale = static_cast<float>(nmax) / (max - min);
+  Floats8 scale = 1 / iscale;
+  Floats8 best_error = {};
+  Ints8 best[32], aux[32];
+  for (int i = 0; i < 32; ++i) {
+    best[i] = clamp_levels(nearest_ints(iscale * (xs[i] - min)), nmax);
+    const Floats8 diff = scale * __builtin_convertvector(best[i], Floats8) + min - xs[i];
+    best_error += ws[i] * (diff * diff);
+  }
+  for (int is = 0; is <= nstep; ++is) {
+    iscale = (rmin + rdelta * is + nmax) / (max - min);  // min as the best candidate so far left it
+    Floats8 sum_l = {}, sum_l2 = {}, sum_xl = {};
+    for (int i = 0; i < 32; ++i) {
+      aux[i] = clamp_levels(nearest_ints(iscale * (xs[i] - min)), nmax);
+      const Floats8 l = __builtin_convertvector(aux[i], Floats8);
+      sum_l += ws[i] * l;
+      sum_l2 += ws[i] * l * l;
+      sum_xl += ws[i] * l * xs[i];
+    }
+    const Floats8 D = sum_w * sum_l2 - sum_l * sum_l;
+    const Ints8 positive = D > 0;
+    if (!(positive[0] | positive[1] | positive[2] | positive[3] | positive[4] | positive[5] | positive[6] | positive[7]))
+      continue;
+    Floats8 this_scale = (sum_w * sum_xl - sum_x * sum_l) / D;
+    Floats8 this_min = (sum_l2 * sum_x - sum_l * sum_xl) / D;
+    const Ints8 above = this_min > 0;
+    this_scale = above ? sum_xl / sum_l2 : this_scale;
+    this_min = above ? zero : this_min;
+    Floats8 cur_error = {};
+    for (int i = 0; i < 32; ++i) {
+      const Floats8 diff = this_scale * __builtin_convertvector(aux[i], Floats8) + this_min - xs[i];
+      cur_error += ws[i] * (diff * diff);
+    }
+    const Ints8 better = positive & (cur_error < best_error) & ~flat;  // a flat lane's arithmetic is of inf
+    for (int i = 0; i < 32; ++i) best[i] = better ? aux[i] : best[i];
+    best_error = better ? cur_error : best_error;
+    scale = better ? this_scale : scale;
+    min = better ? this_min : min;
+  }
+  for (int j = 0; j < 8; ++j) {
+    the_min[j] = -min[j];
+    scales[j] = flat[j] ? 0.f : scale[j];
+    for (int i = 0; i < 32; ++i) L[32 * j + i] = flat[j] ? 0 : static_cast<uint8_t>(best[i][j]);
+  }
+}
+
+// make_qx_quants of Q6_K's sixteen 16-value sub-blocks at once, sub-block j in lane j,
+// each lane in the scalar function's order (the same bytes). qw: null, or sixteen
+// sub-blocks of weights.
+typedef float Floats16 __attribute__((vector_size(64)));
+typedef int32_t Ints16 __attribute__((vector_size(64)));
+
+__attribute__((target_clones("avx512f", "avx2", "default"))) void make_qx_quants_16(int nmax, const float* x, int8_t* L, const float* qw, float* scales) {
+  Floats16 xs[16], ws[16];
+  for (int i = 0; i < 16; ++i)
+    for (int j = 0; j < 16; ++j) {
+      xs[i][j] = x[16 * j + i];
+      ws[i][j] = qw ? qw[16 * j + i] : x[16 * j + i] * x[16 * j + i];
+    }
+  const Floats16 zero = {};
+  Floats16 max = {}, amax = {};
+  for (int i = 0; i < 16; ++i) {
+    const Floats16 a = xs[i] < zero ? -xs[i] : xs[i];
+    const Ints16 larger = a > amax;
+    amax = larger ? a : amax;
+    max = larger ? xs[i] : max;
+  }
+  const Ints16 low = -nmax + Ints16{}, high = nmax - 1 + Ints16{};
+  const auto levels = [&](Floats16 iscale, int i) {
+    Floats16 f = iscale * xs[i] + 12582912.f;
+    Ints16 l;
+    std::memcpy(&l, &f, sizeof(l));
+    l = (l & 0x007fffff) - 0x00400000;
+    l = l < low ? low : l;
+    return l > high ? high : l;
+  };
+  Ints16 best[16], aux[16];
+  Floats16 iscale = static_cast<float>(-nmax) / max;
+  Floats16 sumlx = {}, suml2 = {};
+  for (int i = 0; i < 16; ++i) {
+    best[i] = levels(iscale, i);
+    const Floats16 l = __builtin_convertvector(best[i], Floats16);
+    sumlx += ws[i] * xs[i] * l;
+    suml2 += ws[i] * l * l;
+  }
+  Floats16 scale = suml2 != 0 ? sumlx / suml2 : zero;
+  Floats16 best_score = scale * sumlx;
+  for (int is = -9; is <= 9; ++is) {
+    if (is == 0) continue;
+    iscale = -(nmax + 0.1f * is) / max;
+    sumlx = suml2 = zero;
+    for (int i = 0; i < 16; ++i) {
+      aux[i] = levels(iscale, i);
+      const Floats16 l = __builtin_convertvector(aux[i], Floats16);
+      sumlx += ws[i] * xs[i] * l;
+      suml2 += ws[i] * l * l;
+    }
+    const Ints16 better = (suml2 > 0) & (sumlx * sumlx > best_score * suml2);
+    for (int i = 0; i < 16; ++i) best[i] = better ? aux[i] : best[i];
+    scale = better ? sumlx / suml2 : scale;
+    best_score = better ? scale * sumlx : best_score;
+  }
+  for (int j = 0; j < 16; ++j) {
+    const bool tiny = amax[j] < 1e-15f;
+    scales[j] = tiny ? 0.f : scale[j];
+    for (int i = 0; i < 16; ++i) L[16 * j + i] = static_cast<int8_t>(tiny ? 0 : best[i][j] + nmax);
+  }
+}
+
 // The super-block scale of n non-negative sub-block values x, each stored as L * scale
 // with L in [0, nmax]: searched, then refined one L at a time, weighted by qw.
 float make_qp_quants(int n, int nmax, const float* x, uint8_t* L, const float* qw) {
@@ -276,10 +427,17 @@ void scale_min(int j, const uint8_t* q, int* sc, int* m) {
 // Q4_K [d, dmin, scales 12, qs 128] and Q5_K [d, dmin, scales 12, qh 32, qs 128]: eight
 // sub-blocks of 32, each with a 6-bit scale and minimum of the super-block's fp16 d, dmin.
 // With importance weights qw (per value of the super-block), llama.cpp's weighted search.
-void quantize_q45_k(const float* x, uint8_t* out, bool five, const float* qw) {
+// `fast`: the eight sub-blocks searched at once (make_qkx2_quants_8), else one at a time
+// as llama.cpp does (the same bytes).
+void quantize_q45_k(const float* x, uint8_t* out, bool five, const float* qw, bool fast) {
   const int nmax = five ? 31 : 15;
   uint8_t L[kSuper], Laux[32];
-  float weights[32], mins[8], scales[8];
+  float weights[kSuper], mins[8], scales[8];  // sub-block j's weights at 32 j
+  const auto search = [&](float rmin, float rdelta, int nstep) {
+    if (fast) return make_qkx2_quants_8(nmax, x, weights, L, mins, scales, rmin, rdelta, nstep);
+    for (int j = 0; j < 8; ++j)
+      scales[j] = make_qkx2_quants(32, nmax, x + 32 * j, weights + 32 * j, L + 32 * j, &mins[j], Laux, rmin, rdelta, nstep);
+  };
   uint8_t* packed = out + 4;
   std::memset(packed, 0, 12);
   const auto pack_scales = [&](int j, uint8_t ls, uint8_t lm) {
@@ -298,12 +456,13 @@ void quantize_q45_k(const float* x, uint8_t* out, bool five, const float* qw) {
     const float sigma2 = 2 * sum_x2 / kSuper;
     float sw[8];
     for (int j = 0; j < 8; ++j) {
-      for (int l = 0; l < 32; ++l) weights[l] = qw[32 * j + l] * std::sqrt(sigma2 + x[32 * j + l] * x[32 * j + l]);
+      float* w = weights + 32 * j;
+      for (int l = 0; l < 32; ++l) w[l] = qw[32 * j + l] * std::sqrt(sigma2 + x[32 * j + l] * x[32 * j + l]);
       float sumw = 0;
-      for (int l = 0; l < 32; ++l) sumw += weights[l];
+      for (int l = 0; l < 32; ++l) sumw += w[l];
       sw[j] = sumw;
-      scales[j] = make_qkx2_quants(32, nmax, x + 32 * j, weights, L + 32 * j, &mins[j], Laux, -0.9f, 0.05f, 36);
     }
+    search(-0.9f, 0.05f, 36);
     uint8_t Ls[8], Lm[8];
     const float d_block = make_qp_quants(8, 63, scales, Ls, sw);
     const float m_block = make_qp_quants(8, 63, mins, Lm, sw);
@@ -317,9 +476,10 @@ void quantize_q45_k(const float* x, uint8_t* out, bool five, const float* qw) {
       float sum_x2 = 0;
       for (int l = 0; l < 32; ++l) sum_x2 += x[32 * j + l] * x[32 * j + l];
       const float av_x = std::sqrt(sum_x2 / 32);
-      for (int l = 0; l < 32; ++l) weights[l] = av_x + std::fabs(x[32 * j + l]);
-      scales[j] = make_qkx2_quants(32, nmax, x + 32 * j, weights, L + 32 * j, &mins[j], Laux, five ? -0.5f : -1.f,
-                                   0.1f, five ? 15 : 20);
+      for (int l = 0; l < 32; ++l) weights[32 * j + l] = av_x + std::fabs(x[32 * j + l]);
+    }
+    search(five ? -0.5f : -1.f, 0.1f, five ? 15 : 20);
+    for (int j = 0; j < 8; ++j) {
       max_scale = std::max(max_scale, scales[j]);
       max_min = std::max(max_min, mins[j]);
     }
@@ -381,12 +541,15 @@ void dequantize_q45_k(const uint8_t* in, float* y, bool five) {
 
 // Q6_K [ql 128, qh 64, scales 16 (int8), d]: sixteen sub-blocks of 16 with an 8-bit
 // scale of the super-block's fp16 d; values in [-32, 31].
-void quantize_q6_k(const float* x, uint8_t* out, const float* qw) {
+// `fast`: the sixteen sub-blocks searched at once (make_qx_quants_16), else one at a time
+// as llama.cpp does (the same bytes).
+void quantize_q6_k(const float* x, uint8_t* out, const float* qw, bool fast) {
   int8_t L[kSuper];
   float scales[16];
   float max_scale = 0, max_abs_scale = 0;
+  if (fast) make_qx_quants_16(32, x, L, qw, scales);
   for (int ib = 0; ib < 16; ++ib) {
-    scales[ib] = make_qx_quants(16, 32, x + 16 * ib, L + 16 * ib, qw ? qw + 16 * ib : nullptr);
+    if (!fast) scales[ib] = make_qx_quants(16, 32, x + 16 * ib, L + 16 * ib, qw ? qw + 16 * ib : nullptr);
     if (std::fabs(scales[ib]) > max_abs_scale) {
       max_abs_scale = std::fabs(scales[ib]);
       max_scale = scales[ib];
@@ -515,10 +678,10 @@ void quantize_block(const float* x, DType dtype, uint8_t* out, const float* qw, 
     }
     case DType::kQ4_K:
     case DType::kQ5_K:
-      quantize_q45_k(x, out, dtype == DType::kQ5_K, qw);
+      quantize_q45_k(x, out, dtype == DType::kQ5_K, qw, !Ref);
       return;
     case DType::kQ6_K:
-      quantize_q6_k(x, out, qw);
+      quantize_q6_k(x, out, qw, !Ref);
       return;
     default:
       throw std::invalid_argument("blocks: " + std::string(to_string(dtype)) + " is not a block type");

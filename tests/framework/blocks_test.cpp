@@ -26,7 +26,14 @@ float half_at(const uint8_t* p) {
 TEST(Blocks, TheThreadedKernelMakesTheScalarOnesBytes) {
   at::manual_seed(3);
   // bf16 and strided inputs too: each row is widened to float32 first, as llama.cpp does.
-  const at::Tensor x = at::randn({67, 256}) * 3;
+  at::Tensor x = at::randn({67, 256}) * 3;
+  // Blocks and sub-blocks with nothing to search: zeros, one value, a constant, a row of zeros.
+  x[0].narrow(0, 0, 32).zero_();
+  x[1].narrow(0, 32, 32).fill_(-2.5);
+  x[2].narrow(0, 64, 16).zero_();
+  x[3].zero_();
+  x[4].narrow(0, 0, 32).zero_();
+  x[4][5] = 1;
   for (mq::DType dtype : kBlockTypes)
     for (const at::Tensor& input : {x, x.to(at::kBFloat16), x.t().contiguous().t()}) {
       const at::Tensor fast = mq::blocks::quantize(input, dtype), ref = mq::blocks::quantize_ref(input, dtype);
