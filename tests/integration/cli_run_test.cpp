@@ -255,6 +255,39 @@ TEST(Cli, TorchScriptInputMustBeTrustedExplicitly) {
   EXPECT_FALSE(fs::exists(dir / "o.pt"));
 }
 
+// YaRN rope scaling runs as transformers 4.44's Llama (interop_llama_transformers); a
+// config whose reading differs between transformers versions (original context other than
+// max_position_embeddings), or has keys added later, is refused before any work.
+TEST(Cli, YarnRopeScalingThatTransformersVersionsReadDifferentlyIsRefused) {
+  mq::test::ScratchDir dir("cli-yarn");
+  write_tiny_llama(dir / "llama");
+  const auto config = [&](const std::string& scaling) {
+    mq::test::write_file(dir / "llama" / "config.json", R"({"architectures": ["LlamaForCausalLM"], "hidden_size": 8,
+      "num_hidden_layers": 1, "num_attention_heads": 2, "num_key_value_heads": 1, "vocab_size": 20,
+      "intermediate_size": 16, "max_position_embeddings": 64, "rope_scaling": )" + scaling + "}");
+  };
+  mq::test::write_file(dir / "recipe.yaml", R"(version: 1
+model: {path: llama}
+calibration: {random: {shape: [1, 6], batches: 1, vocab_size: 20}}
+quantizer: {plugin: static, options: {dtype: int8}}
+format: {plugin: safetensors, output: out}
+validators: []
+)");
+  config(R"({"rope_type": "yarn", "factor": 4.0, "original_max_position_embeddings": 64})");
+  const auto runs = run_pipeline("run --dry-run recipe.yaml", dir.path());
+  EXPECT_EQ(runs.exit_code, 0) << runs.err;
+  config(R"({"rope_type": "yarn", "factor": 4.0, "original_max_position_embeddings": 32})");
+  const auto other = run_pipeline("run --dry-run recipe.yaml", dir.path());
+  EXPECT_EQ(other.exit_code, 2) << other.err;
+  EXPECT_NE(other.err.find("original_max_position_embeddings other than max_position_embeddings is not implemented"),
+            std::string::npos) << other.err;
+  config(R"({"rope_type": "yarn", "factor": 4.0, "mscale": 0.7})");
+  const auto later = run_pipeline("run --dry-run recipe.yaml", dir.path());
+  EXPECT_EQ(later.exit_code, 2) << later.err;
+  EXPECT_NE(later.err.find("rope_scaling yarn with 'mscale' is not implemented"), std::string::npos) << later.err;
+  EXPECT_FALSE(fs::exists(dir / "out"));
+}
+
 // Static calibration from text: the HF directory's tokenizer.json tokenizes the file; the
 // dry run says what calibration will use, the run calibrates on it and its report says
 // so; GPTQ calibrates on it too; and text that is not UTF-8 is refused before any work

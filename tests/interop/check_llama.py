@@ -1,7 +1,7 @@
 #!/usr/bin/env python3
 """The llama architecture plugin against transformers (the oracle): tiny random
 Llama, Mistral and Qwen2 checkpoints (GQA, tied embeddings, q/k/v and MLP biases,
-llama3 and linear rope scaling, bfloat16 weights) saved with save_pretrained; mq
+llama3, linear and yarn rope scaling, bfloat16 weights) saved with save_pretrained; mq
 calibrates a static W8A8 recipe on them by running them, and every Linear's
 input_scale it writes equals what transformers' own forward gives (hooks on each
 nn.Linear, absmax / 127.5) within 1e-4 relative, lm_head's included (so the final norm
@@ -29,6 +29,9 @@ CASES = {
     "llama-bf16": (LlamaConfig, dict(num_key_value_heads=1), torch.bfloat16),
     "mistral": (MistralConfig, dict(num_key_value_heads=2, sliding_window=32), torch.float32),
     "qwen2": (Qwen2Config, dict(num_key_value_heads=2), torch.float32),
+    # Llama: transformers 4.44's Qwen2 ignores rope_scaling (later versions apply it).
+    "llama-yarn": (LlamaConfig, dict(num_key_value_heads=2, rope_scaling={
+        "rope_type": "yarn", "factor": 4.0, "beta_fast": 16, "original_max_position_embeddings": 64}), torch.float32),
 }
 
 

@@ -1,6 +1,6 @@
 // llama: decoder-only transformers of the Llama family, run in float32 as transformers'
 // eager code runs them: LlamaForCausalLM (Llama 2 and 3.x: GQA, tied embeddings, rope
-// scaling "llama3" and "linear", attention_bias, mlp_bias), MistralForCausalLM (within
+// scaling "llama3", "linear" and "yarn", attention_bias, mlp_bias), MistralForCausalLM (within
 // its sliding window), Qwen2ForCausalLM (q/k/v biases), Qwen3ForCausalLM (an RMSNorm
 // over each head of q and k before rope) and MixtralForCausalLM (a sparse mixture of
 // experts in place of the MLP). Weights are read from the model's tensors
@@ -39,6 +39,7 @@ struct Config {
   bool tied = false;
   bool qk_norm = false;  // Qwen3: self_attn.q_norm / k_norm over each head
   at::Tensor inv_freq;  // rotary frequencies, float32, after scaling
+  double attention_factor = 1.0;  // cos and sin scaled by it (yarn)
 };
 
 int64_t positive(const Json& config, const char* field) {
@@ -55,10 +56,46 @@ double number(const Json& j, const char* field, double fallback) {
   return it->get<double>();
 }
 
+// YaRN (transformers' _compute_yarn_parameters): each frequency between its
+// extrapolated (as trained) and interpolated (divided by factor) values, by a linear ramp
+// over the dimensions whose wavelengths fall between beta_fast and beta_slow rotations of
+// the context; cos and sin then scaled by attention_factor (0.1 ln factor + 1 unless
+// given). transformers versions differ where original_max_position_embeddings is not
+// max_position_embeddings (which one sets the ramp, and whether factor is recomputed),
+// and later ones added keys (mscale, truncate): those are refused, not guessed.
+at::Tensor yarn_frequencies(const Json& config, const Json& scaling, const at::Tensor& pos_freqs, double theta,
+                            double* attention_factor) {
+  for (auto it = scaling.begin(); it != scaling.end(); ++it)
+    if (it.key() != "rope_type" && it.key() != "type" && it.key() != "factor" && it.key() != "attention_factor" &&
+        it.key() != "beta_fast" && it.key() != "beta_slow" && it.key() != "original_max_position_embeddings")
+      throw mq::RecipeError("config.json: rope_scaling yarn with '" + it.key() + "' is not implemented");
+  const double context = number(config, "max_position_embeddings", 0.0);
+  if (context <= 0) throw mq::InputError("config.json: yarn rope scaling needs max_position_embeddings");
+  if (number(scaling, "original_max_position_embeddings", context) != context)
+    throw mq::RecipeError("config.json: rope_scaling yarn with original_max_position_embeddings other than "
+                          "max_position_embeddings is not implemented (transformers versions disagree on it)");
+  const double factor = number(scaling, "factor", 1.0);
+  if (factor <= 0) throw mq::InputError("config.json: rope_scaling factor must be positive");
+  *attention_factor = number(scaling, "attention_factor", 0.1 * std::log(factor) + 1.0);
+  const double fast = number(scaling, "beta_fast", 32.0), slow = number(scaling, "beta_slow", 1.0);
+  const int64_t dim = pos_freqs.numel() * 2;
+  const auto correction_dim = [&](double rotations) {
+    return dim * std::log(context / (rotations * 2 * M_PI)) / (2 * std::log(theta));
+  };
+  const double low = std::max(std::floor(correction_dim(fast)), 0.0);
+  double high = std::min(std::ceil(correction_dim(slow)), static_cast<double>(dim - 1));
+  if (low == high) high += 0.001;
+  const at::Tensor ramp = ((at::arange(dim / 2, at::kFloat) - low) / (high - low)).clamp(0, 1);
+  const at::Tensor extrapolated = 1 - ramp;
+  return 1.0 / (factor * pos_freqs) * (1 - extrapolated) + 1.0 / pos_freqs * extrapolated;
+}
+
 // transformers' rotary inverse frequencies (float32, as it computes them), with the
-// config's rope_scaling applied.
-at::Tensor rotary_frequencies(const Json& config, int64_t dim, double theta) {
-  at::Tensor inv = 1.0 / at::pow(theta, at::arange(0, dim, 2, at::kLong).to(at::kFloat) / static_cast<float>(dim));
+// config's rope_scaling applied; `attention_factor` gets what cos and sin are scaled by.
+at::Tensor rotary_frequencies(const Json& config, int64_t dim, double theta, double* attention_factor) {
+  *attention_factor = 1.0;
+  const at::Tensor pos_freqs = at::pow(theta, at::arange(0, dim, 2, at::kLong).to(at::kFloat) / static_cast<float>(dim));
+  at::Tensor inv = 1.0 / pos_freqs;
   const auto scaling = config.find("rope_scaling");
   if (scaling == config.end() || scaling->is_null()) return inv;
   if (!scaling->is_object()) throw mq::InputError("config.json: 'rope_scaling' must be an object");
@@ -66,8 +103,10 @@ at::Tensor rotary_frequencies(const Json& config, int64_t dim, double theta) {
   const double factor = number(*scaling, "factor", 1.0);
   if (type == "default") return inv;
   if (type == "linear") return inv / factor;
+  if (type == "yarn") return yarn_frequencies(config, *scaling, pos_freqs, theta, attention_factor);
   if (type != "llama3")
-    throw mq::RecipeError("config.json: rope_scaling type '" + type + "' is not implemented (default, linear, llama3 are)");
+    throw mq::RecipeError("config.json: rope_scaling type '" + type +
+                          "' is not implemented (default, linear, llama3, yarn are)");
   const double low = number(*scaling, "low_freq_factor", 1.0), high = number(*scaling, "high_freq_factor", 4.0);
   const double old_context = number(*scaling, "original_max_position_embeddings", 8192.0);
   const double low_wavelen = old_context / low, high_wavelen = old_context / high;
@@ -104,7 +143,7 @@ Config parse(const Json& config) {
   if (act != "silu") throw mq::RecipeError("config.json: hidden_act '" + act + "' is not implemented (silu is)");
   if (config.value("use_sliding_window", true) && config.contains("sliding_window") && config["sliding_window"].is_number_integer())
     c.sliding_window = config["sliding_window"].get<int64_t>();
-  c.inv_freq = rotary_frequencies(config, c.head_dim, c.theta);
+  c.inv_freq = rotary_frequencies(config, c.head_dim, c.theta, &c.attention_factor);
   if (config.contains("num_local_experts")) {
     c.experts = positive(config, "num_local_experts");
     c.experts_per_token = positive(config, "num_experts_per_tok");
@@ -210,7 +249,7 @@ class LlamaModel final : public mq::TensorRunnable {
     const at::Tensor positions = at::arange(T, at::kLong).to(at::kFloat);
     const at::Tensor freqs = at::outer(positions, c_.inv_freq);
     const at::Tensor emb = at::cat({freqs, freqs}, -1);
-    const at::Tensor cos = emb.cos(), sin = emb.sin();
+    const at::Tensor cos = emb.cos() * c_.attention_factor, sin = emb.sin() * c_.attention_factor;
     const at::Tensor mask = at::full({T, T}, -std::numeric_limits<float>::infinity()).triu(1);
     const std::string p = "model.layers." + std::to_string(i) + ".";
     const at::Tensor x = rms_norm(hidden, p + "input_layernorm.weight");
