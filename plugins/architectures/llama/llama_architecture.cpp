@@ -268,8 +268,15 @@ class LlamaModel final : public mq::TensorRunnable {
       k = k.repeat_interleave(rep, 1);
       v = v.repeat_interleave(rep, 1);
     }
-    at::Tensor scores = at::matmul(q, k.transpose(2, 3)) / std::sqrt(static_cast<double>(D)) + mask;
-    const at::Tensor attention = at::matmul(at::softmax(scores, -1), v).transpose(1, 2).reshape({B, T, c_.heads * D});
+    // A sequence at a time: a batch's [B, heads, T, T] scores at once pass glibc's 32 MiB
+    // mmap ceiling (4 x 12 heads x 512²), and each block then faulted in fresh zeroed pages
+    // for them. Each sequence's products are the same either way.
+    std::vector<at::Tensor> sequences;
+    for (int64_t b = 0; b < B; ++b) {
+      const at::Tensor scores = at::matmul(q[b], k[b].transpose(1, 2)) / std::sqrt(static_cast<double>(D)) + mask;
+      sequences.push_back(at::matmul(at::softmax(scores, -1), v[b]));
+    }
+    const at::Tensor attention = at::stack(sequences).transpose(1, 2).reshape({B, T, c_.heads * D});
     const at::Tensor h = hidden + linear(p + "self_attn.o_proj", attention, r);
     const at::Tensor y = rms_norm(h, p + "post_attention_layernorm.weight");
     if (c_.experts) return h + experts(p + "block_sparse_moe.", y, r);
